@@ -1,0 +1,380 @@
+// Typed configuration: every variable declared once (name, default, meaning), loaded from
+// defaults < .env < environment < --set flags, validated before anything runs, then frozen.
+import fs from 'node:fs';
+import path from 'node:path';
+import dotenv from 'dotenv';
+import { UserError } from './errors.ts';
+
+export const TARGETS = ['local', 'minikube', 'gke'] as const;
+export type Target = (typeof TARGETS)[number];
+
+type Kind =
+  | { type: 'string'; pattern?: RegExp; example: string }
+  | { type: 'int'; min: number; max: number; example: string }
+  | { type: 'bool'; example: string }
+  | { type: 'enum'; values: readonly string[]; example: string };
+
+export interface VarSpec {
+  name: string;
+  group: string;
+  description: string;
+  default: string;
+  kind: Kind;
+  secret?: boolean;
+}
+
+const str = (example: string, pattern?: RegExp): Kind => ({ type: 'string', example, pattern });
+const int = (min: number, max: number, example: string): Kind => ({ type: 'int', min, max, example });
+const bool: Kind = { type: 'bool', example: 'true' };
+const oneOf = (values: readonly string[]): Kind => ({ type: 'enum', values, example: values[0] ?? '' });
+
+/** Every variable the project reads. .env.example is checked against this list by a test. */
+export const VARIABLES: readonly VarSpec[] = [
+  // General
+  { name: 'DIGDAG_HA_TARGET', group: 'General', default: '', kind: oneOf(['', ...TARGETS]),
+    description: 'Where to deploy: local (role-split processes on this machine), minikube or gke. Empty: minikube when docker and minikube answer, else local.' },
+  { name: 'DIGDAG_HA_STATE_DIR', group: 'General', default: '.state', kind: str('.state'),
+    description: 'Directory for generated secrets, the Digdag runtime cache, PostgreSQL data, process ids and logs. Never commit it.' },
+
+  // Digdag runtime
+  { name: 'DIGDAG_SOURCE', group: 'Digdag runtime', default: 'maven', kind: oneOf(['maven', 'release', 'jar']),
+    description: 'Where build-image gets Digdag: maven (io.digdag:digdag-cli + digdag-ui from MAVEN_REPO_URL, checksums verified), release (the GitHub release jar, sha256 pinned) or jar (DIGDAG_JAR).' },
+  { name: 'MAVEN_REPO_URL', group: 'Digdag runtime', default: 'https://repo.maven.apache.org/maven2', kind: str('https://repo.maven.apache.org/maven2', /^https?:\/\//),
+    description: 'Maven repository (or mirror) holding the io.digdag artifacts.' },
+  { name: 'DIGDAG_JAR', group: 'Digdag runtime', default: '', kind: str('/opt/digdag/digdag-0.10.5.1.jar'),
+    description: 'With DIGDAG_SOURCE=jar: a Digdag fat jar already on disk (the release jar, or one you built).' },
+  { name: 'DIGDAG_JAR_SHA256', group: 'Digdag runtime', default: '', kind: str('4d1337d7…', /^([0-9a-f]{64})?$/),
+    description: 'sha256 that DIGDAG_JAR must have. Empty: the pinned checksum of the official 0.10.5.1 release jar.' },
+  { name: 'JAVA_HOME', group: 'Digdag runtime', default: '', kind: str('/usr/lib/jvm/java-17-openjdk-amd64'),
+    description: 'Java runtime for Digdag (11 or 17). Empty: java on PATH.' },
+  { name: 'DIGDAG_JVM_OPTS', group: 'Digdag runtime', default: '-Xms64m -Xmx512m', kind: str('-Xmx1g'),
+    description: 'Extra JVM options for every Digdag process (heap size). The Java 17 --add-opens flags are added for you.' },
+
+  // Roles
+  { name: 'UI_REPLICAS', group: 'Roles', default: '1', kind: int(0, 20, '2'),
+    description: 'UI/API processes (no executor loop, no agent, no scheduler). 0 is allowed: every role serves the API.' },
+  { name: 'WORKFLOW_REPLICAS', group: 'Roles', default: '1', kind: int(1, 20, '2'),
+    description: 'Workflow executor processes (executor loop + TTL enforcer). At least 1, or workflows stall.' },
+  { name: 'SCHEDULER_REPLICAS', group: 'Roles', default: '1', kind: int(0, 5, '1'),
+    description: 'Scheduler processes (cron schedules only). 0 disables schedules.' },
+  { name: 'AGENT_REPLICAS', group: 'Roles', default: '2', kind: int(1, 50, '4'),
+    description: 'Agent processes that run tasks. At least 1.' },
+  { name: 'AGENT_MAX_TASK_THREADS', group: 'Roles', default: '4', kind: int(1, 256, '8'),
+    description: 'agent.max-task-threads: tasks one agent runs at once (Digdag default 0 = unbounded; always bounded here).' },
+  { name: 'AGENT_HEARTBEAT_INTERVAL', group: 'Roles', default: '', kind: str('60', /^(\d+)?$/),
+    description: 'agent.heartbeat-interval in seconds. Empty: 2 on local (fast failover for verify-ha), 10 on Kubernetes.' },
+  { name: 'AGENT_LOCK_RETENTION_TIME', group: 'Roles', default: '', kind: str('300', /^(\d+)?$/),
+    description: 'agent.lock-retention-time in seconds: how long a dead agent keeps its tasks. Empty: 8 on local, 60 on Kubernetes. Must be >= 3 x heartbeat.' },
+  { name: 'LOCK_EXPIRE_INTERVAL', group: 'Roles', default: '', kind: str('10', /^(\d+)?$/),
+    description: 'database.queue.expireLockInterval in seconds. Empty: 2 on local, 10 on Kubernetes.' },
+  { name: 'AGENT_TERMINATION_GRACE_SECONDS', group: 'Roles', default: '900', kind: int(30, 86400, '3600'),
+    description: 'Kubernetes: how long a stopping agent may finish its running tasks before SIGKILL (then they are retried after the lock retention).' },
+  { name: 'DB_POOL_SIZE', group: 'Roles', default: '8', kind: int(2, 200, '8'),
+    description: 'database.maximumPoolSize = minimumPoolSize per Digdag process (Digdag default CPUs x 32 exhausts PostgreSQL).' },
+
+  // Database
+  { name: 'DATABASE_URL', group: 'Database', default: '', kind: str('postgresql://digdag:secret@10.0.0.5:5432/digdag', /^(postgres(ql)?:\/\/.+)?$/), secret: true,
+    description: 'Use an existing PostgreSQL (e.g. Cloud SQL) with this role and database instead of starting one. Empty: the project runs its own.' },
+  { name: 'POSTGRES_PORT', group: 'Database', default: '0', kind: int(0, 65535, '54320'),
+    description: 'Local target: port of the project-owned PostgreSQL on 127.0.0.1. 0: a free port is picked once and kept.' },
+  { name: 'POSTGRES_BIN_DIR', group: 'Database', default: '', kind: str('/usr/lib/postgresql/15/bin'),
+    description: 'Local target: directory with initdb, pg_ctl and postgres. Empty: the newest /usr/lib/postgresql/*/bin, else pg_config --bindir.' },
+  { name: 'POSTGRES_MAX_CONNECTIONS', group: 'Database', default: '200', kind: int(20, 10000, '200'),
+    description: 'max_connections of the project-owned PostgreSQL; all Digdag pools together must fit under it.' },
+  { name: 'DB_NAME', group: 'Database', default: 'digdag', kind: str('digdag', /^[a-z_][a-z0-9_]{0,62}$/),
+    description: 'Database Digdag uses.' },
+  { name: 'DB_USER', group: 'Database', default: 'digdag', kind: str('digdag', /^[a-z_][a-z0-9_]{0,62}$/),
+    description: 'Role Digdag connects as (NOSUPERUSER).' },
+
+  // Workflows
+  { name: 'WORKFLOW_DIR', group: 'Workflows', default: '', kind: str('./my-project'),
+    description: 'Your own Digdag project directory, pushed by push-workflow next to the ha-sample project verify-ha uses.' },
+  { name: 'WORKFLOW_PROJECT', group: 'Workflows', default: '', kind: str('my-project', /^([A-Za-z0-9_.-]+)?$/),
+    description: 'Project name for WORKFLOW_DIR. Empty: the directory name.' },
+
+  // Local target
+  { name: 'LOCAL_PORT_BASE', group: 'Local target', default: '65432', kind: int(1024, 65500, '65432'),
+    description: 'Local target: first HTTP port; the processes take consecutive ports in the order ui, workflow, scheduler, agent. The first UI is the endpoint.' },
+
+  // Logs and GCP
+  { name: 'LOG_SERVER', group: 'Logs and GCP', default: '', kind: oneOf(['', 'local', 'gcs', 'none']),
+    description: 'Where task logs are stored. Empty: local (a shared directory) on the local target, gcs when GCS_LOG_BUCKET is set on Kubernetes, else none.' },
+  { name: 'GCS_LOG_BUCKET', group: 'Logs and GCP', default: '', kind: str('my-digdag-logs', /^([a-z0-9][a-z0-9._-]{1,220})?$/),
+    description: 'log-server.gcs.bucket for task logs.' },
+  { name: 'GCS_LOG_PATH', group: 'Logs and GCP', default: 'digdag-logs', kind: str('digdag-logs'),
+    description: 'log-server.gcs.path prefix inside the bucket.' },
+  { name: 'GCP_PROJECT', group: 'Logs and GCP', default: '', kind: str('my-project', /^([a-z][a-z0-9-]{4,28}[a-z0-9])?$/),
+    description: 'GCP project for bq>/gcs_wait> and the gcloud CLI (GOOGLE_CLOUD_PROJECT in the pods).' },
+  { name: 'GCP_SA_KEY_FILE', group: 'Logs and GCP', default: '', kind: str('./gcp-service-account-key.json'),
+    description: 'Service-account JSON key mounted into the pods. Empty: Application Default Credentials (Workload Identity on GKE).' },
+
+  // Kubernetes
+  { name: 'K8S_NAMESPACE', group: 'Kubernetes', default: 'digdag', kind: str('digdag', /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/),
+    description: 'Namespace everything is deployed into.' },
+  { name: 'KUBE_CONTEXT', group: 'Kubernetes', default: '', kind: str('gke_my-project_asia-northeast1_digdag'),
+    description: 'kubectl context. Empty: the minikube profile on minikube, the current context on gke.' },
+  { name: 'MINIKUBE_PROFILE', group: 'Kubernetes', default: 'digdag-ha', kind: str('digdag-ha', /^[a-z0-9][a-z0-9-]*$/),
+    description: 'minikube profile (a dedicated cluster, so teardown deletes only ours).' },
+  { name: 'IMAGE', group: 'Kubernetes', default: 'digdag-ha:0.10.5.1', kind: str('asia-northeast1-docker.pkg.dev/my-project/digdag/digdag-ha:0.10.5.1', /^[a-z0-9][a-z0-9._\-/:@]*$/),
+    description: 'Image name. On gke it must include the registry path; build-image pushes it there.' },
+  { name: 'INSTALL_GCLOUD', group: 'Kubernetes', default: 'true', kind: bool,
+    description: 'Install the gcloud SDK in the image so sh> tasks can call bq and gcloud.' },
+  { name: 'IMAGE_TZ', group: 'Kubernetes', default: 'Asia/Tokyo', kind: str('Asia/Tokyo', /^[A-Za-z_]+(\/[A-Za-z_+-]+)*$/),
+    description: 'Time zone baked into the image.' },
+  { name: 'IMAGE_LANG', group: 'Kubernetes', default: 'ja_JP.UTF-8', kind: str('ja_JP.UTF-8', /^[A-Za-z_]+\.UTF-8$/),
+    description: 'Locale baked into the image.' },
+  { name: 'INGRESS_HOST', group: 'Kubernetes', default: '', kind: str('digdag.example.com', /^([a-z0-9.-]+)?$/),
+    description: 'Host name for the Ingress rule. Empty: any host (the minikube IP works).' },
+  { name: 'PORT_FORWARD_PORT', group: 'Kubernetes', default: '65432', kind: int(1024, 65535, '65432'),
+    description: 'Local port that port-forward binds to the UI Service.' },
+  { name: 'ROLLOUT_TIMEOUT_SECONDS', group: 'Kubernetes', default: '300', kind: int(10, 3600, '600'),
+    description: 'How long apply waits for each role to roll out before showing events and failing.' },
+];
+
+export interface Config {
+  readonly target: Target;
+  /** Why this target was chosen (printed by all.ts). */
+  readonly targetReason: string;
+  readonly root: string;
+  readonly stateDir: string;
+  readonly vars: Readonly<Record<string, string>>;
+  readonly digdag: {
+    readonly source: 'maven' | 'release' | 'jar';
+    readonly mavenRepoUrl: string;
+    readonly jar: string;
+    readonly jarSha256: string;
+    readonly javaHome: string;
+    readonly jvmOpts: readonly string[];
+  };
+  readonly replicas: { readonly ui: number; readonly workflow: number; readonly scheduler: number; readonly agent: number };
+  readonly agent: {
+    readonly maxTaskThreads: number;
+    readonly heartbeatInterval: number;
+    readonly lockRetentionTime: number;
+    readonly lockExpireInterval: number;
+    readonly terminationGraceSeconds: number;
+  };
+  readonly db: {
+    readonly externalUrl: string;
+    readonly name: string;
+    readonly user: string;
+    readonly poolSize: number;
+    readonly port: number;
+    readonly binDir: string;
+    readonly maxConnections: number;
+  };
+  readonly local: { readonly portBase: number };
+  readonly logs: { readonly server: 'local' | 'gcs' | 'none'; readonly gcsBucket: string; readonly gcsPath: string };
+  readonly gcp: { readonly project: string; readonly saKeyFile: string };
+  readonly k8s: {
+    readonly namespace: string;
+    readonly context: string;
+    readonly minikubeProfile: string;
+    readonly image: string;
+    readonly installGcloud: boolean;
+    readonly tz: string;
+    readonly lang: string;
+    readonly ingressHost: string;
+    readonly portForwardPort: number;
+    readonly rolloutTimeoutSeconds: number;
+  };
+}
+
+export interface LoadOptions {
+  root: string;
+  env: Record<string, string | undefined>;
+  /** --set NAME=VALUE and --target, already parsed. */
+  overrides?: Record<string, string>;
+  /** Path of the dotenv file; default <root>/.env. Missing file is fine. */
+  envFile?: string;
+  /** Answers "do docker and minikube work here?" for target auto-detection. */
+  detectKube?: () => boolean;
+}
+
+const byName = new Map(VARIABLES.map((v) => [v.name, v]));
+
+function parseValue(spec: VarSpec, raw: string, source: string): string {
+  const value = raw.trim();
+  const bad = (why: string) =>
+    new UserError(
+      `${spec.name}=${spec.secret ? '***' : JSON.stringify(value)} (from ${source}) ${why}`,
+      `set ${spec.name} to a value like ${spec.name}=${spec.kind.example} — ${spec.description}`,
+    );
+  switch (spec.kind.type) {
+    case 'int': {
+      if (!/^-?\d+$/.test(value)) throw bad('is not a whole number');
+      const n = Number(value);
+      if (n < spec.kind.min || n > spec.kind.max) throw bad(`is out of range (${spec.kind.min}..${spec.kind.max})`);
+      return String(n);
+    }
+    case 'bool':
+      if (!/^(true|false|1|0|yes|no)$/i.test(value)) throw bad('is not true or false');
+      return /^(true|1|yes)$/i.test(value) ? 'true' : 'false';
+    case 'enum':
+      if (!spec.kind.values.includes(value)) throw bad(`is not one of: ${spec.kind.values.filter(Boolean).join(', ')}`);
+      return value;
+    case 'string':
+      if (spec.kind.pattern && !spec.kind.pattern.test(value)) throw bad('has the wrong form');
+      return value;
+  }
+}
+
+/** Reads and validates everything; throws UserError naming the variable on the first bad value. */
+export function loadConfig(opts: LoadOptions): Config {
+  const envFile = opts.envFile ?? path.join(opts.root, '.env');
+  let fileVars: Record<string, string> = {};
+  if (fs.existsSync(envFile)) fileVars = dotenv.parse(fs.readFileSync(envFile));
+  for (const name of Object.keys(fileVars)) {
+    if (!byName.has(name)) {
+      throw new UserError(`${path.basename(envFile)} sets ${name}, which digdag-ha does not know`, `remove it or fix the name; the known variables are listed in .env.example`);
+    }
+  }
+  for (const name of Object.keys(opts.overrides ?? {})) {
+    if (!byName.has(name)) throw new UserError(`--set ${name}: unknown variable`, 'see .env.example for the variable names');
+  }
+
+  const vars: Record<string, string> = {};
+  for (const spec of VARIABLES) {
+    let raw = spec.default;
+    let source = 'default';
+    if (fileVars[spec.name] !== undefined) [raw, source] = [fileVars[spec.name]!, path.basename(envFile)];
+    if (opts.env[spec.name] !== undefined && opts.env[spec.name] !== '') [raw, source] = [opts.env[spec.name]!, 'environment'];
+    if (opts.overrides?.[spec.name] !== undefined) [raw, source] = [opts.overrides[spec.name]!, 'command line'];
+    vars[spec.name] = parseValue(spec, raw, source);
+  }
+
+  let target = vars.DIGDAG_HA_TARGET as Target | '';
+  let targetReason = `DIGDAG_HA_TARGET=${target}`;
+  if (!target) {
+    const kube = opts.detectKube ? opts.detectKube() : false;
+    target = kube ? 'minikube' : 'local';
+    targetReason = kube
+      ? 'no target set; docker and minikube answer, so minikube'
+      : 'no target set; docker or minikube does not answer here, so local (role-split processes on this machine)';
+  }
+  const isLocal = target === 'local';
+  const num = (n: string) => Number(vars[n]);
+  const orDefault = (n: string, local: number, kube: number) => (vars[n] ? Number(vars[n]) : isLocal ? local : kube);
+
+  const heartbeat = orDefault('AGENT_HEARTBEAT_INTERVAL', 2, 10);
+  const retention = orDefault('AGENT_LOCK_RETENTION_TIME', 8, 60);
+  if (heartbeat < 1) throw new UserError('AGENT_HEARTBEAT_INTERVAL must be at least 1 second', 'set AGENT_HEARTBEAT_INTERVAL=10');
+  if (retention < heartbeat * 3) {
+    throw new UserError(
+      `AGENT_LOCK_RETENTION_TIME=${retention} is less than 3 x AGENT_HEARTBEAT_INTERVAL=${heartbeat}: a live agent could lose its tasks between two heartbeats`,
+      `set AGENT_LOCK_RETENTION_TIME=${heartbeat * 3} or more (Digdag's defaults are 60 and 300)`,
+    );
+  }
+
+  const logServer = (vars.LOG_SERVER || (isLocal ? 'local' : vars.GCS_LOG_BUCKET ? 'gcs' : 'none')) as Config['logs']['server'];
+  if (logServer === 'gcs' && !vars.GCS_LOG_BUCKET) {
+    throw new UserError('LOG_SERVER=gcs needs a bucket', 'set GCS_LOG_BUCKET=my-digdag-logs (or LOG_SERVER=none)');
+  }
+  if (logServer === 'local' && !isLocal) {
+    throw new UserError('LOG_SERVER=local only works on the local target (pods share no directory)', 'use LOG_SERVER=gcs with GCS_LOG_BUCKET, or LOG_SERVER=none');
+  }
+  if (vars.DIGDAG_SOURCE === 'jar' && !vars.DIGDAG_JAR) {
+    throw new UserError('DIGDAG_SOURCE=jar needs DIGDAG_JAR', 'set DIGDAG_JAR=/path/to/digdag-0.10.5.1.jar');
+  }
+  if (vars.DIGDAG_JAR && vars.DIGDAG_SOURCE !== 'jar') {
+    throw new UserError('DIGDAG_JAR is set but DIGDAG_SOURCE is not jar', 'set DIGDAG_SOURCE=jar, or remove DIGDAG_JAR');
+  }
+  const root = opts.root;
+  const resolve = (p: string | undefined) => (p ? path.resolve(root, p) : '');
+  if (vars.GCP_SA_KEY_FILE && !fs.existsSync(resolve(vars.GCP_SA_KEY_FILE))) {
+    throw new UserError(`GCP_SA_KEY_FILE=${vars.GCP_SA_KEY_FILE} does not exist`, 'point GCP_SA_KEY_FILE at the service-account JSON key, or leave it empty to use Application Default Credentials');
+  }
+  if (vars.WORKFLOW_DIR && !fs.existsSync(path.join(resolve(vars.WORKFLOW_DIR), '.'))) {
+    throw new UserError(`WORKFLOW_DIR=${vars.WORKFLOW_DIR} does not exist`, 'point WORKFLOW_DIR at a directory holding your .dig files, or leave it empty');
+  }
+  if (vars.DIGDAG_JAR && !fs.existsSync(resolve(vars.DIGDAG_JAR))) {
+    throw new UserError(`DIGDAG_JAR=${vars.DIGDAG_JAR} does not exist`, 'point DIGDAG_JAR at a Digdag jar, or use DIGDAG_SOURCE=maven');
+  }
+  if (target === 'gke' && !vars.IMAGE!.includes('/')) {
+    throw new UserError(`IMAGE=${vars.IMAGE} has no registry path, and gke pulls from a registry`, 'set IMAGE=asia-northeast1-docker.pkg.dev/<project>/<repo>/digdag-ha:0.10.5.1');
+  }
+
+  const processes = num('UI_REPLICAS') + num('WORKFLOW_REPLICAS') + num('SCHEDULER_REPLICAS') + num('AGENT_REPLICAS');
+  const connections = processes * num('DB_POOL_SIZE') + 1; // + the migration client
+  if (!vars.DATABASE_URL && connections > num('POSTGRES_MAX_CONNECTIONS') - 5) {
+    throw new UserError(
+      `${processes} Digdag processes x DB_POOL_SIZE=${vars.DB_POOL_SIZE} need ${connections} connections; POSTGRES_MAX_CONNECTIONS=${vars.POSTGRES_MAX_CONNECTIONS} leaves too few`,
+      `lower DB_POOL_SIZE or a replica count, or raise POSTGRES_MAX_CONNECTIONS to ${connections + 10}`,
+    );
+  }
+  if (isLocal && num('LOCAL_PORT_BASE') + processes > 65535) {
+    throw new UserError(`LOCAL_PORT_BASE=${vars.LOCAL_PORT_BASE} leaves no room for ${processes} processes`, 'set LOCAL_PORT_BASE=65432 or lower');
+  }
+
+  const stateDir = path.join(resolve(vars.DIGDAG_HA_STATE_DIR), target);
+  const config: Config = {
+    target,
+    targetReason,
+    root,
+    stateDir,
+    vars: Object.freeze({ ...vars }),
+    digdag: {
+      source: vars.DIGDAG_SOURCE as Config['digdag']['source'],
+      mavenRepoUrl: vars.MAVEN_REPO_URL!.replace(/\/+$/, ''),
+      jar: resolve(vars.DIGDAG_JAR!),
+      jarSha256: vars.DIGDAG_JAR_SHA256!,
+      javaHome: vars.JAVA_HOME!,
+      jvmOpts: vars.DIGDAG_JVM_OPTS!.split(/\s+/).filter(Boolean),
+    },
+    replicas: { ui: num('UI_REPLICAS'), workflow: num('WORKFLOW_REPLICAS'), scheduler: num('SCHEDULER_REPLICAS'), agent: num('AGENT_REPLICAS') },
+    agent: {
+      maxTaskThreads: num('AGENT_MAX_TASK_THREADS'),
+      heartbeatInterval: heartbeat,
+      lockRetentionTime: retention,
+      lockExpireInterval: orDefault('LOCK_EXPIRE_INTERVAL', 2, 10),
+      terminationGraceSeconds: num('AGENT_TERMINATION_GRACE_SECONDS'),
+    },
+    db: {
+      externalUrl: vars.DATABASE_URL!,
+      name: vars.DB_NAME!,
+      user: vars.DB_USER!,
+      poolSize: num('DB_POOL_SIZE'),
+      port: num('POSTGRES_PORT'),
+      binDir: vars.POSTGRES_BIN_DIR!,
+      maxConnections: num('POSTGRES_MAX_CONNECTIONS'),
+    },
+    local: { portBase: num('LOCAL_PORT_BASE') },
+    logs: { server: logServer, gcsBucket: vars.GCS_LOG_BUCKET!, gcsPath: vars.GCS_LOG_PATH! },
+    gcp: { project: vars.GCP_PROJECT!, saKeyFile: resolve(vars.GCP_SA_KEY_FILE!) },
+    k8s: {
+      namespace: vars.K8S_NAMESPACE!,
+      context: vars.KUBE_CONTEXT || (target === 'minikube' ? vars.MINIKUBE_PROFILE! : ''),
+      minikubeProfile: vars.MINIKUBE_PROFILE!,
+      image: vars.IMAGE!,
+      installGcloud: vars.INSTALL_GCLOUD === 'true',
+      tz: vars.IMAGE_TZ!,
+      lang: vars.IMAGE_LANG!,
+      ingressHost: vars.INGRESS_HOST!,
+      portForwardPort: num('PORT_FORWARD_PORT'),
+      rolloutTimeoutSeconds: num('ROLLOUT_TIMEOUT_SECONDS'),
+    },
+  };
+  return deepFreeze(config);
+}
+
+function deepFreeze<T>(o: T): T {
+  if (o && typeof o === 'object') {
+    for (const v of Object.values(o)) deepFreeze(v);
+    Object.freeze(o);
+  }
+  return o;
+}
+
+/** The .env.example text, generated from VARIABLES so the two cannot drift. */
+export function renderEnvExample(): string {
+  const lines = ['# digdag-ha configuration. Copy to .env and edit; the environment and --set NAME=VALUE override it.', '# Every value below is the default.', ''];
+  let group = '';
+  for (const v of VARIABLES) {
+    if (v.group !== group) {
+      group = v.group;
+      lines.push(`# --- ${group} ---`);
+    }
+    lines.push(`# ${v.description}`, `${v.name}=${v.default}`, '');
+  }
+  return lines.join('\n');
+}

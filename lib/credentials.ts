@@ -1,0 +1,51 @@
+// Generated secrets (DB password, Digdag encryption key): made once, kept 0600 in the state
+// dir outside git, reused on every run — the encryption key must never change under live data.
+import crypto from 'node:crypto';
+import path from 'node:path';
+import type { Config } from './config.ts';
+import { UserError } from './errors.ts';
+import { registerSecret } from './secrets.ts';
+import { readJson, writePrivateFile } from './state.ts';
+
+export interface Secrets {
+  dbPassword: string;
+  /** digdag.secret-encryption-key: base64 of 16 random bytes, the same on every node. */
+  encryptionKey: string;
+}
+
+export const secretsFile = (config: Config) => path.join(config.stateDir, 'secrets', 'secrets.json');
+
+export function isValidEncryptionKey(key: string): boolean {
+  return /^[A-Za-z0-9+/]{22}==$/.test(key) && Buffer.from(key, 'base64').length === 16;
+}
+
+export function readSecrets(config: Config): Secrets | undefined {
+  const s = readJson<Partial<Secrets>>(secretsFile(config));
+  if (!s?.dbPassword || !s.encryptionKey) return undefined;
+  registerSecret(s.dbPassword);
+  registerSecret(s.encryptionKey);
+  return s as Secrets;
+}
+
+export function requireSecrets(config: Config): Secrets {
+  const s = readSecrets(config);
+  if (!s) throw new UserError('no generated secrets yet', 'run the create-secret task first: npx tsx tasks/create-secret.ts');
+  if (!isValidEncryptionKey(s.encryptionKey)) {
+    throw new UserError(`${secretsFile(config)} holds an encryption key that is not base64 of 16 bytes`, 'restore the file from backup; do not regenerate it while the database holds encrypted secrets');
+  }
+  return s;
+}
+
+/** Creates whatever is missing and returns what was created; existing values are never replaced. */
+export function ensureSecrets(config: Config): { secrets: Secrets; created: string[] } {
+  const existing = readJson<Partial<Secrets>>(secretsFile(config)) ?? {};
+  const created: string[] = [];
+  const secrets: Secrets = {
+    dbPassword: existing.dbPassword ?? (created.push('database password'), crypto.randomBytes(24).toString('hex')),
+    encryptionKey: existing.encryptionKey ?? (created.push('encryption key'), crypto.randomBytes(16).toString('base64')),
+  };
+  if (created.length) writePrivateFile(secretsFile(config), JSON.stringify(secrets, null, 2) + '\n');
+  registerSecret(secrets.dbPassword);
+  registerSecret(secrets.encryptionKey);
+  return { secrets, created };
+}

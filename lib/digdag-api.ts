@@ -1,0 +1,90 @@
+// A small client for the Digdag REST API (the same endpoints the digdag CLI client uses),
+// for verify-ha and the benchmark, which need attempt, task and log details as data.
+import { getJson } from './digdag.ts';
+import { waitFor } from './processes.ts';
+
+export interface Attempt {
+  id: string;
+  done: boolean;
+  success: boolean;
+  status?: string;
+  sessionTime: string;
+  createdAt: string;
+  finishedAt?: string;
+  workflow: { name: string; id: string };
+}
+
+export interface Task {
+  id: string;
+  fullName: string;
+  state: string;
+  startedAt?: string | null;
+  updatedAt: string;
+  retryAt?: string | null;
+  parentId?: string | null;
+  upstreams: string[];
+}
+
+export interface LogFile {
+  fileName: string;
+  taskName: string;
+  agentId: string;
+  fileSize: number;
+}
+
+export async function projectId(endpoint: string, name: string): Promise<string> {
+  const res = await getJson<{ projects: { id: string }[] }>(endpoint, `/api/projects?name=${encodeURIComponent(name)}`);
+  const id = res.projects[0]?.id;
+  if (!id) throw new Error(`project ${name} is not on ${endpoint}; run push-workflow`);
+  return id;
+}
+
+export async function workflowId(endpoint: string, project: string, workflow: string): Promise<string> {
+  const pid = await projectId(endpoint, project);
+  const res = await getJson<{ workflows: { id: string }[] }>(endpoint, `/api/projects/${pid}/workflows?name=${encodeURIComponent(workflow)}`);
+  const id = res.workflows[0]?.id;
+  if (!id) throw new Error(`workflow ${workflow} is not in project ${project}`);
+  return id;
+}
+
+/** Starts a new session; sessionTime must be unique per workflow (Digdag dedups sessions on it). */
+export async function startAttempt(endpoint: string, wfId: string, sessionTime: Date, params: Record<string, unknown> = {}): Promise<string> {
+  const res = await fetch(`${endpoint}/api/attempts`, {
+    method: 'PUT',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ workflowId: wfId, sessionTime: sessionTime.toISOString().replace(/\.\d+Z$/, 'Z'), params }),
+    signal: AbortSignal.timeout(15_000),
+  });
+  if (!res.ok) throw new Error(`start attempt: HTTP ${res.status} ${await res.text()}`);
+  return ((await res.json()) as Attempt).id;
+}
+
+export const getAttempt = (endpoint: string, id: string) => getJson<Attempt>(endpoint, `/api/attempts/${id}`);
+
+export async function listAttempts(endpoint: string, project: string, workflow: string): Promise<Attempt[]> {
+  const q = `project=${encodeURIComponent(project)}&workflow=${encodeURIComponent(workflow)}&page_size=100`;
+  return (await getJson<{ attempts: Attempt[] }>(endpoint, `/api/attempts?${q}`)).attempts;
+}
+
+export async function attemptTasks(endpoint: string, id: string): Promise<Task[]> {
+  return (await getJson<{ tasks: Task[] }>(endpoint, `/api/attempts/${id}/tasks`)).tasks;
+}
+
+export async function logFiles(endpoint: string, attemptId: string): Promise<LogFile[]> {
+  return (await getJson<{ files: LogFile[] }>(endpoint, `/api/logs/${attemptId}/files`)).files;
+}
+
+/** Polls until the attempt is done (bounded); returns the final attempt. */
+export async function waitAttempt(endpoint: string, id: string, timeoutMs: number): Promise<Attempt> {
+  let last: Attempt | undefined;
+  const done = await waitFor(async () => {
+    try {
+      last = await getAttempt(endpoint, id);
+    } catch {
+      return false; // a restarting node may refuse a request; the deadline bounds this
+    }
+    return last.done;
+  }, timeoutMs, 500);
+  if (!done || !last) throw new Error(`attempt ${id} not done after ${timeoutMs / 1000}s (last status: ${last?.status ?? 'unknown'})`);
+  return last;
+}

@@ -1,0 +1,157 @@
+// What a task is, how make-like skipping works, and how a list of tasks runs under Listr2.
+import { Listr, type ListrTask } from 'listr2';
+import type { Config } from './config.ts';
+import { describeError } from './errors.ts';
+import { listProcesses, stopProcess, unregisterProcess, type ProcessEntry } from './processes.ts';
+import type { Runner } from './runner.ts';
+import { hashInputs, readStamp, writeStamp } from './state.ts';
+
+export const TASK_ORDER = [
+  'build-image',
+  'create-secret',
+  'start-postgres',
+  'init-db',
+  'apply',
+  'ingress',
+  'port-forward',
+  'push-workflow',
+  'verify-ha',
+] as const;
+export type TaskName = (typeof TASK_ORDER)[number];
+
+export interface Ctx {
+  config: Config;
+  runner: Runner;
+  force: boolean;
+  /** Processes started by this run: stopped again if the run fails. */
+  started: ProcessEntry[];
+  /** Values tasks hand to later tasks (endpoint, attempt ids, verify report). */
+  facts: Record<string, unknown>;
+}
+
+export interface Inputs {
+  values: unknown;
+  files?: readonly string[];
+}
+
+export interface Step {
+  name: TaskName | 'down' | 'e2e';
+  /** Imperative title for the progress list. */
+  title: string;
+  /** A reason this task does nothing on this target (e.g. ingress on local). */
+  notApplicable?(ctx: Ctx): string | undefined;
+  /** What the task depends on; unchanged inputs + healthy() ⇒ skip. No inputs: always runs. */
+  inputs?(ctx: Ctx): Inputs | undefined | Promise<Inputs | undefined>;
+  /** Whether what the task made still holds; a string explains what was checked. */
+  healthy?(ctx: Ctx): Promise<string | false>;
+  run(ctx: Ctx): Promise<void>;
+}
+
+/** Why a step would be skipped now, or undefined when it must run. */
+export async function skipReason(step: Step, ctx: Ctx): Promise<string | undefined> {
+  const na = step.notApplicable?.(ctx);
+  if (na) return na;
+  if (ctx.force) return undefined;
+  const inputs = await step.inputs?.(ctx);
+  if (!inputs) return undefined;
+  const hash = hashInputs(inputs.values, inputs.files);
+  if (readStamp(ctx.config, step.name) !== hash) return undefined;
+  const ok = step.healthy ? await step.healthy(ctx) : 'done before';
+  return ok ? `up to date: inputs unchanged, ${ok}` : undefined;
+}
+
+/** Runs the step and, unless dry-run, stamps its inputs so the next run can skip. */
+export async function runStep(step: Step, ctx: Ctx): Promise<void> {
+  await step.run(ctx);
+  const inputs = ctx.runner.dryRun ? undefined : await step.inputs?.(ctx);
+  if (inputs) {
+    writeStamp(ctx.config, step.name, hashInputs(inputs.values, inputs.files));
+  }
+}
+
+export function toListrTask(step: Step): ListrTask<Ctx> {
+  return {
+    title: step.title,
+    skip: async (ctx) => (await skipReason(step, ctx)) ?? false,
+    task: async (ctx, task) => {
+      const sink = (line: string) => {
+        task.output = line;
+      };
+      const runner = ctx.runner as Runner & { setSink?(s: (l: string) => void): void };
+      runner.setSink?.(sink);
+      await runStep(step, ctx);
+    },
+  };
+}
+
+export interface RunOptions {
+  /** 'silent' in tests; default picks default (TTY) or simple. */
+  renderer?: 'default' | 'simple' | 'silent';
+}
+
+/** Runs the steps in order; on failure stops what this run started and rethrows. */
+export async function runSteps(steps: readonly Step[], ctx: Ctx, opts: RunOptions = {}): Promise<void> {
+  const renderer = opts.renderer ?? (process.stdout.isTTY && !process.env.CI ? 'default' : 'simple');
+  const list = new Listr<Ctx>(steps.map(toListrTask), {
+    concurrent: false,
+    exitOnError: true,
+    renderer: renderer as 'default',
+    fallbackRenderer: 'simple',
+    rendererOptions: { collapseSubtasks: false, outputBar: 3 } as never,
+  } as never);
+  try {
+    await list.run(ctx);
+  } catch (err) {
+    await stopStarted(ctx);
+    throw err;
+  }
+}
+
+/** Stops, newest first, every process this run started (data stays; nothing is purged). */
+export async function stopStarted(ctx: Ctx): Promise<void> {
+  for (const entry of [...ctx.started].reverse()) {
+    const how = entry.stopWith === 'pg_ctl' ? await stopPostgresEntry(ctx) : await stopProcess(entry, 30_000);
+    ctx.runner.log(`stopped ${entry.name} (started by this run): ${how}`);
+    unregisterProcess(ctx.config, entry.name);
+  }
+  ctx.started.length = 0;
+}
+
+async function stopPostgresEntry(ctx: Ctx): Promise<string> {
+  // Imported lazily: teardown of the owned server lives with the start-postgres task.
+  const { stopOwnedPostgres } = await import('../tasks/start-postgres.ts');
+  return stopOwnedPostgres(ctx);
+}
+
+export function registeredProcesses(ctx: Ctx): ProcessEntry[] {
+  return listProcesses(ctx.config);
+}
+
+export { describeError };
+
+/** A task's behaviour on one target. */
+export type Impl = Omit<Step, 'name' | 'title'>;
+
+/** A step that delegates to the local or the Kubernetes implementation by ctx.config.target. */
+export function byTarget(name: TaskName, title: string, impls: { local: Impl; kube?: Impl }): Step {
+  const pick = (ctx: Ctx): Impl => {
+    if (ctx.config.target === 'local') return impls.local;
+    if (!impls.kube) {
+      return {
+        notApplicable: () => undefined,
+        run: async () => {
+          throw new Error(`${name} is not implemented for target ${ctx.config.target}`);
+        },
+      };
+    }
+    return impls.kube;
+  };
+  return {
+    name,
+    title,
+    notApplicable: (ctx) => pick(ctx).notApplicable?.(ctx),
+    inputs: (ctx) => pick(ctx).inputs?.(ctx),
+    healthy: (ctx) => pick(ctx).healthy?.(ctx) ?? Promise.resolve(false),
+    run: (ctx) => pick(ctx).run(ctx),
+  };
+}

@@ -1,0 +1,220 @@
+// PostgreSQL for the local target: a server owned by the project (data dir in the state dir,
+// loopback only) run as a non-root OS user when we are root, or an existing server by URL.
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import type { Config } from './config.ts';
+import { UserError } from './errors.ts';
+import type { Runner } from './runner.ts';
+import { registerSecret } from './secrets.ts';
+import { ensureDir } from './state.ts';
+
+export interface DbEndpoint {
+  host: string;
+  port: number;
+  database: string;
+  user: string;
+  password: string;
+  /** The project runs this server (false: DATABASE_URL). */
+  owned: boolean;
+}
+
+export function parseDatabaseUrl(url: string): Omit<DbEndpoint, 'owned'> {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    throw new UserError('DATABASE_URL is not a URL', 'set DATABASE_URL=postgresql://digdag:PASSWORD@HOST:5432/digdag');
+  }
+  const out = {
+    host: u.hostname,
+    port: Number(u.port || 5432),
+    database: decodeURIComponent(u.pathname.replace(/^\//, '')),
+    user: decodeURIComponent(u.username),
+    password: decodeURIComponent(u.password),
+  };
+  if (!out.host || !out.database || !out.user) {
+    throw new UserError('DATABASE_URL needs a host, a user and a database', 'set DATABASE_URL=postgresql://digdag:PASSWORD@HOST:5432/digdag');
+  }
+  registerSecret(out.password);
+  return out;
+}
+
+export interface LocalPostgres {
+  binDir: string;
+  dir: string;
+  dataDir: string;
+  socketDir: string;
+  logFile: string;
+  portFile: string;
+  /** OS user the server runs as: ourselves, or 'postgres' when we are root (it refuses root). */
+  osUser: string | undefined;
+}
+
+export function localPostgres(config: Config): LocalPostgres {
+  const dir = path.join(config.stateDir, 'postgres');
+  return {
+    binDir: findPostgresBinDir(config.db.binDir),
+    dir,
+    dataDir: path.join(dir, 'data'),
+    socketDir: path.join(dir, 'run'),
+    logFile: path.join(dir, 'postgres.log'),
+    portFile: path.join(dir, 'port'),
+    osUser: process.getuid?.() === 0 ? 'postgres' : undefined,
+  };
+}
+
+export function findPostgresBinDir(configured: string): string {
+  if (configured) {
+    if (!fs.existsSync(path.join(configured, 'pg_ctl'))) {
+      throw new UserError(`POSTGRES_BIN_DIR=${configured} has no pg_ctl`, 'point POSTGRES_BIN_DIR at the directory holding initdb and pg_ctl (e.g. /usr/lib/postgresql/15/bin)');
+    }
+    return configured;
+  }
+  const base = '/usr/lib/postgresql';
+  const versions = fs.existsSync(base)
+    ? fs.readdirSync(base).filter((v) => fs.existsSync(path.join(base, v, 'bin', 'pg_ctl'))).sort((a, b) => Number(b) - Number(a))
+    : [];
+  if (versions[0]) return path.join(base, versions[0], 'bin');
+  for (const dir of (process.env.PATH ?? '').split(':')) if (dir && fs.existsSync(path.join(dir, 'pg_ctl'))) return dir;
+  throw new UserError('no PostgreSQL server binaries (initdb, pg_ctl) found', 'install them (Debian: apt-get install postgresql) or set POSTGRES_BIN_DIR, or use an existing server with DATABASE_URL');
+}
+
+/** Prefix that runs a PostgreSQL binary as the server's OS user. */
+export function asPgUser(pg: LocalPostgres, argv: string[]): string[] {
+  return pg.osUser ? ['runuser', '-u', pg.osUser, '--', ...argv] : argv;
+}
+
+export async function isPortFree(port: number, host = '127.0.0.1'): Promise<boolean> {
+  return new Promise((resolve) => {
+    const srv = net.createServer();
+    srv.once('error', () => resolve(false));
+    srv.listen(port, host, () => srv.close(() => resolve(true)));
+  });
+}
+
+export async function pickFreePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const port = (srv.address() as net.AddressInfo).port;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/** The port of the owned server: configured, or picked once and remembered. */
+export async function ownedPort(config: Config, pg: LocalPostgres): Promise<number> {
+  if (config.db.port) return config.db.port;
+  if (fs.existsSync(pg.portFile)) return Number(fs.readFileSync(pg.portFile, 'utf8').trim());
+  const port = await pickFreePort();
+  ensureDir(pg.dir);
+  fs.writeFileSync(pg.portFile, `${port}\n`);
+  return port;
+}
+
+/** Data dir and socket dir exist and belong to the server's OS user. */
+export async function prepareDirs(runner: Runner, pg: LocalPostgres): Promise<void> {
+  ensureDir(pg.dir, 0o755);
+  for (const d of [pg.socketDir]) fs.mkdirSync(d, { recursive: true, mode: 0o700 });
+  if (pg.osUser) {
+    // Our own state dirs (0700 by default) become traversable, not readable, for the server's
+    // user; secrets/ and logs/ stay 0700.
+    const stateRoot = path.dirname(path.dirname(pg.dir));
+    for (let d = path.dirname(pg.dir); d.startsWith(stateRoot); d = path.dirname(d)) fs.chmodSync(d, fs.statSync(d).mode | 0o011);
+    assertTraversable(pg.dir, pg.osUser);
+    await runner.run({ argv: ['chown', '-R', `${pg.osUser}:`, pg.dir], mutates: true });
+  }
+}
+
+/** The postgres OS user must reach the data dir; say so plainly if a parent (e.g. /root) blocks it. */
+function assertTraversable(dir: string, user: string): void {
+  let d = path.dirname(path.resolve(dir));
+  while (d !== path.dirname(d)) {
+    const st = fs.statSync(d);
+    if ((st.mode & 0o001) === 0 && st.uid !== uidOf(user)) {
+      throw new UserError(
+        `PostgreSQL runs as the OS user "${user}" (it refuses root), but ${d} is not traversable by other users`,
+        `set DIGDAG_HA_STATE_DIR to a path under a world-traversable directory (e.g. /var/tmp/digdag-ha), or chmod o+x ${d}`,
+      );
+    }
+    d = path.dirname(d);
+  }
+}
+
+function uidOf(user: string): number {
+  const line = fs
+    .readFileSync('/etc/passwd', 'utf8')
+    .split('\n')
+    .find((l) => l.startsWith(`${user}:`));
+  if (!line) throw new UserError(`the OS user "${user}" does not exist`, `create it (useradd --system ${user}) or install PostgreSQL from Debian, which creates it`);
+  return Number(line.split(':')[2]);
+}
+
+export function pgHba(): string {
+  return [
+    '# digdag-ha: the socket directory is 0700, so only the server owner (and root) reach "local".',
+    'local all all trust',
+    'host all all 127.0.0.1/32 scram-sha-256',
+    '',
+  ].join('\n');
+}
+
+/** Server settings: loopback only, keepalives, and no session may sit idle in a transaction forever. */
+export function serverOptions(port: number, socketDir: string, maxConnections: number): string[] {
+  return [
+    '-c', 'listen_addresses=127.0.0.1',
+    '-c', `port=${port}`,
+    '-c', `unix_socket_directories=${socketDir}`,
+    '-c', `max_connections=${maxConnections}`,
+    '-c', 'tcp_keepalives_idle=60',
+    '-c', 'idle_in_transaction_session_timeout=600000',
+  ];
+}
+
+export function postmasterPid(pg: LocalPostgres): number | undefined {
+  try {
+    return Number(fs.readFileSync(path.join(pg.dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
+  } catch {
+    return undefined;
+  }
+}
+
+/** psql as the superuser over the private socket (owned server) — SQL comes on stdin. */
+export function superuserPsql(pg: LocalPostgres, port: number, database = 'postgres'): string[] {
+  return asPgUser(pg, [path.join(pg.binDir, 'psql'), '-X', '-q', '-v', 'ON_ERROR_STOP=1', '-h', pg.socketDir, '-p', String(port), '-U', 'postgres', '-d', database, '-f', '-']);
+}
+
+/** Where Digdag's database is, with its credentials: the owned server, or DATABASE_URL. */
+export async function dbEndpoint(config: Config, dbPassword: string): Promise<DbEndpoint> {
+  if (config.db.externalUrl) return { ...parseDatabaseUrl(config.db.externalUrl), owned: false };
+  const port = await ownedPort(config, localPostgres(config));
+  return { host: '127.0.0.1', port, database: config.db.name, user: config.db.user, password: dbPassword, owned: true };
+}
+
+/** psql binary: beside the server binaries when we have them, else on PATH. */
+export function psqlBin(config: Config): string {
+  try {
+    return path.join(findPostgresBinDir(config.db.binDir), 'psql');
+  } catch {
+    return 'psql';
+  }
+}
+
+/** Runs one query as Digdag's role over TCP; the password travels in the environment, not argv. */
+export async function queryAsApp(runner: Runner, config: Config, db: DbEndpoint, sql: string, quiet = true): Promise<string> {
+  const res = await runner.run({
+    argv: [psqlBin(config), '-X', '-At', '-v', 'ON_ERROR_STOP=1', '-h', db.host, '-p', String(db.port), '-U', db.user, '-d', db.database, '-c', sql],
+    env: { PGPASSWORD: db.password, PGCONNECT_TIMEOUT: '5' },
+    quiet,
+  });
+  return res.stdout.trim();
+}
+
+/** psql's \set lines that hand values to sql/*.sql over stdin (never on a command line). */
+export function psqlVariables(vars: Record<string, string>): string {
+  return Object.entries(vars)
+    .map(([k, v]) => `\\set ${k} '${v.replace(/'/g, "''")}'`)
+    .join('\n') + '\n';
+}

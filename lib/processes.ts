@@ -1,0 +1,89 @@
+// Background processes this project started (PostgreSQL, Digdag roles, port-forwards):
+// registered in the state dir so teardown, tests and re-runs find and stop exactly those.
+import fs from 'node:fs';
+import path from 'node:path';
+import type { Config } from './config.ts';
+import { ensureDir } from './state.ts';
+
+export interface ProcessEntry {
+  name: string;
+  pid: number;
+  /** A string that must appear in /proc/<pid>/cmdline, so a reused pid is never mistaken for ours. */
+  marker: string;
+  logFile: string;
+  startedAt: string;
+  role?: string;
+  port?: number;
+  /** How teardown stops it: a signal to the process group, or a command (pg_ctl stop). */
+  stopWith?: 'signal' | 'pg_ctl';
+}
+
+const dirOf = (config: Config) => path.join(config.stateDir, 'run');
+
+export function registerProcess(config: Config, entry: ProcessEntry): void {
+  ensureDir(dirOf(config));
+  fs.writeFileSync(path.join(dirOf(config), `${entry.name}.json`), JSON.stringify(entry, null, 2) + '\n');
+}
+
+export function unregisterProcess(config: Config, name: string): void {
+  fs.rmSync(path.join(dirOf(config), `${name}.json`), { force: true });
+}
+
+export function listProcesses(config: Config): ProcessEntry[] {
+  const dir = dirOf(config);
+  if (!fs.existsSync(dir)) return [];
+  return fs
+    .readdirSync(dir)
+    .filter((f) => f.endsWith('.json'))
+    .map((f) => JSON.parse(fs.readFileSync(path.join(dir, f), 'utf8')) as ProcessEntry)
+    .sort((a, b) => a.name.localeCompare(b.name));
+}
+
+export function isAlive(entry: Pick<ProcessEntry, 'pid' | 'marker'>): boolean {
+  if (!entry.pid) return false;
+  try {
+    process.kill(entry.pid, 0);
+  } catch {
+    return false;
+  }
+  try {
+    const cmdline = fs.readFileSync(`/proc/${entry.pid}/cmdline`, 'utf8');
+    const stat = fs.readFileSync(`/proc/${entry.pid}/stat`, 'utf8');
+    // A zombie (state Z) is dead for our purposes.
+    if (/^\d+ \(.*\) Z /.test(stat)) return false;
+    return cmdline.includes(entry.marker);
+  } catch {
+    return false;
+  }
+}
+
+/** Waits (bounded, polling) until a condition holds; returns false on timeout. */
+export async function waitFor(check: () => boolean | Promise<boolean>, timeoutMs: number, intervalMs = 200): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (await check()) return true;
+    if (Date.now() >= deadline) return false;
+    await new Promise((r) => setTimeout(r, Math.min(intervalMs, Math.max(0, deadline - Date.now()))));
+  }
+}
+
+/** SIGTERM to the process group, then SIGKILL after graceMs. Returns how it ended. */
+export async function stopProcess(entry: ProcessEntry, graceMs: number): Promise<'not-running' | 'terminated' | 'killed'> {
+  if (!isAlive(entry)) return 'not-running';
+  const signal = (sig: NodeJS.Signals) => {
+    try {
+      process.kill(-entry.pid, sig);
+    } catch {
+      try {
+        process.kill(entry.pid, sig);
+      } catch {
+        /* already gone */
+      }
+    }
+  };
+  signal('SIGTERM');
+  if (await waitFor(() => !isAlive(entry), graceMs)) return 'terminated';
+  signal('SIGKILL');
+  await waitFor(() => !isAlive(entry), 5000);
+  return 'killed';
+}

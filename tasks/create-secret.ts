@@ -1,0 +1,24 @@
+// create-secret: generate the DB password and the Digdag encryption key once (0600, outside
+// git) and reuse them; on Kubernetes also apply them as a Secret (lib/kube.ts).
+import { isMain, main } from '../lib/cli.ts';
+import { ensureSecrets, readSecrets, secretsFile } from '../lib/credentials.ts';
+import { kubeImpls } from '../lib/kube.ts';
+import { byTarget } from '../lib/pipeline.ts';
+
+export const createSecret = byTarget('create-secret', 'Create secrets', {
+  local: {
+    // Never regenerated once made: the encryption key must match the data already encrypted.
+    notApplicable: (ctx) => (readSecrets(ctx.config) && !ctx.force ? `secrets exist in ${secretsFile(ctx.config)} (kept; never rotated automatically)` : undefined),
+    run: async (ctx) => {
+      if (ctx.runner.dryRun) {
+        ctx.runner.log(`[dry-run] would write ${secretsFile(ctx.config)} (0600) with any missing secret`);
+        return;
+      }
+      const { created } = ensureSecrets(ctx.config);
+      ctx.runner.log(created.length ? `generated ${created.join(' and ')} in ${secretsFile(ctx.config)} (0600)` : 'secrets already present; kept');
+    },
+  },
+  kube: kubeImpls['create-secret'],
+});
+
+if (isMain(import.meta.url)) await main([createSecret], 'tasks/create-secret.ts');
