@@ -1,0 +1,30 @@
+// Test fixtures: a config rooted in a throw-away state dir, and a context around a runner.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { ROOT } from '../../lib/cli.ts';
+import { loadConfig, type Config } from '../../lib/config.ts';
+import type { Ctx } from '../../lib/pipeline.ts';
+import type { Runner } from '../../lib/runner.ts';
+
+export function tempDir(prefix = 'digdag-ha-test-'): string {
+  // Under /tmp (world-traversable) so a PostgreSQL run as the postgres user can reach it.
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  fs.chmodSync(dir, 0o711);
+  return dir;
+}
+
+export function testConfig(vars: Record<string, string> = {}, opts: { detectKube?: () => boolean } = {}): Config {
+  const state = vars.DIGDAG_HA_STATE_DIR ?? tempDir();
+  return loadConfig({
+    root: ROOT,
+    env: {},
+    envFile: path.join(state, 'no-such.env'),
+    overrides: { DIGDAG_HA_TARGET: 'local', ...vars, DIGDAG_HA_STATE_DIR: state },
+    detectKube: opts.detectKube ?? (() => false),
+  });
+}
+
+export function testCtx(config: Config, runner: Runner, force = false): Ctx {
+  return { config, runner, force, started: [], facts: {} };
+}
