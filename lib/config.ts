@@ -39,7 +39,7 @@ export const VARIABLES: readonly VarSpec[] = [
   // Digdag runtime
   { name: 'DIGDAG_SOURCE', group: 'Digdag runtime', default: 'maven', kind: oneOf(['maven', 'release', 'jar']),
     description: 'Where build-image gets Digdag: maven (io.digdag:digdag-cli + digdag-ui from MAVEN_REPO_URL, checksums verified), release (the GitHub release jar, sha256 pinned) or jar (DIGDAG_JAR).' },
-  { name: 'MAVEN_REPO_URL', group: 'Digdag runtime', default: 'https://repo.maven.apache.org/maven2', kind: str('https://repo.maven.apache.org/maven2', /^https?:\/\//),
+  { name: 'MAVEN_REPO_URL', group: 'Digdag runtime', default: 'https://repo.maven.apache.org/maven2', kind: str('https://repo.maven.apache.org/maven2', /^(https?|file):\/\//),
     description: 'Maven repository (or mirror) holding the io.digdag artifacts.' },
   { name: 'DIGDAG_JAR', group: 'Digdag runtime', default: '', kind: str('/opt/digdag/digdag-0.10.5.1.jar'),
     description: 'With DIGDAG_SOURCE=jar: a Digdag fat jar already on disk (the release jar, or one you built).' },

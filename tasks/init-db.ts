@@ -43,6 +43,30 @@ async function migrationsApplied(ctx: Ctx, db: DbEndpoint): Promise<number | und
   }
 }
 
+/** Runs sql/*.sql as the superuser over the private socket; values go in on stdin. */
+export async function applySql(ctx: Ctx, db: DbEndpoint): Promise<void> {
+  const pg = localPostgres(ctx.config);
+  const port = await ownedPort(ctx.config, pg);
+  const vars = psqlVariables({ db_user: db.user, db_password: db.password, db_name: db.database });
+  for (const file of sqlFiles()) {
+    await ctx.runner.run({ argv: superuserPsql(pg, port), input: vars + fs.readFileSync(file, 'utf8'), mutates: true });
+    ctx.runner.log(`applied ${path.basename(file)}`);
+  }
+}
+
+/** An existing server: its role and database are the operator's; only uuid-ossp is checked. */
+async function checkExternalDb(ctx: Ctx, db: DbEndpoint): Promise<void> {
+  const has = await queryAsApp(ctx.runner, ctx.config, db, "SELECT count(*) FROM pg_extension WHERE extname = 'uuid-ossp'").catch((e: Error) => {
+    throw new UserError(`cannot connect to DATABASE_URL (${db.host}:${db.port}/${db.database}) as ${db.user}`, 'check DATABASE_URL, the network path and that the role may log in', e.message);
+  });
+  if (has !== '1') {
+    throw new UserError(
+      `the database ${db.database} on ${db.host} lacks the uuid-ossp extension Digdag's first migration needs`,
+      'as a privileged user run: CREATE EXTENSION IF NOT EXISTS "uuid-ossp"; (Cloud SQL: as postgres / cloudsqlsuperuser)',
+    );
+  }
+}
+
 export const initDb = byTarget('init-db', 'Initialise the database and migrate the schema', {
   local: {
     inputs: async (ctx) => {
@@ -61,26 +85,8 @@ export const initDb = byTarget('init-db', 'Initialise the database and migrate t
     run: async (ctx) => {
       const secrets = requireSecrets(ctx.config);
       const db = await dbEndpoint(ctx.config, secrets.dbPassword);
-      if (db.owned) {
-        const pg = localPostgres(ctx.config);
-        const port = await ownedPort(ctx.config, pg);
-        const vars = psqlVariables({ db_user: db.user, db_password: db.password, db_name: db.database });
-        for (const file of sqlFiles()) {
-          await ctx.runner.run({ argv: superuserPsql(pg, port), input: vars + fs.readFileSync(file, 'utf8'), mutates: true });
-          ctx.runner.log(`applied ${path.basename(file)}`);
-        }
-      } else {
-        // An existing server: its role and database are the operator's; only uuid-ossp is checked.
-        const has = await queryAsApp(ctx.runner, ctx.config, db, "SELECT count(*) FROM pg_extension WHERE extname = 'uuid-ossp'").catch((e: Error) => {
-          throw new UserError(`cannot connect to DATABASE_URL (${db.host}:${db.port}/${db.database}) as ${db.user}`, 'check DATABASE_URL, the network path and that the role may log in', e.message);
-        });
-        if (has !== '1') {
-          throw new UserError(
-            `the database ${db.database} on ${db.host} lacks the uuid-ossp extension Digdag's first migration needs`,
-            `as a privileged user run: CREATE EXTENSION IF NOT EXISTS "uuid-ossp"; (Cloud SQL: as postgres / cloudsqlsuperuser)`,
-          );
-        }
-      }
+      if (db.owned) await applySql(ctx, db);
+      else await checkExternalDb(ctx, db);
       const props = path.join(ctx.config.stateDir, 'props', 'migrate.properties');
       if (!ctx.runner.dryRun) writePrivateFile(props, migrateProperties(ctx.config, db, secrets.encryptionKey));
       const java = await detectJava(ctx.config, ctx.runner);
