@@ -1,0 +1,118 @@
+// Local tasks with the recording runner: the exact commands each one issues, secrets kept off
+// every command line, and build-image's answers when the runtime cannot be had.
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { test } from 'node:test';
+import { ensureSecrets } from '../../lib/credentials.ts';
+import { writeRuntime, javaFlags, cacheDir } from '../../lib/digdag.ts';
+import { UserError } from '../../lib/errors.ts';
+import { runStep } from '../../lib/pipeline.ts';
+import { localPostgres } from '../../lib/postgres.ts';
+import { parseProperties } from '../../lib/properties.ts';
+import { RecordingRunner, ShellRunner } from '../../lib/runner.ts';
+import { planLocal } from '../../tasks/apply.ts';
+import { buildImage } from '../../tasks/build-image.ts';
+import { initDb } from '../../tasks/init-db.ts';
+import { tempDir, testConfig, testCtx } from '../helpers/fixtures.ts';
+
+const javaAnswer = (argv: readonly string[]) => (argv[1] === '-version' ? { stderr: 'openjdk version "17.0.15" 2025-04-15' } : undefined);
+
+function preparedConfig() {
+  const config = testConfig({ POSTGRES_PORT: '55999' });
+  const { secrets } = ensureSecrets(config);
+  const jar = path.join(tempDir(), 'digdag.jar');
+  fs.writeFileSync(jar, 'not really a jar');
+  writeRuntime(config, { kind: 'jar', path: jar, version: '0.10.5.1', source: 'test' });
+  return { config, secrets, jar };
+}
+
+test('init-db (owned server): three SQL files as superuser over the socket, then one migration', async () => {
+  const { config, secrets, jar } = preparedConfig();
+  const runner = new RecordingRunner(javaAnswer);
+  await runStep(initDb, testCtx(config, runner));
+  const pg = localPostgres(config);
+  const psql = `runuser -u postgres -- ${pg.binDir}/psql -X -q -v ON_ERROR_STOP=1 -h ${pg.socketDir} -p 55999 -U postgres -d postgres -f -`;
+  const props = path.join(config.stateDir, 'props', 'migrate.properties');
+  assert.deepEqual(runner.commands(), [
+    psql,
+    psql,
+    psql,
+    'java -version',
+    `java ${javaFlags(17).join(' ')} -Xmx256m -XX:TieredStopAtLevel=1 -jar ${jar} migrate run -c ${props}`,
+    // Read-only: how many migrations the schema now has, for the log line.
+    `${pg.binDir}/psql -X -At -v ON_ERROR_STOP=1 -h 127.0.0.1 -p 55999 -U digdag -d digdag -c SELECT count(*) FROM schema_migrations`,
+  ]);
+  // The password reaches psql on stdin (masked in the record) and the migration through a 0600 file.
+  assert.match(runner.calls[0]!.input!, /^\\set db_password '\*\*\*'$/m);
+  assert.match(runner.calls[0]!.input!, /CREATE ROLE %I WITH LOGIN NOSUPERUSER/);
+  assert.ok(runner.calls.every((c) => !c.argv.join(' ').includes(secrets.dbPassword)));
+  assert.equal(fs.statSync(props).mode & 0o777, 0o600);
+  assert.match(fs.readFileSync(props, 'utf8'), new RegExp(`database.password = ${secrets.dbPassword}`));
+});
+
+test('init-db with --dry-run prints the changes and runs none of them', async () => {
+  const { config } = preparedConfig();
+  const runner = new RecordingRunner(javaAnswer, true);
+  await runStep(initDb, testCtx(config, runner));
+  assert.equal(runner.lines.filter((l) => l.startsWith('[dry-run]')).length, 4);
+  assert.equal(fs.existsSync(path.join(config.stateDir, 'props', 'migrate.properties')), false);
+});
+
+test('apply plans one process per replica with its role flags, port and properties', async () => {
+  const { config, secrets, jar } = preparedConfig();
+  const plan = await planLocal(config, { bin: 'java', major: 17, flags: javaFlags(17) }, { kind: 'jar', path: jar, version: '0.10.5.1', source: 'test' });
+  assert.deepEqual(plan.map((p) => `${p.instance.name}:${p.port}`), ['ui-1:65432', 'workflow-1:65433', 'scheduler-1:65434', 'agent-1:65435', 'agent-2:65436']);
+  const flags = (name: string) => plan.find((p) => p.instance.name === name)!.argv.filter((a) => a.startsWith('--disable'));
+  assert.deepEqual(flags('ui-1'), ['--disable-executor-loop', '--disable-local-agent', '--disable-scheduler']);
+  assert.deepEqual(flags('workflow-1'), ['--disable-local-agent', '--disable-scheduler']);
+  assert.deepEqual(flags('scheduler-1'), ['--disable-local-agent', '--disable-executor-loop']);
+  assert.deepEqual(flags('agent-2'), ['--disable-executor-loop', '--disable-scheduler']);
+  const agent = parseProperties(plan[4]!.properties);
+  assert.equal(agent.get('agent.id'), 'agent-2');
+  assert.equal(agent.get('server.port'), '65436');
+  assert.equal(agent.get('database.migrate'), 'false');
+  assert.equal(agent.get('database.port'), '55999');
+  assert.equal(parseProperties(plan[0]!.properties).get('agent.id'), undefined, 'only agents get an agent.id');
+  for (const p of plan) {
+    assert.ok(!p.properties.includes(secrets.dbPassword) && !p.properties.includes(secrets.encryptionKey), 'plan text holds no secret');
+    assert.ok(!p.argv.join(' ').includes(secrets.dbPassword));
+  }
+});
+
+test('apply re-plans a process only when its settings change', async () => {
+  const { config, jar } = preparedConfig();
+  const java = { bin: 'java', major: 17, flags: javaFlags(17) };
+  const rt = { kind: 'jar' as const, path: jar, version: '0.10.5.1', source: 'test' };
+  const a = await planLocal(config, java, rt);
+  const b = await planLocal(config, java, rt);
+  assert.deepEqual(a.map((p) => p.hash), b.map((p) => p.hash));
+  const more = await planLocal(testConfig({ DIGDAG_HA_STATE_DIR: path.dirname(config.stateDir), POSTGRES_PORT: '55999', AGENT_MAX_TASK_THREADS: '8' }), java, rt);
+  assert.notEqual(more[3]!.hash, a[3]!.hash);
+});
+
+test('build-image from an empty Maven repository fails naming the artifacts and the fix (real mvn)', async () => {
+  const repo = tempDir('empty-maven-');
+  const config = testConfig({ MAVEN_REPO_URL: `file://${repo}` });
+  const runner = new ShellRunner(false, () => {});
+  await assert.rejects(runStep(buildImage, testCtx(config, runner)), (err: unknown) => {
+    assert.ok(err instanceof UserError, String(err));
+    assert.match(err.message, /Digdag 0\.10\.5\.1 is not in the Maven repository file:\/\/.*io\.digdag:digdag-cli:jar:0\.10\.5\.1/);
+    assert.match(err.fix!, /DIGDAG_SOURCE=release/);
+    return true;
+  });
+  assert.equal(fs.existsSync(path.join(cacheDir(config), 'runtime.json')), false, 'nothing half-made is recorded');
+});
+
+test('build-image refuses a jar whose checksum does not match', async () => {
+  const jar = path.join(tempDir(), 'digdag.jar');
+  fs.writeFileSync(jar, 'tampered');
+  const config = testConfig({ DIGDAG_SOURCE: 'jar', DIGDAG_JAR: jar });
+  await assert.rejects(runStep(buildImage, testCtx(config, new RecordingRunner(javaAnswer))), /has sha256 [0-9a-f]{64}, expected 4d1337d7/);
+});
+
+test('build-image refuses a Java Digdag does not run on', async () => {
+  const { config } = preparedConfig();
+  const runner = new RecordingRunner((argv) => (argv[1] === '-version' ? { stderr: 'openjdk version "25" 2025-09-16' } : undefined));
+  await assert.rejects(runStep(buildImage, testCtx(config, runner)), /Java 25 is not supported/);
+});
