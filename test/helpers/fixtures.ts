@@ -7,10 +7,17 @@ import { loadConfig, type Config } from '../../lib/config.ts';
 import type { Ctx } from '../../lib/pipeline.ts';
 import type { Runner } from '../../lib/runner.ts';
 
+const made: string[] = [];
+// Temporary state dirs go when the test process ends (teardown stopped their processes).
+process.once('exit', () => {
+  for (const d of made) fs.rmSync(d, { recursive: true, force: true });
+});
+
 export function tempDir(prefix = 'digdag-ha-test-'): string {
   // Under /tmp (world-traversable) so a PostgreSQL run as the postgres user can reach it.
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
   fs.chmodSync(dir, 0o711);
+  made.push(dir);
   return dir;
 }
 
