@@ -112,7 +112,7 @@ export async function stopStarted(ctx: Ctx): Promise<void> {
   for (const entry of [...ctx.started].reverse()) {
     const how = entry.stopWith === 'pg_ctl' ? await stopPostgresEntry(ctx) : await stopProcess(entry, 30_000);
     ctx.runner.log(`stopped ${entry.name} (started by this run): ${how}`);
-    unregisterProcess(ctx.config, entry.name);
+    unregisterProcess(ctx.config, entry.name, entry.pid);
   }
   ctx.started.length = 0;
 }

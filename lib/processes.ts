@@ -25,8 +25,36 @@ export function registerProcess(config: Config, entry: ProcessEntry): void {
   fs.writeFileSync(path.join(dirOf(config), `${entry.name}.json`), JSON.stringify(entry, null, 2) + '\n');
 }
 
-export function unregisterProcess(config: Config, name: string): void {
-  fs.rmSync(path.join(dirOf(config), `${name}.json`), { force: true });
+/** Forgets a process; with a pid, only if the registered entry is still that process (a
+ * replacement started under the same name stays registered). */
+export function unregisterProcess(config: Config, name: string, pid?: number): void {
+  const file = path.join(dirOf(config), `${name}.json`);
+  if (pid !== undefined) {
+    try {
+      if ((JSON.parse(fs.readFileSync(file, 'utf8')) as ProcessEntry).pid !== pid) return;
+    } catch {
+      return;
+    }
+  }
+  fs.rmSync(file, { force: true });
+}
+
+/** Processes whose command line mentions the state dir but that no registry entry names: left
+ * behind by a crash of this tool. Teardown stops them too. */
+export function strayProcesses(config: Config, known: readonly ProcessEntry[]): ProcessEntry[] {
+  const needle = `${config.stateDir}/props/`;
+  const out: ProcessEntry[] = [];
+  for (const d of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(d) || known.some((k) => k.pid === Number(d))) continue;
+    try {
+      const cmd = fs.readFileSync(`/proc/${d}/cmdline`, 'utf8');
+      const m = cmd.split('\0').find((a) => a.startsWith(needle));
+      if (m) out.push({ name: `stray-${d}`, pid: Number(d), marker: m, logFile: '', startedAt: '', stopWith: 'signal' });
+    } catch {
+      /* gone meanwhile */
+    }
+  }
+  return out;
 }
 
 export function listProcesses(config: Config): ProcessEntry[] {

@@ -5,7 +5,7 @@ import { configFromFlags, isMain, makeCtx, parseFlags } from '../lib/cli.ts';
 import { describeError, UserError } from '../lib/errors.ts';
 import { kubeDown } from '../lib/kube.ts';
 import type { Ctx } from '../lib/pipeline.ts';
-import { listProcesses, stopProcess, unregisterProcess } from '../lib/processes.ts';
+import { listProcesses, stopProcess, strayProcesses, unregisterProcess } from '../lib/processes.ts';
 import { ShellRunner } from '../lib/runner.ts';
 import { stopOwnedPostgres } from './start-postgres.ts';
 
@@ -13,7 +13,7 @@ import { stopOwnedPostgres } from './start-postgres.ts';
 export async function downLocal(ctx: Ctx, purge: boolean): Promise<string[]> {
   const done: string[] = [];
   const entries = listProcesses(ctx.config);
-  const others = entries.filter((e) => e.stopWith !== 'pg_ctl');
+  const others = [...entries.filter((e) => e.stopWith !== 'pg_ctl'), ...strayProcesses(ctx.config, entries)];
   // Stop in parallel: each waits for its own exit (agents finish running tasks first).
   const results = await Promise.all(
     others.map(async (e) => {

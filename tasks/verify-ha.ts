@@ -40,6 +40,16 @@ async function runParallel(ctx: Ctx, endpoint: string, tasks: number, sleepSecon
   return startAttempt(endpoint, wf, nextSessionTime(), { tasks, sleep_seconds: sleepSeconds });
 }
 
+/**
+ * Task locks held for one attempt's tasks (the scheduled workflow fires every minute, so locks
+ * of other attempts are about). queued_tasks.unique_name is the task id, with ".rN" on retries.
+ */
+export function locksOfAttemptSql(attemptId: string): string {
+  return 'SELECT l.id, l.lock_agent_id FROM queued_task_locks l JOIN queued_tasks q ON q.id = l.id' +
+    " JOIN tasks t ON t.id = split_part(q.unique_name, '.', 1)::bigint" +
+    ` WHERE t.attempt_id = ${Number(attemptId)} AND l.lock_agent_id IS NOT NULL ORDER BY l.id`;
+}
+
 /** Restarts what verify stopped; those are replacements, not part of what a failed run undoes. */
 async function restoreLayout(ctx: Ctx): Promise<void> {
   const before = ctx.started.length;
@@ -99,7 +109,7 @@ export async function verifyLocal(ctx: Ctx): Promise<Check[]> {
   const killAttempt = await runParallel(ctx, endpoint, 4, 20);
   let held: { id: string; agent: string }[] = [];
   await waitFor(async () => {
-    const rows = await queryAsApp(runner, config, db, 'SELECT id, lock_agent_id FROM queued_task_locks WHERE lock_agent_id IS NOT NULL ORDER BY id');
+    const rows = await queryAsApp(runner, config, db, locksOfAttemptSql(killAttempt));
     held = rows.split('\n').filter(Boolean).map((l) => {
       const [id, agent] = l.split('|');
       return { id: id!, agent: agent! };

@@ -13,28 +13,14 @@ import { after, before, test, type TestContext } from 'node:test';
 import type { Config } from '../../lib/config.ts';
 import { UserError } from '../../lib/errors.ts';
 import { runStep, runSteps, skipReason } from '../../lib/pipeline.ts';
-import { isPortFree } from '../../lib/postgres.ts';
 import { isAlive, listProcesses } from '../../lib/processes.ts';
 import { ShellRunner } from '../../lib/runner.ts';
 import { ALL_STEPS } from '../../tasks/all.ts';
-import { buildImage } from '../../tasks/build-image.ts';
 import { downLocal } from '../../tasks/down.ts';
 import { pushWorkflow } from '../../tasks/push-workflow.ts';
 import type { Check } from '../../tasks/verify-ha.ts';
 import { tempDir, testConfig, testCtx } from '../helpers/fixtures.ts';
-
-const runtimeVars: Record<string, string> = {};
-for (const k of ['DIGDAG_SOURCE', 'DIGDAG_JAR', 'DIGDAG_JAR_SHA256', 'MAVEN_REPO_URL', 'JAVA_HOME']) {
-  if (process.env[k]) runtimeVars[k] = process.env[k]!;
-}
-
-async function freePortRange(n: number): Promise<number> {
-  for (let base = 46000; base < 60000; base += 50) {
-    const free = await Promise.all(Array.from({ length: n }, (_, i) => isPortFree(base + i)));
-    if (free.every(Boolean)) return base;
-  }
-  throw new Error('no free port range');
-}
+import { freePortRange, prepareRuntime, runtimeVars } from '../helpers/runtime.ts';
 
 let config: Config;
 let unavailable: string | undefined;
@@ -49,12 +35,7 @@ function needsRuntime(t: TestContext): boolean {
 before(async () => {
   const stateRoot = tempDir();
   config = testConfig({ ...runtimeVars, DIGDAG_HA_STATE_DIR: stateRoot, LOCAL_PORT_BASE: String(await freePortRange(5)) });
-  try {
-    await runStep(buildImage, testCtx(config, runner));
-  } catch (err) {
-    if (err instanceof UserError && /is not in the Maven repository|not reachable|Could not resolve/.test(err.message)) unavailable = err.message;
-    else throw err;
-  }
+  unavailable = await prepareRuntime(config, runner);
 });
 
 after(async () => {

@@ -1,0 +1,61 @@
+// The autoscaling query against a real Digdag database under load: with N tasks queued behind
+// one agent of T threads, QUEUE_DEPTH_SQL returns N, which yields ceil(N / T) agents.
+// Needs the Digdag runtime; SKIPPED with the reason where none can be had.
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import type { Config } from '../../lib/config.ts';
+import { requireSecrets } from '../../lib/credentials.ts';
+import { startAttempt, workflowId } from '../../lib/digdag-api.ts';
+import { runSteps } from '../../lib/pipeline.ts';
+import { dbEndpoint, queryAsApp } from '../../lib/postgres.ts';
+import { waitFor } from '../../lib/processes.ts';
+import { ShellRunner } from '../../lib/runner.ts';
+import { desiredAgents, QUEUE_DEPTH_SQL } from '../../lib/scaling.ts';
+import { apply } from '../../tasks/apply.ts';
+import { createSecret } from '../../tasks/create-secret.ts';
+import { downLocal } from '../../tasks/down.ts';
+import { initDb } from '../../tasks/init-db.ts';
+import { pushWorkflow, SAMPLE_PROJECT } from '../../tasks/push-workflow.ts';
+import { startPostgres } from '../../tasks/start-postgres.ts';
+import { tempDir, testConfig, testCtx } from '../helpers/fixtures.ts';
+import { freePortRange, prepareRuntime, runtimeVars } from '../helpers/runtime.ts';
+
+const THREADS = 2;
+const QUEUED = 7;
+let config: Config;
+let unavailable: string | undefined;
+const runner = new ShellRunner(false, () => {});
+
+before(async () => {
+  config = testConfig({
+    ...runtimeVars,
+    DIGDAG_HA_STATE_DIR: tempDir(),
+    LOCAL_PORT_BASE: String(await freePortRange(3, 52000)),
+    UI_REPLICAS: '0',
+    SCHEDULER_REPLICAS: '0',
+    AGENT_REPLICAS: '1',
+    AGENT_MAX_TASK_THREADS: String(THREADS),
+  });
+  unavailable = await prepareRuntime(config, runner);
+});
+
+after(async () => {
+  if (config) await downLocal(testCtx(config, runner), true);
+});
+
+test(`with ${QUEUED} tasks queued behind one ${THREADS}-thread agent the query asks for ceil(${QUEUED}/${THREADS}) agents`, { timeout: 600_000 }, async (t) => {
+  if (unavailable) return t.skip(`no Digdag runtime on this machine: ${unavailable}`);
+  const ctx = testCtx(config, runner);
+  await runSteps([createSecret, startPostgres, initDb, apply, pushWorkflow], ctx, { renderer: 'silent' });
+  // With UI_REPLICAS=0 the workflow process (first port) serves the API.
+  const endpoint = `http://127.0.0.1:${config.local.portBase}`;
+  const wf = await workflowId(endpoint, SAMPLE_PROJECT, 'parallel');
+  await startAttempt(endpoint, wf, new Date(Date.UTC(2020, 0, 1)), { tasks: QUEUED, sleep_seconds: 120 });
+  const db = await dbEndpoint(config, requireSecrets(config).dbPassword);
+  const count = async () => Number(await queryAsApp(runner, config, db, QUEUE_DEPTH_SQL));
+  const running = async () => Number(await queryAsApp(runner, config, db, 'SELECT count(*) FROM queued_task_locks WHERE lock_agent_id IS NOT NULL'));
+  // Reached once the loop has generated its children and the agent holds as many as it has threads.
+  assert.ok(await waitFor(async () => (await count()) === QUEUED && (await running()) === THREADS, 120_000, 500), `queue depth never reached ${QUEUED} with ${THREADS} running (last: ${await count()}, running ${await running()})`);
+  assert.equal(desiredAgents(await count(), THREADS), Math.ceil(QUEUED / THREADS));
+  assert.equal(Number(await queryAsApp(runner, config, db, 'SELECT count(*) FROM queued_task_locks WHERE lock_expire_time IS NULL')), QUEUED - THREADS, 'the rest are waiting');
+});

@@ -1,0 +1,52 @@
+// Teardown stops registered processes and strays of this state dir; a replacement registered
+// under the same name survives the cleanup of the process it replaced.
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { test } from 'node:test';
+import { stopStarted } from '../../lib/pipeline.ts';
+import { isAlive, listProcesses, registerProcess, waitFor } from '../../lib/processes.ts';
+import { ShellRunner } from '../../lib/runner.ts';
+import { downLocal } from '../../tasks/down.ts';
+import { testConfig, testCtx } from '../helpers/fixtures.ts';
+
+const runner = new ShellRunner(false, () => {});
+
+async function sleeper(marker: string) {
+  const pid = await runner.spawnBackground({ argv: ['sh', '-c', 'sleep 300; true', marker], logFile: '/dev/null' });
+  return { pid, marker, logFile: '', startedAt: '' };
+}
+
+test('down stops a process of this state dir that nothing registered (left by a crash)', async () => {
+  const config = testConfig();
+  const stray = await sleeper(path.join(config.stateDir, 'props', 'agent-9.properties'));
+  const other = await sleeper('/somewhere/else/props/agent-9.properties');
+  try {
+    assert.ok(isAlive(stray));
+    const lines = await downLocal(testCtx(config, runner), false);
+    assert.deepEqual(lines, [`stray-${stray.pid}: terminated`]);
+    assert.ok(await waitFor(() => !isAlive(stray), 5000));
+    assert.ok(isAlive(other), 'processes of other state dirs are not touched');
+  } finally {
+    process.kill(-other.pid, 'SIGKILL');
+  }
+});
+
+test('cleaning up a dead process does not unregister its live replacement', async () => {
+  const config = testConfig();
+  const ctx = testCtx(config, runner);
+  const old = { name: 'workflow-1', ...(await sleeper(`${config.stateDir}/props/workflow-1.properties`)) };
+  registerProcess(config, old);
+  ctx.started.push(old);
+  process.kill(-old.pid, 'SIGKILL');
+  await waitFor(() => !isAlive(old), 5000);
+  const replacement = { name: 'workflow-1', ...(await sleeper(`${config.stateDir}/props/workflow-1.properties`)) };
+  registerProcess(config, replacement);
+  try {
+    await stopStarted(ctx);
+    assert.deepEqual(listProcesses(config).map((p) => p.pid), [replacement.pid]);
+    await downLocal(ctx, false);
+    assert.ok(await waitFor(() => !isAlive(replacement), 5000));
+  } finally {
+    try { process.kill(-replacement.pid, 'SIGKILL'); } catch { /* stopped */ }
+  }
+});
