@@ -123,6 +123,12 @@ export const VARIABLES: readonly VarSpec[] = [
     description: 'Time zone baked into the image.' },
   { name: 'IMAGE_LANG', group: 'Kubernetes', default: 'ja_JP.UTF-8', kind: str('ja_JP.UTF-8', /^[A-Za-z_]+\.UTF-8$/),
     description: 'Locale baked into the image.' },
+  { name: 'AGENT_AUTOSCALING', group: 'Kubernetes', default: 'none', kind: oneOf(['none', 'keda', 'hpa']),
+    description: 'Scale agents automatically: keda (on Digdag\'s queue depth, needs KEDA), hpa (on CPU) or none (AGENT_REPLICAS fixed).' },
+  { name: 'AGENT_MAX_REPLICAS', group: 'Kubernetes', default: '10', kind: int(1, 500, '20'),
+    description: 'Upper bound for agent autoscaling; AGENT_REPLICAS is the lower bound.' },
+  { name: 'GCP_SERVICE_ACCOUNT', group: 'Kubernetes', default: '', kind: str('digdag@my-project.iam.gserviceaccount.com', /^([a-z0-9-]+@[a-z0-9-]+\.iam\.gserviceaccount\.com)?$/),
+    description: 'gke: Google service account bound to the digdag ServiceAccount by Workload Identity. Empty: the node\'s default identity.' },
   { name: 'INGRESS_HOST', group: 'Kubernetes', default: '', kind: str('digdag.example.com', /^([a-z0-9.-]+)?$/),
     description: 'Host name for the Ingress rule. Empty: any host (the minikube IP works).' },
   { name: 'PORT_FORWARD_PORT', group: 'Kubernetes', default: '65432', kind: int(1024, 65535, '65432'),
@@ -177,6 +183,9 @@ export interface Config {
     readonly ingressHost: string;
     readonly portForwardPort: number;
     readonly rolloutTimeoutSeconds: number;
+    readonly autoscaling: 'none' | 'keda' | 'hpa';
+    readonly agentMaxReplicas: number;
+    readonly gcpServiceAccount: string;
   };
 }
 
@@ -294,6 +303,12 @@ export function loadConfig(opts: LoadOptions): Config {
     throw new UserError(`IMAGE=${vars.IMAGE} has no registry path, and gke pulls from a registry`, 'set IMAGE=asia-northeast1-docker.pkg.dev/<project>/<repo>/digdag-ha:0.10.5.1');
   }
 
+  if (!isLocal && num('UI_REPLICAS') < 1) {
+    throw new UserError('UI_REPLICAS=0 leaves the UI Service and the Ingress without pods on Kubernetes', 'set UI_REPLICAS=1 or more');
+  }
+  if (num('AGENT_MAX_REPLICAS') < num('AGENT_REPLICAS')) {
+    throw new UserError(`AGENT_MAX_REPLICAS=${vars.AGENT_MAX_REPLICAS} is below AGENT_REPLICAS=${vars.AGENT_REPLICAS}`, `set AGENT_MAX_REPLICAS=${vars.AGENT_REPLICAS} or more`);
+  }
   const processes = num('UI_REPLICAS') + num('WORKFLOW_REPLICAS') + num('SCHEDULER_REPLICAS') + num('AGENT_REPLICAS');
   const connections = processes * num('DB_POOL_SIZE') + 1; // + the migration client
   if (!vars.DATABASE_URL && connections > num('POSTGRES_MAX_CONNECTIONS') - 5) {
@@ -352,6 +367,9 @@ export function loadConfig(opts: LoadOptions): Config {
       ingressHost: vars.INGRESS_HOST!,
       portForwardPort: num('PORT_FORWARD_PORT'),
       rolloutTimeoutSeconds: num('ROLLOUT_TIMEOUT_SECONDS'),
+      autoscaling: vars.AGENT_AUTOSCALING as Config['k8s']['autoscaling'],
+      agentMaxReplicas: num('AGENT_MAX_REPLICAS'),
+      gcpServiceAccount: vars.GCP_SERVICE_ACCOUNT!,
     },
   };
   return deepFreeze(config);

@@ -11,6 +11,8 @@ export interface Secrets {
   dbPassword: string;
   /** digdag.secret-encryption-key: base64 of 16 random bytes, the same on every node. */
   encryptionKey: string;
+  /** Superuser of the in-cluster PostgreSQL (Kubernetes targets). */
+  postgresPassword: string;
 }
 
 export const secretsFile = (config: Config) => path.join(config.stateDir, 'secrets', 'secrets.json');
@@ -21,9 +23,10 @@ export function isValidEncryptionKey(key: string): boolean {
 
 export function readSecrets(config: Config): Secrets | undefined {
   const s = readJson<Partial<Secrets>>(secretsFile(config));
-  if (!s?.dbPassword || !s.encryptionKey) return undefined;
+  if (!s?.dbPassword || !s.encryptionKey || !s.postgresPassword) return undefined;
   registerSecret(s.dbPassword);
   registerSecret(s.encryptionKey);
+  registerSecret(s.postgresPassword);
   return s as Secrets;
 }
 
@@ -43,9 +46,11 @@ export function ensureSecrets(config: Config): { secrets: Secrets; created: stri
   const secrets: Secrets = {
     dbPassword: existing.dbPassword ?? (created.push('database password'), crypto.randomBytes(24).toString('hex')),
     encryptionKey: existing.encryptionKey ?? (created.push('encryption key'), crypto.randomBytes(16).toString('base64')),
+    postgresPassword: existing.postgresPassword ?? (created.push('PostgreSQL superuser password'), crypto.randomBytes(24).toString('hex')),
   };
   if (created.length) writePrivateFile(secretsFile(config), JSON.stringify(secrets, null, 2) + '\n');
   registerSecret(secrets.dbPassword);
   registerSecret(secrets.encryptionKey);
+  registerSecret(secrets.postgresPassword);
   return { secrets, created };
 }

@@ -56,6 +56,21 @@ export function serverProperties(config: Config, role: Role, at: Placement): str
   return [`# digdag-ha: ${role} role. Generated; change .env and re-run apply instead of editing.`, ...p.map(([k, v]) => `${k} = ${v}`), ''].join('\n');
 }
 
+/** Properties for `digdag migrate run|check`: the database only (the secret part is added apart). */
+export function migrateProperties(config: Config, at: { dbHost: string; dbPort: number; database?: string; user?: string }): string {
+  return [
+    '# digdag-ha: schema migration. Generated.',
+    'database.type = postgresql',
+    `database.host = ${at.dbHost}`,
+    `database.port = ${at.dbPort}`,
+    `database.database = ${at.database ?? config.db.name}`,
+    `database.user = ${at.user ?? config.db.user}`,
+    'database.maximumPoolSize = 2',
+    'database.minimumPoolSize = 1',
+    '',
+  ].join('\n');
+}
+
 /** The secret part, appended to the properties on disk (0600) or mounted from a Secret. */
 export function secretProperties(dbPassword: string, encryptionKey: string): string {
   return `database.password = ${dbPassword}\ndigdag.secret-encryption-key = ${encryptionKey}\n`;

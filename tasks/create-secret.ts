@@ -15,7 +15,7 @@ export const createSecret = byTarget('create-secret', 'Create secrets', {
         return;
       }
       const { created } = ensureSecrets(ctx.config);
-      ctx.runner.log(created.length ? `generated ${created.join(' and ')} in ${secretsFile(ctx.config)} (0600)` : 'secrets already present; kept');
+      ctx.runner.log(created.length ? `generated ${created.join(', ')} in ${secretsFile(ctx.config)} (0600)` : 'secrets already present; kept');
     },
   },
   kube: kubeImpls['create-secret'],

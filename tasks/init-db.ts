@@ -3,14 +3,13 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { isMain, main, ROOT } from '../lib/cli.ts';
-import type { Config } from '../lib/config.ts';
 import { requireSecrets } from '../lib/credentials.ts';
 import { detectJava, digdagArgv, CLIENT_JVM_OPTS, requireRuntime } from '../lib/digdag.ts';
 import { UserError } from '../lib/errors.ts';
 import { kubeImpls } from '../lib/kube.ts';
 import { byTarget, type Ctx } from '../lib/pipeline.ts';
 import { dbEndpoint, localPostgres, ownedPort, psqlVariables, queryAsApp, superuserPsql, type DbEndpoint } from '../lib/postgres.ts';
-import { secretProperties } from '../lib/properties.ts';
+import { migrateProperties, secretProperties } from '../lib/properties.ts';
 import { writePrivateFile } from '../lib/state.ts';
 import { createHash } from 'node:crypto';
 
@@ -20,20 +19,6 @@ export const sqlFiles = (): string[] =>
     .filter((f) => f.endsWith('.sql'))
     .sort()
     .map((f) => path.join(ROOT, 'sql', f));
-
-/** Properties for `digdag migrate run`: the database only. Written 0600 (it holds the password). */
-export function migrateProperties(config: Config, db: DbEndpoint, encryptionKey: string): string {
-  return [
-    'database.type = postgresql',
-    `database.host = ${db.host}`,
-    `database.port = ${db.port}`,
-    `database.database = ${db.database}`,
-    `database.user = ${db.user}`,
-    'database.maximumPoolSize = 2',
-    'database.minimumPoolSize = 1',
-    secretProperties(db.password, encryptionKey),
-  ].join('\n');
-}
 
 async function migrationsApplied(ctx: Ctx, db: DbEndpoint): Promise<number | undefined> {
   try {
@@ -88,7 +73,7 @@ export const initDb = byTarget('init-db', 'Initialise the database and migrate t
       if (db.owned) await applySql(ctx, db);
       else await checkExternalDb(ctx, db);
       const props = path.join(ctx.config.stateDir, 'props', 'migrate.properties');
-      if (!ctx.runner.dryRun) writePrivateFile(props, migrateProperties(ctx.config, db, secrets.encryptionKey));
+      if (!ctx.runner.dryRun) writePrivateFile(props, migrateProperties(ctx.config, { dbHost: db.host, dbPort: db.port, database: db.database, user: db.user }) + secretProperties(db.password, secrets.encryptionKey));
       const java = await detectJava(ctx.config, ctx.runner);
       const res = await ctx.runner.run({ argv: digdagArgv(java, requireRuntime(ctx.config), CLIENT_JVM_OPTS, ['migrate', 'run', '-c', props]), mutates: true, nothrow: true });
       if (res.code !== 0) {

@@ -26,7 +26,9 @@ export function projects(config: Config): { name: string; dir: string }[] {
 }
 
 /** Revision = hash of the project's files: the same files are never pushed twice. */
-export const revisionOf = (dir: string) => `dh-${hashInputs('rev', listFiles(dir)).slice(0, 16)}`;
+export const revisionOf = (dir: string) =>
+  // .digdag/ is the client's scratch dir inside the project, not part of it.
+  `dh-${hashInputs('rev', listFiles(dir).filter((f) => !f.includes(`${path.sep}.digdag${path.sep}`))).slice(0, 16)}`;
 
 async function serverRevision(endpoint: string, name: string): Promise<string | undefined> {
   try {
@@ -55,6 +57,11 @@ const impl: Impl = {
     }
     for (const p of projects(ctx.config)) {
       const rev = revisionOf(p.dir);
+      // Digdag refuses a revision it already has (409): a project already at it is left alone.
+      if ((await serverRevision(endpoint, p.name)) === rev) {
+        ctx.runner.log(`${p.name} already at revision ${rev} on ${endpoint}`);
+        continue;
+      }
       const res = await ctx.runner.run({
         argv: digdagArgv(java, rt, CLIENT_JVM_OPTS, ['push', p.name, '--project', p.dir, '-r', rev, '-e', endpoint]),
         mutates: true,

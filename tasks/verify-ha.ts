@@ -3,10 +3,10 @@
 // workflow survives an agent killed with SIGKILL mid-task. Prints a per-role table.
 import { isMain, main } from '../lib/cli.ts';
 import { requireSecrets } from '../lib/credentials.ts';
-import { attemptTasks, listAttempts, logFiles, startAttempt, waitAttempt, workflowId } from '../lib/digdag-api.ts';
+import { attemptTasks, getAttempt, listAttempts, logFiles, startAttempt, waitAttempt, workflowId } from '../lib/digdag-api.ts';
 import { answersVersion } from '../lib/digdag.ts';
 import { UserError } from '../lib/errors.ts';
-import { kubeImpls } from '../lib/kube.ts';
+import { expectedArgs, kubectl, requireCluster, startPortForward } from '../lib/kube.ts';
 import { byTarget, type Ctx } from '../lib/pipeline.ts';
 import { dbEndpoint, queryAsApp } from '../lib/postgres.ts';
 import { isAlive, listProcesses, stopProcess, unregisterProcess, waitFor, type ProcessEntry } from '../lib/processes.ts';
@@ -155,19 +155,71 @@ export async function verifyLocal(ctx: Ctx): Promise<Check[]> {
   return checks;
 }
 
+/** Kubernetes: pods ready with the role's args, the API through the Ingress, the sample
+ * workflow, and one pod of every role deleted mid-run without failing the workflow. */
+export async function verifyKube(ctx: Ctx): Promise<Check[]> {
+  const { config, runner } = ctx;
+  const checks: Check[] = [];
+  const add = (role: Role, what: string, ok: boolean, detail: string) => {
+    checks.push({ role, what, ok, detail });
+    runner.log(`${ok ? 'ok' : 'FAILED'} ${role}: ${what} — ${detail}`);
+  };
+  await requireCluster(ctx);
+  const podsOf = async (role: Role) => {
+    const res = await runner.run({ argv: kubectl(config, 'get', 'pods', '-l', `app.kubernetes.io/component=${role}`, '-o', 'json'), quiet: true });
+    return (JSON.parse(res.stdout || '{"items":[]}') as { items: { metadata: { name: string; deletionTimestamp?: string }; spec: { containers: { args?: string[] }[] }; status: { conditions?: { type: string; status: string }[] } }[] }).items;
+  };
+  for (const role of ROLES) {
+    const pods = (await podsOf(role)).filter((p) => !p.metadata.deletionTimestamp);
+    const ready = pods.filter((p) => p.status.conditions?.some((c) => c.type === 'Ready' && c.status === 'True'));
+    const argsOk = pods.every((p) => JSON.stringify(p.spec.containers[0]?.args) === JSON.stringify(expectedArgs(role)));
+    add(role, 'pods ready with the role\'s flags', ready.length >= Math.min(1, config.replicas[role]) && argsOk, `${ready.length}/${pods.length} ready; args ${expectedArgs(role).join(' ')}`);
+  }
+  const ingress = ctx.facts.ingressEndpoint as string | undefined;
+  if (ingress) add('ui', 'API answers through the Ingress', !!(await answersVersion(ingress)), `${ingress}/api/version`);
+  let endpoint = apiEndpoint(ctx);
+  const first = await runParallel(ctx, endpoint, 6, 2);
+  const a1 = await waitAttempt(endpoint, first, 300_000);
+  add('workflow', 'sample workflow (6 parallel sh> tasks) succeeds', a1.success, `attempt ${first}: ${a1.status ?? ''}`);
+  const files = await logFiles(endpoint, first).catch(() => []);
+  if (files.length) {
+    const agentPods = new Set((await podsOf('agent')).map((p) => p.metadata.name));
+    const foreign = files.filter((f) => ![...agentPods].some((pod) => f.agentId.endsWith(`@${pod}`)));
+    add('agent', 'tasks ran on agent pods only', foreign.length === 0, `${files.length} task logs; agent ids ${[...new Set(files.map((f) => f.agentId))].join(', ')}`);
+  }
+  // One pod of every role deleted while the workflow runs: Kubernetes replaces them, the
+  // agent's tasks are retried after the lock retention, and the attempt still succeeds.
+  const disrupted = await runParallel(ctx, endpoint, 4, 30);
+  await waitFor(async () => (await logFiles(endpoint, disrupted).catch(() => [])).length > 0 || (await getAttempt(endpoint, disrupted)).done, 120_000, 2000);
+  const deleted: string[] = [];
+  for (const role of ROLES) {
+    const pod = (await podsOf(role))[0];
+    if (!pod) continue;
+    await runner.run({ argv: kubectl(config, 'delete', 'pod', pod.metadata.name, '--wait=false'), mutates: true });
+    deleted.push(pod.metadata.name);
+  }
+  for (const role of ROLES) await runner.run({ argv: kubectl(config, 'rollout', 'status', `deployment/digdag-${role}`, `--timeout=${config.k8s.rolloutTimeoutSeconds}s`), mutates: true });
+  // The forward was bound to a deleted UI pod; re-establish it.
+  if (!ingress) endpoint = ctx.facts.endpoint = await startPortForward(ctx);
+  const budget = (30 + config.agent.lockRetentionTime + 2 * config.agent.lockExpireInterval + config.k8s.rolloutTimeoutSeconds) * 1000;
+  const a2 = await waitAttempt(endpoint, disrupted, budget);
+  add('agent', 'workflow survives deleting one pod of every role mid-run', a2.success, `attempt ${disrupted} ${a2.success ? 'succeeded' : 'FAILED'} after deleting ${deleted.join(', ')}`);
+  return checks;
+}
+
+/** Records the checks, prints the table, and fails the task if any check failed. */
+function report(ctx: Ctx, checks: Check[], where: string): void {
+  ctx.facts.checks = checks;
+  ctx.facts.summary = renderTable(checks);
+  const failed = checks.filter((c) => !c.ok);
+  if (failed.length) throw new UserError(`${failed.length} HA check(s) failed:\n${renderTable(checks)}`, where);
+}
+
 export const verifyHa = byTarget('verify-ha', 'Verify every role by its behaviour', {
-  local: {
-    run: async (ctx) => {
-      const checks = await verifyLocal(ctx);
-      ctx.facts.checks = checks;
-      ctx.facts.summary = renderTable(checks);
-      const failed = checks.filter((c) => !c.ok);
-      if (failed.length) {
-        throw new UserError(`${failed.length} HA check(s) failed:\n${renderTable(checks)}`, 'read the role logs under the state dir (logs/*.log)');
-      }
-    },
+  local: { run: async (ctx) => report(ctx, await verifyLocal(ctx), 'read the role logs under the state dir (logs/*.log)') },
+  kube: {
+    run: async (ctx) => report(ctx, await verifyKube(ctx), `kubectl -n ${ctx.config.k8s.namespace} get events; kubectl -n ${ctx.config.k8s.namespace} logs -l app.kubernetes.io/name=digdag`),
   },
-  kube: kubeImpls['verify-ha'],
 });
 
 if (isMain(import.meta.url)) await main([verifyHa], 'tasks/verify-ha.ts');

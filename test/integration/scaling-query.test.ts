@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import type { Config } from '../../lib/config.ts';
 import { requireSecrets } from '../../lib/credentials.ts';
-import { startAttempt, workflowId } from '../../lib/digdag-api.ts';
+import { attemptTasks, getAttempt, startAttempt, workflowId } from '../../lib/digdag-api.ts';
 import { runSteps } from '../../lib/pipeline.ts';
 import { dbEndpoint, queryAsApp } from '../../lib/postgres.ts';
 import { waitFor } from '../../lib/processes.ts';
@@ -50,12 +50,12 @@ test(`with ${QUEUED} tasks queued behind one ${THREADS}-thread agent the query a
   // With UI_REPLICAS=0 the workflow process (first port) serves the API.
   const endpoint = `http://127.0.0.1:${config.local.portBase}`;
   const wf = await workflowId(endpoint, SAMPLE_PROJECT, 'parallel');
-  await startAttempt(endpoint, wf, new Date(Date.UTC(2020, 0, 1)), { tasks: QUEUED, sleep_seconds: 120 });
+  const attempt = await startAttempt(endpoint, wf, new Date(Date.UTC(2020, 0, 1)), { tasks: QUEUED, sleep_seconds: 120 });
   const db = await dbEndpoint(config, requireSecrets(config).dbPassword);
   const count = async () => Number(await queryAsApp(runner, config, db, QUEUE_DEPTH_SQL));
   const running = async () => Number(await queryAsApp(runner, config, db, 'SELECT count(*) FROM queued_task_locks WHERE lock_agent_id IS NOT NULL'));
   // Reached once the loop has generated its children and the agent holds as many as it has threads.
-  assert.ok(await waitFor(async () => (await count()) === QUEUED && (await running()) === THREADS, 120_000, 500), `queue depth never reached ${QUEUED} with ${THREADS} running (last: ${await count()}, running ${await running()})`);
+  assert.ok(await waitFor(async () => (await count()) === QUEUED && (await running()) === THREADS, 120_000, 500), `queue depth never reached ${QUEUED} with ${THREADS} running (last: ${await count()}, running ${await running()}; attempt ${attempt}: ${JSON.stringify(await getAttempt(endpoint, attempt))}; tasks: ${(await attemptTasks(endpoint, attempt)).map((t) => `${t.fullName}=${t.state}`).join(', ')})`);
   assert.equal(desiredAgents(await count(), THREADS), Math.ceil(QUEUED / THREADS));
   assert.equal(Number(await queryAsApp(runner, config, db, 'SELECT count(*) FROM queued_task_locks WHERE lock_expire_time IS NULL')), QUEUED - THREADS, 'the rest are waiting');
 });

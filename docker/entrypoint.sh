@@ -1,0 +1,84 @@
+#!/bin/sh
+# Container entrypoint for digdag-ha.
+#   server [role flags…]   run one role: properties = /etc/digdag/$DIGDAG_ROLE.properties + the
+#                           mounted secret properties, assembled 0600 in a tmp dir
+#   migrate                 digdag migrate run, retrying until the database answers
+#   wait-migrated           block until the schema has no pending migration (init container)
+# Secrets never go into environment variables: sh> tasks inherit the agent's environment.
+set -eu
+
+CONFIG_DIR=${DIGDAG_CONFIG_DIR:-/etc/digdag}
+SECRET_PROPERTIES=${DIGDAG_SECRET_PROPERTIES:-/etc/digdag-secret/secret.properties}
+GCP_KEY_FILE=${GCP_KEY_FILE:-/etc/gcp/key.json}
+WORK_DIR=${DIGDAG_WORK_DIR:-/tmp/digdag}
+JAVA_OPTS=${JAVA_OPTS:-}
+
+umask 077
+mkdir -p "$WORK_DIR"
+
+assemble() {
+  # $1: the non-secret properties (from the ConfigMap)
+  out="$WORK_DIR/server.properties"
+  cat "$1" > "$out"
+  if [ -f "$SECRET_PROPERTIES" ]; then
+    printf '\n' >> "$out"
+    cat "$SECRET_PROPERTIES" >> "$out"
+  else
+    echo "digdag-entrypoint: $SECRET_PROPERTIES is missing (create-secret applies it)" >&2
+    exit 1
+  fi
+  echo "$out"
+}
+
+gcp_credentials() {
+  if [ -n "${GCP_PROJECT:-}" ]; then
+    export GOOGLE_CLOUD_PROJECT="$GCP_PROJECT" CLOUDSDK_CORE_PROJECT="$GCP_PROJECT"
+  fi
+  if [ -f "$GCP_KEY_FILE" ]; then
+    # A mounted service-account key: bq>/gcs operators and the gcloud/bq CLIs use the same identity.
+    export GOOGLE_APPLICATION_CREDENTIALS="$GCP_KEY_FILE"
+    export CLOUDSDK_CONFIG="$WORK_DIR/gcloud"
+    if command -v gcloud >/dev/null 2>&1; then
+      gcloud auth activate-service-account --key-file "$GCP_KEY_FILE" --quiet >/dev/null
+    fi
+  fi
+  # Otherwise Application Default Credentials: the metadata server / Workload Identity.
+}
+
+digdag() {
+  # shellcheck disable=SC2086
+  exec java $JAVA_OPTS -jar /opt/digdag/digdag.jar "$@"
+}
+
+mode=${1:-server}
+[ $# -gt 0 ] && shift
+case "$mode" in
+  server)
+    role=${DIGDAG_ROLE:?set DIGDAG_ROLE to ui, workflow, scheduler or agent}
+    props=$(assemble "$CONFIG_DIR/$role.properties")
+    gcp_credentials
+    digdag server -c "$props" "$@"
+    ;;
+  migrate|wait-migrated)
+    props=$(assemble "$CONFIG_DIR/migrate.properties")
+    tries=${DIGDAG_DB_WAIT_TRIES:-90}
+    i=0
+    while :; do
+      if [ "$mode" = migrate ]; then
+        if java $JAVA_OPTS -jar /opt/digdag/digdag.jar migrate run -c "$props"; then exit 0; fi
+      else
+        out=$(java $JAVA_OPTS -jar /opt/digdag/digdag.jar migrate check -c "$props" 2>&1 || true)
+        case "$out" in *"No update"*) exit 0 ;; esac
+      fi
+      i=$((i + 1))
+      if [ "$i" -ge "$tries" ]; then
+        echo "digdag-entrypoint: $mode did not succeed after $tries tries" >&2
+        exit 1
+      fi
+      sleep 2
+    done
+    ;;
+  *)
+    digdag "$mode" "$@"
+    ;;
+esac
