@@ -40,9 +40,9 @@ export function configFiles(config: Config): Record<string, string> {
   const db = dbLocation(config);
   const files: Record<string, string> = {};
   for (const role of ROLES) {
-    files[`${role}.properties`] = serverProperties(config, role, { bind: '0.0.0.0', port: POD_PORT, dbHost: db.host, dbPort: db.port });
+    files[`${role}.properties`] = serverProperties(config, role, { bind: '0.0.0.0', port: POD_PORT, dbHost: db.host, dbPort: db.port, dbName: db.database, dbUser: db.user });
   }
-  files['migrate.properties'] = migrateProperties(config, { dbHost: db.host, dbPort: db.port, database: db.database, user: db.user });
+  files['migrate.properties'] = migrateProperties({ dbHost: db.host, dbPort: db.port, dbName: db.database, dbUser: db.user });
   return files;
 }
 

@@ -9,6 +9,9 @@ export interface Placement {
   port: number;
   dbHost: string;
   dbPort: number;
+  /** Database and role: from DATABASE_URL when given, else DB_NAME / DB_USER. */
+  dbName: string;
+  dbUser: string;
   /** log-server.local.path on the local target. */
   logDir?: string;
   /** agent.id: set on the local target; in a pod Digdag's default (pid@pod-name) already names the pod. */
@@ -25,8 +28,8 @@ export function serverProperties(config: Config, role: Role, at: Placement): str
     ['database.type', 'postgresql'],
     ['database.host', at.dbHost],
     ['database.port', at.dbPort],
-    ['database.database', config.db.name],
-    ['database.user', config.db.user],
+    ['database.database', at.dbName],
+    ['database.user', at.dbUser],
     // Digdag's default pool is CPUs x 32 and fixed-size: explicit, or a few pods exhaust max_connections.
     ['database.maximumPoolSize', config.db.poolSize],
     ['database.minimumPoolSize', Math.min(2, config.db.poolSize)],
@@ -57,14 +60,14 @@ export function serverProperties(config: Config, role: Role, at: Placement): str
 }
 
 /** Properties for `digdag migrate run|check`: the database only (the secret part is added apart). */
-export function migrateProperties(config: Config, at: { dbHost: string; dbPort: number; database?: string; user?: string }): string {
+export function migrateProperties(at: Pick<Placement, 'dbHost' | 'dbPort' | 'dbName' | 'dbUser'>): string {
   return [
     '# digdag-ha: schema migration. Generated.',
     'database.type = postgresql',
     `database.host = ${at.dbHost}`,
     `database.port = ${at.dbPort}`,
-    `database.database = ${at.database ?? config.db.name}`,
-    `database.user = ${at.user ?? config.db.user}`,
+    `database.database = ${at.dbName}`,
+    `database.user = ${at.dbUser}`,
     'database.maximumPoolSize = 2',
     'database.minimumPoolSize = 1',
     '',

@@ -43,6 +43,8 @@ export async function planLocal(config: Config, java: Java, rt: Runtime): Promis
       port,
       dbHost: db.host,
       dbPort: db.port,
+      dbName: db.database,
+      dbUser: db.user,
       logDir: taskLogDir(config),
       agentId: instance.name,
     });

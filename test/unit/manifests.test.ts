@@ -1,0 +1,172 @@
+// Manifests rendered for real by `kubectl kustomize` under several configs, every object
+// validated against the Kubernetes (and KEDA) schemas, and the properties the pods get are the
+// ones the local target runs with.
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { test } from 'node:test';
+import type { Config } from '../../lib/config.ts';
+import { configFiles, MANIFESTS, parseObjects, renderManifests, type KubeObject } from '../../lib/kube-render.ts';
+import { PLACEMENT_KEYS, parseProperties } from '../../lib/properties.ts';
+import { ROLES, ROLE_FLAGS } from '../../lib/roles.ts';
+import { ShellRunner } from '../../lib/runner.ts';
+import { QUEUE_DEPTH_SQL } from '../../lib/scaling.ts';
+import { validateObjects } from '../../lib/schema.ts';
+import { javaFlags } from '../../lib/digdag.ts';
+import { ensureSecrets } from '../../lib/credentials.ts';
+import { writeRuntime } from '../../lib/digdag.ts';
+import { planLocal } from '../../tasks/apply.ts';
+import { tempDir, testConfig } from '../helpers/fixtures.ts';
+
+const runner = new ShellRunner(false, () => {});
+const render = async (vars: Record<string, string>) => (await renderManifests(testConfig({ DIGDAG_HA_TARGET: 'minikube', ...vars }), runner)).objects;
+const find = (objs: KubeObject[], kind: string, name: string) => {
+  const o = objs.find((x) => x.kind === kind && x.metadata.name.startsWith(name));
+  assert.ok(o, `${kind}/${name} missing`);
+  return o;
+};
+
+const CONFIGS: Record<string, Record<string, string>> = {
+  'minikube defaults': {},
+  'gke, KEDA, Workload Identity, 4 agents': {
+    DIGDAG_HA_TARGET: 'gke', IMAGE: 'asia-northeast1-docker.pkg.dev/p/r/digdag-ha:0.10.5.1', AGENT_AUTOSCALING: 'keda', AGENT_REPLICAS: '4',
+    AGENT_MAX_REPLICAS: '12', GCP_SERVICE_ACCOUNT: 'digdag@my-project.iam.gserviceaccount.com', GCP_PROJECT: 'my-project', GCS_LOG_BUCKET: 'my-logs', K8S_NAMESPACE: 'wf',
+  },
+  'Cloud SQL via DATABASE_URL, CPU HPA': { DATABASE_URL: 'postgresql://digdag:pw-secret-123@10.1.2.3:5432/digdag_db', AGENT_AUTOSCALING: 'hpa', INGRESS_HOST: 'digdag.example.com' },
+};
+
+for (const [name, vars] of Object.entries(CONFIGS)) {
+  test(`${name}: every rendered object validates against its schema`, async () => {
+    const objs = await render(vars);
+    assert.ok(objs.length >= 15);
+    assert.deepEqual(await validateObjects(objs), []);
+    assert.ok(!objs.some((o) => o.kind === 'Secret'), 'secrets are never rendered into manifests');
+    for (const o of objs.filter((x) => x.kind === 'ConfigMap')) {
+      assert.doesNotMatch(JSON.stringify(o.data), /password|encryption-key|pw-secret-123/, 'no secret in a ConfigMap');
+    }
+  });
+}
+
+test('the validator is not a rubber stamp: a broken object is reported', async () => {
+  const [dep] = parseObjects(fs.readFileSync(path.join(MANIFESTS, 'base', 'agent.yaml'), 'utf8'));
+  dep!.spec.template.spec.containers[0].ports[0].containerPort = 'http';
+  const errors = await validateObjects([dep!, { apiVersion: 'example.com/v1', kind: 'Widget', metadata: { name: 'w' } }]);
+  assert.equal(errors.length, 2);
+  assert.match(errors[0]!.message, /containerPort must be integer/);
+  assert.match(errors[1]!.message, /no schema known for apiVersion example.com\/v1/);
+});
+
+test('each role Deployment runs its flags, probes, ports and security settings', async () => {
+  const objs = await render({ UI_REPLICAS: '2', WORKFLOW_REPLICAS: '2', AGENT_REPLICAS: '3', AGENT_TERMINATION_GRACE_SECONDS: '1800' });
+  for (const role of ROLES) {
+    const d = find(objs, 'Deployment', `digdag-${role}`);
+    const pod = d.spec.template.spec;
+    const c = pod.containers[0];
+    assert.deepEqual(c.args, ['server', ...ROLE_FLAGS[role]], `${role} args`);
+    assert.equal(d.spec.replicas, { ui: 2, workflow: 2, scheduler: 1, agent: 3 }[role]);
+    assert.equal(c.env.find((e: { name: string }) => e.name === 'DIGDAG_ROLE').value, role);
+    assert.equal(c.startupProbe.httpGet.path, '/api/version');
+    assert.equal(c.livenessProbe.httpGet.path, '/api/version');
+    assert.match(c.readinessProbe.httpGet.path, /^\/api\/projects\?name=/);
+    assert.deepEqual(c.ports, [{ name: 'http', containerPort: 65432 }]);
+    assert.ok(c.resources.requests.cpu && c.resources.requests.memory && c.resources.limits.memory);
+    assert.equal(pod.securityContext.runAsNonRoot, true);
+    assert.equal(c.securityContext.readOnlyRootFilesystem, true);
+    assert.deepEqual(c.securityContext.capabilities.drop, ['ALL']);
+    assert.equal(c.securityContext.allowPrivilegeEscalation, false);
+    assert.equal(pod.initContainers[0].args[0], 'wait-migrated', 'roles wait for the migration');
+    assert.ok(!JSON.stringify(pod).includes('DIGDAG_CONFIG'), 'secrets do not go through the environment');
+  }
+  assert.equal(find(objs, 'Deployment', 'digdag-agent').spec.template.spec.terminationGracePeriodSeconds, 1800);
+});
+
+test('Service, Ingress and container agree on port 65432 (the seed did not)', async () => {
+  const objs = await render({});
+  const svc = find(objs, 'Service', 'digdag-ui');
+  assert.deepEqual(svc.spec.ports, [{ name: 'http', port: 65432, targetPort: 'http' }]);
+  const ing = find(objs, 'Ingress', 'digdag');
+  assert.equal(ing.spec.rules[0].http.paths[0].backend.service.port.number, 65432);
+  assert.equal(ing.spec.rules[0].http.paths[0].backend.service.name, 'digdag-ui');
+  assert.equal(ing.metadata.annotations!['nginx.ingress.kubernetes.io/affinity'], 'cookie');
+  const ui = find(objs, 'Deployment', 'digdag-ui');
+  assert.equal(ui.spec.template.metadata.labels['digdag-ha/api'], svc.spec.selector['digdag-ha/api']);
+});
+
+test('only Digdag pods reach PostgreSQL; the migration Job and the roles are its clients', async () => {
+  const objs = await render({});
+  const np = find(objs, 'NetworkPolicy', 'digdag-postgres');
+  const label = Object.keys(np.spec.ingress[0].from[0].podSelector.matchLabels)[0]!;
+  for (const role of ROLES) assert.equal(find(objs, 'Deployment', `digdag-${role}`).spec.template.metadata.labels[label], 'true');
+  assert.equal(find(objs, 'Job', 'digdag-migrate').spec.template.metadata.labels[label], 'true');
+  const pg = find(objs, 'StatefulSet', 'digdag-postgres').spec.template.spec.containers[0];
+  assert.ok(pg.args.includes('idle_in_transaction_session_timeout=600000') && pg.args.includes('tcp_keepalives_idle=60'));
+  for (const role of ROLES) assert.equal(find(objs, 'PodDisruptionBudget', `digdag-${role}`).spec.maxUnavailable, 1);
+});
+
+test('the ConfigMap carries the generator output; it equals what the local target runs with but for placement', async () => {
+  const vars = { AGENT_MAX_TASK_THREADS: '6', DB_POOL_SIZE: '10', AGENT_HEARTBEAT_INTERVAL: '5', AGENT_LOCK_RETENTION_TIME: '30', LOCK_EXPIRE_INTERVAL: '5' };
+  const kube = testConfig({ DIGDAG_HA_TARGET: 'minikube', ...vars });
+  const cm = find((await renderManifests(kube, runner)).objects, 'ConfigMap', 'digdag-config');
+  assert.deepEqual(cm.data, configFiles(kube));
+  // The local target, same settings: its per-process properties differ only in placement keys.
+  const local = testConfig({ ...vars, POSTGRES_PORT: '55998' });
+  ensureSecrets(local);
+  const jar = path.join(tempDir(), 'digdag.jar');
+  fs.writeFileSync(jar, '');
+  writeRuntime(local, { kind: 'jar', path: jar, version: '0.10.5.1', source: 'test' });
+  const plan = await planLocal(local, { bin: 'java', major: 17, flags: javaFlags(17) }, { kind: 'jar', path: jar, version: '0.10.5.1', source: 'test' });
+  for (const role of ROLES) {
+    const ran = parseProperties(plan.find((p) => p.instance.role === role)!.properties);
+    const pod = parseProperties(cm.data![`${role}.properties`]!);
+    for (const k of [...ran.keys(), ...pod.keys()]) {
+      if ((PLACEMENT_KEYS as readonly string[]).includes(k) || k.startsWith('log-server.')) continue;
+      assert.equal(pod.get(k), ran.get(k), `${role}: ${k}`);
+    }
+    assert.equal(pod.get('server.bind'), '0.0.0.0');
+    assert.equal(ran.get('server.bind'), '127.0.0.1');
+    assert.equal(pod.get('database.migrate'), 'false');
+    assert.equal(pod.get('agent.max-task-threads'), '6');
+  }
+});
+
+test('manifests/base/config holds the generator output for the default config', () => {
+  const defaults: Config = testConfig({ DIGDAG_HA_TARGET: 'minikube' });
+  for (const [file, text] of Object.entries(configFiles(defaults))) {
+    assert.equal(fs.readFileSync(path.join(MANIFESTS, 'base', 'config', file), 'utf8'), text, `${file} is stale: run npm run manifests`);
+  }
+});
+
+test('KEDA scales agents on the tested queue query with target = agent.max-task-threads', async () => {
+  const objs = await render({ AGENT_AUTOSCALING: 'keda', AGENT_MAX_TASK_THREADS: '8', AGENT_REPLICAS: '2', AGENT_MAX_REPLICAS: '20' });
+  const so = find(objs, 'ScaledObject', 'digdag-agent');
+  const trig = so.spec.triggers[0];
+  assert.equal(trig.type, 'postgresql');
+  assert.equal(trig.metadata.query, QUEUE_DEPTH_SQL);
+  assert.equal(trig.metadata.targetQueryValue, '8');
+  assert.equal(so.spec.minReplicaCount, 2);
+  assert.equal(so.spec.maxReplicaCount, 20);
+  assert.equal(find(objs, 'TriggerAuthentication', 'digdag-postgres').spec.secretTargetRef[0].key, 'db-password');
+  assert.equal(find(objs, 'Deployment', 'digdag-agent').spec.replicas, 1, 'the autoscaler, not apply, owns the agent count');
+  const hpa = await render({ AGENT_AUTOSCALING: 'hpa', AGENT_REPLICAS: '2' });
+  assert.equal(find(hpa, 'HorizontalPodAutoscaler', 'digdag-agent').spec.minReplicas, 2);
+});
+
+test('an external database removes the in-cluster PostgreSQL and points every role at it', async () => {
+  const objs = await render({ DATABASE_URL: 'postgresql://dd:pw-secret-123@10.1.2.3:6432/dd_db' });
+  assert.ok(!objs.some((o) => o.metadata.name === 'digdag-postgres' && o.kind !== 'TriggerAuthentication'));
+  const cm = find(objs, 'ConfigMap', 'digdag-config');
+  const p = parseProperties(cm.data!['workflow.properties']!);
+  assert.deepEqual([p.get('database.host'), p.get('database.port'), p.get('database.database'), p.get('database.user')], ['10.1.2.3', '6432', 'dd_db', 'dd']);
+});
+
+test('gke: Workload Identity annotation, registry image, namespace applied everywhere', async () => {
+  const objs = await render(CONFIGS['gke, KEDA, Workload Identity, 4 agents']!);
+  assert.equal(find(objs, 'ServiceAccount', 'digdag').metadata.annotations!['iam.gke.io/gcp-service-account'], 'digdag@my-project.iam.gserviceaccount.com');
+  assert.equal(find(objs, 'Deployment', 'digdag-ui').spec.template.spec.containers[0].image, 'asia-northeast1-docker.pkg.dev/p/r/digdag-ha:0.10.5.1');
+  assert.ok(objs.filter((o) => o.kind !== 'Namespace').every((o) => o.metadata.namespace === 'wf'));
+  assert.equal(find(objs, 'Namespace', 'wf').kind, 'Namespace');
+  const agent = parseProperties(find(objs, 'ConfigMap', 'digdag-config').data!['agent.properties']!);
+  assert.equal(agent.get('log-server.type'), 'gcs');
+  assert.equal(agent.get('log-server.gcs.bucket'), 'my-logs');
+  assert.equal(find(objs, 'ConfigMap', 'digdag-env').data!.GCP_PROJECT, 'my-project');
+});
