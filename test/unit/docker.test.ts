@@ -1,0 +1,102 @@
+// The image cannot be built here (no Docker engine): the Dockerfile is checked for what matters,
+// and the entrypoint script runs for real with a stand-in `java` that reports what it was given.
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { test } from 'node:test';
+import { ROOT } from '../../lib/cli.ts';
+import { DIGDAG_RELEASE_JAR_SHA256, DIGDAG_VERSION } from '../../lib/versions.ts';
+import { tempDir } from '../helpers/fixtures.ts';
+
+const dockerfile = fs.readFileSync(path.join(ROOT, 'docker', 'Dockerfile'), 'utf8');
+const ENTRYPOINT = path.join(ROOT, 'docker', 'entrypoint.sh');
+
+test('Dockerfile: base pinned by digest, Java 11 JRE', () => {
+  assert.match(dockerfile, /^ARG BASE_IMAGE=eclipse-temurin:11-jre[\w.-]*@sha256:[0-9a-f]{64}$/m);
+  assert.match(dockerfile, /^FROM \$\{BASE_IMAGE\}$/m);
+});
+
+test('Dockerfile: Digdag at the pinned version, checksum verified, started with java -jar', () => {
+  assert.match(dockerfile, new RegExp(`^ARG DIGDAG_VERSION=${DIGDAG_VERSION.replace(/\./g, '\\.')}$`, 'm'));
+  assert.match(dockerfile, new RegExp(`^ARG DIGDAG_SHA256=${DIGDAG_RELEASE_JAR_SHA256}$`, 'm'));
+  assert.match(dockerfile, /sha256sum -c -/);
+  const entry = fs.readFileSync(ENTRYPOINT, 'utf8');
+  assert.match(entry, /java \$JAVA_OPTS -jar \/opt\/digdag\/digdag\.jar/);
+  assert.doesNotMatch(dockerfile + entry, /AggressiveOpts|\/usr\/local\/bin\/digdag\b(?!-)/, 'never the self-running launcher');
+});
+
+test('Dockerfile: non-root user, tini as PID 1, gcloud behind a build arg, TZ/LANG overridable', () => {
+  assert.match(dockerfile, /^USER 10001:10001$/m);
+  assert.match(dockerfile, /^ENTRYPOINT \["\/usr\/bin\/tini", "--", "\/usr\/local\/bin\/digdag-entrypoint"\]$/m);
+  assert.match(dockerfile, /^ARG INSTALL_GCLOUD=true$/m);
+  assert.match(dockerfile, /if \[ "\$\{INSTALL_GCLOUD\}" = "true" \]/);
+  assert.match(dockerfile, /^ARG TZ=Asia\/Tokyo$/m);
+  assert.match(dockerfile, /^ARG LANG=ja_JP\.UTF-8$/m);
+});
+
+test('Dockerfile: no secret is baked into the image', () => {
+  assert.doesNotMatch(dockerfile, /^(ENV|ARG)\s+\S*(PASSWORD|SECRET|CREDENTIAL|PRIVATE_KEY)/im);
+  assert.doesNotMatch(dockerfile, /COPY[^\n]*\.(json|pem|key)\b/i);
+  assert.doesNotMatch(dockerfile, /GOOGLE_APPLICATION_CREDENTIALS/);
+});
+
+/** Runs the entrypoint with stand-ins for java and gcloud that record their arguments. */
+function runEntrypoint(args: string[], opts: { secret?: boolean; key?: boolean; env?: Record<string, string> } = {}) {
+  const dir = tempDir('entrypoint-');
+  const bin = path.join(dir, 'bin');
+  fs.mkdirSync(bin);
+  fs.writeFileSync(path.join(bin, 'java'), `#!/bin/sh\necho "java $*" >> ${dir}/calls\nfor a; do case "$a" in */server.properties) stat -c %a "$a" >> ${dir}/calls; cat "$a" >> ${dir}/calls;; esac; done\necho "GOOGLE_CLOUD_PROJECT=$GOOGLE_CLOUD_PROJECT GOOGLE_APPLICATION_CREDENTIALS=$GOOGLE_APPLICATION_CREDENTIALS" >> ${dir}/calls\n`, { mode: 0o755 });
+  fs.writeFileSync(path.join(bin, 'gcloud'), `#!/bin/sh\necho "gcloud $*" >> ${dir}/calls\n`, { mode: 0o755 });
+  fs.mkdirSync(path.join(dir, 'config'));
+  fs.writeFileSync(path.join(dir, 'config', 'agent.properties'), 'server.port = 65432\n');
+  fs.writeFileSync(path.join(dir, 'config', 'migrate.properties'), 'database.type = postgresql\n');
+  if (opts.secret !== false) fs.writeFileSync(path.join(dir, 'secret.properties'), 'database.password = s3cret\n');
+  if (opts.key) fs.writeFileSync(path.join(dir, 'key.json'), '{}');
+  const res = spawnSync('sh', [ENTRYPOINT, ...args], {
+    encoding: 'utf8',
+    env: {
+      PATH: `${bin}:/usr/bin:/bin`,
+      DIGDAG_CONFIG_DIR: path.join(dir, 'config'),
+      DIGDAG_SECRET_PROPERTIES: path.join(dir, 'secret.properties'),
+      GCP_KEY_FILE: path.join(dir, 'key.json'),
+      DIGDAG_WORK_DIR: path.join(dir, 'work'),
+      ...opts.env,
+    },
+  });
+  const calls = fs.existsSync(path.join(dir, 'calls')) ? fs.readFileSync(path.join(dir, 'calls'), 'utf8') : '';
+  return { ...res, calls, dir };
+}
+
+test('entrypoint server: ConfigMap + secret properties assembled 0600, role flags passed through', () => {
+  const r = runEntrypoint(['server', '--disable-executor-loop', '--disable-scheduler'], { env: { DIGDAG_ROLE: 'agent', JAVA_OPTS: '-Xmx1g', GCP_PROJECT: 'my-proj' } });
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.calls, new RegExp(`^java -Xmx1g -jar /opt/digdag/digdag.jar server -c ${r.dir}/work/server.properties --disable-executor-loop --disable-scheduler$`, 'm'));
+  assert.match(r.calls, /^600$/m);
+  assert.match(r.calls, /server.port = 65432\n\ndatabase.password = s3cret/);
+  assert.match(r.calls, /GOOGLE_CLOUD_PROJECT=my-proj GOOGLE_APPLICATION_CREDENTIALS=$/m, 'no key mounted: Application Default Credentials');
+  assert.doesNotMatch(r.calls, /gcloud auth/);
+});
+
+test('entrypoint activates gcloud only when a service-account key is mounted', () => {
+  const r = runEntrypoint(['server'], { key: true, env: { DIGDAG_ROLE: 'agent' } });
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.calls, new RegExp(`gcloud auth activate-service-account --key-file ${r.dir}/key.json --quiet`));
+  assert.match(r.calls, new RegExp(`GOOGLE_APPLICATION_CREDENTIALS=${r.dir}/key.json`));
+});
+
+test('entrypoint refuses to start without the secret, and without a role', () => {
+  const noSecret = runEntrypoint(['server'], { secret: false, env: { DIGDAG_ROLE: 'agent' } });
+  assert.notEqual(noSecret.status, 0);
+  assert.match(noSecret.stderr, /secret.properties is missing/);
+  assert.equal(noSecret.calls, '');
+  const noRole = runEntrypoint(['server']);
+  assert.notEqual(noRole.status, 0);
+  assert.match(noRole.stderr, /DIGDAG_ROLE/);
+});
+
+test('entrypoint migrate runs `digdag migrate run` with the assembled properties', () => {
+  const r = runEntrypoint(['migrate']);
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.calls, new RegExp(`^java -jar /opt/digdag/digdag.jar migrate run -c ${r.dir}/work/server.properties$`, 'm'));
+});

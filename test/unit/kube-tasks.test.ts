@@ -1,0 +1,189 @@
+// Kubernetes tasks under the recording runner (no cluster or Docker engine here): the exact
+// commands on minikube and gke, and the failure paths. `kubectl kustomize` runs for real.
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { test } from 'node:test';
+import type { Config } from '../../lib/config.ts';
+import { ensureSecrets } from '../../lib/credentials.ts';
+import { UserError } from '../../lib/errors.ts';
+import { runStep, runSteps } from '../../lib/pipeline.ts';
+import { listProcesses } from '../../lib/processes.ts';
+import { RecordingRunner, type Cmd, type Result } from '../../lib/runner.ts';
+import { ROLES } from '../../lib/roles.ts';
+import { DIGDAG_RELEASE_JAR_SHA256 } from '../../lib/versions.ts';
+import { apply } from '../../tasks/apply.ts';
+import { buildImage } from '../../tasks/build-image.ts';
+import { createSecret } from '../../tasks/create-secret.ts';
+import { e2e } from '../../tasks/e2e.ts';
+import { initDb } from '../../tasks/init-db.ts';
+import { portForward } from '../../tasks/port-forward.ts';
+import { tempDir, testConfig, testCtx } from '../helpers/fixtures.ts';
+
+type Answer = Partial<Result> | undefined;
+
+/** A cluster that answers: kubectl version says there is a server; kustomize runs for real. */
+function cluster(extra: (argv: readonly string[], cmd: Cmd) => Answer = () => undefined) {
+  return (argv: readonly string[], cmd: Cmd): Answer => {
+    const own = extra(argv, cmd);
+    if (own) return own;
+    if (argv[0] === 'kubectl' && argv.includes('kustomize')) {
+      const r = spawnSync('kubectl', argv.slice(1), { encoding: 'utf8' });
+      return { code: r.status ?? 1, stdout: r.stdout, stderr: r.stderr };
+    }
+    if (argv[0] === 'kubectl' && argv.includes('version')) return { stdout: '{"clientVersion":{},"serverVersion":{"gitVersion":"v1.31.0"}}' };
+    if (argv.includes('create') && argv.includes('--dry-run=client')) return { stdout: 'apiVersion: v1\nkind: Secret\n' };
+    return undefined;
+  };
+}
+
+const mk = (vars: Record<string, string> = {}) => testConfig({ DIGDAG_HA_TARGET: 'minikube', ...vars });
+const K = (c: Config) => `kubectl --context ${c.k8s.context} -n ${c.k8s.namespace}`;
+
+test('build-image on minikube: docker build with the pinned checksum, then minikube image load', async () => {
+  const config = mk();
+  const r = new RecordingRunner(cluster());
+  await runStep(buildImage, testCtx(config, r));
+  const docker = path.join(config.root, 'docker');
+  assert.deepEqual(r.commands(), [
+    'docker info --format {{.ServerVersion}}',
+    `docker build -f ${docker}/Dockerfile -t digdag-ha:0.10.5.1 --build-arg DIGDAG_VERSION=0.10.5.1 --build-arg DIGDAG_SHA256=${DIGDAG_RELEASE_JAR_SHA256} --build-arg INSTALL_GCLOUD=true --build-arg TZ=Asia/Tokyo --build-arg LANG=ja_JP.UTF-8 ${docker}`,
+    'minikube -p digdag-ha image load digdag-ha:0.10.5.1',
+  ]);
+});
+
+test('build-image on gke pushes to the registry; without a Docker engine it stops with the fix', async () => {
+  const config = testConfig({ DIGDAG_HA_TARGET: 'gke', IMAGE: 'asia-northeast1-docker.pkg.dev/p/r/digdag-ha:1' });
+  const r = new RecordingRunner(cluster());
+  await runStep(buildImage, testCtx(config, r));
+  assert.equal(r.commands().at(-1), 'docker push asia-northeast1-docker.pkg.dev/p/r/digdag-ha:1');
+  const none = new RecordingRunner((argv) => (argv[0] === 'docker' ? { code: 1, stderr: 'Cannot connect to the Docker daemon' } : undefined));
+  await assert.rejects(runStep(buildImage, testCtx(config, none)), (e: unknown) => e instanceof UserError && /no Docker engine answers/.test(e.message));
+  assert.deepEqual(none.commands(), ['docker info --format {{.ServerVersion}}']);
+});
+
+test('create-secret: namespace and Secret through kubectl create --dry-run | kubectl apply -f -, values never in argv', async () => {
+  const key = path.join(tempDir(), 'key.json');
+  fs.writeFileSync(key, '{"type":"service_account","client_email":"x@y"}');
+  const config = mk({ GCP_SA_KEY_FILE: key });
+  const r = new RecordingRunner(cluster());
+  await runStep(createSecret, testCtx(config, r));
+  const dir = path.join(config.stateDir, 'secrets');
+  assert.deepEqual(r.commands(), [
+    `${K(config)} version --request-timeout=10s -o json`,
+    `kubectl --context digdag-ha create namespace digdag --dry-run=client -o yaml`,
+    `kubectl --context digdag-ha apply -f -`,
+    `${K(config)} create secret generic digdag-secrets --from-file=secret.properties=${dir}/.digdag-secrets/secret.properties --from-file=db-password=${dir}/.digdag-secrets/db-password --from-file=postgres-password=${dir}/.digdag-secrets/postgres-password --dry-run=client -o yaml`,
+    `${K(config)} apply -f -`,
+    `${K(config)} create secret generic digdag-gcp-key --from-file=key.json=${dir}/.digdag-gcp-key/key.json --dry-run=client -o yaml`,
+    `${K(config)} apply -f -`,
+  ]);
+  const s = ensureSecrets(config).secrets;
+  for (const c of r.calls) for (const v of [s.dbPassword, s.encryptionKey, s.postgresPassword]) assert.ok(!c.argv.join(' ').includes(v));
+  assert.equal(fs.existsSync(path.join(dir, '.digdag-secrets')), false, 'the 0600 staging files are removed');
+});
+
+test('an unreachable cluster stops the task before any change, naming the fix', async () => {
+  const config = mk();
+  const r = new RecordingRunner((argv) => (argv.includes('version') ? { code: 1, stderr: 'Unable to connect to the server: dial tcp 192.168.49.2:8443: connect: no route to host' } : undefined));
+  await assert.rejects(runStep(apply, testCtx(config, r)), (e: unknown) => {
+    assert.ok(e instanceof UserError);
+    assert.match(e.message, /cluster \(context digdag-ha\) does not answer/);
+    assert.match(e.fix!, /minikube start -p digdag-ha/);
+    assert.match(e.detail!, /no route to host/);
+    return true;
+  });
+  assert.ok(r.calls.every((c) => !c.mutates), 'nothing was changed');
+});
+
+test('apply: render, validate, kubectl apply on stdin, then rollout status per role', async () => {
+  const config = mk();
+  const r = new RecordingRunner(cluster());
+  await runStep(apply, testCtx(config, r));
+  const kdir = path.join(config.stateDir, 'kustomize');
+  assert.deepEqual(r.commands(), [
+    `${K(config)} version --request-timeout=10s -o json`,
+    `kubectl kustomize ${kdir}`,
+    `${K(config)} apply -f -`,
+    ...ROLES.map((role) => `${K(config)} rollout status deployment/digdag-${role} --timeout=300s`),
+  ]);
+  const applied = r.calls[2]!.input!;
+  assert.match(applied, /kind: Deployment/);
+  assert.doesNotMatch(applied, /kind: Job/, 'the migration Job is init-db\'s');
+});
+
+test('a rollout that times out shows events and pod state, and fails', async () => {
+  const config = mk();
+  const r = new RecordingRunner(cluster((argv) => {
+    if (argv.includes('rollout') && argv.includes('deployment/digdag-workflow')) return { code: 1, stderr: 'error: timed out waiting for the condition' };
+    if (argv.includes('events')) return { stdout: 'Warning  FailedScheduling  pod/digdag-workflow-1  0/1 nodes are available: Insufficient memory' };
+    if (argv.includes('describe')) return { stdout: 'Status: Pending' };
+    return undefined;
+  }));
+  await assert.rejects(runStep(apply, testCtx(config, r)), (e: unknown) => {
+    assert.ok(e instanceof UserError);
+    assert.match(e.message, /deployment\/digdag-workflow did not become ready within 300s/);
+    assert.match(e.detail!, /Insufficient memory/);
+    return true;
+  });
+  assert.deepEqual(r.commands().slice(-3), [
+    `${K(config)} rollout status deployment/digdag-workflow --timeout=300s`,
+    `${K(config)} get events --sort-by=.lastTimestamp`,
+    `${K(config)} describe pods -l app.kubernetes.io/component=workflow`,
+  ]);
+});
+
+test('init-db on Kubernetes: sql/*.sql into psql over kubectl exec stdin, then a fresh migration Job', async () => {
+  const config = mk();
+  ensureSecrets(config);
+  const r = new RecordingRunner(cluster());
+  await runStep(initDb, testCtx(config, r));
+  const exec = `${K(config)} exec -i digdag-postgres-0 -c postgres -- psql -X -q -v ON_ERROR_STOP=1 -U postgres -d postgres -f -`;
+  assert.deepEqual(r.commands(), [
+    `${K(config)} version --request-timeout=10s -o json`,
+    exec, exec, exec,
+    `kubectl kustomize ${path.join(config.stateDir, 'kustomize')}`,
+    `${K(config)} delete job digdag-migrate --ignore-not-found --wait=true`,
+    `${K(config)} apply -f -`,
+    `${K(config)} wait --for=condition=complete job/digdag-migrate --timeout=300s`,
+  ]);
+  assert.match(r.calls[1]!.input!, /\\set db_password '\*\*\*'/);
+});
+
+test('a port-forward that never answers fails, and the run stops it again', async () => {
+  const config = mk();
+  const ctx = testCtx(config, new RecordingRunner(cluster()));
+  await assert.rejects(runSteps([portForward], ctx, { renderer: 'silent' }), /port-forward to svc\/digdag-ui did not come up/);
+  const r = ctx.runner as RecordingRunner;
+  assert.equal(r.commands()[1], `${K(config)} port-forward --address 127.0.0.1 svc/digdag-ui 65432:65432 &`);
+  assert.deepEqual(listProcesses(config), [], 'nothing left registered');
+});
+
+test('e2e stops at preflight with every missing tool named, before starting anything', async () => {
+  const config = mk();
+  const r = new RecordingRunner((argv) => (argv[0] === 'minikube' ? { code: 127, stderr: 'minikube: command not found' } : argv[0] === 'docker' ? { code: 1, stderr: 'Cannot connect to the Docker daemon' } : { stdout: '{"clientVersion":{"gitVersion":"v1.32.4"}}' }));
+  await assert.rejects(e2e(testCtx(config, r), false), (e: unknown) => {
+    assert.ok(e instanceof UserError);
+    assert.match(e.message, /docker: install Docker/);
+    assert.match(e.message, /minikube: install minikube/);
+    assert.doesNotMatch(e.message, /kubectl: install/);
+    return true;
+  });
+  assert.ok(!r.commands().some((c) => c.startsWith('minikube start')));
+});
+
+test('e2e deletes its minikube profile even when the pipeline fails (unless --keep)', async () => {
+  const config = mk();
+  const r = new RecordingRunner((argv) => {
+    if (argv[0] === 'docker' && argv[1] === 'version') return { stdout: '28.2.2' };
+    if (argv[0] === 'minikube' && argv[1] === 'version') return { stdout: 'v1.36.0' };
+    if (argv[0] === 'kubectl' && argv.includes('--client')) return { stdout: '{"clientVersion":{"gitVersion":"v1.32.4"}}' };
+    if (argv[0] === 'docker' && argv[1] === 'info') return { code: 1, stderr: 'engine went away' };
+    return undefined;
+  });
+  await assert.rejects(e2e(testCtx(config, r), false, { renderer: 'silent' }), /no Docker engine answers/);
+  const cmds = r.commands();
+  assert.ok(cmds.includes('minikube start -p digdag-ha --cpus 2 --memory 6g --addons ingress'));
+  assert.equal(cmds.at(-1), 'minikube delete -p digdag-ha');
+});
