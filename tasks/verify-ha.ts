@@ -123,17 +123,19 @@ export async function verifyLocal(ctx: Ctx): Promise<Check[]> {
   process.kill(-victim.pid, 'SIGKILL');
   await waitFor(() => !isAlive(victim), 10_000, 100);
   runner.log(`killed ${victim.name} (pid ${victim.pid}) with SIGKILL while it held ${victimLocks.length} task lock(s) of attempt ${killAttempt}`);
-  // Like a pod restart: the supervisor (here: apply's reconcile) brings the agent back.
-  await restoreLayout(ctx);
-  // The dead agent's locks expire after the retention time; then another agent takes the task.
+  // The dead agent's locks expire after the retention time; then an agent takes the task again.
+  // Watched while the agent is being restarted, which can take longer than the retried task.
   let retakenBy = '';
   const budget = (20 + config.agent.lockRetentionTime + 2 * config.agent.lockExpireInterval + 90) * 1000;
-  await waitFor(async () => {
+  const watch = waitFor(async () => {
     const rows = await queryAsApp(runner, config, db, `SELECT retry_count, coalesce(lock_agent_id, '') FROM queued_task_locks WHERE id IN (${victimLocks.map(Number).join(',')})`);
     const retaken = rows.split('\n').filter(Boolean).map((l) => l.split('|')).find(([n, agent]) => Number(n) > 0 && agent);
     if (retaken) retakenBy = retaken[1]!;
     return !!retaken || rows === '';
   }, budget, 250);
+  // Like a pod restart: the supervisor (here: apply's reconcile) brings the agent back.
+  await restoreLayout(ctx);
+  await watch;
   const a3 = await waitAttempt(endpoint, killAttempt, budget);
   add('agent', 'workflow survives an agent killed with SIGKILL mid-task', a3.success && !!retakenBy,
     `attempt ${killAttempt} ${a3.success ? 'succeeded' : 'FAILED'}; ${victim.name}'s task lock expired after ~${config.agent.lockRetentionTime}s and was retried by ${retakenBy || 'NOBODY SEEN'}`);
