@@ -56,7 +56,7 @@ export function serverProperties(config: Config, role: Role, at: Placement): str
     case 'none':
       break;
   }
-  return [`# digdag-ha: ${role} role. Generated; change .env and re-run apply instead of editing.`, ...p.map(([k, v]) => `${k} = ${v}`), ''].join('\n');
+  return [`# digdag-ha: ${role} role. Generated from the digdag-ha configuration; do not edit.`, ...p.map(([k, v]) => `${k} = ${v}`), ''].join('\n');
 }
 
 /** Properties for `digdag migrate run|check`: the database only (the secret part is added apart). */

@@ -1,0 +1,55 @@
+{{/* Labels shared by every object. */}}
+{{- define "digdag-ha.labels" -}}
+app.kubernetes.io/name: digdag
+app.kubernetes.io/part-of: digdag-ha
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ .Chart.Name }}-{{ .Chart.Version }}
+{{- end -}}
+
+{{/* Role flags: the same as lib/roles.ts ROLE_FLAGS. */}}
+{{- define "digdag-ha.roleFlags" -}}
+{{- $flags := dict "ui" (list "--disable-executor-loop" "--disable-local-agent" "--disable-scheduler") "workflow" (list "--disable-local-agent" "--disable-scheduler") "scheduler" (list "--disable-local-agent" "--disable-executor-loop") "agent" (list "--disable-executor-loop" "--disable-scheduler") -}}
+{{- toJson (get $flags .) -}}
+{{- end -}}
+
+{{- define "digdag-ha.dbHost" -}}
+{{- if .Values.database.external.enabled }}{{ required "database.external.host is required" .Values.database.external.host }}{{ else }}digdag-postgres{{ end -}}
+{{- end -}}
+
+{{- define "digdag-ha.dbPort" -}}
+{{- if .Values.database.external.enabled }}{{ .Values.database.external.port }}{{ else }}5432{{ end -}}
+{{- end -}}
+
+{{- define "digdag-ha.secretName" -}}
+{{- default "digdag-secrets" .Values.secrets.existingSecret -}}
+{{- end -}}
+
+{{/* server.properties of one role: byte-for-byte what lib/properties.ts generates. */}}
+{{- define "digdag-ha.properties" -}}
+{{- $ := index . 0 -}}{{- $role := index . 1 -}}
+{{- $v := $.Values -}}
+# digdag-ha: {{ $role }} role. Generated from the digdag-ha configuration; do not edit.
+server.bind = 0.0.0.0
+server.port = 65432
+database.type = postgresql
+database.host = {{ include "digdag-ha.dbHost" $ }}
+database.port = {{ include "digdag-ha.dbPort" $ }}
+database.database = {{ $v.database.name }}
+database.user = {{ $v.database.user }}
+database.maximumPoolSize = {{ $v.database.poolSize }}
+database.minimumPoolSize = {{ min 2 $v.database.poolSize }}
+database.migrate = false
+database.queue.expireLockInterval = {{ $v.database.expireLockInterval }}
+agent.max-task-threads = {{ $v.agent.maxTaskThreads }}
+agent.heartbeat-interval = {{ $v.agent.heartbeatInterval }}
+agent.lock-retention-time = {{ $v.agent.lockRetentionTime }}
+agent.command_executor.type = simple
+executor.enqueue_random_fetch = true
+{{- if eq $v.logs.server "gcs" }}
+log-server.type = gcs
+log-server.gcs.bucket = {{ required "logs.gcsBucket is required with logs.server=gcs" $v.logs.gcsBucket }}
+log-server.gcs.path = {{ $v.logs.gcsPath }}
+log-server.gcs.direct_download = false
+{{- end }}
+{{ end -}}
