@@ -38,8 +38,13 @@ export interface Result {
   threadsPerAgent: number | null;
   burst: Burst['name'];
   tasks: number;
+  /** Submission of the first attempt to the end of the last task. */
   seconds: number;
   tasksPerSecond: number;
+  /** Submission to the first task starting on an agent: fixed latency, not throughput. */
+  startupSeconds: number;
+  /** Tasks per second between the first task starting and the last one ending. */
+  activeTasksPerSecond: number;
   makespanP50: number;
   makespanMax: number;
   delayP50: number;
@@ -95,6 +100,7 @@ async function runBurst(endpoint: string, burst: Burst, eventsFile: string, log:
   const n = burst.workflows * burst.tasksPerWorkflow;
   if (starts.length < n || ends.length < n) throw new Error(`expected ${n} task records, got ${starts.length} starts and ${ends.length} ends`);
   const end = Math.max(...ends.map(ms));
+  const firstStart = Math.min(...starts.map(ms));
   const seconds = (end - t0) / 1000;
   // Queue wait: when an agent started the task minus when the executor queued it (startedAt).
   const delays: number[] = [];
@@ -115,6 +121,8 @@ async function runBurst(endpoint: string, burst: Burst, eventsFile: string, log:
     tasks: n,
     seconds,
     tasksPerSecond: n / seconds,
+    startupSeconds: (firstStart - t0) / 1000,
+    activeTasksPerSecond: n / ((end - firstStart) / 1000),
     makespanP50: percentile(makespans, 50),
     makespanMax: Math.max(...makespans),
     delayP50: percentile(delays, 50),
@@ -135,15 +143,18 @@ async function freeBase(n: number, from: number): Promise<number> {
 }
 
 export function renderTable(results: readonly Result[]): string {
-  const head = ['configuration', 'burst', 'tasks', 'seconds', 'tasks/s', 'speed-up', 'makespan p50/max s', 'ready→start p50/p95 s'];
-  const one = (b: string) => results.find((r) => r.agents === 1 && r.burst === b)?.tasksPerSecond;
+  const head = ['configuration', 'burst', 'tasks', 'seconds', 'tasks/s', 'speed-up', 'startup s', 'active tasks/s', 'speed-up', 'makespan p50/max s', 'ready→start p50/p95 s'];
+  const one = (b: string) => results.find((r) => r.agents === 1 && r.burst === b);
   const rows = results.map((r) => [
     r.config,
     r.burst,
     String(r.tasks),
     r.seconds.toFixed(1),
     r.tasksPerSecond.toFixed(2),
-    one(r.burst) ? `${(r.tasksPerSecond / one(r.burst)!).toFixed(2)}x` : '',
+    one(r.burst) ? `${(r.tasksPerSecond / one(r.burst)!.tasksPerSecond).toFixed(2)}x` : '',
+    r.startupSeconds.toFixed(1),
+    r.activeTasksPerSecond.toFixed(2),
+    one(r.burst) ? `${(r.activeTasksPerSecond / one(r.burst)!.activeTasksPerSecond).toFixed(2)}x` : '',
     `${r.makespanP50.toFixed(1)} / ${r.makespanMax.toFixed(1)}`,
     `${r.delayP50.toFixed(2)} / ${r.delayP95.toFixed(2)}`,
   ]);
@@ -210,20 +221,25 @@ async function main(): Promise<void> {
     }
     await downLocal(ctx, false);
     if (!values['no-baseline']) {
-      // The seed's layout: one `digdag server -m` process, in-memory database, default settings.
-      log('baseline: digdag server -m (one process, memory DB, default agent threads)');
-      const port = await freeBase(1, 48500);
-      const java = await detectJava(first, runner);
-      const logFile = path.join(stateRoot, 'baseline.log');
-      const pid = await runner.spawnBackground({ argv: digdagArgv(java, requireRuntime(first), first.digdag.jvmOpts, ['server', '-m', '-b', '127.0.0.1', '-n', String(port)]), logFile, cwd: stateRoot });
-      const entry = { name: 'baseline', pid, marker: '-m', logFile, startedAt: '' };
-      try {
-        const endpoint = `http://127.0.0.1:${port}`;
-        if (!(await waitFor(async () => !!(await answersVersion(endpoint)), 120_000, 500))) throw new Error(`baseline did not start; see ${logFile}`);
-        await pushBench(first, runner, endpoint);
-        for (const b of bursts) results.push({ config: 'seed: server -m', agents: null, threadsPerAgent: null, ...(await runBurst(endpoint, b, eventsFile, log)) });
-      } finally {
-        await stopProcess(entry, 30_000);
+      // The seed's layout: one `digdag server -m` process, in-memory database — as the seed runs
+      // it (agent threads unbounded) and capped at one agent's threads for a like-for-like row.
+      for (const threads of [null, Number(values.threads)]) {
+        const label = threads ? `seed: server -m, ${threads} threads` : 'seed: server -m';
+        log(`baseline: ${label}`);
+        const port = await freeBase(1, 48500);
+        const java = await detectJava(first, runner);
+        const logFile = path.join(stateRoot, 'baseline.log');
+        const extra = threads ? ['--max-task-threads', String(threads)] : [];
+        const pid = await runner.spawnBackground({ argv: digdagArgv(java, requireRuntime(first), first.digdag.jvmOpts, ['server', '-m', '-b', '127.0.0.1', '-n', String(port), ...extra]), logFile, cwd: stateRoot });
+        const entry = { name: 'baseline', pid, marker: '-m', logFile, startedAt: '' };
+        try {
+          const endpoint = `http://127.0.0.1:${port}`;
+          if (!(await waitFor(async () => !!(await answersVersion(endpoint)), 120_000, 500))) throw new Error(`baseline did not start; see ${logFile}`);
+          await pushBench(first, runner, endpoint);
+          for (const b of bursts) results.push({ config: label, agents: null, threadsPerAgent: threads, ...(await runBurst(endpoint, b, eventsFile, log)) });
+        } finally {
+          await stopProcess(entry, 30_000);
+        }
       }
     }
   } finally {
@@ -240,7 +256,7 @@ async function main(): Promise<void> {
   fs.writeFileSync(json, JSON.stringify({ at: new Date().toISOString(), bursts, threadsPerAgent: Number(values.threads), results }, null, 2) + '\n');
   const svg = barChartSvg(`Digdag throughput (${values.threads} threads per agent)`, 'tasks / second', bursts.map((b) => ({
     name: b.name === 'io' ? `I/O-bound: ${b.workflows}x${b.tasksPerWorkflow} x sleep ${b.sleepSeconds}s` : `tiny: ${b.workflows}x${b.tasksPerWorkflow} x true`,
-    bars: results.filter((r) => r.burst === b.name).map((r) => ({ label: r.agents ? `${r.agents} agent${r.agents > 1 ? 's' : ''}` : 'server -m', value: r.tasksPerSecond })),
+    bars: results.filter((r) => r.burst === b.name).map((r) => ({ label: r.agents ? `${r.agents} agent${r.agents > 1 ? 's' : ''}` : r.threadsPerAgent ? `-m ${r.threadsPerAgent}t` : 'server -m', value: r.tasksPerSecond })),
   })));
   const png = path.join(outDir, `${stamp}.png`);
   fs.writeFileSync(png, new Resvg(svg, { font: { loadSystemFonts: true } }).render().asPng());

@@ -22,7 +22,7 @@ test('task records are parsed; partial or foreign lines are ignored', () => {
 test('the table shows speed-up against one agent for the same burst', () => {
   const r = (agents: number | null, tps: number, burst: 'io' | 'tiny' = 'io'): Result => ({
     config: agents ? `HA, ${agents}` : 'seed', agents, threadsPerAgent: 4, burst, tasks: 64, seconds: 64 / tps, tasksPerSecond: tps,
-    makespanP50: 1, makespanMax: 2, delayP50: 0.1, delayP95: 0.2,
+    startupSeconds: 5, activeTasksPerSecond: tps * 2, makespanP50: 1, makespanMax: 2, delayP50: 0.1, delayP95: 0.2,
   });
   const table = renderTable([r(1, 1.25), r(2, 2.5), r(4, 4.0), r(null, 3)]);
   assert.match(table, /HA, 2 .*2\.00x/);
