@@ -306,7 +306,7 @@ export function loadConfig(opts: LoadOptions): Config {
   if (!isLocal && num('UI_REPLICAS') < 1) {
     throw new UserError('UI_REPLICAS=0 leaves the UI Service and the Ingress without pods on Kubernetes', 'set UI_REPLICAS=1 or more');
   }
-  if (num('AGENT_MAX_REPLICAS') < num('AGENT_REPLICAS')) {
+  if (vars.AGENT_AUTOSCALING !== 'none' && num('AGENT_MAX_REPLICAS') < num('AGENT_REPLICAS')) {
     throw new UserError(`AGENT_MAX_REPLICAS=${vars.AGENT_MAX_REPLICAS} is below AGENT_REPLICAS=${vars.AGENT_REPLICAS}`, `set AGENT_MAX_REPLICAS=${vars.AGENT_REPLICAS} or more`);
   }
   const processes = num('UI_REPLICAS') + num('WORKFLOW_REPLICAS') + num('SCHEDULER_REPLICAS') + num('AGENT_REPLICAS');

@@ -67,6 +67,15 @@ test('pools that exceed max_connections are refused before anything starts', () 
   fails({ AGENT_REPLICAS: '20', DB_POOL_SIZE: '20' }, /need \d+ connections/, /POSTGRES_MAX_CONNECTIONS/);
 });
 
+test('autoscaling bounds must be ordered (only when autoscaling is on)', () => {
+  fails({ AGENT_AUTOSCALING: 'keda', AGENT_REPLICAS: '5', AGENT_MAX_REPLICAS: '3' }, /AGENT_MAX_REPLICAS=3 is below AGENT_REPLICAS=5/, /AGENT_MAX_REPLICAS=5/);
+  assert.equal(testConfig({ AGENT_REPLICAS: '12' }).replicas.agent, 12);
+});
+
+test('Kubernetes needs at least one UI pod behind the Service', () => {
+  fails({ DIGDAG_HA_TARGET: 'minikube', UI_REPLICAS: '0' }, /UI_REPLICAS=0 leaves the UI Service/);
+});
+
 test('a missing service-account key file is named', () => {
   fails({ GCP_SA_KEY_FILE: '/nonexistent/key.json' }, /GCP_SA_KEY_FILE=\/nonexistent\/key.json does not exist/);
 });
