@@ -43,3 +43,46 @@ export async function validateObjects(objects: readonly KubeObject[]): Promise<S
   }
   return errors;
 }
+
+/**
+ * Strict validation against the official OpenAPI spec of a pinned Kubernetes release
+ * (api/openapi-spec/swagger.json of k8s.io/kubernetes, from the Go module proxy), kubeconform
+ * style: unknown fields are errors too, which the generated models above let through.
+ */
+export async function strictValidator(swaggerFile: string): Promise<(o: KubeObject) => string[]> {
+  const { Ajv } = await import('ajv');
+  const fs = await import('node:fs');
+  const swagger = JSON.parse(fs.readFileSync(swaggerFile, 'utf8')) as { definitions: Record<string, Record<string, unknown>> };
+  const byGvk = new Map<string, string>();
+  for (const [name, def] of Object.entries(swagger.definitions)) {
+    for (const g of (def['x-kubernetes-group-version-kind'] as { group: string; version: string; kind: string }[] | undefined) ?? []) {
+      byGvk.set(`${g.group ? `${g.group}/` : ''}${g.version}/${g.kind}`, name);
+    }
+  }
+  const convert = (s: unknown): unknown => {
+    if (Array.isArray(s)) return s.map(convert);
+    if (!s || typeof s !== 'object') return s;
+    const o = s as Record<string, unknown>;
+    if (o.format === 'int-or-string') return { anyOf: [{ type: 'integer' }, { type: 'string' }] };
+    const out: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(o)) {
+      if (k === 'format' || k.startsWith('x-kubernetes-') || k === 'description') continue;
+      out[k] = k === 'properties' ? Object.fromEntries(Object.entries(v as object).map(([p, d]) => [p, convert(d)])) : convert(v);
+    }
+    if (out.$ref) return { $ref: `k8s${out.$ref as string}` };
+    if (out.type === 'object' && out.properties && out.additionalProperties === undefined) out.additionalProperties = false;
+    return out;
+  };
+  const definitions = Object.fromEntries(Object.entries(swagger.definitions).map(([n, d]) => [n, convert(d)]));
+  // Quantities are strings or numbers on the wire (cpu: 1, memory: 512Mi).
+  definitions['io.k8s.apimachinery.pkg.api.resource.Quantity'] = { anyOf: [{ type: 'string' }, { type: 'number' }] };
+  const ajv = new Ajv({ strict: false, allErrors: true, validateFormats: false });
+  ajv.addSchema({ $id: 'k8s', definitions });
+  return (obj) => {
+    const name = byGvk.get(`${obj.apiVersion}/${obj.kind}`);
+    if (!name) return [`${obj.kind}/${obj.metadata?.name}: not a Kubernetes ${obj.apiVersion} kind`];
+    const validate = ajv.getSchema(`k8s#/definitions/${name}`)!;
+    if (validate(obj)) return [];
+    return (validate.errors ?? []).map((e: { instancePath: string; message?: string; params: object }) => `${obj.kind}/${obj.metadata?.name}${e.instancePath} ${e.message}${e.params && 'additionalProperty' in e.params ? ` (${(e.params as { additionalProperty: string }).additionalProperty})` : ''}`);
+  };
+}

@@ -8,3 +8,6 @@ export const DIGDAG_RELEASE_JAR_URL = `https://github.com/treasure-data/digdag/r
 
 /** Guice 5.0.1 (Digdag's pin) breaks on Java 17; 5.1.0 fixes it. */
 export const GUICE_OVERRIDE_VERSION = '5.1.0';
+
+/** Kubernetes release whose OpenAPI spec the manifests are validated against (strict). */
+export const K8S_SCHEMA_VERSION = 'v1.31.3';

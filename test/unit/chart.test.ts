@@ -9,9 +9,8 @@ import { isValidEncryptionKey } from '../../lib/credentials.ts';
 import { configFiles, parseObjects, type KubeObject } from '../../lib/kube-render.ts';
 import { ROLES, ROLE_FLAGS } from '../../lib/roles.ts';
 import { QUEUE_DEPTH_SQL } from '../../lib/scaling.ts';
-import { validateObjects } from '../../lib/schema.ts';
 import { testConfig } from '../helpers/fixtures.ts';
-import { helmBin } from '../helpers/tools.ts';
+import { helmBin, validateStrictly } from '../helpers/tools.ts';
 
 const CHART = path.join(ROOT, 'chart', 'digdag-ha');
 const helm = helmBin();
@@ -45,7 +44,7 @@ for (const [name, set] of Object.entries(VALUE_SETS)) {
     const r = template(set);
     assert.equal(r.status, 0, r.stderr);
     assert.ok(r.objects.length >= 12);
-    assert.deepEqual(await validateObjects(r.objects), []);
+    assert.deepEqual(await validateStrictly(r.objects), []);
   });
 }
 

@@ -17,6 +17,7 @@ import { ensureSecrets } from '../../lib/credentials.ts';
 import { writeRuntime } from '../../lib/digdag.ts';
 import { planLocal } from '../../tasks/apply.ts';
 import { tempDir, testConfig } from '../helpers/fixtures.ts';
+import { validateStrictly } from '../helpers/tools.ts';
 
 const runner = new ShellRunner(false, () => {});
 const render = async (vars: Record<string, string>) => (await renderManifests(testConfig({ DIGDAG_HA_TARGET: 'minikube', ...vars }), runner)).objects;
@@ -39,13 +40,22 @@ for (const [name, vars] of Object.entries(CONFIGS)) {
   test(`${name}: every rendered object validates against its schema`, async () => {
     const objs = await render(vars);
     assert.ok(objs.length >= 15);
-    assert.deepEqual(await validateObjects(objs), []);
+    assert.deepEqual(await validateStrictly(objs), []);
     assert.ok(!objs.some((o) => o.kind === 'Secret'), 'secrets are never rendered into manifests');
     for (const o of objs.filter((x) => x.kind === 'ConfigMap')) {
       assert.doesNotMatch(JSON.stringify(o.data), /password|encryption-key|pw-secret-123/, 'no secret in a ConfigMap');
     }
   });
 }
+
+test('the strict validator catches what the models let through: an unknown field', async () => {
+  const [dep] = parseObjects(fs.readFileSync(path.join(MANIFESTS, 'base', 'agent.yaml'), 'utf8'));
+  dep!.spec.template.spec.containers[0].imagee = 'typo';
+  dep!.spec.template.spec.securityContext.runAsNonroot = true;
+  const errors = await validateStrictly([dep!]);
+  assert.ok(errors.some((e) => /must NOT have additional properties \(imagee\)/.test(e)), errors.join('\n'));
+  assert.ok(errors.some((e) => /\(runAsNonroot\)/.test(e)), errors.join('\n'));
+});
 
 test('the validator is not a rubber stamp: a broken object is reported', async () => {
   const [dep] = parseObjects(fs.readFileSync(path.join(MANIFESTS, 'base', 'agent.yaml'), 'utf8'));
