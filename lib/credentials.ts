@@ -21,8 +21,15 @@ export function isValidEncryptionKey(key: string): boolean {
   return /^[A-Za-z0-9+/]{22}==$/.test(key) && Buffer.from(key, 'base64').length === 16;
 }
 
+/** Placeholders a dry run of create-secret stands in with, so later tasks can show their commands. */
+const dryRun = new Map<string, Secrets>();
+
+export function useDryRunSecrets(config: Config): void {
+  if (!readJson(secretsFile(config))) dryRun.set(config.stateDir, { dbPassword: 'dry-run-db-password', encryptionKey: 'ZHJ5LXJ1bi1rZXktMTIzNA==', postgresPassword: 'dry-run-pg-password' });
+}
+
 export function readSecrets(config: Config): Secrets | undefined {
-  const s = readJson<Partial<Secrets>>(secretsFile(config));
+  const s = readJson<Partial<Secrets>>(secretsFile(config)) ?? dryRun.get(config.stateDir);
   if (!s?.dbPassword || !s.encryptionKey || !s.postgresPassword) return undefined;
   registerSecret(s.dbPassword);
   registerSecret(s.encryptionKey);

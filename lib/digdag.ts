@@ -32,7 +32,16 @@ export function cacheDir(config: Config): string {
 
 const runtimeFile = (config: Config) => path.join(cacheDir(config), 'runtime.json');
 
+/** What a dry run of build-image would have fetched, so later tasks can show their commands. */
+const dryRunRuntimes = new Map<string, Runtime>();
+
+export function useDryRunRuntime(config: Config, rt: Runtime): void {
+  dryRunRuntimes.set(cacheDir(config), rt);
+}
+
 export function readRuntime(config: Config): Runtime | undefined {
+  const dry = dryRunRuntimes.get(cacheDir(config));
+  if (dry) return dry;
   const rt = readJson<Runtime>(runtimeFile(config));
   if (!rt || rt.version !== DIGDAG_VERSION) return undefined;
   return fs.existsSync(rt.path) ? rt : undefined;
@@ -85,7 +94,7 @@ export function mavenPom(repoUrl: string): string {
 
 /** Fetches the runtime into the cache (or reuses it) from the configured source. */
 export async function obtainRuntime(config: Config, runner: Runner): Promise<Runtime> {
-  const dir = ensureDir(cacheDir(config));
+  const dir = runner.dryRun ? cacheDir(config) : ensureDir(cacheDir(config));
   switch (config.digdag.source) {
     case 'jar': {
       const want = config.digdag.jarSha256 || DIGDAG_RELEASE_JAR_SHA256;
@@ -112,8 +121,8 @@ export async function obtainRuntime(config: Config, runner: Runner): Promise<Run
       return { kind: 'jar', path: jar, version: DIGDAG_VERSION, source: 'release', sha256: got };
     }
     case 'maven': {
-      const mvnDir = ensureDir(path.join(dir, 'maven'));
-      fs.writeFileSync(path.join(mvnDir, 'pom.xml'), mavenPom(config.digdag.mavenRepoUrl));
+      const mvnDir = path.join(dir, 'maven');
+      if (!runner.dryRun) fs.writeFileSync(path.join(ensureDir(mvnDir), 'pom.xml'), mavenPom(config.digdag.mavenRepoUrl));
       const lib = path.join(dir, 'lib');
       const res = await runner.run({
         argv: ['mvn', '-B', '-q', '--strict-checksums', '-f', path.join(mvnDir, 'pom.xml'),

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { stringify } from 'yaml';
 import { ROOT } from './cli.ts';
 import type { Config } from './config.ts';
-import { ensureSecrets, requireSecrets } from './credentials.ts';
+import { ensureSecrets, requireSecrets, useDryRunSecrets } from './credentials.ts';
 import { answersVersion } from './digdag.ts';
 import { tail, UserError } from './errors.ts';
 import { dbLocation, renderManifests, type KubeObject } from './kube-render.ts';
@@ -109,6 +109,7 @@ async function applySecret(ctx: Ctx, name: string, files: Record<string, string>
 const createSecret: Impl = {
   run: async (ctx) => {
     await requireCluster(ctx);
+    if (ctx.runner.dryRun) useDryRunSecrets(ctx.config);
     const { secrets, created } = ctx.runner.dryRun ? { secrets: requireSecrets(ctx.config), created: [] } : ensureSecrets(ctx.config);
     if (created.length) ctx.runner.log(`generated ${created.join(', ')} (kept 0600 in ${ctx.config.stateDir}/secrets)`);
     const ns = await ctx.runner.run({ argv: ['kubectl', ...(ctx.config.k8s.context ? ['--context', ctx.config.k8s.context] : []), 'create', 'namespace', ctx.config.k8s.namespace, '--dry-run=client', '-o', 'yaml'], quiet: true });

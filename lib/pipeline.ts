@@ -69,16 +69,18 @@ export async function runStep(step: Step, ctx: Ctx): Promise<void> {
   }
 }
 
-export function toListrTask(step: Step): ListrTask<Ctx> {
+/** A step as a Listr task; its log lines become the task's output unless the list is silent. */
+export function toListrTask(step: Step, showOutput = true): ListrTask<Ctx> {
   return {
     title: step.title,
     skip: async (ctx) => (await skipReason(step, ctx)) ?? false,
     task: async (ctx, task) => {
-      const sink = (line: string) => {
-        task.output = line;
-      };
       const runner = ctx.runner as Runner & { setSink?(s: (l: string) => void): void };
-      runner.setSink?.(sink);
+      if (showOutput) {
+        runner.setSink?.((line: string) => {
+          task.output = line;
+        });
+      }
       await runStep(step, ctx);
     },
   };
@@ -92,7 +94,7 @@ export interface RunOptions {
 /** Runs the steps in order; on failure stops what this run started and rethrows. */
 export async function runSteps(steps: readonly Step[], ctx: Ctx, opts: RunOptions = {}): Promise<void> {
   const renderer = opts.renderer ?? (process.stdout.isTTY && !process.env.CI ? 'default' : 'simple');
-  const list = new Listr<Ctx>(steps.map(toListrTask), {
+  const list = new Listr<Ctx>(steps.map((s) => toListrTask(s, renderer !== 'silent')), {
     concurrent: false,
     exitOnError: true,
     renderer: renderer as 'default',

@@ -104,18 +104,25 @@ export async function pickFreePort(): Promise<number> {
   });
 }
 
-/** The port of the owned server: configured, or picked once and remembered. */
-export async function ownedPort(config: Config, pg: LocalPostgres): Promise<number> {
+const picked = new Map<string, number>();
+
+/** The port of the owned server: configured, or picked once and remembered (persisted only
+ * when `persist`, i.e. when the server is really started — a dry run leaves no trace). */
+export async function ownedPort(config: Config, pg: LocalPostgres, persist = false): Promise<number> {
   if (config.db.port) return config.db.port;
   if (fs.existsSync(pg.portFile)) return Number(fs.readFileSync(pg.portFile, 'utf8').trim());
-  const port = await pickFreePort();
-  ensureDir(pg.dir);
-  fs.writeFileSync(pg.portFile, `${port}\n`);
+  const port = picked.get(pg.portFile) ?? (await pickFreePort());
+  picked.set(pg.portFile, port);
+  if (persist) {
+    ensureDir(pg.dir);
+    fs.writeFileSync(pg.portFile, `${port}\n`);
+  }
   return port;
 }
 
 /** Data dir and socket dir exist and belong to the server's OS user. */
 export async function prepareDirs(runner: Runner, pg: LocalPostgres): Promise<void> {
+  if (runner.dryRun) return;
   ensureDir(pg.dir, 0o755);
   for (const d of [pg.socketDir]) fs.mkdirSync(d, { recursive: true, mode: 0o700 });
   if (pg.osUser) {

@@ -146,7 +146,8 @@ export async function reconcileLocal(ctx: Ctx): Promise<string[]> {
     }
     const e = await startOne(ctx, p, secretsText);
     starting.push(e);
-    actions.push(`${p.instance.name}: ${cur ? (isAlive(cur) ? 'restarted (config changed)' : 'restarted (was not running)') : 'started'} on :${p.port}`);
+    const did = cur ? (isAlive(cur) ? 'restarted (config changed)' : 'restarted (was not running)') : 'started';
+    actions.push(`${p.instance.name}: ${ctx.runner.dryRun ? `would be ${did}` : did} on :${p.port}`);
   }
   if (!ctx.runner.dryRun) await Promise.all(starting.map((e) => waitHealthy(ctx.config, e)));
   return actions;

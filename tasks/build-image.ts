@@ -1,7 +1,7 @@
 // build-image: local — fetch the pinned Digdag runtime into the cache and check it starts;
 // Kubernetes — build the container image (lib/kube.ts).
 import { isMain, main } from '../lib/cli.ts';
-import { detectJava, digdagArgv, CLIENT_JVM_OPTS, obtainRuntime, readRuntime, writeRuntime } from '../lib/digdag.ts';
+import { detectJava, digdagArgv, CLIENT_JVM_OPTS, obtainRuntime, readRuntime, useDryRunRuntime, writeRuntime } from '../lib/digdag.ts';
 import { UserError } from '../lib/errors.ts';
 import { kubeImpls } from '../lib/kube.ts';
 import { byTarget, type Ctx } from '../lib/pipeline.ts';
@@ -26,7 +26,10 @@ export const buildImage = byTarget('build-image', `Get Digdag ${DIGDAG_VERSION}`
     run: async (ctx) => {
       const java = await detectJava(ctx.config, ctx.runner);
       const rt = await obtainRuntime(ctx.config, ctx.runner);
-      if (ctx.runner.dryRun) return;
+      if (ctx.runner.dryRun) {
+        if (!readRuntime(ctx.config)) useDryRunRuntime(ctx.config, rt);
+        return;
+      }
       // Prove the runtime starts on this Java before anything depends on it.
       const res = await ctx.runner.run({ argv: digdagArgv(java, rt, CLIENT_JVM_OPTS, ['--version']), nothrow: true });
       const out = `${res.stdout}${res.stderr}`;

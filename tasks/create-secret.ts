@@ -1,7 +1,7 @@
 // create-secret: generate the DB password and the Digdag encryption key once (0600, outside
 // git) and reuse them; on Kubernetes also apply them as a Secret (lib/kube.ts).
 import { isMain, main } from '../lib/cli.ts';
-import { ensureSecrets, readSecrets, secretsFile } from '../lib/credentials.ts';
+import { ensureSecrets, readSecrets, secretsFile, useDryRunSecrets } from '../lib/credentials.ts';
 import { kubeImpls } from '../lib/kube.ts';
 import { byTarget } from '../lib/pipeline.ts';
 
@@ -12,6 +12,7 @@ export const createSecret = byTarget('create-secret', 'Create secrets', {
     run: async (ctx) => {
       if (ctx.runner.dryRun) {
         ctx.runner.log(`[dry-run] would write ${secretsFile(ctx.config)} (0600) with any missing secret`);
+        useDryRunSecrets(ctx.config);
         return;
       }
       const { created } = ensureSecrets(ctx.config);

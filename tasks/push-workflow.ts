@@ -76,7 +76,7 @@ const impl: Impl = {
           out.split('\n').slice(-12).join('\n'),
         );
       }
-      ctx.runner.log(`pushed ${p.name} revision ${rev} to ${endpoint}`);
+      ctx.runner.log(`${ctx.runner.dryRun ? 'would push' : 'pushed'} ${p.name} revision ${rev} to ${endpoint}`);
     }
     ctx.facts.pushHint = `To push from your own digdag client, put this in ~/.config/digdag/config:\n  client.http.endpoint = ${endpoint}`;
     ctx.runner.log(ctx.facts.pushHint as string);

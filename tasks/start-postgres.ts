@@ -37,7 +37,7 @@ export const startPostgres = byTarget('start-postgres', 'Start PostgreSQL', {
     },
     run: async (ctx) => {
       const pg = localPostgres(ctx.config);
-      const port = await ownedPort(ctx.config, pg);
+      const port = await ownedPort(ctx.config, pg, !ctx.runner.dryRun);
       const running = entry(ctx);
       if (running && isAlive(running)) {
         // Inputs changed (port, max_connections): restart with the new settings; data stays.

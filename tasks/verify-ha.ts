@@ -217,9 +217,12 @@ function report(ctx: Ctx, checks: Check[], where: string): void {
   if (failed.length) throw new UserError(`${failed.length} HA check(s) failed:\n${renderTable(checks)}`, where);
 }
 
+const notInDryRun = (ctx: Ctx) => (ctx.runner.dryRun ? 'dry run: verify-ha starts workflows and kills processes, so it does not run' : undefined);
+
 export const verifyHa = byTarget('verify-ha', 'Verify every role by its behaviour', {
-  local: { run: async (ctx) => report(ctx, await verifyLocal(ctx), 'read the role logs under the state dir (logs/*.log)') },
+  local: { notApplicable: notInDryRun, run: async (ctx) => report(ctx, await verifyLocal(ctx), 'read the role logs under the state dir (logs/*.log)') },
   kube: {
+    notApplicable: notInDryRun,
     run: async (ctx) => report(ctx, await verifyKube(ctx), `kubectl -n ${ctx.config.k8s.namespace} get events; kubectl -n ${ctx.config.k8s.namespace} logs -l app.kubernetes.io/name=digdag`),
   },
 });

@@ -110,3 +110,21 @@ test('stamps live in the state dir, never in the repository', async () => {
   assert.ok(fs.existsSync(path.join(config.stateDir, 'stamps', 'init-db.json')));
   assert.ok(config.stateDir.startsWith('/tmp/'));
 });
+
+test('a dry run of the whole pipeline on a fresh machine prints every change and leaves no trace', async () => {
+  const root = path.join(tempDir(), 'state');
+  const config = testConfig({ DIGDAG_HA_STATE_DIR: root });
+  const lines: string[] = [];
+  const ctx = testCtx(config, new ShellRunner(true, (l) => lines.push(l)));
+  await runSteps(ALL_STEPS, ctx, { renderer: 'silent' });
+  assert.equal(fs.existsSync(root), false, 'nothing was written');
+  const dry = lines.filter((l) => l.startsWith('[dry-run]')).join('\n');
+  assert.match(dry, /\[dry-run\] mvn .*copy-dependencies/);
+  assert.match(dry, /\[dry-run\] runuser -u postgres -- .*initdb/);
+  assert.match(dry, /\[dry-run\] .*psql .*-f -/);
+  assert.match(dry, /\[dry-run\] java .* migrate run -c /);
+  assert.equal((dry.match(/ server -c .*\.properties/g) ?? []).length, 5, 'five role processes would start');
+  assert.match(dry, /\[dry-run\] java .* push ha-sample --project /);
+  assert.ok(lines.some((l) => /would be started on :65432/.test(l)));
+  assert.deepEqual(listProcesses(config), []);
+});
