@@ -1,8 +1,8 @@
 // What a task is, how make-like skipping works, and how a list of tasks runs under Listr2.
 import { Listr, type ListrTask } from 'listr2';
 import type { Config } from './config.ts';
-import { describeError } from './errors.ts';
-import { listProcesses, stopProcess, unregisterProcess, type ProcessEntry } from './processes.ts';
+import { stopProcess, unregisterProcess } from './processes.ts';
+import type { ProcessEntry } from './processes.ts';
 import type { Runner } from './runner.ts';
 import { hashInputs, readStamp, writeStamp } from './state.ts';
 
@@ -125,11 +125,7 @@ async function stopPostgresEntry(ctx: Ctx): Promise<string> {
   return stopOwnedPostgres(ctx);
 }
 
-export function registeredProcesses(ctx: Ctx): ProcessEntry[] {
-  return listProcesses(ctx.config);
-}
 
-export { describeError };
 
 /** A task's behaviour on one target. */
 export type Impl = Omit<Step, 'name' | 'title'>;

@@ -22,13 +22,6 @@ export const ROLE_FLAGS: Readonly<Record<Role, readonly string[]>> = {
   agent: ['--disable-executor-loop', '--disable-scheduler'],
 };
 
-export const ROLE_DESCRIPTIONS: Readonly<Record<Role, string>> = {
-  ui: 'web UI and REST API only',
-  workflow: 'workflow executor loop and TTL enforcer',
-  scheduler: 'cron schedules only',
-  agent: 'runs tasks (sh>, bq>, …)',
-};
-
 export interface Instance {
   role: Role;
   /** ui-1, agent-2, … — also the agent.id of agents, so logs name the process that ran a task. */

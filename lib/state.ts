@@ -47,10 +47,6 @@ export function writeStamp(config: Config, task: string, hash: string): void {
   fs.writeFileSync(stampFile(config, task), JSON.stringify({ hash, at: new Date().toISOString() }) + '\n');
 }
 
-export function clearStamp(config: Config, task: string): void {
-  fs.rmSync(stampFile(config, task), { force: true });
-}
-
 /** Writes a file only the owner can read, atomically (no window where it is world-readable). */
 export function writePrivateFile(file: string, content: string): void {
   ensureDir(path.dirname(file));
