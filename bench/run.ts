@@ -11,7 +11,7 @@ import { attemptTasks, getAttempt, startAttempt, waitAttempt, workflowId } from 
 import { answersVersion, CLIENT_JVM_OPTS, detectJava, digdagArgv, requireRuntime } from '../lib/digdag.ts';
 import { describeError } from '../lib/errors.ts';
 import { runSteps } from '../lib/pipeline.ts';
-import { isPortFree } from '../lib/postgres.ts';
+import { freePortRange } from '../lib/postgres.ts';
 import { stopProcess, waitFor } from '../lib/processes.ts';
 import { ShellRunner } from '../lib/runner.ts';
 import { buildImage } from '../tasks/build-image.ts';
@@ -135,13 +135,6 @@ async function pushBench(config: Config, runner: ShellRunner, endpoint: string):
   await runner.run({ argv: digdagArgv(java, requireRuntime(config), CLIENT_JVM_OPTS, ['push', PROJECT, '--project', PROJECT_DIR, '-e', endpoint]), mutates: true });
 }
 
-async function freeBase(n: number, from: number): Promise<number> {
-  for (let base = from; base < 64000; base += 20) {
-    if ((await Promise.all(Array.from({ length: n }, (_, i) => isPortFree(base + i)))).every(Boolean)) return base;
-  }
-  throw new Error('no free ports');
-}
-
 export function renderTable(results: readonly Result[]): string {
   const head = ['configuration', 'burst', 'tasks', 'seconds', 'tasks/s', 'speed-up', 'startup s', 'active tasks/s', 'speed-up', 'makespan p50/max s', 'ready→start p50/p95 s'];
   const one = (b: string) => results.find((r) => r.agents === 1 && r.burst === b);
@@ -185,7 +178,7 @@ async function main(): Promise<void> {
   const runner = new ShellRunner(false, () => {});
   const stateRoot = path.join(ROOT, '.state', 'bench');
   const eventsFile = path.join('/tmp', `digdag-ha-bench-${process.pid}.log`);
-  const portBase = await freeBase(4 + Math.max(...agentCounts), 47000);
+  const portBase = await freePortRange(4 + Math.max(...agentCounts), 47000, 20);
   const configFor = (agents: number) =>
     loadConfig({
       root: ROOT,
@@ -226,7 +219,7 @@ async function main(): Promise<void> {
       for (const threads of [null, Number(values.threads)]) {
         const label = threads ? `seed: server -m, ${threads} threads` : 'seed: server -m';
         log(`baseline: ${label}`);
-        const port = await freeBase(1, 48500);
+        const port = await freePortRange(1, 48500, 20);
         const java = await detectJava(first, runner);
         const logFile = path.join(stateRoot, 'baseline.log');
         const extra = threads ? ['--max-task-threads', String(threads)] : [];

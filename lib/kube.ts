@@ -10,7 +10,7 @@ import { answersVersion } from './digdag.ts';
 import { tail, UserError } from './errors.ts';
 import { dbLocation, renderManifests, type KubeObject } from './kube-render.ts';
 import type { Ctx, Impl, TaskName } from './pipeline.ts';
-import { isPortFree, psqlVariables } from './postgres.ts';
+import { isPortFree, parseDatabaseUrl, psqlVariables } from './postgres.ts';
 import { isAlive, listProcesses, registerProcess, stopProcess, unregisterProcess, waitFor, type ProcessEntry } from './processes.ts';
 import { secretProperties } from './properties.ts';
 import { ROLES, ROLE_FLAGS } from './roles.ts';
@@ -20,9 +20,14 @@ import { DIGDAG_RELEASE_JAR_SHA256, DIGDAG_VERSION } from './versions.ts';
 
 export const PORT_FORWARD = 'port-forward';
 
+/** kubectl with the configured context (cluster-scoped calls: the namespace itself). */
+export function clusterKubectl(config: Config, ...args: string[]): string[] {
+  return ['kubectl', ...(config.k8s.context ? ['--context', config.k8s.context] : []), ...args];
+}
+
 /** kubectl with the configured context and namespace. */
 export function kubectl(config: Config, ...args: string[]): string[] {
-  return ['kubectl', ...(config.k8s.context ? ['--context', config.k8s.context] : []), '-n', config.k8s.namespace, ...args];
+  return clusterKubectl(config, '-n', config.k8s.namespace, ...args);
 }
 
 /** Fails with the fix when the cluster does not answer, before anything is changed. */
@@ -112,9 +117,9 @@ const createSecret: Impl = {
     if (ctx.runner.dryRun) useDryRunSecrets(ctx.config);
     const { secrets, created } = ctx.runner.dryRun ? { secrets: requireSecrets(ctx.config), created: [] } : ensureSecrets(ctx.config);
     if (created.length) ctx.runner.log(`generated ${created.join(', ')} (kept 0600 in ${ctx.config.stateDir}/secrets)`);
-    const ns = await ctx.runner.run({ argv: ['kubectl', ...(ctx.config.k8s.context ? ['--context', ctx.config.k8s.context] : []), 'create', 'namespace', ctx.config.k8s.namespace, '--dry-run=client', '-o', 'yaml'], quiet: true });
-    await ctx.runner.run({ argv: ['kubectl', ...(ctx.config.k8s.context ? ['--context', ctx.config.k8s.context] : []), 'apply', '-f', '-'], input: ns.stdout, mutates: true });
-    const dbPassword = ctx.config.db.externalUrl ? dbLocationPassword(ctx.config) : secrets.dbPassword;
+    const ns = await ctx.runner.run({ argv: clusterKubectl(ctx.config, 'create', 'namespace', ctx.config.k8s.namespace, '--dry-run=client', '-o', 'yaml'), quiet: true });
+    await ctx.runner.run({ argv: clusterKubectl(ctx.config, 'apply', '-f', '-'), input: ns.stdout, mutates: true });
+    const dbPassword = ctx.config.db.externalUrl ? parseDatabaseUrl(ctx.config.db.externalUrl).password : secrets.dbPassword;
     await applySecret(ctx, 'digdag-secrets', {
       'secret.properties': secretProperties(dbPassword, secrets.encryptionKey),
       'db-password': dbPassword,
@@ -123,10 +128,6 @@ const createSecret: Impl = {
     if (ctx.config.gcp.saKeyFile) await applySecret(ctx, 'digdag-gcp-key', { 'key.json': fs.readFileSync(ctx.config.gcp.saKeyFile, 'utf8') });
   },
 };
-
-function dbLocationPassword(config: Config): string {
-  return decodeURIComponent(new URL(config.db.externalUrl).password);
-}
 
 const startPostgres: Impl = {
   notApplicable: (ctx) => (ctx.config.db.externalUrl ? `DATABASE_URL is set: using ${dbLocation(ctx.config).host}, no in-cluster PostgreSQL` : undefined),
@@ -261,7 +262,7 @@ export async function kubeDown(ctx: Ctx, purge: boolean): Promise<string[]> {
   }
   await requireCluster(ctx);
   if (purge) {
-    await ctx.runner.run({ argv: ['kubectl', ...(ctx.config.k8s.context ? ['--context', ctx.config.k8s.context] : []), 'delete', 'namespace', ctx.config.k8s.namespace, '--ignore-not-found'], mutates: true });
+    await ctx.runner.run({ argv: clusterKubectl(ctx.config, 'delete', 'namespace', ctx.config.k8s.namespace, '--ignore-not-found'), mutates: true });
     done.push(`deleted namespace ${ctx.config.k8s.namespace} (database volume included)`);
   } else {
     const { objects } = await renderManifests(ctx.config, ctx.runner);

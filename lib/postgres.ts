@@ -93,6 +93,14 @@ export async function isPortFree(port: number, host = '127.0.0.1'): Promise<bool
   });
 }
 
+/** The first base (from `from`, in steps of `step`) with `n` consecutive free ports. */
+export async function freePortRange(n: number, from: number, step = 50): Promise<number> {
+  for (let base = from; base + n <= 65535; base += step) {
+    if ((await Promise.all(Array.from({ length: n }, (_, i) => isPortFree(base + i)))).every(Boolean)) return base;
+  }
+  throw new UserError(`no ${n} consecutive free ports on 127.0.0.1 from ${from}`, 'stop what holds them');
+}
+
 export async function pickFreePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const srv = net.createServer();

@@ -96,7 +96,7 @@ async function startOne(ctx: Ctx, p: Planned, secretsText: string): Promise<Proc
 }
 
 /** Waits until the process answers /api/version; a dead process fails at once with its log. */
-export async function waitHealthy(config: Config, entry: ProcessEntry, timeoutMs = 180_000): Promise<void> {
+export async function waitHealthy(entry: ProcessEntry, timeoutMs = 180_000): Promise<void> {
   const url = `http://127.0.0.1:${entry.port}`;
   let version: string | undefined;
   const ok = await waitFor(async () => {
@@ -149,7 +149,7 @@ export async function reconcileLocal(ctx: Ctx): Promise<string[]> {
     const did = cur ? (isAlive(cur) ? 'restarted (config changed)' : 'restarted (was not running)') : 'started';
     actions.push(`${p.instance.name}: ${ctx.runner.dryRun ? `would be ${did}` : did} on :${p.port}`);
   }
-  if (!ctx.runner.dryRun) await Promise.all(starting.map((e) => waitHealthy(ctx.config, e)));
+  if (!ctx.runner.dryRun) await Promise.all(starting.map((e) => waitHealthy(e)));
   return actions;
 }
 

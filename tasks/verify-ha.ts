@@ -35,7 +35,7 @@ const nextSessionTime = () => new Date(Math.floor(Date.now() / 1000) * 1000 - 10
 
 const roleProcs = (ctx: Ctx, role: Role): ProcessEntry[] => listProcesses(ctx.config).filter((p) => p.role === role);
 
-async function runParallel(ctx: Ctx, endpoint: string, tasks: number, sleepSeconds: number) {
+async function runParallel(endpoint: string, tasks: number, sleepSeconds: number) {
   const wf = await workflowId(endpoint, SAMPLE_PROJECT, 'parallel');
   return startAttempt(endpoint, wf, nextSessionTime(), { tasks, sleep_seconds: sleepSeconds });
 }
@@ -76,7 +76,7 @@ export async function verifyLocal(ctx: Ctx): Promise<Check[]> {
   }
 
   // 1. The sample fan-out succeeds, every task ran on an agent, and none on ui/workflow/scheduler.
-  const first = await runParallel(ctx, endpoint, 6, 2);
+  const first = await runParallel(endpoint, 6, 2);
   const a1 = await waitAttempt(endpoint, first, 180_000);
   add('workflow', 'sample workflow (6 parallel sh> tasks) succeeds', a1.success, `attempt ${first}: ${a1.status ?? (a1.success ? 'success' : 'failed')}`);
   const files = await logFiles(endpoint, first);
@@ -96,7 +96,7 @@ export async function verifyLocal(ctx: Ctx): Promise<Check[]> {
     await stopProcess(w, 60_000);
     unregisterProcess(config, w.name);
   }
-  const stalled = await runParallel(ctx, endpoint, 2, 1);
+  const stalled = await runParallel(endpoint, 2, 1);
   const moved = await waitFor(async () => (await logFiles(endpoint, stalled)).length > 0, 10_000, 1000);
   await restoreLayout(ctx);
   const a2 = await waitAttempt(endpoint, stalled, 120_000);
@@ -106,7 +106,7 @@ export async function verifyLocal(ctx: Ctx): Promise<Check[]> {
   // 3. SIGKILL an agent holding tasks: the tasks are retried after lock expiry and the workflow succeeds.
   const secrets = requireSecrets(config);
   const db = await dbEndpoint(config, secrets.dbPassword);
-  const killAttempt = await runParallel(ctx, endpoint, 4, 20);
+  const killAttempt = await runParallel(endpoint, 4, 20);
   let held: { id: string; agent: string }[] = [];
   await waitFor(async () => {
     const rows = await queryAsApp(runner, config, db, locksOfAttemptSql(killAttempt));
@@ -180,7 +180,7 @@ export async function verifyKube(ctx: Ctx): Promise<Check[]> {
   const ingress = ctx.facts.ingressEndpoint as string | undefined;
   if (ingress) add('ui', 'API answers through the Ingress', !!(await answersVersion(ingress)), `${ingress}/api/version`);
   let endpoint = apiEndpoint(ctx);
-  const first = await runParallel(ctx, endpoint, 6, 2);
+  const first = await runParallel(endpoint, 6, 2);
   const a1 = await waitAttempt(endpoint, first, 300_000);
   add('workflow', 'sample workflow (6 parallel sh> tasks) succeeds', a1.success, `attempt ${first}: ${a1.status ?? ''}`);
   const files = await logFiles(endpoint, first).catch(() => []);
@@ -191,7 +191,7 @@ export async function verifyKube(ctx: Ctx): Promise<Check[]> {
   }
   // One pod of every role deleted while the workflow runs: Kubernetes replaces them, the
   // agent's tasks are retried after the lock retention, and the attempt still succeeds.
-  const disrupted = await runParallel(ctx, endpoint, 4, 30);
+  const disrupted = await runParallel(endpoint, 4, 30);
   await waitFor(async () => (await logFiles(endpoint, disrupted).catch(() => [])).length > 0 || (await getAttempt(endpoint, disrupted)).done, 120_000, 2000);
   const deleted: string[] = [];
   for (const role of ROLES) {

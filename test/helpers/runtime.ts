@@ -3,7 +3,6 @@
 import type { Config } from '../../lib/config.ts';
 import { UserError } from '../../lib/errors.ts';
 import { runStep } from '../../lib/pipeline.ts';
-import { isPortFree } from '../../lib/postgres.ts';
 import type { Runner } from '../../lib/runner.ts';
 import { buildImage } from '../../tasks/build-image.ts';
 import { testCtx } from './fixtures.ts';
@@ -13,13 +12,7 @@ for (const k of ['DIGDAG_SOURCE', 'DIGDAG_JAR', 'DIGDAG_JAR_SHA256', 'MAVEN_REPO
   if (process.env[k]) runtimeVars[k] = process.env[k]!;
 }
 
-export async function freePortRange(n: number, from = 46000): Promise<number> {
-  for (let base = from; base < 60000; base += 50) {
-    const free = await Promise.all(Array.from({ length: n }, (_, i) => isPortFree(base + i)));
-    if (free.every(Boolean)) return base;
-  }
-  throw new Error('no free port range');
-}
+export { freePortRange } from '../../lib/postgres.ts';
 
 /** Fetches the runtime; returns why it is unavailable, or undefined when it is ready. */
 export async function prepareRuntime(config: Config, runner: Runner): Promise<string | undefined> {

@@ -34,7 +34,7 @@ function needsRuntime(t: TestContext): boolean {
 
 before(async () => {
   const stateRoot = tempDir();
-  config = testConfig({ ...runtimeVars, DIGDAG_HA_STATE_DIR: stateRoot, LOCAL_PORT_BASE: String(await freePortRange(5)) });
+  config = testConfig({ ...runtimeVars, DIGDAG_HA_STATE_DIR: stateRoot, LOCAL_PORT_BASE: String(await freePortRange(5, 46000)) });
   unavailable = await prepareRuntime(config, runner);
 });
 
