@@ -16,9 +16,9 @@ import { stopProcess, waitFor } from '../lib/processes.ts';
 import { ShellRunner } from '../lib/runner.ts';
 import { buildImage } from '../tasks/build-image.ts';
 import { createSecret } from '../tasks/create-secret.ts';
-import { downLocal } from '../tasks/down.ts';
+import { downLocal } from '../lib/local/down.ts';
 import { initDb } from '../tasks/init-db.ts';
-import { reconcileLocal } from '../tasks/apply.ts';
+import { reconcileLocal } from '../lib/local/apply.ts';
 import { startPostgres } from '../tasks/start-postgres.ts';
 import { barChartSvg } from './svg-chart.ts';
 

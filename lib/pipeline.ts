@@ -3,6 +3,7 @@ import { Listr, type ListrTask } from 'listr2';
 import type { Config } from './config.ts';
 import { stopProcess, unregisterProcess } from './processes.ts';
 import type { ProcessEntry } from './processes.ts';
+import { stopOwnedPostgres } from './postgres.ts';
 import type { Runner } from './runner.ts';
 import { hashInputs, readStamp, writeStamp } from './state.ts';
 
@@ -112,38 +113,19 @@ export async function runSteps(steps: readonly Step[], ctx: Ctx, opts: RunOption
 /** Stops, newest first, every process this run started (data stays; nothing is purged). */
 export async function stopStarted(ctx: Ctx): Promise<void> {
   for (const entry of [...ctx.started].reverse()) {
-    const how = entry.stopWith === 'pg_ctl' ? await stopPostgresEntry(ctx) : await stopProcess(entry, 30_000);
+    const how = entry.stopWith === 'pg_ctl' ? await stopOwnedPostgres(ctx.config, ctx.runner) : await stopProcess(entry, 30_000);
     ctx.runner.log(`stopped ${entry.name} (started by this run): ${how}`);
     unregisterProcess(ctx.config, entry.name, entry.pid);
   }
   ctx.started.length = 0;
 }
 
-async function stopPostgresEntry(ctx: Ctx): Promise<string> {
-  // Imported lazily: teardown of the owned server lives with the start-postgres task.
-  const { stopOwnedPostgres } = await import('../tasks/start-postgres.ts');
-  return stopOwnedPostgres(ctx);
-}
-
-
-
 /** A task's behaviour on one target. */
 export type Impl = Omit<Step, 'name' | 'title'>;
 
 /** A step that delegates to the local or the Kubernetes implementation by ctx.config.target. */
-export function byTarget(name: TaskName, title: string, impls: { local: Impl; kube?: Impl }): Step {
-  const pick = (ctx: Ctx): Impl => {
-    if (ctx.config.target === 'local') return impls.local;
-    if (!impls.kube) {
-      return {
-        notApplicable: () => undefined,
-        run: async () => {
-          throw new Error(`${name} is not implemented for target ${ctx.config.target}`);
-        },
-      };
-    }
-    return impls.kube;
-  };
+export function byTarget(name: TaskName, title: string, impls: { local: Impl; kube: Impl }): Step {
+  const pick = (ctx: Ctx): Impl => (ctx.config.target === 'local' ? impls.local : impls.kube);
   return {
     name,
     title,

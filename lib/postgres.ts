@@ -6,6 +6,7 @@ import path from 'node:path';
 import type { Config } from './config.ts';
 import { UserError } from './errors.ts';
 import type { Runner } from './runner.ts';
+import { isAlive, listProcesses, unregisterProcess, type ProcessEntry } from './processes.ts';
 import { registerSecret } from './secrets.ts';
 import { ensureDir } from './state.ts';
 
@@ -232,4 +233,24 @@ export function psqlVariables(vars: Record<string, string>): string {
   return Object.entries(vars)
     .map(([k, v]) => `\\set ${k} '${v.replace(/'/g, "''")}'`)
     .join('\n') + '\n';
+}
+
+/** The registry name of the project-owned server. */
+export const POSTGRES_ENTRY = 'postgres';
+
+export function ownedPostgresEntry(config: Config): ProcessEntry | undefined {
+  return listProcesses(config).find((p) => p.name === POSTGRES_ENTRY);
+}
+
+/** Fast shutdown of the owned server (data kept); used by teardown and by failed runs. */
+export async function stopOwnedPostgres(config: Config, runner: Runner): Promise<string> {
+  const pg = localPostgres(config);
+  const e = ownedPostgresEntry(config);
+  if (!e || !isAlive(e)) {
+    unregisterProcess(config, POSTGRES_ENTRY);
+    return 'not running';
+  }
+  await runner.run({ argv: asPgUser(pg, [path.join(pg.binDir, 'pg_ctl'), '-D', pg.dataDir, '-m', 'fast', '-w', '-t', '60', 'stop']), mutates: true });
+  if (!runner.dryRun) unregisterProcess(config, POSTGRES_ENTRY);
+  return 'stopped';
 }

@@ -1,25 +1,10 @@
-// create-secret: generate the DB password and the Digdag encryption key once (0600, outside
-// git) and reuse them; on Kubernetes also apply them as a Secret (lib/kube.ts).
+// create-secret: generate the DB password and the encryption key once (0600) — lib/local/create-secret.ts;
+// on Kubernetes also apply them as Secrets — lib/kube/create-secret.ts.
 import { isMain, main } from '../lib/cli.ts';
-import { ensureSecrets, readSecrets, secretsFile, useDryRunSecrets } from '../lib/credentials.ts';
-import { kubeImpls } from '../lib/kube.ts';
+import { kubeImpls } from '../lib/kube/index.ts';
+import { localImpls } from '../lib/local/index.ts';
 import { byTarget } from '../lib/pipeline.ts';
 
-export const createSecret = byTarget('create-secret', 'Create secrets', {
-  local: {
-    // Never regenerated once made: the encryption key must match the data already encrypted.
-    notApplicable: (ctx) => (readSecrets(ctx.config) && !ctx.force ? `secrets exist in ${secretsFile(ctx.config)} (kept; never rotated automatically)` : undefined),
-    run: async (ctx) => {
-      if (ctx.runner.dryRun) {
-        ctx.runner.log(`[dry-run] would write ${secretsFile(ctx.config)} (0600) with any missing secret`);
-        useDryRunSecrets(ctx.config);
-        return;
-      }
-      const { created } = ensureSecrets(ctx.config);
-      ctx.runner.log(created.length ? `generated ${created.join(', ')} in ${secretsFile(ctx.config)} (0600)` : 'secrets already present; kept');
-    },
-  },
-  kube: kubeImpls['create-secret'],
-});
+export const createSecret = byTarget('create-secret', 'Create secrets', { local: localImpls['create-secret'], kube: kubeImpls['create-secret'] });
 
 if (isMain(import.meta.url)) await main([createSecret], 'tasks/create-secret.ts');

@@ -1,35 +1,12 @@
-// down: stop everything the target started (role processes, port-forwards, PostgreSQL) —
-// data is kept unless --purge, which also deletes the database, secrets and logs.
-import fs from 'node:fs';
+// down: stop everything the target started — local: role processes and PostgreSQL
+// (lib/local/down.ts); Kubernetes: port-forward and workloads (lib/kube/down.ts). Data is kept
+// unless --purge.
 import { configFromFlags, isMain, makeCtx, parseFlags } from '../lib/cli.ts';
 import { describeError, UserError } from '../lib/errors.ts';
-import { kubeDown } from '../lib/kube.ts';
+import { kubeDown } from '../lib/kube/down.ts';
+import { downLocal } from '../lib/local/down.ts';
 import type { Ctx } from '../lib/pipeline.ts';
-import { listProcesses, stopProcess, strayProcesses, unregisterProcess } from '../lib/processes.ts';
 import { ShellRunner } from '../lib/runner.ts';
-import { stopOwnedPostgres } from './start-postgres.ts';
-
-/** Stops the local layout: roles first (agents get their grace), PostgreSQL last. */
-export async function downLocal(ctx: Ctx, purge: boolean): Promise<string[]> {
-  const done: string[] = [];
-  const entries = listProcesses(ctx.config);
-  const others = [...entries.filter((e) => e.stopWith !== 'pg_ctl'), ...strayProcesses(ctx.config, entries)];
-  // Stop in parallel: each waits for its own exit (agents finish running tasks first).
-  const results = await Promise.all(
-    others.map(async (e) => {
-      const how = await stopProcess(e, e.role === 'agent' ? ctx.config.agent.terminationGraceSeconds * 1000 : 60_000);
-      unregisterProcess(ctx.config, e.name);
-      return `${e.name}: ${how}`;
-    }),
-  );
-  done.push(...results);
-  if (entries.some((e) => e.stopWith === 'pg_ctl')) done.push(`postgres: ${await stopOwnedPostgres(ctx)}`);
-  if (purge) {
-    fs.rmSync(ctx.config.stateDir, { recursive: true, force: true });
-    done.push(`purged ${ctx.config.stateDir} (database, secrets, logs)`);
-  }
-  return done;
-}
 
 export async function down(ctx: Ctx, purge: boolean): Promise<string[]> {
   return ctx.config.target === 'local' ? downLocal(ctx, purge) : kubeDown(ctx, purge);

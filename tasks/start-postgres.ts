@@ -1,94 +1,10 @@
-// start-postgres: local — a real PostgreSQL owned by the project (data in the state dir,
-// loopback only, a non-root OS user when we are root), or none when DATABASE_URL is given.
-import fs from 'node:fs';
-import path from 'node:path';
+// start-postgres: local: a PostgreSQL owned by the project (lib/local/start-postgres.ts);
+// Kubernetes: the in-cluster StatefulSet (lib/kube/start-postgres.ts). None with DATABASE_URL.
 import { isMain, main } from '../lib/cli.ts';
-import { UserError, tail } from '../lib/errors.ts';
-import { kubeImpls } from '../lib/kube.ts';
-import { byTarget, type Ctx } from '../lib/pipeline.ts';
-import { asPgUser, isPortFree, localPostgres, ownedPort, pgHba, postmasterPid, prepareDirs, serverOptions } from '../lib/postgres.ts';
-import { isAlive, listProcesses, registerProcess, unregisterProcess, type ProcessEntry } from '../lib/processes.ts';
+import { kubeImpls } from '../lib/kube/index.ts';
+import { localImpls } from '../lib/local/index.ts';
+import { byTarget } from '../lib/pipeline.ts';
 
-export const POSTGRES_ENTRY = 'postgres';
-
-function entry(ctx: Ctx): ProcessEntry | undefined {
-  return listProcesses(ctx.config).find((p) => p.name === POSTGRES_ENTRY);
-}
-
-/** Running and accepting connections on its port? */
-async function ready(ctx: Ctx, port: number): Promise<boolean> {
-  const pg = localPostgres(ctx.config);
-  const e = entry(ctx);
-  if (!e || !isAlive(e)) return false;
-  const res = await ctx.runner.run({ argv: [path.join(pg.binDir, 'pg_isready'), '-q', '-h', '127.0.0.1', '-p', String(port)], nothrow: true, quiet: true });
-  return res.code === 0;
-}
-
-export const startPostgres = byTarget('start-postgres', 'Start PostgreSQL', {
-  local: {
-    notApplicable: (ctx) => (ctx.config.db.externalUrl ? 'DATABASE_URL is set: using that server, none to start' : undefined),
-    inputs: async (ctx) => {
-      const pg = localPostgres(ctx.config);
-      return { values: { bin: pg.binDir, port: await ownedPort(ctx.config, pg), max: ctx.config.db.maxConnections, hba: pgHba() } };
-    },
-    healthy: async (ctx) => {
-      const port = await ownedPort(ctx.config, localPostgres(ctx.config));
-      return (await ready(ctx, port)) ? `PostgreSQL accepting connections on 127.0.0.1:${port}` : false;
-    },
-    run: async (ctx) => {
-      const pg = localPostgres(ctx.config);
-      const port = await ownedPort(ctx.config, pg, !ctx.runner.dryRun);
-      const running = entry(ctx);
-      if (running && isAlive(running)) {
-        // Inputs changed (port, max_connections): restart with the new settings; data stays.
-        await stopOwnedPostgres(ctx);
-      }
-      if (!(await isPortFree(port))) {
-        throw new UserError(`port ${port} on 127.0.0.1 is in use by another program`, 'set POSTGRES_PORT to a free port, or POSTGRES_PORT=0 to pick one automatically');
-      }
-      await prepareDirs(ctx.runner, pg);
-      if (!fs.existsSync(path.join(pg.dataDir, 'PG_VERSION'))) {
-        await ctx.runner.run({
-          argv: asPgUser(pg, [path.join(pg.binDir, 'initdb'), '-D', pg.dataDir, '-U', 'postgres', '-E', 'UTF8', '--locale=C', '--auth-local=trust', '--auth-host=scram-sha-256']),
-          mutates: true,
-        });
-      }
-      if (!ctx.runner.dryRun) {
-        fs.writeFileSync(path.join(pg.dataDir, 'pg_hba.conf'), pgHba(), { mode: 0o600 });
-        if (pg.osUser) await ctx.runner.run({ argv: ['chown', `${pg.osUser}:`, path.join(pg.dataDir, 'pg_hba.conf')], mutates: true });
-      }
-      const res = await ctx.runner.run({
-        argv: asPgUser(pg, [path.join(pg.binDir, 'pg_ctl'), '-D', pg.dataDir, '-l', pg.logFile, '-w', '-t', '60', '-o', serverOptions(port, pg.socketDir, ctx.config.db.maxConnections).join(' '), 'start']),
-        mutates: true,
-        nothrow: true,
-      });
-      if (ctx.runner.dryRun) return;
-      if (res.code !== 0) {
-        const log = fs.existsSync(pg.logFile) ? tail(fs.readFileSync(pg.logFile, 'utf8'), 15) : res.stderr;
-        throw new UserError(`PostgreSQL did not start on port ${port}`, `read ${pg.logFile}; if the port is taken set POSTGRES_PORT`, log);
-      }
-      const pid = postmasterPid(pg);
-      if (!pid) throw new UserError('PostgreSQL started but wrote no postmaster.pid', `read ${pg.logFile}`);
-      const e: ProcessEntry = { name: POSTGRES_ENTRY, pid, marker: pg.dataDir, logFile: pg.logFile, startedAt: new Date().toISOString(), port, stopWith: 'pg_ctl' };
-      registerProcess(ctx.config, e);
-      ctx.started.push(e);
-      ctx.runner.log(`PostgreSQL ${path.basename(path.dirname(pg.binDir))} on 127.0.0.1:${port}, data in ${pg.dataDir}`);
-    },
-  },
-  kube: kubeImpls['start-postgres'],
-});
-
-/** Fast shutdown of the owned server (data kept); used by teardown and by failed runs. */
-export async function stopOwnedPostgres(ctx: Ctx): Promise<string> {
-  const pg = localPostgres(ctx.config);
-  const e = entry(ctx);
-  if (!e || !isAlive(e)) {
-    unregisterProcess(ctx.config, POSTGRES_ENTRY);
-    return 'not running';
-  }
-  await ctx.runner.run({ argv: asPgUser(pg, [path.join(pg.binDir, 'pg_ctl'), '-D', pg.dataDir, '-m', 'fast', '-w', '-t', '60', 'stop']), mutates: true });
-  if (!ctx.runner.dryRun) unregisterProcess(ctx.config, POSTGRES_ENTRY);
-  return 'stopped';
-}
+export const startPostgres = byTarget('start-postgres', 'Start PostgreSQL', { local: localImpls['start-postgres'], kube: kubeImpls['start-postgres'] });
 
 if (isMain(import.meta.url)) await main([startPostgres], 'tasks/start-postgres.ts');

@@ -2,7 +2,7 @@
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import type { KubeObject } from '../../lib/kube-render.ts';
+import type { KubeObject } from '../../lib/kube/render.ts';
 import { strictValidator, validateObjects } from '../../lib/schema.ts';
 import { K8S_SCHEMA_VERSION } from '../../lib/versions.ts';
 

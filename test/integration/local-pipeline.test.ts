@@ -16,9 +16,9 @@ import { runStep, runSteps, skipReason } from '../../lib/pipeline.ts';
 import { isAlive, listProcesses } from '../../lib/processes.ts';
 import { ShellRunner } from '../../lib/runner.ts';
 import { ALL_STEPS } from '../../tasks/all.ts';
-import { downLocal } from '../../tasks/down.ts';
+import { downLocal } from '../../lib/local/down.ts';
 import { pushWorkflow } from '../../tasks/push-workflow.ts';
-import type { Check } from '../../tasks/verify-ha.ts';
+import type { Check } from '../../lib/verify.ts';
 import { tempDir, testConfig, testCtx } from '../helpers/fixtures.ts';
 import { freePortRange, prepareRuntime, runtimeVars } from '../helpers/runtime.ts';
 

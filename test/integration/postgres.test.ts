@@ -13,8 +13,8 @@ import { dbEndpoint, localPostgres, queryAsApp } from '../../lib/postgres.ts';
 import { isAlive, listProcesses } from '../../lib/processes.ts';
 import { ShellRunner } from '../../lib/runner.ts';
 import { createSecret } from '../../tasks/create-secret.ts';
-import { downLocal } from '../../tasks/down.ts';
-import { applySql } from '../../tasks/init-db.ts';
+import { downLocal } from '../../lib/local/down.ts';
+import { applySql } from '../../lib/local/init-db.ts';
 import { startPostgres } from '../../tasks/start-postgres.ts';
 import { testConfig, testCtx } from '../helpers/fixtures.ts';
 

@@ -6,7 +6,7 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { ROOT } from '../../lib/cli.ts';
 import { isValidEncryptionKey } from '../../lib/credentials.ts';
-import { configFiles, parseObjects, type KubeObject } from '../../lib/kube-render.ts';
+import { configFiles, parseObjects, type KubeObject } from '../../lib/kube/render.ts';
 import { ROLES, ROLE_FLAGS } from '../../lib/roles.ts';
 import { QUEUE_DEPTH_SQL } from '../../lib/scaling.ts';
 import { testConfig } from '../helpers/fixtures.ts';

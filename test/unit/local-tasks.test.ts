@@ -11,7 +11,7 @@ import { runStep } from '../../lib/pipeline.ts';
 import { localPostgres } from '../../lib/postgres.ts';
 import { parseProperties } from '../../lib/properties.ts';
 import { RecordingRunner, ShellRunner } from '../../lib/runner.ts';
-import { planLocal } from '../../tasks/apply.ts';
+import { planLocal } from '../../lib/local/apply.ts';
 import { buildImage } from '../../tasks/build-image.ts';
 import { initDb } from '../../tasks/init-db.ts';
 import { tempDir, testConfig, testCtx } from '../helpers/fixtures.ts';

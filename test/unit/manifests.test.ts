@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import type { Config } from '../../lib/config.ts';
-import { configFiles, MANIFESTS, parseObjects, renderManifests, type KubeObject } from '../../lib/kube-render.ts';
+import { configFiles, MANIFESTS, parseObjects, renderManifests, type KubeObject } from '../../lib/kube/render.ts';
 import { PLACEMENT_KEYS, parseProperties } from '../../lib/properties.ts';
 import { ROLES, ROLE_FLAGS } from '../../lib/roles.ts';
 import { ShellRunner } from '../../lib/runner.ts';
@@ -15,7 +15,7 @@ import { validateObjects } from '../../lib/schema.ts';
 import { javaFlags } from '../../lib/digdag.ts';
 import { ensureSecrets } from '../../lib/credentials.ts';
 import { writeRuntime } from '../../lib/digdag.ts';
-import { planLocal } from '../../tasks/apply.ts';
+import { planLocal } from '../../lib/local/apply.ts';
 import { tempDir, testConfig } from '../helpers/fixtures.ts';
 import { validateStrictly } from '../helpers/tools.ts';
 

@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import { stopStarted } from '../../lib/pipeline.ts';
 import { isAlive, listProcesses, registerProcess, waitFor } from '../../lib/processes.ts';
 import { ShellRunner } from '../../lib/runner.ts';
-import { downLocal } from '../../tasks/down.ts';
+import { downLocal } from '../../lib/local/down.ts';
 import { testConfig, testCtx } from '../helpers/fixtures.ts';
 
 const runner = new ShellRunner(false, () => {});

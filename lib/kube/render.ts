@@ -4,14 +4,14 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseAllDocuments, stringify } from 'yaml';
-import { ROOT } from './cli.ts';
-import type { Config } from './config.ts';
-import { parseDatabaseUrl } from './postgres.ts';
-import { migrateProperties, serverProperties } from './properties.ts';
-import { ROLES } from './roles.ts';
-import type { Runner } from './runner.ts';
-import { QUEUE_DEPTH_SQL } from './scaling.ts';
-import { ensureDir } from './state.ts';
+import { ROOT } from '../cli.ts';
+import type { Config } from '../config.ts';
+import { parseDatabaseUrl } from '../postgres.ts';
+import { migrateProperties, serverProperties } from '../properties.ts';
+import { ROLES } from '../roles.ts';
+import type { Runner } from '../runner.ts';
+import { QUEUE_DEPTH_SQL } from '../scaling.ts';
+import { ensureDir } from '../state.ts';
 
 export const MANIFESTS = path.join(ROOT, 'manifests');
 export const POD_PORT = 65432;

@@ -1,0 +1,26 @@
+// ingress on Kubernetes: enable the controller on minikube and wait for the Ingress address.
+import { UserError } from '../errors.ts';
+import type { Ctx, Impl } from '../pipeline.ts';
+import { waitFor } from '../processes.ts';
+import { diagnostics, kubectl, requireCluster } from './kubectl.ts';
+
+async function waitIngressAddress(ctx: Ctx): Promise<string> {
+  let address = '';
+  await waitFor(async () => {
+    const res = await ctx.runner.run({ argv: kubectl(ctx.config, 'get', 'ingress', 'digdag', '-o', 'jsonpath={.status.loadBalancer.ingress[0].ip}{.status.loadBalancer.ingress[0].hostname}'), nothrow: true, quiet: true });
+    address = res.stdout.trim();
+    return !!address || ctx.runner.dryRun;
+  }, 300_000, 3000);
+  if (!address && !ctx.runner.dryRun) throw new UserError('the Ingress got no address within 300s', 'check the ingress controller (minikube: minikube addons enable ingress; GKE: install ingress-nginx)', await diagnostics(ctx, 'app.kubernetes.io/component=ui'));
+  return address;
+}
+
+export const ingress: Impl = {
+  run: async (ctx) => {
+    await requireCluster(ctx);
+    if (ctx.config.target === 'minikube') await ctx.runner.run({ argv: ['minikube', '-p', ctx.config.k8s.minikubeProfile, 'addons', 'enable', 'ingress'], mutates: true });
+    const address = await waitIngressAddress(ctx);
+    ctx.facts.ingressEndpoint = `http://${ctx.config.k8s.ingressHost || address}`;
+    ctx.runner.log(`UI through the Ingress: ${ctx.facts.ingressEndpoint}`);
+  },
+};

@@ -1,0 +1,170 @@
+// apply on the local target: reconcile the role processes with the config — start what is
+// missing, restart what changed or died, stop what was scaled away, wait for each to answer
+// /api/version.
+import { createHash } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import type { Config } from '../config.ts';
+import { requireSecrets } from '../credentials.ts';
+import { answersVersion, detectJava, digdagArgv, requireRuntime, type Java, type Runtime } from '../digdag.ts';
+import { tail, UserError } from '../errors.ts';
+import type { Ctx, Impl } from '../pipeline.ts';
+import { dbEndpoint, isPortFree } from '../postgres.ts';
+import { isAlive, listProcesses, registerProcess, stopProcess, unregisterProcess, waitFor, type ProcessEntry } from '../processes.ts';
+import { secretProperties, serverProperties } from '../properties.ts';
+import { instances, ROLE_FLAGS, type Instance } from '../roles.ts';
+import { writePrivateFile } from '../state.ts';
+
+export interface Planned {
+  instance: Instance;
+  port: number;
+  propsFile: string;
+  /** Non-secret properties, exactly what the generator produced for this process. */
+  properties: string;
+  argv: string[];
+  logFile: string;
+  /** Changes when anything this process runs with changes (secrets included, hashed). */
+  hash: string;
+}
+
+export const endpointOf = (config: Config) => `http://127.0.0.1:${config.local.portBase}`;
+export const taskLogDir = (config: Config) => path.join(config.stateDir, 'logs', 'tasks');
+
+/** Every process of the local layout, with its port, properties and command line. */
+export async function planLocal(config: Config, java: Java, rt: Runtime): Promise<Planned[]> {
+  const secrets = requireSecrets(config);
+  const db = await dbEndpoint(config, secrets.dbPassword);
+  return instances(config).map((instance, i) => {
+    const port = config.local.portBase + i;
+    const properties = serverProperties(config, instance.role, {
+      bind: '127.0.0.1',
+      port,
+      dbHost: db.host,
+      dbPort: db.port,
+      dbName: db.database,
+      dbUser: db.user,
+      logDir: taskLogDir(config),
+      agentId: instance.name,
+    });
+    const propsFile = path.join(config.stateDir, 'props', `${instance.name}.properties`);
+    // The server's own logs go to stdout; access logs are not kept on this target.
+    const argv = digdagArgv(java, rt, config.digdag.jvmOpts, ['server', '-c', propsFile, ...ROLE_FLAGS[instance.role]]);
+    const hash = createHash('sha256')
+      .update(JSON.stringify({ properties, argv, db: db.database, user: db.user, pw: db.password, key: secrets.encryptionKey }))
+      .digest('hex');
+    return { instance, port, propsFile, properties, argv, logFile: path.join(config.stateDir, 'logs', `${instance.name}.log`), hash };
+  });
+}
+
+const roleEntries = (config: Config) => listProcesses(config).filter((p) => p.role);
+
+async function startOne(ctx: Ctx, p: Planned, secretsText: string): Promise<ProcessEntry> {
+  if (!(await isPortFree(p.port))) {
+    throw new UserError(
+      `port ${p.port} (for ${p.instance.name}) on 127.0.0.1 is in use by another program`,
+      `stop that program, or set LOCAL_PORT_BASE to a free range (this layout needs ${instances(ctx.config).length} consecutive ports)`,
+    );
+  }
+  if (!ctx.runner.dryRun) {
+    writePrivateFile(p.propsFile, p.properties + secretsText);
+    fs.mkdirSync(taskLogDir(ctx.config), { recursive: true });
+    fs.rmSync(p.logFile, { force: true });
+  }
+  const pid = await ctx.runner.spawnBackground({
+    argv: p.argv,
+    logFile: p.logFile,
+    // sh> tasks inherit this environment: the sample workflow prints it to prove where it ran.
+    env: { DIGDAG_HA_ROLE: p.instance.role, DIGDAG_HA_INSTANCE: p.instance.name },
+    cwd: ctx.config.stateDir,
+  });
+  const entry: ProcessEntry & { hash: string } = {
+    name: p.instance.name,
+    role: p.instance.role,
+    pid,
+    port: p.port,
+    marker: p.propsFile,
+    logFile: p.logFile,
+    startedAt: new Date().toISOString(),
+    stopWith: 'signal',
+    hash: p.hash,
+  };
+  if (!ctx.runner.dryRun) registerProcess(ctx.config, entry);
+  ctx.started.push(entry);
+  return entry;
+}
+
+/** Waits until the process answers /api/version; a dead process fails at once with its log. */
+export async function waitHealthy(entry: ProcessEntry, timeoutMs = 180_000): Promise<void> {
+  const url = `http://127.0.0.1:${entry.port}`;
+  let version: string | undefined;
+  const ok = await waitFor(async () => {
+    if (!isAlive(entry)) return true;
+    version = await answersVersion(url);
+    return !!version;
+  }, timeoutMs, 500);
+  if (ok && version) return;
+  const log = fs.existsSync(entry.logFile) ? tail(fs.readFileSync(entry.logFile, 'utf8'), 25) : '(no log)';
+  throw new UserError(
+    `${entry.name} ${isAlive(entry) ? `did not answer ${url}/api/version within ${timeoutMs / 1000}s` : 'exited during start-up'}`,
+    `read ${entry.logFile}`,
+    log,
+  );
+}
+
+/** Brings the running processes in line with the plan; returns what it did, per process. */
+export async function reconcileLocal(ctx: Ctx): Promise<string[]> {
+  const java = await detectJava(ctx.config, ctx.runner);
+  const plan = await planLocal(ctx.config, java, requireRuntime(ctx.config));
+  const secrets = requireSecrets(ctx.config);
+  const db = await dbEndpoint(ctx.config, secrets.dbPassword);
+  const secretsText = secretProperties(db.password, secrets.encryptionKey);
+  const running = new Map(roleEntries(ctx.config).map((e) => [e.name, e as ProcessEntry & { hash?: string }]));
+  const actions: string[] = [];
+
+  // Scaled away, first, so their ports are free for the new layout.
+  for (const [name, e] of running) {
+    if (!plan.some((p) => p.instance.name === name)) {
+      await stopProcess(e, 60_000);
+      unregisterProcess(ctx.config, name);
+      running.delete(name);
+      actions.push(`${name}: stopped (scaled down)`);
+    }
+  }
+  const starting: ProcessEntry[] = [];
+  for (const p of plan) {
+    const cur = running.get(p.instance.name);
+    if (cur && isAlive(cur) && cur.hash === p.hash && !ctx.force) {
+      actions.push(`${p.instance.name}: running, unchanged (pid ${cur.pid})`);
+      continue;
+    }
+    if (cur) {
+      // Agents finish their running tasks on SIGTERM; give them the grace a pod would get.
+      await stopProcess(cur, cur.role === 'agent' ? ctx.config.agent.terminationGraceSeconds * 1000 : 60_000);
+      unregisterProcess(ctx.config, cur.name);
+    }
+    const e = await startOne(ctx, p, secretsText);
+    starting.push(e);
+    const did = cur ? (isAlive(cur) ? 'restarted (config changed)' : 'restarted (was not running)') : 'started';
+    actions.push(`${p.instance.name}: ${ctx.runner.dryRun ? `would be ${did}` : did} on :${p.port}`);
+  }
+  if (!ctx.runner.dryRun) await Promise.all(starting.map((e) => waitHealthy(e)));
+  return actions;
+}
+
+export const apply: Impl = {
+  inputs: async (ctx) => {
+    const java = await detectJava(ctx.config, ctx.runner);
+    return { values: (await planLocal(ctx.config, java, requireRuntime(ctx.config))).map((p) => p.hash) };
+  },
+  healthy: async (ctx) => {
+    const want = instances(ctx.config).map((i) => i.name);
+    const entries = roleEntries(ctx.config);
+    if (entries.length !== want.length || !want.every((n) => entries.some((e) => e.name === n && isAlive(e)))) return false;
+    const answers = await Promise.all(entries.map((e) => answersVersion(`http://127.0.0.1:${e.port}`)));
+    return answers.every(Boolean) ? `${entries.length} role processes running and answering` : false;
+  },
+  run: async (ctx) => {
+    for (const line of await reconcileLocal(ctx)) ctx.runner.log(line);
+    ctx.runner.log(`UI and API: ${endpointOf(ctx.config)}`);
+  },
+};

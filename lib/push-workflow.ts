@@ -1,0 +1,84 @@
+// push-workflow (both targets): push the sample project (and WORKFLOW_DIR, if set) with the real `digdag push`
+// client, under a content-hash revision so an unchanged project is not pushed again.
+import path from 'node:path';
+import { ROOT } from './cli.ts';
+import type { Config } from './config.ts';
+import { CLIENT_JVM_OPTS, detectJava, digdagArgv, getJson, obtainRuntime, readRuntime, writeRuntime } from './digdag.ts';
+import { UserError } from './errors.ts';
+import type { Ctx, Impl } from './pipeline.ts';
+import { hashInputs, listFiles } from './state.ts';
+import { endpointOf } from './local/apply.ts';
+
+export const SAMPLE_PROJECT = 'ha-sample';
+export const sampleDir = () => path.join(ROOT, 'workflows', SAMPLE_PROJECT);
+
+/** The API endpoint this machine reaches the cluster's (or the local) UI on. */
+export function apiEndpoint(ctx: Ctx): string {
+  if (ctx.config.target === 'local') return endpointOf(ctx.config);
+  return (ctx.facts.endpoint as string | undefined) ?? `http://127.0.0.1:${ctx.config.k8s.portForwardPort}`;
+}
+
+export function projects(config: Config): { name: string; dir: string }[] {
+  const out = [{ name: SAMPLE_PROJECT, dir: sampleDir() }];
+  const own = config.vars.WORKFLOW_DIR;
+  if (own) out.push({ name: config.vars.WORKFLOW_PROJECT || path.basename(path.resolve(config.root, own)), dir: path.resolve(config.root, own) });
+  return out;
+}
+
+/** Revision = hash of the project's files: the same files are never pushed twice. */
+export const revisionOf = (dir: string) =>
+  // .digdag/ is the client's scratch dir inside the project, not part of it.
+  `dh-${hashInputs('rev', listFiles(dir).filter((f) => !f.includes(`${path.sep}.digdag${path.sep}`))).slice(0, 16)}`;
+
+async function serverRevision(endpoint: string, name: string): Promise<string | undefined> {
+  try {
+    const res = await getJson<{ projects: { revision: string }[] }>(endpoint, `/api/projects?name=${encodeURIComponent(name)}`);
+    return res.projects[0]?.revision;
+  } catch {
+    return undefined;
+  }
+}
+
+export const pushWorkflow: Impl = {
+  inputs: (ctx) => ({ values: { endpoint: apiEndpoint(ctx), projects: projects(ctx.config).map((p) => [p.name, revisionOf(p.dir)]) } }),
+  healthy: async (ctx) => {
+    const endpoint = apiEndpoint(ctx);
+    for (const p of projects(ctx.config)) if ((await serverRevision(endpoint, p.name)) !== revisionOf(p.dir)) return false;
+    return `projects already at their revisions on ${endpoint}`;
+  },
+  run: async (ctx) => {
+    const endpoint = apiEndpoint(ctx);
+    const java = await detectJava(ctx.config, ctx.runner);
+    // The client runs on this machine; on Kubernetes targets the runtime may not be cached yet.
+    let rt = readRuntime(ctx.config);
+    if (!rt) {
+      rt = await obtainRuntime(ctx.config, ctx.runner);
+      if (!ctx.runner.dryRun) writeRuntime(ctx.config, rt);
+    }
+    for (const p of projects(ctx.config)) {
+      const rev = revisionOf(p.dir);
+      // Digdag refuses a revision it already has (409): a project already at it is left alone.
+      if ((await serverRevision(endpoint, p.name)) === rev) {
+        ctx.runner.log(`${p.name} already at revision ${rev} on ${endpoint}`);
+        continue;
+      }
+      const res = await ctx.runner.run({
+        argv: digdagArgv(java, rt, CLIENT_JVM_OPTS, ['push', p.name, '--project', p.dir, '-r', rev, '-e', endpoint]),
+        mutates: true,
+        nothrow: true,
+      });
+      if (res.code !== 0) {
+        const out = `${res.stdout}\n${res.stderr}`.trim();
+        const unreachable = /Connection refused|UnknownHost|connect timed out/i.test(out);
+        throw new UserError(
+          unreachable ? `cannot reach Digdag at ${endpoint} to push ${p.name}` : `digdag push ${p.name} was rejected (is a workflow in ${p.dir} broken?)`,
+          unreachable ? 'run the apply task (and port-forward on Kubernetes) first' : `fix the workflow files in ${p.dir}; the error above names the file and key`,
+          out.split('\n').slice(-12).join('\n'),
+        );
+      }
+      ctx.runner.log(`${ctx.runner.dryRun ? 'would push' : 'pushed'} ${p.name} revision ${rev} to ${endpoint}`);
+    }
+    ctx.facts.pushHint = `To push from your own digdag client, put this in ~/.config/digdag/config:\n  client.http.endpoint = ${endpoint}`;
+    ctx.runner.log(ctx.facts.pushHint as string);
+  },
+};
