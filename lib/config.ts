@@ -4,6 +4,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import dotenv from 'dotenv';
 import { UserError } from './errors.ts';
+import { LAYOUTS, layoutRoles, type Layout, type Role } from './roles.ts';
 
 export const TARGETS = ['local', 'minikube', 'gke'] as const;
 export type Target = (typeof TARGETS)[number];
@@ -32,7 +33,7 @@ const oneOf = (values: readonly string[]): Kind => ({ type: 'enum', values, exam
 export const VARIABLES: readonly VarSpec[] = [
   // General
   { name: 'DIGDAG_HA_TARGET', group: 'General', default: '', kind: oneOf(['', ...TARGETS]),
-    description: 'Where to deploy: local (role-split processes on this machine), minikube or gke. Empty: minikube when docker and minikube answer, else local.' },
+    description: 'Where to deploy: local (Digdag role processes on this machine), minikube or gke. Empty: minikube when docker and minikube answer, else local.' },
   { name: 'DIGDAG_HA_STATE_DIR', group: 'General', default: '.state', kind: str('.state'),
     description: 'Directory for generated secrets, the Digdag runtime cache, PostgreSQL data, process ids and logs. Never commit it.' },
 
@@ -51,16 +52,20 @@ export const VARIABLES: readonly VarSpec[] = [
     description: 'Extra JVM options for every Digdag process (heap size). The Java 17 --add-opens flags are added for you.' },
 
   // Roles
+  { name: 'DIGDAG_HA_LAYOUT', group: 'Roles', default: 'worker', kind: oneOf(LAYOUTS),
+    description: 'Role layout. worker: ui, scheduler and worker processes, each worker running the executor loop and an agent together (every workflow step as fast as one digdag server). split: the seed\'s four roles ui, workflow (executor loop), scheduler and agent, each scaled on its own.' },
   { name: 'UI_REPLICAS', group: 'Roles', default: '1', kind: int(0, 20, '2'),
-    description: 'UI/API processes (no executor loop, no agent, no scheduler). 0 is allowed: every role serves the API.' },
-  { name: 'WORKFLOW_REPLICAS', group: 'Roles', default: '1', kind: int(1, 20, '2'),
-    description: 'Workflow executor processes (executor loop + TTL enforcer). At least 1, or workflows stall.' },
+    description: 'UI/API processes (no executor loop, no agent, no scheduler). 0 is allowed on the local target: every role serves the API.' },
   { name: 'SCHEDULER_REPLICAS', group: 'Roles', default: '1', kind: int(0, 5, '1'),
     description: 'Scheduler processes (cron schedules only). 0 disables schedules.' },
+  { name: 'WORKER_REPLICAS', group: 'Roles', default: '2', kind: int(1, 50, '4'),
+    description: 'Layout worker: worker processes (executor loop + agent). At least 1; the lower bound when autoscaling.' },
+  { name: 'WORKFLOW_REPLICAS', group: 'Roles', default: '1', kind: int(1, 20, '2'),
+    description: 'Layout split: workflow executor processes (executor loop + TTL enforcer). At least 1, or workflows stall.' },
   { name: 'AGENT_REPLICAS', group: 'Roles', default: '2', kind: int(1, 50, '4'),
-    description: 'Agent processes that run tasks. At least 1.' },
+    description: 'Layout split: agent processes that run tasks. At least 1; the lower bound when autoscaling.' },
   { name: 'AGENT_MAX_TASK_THREADS', group: 'Roles', default: '4', kind: int(1, 256, '8'),
-    description: 'agent.max-task-threads: tasks one agent runs at once (Digdag default 0 = unbounded; always bounded here).' },
+    description: 'agent.max-task-threads: tasks one worker (or agent) runs at once (Digdag default 0 = unbounded; always bounded here).' },
   { name: 'AGENT_HEARTBEAT_INTERVAL', group: 'Roles', default: '', kind: str('60', /^(\d+)?$/),
     description: 'agent.heartbeat-interval in seconds. Empty: 2 on local (fast failover for verify-ha), 10 on Kubernetes.' },
   { name: 'AGENT_LOCK_RETENTION_TIME', group: 'Roles', default: '', kind: str('300', /^(\d+)?$/),
@@ -68,7 +73,7 @@ export const VARIABLES: readonly VarSpec[] = [
   { name: 'LOCK_EXPIRE_INTERVAL', group: 'Roles', default: '', kind: str('10', /^(\d+)?$/),
     description: 'database.queue.expireLockInterval in seconds. Empty: 2 on local, 10 on Kubernetes.' },
   { name: 'AGENT_TERMINATION_GRACE_SECONDS', group: 'Roles', default: '900', kind: int(30, 86400, '3600'),
-    description: 'Kubernetes: how long a stopping agent may finish its running tasks before SIGKILL (then they are retried after the lock retention).' },
+    description: 'Kubernetes: how long a stopping worker (or agent) may finish its running tasks before SIGKILL (then they are retried after the lock retention).' },
   { name: 'DB_POOL_SIZE', group: 'Roles', default: '8', kind: int(2, 200, '8'),
     description: 'database.maximumPoolSize = minimumPoolSize per Digdag process (Digdag default CPUs x 32 exhausts PostgreSQL).' },
 
@@ -94,7 +99,7 @@ export const VARIABLES: readonly VarSpec[] = [
 
   // Local target
   { name: 'LOCAL_PORT_BASE', group: 'Local target', default: '65432', kind: int(1024, 65500, '65432'),
-    description: 'Local target: first HTTP port; the processes take consecutive ports in the order ui, workflow, scheduler, agent. The first UI is the endpoint.' },
+    description: 'Local target: first HTTP port; the processes take consecutive ports in the layout\'s order (ui first). The first UI is the endpoint.' },
 
   // Logs and GCP
   { name: 'LOG_SERVER', group: 'Logs and GCP', default: '', kind: oneOf(['', 'local', 'gcs', 'none']),
@@ -124,9 +129,9 @@ export const VARIABLES: readonly VarSpec[] = [
   { name: 'IMAGE_LANG', group: 'Kubernetes', default: 'ja_JP.UTF-8', kind: str('ja_JP.UTF-8', /^[A-Za-z_]+\.UTF-8$/),
     description: 'Locale baked into the image.' },
   { name: 'AGENT_AUTOSCALING', group: 'Kubernetes', default: 'none', kind: oneOf(['none', 'keda', 'hpa']),
-    description: 'Scale agents automatically: keda (on Digdag\'s queue depth, needs KEDA), hpa (on CPU) or none (AGENT_REPLICAS fixed).' },
+    description: 'Scale the task-running role (workers, or agents in the split layout) automatically: keda (on Digdag\'s queue depth, needs KEDA), hpa (on CPU) or none (replicas fixed).' },
   { name: 'AGENT_MAX_REPLICAS', group: 'Kubernetes', default: '10', kind: int(1, 500, '20'),
-    description: 'Upper bound for agent autoscaling; AGENT_REPLICAS is the lower bound.' },
+    description: 'Upper bound for autoscaling the workers (agents in the split layout); WORKER_REPLICAS (AGENT_REPLICAS) is the lower bound.' },
   { name: 'GCP_SERVICE_ACCOUNT', group: 'Kubernetes', default: '', kind: str('digdag@my-project.iam.gserviceaccount.com', /^([a-z0-9-]+@[a-z0-9-]+\.iam\.gserviceaccount\.com)?$/),
     description: 'gke: Google service account bound to the digdag ServiceAccount by Workload Identity. Empty: the node\'s default identity.' },
   { name: 'INGRESS_HOST', group: 'Kubernetes', default: '', kind: str('digdag.example.com', /^([a-z0-9.-]+)?$/),
@@ -152,7 +157,9 @@ export interface Config {
     readonly javaHome: string;
     readonly jvmOpts: readonly string[];
   };
-  readonly replicas: { readonly ui: number; readonly workflow: number; readonly scheduler: number; readonly agent: number };
+  readonly layout: Layout;
+  /** Processes/pods per role; 0 for the roles the layout does not run. */
+  readonly replicas: Readonly<Record<Role, number>>;
   readonly agent: {
     readonly maxTaskThreads: number;
     readonly heartbeatInterval: number;
@@ -259,7 +266,7 @@ export function loadConfig(opts: LoadOptions): Config {
     target = kube ? 'minikube' : 'local';
     targetReason = kube
       ? 'no target set; docker and minikube answer, so minikube'
-      : 'no target set; docker or minikube does not answer here, so local (role-split processes on this machine)';
+      : 'no target set; docker or minikube does not answer here, so local (Digdag role processes on this machine)';
   }
   const isLocal = target === 'local';
   const num = (n: string) => Number(vars[n]);
@@ -306,10 +313,16 @@ export function loadConfig(opts: LoadOptions): Config {
   if (!isLocal && num('UI_REPLICAS') < 1) {
     throw new UserError('UI_REPLICAS=0 leaves the UI Service and the Ingress without pods on Kubernetes', 'set UI_REPLICAS=1 or more');
   }
-  if (vars.AGENT_AUTOSCALING !== 'none' && num('AGENT_MAX_REPLICAS') < num('AGENT_REPLICAS')) {
-    throw new UserError(`AGENT_MAX_REPLICAS=${vars.AGENT_MAX_REPLICAS} is below AGENT_REPLICAS=${vars.AGENT_REPLICAS}`, `set AGENT_MAX_REPLICAS=${vars.AGENT_REPLICAS} or more`);
+  const layout = vars.DIGDAG_HA_LAYOUT as Layout;
+  const replicaVar: Record<Role, string> = { ui: 'UI_REPLICAS', scheduler: 'SCHEDULER_REPLICAS', worker: 'WORKER_REPLICAS', workflow: 'WORKFLOW_REPLICAS', agent: 'AGENT_REPLICAS' };
+  const replicas = Object.fromEntries(
+    Object.entries(replicaVar).map(([role, name]) => [role, layoutRoles({ layout }).includes(role as Role) ? num(name) : 0]),
+  ) as Record<Role, number>;
+  const scaled = layout === 'worker' ? 'WORKER_REPLICAS' : 'AGENT_REPLICAS';
+  if (vars.AGENT_AUTOSCALING !== 'none' && num('AGENT_MAX_REPLICAS') < num(scaled)) {
+    throw new UserError(`AGENT_MAX_REPLICAS=${vars.AGENT_MAX_REPLICAS} is below ${scaled}=${vars[scaled]}`, `set AGENT_MAX_REPLICAS=${vars[scaled]} or more`);
   }
-  const processes = num('UI_REPLICAS') + num('WORKFLOW_REPLICAS') + num('SCHEDULER_REPLICAS') + num('AGENT_REPLICAS');
+  const processes = Object.values(replicas).reduce((a, b) => a + b, 0);
   const connections = processes * num('DB_POOL_SIZE') + 1; // + the migration client
   if (!vars.DATABASE_URL && connections > num('POSTGRES_MAX_CONNECTIONS') - 5) {
     throw new UserError(
@@ -336,7 +349,8 @@ export function loadConfig(opts: LoadOptions): Config {
       javaHome: vars.JAVA_HOME!,
       jvmOpts: vars.DIGDAG_JVM_OPTS!.split(/\s+/).filter(Boolean),
     },
-    replicas: { ui: num('UI_REPLICAS'), workflow: num('WORKFLOW_REPLICAS'), scheduler: num('SCHEDULER_REPLICAS'), agent: num('AGENT_REPLICAS') },
+    layout,
+    replicas,
     agent: {
       maxTaskThreads: num('AGENT_MAX_TASK_THREADS'),
       heartbeatInterval: heartbeat,

@@ -1,7 +1,7 @@
 // server.properties generator: the single source of Digdag's settings for the local processes
 // and the Kubernetes ConfigMap. Secrets are rendered separately and never reach a ConfigMap.
 import type { Config } from './config.ts';
-import type { Role } from './roles.ts';
+import { runsTasks, type Role } from './roles.ts';
 
 export interface Placement {
   /** 127.0.0.1 on this machine; 0.0.0.0 in a pod. */
@@ -44,7 +44,7 @@ export function serverProperties(config: Config, role: Role, at: Placement): str
     // Several executors share the queue: random fetch spreads them over READY tasks.
     ['executor.enqueue_random_fetch', true],
   ];
-  if (at.agentId && role === 'agent') p.push(['agent.id', at.agentId]);
+  if (at.agentId && runsTasks(role)) p.push(['agent.id', at.agentId]);
   switch (config.logs.server) {
     case 'local':
       p.push(['log-server.type', 'local'], ['log-server.local.path', at.logDir ?? '/var/log/digdag/tasks']);

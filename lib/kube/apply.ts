@@ -2,7 +2,7 @@
 // and wait for every role's rollout.
 import { UserError } from '../errors.ts';
 import type { Impl } from '../pipeline.ts';
-import { ROLES } from '../roles.ts';
+import { layoutRoles } from '../roles.ts';
 import { validateObjects } from '../schema.ts';
 import { applyObjects, requireCluster, rollout } from './kubectl.ts';
 import { renderManifests } from './render.ts';
@@ -15,6 +15,6 @@ export const apply: Impl = {
     if (errors.length) throw new UserError('the rendered manifests do not validate', 'fix the manifests or the .env values named below', errors.map((e) => `${e.object}: ${e.message}`).join('\n'));
     // The migration Job belongs to init-db (its template is immutable).
     await applyObjects(ctx, objects.filter((o) => o.kind !== 'Job'));
-    for (const role of ROLES) await rollout(ctx, 'deployment', `digdag-${role}`, `app.kubernetes.io/component=${role}`);
+    for (const role of layoutRoles(ctx.config)) await rollout(ctx, 'deployment', `digdag-${role}`, `app.kubernetes.io/component=${role}`);
   },
 };

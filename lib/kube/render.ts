@@ -1,5 +1,5 @@
 // Renders the Kubernetes objects for a Config: a kustomization in the state dir that layers the
-// repo's overlay with this config's properties (from the shared generator), image, replicas,
+// repo's base, the layout's and the target's components with this config's properties (from the shared generator), image, replicas,
 // components and patches, then `kubectl kustomize` (client-side, works offline).
 import fs from 'node:fs';
 import path from 'node:path';
@@ -8,7 +8,7 @@ import { ROOT } from '../cli.ts';
 import type { Config } from '../config.ts';
 import { parseDatabaseUrl } from '../postgres.ts';
 import { migrateProperties, serverProperties } from '../properties.ts';
-import { ROLES } from '../roles.ts';
+import { layoutRoles, ROLES, runsTasks, taskRole } from '../roles.ts';
 import type { Runner } from '../runner.ts';
 import { QUEUE_DEPTH_SQL } from '../scaling.ts';
 import { ensureDir } from '../state.ts';
@@ -35,7 +35,7 @@ export function dbLocation(config: Config): { host: string; port: number; databa
   return { ...IN_CLUSTER_DB, database: config.db.name, user: config.db.user };
 }
 
-/** The ConfigMap's files: one properties file per role plus the migration's. No secrets. */
+/** The ConfigMap's files: one properties file per role (every layout's) plus the migration's. No secrets. */
 export function configFiles(config: Config): Record<string, string> {
   const db = dbLocation(config);
   const files: Record<string, string> = {};
@@ -46,26 +46,32 @@ export function configFiles(config: Config): Record<string, string> {
   return files;
 }
 
-/** The kustomization that turns the repo overlay into this config's objects. */
-export function kustomization(config: Config, overlayDir: string, from = renderDir(config)): Record<string, unknown> {
+/** The kustomization that turns the repo's base and components into this config's objects. */
+export function kustomization(config: Config, from = renderDir(config)): Record<string, unknown> {
   // kustomize takes only relative paths to other kustomizations.
   const rel = (p: string) => path.relative(from, p);
   const db = dbLocation(config);
   const [imageName, imageTag] = splitImage(config.k8s.image);
-  const components: string[] = [];
+  const scaled = `digdag-${taskRole(config.layout)}`;
+  // Order matters: the target's patches apply to the layout's Deployments.
+  const components: string[] = [
+    rel(path.join(MANIFESTS, 'components', `layout-${config.layout}`)),
+    rel(path.join(MANIFESTS, 'components', config.target === 'gke' ? 'gke' : 'minikube')),
+  ];
   if (config.db.externalUrl) components.push(rel(path.join(MANIFESTS, 'components', 'external-db')));
   if (config.k8s.autoscaling !== 'none') components.push(rel(path.join(MANIFESTS, 'components', config.k8s.autoscaling)));
-  const patches: unknown[] = [
-    json('Deployment', 'digdag-agent', [{ op: 'replace', path: '/spec/template/spec/terminationGracePeriodSeconds', value: config.agent.terminationGraceSeconds }]),
-  ];
+  const patches: unknown[] = layoutRoles(config)
+    .filter(runsTasks)
+    .map((r) => json('Deployment', `digdag-${r}`, [{ op: 'replace', path: '/spec/template/spec/terminationGracePeriodSeconds', value: config.agent.terminationGraceSeconds }]));
   if (config.target === 'gke') {
     patches.push(json('ServiceAccount', 'digdag', [{ op: 'replace', path: '/metadata/annotations', value: config.k8s.gcpServiceAccount ? { 'iam.gke.io/gcp-service-account': config.k8s.gcpServiceAccount } : {} }]));
   }
   if (config.k8s.ingressHost) patches.push(json('Ingress', 'digdag', [{ op: 'add', path: '/spec/rules/0/host', value: config.k8s.ingressHost }]));
   if (config.k8s.autoscaling === 'keda') {
     const base = '/spec/triggers/0/metadata';
-    patches.push(json('ScaledObject', 'digdag-agent', [
-      { op: 'replace', path: '/spec/minReplicaCount', value: config.replicas.agent },
+    patches.push(json('ScaledObject', 'digdag-autoscaler', [
+      { op: 'replace', path: '/spec/scaleTargetRef/name', value: scaled },
+      { op: 'replace', path: '/spec/minReplicaCount', value: config.replicas[taskRole(config.layout)] },
       { op: 'replace', path: '/spec/maxReplicaCount', value: config.k8s.agentMaxReplicas },
       { op: 'replace', path: `${base}/host`, value: db.host },
       { op: 'replace', path: `${base}/port`, value: String(db.port) },
@@ -76,8 +82,9 @@ export function kustomization(config: Config, overlayDir: string, from = renderD
     ]));
   }
   if (config.k8s.autoscaling === 'hpa') {
-    patches.push(json('HorizontalPodAutoscaler', 'digdag-agent', [
-      { op: 'replace', path: '/spec/minReplicas', value: config.replicas.agent },
+    patches.push(json('HorizontalPodAutoscaler', 'digdag-autoscaler', [
+      { op: 'replace', path: '/spec/scaleTargetRef/name', value: scaled },
+      { op: 'replace', path: '/spec/minReplicas', value: config.replicas[taskRole(config.layout)] },
       { op: 'replace', path: '/spec/maxReplicas', value: config.k8s.agentMaxReplicas },
     ]));
   }
@@ -85,11 +92,11 @@ export function kustomization(config: Config, overlayDir: string, from = renderD
     apiVersion: 'kustomize.config.k8s.io/v1beta1',
     kind: 'Kustomization',
     namespace: config.k8s.namespace,
-    resources: [rel(overlayDir)],
-    ...(components.length ? { components } : {}),
+    resources: [rel(path.join(MANIFESTS, 'base'))],
+    components,
     images: [{ name: 'digdag-ha', newName: imageName, newTag: imageTag }],
-    // With an autoscaler the agent Deployment's replicas are the autoscaler's to set.
-    replicas: ROLES.filter((r) => r !== 'agent' || config.k8s.autoscaling === 'none').map((r) => ({ name: `digdag-${r}`, count: config.replicas[r] })),
+    // With an autoscaler the task-running Deployment's replicas are the autoscaler's to set.
+    replicas: layoutRoles(config).filter((r) => !runsTasks(r) || config.k8s.autoscaling === 'none').map((r) => ({ name: `digdag-${r}`, count: config.replicas[r] })),
     configMapGenerator: [
       { name: 'digdag-config', behavior: 'replace', files: Object.keys(configFiles(config)).map((f) => `${f}=config/${f}`) },
       { name: 'digdag-env', behavior: 'replace', literals: [`GCP_PROJECT=${config.gcp.project}`] },
@@ -123,10 +130,9 @@ export function renderDir(config: Config): string {
 /** Writes the state-dir kustomization and renders it; returns the parsed objects and the YAML. */
 export async function renderManifests(config: Config, runner: Runner): Promise<{ yaml: string; objects: KubeObject[] }> {
   const dir = ensureDir(renderDir(config));
-  const overlay = path.join(MANIFESTS, 'overlays', config.target === 'gke' ? 'gke' : 'minikube');
   ensureDir(path.join(dir, 'config'));
   for (const [file, text] of Object.entries(configFiles(config))) fs.writeFileSync(path.join(dir, 'config', file), text);
-  fs.writeFileSync(path.join(dir, 'kustomization.yaml'), stringify(kustomization(config, overlay)));
+  fs.writeFileSync(path.join(dir, 'kustomization.yaml'), stringify(kustomization(config)));
   const res = await runner.run({ argv: ['kubectl', 'kustomize', dir], quiet: true });
   return { yaml: res.stdout, objects: parseObjects(res.stdout) };
 }

@@ -12,7 +12,7 @@ import type { Ctx, Impl } from '../pipeline.ts';
 import { dbEndpoint, isPortFree } from '../postgres.ts';
 import { isAlive, listProcesses, registerProcess, stopProcess, unregisterProcess, waitFor, type ProcessEntry } from '../processes.ts';
 import { secretProperties, serverProperties } from '../properties.ts';
-import { instances, ROLE_FLAGS, type Instance } from '../roles.ts';
+import { instances, ROLE_FLAGS, runsTasks, type Instance, type Role } from '../roles.ts';
 import { writePrivateFile } from '../state.ts';
 
 export interface Planned {
@@ -55,6 +55,9 @@ export async function planLocal(config: Config, java: Java, rt: Runtime): Promis
     return { instance, port, propsFile, properties, argv, logFile: path.join(config.stateDir, 'logs', `${instance.name}.log`), hash };
   });
 }
+
+/** Task-running processes finish their running tasks on SIGTERM: the grace a pod would get. */
+export const stopGraceMs = (config: Config, role: Role | undefined) => (role && runsTasks(role) ? config.agent.terminationGraceSeconds * 1000 : 60_000);
 
 const roleEntries = (config: Config) => listProcesses(config).filter((p) => p.role);
 
@@ -138,8 +141,7 @@ export async function reconcileLocal(ctx: Ctx): Promise<string[]> {
       continue;
     }
     if (cur) {
-      // Agents finish their running tasks on SIGTERM; give them the grace a pod would get.
-      await stopProcess(cur, cur.role === 'agent' ? ctx.config.agent.terminationGraceSeconds * 1000 : 60_000);
+      await stopProcess(cur, stopGraceMs(ctx.config, cur.role as Role));
       unregisterProcess(ctx.config, cur.name);
     }
     const e = await startOne(ctx, p, secretsText);

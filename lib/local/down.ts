@@ -4,8 +4,10 @@ import fs from 'node:fs';
 import type { Ctx } from '../pipeline.ts';
 import { listProcesses, stopProcess, strayProcesses, unregisterProcess } from '../processes.ts';
 import { stopOwnedPostgres } from '../postgres.ts';
+import type { Role } from '../roles.ts';
+import { stopGraceMs } from './apply.ts';
 
-/** Stops the local layout: roles first (agents get their grace), PostgreSQL last. */
+/** Stops the local layout: roles first (task-running ones get their grace), PostgreSQL last. */
 export async function downLocal(ctx: Ctx, purge: boolean): Promise<string[]> {
   const done: string[] = [];
   const entries = listProcesses(ctx.config);
@@ -13,7 +15,7 @@ export async function downLocal(ctx: Ctx, purge: boolean): Promise<string[]> {
   // Stop in parallel: each waits for its own exit (agents finish running tasks first).
   const results = await Promise.all(
     others.map(async (e) => {
-      const how = await stopProcess(e, e.role === 'agent' ? ctx.config.agent.terminationGraceSeconds * 1000 : 60_000);
+      const how = await stopProcess(e, stopGraceMs(ctx.config, e.role as Role | undefined));
       unregisterProcess(ctx.config, e.name);
       return `${e.name}: ${how}`;
     }),

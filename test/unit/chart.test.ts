@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import { ROOT } from '../../lib/cli.ts';
 import { isValidEncryptionKey } from '../../lib/credentials.ts';
 import { configFiles, parseObjects, type KubeObject } from '../../lib/kube/render.ts';
-import { ROLES, ROLE_FLAGS } from '../../lib/roles.ts';
+import { LAYOUT_ROLES, LAYOUTS, ROLE_FLAGS, taskRole } from '../../lib/roles.ts';
 import { QUEUE_DEPTH_SQL } from '../../lib/scaling.ts';
 import { testConfig } from '../helpers/fixtures.ts';
 import { helmBin, validateStrictly } from '../helpers/tools.ts';
@@ -32,11 +32,12 @@ test('helm lint --strict passes', () => {
 
 const VALUE_SETS: Record<string, string[]> = {
   defaults: [],
+  'split layout': ['layout=split'],
   'KEDA + Cloud SQL + GCS logs + Workload Identity': [
-    'autoscaling.mode=keda', 'database.external.enabled=true', 'database.external.host=10.1.2.3', 'logs.server=gcs', 'logs.gcsBucket=my-logs',
+    'layout=split', 'autoscaling.mode=keda', 'database.external.enabled=true', 'database.external.host=10.1.2.3', 'logs.server=gcs', 'logs.gcsBucket=my-logs',
     'gcp.project=my-project', 'gcp.workloadIdentityServiceAccount=digdag@my-project.iam.gserviceaccount.com', 'roles.agent.replicas=3',
   ],
-  'HPA + existing Secret + no ingress': ['autoscaling.mode=hpa', 'secrets.existingSecret=my-secret', 'ingress.enabled=false', 'networkPolicy.enabled=false'],
+  'HPA + existing Secret + no ingress': ['autoscaling.mode=hpa', 'roles.worker.replicas=3', 'secrets.existingSecret=my-secret', 'ingress.enabled=false', 'networkPolicy.enabled=false'],
 };
 
 for (const [name, set] of Object.entries(VALUE_SETS)) {
@@ -61,9 +62,10 @@ test('the chart and the generator agree on GCS logs and an external database too
   assert.equal(cm.data!['migrate.properties'], files['migrate.properties']);
 });
 
-test('role Deployments run the same flags as the manifests and the local processes', () => {
-  const objs = template().objects;
-  for (const role of ROLES) {
+for (const layout of LAYOUTS) test(`layout ${layout}: role Deployments run the same roles and flags as the manifests and the local processes`, () => {
+  const objs = template([`layout=${layout}`]).objects;
+  assert.deepEqual(objs.filter((o) => o.kind === 'Deployment').map((o) => o.metadata.labels!['app.kubernetes.io/component']), [...LAYOUT_ROLES[layout]]);
+  for (const role of LAYOUT_ROLES[layout]) {
     const c = find(objs, 'Deployment', `digdag-${role}`).spec.template.spec.containers[0];
     assert.deepEqual(c.args, ['server', ...ROLE_FLAGS[role]], role);
     assert.equal(c.securityContext.readOnlyRootFilesystem, true);
@@ -78,25 +80,32 @@ test('secrets are generated once (kept on upgrade) or taken from existingSecret'
   assert.equal(generated.metadata.annotations!['helm.sh/resource-policy'], 'keep');
   const existing = template(VALUE_SETS['HPA + existing Secret + no ingress']!).objects;
   assert.ok(!existing.some((o) => o.kind === 'Secret'));
-  assert.equal(find(existing, 'Deployment', 'digdag-agent').spec.template.spec.volumes.find((v: { name: string }) => v.name === 'secret').secret.secretName, 'my-secret');
+  assert.equal(find(existing, 'Deployment', 'digdag-worker').spec.template.spec.volumes.find((v: { name: string }) => v.name === 'secret').secret.secretName, 'my-secret');
   assert.ok(!existing.some((o) => o.kind === 'Ingress' || o.kind === 'NetworkPolicy'));
 });
 
 test('KEDA: the tested queue query, target = threads, bounds from values', () => {
   const objs = template(VALUE_SETS['KEDA + Cloud SQL + GCS logs + Workload Identity']!).objects;
-  const so = find(objs, 'ScaledObject', 'digdag-agent');
+  const so = find(objs, 'ScaledObject', 'digdag-autoscaler');
+  assert.equal(so.spec.scaleTargetRef.name, 'digdag-agent');
   assert.equal(so.spec.triggers[0].metadata.query, QUEUE_DEPTH_SQL);
   assert.equal(so.spec.triggers[0].metadata.targetQueryValue, '4');
   assert.equal(so.spec.triggers[0].metadata.host, '10.1.2.3');
   assert.equal(so.spec.minReplicaCount, 3);
   assert.equal(find(objs, 'Deployment', 'digdag-agent').spec.replicas, undefined, 'KEDA owns the agent count');
   assert.ok(!objs.some((o) => o.kind === 'StatefulSet'), 'external DB: no in-cluster PostgreSQL');
+  const hpa = template(VALUE_SETS['HPA + existing Secret + no ingress']!).objects;
+  const h = find(hpa, 'HorizontalPodAutoscaler', 'digdag-autoscaler');
+  assert.equal(h.spec.scaleTargetRef.name, `digdag-${taskRole('worker')}`);
+  assert.equal(h.spec.minReplicas, 3);
 });
 
 test('bad values fail the render with the reason', () => {
-  const noWorkflow = template(['roles.workflow.replicas=0']);
+  const noWorkflow = template(['layout=split', 'roles.workflow.replicas=0']);
   assert.notEqual(noWorkflow.status, 0);
   assert.match(noWorkflow.stderr, /roles.workflow.replicas must be at least 1/);
+  assert.match(template(['roles.worker.replicas=0']).stderr, /roles.worker.replicas must be at least 1/);
+  assert.match(template(['layout=both']).stderr, /layout must be worker or split/);
   const retention = template(['agent.lockRetentionTime=20']);
   assert.match(retention.stderr, /lockRetentionTime must be at least 3 x agent.heartbeatInterval/);
   assert.match(template(['autoscaling.mode=magic']).stderr, /autoscaling.mode must be none, keda or hpa/);

@@ -23,7 +23,8 @@ function fails(vars: Record<string, string>, re: RegExp, fix?: RegExp) {
 test('defaults load into a frozen, typed config', () => {
   const c = testConfig();
   assert.equal(c.target, 'local');
-  assert.deepEqual(c.replicas, { ui: 1, workflow: 1, scheduler: 1, agent: 2 });
+  assert.equal(c.layout, 'worker');
+  assert.deepEqual(c.replicas, { ui: 1, scheduler: 1, worker: 2, workflow: 0, agent: 0 });
   assert.equal(c.agent.maxTaskThreads, 4);
   // Local target defaults to fast failover so verify-ha takes seconds.
   assert.equal(c.agent.heartbeatInterval, 2);
@@ -64,12 +65,25 @@ test('lock retention shorter than three heartbeats is refused', () => {
 });
 
 test('pools that exceed max_connections are refused before anything starts', () => {
-  fails({ AGENT_REPLICAS: '20', DB_POOL_SIZE: '20' }, /need \d+ connections/, /POSTGRES_MAX_CONNECTIONS/);
+  fails({ WORKER_REPLICAS: '20', DB_POOL_SIZE: '20' }, /need \d+ connections/, /POSTGRES_MAX_CONNECTIONS/);
+  fails({ DIGDAG_HA_LAYOUT: 'split', AGENT_REPLICAS: '20', DB_POOL_SIZE: '20' }, /need \d+ connections/, /POSTGRES_MAX_CONNECTIONS/);
+});
+
+test('the layout decides which roles run; the other layout\'s replica counts are ignored', () => {
+  const w = testConfig({ AGENT_REPLICAS: '7', WORKER_REPLICAS: '3' });
+  assert.equal(w.layout, 'worker');
+  assert.deepEqual(w.replicas, { ui: 1, scheduler: 1, worker: 3, workflow: 0, agent: 0 });
+  const s = testConfig({ DIGDAG_HA_LAYOUT: 'split', AGENT_REPLICAS: '7', WORKER_REPLICAS: '3' });
+  assert.deepEqual(s.replicas, { ui: 1, scheduler: 1, worker: 0, workflow: 1, agent: 7 });
+  fails({ DIGDAG_HA_LAYOUT: 'both' }, /DIGDAG_HA_LAYOUT="both".*not one of: worker, split/);
+  fails({ WORKER_REPLICAS: '0' }, /WORKER_REPLICAS.*out of range \(1\.\.50\)/);
 });
 
 test('autoscaling bounds must be ordered (only when autoscaling is on)', () => {
-  fails({ AGENT_AUTOSCALING: 'keda', AGENT_REPLICAS: '5', AGENT_MAX_REPLICAS: '3' }, /AGENT_MAX_REPLICAS=3 is below AGENT_REPLICAS=5/, /AGENT_MAX_REPLICAS=5/);
-  assert.equal(testConfig({ AGENT_REPLICAS: '12' }).replicas.agent, 12);
+  fails({ AGENT_AUTOSCALING: 'keda', WORKER_REPLICAS: '5', AGENT_MAX_REPLICAS: '3' }, /AGENT_MAX_REPLICAS=3 is below WORKER_REPLICAS=5/, /AGENT_MAX_REPLICAS=5/);
+  fails({ DIGDAG_HA_LAYOUT: 'split', AGENT_AUTOSCALING: 'keda', AGENT_REPLICAS: '5', AGENT_MAX_REPLICAS: '3' }, /AGENT_MAX_REPLICAS=3 is below AGENT_REPLICAS=5/, /AGENT_MAX_REPLICAS=5/);
+  assert.equal(testConfig({ WORKER_REPLICAS: '12' }).replicas.worker, 12);
+  assert.equal(testConfig({ AGENT_REPLICAS: '12', AGENT_MAX_REPLICAS: '3' }).replicas.worker, 2, 'autoscaling off: no bound to check');
 });
 
 test('Kubernetes needs at least one UI pod behind the Service', () => {
@@ -92,14 +106,14 @@ test('LOG_SERVER=local is refused on Kubernetes; gcs needs a bucket', () => {
 test('precedence: default < .env < environment < --set', () => {
   const dir = tempDir();
   const envFile = path.join(dir, '.env');
-  fs.writeFileSync(envFile, 'AGENT_REPLICAS=3\nUI_REPLICAS=2\nSCHEDULER_REPLICAS=0\n');
+  fs.writeFileSync(envFile, 'WORKER_REPLICAS=3\nUI_REPLICAS=2\nSCHEDULER_REPLICAS=0\n');
   const c = loadConfig({
     root: ROOT,
     envFile,
     env: { UI_REPLICAS: '4', SCHEDULER_REPLICAS: '' },
-    overrides: { DIGDAG_HA_TARGET: 'local', DIGDAG_HA_STATE_DIR: dir, AGENT_REPLICAS: '5' },
+    overrides: { DIGDAG_HA_TARGET: 'local', DIGDAG_HA_STATE_DIR: dir, WORKER_REPLICAS: '5' },
   });
-  assert.equal(c.replicas.agent, 5); // --set beats .env
+  assert.equal(c.replicas.worker, 5); // --set beats .env
   assert.equal(c.replicas.ui, 4); // environment beats .env
   assert.equal(c.replicas.scheduler, 0); // an empty environment value does not erase .env
 });

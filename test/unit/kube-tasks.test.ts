@@ -11,7 +11,7 @@ import { UserError } from '../../lib/errors.ts';
 import { runStep, runSteps } from '../../lib/pipeline.ts';
 import { listProcesses } from '../../lib/processes.ts';
 import { RecordingRunner, type Cmd, type Result } from '../../lib/runner.ts';
-import { ROLES } from '../../lib/roles.ts';
+import { LAYOUT_ROLES, LAYOUTS } from '../../lib/roles.ts';
 import { DIGDAG_RELEASE_JAR_SHA256 } from '../../lib/versions.ts';
 import { apply } from '../../tasks/apply.ts';
 import { buildImage } from '../../tasks/build-image.ts';
@@ -97,8 +97,8 @@ test('an unreachable cluster stops the task before any change, naming the fix', 
   assert.ok(r.calls.every((c) => !c.mutates), 'nothing was changed');
 });
 
-test('apply: render, validate, kubectl apply on stdin, then rollout status per role', async () => {
-  const config = mk();
+for (const layout of LAYOUTS) test(`apply (layout ${layout}): render, validate, kubectl apply on stdin, then rollout status per role`, async () => {
+  const config = mk({ DIGDAG_HA_LAYOUT: layout });
   const r = new RecordingRunner(cluster());
   await runStep(apply, testCtx(config, r));
   const kdir = path.join(config.stateDir, 'kustomize');
@@ -106,7 +106,7 @@ test('apply: render, validate, kubectl apply on stdin, then rollout status per r
     `${K(config)} version --request-timeout=10s -o json`,
     `kubectl kustomize ${kdir}`,
     `${K(config)} apply -f -`,
-    ...ROLES.map((role) => `${K(config)} rollout status deployment/digdag-${role} --timeout=300s`),
+    ...LAYOUT_ROLES[layout].map((role) => `${K(config)} rollout status deployment/digdag-${role} --timeout=300s`),
   ]);
   const applied = r.calls[2]!.input!;
   assert.match(applied, /kind: Deployment/);
@@ -114,7 +114,7 @@ test('apply: render, validate, kubectl apply on stdin, then rollout status per r
 });
 
 test('a rollout that times out shows events and pod state, and fails', async () => {
-  const config = mk();
+  const config = mk({ DIGDAG_HA_LAYOUT: 'split' });
   const r = new RecordingRunner(cluster((argv) => {
     if (argv.includes('rollout') && argv.includes('deployment/digdag-workflow')) return { code: 1, stderr: 'error: timed out waiting for the condition' };
     if (argv.includes('events')) return { stdout: 'Warning  FailedScheduling  pod/digdag-workflow-1  0/1 nodes are available: Insufficient memory' };

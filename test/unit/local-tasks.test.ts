@@ -18,8 +18,8 @@ import { tempDir, testConfig, testCtx } from '../helpers/fixtures.ts';
 
 const javaAnswer = (argv: readonly string[]) => (argv[1] === '-version' ? { stderr: 'openjdk version "17.0.15" 2025-04-15' } : undefined);
 
-function preparedConfig() {
-  const config = testConfig({ POSTGRES_PORT: '55999' });
+function preparedConfig(vars: Record<string, string> = {}) {
+  const config = testConfig({ POSTGRES_PORT: '55999', ...vars });
   const { secrets } = ensureSecrets(config);
   const jar = path.join(tempDir(), 'digdag.jar');
   fs.writeFileSync(jar, 'not really a jar');
@@ -59,21 +59,31 @@ test('init-db with --dry-run prints the changes and runs none of them', async ()
   assert.equal(fs.existsSync(path.join(config.stateDir, 'props', 'migrate.properties')), false);
 });
 
-test('apply plans one process per replica with its role flags, port and properties', async () => {
-  const { config, secrets, jar } = preparedConfig();
+test('apply plans the split layout: the seed\'s four roles with their flags', async () => {
+  const { config, jar } = preparedConfig({ DIGDAG_HA_LAYOUT: 'split' });
   const plan = await planLocal(config, { bin: 'java', major: 17, flags: javaFlags(17) }, { kind: 'jar', path: jar, version: '0.10.5.1', source: 'test' });
   assert.deepEqual(plan.map((p) => `${p.instance.name}:${p.port}`), ['ui-1:65432', 'workflow-1:65433', 'scheduler-1:65434', 'agent-1:65435', 'agent-2:65436']);
   const flags = (name: string) => plan.find((p) => p.instance.name === name)!.argv.filter((a) => a.startsWith('--disable'));
-  assert.deepEqual(flags('ui-1'), ['--disable-executor-loop', '--disable-local-agent', '--disable-scheduler']);
   assert.deepEqual(flags('workflow-1'), ['--disable-local-agent', '--disable-scheduler']);
-  assert.deepEqual(flags('scheduler-1'), ['--disable-local-agent', '--disable-executor-loop']);
   assert.deepEqual(flags('agent-2'), ['--disable-executor-loop', '--disable-scheduler']);
-  const agent = parseProperties(plan[4]!.properties);
-  assert.equal(agent.get('agent.id'), 'agent-2');
-  assert.equal(agent.get('server.port'), '65436');
-  assert.equal(agent.get('database.migrate'), 'false');
-  assert.equal(agent.get('database.port'), '55999');
-  assert.equal(parseProperties(plan[0]!.properties).get('agent.id'), undefined, 'only agents get an agent.id');
+  assert.equal(parseProperties(plan[4]!.properties).get('agent.id'), 'agent-2');
+  assert.equal(parseProperties(plan[1]!.properties).get('agent.id'), undefined);
+});
+
+test('apply plans one process per replica with its role flags, port and properties (layout worker)', async () => {
+  const { config, secrets, jar } = preparedConfig();
+  const plan = await planLocal(config, { bin: 'java', major: 17, flags: javaFlags(17) }, { kind: 'jar', path: jar, version: '0.10.5.1', source: 'test' });
+  assert.deepEqual(plan.map((p) => `${p.instance.name}:${p.port}`), ['ui-1:65432', 'scheduler-1:65433', 'worker-1:65434', 'worker-2:65435']);
+  const flags = (name: string) => plan.find((p) => p.instance.name === name)!.argv.filter((a) => a.startsWith('--disable'));
+  assert.deepEqual(flags('ui-1'), ['--disable-executor-loop', '--disable-local-agent', '--disable-scheduler']);
+  assert.deepEqual(flags('scheduler-1'), ['--disable-local-agent', '--disable-executor-loop']);
+  assert.deepEqual(flags('worker-2'), ['--disable-scheduler'], 'a worker runs the executor loop and the agent');
+  const worker = parseProperties(plan[3]!.properties);
+  assert.equal(worker.get('agent.id'), 'worker-2');
+  assert.equal(worker.get('server.port'), '65435');
+  assert.equal(worker.get('database.migrate'), 'false');
+  assert.equal(worker.get('database.port'), '55999');
+  assert.equal(parseProperties(plan[0]!.properties).get('agent.id'), undefined, 'only task-running processes get an agent.id');
   for (const p of plan) {
     assert.ok(!p.properties.includes(secrets.dbPassword) && !p.properties.includes(secrets.encryptionKey), 'plan text holds no secret');
     assert.ok(!p.argv.join(' ').includes(secrets.dbPassword));

@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import type { Config } from '../../lib/config.ts';
 import { configFiles, MANIFESTS, parseObjects, renderManifests, type KubeObject } from '../../lib/kube/render.ts';
 import { PLACEMENT_KEYS, parseProperties } from '../../lib/properties.ts';
-import { ROLES, ROLE_FLAGS } from '../../lib/roles.ts';
+import { LAYOUT_ROLES, LAYOUTS, ROLES, ROLE_FLAGS, taskRole } from '../../lib/roles.ts';
 import { ShellRunner } from '../../lib/runner.ts';
 import { QUEUE_DEPTH_SQL } from '../../lib/scaling.ts';
 import { validateObjects } from '../../lib/schema.ts';
@@ -29,17 +29,19 @@ const find = (objs: KubeObject[], kind: string, name: string) => {
 
 const CONFIGS: Record<string, Record<string, string>> = {
   'minikube defaults': {},
+  'split layout': { DIGDAG_HA_LAYOUT: 'split' },
   'gke, KEDA, Workload Identity, 4 agents': {
-    DIGDAG_HA_TARGET: 'gke', IMAGE: 'asia-northeast1-docker.pkg.dev/p/r/digdag-ha:0.10.5.1', AGENT_AUTOSCALING: 'keda', AGENT_REPLICAS: '4',
+    DIGDAG_HA_TARGET: 'gke', DIGDAG_HA_LAYOUT: 'split', IMAGE: 'asia-northeast1-docker.pkg.dev/p/r/digdag-ha:0.10.5.1', AGENT_AUTOSCALING: 'keda', AGENT_REPLICAS: '4',
     AGENT_MAX_REPLICAS: '12', GCP_SERVICE_ACCOUNT: 'digdag@my-project.iam.gserviceaccount.com', GCP_PROJECT: 'my-project', GCS_LOG_BUCKET: 'my-logs', K8S_NAMESPACE: 'wf',
   },
+  'gke, KEDA on workers': { DIGDAG_HA_TARGET: 'gke', IMAGE: 'reg.example.com/p/digdag-ha:1', AGENT_AUTOSCALING: 'keda', WORKER_REPLICAS: '3', AGENT_MAX_REPLICAS: '8' },
   'Cloud SQL via DATABASE_URL, CPU HPA': { DATABASE_URL: 'postgresql://digdag:pw-secret-123@10.1.2.3:5432/digdag_db', AGENT_AUTOSCALING: 'hpa', INGRESS_HOST: 'digdag.example.com' },
 };
 
 for (const [name, vars] of Object.entries(CONFIGS)) {
   test(`${name}: every rendered object validates against its schema`, async () => {
     const objs = await render(vars);
-    assert.ok(objs.length >= 15);
+    assert.ok(objs.length >= 12, `${objs.length} objects`);
     assert.deepEqual(await validateStrictly(objs), []);
     assert.ok(!objs.some((o) => o.kind === 'Secret'), 'secrets are never rendered into manifests');
     for (const o of objs.filter((x) => x.kind === 'ConfigMap')) {
@@ -49,7 +51,7 @@ for (const [name, vars] of Object.entries(CONFIGS)) {
 }
 
 test('the strict validator catches what the models let through: an unknown field', async () => {
-  const [dep] = parseObjects(fs.readFileSync(path.join(MANIFESTS, 'base', 'agent.yaml'), 'utf8'));
+  const [dep] = parseObjects(fs.readFileSync(path.join(MANIFESTS, 'components', 'layout-split', 'agent.yaml'), 'utf8'));
   dep!.spec.template.spec.containers[0].imagee = 'typo';
   dep!.spec.template.spec.securityContext.runAsNonroot = true;
   const errors = await validateStrictly([dep!]);
@@ -58,7 +60,7 @@ test('the strict validator catches what the models let through: an unknown field
 });
 
 test('the validator is not a rubber stamp: a broken object is reported', async () => {
-  const [dep] = parseObjects(fs.readFileSync(path.join(MANIFESTS, 'base', 'agent.yaml'), 'utf8'));
+  const [dep] = parseObjects(fs.readFileSync(path.join(MANIFESTS, 'components', 'layout-split', 'agent.yaml'), 'utf8'));
   dep!.spec.template.spec.containers[0].ports[0].containerPort = 'http';
   const errors = await validateObjects([dep!, { apiVersion: 'example.com/v1', kind: 'Widget', metadata: { name: 'w' } }]);
   assert.equal(errors.length, 2);
@@ -66,14 +68,15 @@ test('the validator is not a rubber stamp: a broken object is reported', async (
   assert.match(errors[1]!.message, /no schema known for apiVersion example.com\/v1/);
 });
 
-test('each role Deployment runs its flags, probes, ports and security settings', async () => {
-  const objs = await render({ UI_REPLICAS: '2', WORKFLOW_REPLICAS: '2', AGENT_REPLICAS: '3', AGENT_TERMINATION_GRACE_SECONDS: '1800' });
-  for (const role of ROLES) {
+for (const layout of LAYOUTS) test(`layout ${layout}: each role Deployment runs its flags, probes, ports and security settings; no other role runs`, async () => {
+  const objs = await render({ DIGDAG_HA_LAYOUT: layout, UI_REPLICAS: '2', WORKFLOW_REPLICAS: '2', AGENT_REPLICAS: '3', WORKER_REPLICAS: '4', AGENT_TERMINATION_GRACE_SECONDS: '1800' });
+  assert.deepEqual(objs.filter((o) => o.kind === 'Deployment').map((o) => o.metadata.labels!['app.kubernetes.io/component']).sort(), [...LAYOUT_ROLES[layout]].sort());
+  for (const role of LAYOUT_ROLES[layout]) {
     const d = find(objs, 'Deployment', `digdag-${role}`);
     const pod = d.spec.template.spec;
     const c = pod.containers[0];
     assert.deepEqual(c.args, ['server', ...ROLE_FLAGS[role]], `${role} args`);
-    assert.equal(d.spec.replicas, { ui: 2, workflow: 2, scheduler: 1, agent: 3 }[role]);
+    assert.equal(d.spec.replicas, { ui: 2, workflow: 2, scheduler: 1, agent: 3, worker: 4 }[role]);
     assert.equal(c.env.find((e: { name: string }) => e.name === 'DIGDAG_ROLE').value, role);
     assert.equal(c.startupProbe.httpGet.path, '/api/version');
     assert.equal(c.livenessProbe.httpGet.path, '/api/version');
@@ -86,8 +89,9 @@ test('each role Deployment runs its flags, probes, ports and security settings',
     assert.equal(c.securityContext.allowPrivilegeEscalation, false);
     assert.equal(pod.initContainers[0].args[0], 'wait-migrated', 'roles wait for the migration');
     assert.ok(!JSON.stringify(pod).includes('DIGDAG_CONFIG'), 'secrets do not go through the environment');
+    assert.equal(find(objs, 'PodDisruptionBudget', `digdag-${role}`).spec.maxUnavailable, 1);
   }
-  assert.equal(find(objs, 'Deployment', 'digdag-agent').spec.template.spec.terminationGracePeriodSeconds, 1800);
+  assert.equal(find(objs, 'Deployment', `digdag-${taskRole(layout)}`).spec.template.spec.terminationGracePeriodSeconds, 1800);
 });
 
 test('Service, Ingress and container agree on port 65432 (the seed did not)', async () => {
@@ -102,19 +106,18 @@ test('Service, Ingress and container agree on port 65432 (the seed did not)', as
   assert.equal(ui.spec.template.metadata.labels['digdag-ha/api'], svc.spec.selector['digdag-ha/api']);
 });
 
-test('only Digdag pods reach PostgreSQL; the migration Job and the roles are its clients', async () => {
-  const objs = await render({});
+for (const layout of LAYOUTS) test(`layout ${layout}: only Digdag pods reach PostgreSQL; the migration Job and the roles are its clients`, async () => {
+  const objs = await render({ DIGDAG_HA_LAYOUT: layout });
   const np = find(objs, 'NetworkPolicy', 'digdag-postgres');
   const label = Object.keys(np.spec.ingress[0].from[0].podSelector.matchLabels)[0]!;
-  for (const role of ROLES) assert.equal(find(objs, 'Deployment', `digdag-${role}`).spec.template.metadata.labels[label], 'true');
+  for (const role of LAYOUT_ROLES[layout]) assert.equal(find(objs, 'Deployment', `digdag-${role}`).spec.template.metadata.labels[label], 'true');
   assert.equal(find(objs, 'Job', 'digdag-migrate').spec.template.metadata.labels[label], 'true');
   const pg = find(objs, 'StatefulSet', 'digdag-postgres').spec.template.spec.containers[0];
   assert.ok(pg.args.includes('idle_in_transaction_session_timeout=600000') && pg.args.includes('tcp_keepalives_idle=60'));
-  for (const role of ROLES) assert.equal(find(objs, 'PodDisruptionBudget', `digdag-${role}`).spec.maxUnavailable, 1);
 });
 
-test('the ConfigMap carries the generator output; it equals what the local target runs with but for placement', async () => {
-  const vars = { AGENT_MAX_TASK_THREADS: '6', DB_POOL_SIZE: '10', AGENT_HEARTBEAT_INTERVAL: '5', AGENT_LOCK_RETENTION_TIME: '30', LOCK_EXPIRE_INTERVAL: '5' };
+for (const layout of LAYOUTS) test(`layout ${layout}: the ConfigMap carries the generator output; it equals what the local target runs with but for placement`, async () => {
+  const vars = { DIGDAG_HA_LAYOUT: layout, AGENT_MAX_TASK_THREADS: '6', DB_POOL_SIZE: '10', AGENT_HEARTBEAT_INTERVAL: '5', AGENT_LOCK_RETENTION_TIME: '30', LOCK_EXPIRE_INTERVAL: '5' };
   const kube = testConfig({ DIGDAG_HA_TARGET: 'minikube', ...vars });
   const cm = find((await renderManifests(kube, runner)).objects, 'ConfigMap', 'digdag-config');
   assert.deepEqual(cm.data, configFiles(kube));
@@ -125,7 +128,7 @@ test('the ConfigMap carries the generator output; it equals what the local targe
   fs.writeFileSync(jar, '');
   writeRuntime(local, { kind: 'jar', path: jar, version: '0.10.5.1', source: 'test' });
   const plan = await planLocal(local, { bin: 'java', major: 17, flags: javaFlags(17) }, { kind: 'jar', path: jar, version: '0.10.5.1', source: 'test' });
-  for (const role of ROLES) {
+  for (const role of LAYOUT_ROLES[layout]) {
     const ran = parseProperties(plan.find((p) => p.instance.role === role)!.properties);
     const pod = parseProperties(cm.data![`${role}.properties`]!);
     for (const k of [...ran.keys(), ...pod.keys()]) {
@@ -146,9 +149,11 @@ test('manifests/base/config holds the generator output for the default config', 
   }
 });
 
-test('KEDA scales agents on the tested queue query with target = agent.max-task-threads', async () => {
-  const objs = await render({ AGENT_AUTOSCALING: 'keda', AGENT_MAX_TASK_THREADS: '8', AGENT_REPLICAS: '2', AGENT_MAX_REPLICAS: '20' });
-  const so = find(objs, 'ScaledObject', 'digdag-agent');
+for (const layout of LAYOUTS) test(`layout ${layout}: KEDA scales the task-running role on the tested queue query with target = agent.max-task-threads`, async () => {
+  const scaled = `digdag-${taskRole(layout)}`;
+  const objs = await render({ DIGDAG_HA_LAYOUT: layout, AGENT_AUTOSCALING: 'keda', AGENT_MAX_TASK_THREADS: '8', AGENT_REPLICAS: '2', WORKER_REPLICAS: '2', AGENT_MAX_REPLICAS: '20' });
+  const so = find(objs, 'ScaledObject', 'digdag-autoscaler');
+  assert.equal(so.spec.scaleTargetRef.name, scaled);
   const trig = so.spec.triggers[0];
   assert.equal(trig.type, 'postgresql');
   assert.equal(trig.metadata.query, QUEUE_DEPTH_SQL);
@@ -156,9 +161,10 @@ test('KEDA scales agents on the tested queue query with target = agent.max-task-
   assert.equal(so.spec.minReplicaCount, 2);
   assert.equal(so.spec.maxReplicaCount, 20);
   assert.equal(find(objs, 'TriggerAuthentication', 'digdag-postgres').spec.secretTargetRef[0].key, 'db-password');
-  assert.equal(find(objs, 'Deployment', 'digdag-agent').spec.replicas, 1, 'the autoscaler, not apply, owns the agent count');
-  const hpa = await render({ AGENT_AUTOSCALING: 'hpa', AGENT_REPLICAS: '2' });
-  assert.equal(find(hpa, 'HorizontalPodAutoscaler', 'digdag-agent').spec.minReplicas, 2);
+  assert.equal(find(objs, 'Deployment', scaled).spec.replicas, 1, 'the autoscaler, not apply, owns the count');
+  const hpa = await render({ DIGDAG_HA_LAYOUT: layout, AGENT_AUTOSCALING: 'hpa', AGENT_REPLICAS: '2', WORKER_REPLICAS: '2' });
+  assert.equal(find(hpa, 'HorizontalPodAutoscaler', 'digdag-autoscaler').spec.minReplicas, 2);
+  assert.equal(find(hpa, 'HorizontalPodAutoscaler', 'digdag-autoscaler').spec.scaleTargetRef.name, scaled);
 });
 
 test('an external database removes the in-cluster PostgreSQL and points every role at it', async () => {

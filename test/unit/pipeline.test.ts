@@ -123,7 +123,7 @@ test('a dry run of the whole pipeline on a fresh machine prints every change and
   assert.match(dry, /\[dry-run\] runuser -u postgres -- .*initdb/);
   assert.match(dry, /\[dry-run\] .*psql .*-f -/);
   assert.match(dry, /\[dry-run\] java .* migrate run -c /);
-  assert.equal((dry.match(/ server -c .*\.properties/g) ?? []).length, 5, 'five role processes would start');
+  assert.equal((dry.match(/ server -c .*\.properties/g) ?? []).length, 4, 'four role processes would start (ui, scheduler, 2 workers)');
   assert.match(dry, /\[dry-run\] java .* push ha-sample --project /);
   assert.ok(lines.some((l) => /would be started on :65432/.test(l)));
   assert.deepEqual(listProcesses(config), []);

@@ -9,8 +9,19 @@ helm.sh/chart: {{ .Chart.Name }}-{{ .Chart.Version }}
 
 {{/* Role flags: the same as lib/roles.ts ROLE_FLAGS. */}}
 {{- define "digdag-ha.roleFlags" -}}
-{{- $flags := dict "ui" (list "--disable-executor-loop" "--disable-local-agent" "--disable-scheduler") "workflow" (list "--disable-local-agent" "--disable-scheduler") "scheduler" (list "--disable-local-agent" "--disable-executor-loop") "agent" (list "--disable-executor-loop" "--disable-scheduler") -}}
+{{- $flags := dict "ui" (list "--disable-executor-loop" "--disable-local-agent" "--disable-scheduler") "scheduler" (list "--disable-local-agent" "--disable-executor-loop") "worker" (list "--disable-scheduler") "workflow" (list "--disable-local-agent" "--disable-scheduler") "agent" (list "--disable-executor-loop" "--disable-scheduler") -}}
 {{- toJson (get $flags .) -}}
+{{- end -}}
+
+{{/* The roles of .Values.layout, in order: the same as lib/roles.ts LAYOUT_ROLES. */}}
+{{- define "digdag-ha.layoutRoles" -}}
+{{- $layouts := dict "worker" (list "ui" "scheduler" "worker") "split" (list "ui" "workflow" "scheduler" "agent") -}}
+{{- toJson (required "layout must be worker or split" (get $layouts .Values.layout)) -}}
+{{- end -}}
+
+{{/* The role that runs tasks (scaled with the queue): worker, or agent in the split layout. */}}
+{{- define "digdag-ha.taskRole" -}}
+{{- if eq .Values.layout "split" }}agent{{ else }}worker{{ end -}}
 {{- end -}}
 
 {{- define "digdag-ha.dbHost" -}}
