@@ -47,16 +47,21 @@ export async function workflowId(endpoint: string, project: string, workflow: st
   return id;
 }
 
-/** Starts a new session; sessionTime must be unique per workflow (Digdag dedups sessions on it). */
-export async function startAttempt(endpoint: string, wfId: string, sessionTime: Date, params: Record<string, unknown> = {}): Promise<string> {
-  const res = await fetch(`${endpoint}/api/attempts`, {
-    method: 'PUT',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ workflowId: wfId, sessionTime: sessionTime.toISOString().replace(/\.\d+Z$/, 'Z'), params }),
+async function send(endpoint: string, method: string, p: string, body?: unknown): Promise<unknown> {
+  const res = await fetch(`${endpoint}${p}`, {
+    method,
+    headers: body === undefined ? {} : { 'content-type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body),
     signal: AbortSignal.timeout(15_000),
   });
-  if (!res.ok) throw new Error(`start attempt: HTTP ${res.status} ${await res.text()}`);
-  return ((await res.json()) as Attempt).id;
+  if (!res.ok) throw new Error(`${method} ${p}: HTTP ${res.status} ${await res.text().catch(() => '')}`.trim());
+  return res.json();
+}
+
+/** Starts a new session; sessionTime must be unique per workflow (Digdag dedups sessions on it). */
+export async function startAttempt(endpoint: string, wfId: string, sessionTime: Date, params: Record<string, unknown> = {}): Promise<string> {
+  const body = { workflowId: wfId, sessionTime: sessionTime.toISOString().replace(/\.\d+Z$/, 'Z'), params };
+  return ((await send(endpoint, 'PUT', '/api/attempts', body)) as Attempt).id;
 }
 
 export const getAttempt = (endpoint: string, id: string) => getJson<Attempt>(endpoint, `/api/attempts/${id}`);
@@ -87,4 +92,29 @@ export async function waitAttempt(endpoint: string, id: string, timeoutMs: numbe
   }, timeoutMs, 500);
   if (!done || !last) throw new Error(`attempt ${id} not done after ${timeoutMs / 1000}s (last status: ${last?.status ?? 'unknown'})`);
   return last;
+}
+
+export interface Schedule {
+  id: string;
+  workflow: { name: string; id: string };
+  nextRunTime: string;
+  nextScheduleTime: string;
+}
+
+export async function projectSchedules(endpoint: string, projId: string): Promise<Schedule[]> {
+  return (await getJson<{ schedules: Schedule[] }>(endpoint, `/api/projects/${projId}/schedules`)).schedules;
+}
+
+/** Makes a schedule due now: its next session (aligned at or after `sessionAfter`) runs at once. */
+export async function fireScheduleNow(endpoint: string, schedId: string, sessionAfter: Date): Promise<void> {
+  await send(endpoint, 'POST', `/api/schedules/${schedId}/skip`, {
+    nextTime: sessionAfter.toISOString().replace(/\.\d+Z$/, 'Z'),
+    nextRunTime: new Date().toISOString().replace(/\.\d+Z$/, 'Z'),
+    dryRun: false,
+  });
+}
+
+/** Deletes a project; its schedules go with it. */
+export async function deleteProject(endpoint: string, projId: string): Promise<void> {
+  await send(endpoint, 'DELETE', `/api/projects/${projId}`);
 }

@@ -46,6 +46,8 @@ export interface Step {
   /** Whether what the task made still holds; a string explains what was checked. */
   healthy?(ctx: Ctx): Promise<string | false>;
   run(ctx: Ctx): Promise<void>;
+  /** Run even when up to date if it is the only task selected (verify-ha: asked for by name, it runs). */
+  runWhenAlone?: boolean;
 }
 
 /** Why a step would be skipped now, or undefined when it must run. */
@@ -133,5 +135,6 @@ export function byTarget(name: TaskName, title: string, impls: { local: Impl; ku
     inputs: (ctx) => pick(ctx).inputs?.(ctx),
     healthy: (ctx) => pick(ctx).healthy?.(ctx) ?? Promise.resolve(false),
     run: (ctx) => pick(ctx).run(ctx),
+    runWhenAlone: impls.local.runWhenAlone || impls.kube.runWhenAlone,
   };
 }

@@ -39,6 +39,36 @@ async function serverRevision(endpoint: string, name: string): Promise<string | 
   }
 }
 
+/** Pushes one project with the real client under its content-hash revision (a no-op when the
+ * server already has that revision); returns what it did. */
+export async function pushProject(ctx: Ctx, endpoint: string, p: { name: string; dir: string }): Promise<string> {
+  const java = await detectJava(ctx.config, ctx.runner);
+  // The client runs on this machine; on Kubernetes targets the runtime may not be cached yet.
+  let rt = readRuntime(ctx.config);
+  if (!rt) {
+    rt = await obtainRuntime(ctx.config, ctx.runner);
+    if (!ctx.runner.dryRun) writeRuntime(ctx.config, rt);
+  }
+  const rev = revisionOf(p.dir);
+  // Digdag refuses a revision it already has (409): a project already at it is left alone.
+  if ((await serverRevision(endpoint, p.name)) === rev) return `${p.name} already at revision ${rev} on ${endpoint}`;
+  const res = await ctx.runner.run({
+    argv: digdagArgv(java, rt, CLIENT_JVM_OPTS, ['push', p.name, '--project', p.dir, '-r', rev, '-e', endpoint]),
+    mutates: true,
+    nothrow: true,
+  });
+  if (res.code !== 0) {
+    const out = `${res.stdout}\n${res.stderr}`.trim();
+    const unreachable = /Connection refused|UnknownHost|connect timed out/i.test(out);
+    throw new UserError(
+      unreachable ? `cannot reach Digdag at ${endpoint} to push ${p.name}` : `digdag push ${p.name} was rejected (is a workflow in ${p.dir} broken?)`,
+      unreachable ? 'run the apply task (and port-forward on Kubernetes) first' : `fix the workflow files in ${p.dir}; the error above names the file and key`,
+      out.split('\n').slice(-12).join('\n'),
+    );
+  }
+  return `${ctx.runner.dryRun ? 'would push' : 'pushed'} ${p.name} revision ${rev} to ${endpoint}`;
+}
+
 export const pushWorkflow: Impl = {
   inputs: (ctx) => ({ values: { endpoint: apiEndpoint(ctx), projects: projects(ctx.config).map((p) => [p.name, revisionOf(p.dir)]) } }),
   healthy: async (ctx) => {
@@ -48,36 +78,7 @@ export const pushWorkflow: Impl = {
   },
   run: async (ctx) => {
     const endpoint = apiEndpoint(ctx);
-    const java = await detectJava(ctx.config, ctx.runner);
-    // The client runs on this machine; on Kubernetes targets the runtime may not be cached yet.
-    let rt = readRuntime(ctx.config);
-    if (!rt) {
-      rt = await obtainRuntime(ctx.config, ctx.runner);
-      if (!ctx.runner.dryRun) writeRuntime(ctx.config, rt);
-    }
-    for (const p of projects(ctx.config)) {
-      const rev = revisionOf(p.dir);
-      // Digdag refuses a revision it already has (409): a project already at it is left alone.
-      if ((await serverRevision(endpoint, p.name)) === rev) {
-        ctx.runner.log(`${p.name} already at revision ${rev} on ${endpoint}`);
-        continue;
-      }
-      const res = await ctx.runner.run({
-        argv: digdagArgv(java, rt, CLIENT_JVM_OPTS, ['push', p.name, '--project', p.dir, '-r', rev, '-e', endpoint]),
-        mutates: true,
-        nothrow: true,
-      });
-      if (res.code !== 0) {
-        const out = `${res.stdout}\n${res.stderr}`.trim();
-        const unreachable = /Connection refused|UnknownHost|connect timed out/i.test(out);
-        throw new UserError(
-          unreachable ? `cannot reach Digdag at ${endpoint} to push ${p.name}` : `digdag push ${p.name} was rejected (is a workflow in ${p.dir} broken?)`,
-          unreachable ? 'run the apply task (and port-forward on Kubernetes) first' : `fix the workflow files in ${p.dir}; the error above names the file and key`,
-          out.split('\n').slice(-12).join('\n'),
-        );
-      }
-      ctx.runner.log(`${ctx.runner.dryRun ? 'would push' : 'pushed'} ${p.name} revision ${rev} to ${endpoint}`);
-    }
+    for (const p of projects(ctx.config)) ctx.runner.log(await pushProject(ctx, endpoint, p));
     ctx.facts.pushHint = `To push from your own digdag client, put this in ~/.config/digdag/config:\n  client.http.endpoint = ${endpoint}`;
     ctx.runner.log(ctx.facts.pushHint as string);
   },

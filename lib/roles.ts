@@ -10,6 +10,33 @@ export const ROLES = ['ui', 'scheduler', 'worker', 'workflow', 'agent'] as const
 export type Role = (typeof ROLES)[number];
 
 /**
+ * Flags per layout and role (each sets a config key: --disable-local-agent → agent.enabled=false,
+ * --disable-executor-loop → server.executor.enabled=false, --disable-scheduler → schedule.enabled=false).
+ *
+ * The seed's scheduler keeps the executor loop (only --disable-local-agent). We disable it: the
+ * loop lives where tasks are driven, and the scheduler only fires cron schedules; firing a
+ * schedule inserts a session and an attempt that an executor loop picks up.
+ *
+ * In the worker layout the ui keeps its executor loop (never an agent): an attempt submitted
+ * through a process without a loop waits for some other loop's next poll — measured on real
+ * Digdag 0.10.5.1, submission → first task queued took 1–6 s (p50 4 s) through a loop-less ui and
+ * 1 s through a process with a loop. The split layout keeps the seed's API-only ui.
+ */
+export const LAYOUT_FLAGS: Readonly<Record<Layout, Readonly<Partial<Record<Role, readonly string[]>>>>> = {
+  worker: {
+    ui: ['--disable-local-agent', '--disable-scheduler'],
+    scheduler: ['--disable-local-agent', '--disable-executor-loop'],
+    worker: ['--disable-scheduler'],
+  },
+  split: {
+    ui: ['--disable-executor-loop', '--disable-local-agent', '--disable-scheduler'],
+    workflow: ['--disable-local-agent', '--disable-scheduler'],
+    scheduler: ['--disable-local-agent', '--disable-executor-loop'],
+    agent: ['--disable-executor-loop', '--disable-scheduler'],
+  },
+};
+
+/**
  * worker (default): the executor loop and the agent share a process. Digdag's executor loop is
  * woken early only by events in its own JVM (a task finishing on its own agent, an attempt
  * submitted through its own API) and otherwise polls every 5 s, so a loop alone in a "workflow"
@@ -18,30 +45,19 @@ export type Role = (typeof ROLES)[number];
  * split: the seed's four roles, each scaled on its own, for those who want them apart.
  */
 export const LAYOUT_ROLES: Readonly<Record<Layout, readonly Role[]>> = {
-  worker: ['ui', 'scheduler', 'worker'],
-  split: ['ui', 'workflow', 'scheduler', 'agent'],
+  worker: Object.keys(LAYOUT_FLAGS.worker) as Role[],
+  split: Object.keys(LAYOUT_FLAGS.split) as Role[],
 };
 
-/**
- * Flags per role (each sets a config key: --disable-local-agent → agent.enabled=false,
- * --disable-executor-loop → server.executor.enabled=false, --disable-scheduler → schedule.enabled=false).
- *
- * The seed's scheduler keeps the executor loop (only --disable-local-agent). We disable it: the
- * loop lives where tasks are driven (worker, or workflow in the split layout), which must have at
- * least one replica (validated), while the scheduler only fires cron schedules; firing a schedule
- * inserts a session and an attempt that an executor loop picks up.
- */
-export const ROLE_FLAGS: Readonly<Record<Role, readonly string[]>> = {
-  ui: ['--disable-executor-loop', '--disable-local-agent', '--disable-scheduler'],
-  scheduler: ['--disable-local-agent', '--disable-executor-loop'],
-  worker: ['--disable-scheduler'],
-  workflow: ['--disable-local-agent', '--disable-scheduler'],
-  agent: ['--disable-executor-loop', '--disable-scheduler'],
-};
+export function roleFlags(layout: Layout, role: Role): readonly string[] {
+  const flags = LAYOUT_FLAGS[layout][role];
+  if (!flags) throw new Error(`layout ${layout} has no ${role} role`);
+  return flags;
+}
 
-export const runsTasks = (role: Role): boolean => !ROLE_FLAGS[role].includes('--disable-local-agent');
-export const runsExecutorLoop = (role: Role): boolean => !ROLE_FLAGS[role].includes('--disable-executor-loop');
-export const runsScheduler = (role: Role): boolean => !ROLE_FLAGS[role].includes('--disable-scheduler');
+/** Task-running roles (the agent is on): the same in every layout that has them. */
+export const runsTasks = (role: Role): boolean => role === 'worker' || role === 'agent';
+export const runsExecutorLoop = (layout: Layout, role: Role): boolean => !roleFlags(layout, role).includes('--disable-executor-loop');
 
 /** The roles of the configured layout, in start order (the first serves the UI endpoint). */
 export const layoutRoles = (config: Pick<Config, 'layout'>): readonly Role[] => LAYOUT_ROLES[config.layout];
@@ -50,7 +66,7 @@ export const layoutRoles = (config: Pick<Config, 'layout'>): readonly Role[] => 
 export const taskRole = (layout: Layout): Role => LAYOUT_ROLES[layout].find(runsTasks)!;
 
 /** The roles that run an executor loop. */
-export const executorRoles = (layout: Layout): Role[] => LAYOUT_ROLES[layout].filter(runsExecutorLoop);
+export const executorRoles = (layout: Layout): Role[] => LAYOUT_ROLES[layout].filter((r) => runsExecutorLoop(layout, r));
 
 export interface Instance {
   role: Role;

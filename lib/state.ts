@@ -20,9 +20,10 @@ export function hashInputs(values: unknown, files: readonly string[] = []): stri
   return h.digest('hex');
 }
 
-/** All files below a directory, for hashing a directory as an input. */
+/** All files below a directory (or the file itself), for hashing a directory as an input. */
 export function listFiles(dir: string): string[] {
   if (!fs.existsSync(dir)) return [];
+  if (fs.statSync(dir).isFile()) return [dir];
   const out: string[] = [];
   for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
     const p = path.join(dir, e.name);

@@ -1,13 +1,16 @@
 // What verify-ha shares across targets: the check table, the sample workflow it starts, and
 // how a run of checks becomes a result.
 import type { Ctx } from './pipeline.ts';
-import { startAttempt, workflowId } from './digdag-api.ts';
+import path from 'node:path';
+import { ROOT } from './cli.ts';
+import { attemptTasks, deleteProject, fireScheduleNow, listAttempts, logFiles, projectId, projectSchedules, startAttempt, waitAttempt, workflowId, type Attempt } from './digdag-api.ts';
 import { UserError } from './errors.ts';
-import { SAMPLE_PROJECT } from './push-workflow.ts';
-import type { Role } from './roles.ts';
+import { waitFor } from './processes.ts';
+import { pushProject, SAMPLE_PROJECT } from './push-workflow.ts';
 
 export interface Check {
-  role: Role;
+  /** The role (or roles) the check proves. */
+  role: string;
   what: string;
   ok: boolean;
   detail: string;
@@ -35,9 +38,60 @@ export async function runParallel(endpoint: string, tasks: number, sleepSeconds:
  * of other attempts are about). queued_tasks.unique_name is the task id, with ".rN" on retries.
  */
 export function locksOfAttemptSql(attemptId: string): string {
-  return 'SELECT l.id, l.lock_agent_id FROM queued_task_locks l JOIN queued_tasks q ON q.id = l.id' +
+  return 'SELECT t.id, l.lock_agent_id FROM queued_task_locks l JOIN queued_tasks q ON q.id = l.id' +
     " JOIN tasks t ON t.id = split_part(q.unique_name, '.', 1)::bigint" +
     ` WHERE t.attempt_id = ${Number(attemptId)} AND l.lock_agent_id IS NOT NULL ORDER BY l.id`;
+}
+
+/** What verify-ha's result depends on besides the running layout: the checks and the samples. */
+export const VERIFY_SOURCES = ['lib/verify.ts', 'lib/local/verify-ha.ts', 'lib/kube/verify-ha.ts', 'workflows/ha-sample', 'workflows/ha-verify-schedule'].map((f) => path.join(ROOT, f));
+
+/**
+ * Whether tasks a killed process held were run again by another one — read from Digdag's own
+ * log records of the attempt (each log file names the agent that wrote it), not from a poll of
+ * the lock table that can miss a short retry.
+ */
+export async function retriedElsewhere(endpoint: string, attemptId: string, taskIds: readonly string[], victim: string): Promise<{ ok: boolean; detail: string }> {
+  const names = new Map((await attemptTasks(endpoint, attemptId)).map((t) => [t.id, t.fullName]));
+  const files = await logFiles(endpoint, attemptId);
+  const by = taskIds.map((id) => {
+    const name = names.get(id) ?? `task ${id}`;
+    const agents = [...new Set(files.filter((f) => f.taskName === name).map((f) => f.agentId))];
+    return { name, agents, rerun: agents.filter((a) => a !== victim) };
+  });
+  const ok = by.length > 0 && by.every((t) => t.rerun.length > 0);
+  return { ok, detail: `were re-run by ${by.map((t) => `${t.name.split('^').pop()}: ${t.rerun.join(', ') || 'NOBODY (log records: ' + (t.agents.join(', ') || 'none') + ')'}`).join('; ')}` };
+}
+
+export const SCHEDULE_PROJECT = 'ha-verify-schedule';
+
+/**
+ * Proves the scheduler without leaving a schedule behind: pushes a project with a schedule, makes
+ * its next session due now through the schedule API, waits for that session's attempt to
+ * succeed, and deletes the project (its schedule goes with it) whatever happened.
+ */
+export async function proveScheduler(ctx: Ctx, endpoint: string): Promise<{ ok: boolean; detail: string }> {
+  await pushProject(ctx, endpoint, { name: SCHEDULE_PROJECT, dir: path.join(ROOT, 'workflows', SCHEDULE_PROJECT) });
+  const pid = await projectId(endpoint, SCHEDULE_PROJECT);
+  try {
+    const [sched] = await projectSchedules(endpoint, pid);
+    if (!sched) return { ok: false, detail: `project ${SCHEDULE_PROJECT} has no schedule` };
+    // The next aligned session after the one already planned: skipping forward is what the API allows.
+    const after = new Date(Date.parse(sched.nextScheduleTime) + 60_000);
+    const asked = Date.now();
+    await fireScheduleNow(endpoint, sched.id, after);
+    let attempt: Attempt | undefined;
+    await waitFor(async () => {
+      attempt = (await listAttempts(endpoint, SCHEDULE_PROJECT, sched.workflow.name))[0];
+      return !!attempt;
+    }, 60_000, 500);
+    if (!attempt) return { ok: false, detail: 'no session was created within 60s of the schedule becoming due' };
+    const done = await waitAttempt(endpoint, attempt.id, 120_000);
+    const fireMs = Date.parse(attempt.createdAt) - asked;
+    return { ok: done.success, detail: `due now → session ${attempt.sessionTime} created after ${(fireMs / 1000).toFixed(1)}s, attempt ${attempt.id} ${done.success ? 'succeeded' : 'FAILED'}; project deleted (no schedule left)` };
+  } finally {
+    await deleteProject(endpoint, pid);
+  }
 }
 
 /** Records the checks, prints the table, and fails the task if any check failed. */

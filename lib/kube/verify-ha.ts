@@ -5,13 +5,13 @@ import { answersVersion } from '../digdag.ts';
 import type { Ctx, Impl } from '../pipeline.ts';
 import { waitFor } from '../processes.ts';
 import { apiEndpoint } from '../push-workflow.ts';
-import { ROLES, ROLE_FLAGS, type Role } from '../roles.ts';
+import { layoutRoles, roleFlags, type Layout, type Role } from '../roles.ts';
 import { notInDryRun, report, runParallel, type Check } from '../verify.ts';
 import { kubectl, requireCluster } from './kubectl.ts';
 import { startPortForward } from './port-forward.ts';
 
 /** The container args a role's pods must run with. */
-export const expectedArgs = (role: Role) => ['server', ...ROLE_FLAGS[role]];
+export const expectedArgs = (layout: Layout, role: Role) => ['server', ...roleFlags(layout, role)];
 
 /** Kubernetes: pods ready with the role's args, the API through the Ingress, the sample
  * workflow, and one pod of every role deleted mid-run without failing the workflow. */
@@ -27,11 +27,11 @@ export async function verifyKube(ctx: Ctx): Promise<Check[]> {
     const res = await runner.run({ argv: kubectl(config, 'get', 'pods', '-l', `app.kubernetes.io/component=${role}`, '-o', 'json'), quiet: true });
     return (JSON.parse(res.stdout || '{"items":[]}') as { items: { metadata: { name: string; deletionTimestamp?: string }; spec: { containers: { args?: string[] }[] }; status: { conditions?: { type: string; status: string }[] } }[] }).items;
   };
-  for (const role of ROLES) {
+  for (const role of layoutRoles(config)) {
     const pods = (await podsOf(role)).filter((p) => !p.metadata.deletionTimestamp);
     const ready = pods.filter((p) => p.status.conditions?.some((c) => c.type === 'Ready' && c.status === 'True'));
-    const argsOk = pods.every((p) => JSON.stringify(p.spec.containers[0]?.args) === JSON.stringify(expectedArgs(role)));
-    add(role, 'pods ready with the role\'s flags', ready.length >= Math.min(1, config.replicas[role]) && argsOk, `${ready.length}/${pods.length} ready; args ${expectedArgs(role).join(' ')}`);
+    const argsOk = pods.every((p) => JSON.stringify(p.spec.containers[0]?.args) === JSON.stringify(expectedArgs(config.layout, role)));
+    add(role, 'pods ready with the role\'s flags', ready.length >= Math.min(1, config.replicas[role]) && argsOk, `${ready.length}/${pods.length} ready; args ${expectedArgs(config.layout, role).join(' ')}`);
   }
   const ingress = ctx.facts.ingressEndpoint as string | undefined;
   if (ingress) add('ui', 'API answers through the Ingress', !!(await answersVersion(ingress)), `${ingress}/api/version`);
@@ -50,13 +50,13 @@ export async function verifyKube(ctx: Ctx): Promise<Check[]> {
   const disrupted = await runParallel(endpoint, 4, 30);
   await waitFor(async () => (await logFiles(endpoint, disrupted).catch(() => [])).length > 0 || (await getAttempt(endpoint, disrupted)).done, 120_000, 2000);
   const deleted: string[] = [];
-  for (const role of ROLES) {
+  for (const role of layoutRoles(config)) {
     const pod = (await podsOf(role))[0];
     if (!pod) continue;
     await runner.run({ argv: kubectl(config, 'delete', 'pod', pod.metadata.name, '--wait=false'), mutates: true });
     deleted.push(pod.metadata.name);
   }
-  for (const role of ROLES) await runner.run({ argv: kubectl(config, 'rollout', 'status', `deployment/digdag-${role}`, `--timeout=${config.k8s.rolloutTimeoutSeconds}s`), mutates: true });
+  for (const role of layoutRoles(config)) await runner.run({ argv: kubectl(config, 'rollout', 'status', `deployment/digdag-${role}`, `--timeout=${config.k8s.rolloutTimeoutSeconds}s`), mutates: true });
   // The forward was bound to a deleted UI pod; re-establish it.
   if (!ingress) endpoint = ctx.facts.endpoint = await startPortForward(ctx);
   const budget = (30 + config.agent.lockRetentionTime + 2 * config.agent.lockExpireInterval + config.k8s.rolloutTimeoutSeconds) * 1000;

@@ -12,7 +12,7 @@ import type { Ctx, Impl } from '../pipeline.ts';
 import { dbEndpoint, isPortFree } from '../postgres.ts';
 import { isAlive, listProcesses, registerProcess, stopProcess, unregisterProcess, waitFor, type ProcessEntry } from '../processes.ts';
 import { secretProperties, serverProperties } from '../properties.ts';
-import { instances, ROLE_FLAGS, runsTasks, type Instance, type Role } from '../roles.ts';
+import { instances, roleFlags, runsTasks, type Instance, type Role } from '../roles.ts';
 import { writePrivateFile } from '../state.ts';
 
 export interface Planned {
@@ -48,7 +48,7 @@ export async function planLocal(config: Config, java: Java, rt: Runtime): Promis
     });
     const propsFile = path.join(config.stateDir, 'props', `${instance.name}.properties`);
     // The server's own logs go to stdout; access logs are not kept on this target.
-    const argv = digdagArgv(java, rt, config.digdag.jvmOpts, ['server', '-c', propsFile, ...ROLE_FLAGS[instance.role]]);
+    const argv = digdagArgv(java, rt, config.digdag.jvmOpts, ['server', '-c', propsFile, ...roleFlags(config.layout, instance.role)]);
     const hash = createHash('sha256')
       .update(JSON.stringify({ properties, argv, db: db.database, user: db.user, pw: db.password, key: secrets.encryptionKey }))
       .digest('hex');

@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import { ROOT } from '../../lib/cli.ts';
 import { isValidEncryptionKey } from '../../lib/credentials.ts';
 import { configFiles, parseObjects, type KubeObject } from '../../lib/kube/render.ts';
-import { LAYOUT_ROLES, LAYOUTS, ROLE_FLAGS, taskRole } from '../../lib/roles.ts';
+import { LAYOUT_ROLES, LAYOUTS, roleFlags, taskRole } from '../../lib/roles.ts';
 import { QUEUE_DEPTH_SQL } from '../../lib/scaling.ts';
 import { testConfig } from '../helpers/fixtures.ts';
 import { helmBin, validateStrictly } from '../helpers/tools.ts';
@@ -67,7 +67,7 @@ for (const layout of LAYOUTS) test(`layout ${layout}: role Deployments run the s
   assert.deepEqual(objs.filter((o) => o.kind === 'Deployment').map((o) => o.metadata.labels!['app.kubernetes.io/component']), [...LAYOUT_ROLES[layout]]);
   for (const role of LAYOUT_ROLES[layout]) {
     const c = find(objs, 'Deployment', `digdag-${role}`).spec.template.spec.containers[0];
-    assert.deepEqual(c.args, ['server', ...ROLE_FLAGS[role]], role);
+    assert.deepEqual(c.args, ['server', ...roleFlags(layout, role)], role);
     assert.equal(c.securityContext.readOnlyRootFilesystem, true);
   }
 });

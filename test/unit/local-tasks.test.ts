@@ -64,6 +64,7 @@ test('apply plans the split layout: the seed\'s four roles with their flags', as
   const plan = await planLocal(config, { bin: 'java', major: 17, flags: javaFlags(17) }, { kind: 'jar', path: jar, version: '0.10.5.1', source: 'test' });
   assert.deepEqual(plan.map((p) => `${p.instance.name}:${p.port}`), ['ui-1:65432', 'workflow-1:65433', 'scheduler-1:65434', 'agent-1:65435', 'agent-2:65436']);
   const flags = (name: string) => plan.find((p) => p.instance.name === name)!.argv.filter((a) => a.startsWith('--disable'));
+  assert.deepEqual(flags('ui-1'), ['--disable-executor-loop', '--disable-local-agent', '--disable-scheduler'], 'the seed\'s API-only ui');
   assert.deepEqual(flags('workflow-1'), ['--disable-local-agent', '--disable-scheduler']);
   assert.deepEqual(flags('agent-2'), ['--disable-executor-loop', '--disable-scheduler']);
   assert.equal(parseProperties(plan[4]!.properties).get('agent.id'), 'agent-2');
@@ -75,7 +76,7 @@ test('apply plans one process per replica with its role flags, port and properti
   const plan = await planLocal(config, { bin: 'java', major: 17, flags: javaFlags(17) }, { kind: 'jar', path: jar, version: '0.10.5.1', source: 'test' });
   assert.deepEqual(plan.map((p) => `${p.instance.name}:${p.port}`), ['ui-1:65432', 'scheduler-1:65433', 'worker-1:65434', 'worker-2:65435']);
   const flags = (name: string) => plan.find((p) => p.instance.name === name)!.argv.filter((a) => a.startsWith('--disable'));
-  assert.deepEqual(flags('ui-1'), ['--disable-executor-loop', '--disable-local-agent', '--disable-scheduler']);
+  assert.deepEqual(flags('ui-1'), ['--disable-local-agent', '--disable-scheduler'], 'the ui keeps an executor loop: submissions start at once');
   assert.deepEqual(flags('scheduler-1'), ['--disable-local-agent', '--disable-executor-loop']);
   assert.deepEqual(flags('worker-2'), ['--disable-scheduler'], 'a worker runs the executor loop and the agent');
   const worker = parseProperties(plan[3]!.properties);

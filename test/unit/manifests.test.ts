@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import type { Config } from '../../lib/config.ts';
 import { configFiles, MANIFESTS, parseObjects, renderManifests, type KubeObject } from '../../lib/kube/render.ts';
 import { PLACEMENT_KEYS, parseProperties } from '../../lib/properties.ts';
-import { LAYOUT_ROLES, LAYOUTS, ROLES, ROLE_FLAGS, taskRole } from '../../lib/roles.ts';
+import { LAYOUT_ROLES, LAYOUTS, roleFlags, taskRole } from '../../lib/roles.ts';
 import { ShellRunner } from '../../lib/runner.ts';
 import { QUEUE_DEPTH_SQL } from '../../lib/scaling.ts';
 import { validateObjects } from '../../lib/schema.ts';
@@ -75,7 +75,7 @@ for (const layout of LAYOUTS) test(`layout ${layout}: each role Deployment runs 
     const d = find(objs, 'Deployment', `digdag-${role}`);
     const pod = d.spec.template.spec;
     const c = pod.containers[0];
-    assert.deepEqual(c.args, ['server', ...ROLE_FLAGS[role]], `${role} args`);
+    assert.deepEqual(c.args, ['server', ...roleFlags(layout, role)], `${role} args`);
     assert.equal(d.spec.replicas, { ui: 2, workflow: 2, scheduler: 1, agent: 3, worker: 4 }[role]);
     assert.equal(c.env.find((e: { name: string }) => e.name === 'DIGDAG_ROLE').value, role);
     assert.equal(c.startupProbe.httpGet.path, '/api/version');

@@ -7,10 +7,13 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 helm.sh/chart: {{ .Chart.Name }}-{{ .Chart.Version }}
 {{- end -}}
 
-{{/* Role flags: the same as lib/roles.ts ROLE_FLAGS. */}}
+{{/* Role flags of (list $ role) in .Values.layout: the same as lib/roles.ts LAYOUT_FLAGS. */}}
 {{- define "digdag-ha.roleFlags" -}}
-{{- $flags := dict "ui" (list "--disable-executor-loop" "--disable-local-agent" "--disable-scheduler") "scheduler" (list "--disable-local-agent" "--disable-executor-loop") "worker" (list "--disable-scheduler") "workflow" (list "--disable-local-agent" "--disable-scheduler") "agent" (list "--disable-executor-loop" "--disable-scheduler") -}}
-{{- toJson (get $flags .) -}}
+{{- $ := index . 0 -}}{{- $role := index . 1 -}}
+{{- $worker := dict "ui" (list "--disable-local-agent" "--disable-scheduler") "scheduler" (list "--disable-local-agent" "--disable-executor-loop") "worker" (list "--disable-scheduler") -}}
+{{- $split := dict "ui" (list "--disable-executor-loop" "--disable-local-agent" "--disable-scheduler") "workflow" (list "--disable-local-agent" "--disable-scheduler") "scheduler" (list "--disable-local-agent" "--disable-executor-loop") "agent" (list "--disable-executor-loop" "--disable-scheduler") -}}
+{{- $layout := get (dict "worker" $worker "split" $split) $.Values.layout | default dict -}}
+{{- toJson (get $layout $role | default list) -}}
 {{- end -}}
 
 {{/* The roles of .Values.layout, in order: the same as lib/roles.ts LAYOUT_ROLES. */}}
