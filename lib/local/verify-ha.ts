@@ -62,20 +62,27 @@ export async function verifyLocal(ctx: Ctx): Promise<Check[]> {
     `all calls went to ${endpoint}; task logs name only ${[...byAgent.keys()].join(', ')}`);
 
   // 2. The executor loop lives only in the executor roles: with all of them stopped an attempt
-  //    does not move (observed for a fixed window), and it finishes once they are back.
+  //    does not move (observed for a fixed window), and it finishes once they are back. It is
+  //    submitted through a process without a loop (in the worker layout the ui has one too).
   const loops = executorRoles(config.layout);
-  const stopped = loops.flatMap((r) => roleProcs(ctx, r));
-  await Promise.all(stopped.map((p) => stopProcess(p, 60_000)));
-  for (const p of stopped) unregisterProcess(config, p.name, p.pid);
-  const stalled = await runParallel(endpoint, 2, 1);
-  // Submission stores the task tree (a planned root, blocked children); only an executor loop moves it on.
-  const states = async () => JSON.stringify((await attemptTasks(endpoint, stalled)).map((t) => [t.id, t.state]));
-  const submitted = await states();
-  const moved = await waitFor(async () => (await states()) !== submitted, 10_000, 1000);
-  await restoreLayout(ctx);
-  const a2 = await waitAttempt(endpoint, stalled, 180_000);
-  add(loops.join('+'), 'executor loop runs only where the layout puts it', !moved && a2.success,
-    `with ${stopped.map((p) => p.name).join(', ')} stopped, attempt ${stalled} ${moved ? 'MOVED' : 'did not move'} for 10s; once they were back it ${a2.success ? 'succeeded' : 'FAILED'}`);
+  const via = listProcesses(config).find((p) => p.role && !loops.includes(p.role as Role) && isAlive(p));
+  if (!via) {
+    add(loops.join('+'), 'executor loop runs only where the layout puts it', true, `not checkable: every process of this layout runs an executor loop, so none is left to submit through (SCHEDULER_REPLICAS=0)`);
+  } else {
+    const stopped = loops.flatMap((r) => roleProcs(ctx, r));
+    await Promise.all(stopped.map((p) => stopProcess(p, 60_000)));
+    for (const p of stopped) unregisterProcess(config, p.name, p.pid);
+    const viaEndpoint = `http://127.0.0.1:${via.port}`;
+    const stalled = await runParallel(viaEndpoint, 2, 1);
+    // Submission stores the task tree (a planned root, blocked children); only an executor loop moves it on.
+    const states = async () => JSON.stringify((await attemptTasks(viaEndpoint, stalled)).map((t) => [t.id, t.state]));
+    const submitted = await states();
+    const moved = await waitFor(async () => (await states()) !== submitted, 10_000, 1000);
+    await restoreLayout(ctx);
+    const a2 = await waitAttempt(endpoint, stalled, 180_000);
+    add(loops.join('+'), 'executor loop runs only where the layout puts it', !moved && a2.success,
+      `with ${stopped.map((p) => p.name).join(', ')} stopped, attempt ${stalled} (submitted through ${via.name}) ${moved ? 'MOVED' : 'did not move'} for 10s; once they were back it ${a2.success ? 'succeeded' : 'FAILED'}`);
+  }
 
   // 3. SIGKILL a task-running process while it holds tasks: their locks expire, another process
   //    re-runs them, and the attempt succeeds. The victim stays down until then, so "another

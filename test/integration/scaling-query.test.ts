@@ -1,5 +1,5 @@
 // The autoscaling query against a real Digdag database under load: with N tasks queued behind
-// one agent of T threads, QUEUE_DEPTH_SQL returns N, which yields ceil(N / T) agents.
+// one worker of T threads, QUEUE_DEPTH_SQL returns N, which yields ceil(N / T) agents.
 // Needs the Digdag runtime; SKIPPED with the reason where none can be had.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
@@ -34,7 +34,7 @@ before(async () => {
     LOCAL_PORT_BASE: String(await freePortRange(3, 52000)),
     UI_REPLICAS: '0',
     SCHEDULER_REPLICAS: '0',
-    AGENT_REPLICAS: '1',
+    WORKER_REPLICAS: '1',
     AGENT_MAX_TASK_THREADS: String(THREADS),
   });
   unavailable = await prepareRuntime(config, runner);
@@ -44,11 +44,11 @@ after(async () => {
   if (config) await downLocal(testCtx(config, runner), true);
 });
 
-test(`with ${QUEUED} tasks queued behind one ${THREADS}-thread agent the query asks for ceil(${QUEUED}/${THREADS}) agents`, { timeout: 600_000 }, async (t) => {
+test(`with ${QUEUED} tasks queued behind one ${THREADS}-thread worker the query asks for ceil(${QUEUED}/${THREADS}) agents`, { timeout: 600_000 }, async (t) => {
   if (unavailable) return t.skip(`no Digdag runtime on this machine: ${unavailable}`);
   const ctx = testCtx(config, runner);
   await runSteps([createSecret, startPostgres, initDb, apply, pushWorkflow], ctx, { renderer: 'silent' });
-  // With UI_REPLICAS=0 the workflow process (first port) serves the API.
+  // With UI_REPLICAS=0 and no scheduler the one worker (first port) serves the API.
   const endpoint = `http://127.0.0.1:${config.local.portBase}`;
   const wf = await workflowId(endpoint, SAMPLE_PROJECT, 'parallel');
   const attempt = await startAttempt(endpoint, wf, new Date(Date.UTC(2020, 0, 1)), { tasks: QUEUED, sleep_seconds: 120 });
