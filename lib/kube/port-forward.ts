@@ -11,7 +11,9 @@ import { kubectl, requireCluster } from './kubectl.ts';
 export const PORT_FORWARD = 'port-forward';
 
 /** Starts (or restarts) the tracked background port-forward to the UI Service. */
-export async function startPortForward(ctx: Ctx): Promise<string> {
+/** Starts (or moves) the tracked port-forward; `to` is the UI Service unless verify-ha needs a
+ * particular pod. */
+export async function startPortForward(ctx: Ctx, to = 'svc/digdag-ui'): Promise<string> {
   const port = ctx.config.k8s.portForwardPort;
   const existing = listProcesses(ctx.config).find((p) => p.name === PORT_FORWARD);
   if (existing) {
@@ -20,16 +22,16 @@ export async function startPortForward(ctx: Ctx): Promise<string> {
   }
   if (!(await isPortFree(port))) throw new UserError(`port ${port} on 127.0.0.1 is in use`, 'set PORT_FORWARD_PORT to a free port');
   const logFile = path.join(ctx.config.stateDir, 'logs', 'port-forward.log');
-  const argv = kubectl(ctx.config, 'port-forward', '--address', '127.0.0.1', 'svc/digdag-ui', `${port}:65432`);
+  const argv = kubectl(ctx.config, 'port-forward', '--address', '127.0.0.1', to, `${port}:65432`);
   const pid = await ctx.runner.spawnBackground({ argv, logFile });
-  const entry: ProcessEntry = { name: PORT_FORWARD, pid, marker: 'svc/digdag-ui', logFile, startedAt: new Date().toISOString(), port };
+  const entry: ProcessEntry = { name: PORT_FORWARD, pid, marker: to, logFile, startedAt: new Date().toISOString(), port };
   const endpoint = `http://127.0.0.1:${port}`;
   if (ctx.runner.dryRun) return endpoint;
   registerProcess(ctx.config, entry);
   ctx.started.push(entry);
   const ok = await waitFor(async () => !isAlive(entry) || !!(await answersVersion(endpoint)), 30_000, 500);
   if (!ok || !isAlive(entry)) {
-    throw new UserError(`kubectl port-forward to svc/digdag-ui did not come up on ${endpoint}`, 'check that the UI pods are ready (apply)', fs.existsSync(logFile) ? tail(fs.readFileSync(logFile, 'utf8'), 10) : '');
+    throw new UserError(`kubectl port-forward to ${to} did not come up on ${endpoint}`, 'check that the pods are ready (apply)', fs.existsSync(logFile) ? tail(fs.readFileSync(logFile, 'utf8'), 10) : '');
   }
   return endpoint;
 }

@@ -1,72 +1,167 @@
-// verify-ha on Kubernetes: pods ready with the role's args, the API, the sample workflow, and
-// one pod of every role deleted mid-run.
-import { getAttempt, logFiles, waitAttempt } from '../digdag-api.ts';
+// verify-ha on Kubernetes: as strict as the local one — every role's pods ready with the layout's
+// args, tasks only on task-running pods (seen in queued_task_locks while they run), a pod holding
+// a task force-deleted (SIGKILL) plus one pod of every other role deleted mid-run and the attempt
+// still succeeding with the task re-run by another pod, the executor loops scaled to zero → an
+// attempt does not move, the scheduler firing a due schedule. No check drops out of the table.
+import { attemptTasks, getAttempt, waitAttempt } from '../digdag-api.ts';
 import { answersVersion } from '../digdag.ts';
+import { UserError } from '../errors.ts';
 import type { Ctx, Impl } from '../pipeline.ts';
+import { dbEndpoint, queryAsApp } from '../postgres.ts';
 import { waitFor } from '../processes.ts';
 import { apiEndpoint } from '../push-workflow.ts';
-import { layoutRoles, roleFlags, type Layout, type Role } from '../roles.ts';
-import { notInDryRun, report, runParallel, type Check } from '../verify.ts';
-import { kubectl, requireCluster } from './kubectl.ts';
+import { executorRoles, layoutRoles, roleFlags, taskRole, type Layout, type Role } from '../roles.ts';
+import { locksOfAttemptSql, notInDryRun, proveScheduler, report, runParallel, type Check } from '../verify.ts';
+import { kubectl, requireCluster, rollout } from './kubectl.ts';
 import { startPortForward } from './port-forward.ts';
+import { dbLocation } from './render.ts';
 
 /** The container args a role's pods must run with. */
 export const expectedArgs = (layout: Layout, role: Role) => ['server', ...roleFlags(layout, role)];
 
-/** Kubernetes: pods ready with the role's args, the API through the Ingress, the sample
- * workflow, and one pod of every role deleted mid-run without failing the workflow. */
+interface Pod {
+  metadata: { name: string; deletionTimestamp?: string };
+  spec: { containers: { args?: string[] }[] };
+  status: { phase?: string; conditions?: { type: string; status: string }[] };
+}
+
+async function podsOf(ctx: Ctx, role: Role): Promise<Pod[]> {
+  const res = await ctx.runner.run({ argv: kubectl(ctx.config, 'get', 'pods', '-l', `app.kubernetes.io/component=${role}`, '-o', 'json'), quiet: true });
+  return ((JSON.parse(res.stdout || '{"items":[]}') as { items: Pod[] }).items).filter((p) => !p.metadata.deletionTimestamp);
+}
+
+const isReady = (p: Pod) => !!p.status.conditions?.some((c) => c.type === 'Ready' && c.status === 'True');
+
+/** A query against Digdag's database: through `kubectl exec` on the in-cluster server, or
+ * directly with DATABASE_URL. */
+export function dbQuery(ctx: Ctx): (sql: string) => Promise<string> {
+  if (ctx.config.db.externalUrl) {
+    return async (sql) => queryAsApp(ctx.runner, ctx.config, await dbEndpoint(ctx.config, ''), sql);
+  }
+  const db = dbLocation(ctx.config);
+  return async (sql) =>
+    (await ctx.runner.run({ argv: kubectl(ctx.config, 'exec', 'digdag-postgres-0', '-c', 'postgres', '--', 'psql', '-X', '-At', '-U', 'postgres', '-d', db.database, '-c', sql), quiet: true })).stdout.trim();
+}
+
+/** Agent ids holding the locks of an attempt's tasks (Digdag's default agent id is pid@pod-name). */
+async function heldLocks(query: (sql: string) => Promise<string>, attemptId: string): Promise<{ taskId: string; agent: string }[]> {
+  return (await query(locksOfAttemptSql(attemptId))).split('\n').filter(Boolean).map((l) => {
+    const [taskId, agent] = l.split('|');
+    return { taskId: taskId!, agent: agent! };
+  });
+}
+
+const podOfAgent = (agentId: string) => agentId.slice(agentId.indexOf('@') + 1);
+
+async function scale(ctx: Ctx, role: Role, replicas: number): Promise<void> {
+  await ctx.runner.run({ argv: kubectl(ctx.config, 'scale', `deployment/digdag-${role}`, `--replicas=${replicas}`), mutates: true });
+}
+
 export async function verifyKube(ctx: Ctx): Promise<Check[]> {
   const { config, runner } = ctx;
   const checks: Check[] = [];
-  const add = (role: Role, what: string, ok: boolean, detail: string) => {
+  const add = (role: string, what: string, ok: boolean, detail: string) => {
     checks.push({ role, what, ok, detail });
     runner.log(`${ok ? 'ok' : 'FAILED'} ${role}: ${what} — ${detail}`);
   };
   await requireCluster(ctx);
-  const podsOf = async (role: Role) => {
-    const res = await runner.run({ argv: kubectl(config, 'get', 'pods', '-l', `app.kubernetes.io/component=${role}`, '-o', 'json'), quiet: true });
-    return (JSON.parse(res.stdout || '{"items":[]}') as { items: { metadata: { name: string; deletionTimestamp?: string }; spec: { containers: { args?: string[] }[] }; status: { conditions?: { type: string; status: string }[] } }[] }).items;
-  };
+  const tasksRole = taskRole(config.layout);
+  const query = dbQuery(ctx);
+
   for (const role of layoutRoles(config)) {
-    const pods = (await podsOf(role)).filter((p) => !p.metadata.deletionTimestamp);
-    const ready = pods.filter((p) => p.status.conditions?.some((c) => c.type === 'Ready' && c.status === 'True'));
-    const argsOk = pods.every((p) => JSON.stringify(p.spec.containers[0]?.args) === JSON.stringify(expectedArgs(config.layout, role)));
-    add(role, 'pods ready with the role\'s flags', ready.length >= Math.min(1, config.replicas[role]) && argsOk, `${ready.length}/${pods.length} ready; args ${expectedArgs(config.layout, role).join(' ')}`);
+    const pods = await podsOf(ctx, role);
+    const ready = pods.filter(isReady);
+    const want = expectedArgs(config.layout, role);
+    const wrong = pods.filter((p) => JSON.stringify(p.spec.containers[0]?.args) !== JSON.stringify(want)).map((p) => p.metadata.name);
+    add(role, "pods ready with the role's flags", ready.length >= Math.min(1, config.replicas[role]) && !wrong.length,
+      `${ready.length}/${pods.length} ready; args ${want.join(' ')}${wrong.length ? `; WRONG args on ${wrong.join(', ')}` : ''}`);
   }
   const ingress = ctx.facts.ingressEndpoint as string | undefined;
   if (ingress) add('ui', 'API answers through the Ingress', !!(await answersVersion(ingress)), `${ingress}/api/version`);
   let endpoint = apiEndpoint(ctx);
-  const first = await runParallel(endpoint, 6, 2);
-  const a1 = await waitAttempt(endpoint, first, 300_000);
-  add('workflow', 'sample workflow (6 parallel sh> tasks) succeeds', a1.success, `attempt ${first}: ${a1.status ?? ''}`);
-  const files = await logFiles(endpoint, first).catch(() => []);
-  if (files.length) {
-    const agentPods = new Set((await podsOf('agent')).map((p) => p.metadata.name));
-    const foreign = files.filter((f) => ![...agentPods].some((pod) => f.agentId.endsWith(`@${pod}`)));
-    add('agent', 'tasks ran on agent pods only', foreign.length === 0, `${files.length} task logs; agent ids ${[...new Set(files.map((f) => f.agentId))].join(', ')}`);
+
+  // 1. Tasks run only on task-running pods: every lock of a running fan-out is held by one of them.
+  const taskPods = new Set((await podsOf(ctx, tasksRole)).map((p) => p.metadata.name));
+  const first = await runParallel(endpoint, 4, 15);
+  const holders = new Set<string>();
+  // Each task holds its lock for 15 s: sampling every 250 ms until the attempt ends sees them all.
+  await waitFor(async () => {
+    for (const h of await heldLocks(query, first)) holders.add(podOfAgent(h.agent));
+    return (await getAttempt(endpoint, first)).done;
+  }, 300_000, 250);
+  const a1 = await waitAttempt(endpoint, first, 30_000);
+  const foreign = [...holders].filter((p) => !taskPods.has(p));
+  add(tasksRole, 'sample workflow succeeds; its tasks ran only on task-running pods', a1.success && holders.size > 0 && !foreign.length,
+    `attempt ${first} ${a1.success ? 'succeeded' : 'FAILED'}; task locks held by ${[...holders].join(', ') || 'NOBODY SEEN'}${foreign.length ? `; NOT ${tasksRole} pods: ${foreign.join(', ')}` : ''}`);
+
+  // 2. Executor loops scaled to zero: an attempt submitted through a pod without a loop does not move.
+  const loops = executorRoles(config.layout);
+  const via = layoutRoles(config).find((r) => !loops.includes(r) && config.replicas[r] > 0);
+  if (!via) {
+    add(loops.join('+'), 'executor loop runs only where the layout puts it', true, 'not checkable: every role of this layout runs an executor loop (SCHEDULER_REPLICAS=0)');
+  } else {
+    const viaPod = (await podsOf(ctx, via)).find(isReady);
+    if (!viaPod) throw new UserError(`no ready ${via} pod to submit through`, 'check the rollout (apply)');
+    for (const r of loops) await scale(ctx, r, 0);
+    try {
+      await waitFor(async () => (await Promise.all(loops.map((r) => podsOf(ctx, r)))).every((p) => p.length === 0), config.k8s.rolloutTimeoutSeconds * 1000, 1000);
+      const viaEndpoint = await startPortForward(ctx, `pod/${viaPod.metadata.name}`);
+      const stalled = await runParallel(viaEndpoint, 2, 1);
+      const states = async () => JSON.stringify((await attemptTasks(viaEndpoint, stalled)).map((t) => [t.id, t.state]));
+      const submitted = await states();
+      const moved = await waitFor(async () => (await states()) !== submitted, 10_000, 1000);
+      for (const r of loops) await scale(ctx, r, config.replicas[r]);
+      for (const r of loops) await rollout(ctx, 'deployment', `digdag-${r}`, `app.kubernetes.io/component=${r}`);
+      endpoint = ctx.facts.endpoint = await startPortForward(ctx);
+      const a2 = await waitAttempt(endpoint, stalled, 300_000);
+      add(loops.join('+'), 'executor loop runs only where the layout puts it', !moved && a2.success,
+        `with ${loops.map((r) => `digdag-${r}`).join(', ')} scaled to 0, attempt ${stalled} (submitted through ${viaPod.metadata.name}) ${moved ? 'MOVED' : 'did not move'} for 10s; scaled back, it ${a2.success ? 'succeeded' : 'FAILED'}`);
+    } finally {
+      for (const r of loops) await scale(ctx, r, config.replicas[r]);
+    }
   }
-  // One pod of every role deleted while the workflow runs: Kubernetes replaces them, the
-  // agent's tasks are retried after the lock retention, and the attempt still succeeds.
+
+  // 3. Force-delete (SIGKILL, no grace) the pod holding a task and delete one pod of every other
+  //    role: replacements come up, another pod re-runs the task, the attempt succeeds.
   const disrupted = await runParallel(endpoint, 4, 30);
-  await waitFor(async () => (await logFiles(endpoint, disrupted).catch(() => [])).length > 0 || (await getAttempt(endpoint, disrupted)).done, 120_000, 2000);
-  const deleted: string[] = [];
-  for (const role of layoutRoles(config)) {
-    const pod = (await podsOf(role))[0];
+  let held: { taskId: string; agent: string }[] = [];
+  await waitFor(async () => (held = await heldLocks(query, disrupted)).length > 0, 120_000, 250);
+  const victimAgent = held[0]?.agent;
+  if (!victimAgent) throw new UserError(`no ${tasksRole} pod picked up a task within 120s`, `kubectl -n ${config.k8s.namespace} logs -l app.kubernetes.io/component=${tasksRole}`);
+  const victimPod = podOfAgent(victimAgent);
+  const victimTasks = held.filter((h) => h.agent === victimAgent).map((h) => h.taskId);
+  await runner.run({ argv: kubectl(config, 'delete', 'pod', victimPod, '--grace-period=0', '--force', '--wait=false'), mutates: true });
+  const deleted = [`${victimPod} (force)`];
+  for (const role of layoutRoles(config).filter((r) => r !== tasksRole)) {
+    const pod = (await podsOf(ctx, role))[0];
     if (!pod) continue;
     await runner.run({ argv: kubectl(config, 'delete', 'pod', pod.metadata.name, '--wait=false'), mutates: true });
     deleted.push(pod.metadata.name);
   }
-  for (const role of layoutRoles(config)) await runner.run({ argv: kubectl(config, 'rollout', 'status', `deployment/digdag-${role}`, `--timeout=${config.k8s.rolloutTimeoutSeconds}s`), mutates: true });
-  // The forward was bound to a deleted UI pod; re-establish it.
-  if (!ingress) endpoint = ctx.facts.endpoint = await startPortForward(ctx);
+  // The re-run holds its lock for the task's 30 s, so sampling the lock table cannot miss it.
+  let rerunBy = '';
   const budget = (30 + config.agent.lockRetentionTime + 2 * config.agent.lockExpireInterval + config.k8s.rolloutTimeoutSeconds) * 1000;
-  const a2 = await waitAttempt(endpoint, disrupted, budget);
-  add('agent', 'workflow survives deleting one pod of every role mid-run', a2.success, `attempt ${disrupted} ${a2.success ? 'succeeded' : 'FAILED'} after deleting ${deleted.join(', ')}`);
+  await waitFor(async () => {
+    const again = (await heldLocks(query, disrupted).catch(() => [])).find((h) => victimTasks.includes(h.taskId) && podOfAgent(h.agent) !== victimPod);
+    if (again) rerunBy = podOfAgent(again.agent);
+    return !!again;
+  }, budget, 250);
+  for (const role of layoutRoles(config)) await rollout(ctx, 'deployment', `digdag-${role}`, `app.kubernetes.io/component=${role}`);
+  if (!ingress) endpoint = ctx.facts.endpoint = await startPortForward(ctx);
+  const a3 = await waitAttempt(endpoint, disrupted, budget);
+  add(tasksRole, 'workflow survives SIGKILL of the pod holding a task and deleting one pod of every role', a3.success && !!rerunBy,
+    `attempt ${disrupted} ${a3.success ? 'succeeded' : 'FAILED'} after deleting ${deleted.join(', ')}; ${victimPod}'s task re-run by ${rerunBy || 'NOBODY SEEN'}`);
+
+  // 4. The scheduler fires a due schedule (a throw-away project, deleted afterwards).
+  const fired = await proveScheduler(ctx, endpoint);
+  add('scheduler', 'fires a due schedule', fired.ok, fired.detail);
+  const whole = (await Promise.all(layoutRoles(config).map(async (r) => (await podsOf(ctx, r)).filter(isReady).length >= config.replicas[r]))).every(Boolean);
+  add(tasksRole, 'every role back at full strength', whole, layoutRoles(config).map((r) => `${r} ${config.replicas[r]}`).join(', '));
   return checks;
 }
 
-
 export const verifyHa: Impl = {
   notApplicable: notInDryRun,
+  runWhenAlone: true,
   run: async (ctx) => report(ctx, await verifyKube(ctx), `kubectl -n ${ctx.config.k8s.namespace} get events; kubectl -n ${ctx.config.k8s.namespace} logs -l app.kubernetes.io/name=digdag`),
 };
