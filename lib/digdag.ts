@@ -185,8 +185,14 @@ export function digdagArgv(java: Java, rt: Runtime, jvmOpts: readonly string[], 
 /** Client commands need little heap and should start fast. */
 export const CLIENT_JVM_OPTS = ['-Xmx256m', '-XX:TieredStopAtLevel=1'];
 
-export async function getJson<T>(endpoint: string, p: string, timeoutMs = 5000): Promise<T> {
-  const res = await fetch(`${endpoint}${p}`, { signal: AbortSignal.timeout(timeoutMs) });
+/** An API endpoint: a bare URL, or a URL with the Authorization header Digdag's basic auth wants. */
+export type Endpoint = string | { readonly url: string; readonly authorization?: string };
+
+export const urlOf = (e: Endpoint) => (typeof e === 'string' ? e : e.url);
+export const authHeaders = (e: Endpoint): Record<string, string> => (typeof e !== 'string' && e.authorization ? { authorization: e.authorization } : {});
+
+export async function getJson<T>(endpoint: Endpoint, p: string, timeoutMs = 5000): Promise<T> {
+  const res = await fetch(`${urlOf(endpoint)}${p}`, { headers: authHeaders(endpoint), signal: AbortSignal.timeout(timeoutMs) });
   if (!res.ok) throw new Error(`GET ${p}: HTTP ${res.status} ${await res.text().catch(() => '')}`.trim());
   return (await res.json()) as T;
 }
