@@ -96,3 +96,13 @@ export function authenticatedEndpoint(config: Config, url: string): { url: strin
   const c = apiCredentials(config);
   return c ? { url, authorization: authorizationHeader(c) } : { url };
 }
+
+/**
+ * One htpasswd line for ingress-nginx's basic auth (Secret digdag-edge-auth, key "auth"):
+ * {SSHA} is understood by nginx's auth_basic_user_file on every libc; the password is 192
+ * random bits, so the hash's speed does not matter.
+ */
+export function htpasswdLine(c: ApiCredentials, salt = crypto.randomBytes(8)): string {
+  const digest = crypto.createHash('sha1').update(c.password).update(salt).digest();
+  return `${c.user}:{SSHA}${Buffer.concat([digest, salt]).toString('base64')}\n`;
+}
