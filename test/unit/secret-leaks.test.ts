@@ -11,7 +11,7 @@ import { after, test, type TestContext } from 'node:test';
 import { apiCredentials, authenticatedEndpoint, authorizationHeader, authProperties, clientConfigFile, credentialsHint, htpasswdLine, writeClientConfig } from '../../lib/auth.ts';
 import { ensureSecrets, secretsFile } from '../../lib/credentials.ts';
 import { detectJava, digdagArgv, getJson, requireRuntime } from '../../lib/digdag.ts';
-import { renderManifests } from '../../lib/kube-render.ts';
+import { renderManifests } from '../../lib/kube/render.ts';
 import { runStep } from '../../lib/pipeline.ts';
 import { waitFor } from '../../lib/processes.ts';
 import { secretProperties, serverProperties } from '../../lib/properties.ts';

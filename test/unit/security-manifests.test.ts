@@ -8,28 +8,20 @@ import { test } from 'node:test';
 import { Ajv } from 'ajv';
 import { stringify } from 'yaml';
 import type { Config } from '../../lib/config.ts';
-import { configFiles, kustomization, MANIFESTS, parseObjects, type KubeObject } from '../../lib/kube-render.ts';
+import { renderManifests, type KubeObject } from '../../lib/kube/render.ts';
+import { securityRendering } from '../../lib/kube/security-render.ts';
+import { layoutRoles } from '../../lib/roles.ts';
 import { ShellRunner } from '../../lib/runner.ts';
-import { securityRendering } from '../../lib/security-render.ts';
-import { tempDir, testConfig } from '../helpers/fixtures.ts';
+import { testConfig } from '../helpers/fixtures.ts';
 import { validateStrictly } from '../helpers/tools.ts';
 
 const runner = new ShellRunner(false, () => {});
 
+/** The real rendering (lib/kube/render.ts, security components included) for a config. */
 async function render(vars: Record<string, string>): Promise<{ config: Config; objects: KubeObject[]; warnings: string[] }> {
   const config = testConfig({ DIGDAG_HA_TARGET: 'minikube', ...vars });
-  const dir = tempDir();
-  fs.mkdirSync(path.join(dir, 'config'));
-  for (const [f, text] of Object.entries(configFiles(config))) fs.writeFileSync(path.join(dir, 'config', f), text);
-  const overlay = path.join(MANIFESTS, 'overlays', config.target === 'gke' ? 'gke' : 'minikube');
-  const k = kustomization(config, overlay, dir) as { components?: string[]; patches: unknown[] };
-  const sec = securityRendering(config);
-  k.components = [...(k.components ?? []), ...sec.components.map((c) => path.relative(dir, c))];
-  // The namespace rename stays last, as kube-render has it.
-  k.patches = [...k.patches.slice(0, -1), ...sec.patches, ...k.patches.slice(-1)];
-  fs.writeFileSync(path.join(dir, 'kustomization.yaml'), stringify(k));
-  const res = await runner.run({ argv: ['kubectl', 'kustomize', dir], quiet: true });
-  return { config, objects: parseObjects(res.stdout), warnings: sec.warnings };
+  const { objects } = await renderManifests(config, runner);
+  return { config, objects, warnings: securityRendering(config).warnings };
 }
 
 // Structural schemas for the CRDs (from the GKE and cert-manager docs; strict about unknown fields).
@@ -83,6 +75,7 @@ const CONFIGS: Record<string, Record<string, string>> = {
   'gke managed certificate with IAP': {
     DIGDAG_HA_TARGET: 'gke', IMAGE: 'r.example/p/digdag-ha:0.10.5.1', INGRESS_HOST: 'digdag.example.com', INGRESS_TLS: 'gke-managed', EDGE_AUTH: 'iap', AUTH: 'none', IAP_OAUTH_SECRET: 'my-oauth',
   },
+  'split layout': { DIGDAG_HA_LAYOUT: 'split' },
   'external DB by address, narrow egress': { DATABASE_URL: 'postgresql://digdag:pw-secret-123@10.1.2.3:5432/digdag_db', EGRESS_CIDRS: '199.36.153.8/30,0.0.0.0/0' },
 };
 
@@ -100,7 +93,8 @@ for (const [name, vars] of Object.entries(CONFIGS)) {
     assert.deepEqual([...deny.spec.policyTypes].sort(), ['Egress', 'Ingress']);
     assert.equal((objects.find((o) => o.metadata.name === 'digdag-default-deny') as KubeObject).metadata.namespace, config.k8s.namespace);
     const all = pods(objects);
-    assert.ok(all.length >= 5, 'expected the role Deployments, PostgreSQL and the migration Job');
+    // Every role of the layout, the migration Job, and PostgreSQL unless it is external.
+    assert.equal(all.length, layoutRoles(config).length + 1 + (config.db.externalUrl ? 0 : 1), 'expected the role Deployments, the migration Job and PostgreSQL');
     for (const p of all) {
       const ingress: NonNullable<Policy['spec']['ingress']> = policiesFor(objects, p.labels).flatMap((x) => x.spec.ingress ?? []);
       const component = p.labels['app.kubernetes.io/component'];

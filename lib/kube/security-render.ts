@@ -1,13 +1,11 @@
 // The security pieces of the Kubernetes rendering: which kustomize components to add and the
 // patches that carry the config (issuer, host, ingress controller selector, egress CIDRs).
-// kube-render's kustomization() appends these (INTEGRATION.md); kept apart until then.
-import path from 'node:path';
-import type { Config } from './config.ts';
-import { MANIFESTS } from './kube-render.ts';
-import { parseDatabaseUrl } from './postgres.ts';
+// lib/kube/render.ts kustomization() appends these before its namespace rename.
+import type { Config } from '../config.ts';
+import { parseDatabaseUrl } from '../postgres.ts';
 
 export interface SecurityRendering {
-  /** Component directories (absolute; the caller makes them relative). */
+  /** Component names under manifests/components (the caller makes the paths). */
   components: string[];
   patches: Record<string, unknown>[];
   /** What the user should know about this rendering (printed by the apply task). */
@@ -23,7 +21,7 @@ function json(kind: string, name: string, ops: unknown[]): Record<string, unknow
 export function securityRendering(config: Config): SecurityRendering {
   const s = config.security;
   const host = config.k8s.ingressHost;
-  const comp = (name: string) => path.join(MANIFESTS, 'components', name);
+  const comp = (name: string) => name;
   const components = [comp('security')];
   const warnings: string[] = [];
   const patches: Record<string, unknown>[] = [];
