@@ -5,6 +5,7 @@
 import crypto from 'node:crypto';
 import path from 'node:path';
 import type { Config } from './config.ts';
+import type { AuthEndpoint } from './digdag.ts';
 import { requireSecrets, secretsFile, type Secrets } from './credentials.ts';
 import { registerSecret } from './secrets.ts';
 import { writePrivateFile } from './state.ts';
@@ -92,7 +93,7 @@ export function credentialsHint(config: Config): string[] {
 }
 
 /** The Endpoint lib/digdag-api.ts calls: the URL plus the Authorization header when AUTH=basic. */
-export function authenticatedEndpoint(config: Config, url: string): { url: string; authorization?: string } {
+export function authenticatedEndpoint(config: Config, url: string): AuthEndpoint {
   const c = apiCredentials(config);
   return c ? { url, authorization: authorizationHeader(c) } : { url };
 }

@@ -185,8 +185,14 @@ export function digdagArgv(java: Java, rt: Runtime, jvmOpts: readonly string[], 
 /** Client commands need little heap and should start fast. */
 export const CLIENT_JVM_OPTS = ['-Xmx256m', '-XX:TieredStopAtLevel=1'];
 
-/** An API endpoint: a bare URL, or a URL with the Authorization header Digdag's basic auth wants. */
-export type Endpoint = string | { readonly url: string; readonly authorization?: string };
+/** A URL with the Authorization header Digdag's basic auth wants (lib/auth.ts authenticatedEndpoint). */
+export interface AuthEndpoint {
+  readonly url: string;
+  readonly authorization?: string;
+}
+
+/** An API endpoint: a bare URL (enough for the open /api/version), or a URL with its header. */
+export type Endpoint = string | AuthEndpoint;
 
 export const urlOf = (e: Endpoint) => (typeof e === 'string' ? e : e.url);
 export const authHeaders = (e: Endpoint): Record<string, string> => (typeof e !== 'string' && e.authorization ? { authorization: e.authorization } : {});
@@ -197,7 +203,8 @@ export async function getJson<T>(endpoint: Endpoint, p: string, timeoutMs = 5000
   return (await res.json()) as T;
 }
 
-export async function answersVersion(endpoint: string): Promise<string | undefined> {
+/** /api/version is open even with basic auth on (AuthRequestFilter), so any Endpoint will do. */
+export async function answersVersion(endpoint: Endpoint): Promise<string | undefined> {
   try {
     return (await getJson<{ version: string }>(endpoint, '/api/version', 2000)).version;
   } catch {

@@ -25,7 +25,7 @@ export function renderTable(checks: readonly Check[]): string {
 let sessionSeq = 0;
 const nextSessionTime = () => new Date(Math.floor(Date.now() / 1000) * 1000 - 1000 * ++sessionSeq - 86_400_000);
 
-export async function runParallel(endpoint: string, tasks: number, sleepSeconds: number) {
+export async function runParallel(endpoint: import('./digdag.ts').Endpoint, tasks: number, sleepSeconds: number) {
   const wf = await workflowId(endpoint, SAMPLE_PROJECT, 'parallel');
   return startAttempt(endpoint, wf, nextSessionTime(), { tasks, sleep_seconds: sleepSeconds });
 }

@@ -58,7 +58,7 @@ export async function verifyKube(ctx: Ctx): Promise<Check[]> {
   }
   for (const role of ROLES) await runner.run({ argv: kubectl(config, 'rollout', 'status', `deployment/digdag-${role}`, `--timeout=${config.k8s.rolloutTimeoutSeconds}s`), mutates: true });
   // The forward was bound to a deleted UI pod; re-establish it.
-  if (!ingress) endpoint = ctx.facts.endpoint = await startPortForward(ctx);
+  if (!ingress) { ctx.facts.endpoint = await startPortForward(ctx); endpoint = apiEndpoint(ctx); }
   const budget = (30 + config.agent.lockRetentionTime + 2 * config.agent.lockExpireInterval + config.k8s.rolloutTimeoutSeconds) * 1000;
   const a2 = await waitAttempt(endpoint, disrupted, budget);
   add('agent', 'workflow survives deleting one pod of every role mid-run', a2.success, `attempt ${disrupted} ${a2.success ? 'succeeded' : 'FAILED'} after deleting ${deleted.join(', ')}`);
