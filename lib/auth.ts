@@ -7,6 +7,7 @@ import path from 'node:path';
 import type { Config } from './config.ts';
 import type { AuthEndpoint } from './digdag.ts';
 import { requireSecrets, secretsFile, type Secrets } from './credentials.ts';
+import { servesUsers, type Role } from './roles.ts';
 import { registerSecret } from './secrets.ts';
 import { writePrivateFile } from './state.ts';
 
@@ -16,9 +17,9 @@ export interface ApiCredentials {
 }
 
 /** The credentials the UI/API expects, or undefined when AUTH=none. */
-export function apiCredentials(config: Config, secrets: Pick<Secrets, 'apiPassword'> = requireSecrets(config)): ApiCredentials | undefined {
+export function apiCredentials(config: Config, secrets?: Pick<Secrets, 'apiPassword'>): ApiCredentials | undefined {
   if (config.security.auth === 'none') return undefined;
-  return { user: config.security.authUser, password: secrets.apiPassword };
+  return { user: config.security.authUser, password: (secrets ?? requireSecrets(config)).apiPassword };
 }
 
 /** `Basic …` for the Authorization header; registered so no log line can show it. */
@@ -54,6 +55,15 @@ export function lockedAuthProperties(user: string): string {
   const throwaway = crypto.randomBytes(24).toString('base64url');
   registerSecret(throwaway);
   return authProperties({ user, password: throwaway });
+}
+
+/**
+ * The auth part of one role's secret properties: the real password where people log in
+ * (lib/roles.ts servesUsers), a throw-away one elsewhere, nothing with AUTH=none.
+ */
+export function roleAuthProperties(role: Role, c: ApiCredentials | undefined): string {
+  if (!c) return '';
+  return servesUsers(role) ? authProperties(c) : lockedAuthProperties(c.user);
 }
 
 export const clientConfigFile = (config: Config) => path.join(config.stateDir, 'secrets', 'digdag-client.properties');

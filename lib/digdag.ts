@@ -176,9 +176,18 @@ export function javaFlags(major: number): string[] {
   return ['--add-opens', 'java.base/java.lang=ALL-UNNAMED', '--add-opens', 'java.base/java.util=ALL-UNNAMED', '--add-opens', 'java.base/java.lang.reflect=ALL-UNNAMED'];
 }
 
-/** argv that runs the Digdag CLI (server, migrate, push, …). */
-export function digdagArgv(java: Java, rt: Runtime, jvmOpts: readonly string[], args: readonly string[]): string[] {
-  const launch = rt.kind === 'jar' ? ['-jar', rt.path] : ['-cp', `${rt.path}/*`, 'io.digdag.cli.Main'];
+/** Digdag's entry point (the release jar's Main-Class). */
+export const DIGDAG_MAIN = 'io.digdag.cli.Main';
+
+/**
+ * argv that runs the Digdag CLI (server, migrate, push, …). `classpathFirst` is a directory put
+ * ahead of Digdag on the classpath: the UI serves /config.js as the resource public/config.js
+ * through the class loader (UiResource, Guava Resources.getResource), so a file there replaces
+ * the jar's (lib/ui-login.ts). That needs -cp and the main class instead of -jar.
+ */
+export function digdagArgv(java: Java, rt: Runtime, jvmOpts: readonly string[], args: readonly string[], classpathFirst?: string): string[] {
+  const digdag = rt.kind === 'jar' ? rt.path : `${rt.path}/*`;
+  const launch = rt.kind === 'jar' && !classpathFirst ? ['-jar', rt.path] : ['-cp', classpathFirst ? `${classpathFirst}${path.delimiter}${digdag}` : digdag, DIGDAG_MAIN];
   return [java.bin, ...java.flags, ...jvmOpts, ...launch, ...args];
 }
 

@@ -39,6 +39,14 @@ export const ROLE_FLAGS: Readonly<Record<Role, readonly string[]>> = {
   agent: ['--disable-executor-loop', '--disable-scheduler'],
 };
 
+/**
+ * Roles whose port people and the toolkit call (the UI and the REST API; on Kubernetes the ones
+ * behind the Service, label digdag-ha/api). They get the real UI/API password; every other role
+ * still serves the API (Digdag cannot turn it off) but is locked with a throw-away password.
+ */
+export const SERVES_USERS: readonly Role[] = ['ui'];
+export const servesUsers = (role: Role): boolean => SERVES_USERS.includes(role);
+
 export const runsTasks = (role: Role): boolean => !ROLE_FLAGS[role].includes('--disable-local-agent');
 export const runsExecutorLoop = (role: Role): boolean => !ROLE_FLAGS[role].includes('--disable-executor-loop');
 export const runsScheduler = (role: Role): boolean => !ROLE_FLAGS[role].includes('--disable-scheduler');
