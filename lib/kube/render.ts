@@ -104,7 +104,7 @@ export function kustomization(config: Config, from = renderDir(config)): Record<
     replicas: layoutRoles(config).filter((r) => !runsTasks(r) || config.k8s.autoscaling === 'none').map((r) => ({ name: `digdag-${r}`, count: config.replicas[r] })),
     configMapGenerator: [
       { name: 'digdag-config', behavior: 'replace', files: Object.keys(configFiles(config)).map((f) => `${f}=config/${f}`) },
-      { name: 'digdag-env', behavior: 'replace', literals: [`GCP_PROJECT=${config.gcp.project}`] },
+      { name: 'digdag-env', behavior: 'replace', literals: [`GCP_PROJECT=${config.gcp.project}`, `DIGDAG_AUTH=${config.security.auth}`] },
     ],
     patches: [...patches, renameNamespace(config.k8s.namespace)],
   };

@@ -10,7 +10,7 @@ import { stringify } from 'yaml';
 import type { Config } from '../../lib/config.ts';
 import { renderManifests, type KubeObject } from '../../lib/kube/render.ts';
 import { securityRendering } from '../../lib/kube/security-render.ts';
-import { layoutRoles } from '../../lib/roles.ts';
+import { layoutRoles, servesUsers } from '../../lib/roles.ts';
 import { ShellRunner } from '../../lib/runner.ts';
 import { testConfig } from '../helpers/fixtures.ts';
 import { validateStrictly } from '../helpers/tools.ts';
@@ -172,3 +172,34 @@ test('configurations that cannot work are refused before rendering', () => {
   assert.throws(() => testConfig({ DIGDAG_HA_TARGET: 'minikube', EDGE_AUTH: 'iap' }), /IAP|iap/);
   assert.throws(() => testConfig({ DIGDAG_HA_TARGET: 'minikube', EGRESS_CIDRS: '0.0.0.0' }), /EGRESS_CIDRS/);
 });
+
+for (const [name, vars] of Object.entries(CONFIGS)) {
+  test(`security rendering, ${name}: restricted namespace, no SA token, spread replicas, authenticated readiness, password only on the UI`, async () => {
+    const { config, objects } = await render(vars);
+    const ns = objects.filter((o) => o.kind === 'Namespace');
+    assert.equal(ns.length, 1);
+    assert.equal(ns[0]!.metadata.name, config.k8s.namespace);
+    assert.equal(ns[0]!.metadata.labels?.['pod-security.kubernetes.io/enforce'], 'restricted');
+    for (const o of objects.filter((x) => ['Deployment', 'StatefulSet', 'Job'].includes(x.kind))) {
+      assert.equal(o.spec.template.spec.automountServiceAccountToken, false, `${o.kind}/${o.metadata.name} mounts a service-account token`);
+    }
+    const env = objects.find((o) => o.kind === 'ConfigMap' && o.metadata.name.startsWith('digdag-env'))!;
+    assert.equal(env.data!.DIGDAG_AUTH, config.security.auth);
+    for (const role of layoutRoles(config)) {
+      const d = objects.find((o) => o.kind === 'Deployment' && o.metadata.name === `digdag-${role}`)!;
+      const spec = d.spec.template.spec;
+      const spread = spec.topologySpreadConstraints as { topologyKey: string; labelSelector: { matchLabels: Record<string, string> } }[];
+      assert.deepEqual(spread.map((c) => c.topologyKey), ['topology.kubernetes.io/zone', 'kubernetes.io/hostname'], role);
+      for (const c of spread) assert.equal(c.labelSelector.matchLabels['app.kubernetes.io/component'], role);
+      const main = spec.containers[0];
+      assert.deepEqual(main.readinessProbe.exec.command, ['/usr/local/bin/digdag-entrypoint', 'probe'], role);
+      assert.equal(main.livenessProbe.httpGet.path, '/api/version', 'liveness stays on the open /api/version');
+      assert.ok(main.volumeMounts.some((m: { name: string; mountPath: string }) => m.name === 'api-credentials' && m.mountPath === '/etc/digdag-api'));
+      const vol = spec.volumes.find((v: { name: string }) => v.name === 'api-credentials').secret;
+      assert.equal(vol.secretName, 'digdag-api-credentials');
+      if (servesUsers(role)) assert.equal(vol.items, undefined, 'the UI gets username and password');
+      else assert.deepEqual(vol.items, [{ key: 'username', path: 'username' }], `${role} must not get the password`);
+      assert.equal(d.spec.template.metadata.labels['digdag-ha/api'] === 'true', servesUsers(role), 'the Service selects exactly the roles that serve users');
+    }
+  });
+}
