@@ -7,7 +7,6 @@ import path from 'node:path';
 import type { Config } from './config.ts';
 import type { AuthEndpoint } from './digdag.ts';
 import { requireSecrets, secretsFile, type Secrets } from './credentials.ts';
-import { servesUsers, type Role } from './roles.ts';
 import { registerSecret } from './secrets.ts';
 import { writePrivateFile } from './state.ts';
 
@@ -58,12 +57,12 @@ export function lockedAuthProperties(user: string): string {
 }
 
 /**
- * The auth part of one role's secret properties: the real password where people log in
- * (lib/roles.ts servesUsers), a throw-away one elsewhere, nothing with AUTH=none.
+ * The auth part of one process's secret properties: the real password where people log in
+ * (lib/roles.ts servesUsers, localApiRole), a throw-away one elsewhere, nothing with AUTH=none.
  */
-export function roleAuthProperties(role: Role, c: ApiCredentials | undefined): string {
+export function roleAuthProperties(servesUsers: boolean, c: ApiCredentials | undefined): string {
   if (!c) return '';
-  return servesUsers(role) ? authProperties(c) : lockedAuthProperties(c.user);
+  return servesUsers ? authProperties(c) : lockedAuthProperties(c.user);
 }
 
 export const clientConfigFile = (config: Config) => path.join(config.stateDir, 'secrets', 'digdag-client.properties');

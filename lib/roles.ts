@@ -47,6 +47,12 @@ export const ROLE_FLAGS: Readonly<Record<Role, readonly string[]>> = {
 export const SERVES_USERS: readonly Role[] = ['ui'];
 export const servesUsers = (role: Role): boolean => SERVES_USERS.includes(role);
 
+/**
+ * The role whose first process answers the local endpoint (the first port): the UI, or with
+ * UI_REPLICAS=0 (allowed locally) the first role that runs at all. It gets the real password.
+ */
+export const localApiRole = (config: Pick<Config, 'layout' | 'replicas'>): Role | undefined => layoutRoles(config).find((r) => config.replicas[r] > 0);
+
 export const runsTasks = (role: Role): boolean => !ROLE_FLAGS[role].includes('--disable-local-agent');
 export const runsExecutorLoop = (role: Role): boolean => !ROLE_FLAGS[role].includes('--disable-executor-loop');
 export const runsScheduler = (role: Role): boolean => !ROLE_FLAGS[role].includes('--disable-scheduler');

@@ -14,7 +14,7 @@ import type { Ctx, Impl } from '../pipeline.ts';
 import { dbEndpoint, isPortFree } from '../postgres.ts';
 import { isAlive, listProcesses, registerProcess, stopProcess, unregisterProcess, waitFor, type ProcessEntry } from '../processes.ts';
 import { secretProperties, serverProperties } from '../properties.ts';
-import { instances, ROLE_FLAGS, runsTasks, servesUsers, type Instance, type Role } from '../roles.ts';
+import { instances, localApiRole, ROLE_FLAGS, runsTasks, type Instance, type Role } from '../roles.ts';
 import { writePrivateFile } from '../state.ts';
 import { uiOverlayDir, writeUiOverlay } from '../ui-login.ts';
 
@@ -24,6 +24,8 @@ export interface Planned {
   propsFile: string;
   /** Non-secret properties, exactly what the generator produced for this process. */
   properties: string;
+  /** Answers the endpoint people use (lib/roles.ts localApiRole): gets the real password. */
+  servesUsers: boolean;
   /** Serves the login page: its classpath starts with the config.js overlay. */
   loginPage: boolean;
   argv: string[];
@@ -52,15 +54,16 @@ export async function planLocal(config: Config, java: Java, rt: Runtime): Promis
       agentId: instance.name,
     });
     const propsFile = path.join(config.stateDir, 'props', `${instance.name}.properties`);
-    const loginPage = config.security.auth === 'basic' && servesUsers(instance.role);
+    const servesUsers = instance.role === localApiRole(config);
+    const loginPage = config.security.auth === 'basic' && servesUsers;
     // The server's own logs go to stdout; access logs are not kept on this target.
     const argv = digdagArgv(java, rt, config.digdag.jvmOpts, ['server', '-c', propsFile, ...ROLE_FLAGS[instance.role]], loginPage ? uiOverlayDir(config) : undefined);
     // Locked roles get a new throw-away password at each start; only the mode is part of the hash.
-    const auth = config.security.auth === 'none' ? 'none' : servesUsers(instance.role) ? `${config.security.authUser}:${secrets.apiPassword}` : `locked:${config.security.authUser}`;
+    const auth = config.security.auth === 'none' ? 'none' : servesUsers ? `${config.security.authUser}:${secrets.apiPassword}` : `locked:${config.security.authUser}`;
     const hash = createHash('sha256')
       .update(JSON.stringify({ properties, argv, db: db.database, user: db.user, pw: db.password, key: secrets.encryptionKey, auth }))
       .digest('hex');
-    return { instance, port, propsFile, properties, loginPage, argv, logFile: path.join(config.stateDir, 'logs', `${instance.name}.log`), hash };
+    return { instance, port, propsFile, properties, servesUsers, loginPage, argv, logFile: path.join(config.stateDir, 'logs', `${instance.name}.log`), hash };
   });
 }
 
@@ -77,7 +80,7 @@ async function startOne(ctx: Ctx, p: Planned, secretsText: string): Promise<Proc
     );
   }
   if (!ctx.runner.dryRun) {
-    writePrivateFile(p.propsFile, p.properties + secretsText + roleAuthProperties(p.instance.role, apiCredentials(ctx.config)));
+    writePrivateFile(p.propsFile, p.properties + secretsText + roleAuthProperties(p.servesUsers, apiCredentials(ctx.config)));
     if (p.loginPage) writeUiOverlay(ctx.config);
     fs.mkdirSync(taskLogDir(ctx.config), { recursive: true });
     fs.rmSync(p.logFile, { force: true });

@@ -112,20 +112,29 @@ test('local plan: only the UI serves the login page; AUTH=none runs every role f
   }
 });
 
+test('local plan: with UI_REPLICAS=0 the first role that runs answers the endpoint and gets the password', async () => {
+  const config = testConfig({ UI_REPLICAS: '0', SCHEDULER_REPLICAS: '0' });
+  ensureSecrets(config);
+  const jar = path.join(tempDir(), 'digdag.jar');
+  fs.writeFileSync(jar, '');
+  const plan = await planLocal(config, { bin: 'java', major: 17, flags: [] }, { kind: 'jar', path: jar, version: '0.10.5.1', source: 'test' });
+  assert.deepEqual(plan.map((p) => [p.instance.name, p.port - config.local.portBase, p.servesUsers]), [['worker-1', 0, true], ['worker-2', 1, true]]);
+});
+
 test('role auth: the real password only where people log in, a throw-away one elsewhere, nothing with AUTH=none', () => {
   const config = testConfig();
   const { secrets } = ensureSecrets(config);
   const creds = apiCredentials(config)!;
-  const ui = parseProperties(roleAuthProperties('ui', creds));
+  const ui = parseProperties(roleAuthProperties(true, creds));
   assert.equal(ui.get('server.authenticator.type'), 'basic');
   assert.equal(ui.get('server.authenticator.basic.username'), 'digdag');
   assert.equal(ui.get('server.authenticator.basic.password'), secrets.apiPassword);
   for (const role of ['worker', 'scheduler', 'agent', 'workflow'] as const) {
-    const p = parseProperties(roleAuthProperties(role, creds));
+    const p = parseProperties(roleAuthProperties(false, creds));
     assert.equal(p.get('server.authenticator.basic.username'), 'digdag');
     assert.notEqual(p.get('server.authenticator.basic.password'), secrets.apiPassword, role);
     assert.ok((p.get('server.authenticator.basic.password') ?? '').length >= 32);
   }
   assert.notEqual(lockedAuthProperties('digdag'), lockedAuthProperties('digdag'), 'a new throw-away password each time');
-  assert.equal(roleAuthProperties('ui', apiCredentials(testConfig({ AUTH: 'none' }))), '');
+  assert.equal(roleAuthProperties(true, apiCredentials(testConfig({ AUTH: 'none' }))), '');
 });
