@@ -36,6 +36,8 @@ before(async () => {
     UI_REPLICAS: '0',
     SCHEDULER_REPLICAS: '0',
     AGENT_REPLICAS: '1',
+    // Layout worker: the worker is the agent (one process, executor loop + agent).
+    WORKER_REPLICAS: '1',
     AGENT_MAX_TASK_THREADS: String(THREADS),
   });
   unavailable = await prepareRuntime(config, runner);
