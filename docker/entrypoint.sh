@@ -1,7 +1,10 @@
 #!/bin/sh
 # Container entrypoint for digdag-ha.
 #   server [role flags…]   run one role: properties = /etc/digdag/$DIGDAG_ROLE.properties + the
-#                           mounted secret properties, assembled 0600 in a tmp dir
+#                           mounted secret properties + the API authentication, assembled 0600
+#                           in a tmp dir
+#   probe                   readiness: a real API call (database round trip), authenticated
+#                           with the header `server` left in $WORK_DIR/probe-header
 #   migrate                 digdag migrate run, retrying until the database answers
 #   wait-migrated           block until the schema has no pending migration (init container)
 # Secrets never go into environment variables: sh> tasks inherit the agent's environment.
@@ -10,6 +13,9 @@ set -eu
 CONFIG_DIR=${DIGDAG_CONFIG_DIR:-/etc/digdag}
 SECRET_PROPERTIES=${DIGDAG_SECRET_PROPERTIES:-/etc/digdag-secret/secret.properties}
 GCP_KEY_FILE=${GCP_KEY_FILE:-/etc/gcp/key.json}
+# DIGDAG_AUTH (from the digdag-env ConfigMap): basic or none. The API credentials Secret is
+# mounted here: username and password on the UI pods, username only on the others.
+API_CREDENTIALS_DIR=${DIGDAG_API_CREDENTIALS_DIR:-/etc/digdag-api}
 WORK_DIR=${DIGDAG_WORK_DIR:-/tmp/digdag}
 JAVA_OPTS=${JAVA_OPTS:-}
 
@@ -28,6 +34,32 @@ assemble() {
     exit 1
   fi
   echo "$out"
+}
+
+api_auth() {
+  # $1: the assembled properties. Appends Digdag's basic-auth keys and leaves the matching
+  # header for the readiness probe in $WORK_DIR/probe-header (0600). Roles without the password
+  # (agents, schedulers…) still serve the API, so they are locked with a password that exists
+  # only in this pod: a sh> task that reads its pod's files learns nothing that opens the UI.
+  # Values go through printf (a shell builtin) and stdin, never onto a command line.
+  : > "$WORK_DIR/probe-header"
+  case "${DIGDAG_AUTH:-none}" in
+    none) return 0 ;;
+    basic) ;;
+    *) echo "digdag-entrypoint: DIGDAG_AUTH=${DIGDAG_AUTH} (want basic or none)" >&2; exit 1 ;;
+  esac
+  if [ ! -s "$API_CREDENTIALS_DIR/username" ]; then
+    echo "digdag-entrypoint: DIGDAG_AUTH=basic but $API_CREDENTIALS_DIR/username is missing (create-secret applies the Secret digdag-api-credentials)" >&2
+    exit 1
+  fi
+  user=$(cat "$API_CREDENTIALS_DIR/username")
+  if [ -s "$API_CREDENTIALS_DIR/password" ]; then
+    password=$(cat "$API_CREDENTIALS_DIR/password")
+  else
+    password=$(head -c 24 /dev/urandom | base64 | tr -d '\n=' | tr '+/' '-_')
+  fi
+  printf '\nserver.authenticator.type = basic\nserver.authenticator.basic.username = %s\nserver.authenticator.basic.password = %s\nserver.authenticator.basic.admin = false\n' "$user" "$password" >> "$1"
+  printf 'Authorization: Basic %s\n' "$(printf '%s:%s' "$user" "$password" | base64 | tr -d '\n')" > "$WORK_DIR/probe-header"
 }
 
 gcp_credentials() {
@@ -56,8 +88,13 @@ case "$mode" in
   server)
     role=${DIGDAG_ROLE:?set DIGDAG_ROLE to ui, workflow, scheduler or agent}
     props=$(assemble "$CONFIG_DIR/$role.properties")
+    api_auth "$props"
     gcp_credentials
     digdag server -c "$props" "$@"
+    ;;
+  probe)
+    # curl reads the header from the file (-H @file): not on its command line, not in the pod spec.
+    exec curl -fsS -o /dev/null --max-time 4 -H "@$WORK_DIR/probe-header" "http://127.0.0.1:${DIGDAG_PORT:-65432}/api/projects?name=readiness-probe"
     ;;
   migrate|wait-migrated)
     props=$(assemble "$CONFIG_DIR/migrate.properties")

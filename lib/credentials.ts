@@ -13,6 +13,8 @@ export interface Secrets {
   encryptionKey: string;
   /** Superuser of the in-cluster PostgreSQL (Kubernetes targets). */
   postgresPassword: string;
+  /** Password of the UI/API user (AUTH_USER) for Digdag's basic authenticator (lib/auth.ts). */
+  apiPassword: string;
 }
 
 export const secretsFile = (config: Config) => path.join(config.stateDir, 'secrets', 'secrets.json');
@@ -25,15 +27,13 @@ export function isValidEncryptionKey(key: string): boolean {
 const dryRun = new Map<string, Secrets>();
 
 export function useDryRunSecrets(config: Config): void {
-  if (!readJson(secretsFile(config))) dryRun.set(config.stateDir, { dbPassword: 'dry-run-db-password', encryptionKey: 'ZHJ5LXJ1bi1rZXktMTIzNA==', postgresPassword: 'dry-run-pg-password' });
+  if (!readJson(secretsFile(config))) dryRun.set(config.stateDir, { dbPassword: 'dry-run-db-password', encryptionKey: 'ZHJ5LXJ1bi1rZXktMTIzNA==', postgresPassword: 'dry-run-pg-password', apiPassword: 'dry-run-api-password' });
 }
 
 export function readSecrets(config: Config): Secrets | undefined {
   const s = readJson<Partial<Secrets>>(secretsFile(config)) ?? dryRun.get(config.stateDir);
-  if (!s?.dbPassword || !s.encryptionKey || !s.postgresPassword) return undefined;
-  registerSecret(s.dbPassword);
-  registerSecret(s.encryptionKey);
-  registerSecret(s.postgresPassword);
+  if (!s?.dbPassword || !s.encryptionKey || !s.postgresPassword || !s.apiPassword) return undefined;
+  registerAll(s as Secrets);
   return s as Secrets;
 }
 
@@ -54,10 +54,18 @@ export function ensureSecrets(config: Config): { secrets: Secrets; created: stri
     dbPassword: existing.dbPassword ?? (created.push('database password'), crypto.randomBytes(24).toString('hex')),
     encryptionKey: existing.encryptionKey ?? (created.push('encryption key'), crypto.randomBytes(16).toString('base64')),
     postgresPassword: existing.postgresPassword ?? (created.push('PostgreSQL superuser password'), crypto.randomBytes(24).toString('hex')),
+    // base64url: safe in a properties file (no backslash) and in HTTP basic auth (no colon).
+    apiPassword: existing.apiPassword ?? (created.push('UI/API password'), crypto.randomBytes(24).toString('base64url')),
   };
   if (created.length) writePrivateFile(secretsFile(config), JSON.stringify(secrets, null, 2) + '\n');
-  registerSecret(secrets.dbPassword);
-  registerSecret(secrets.encryptionKey);
-  registerSecret(secrets.postgresPassword);
+  registerAll(secrets);
   return { secrets, created };
+}
+
+/** Every generated value is masked in logs (lib/auth.ts adds the Authorization header it travels in). */
+function registerAll(s: Secrets): void {
+  registerSecret(s.dbPassword);
+  registerSecret(s.encryptionKey);
+  registerSecret(s.postgresPassword);
+  registerSecret(s.apiPassword);
 }

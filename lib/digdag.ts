@@ -176,22 +176,44 @@ export function javaFlags(major: number): string[] {
   return ['--add-opens', 'java.base/java.lang=ALL-UNNAMED', '--add-opens', 'java.base/java.util=ALL-UNNAMED', '--add-opens', 'java.base/java.lang.reflect=ALL-UNNAMED'];
 }
 
-/** argv that runs the Digdag CLI (server, migrate, push, …). */
-export function digdagArgv(java: Java, rt: Runtime, jvmOpts: readonly string[], args: readonly string[]): string[] {
-  const launch = rt.kind === 'jar' ? ['-jar', rt.path] : ['-cp', `${rt.path}/*`, 'io.digdag.cli.Main'];
+/** Digdag's entry point (the release jar's Main-Class). */
+export const DIGDAG_MAIN = 'io.digdag.cli.Main';
+
+/**
+ * argv that runs the Digdag CLI (server, migrate, push, …). `classpathFirst` is a directory put
+ * ahead of Digdag on the classpath: the UI serves /config.js as the resource public/config.js
+ * through the class loader (UiResource, Guava Resources.getResource), so a file there replaces
+ * the jar's (lib/ui-login.ts). That needs -cp and the main class instead of -jar.
+ */
+export function digdagArgv(java: Java, rt: Runtime, jvmOpts: readonly string[], args: readonly string[], classpathFirst?: string): string[] {
+  const digdag = rt.kind === 'jar' ? rt.path : `${rt.path}/*`;
+  const launch = rt.kind === 'jar' && !classpathFirst ? ['-jar', rt.path] : ['-cp', classpathFirst ? `${classpathFirst}${path.delimiter}${digdag}` : digdag, DIGDAG_MAIN];
   return [java.bin, ...java.flags, ...jvmOpts, ...launch, ...args];
 }
 
 /** Client commands need little heap and should start fast. */
 export const CLIENT_JVM_OPTS = ['-Xmx256m', '-XX:TieredStopAtLevel=1'];
 
-export async function getJson<T>(endpoint: string, p: string, timeoutMs = 5000): Promise<T> {
-  const res = await fetch(`${endpoint}${p}`, { signal: AbortSignal.timeout(timeoutMs) });
+/** A URL with the Authorization header Digdag's basic auth wants (lib/auth.ts authenticatedEndpoint). */
+export interface AuthEndpoint {
+  readonly url: string;
+  readonly authorization?: string;
+}
+
+/** An API endpoint: a bare URL (enough for the open /api/version), or a URL with its header. */
+export type Endpoint = string | AuthEndpoint;
+
+export const urlOf = (e: Endpoint) => (typeof e === 'string' ? e : e.url);
+export const authHeaders = (e: Endpoint): Record<string, string> => (typeof e !== 'string' && e.authorization ? { authorization: e.authorization } : {});
+
+export async function getJson<T>(endpoint: Endpoint, p: string, timeoutMs = 5000): Promise<T> {
+  const res = await fetch(`${urlOf(endpoint)}${p}`, { headers: authHeaders(endpoint), signal: AbortSignal.timeout(timeoutMs) });
   if (!res.ok) throw new Error(`GET ${p}: HTTP ${res.status} ${await res.text().catch(() => '')}`.trim());
   return (await res.json()) as T;
 }
 
-export async function answersVersion(endpoint: string): Promise<string | undefined> {
+/** /api/version is open even with basic auth on (AuthRequestFilter), so any Endpoint will do. */
+export async function answersVersion(endpoint: Endpoint): Promise<string | undefined> {
   try {
     return (await getJson<{ version: string }>(endpoint, '/api/version', 2000)).version;
   } catch {

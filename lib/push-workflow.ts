@@ -1,9 +1,11 @@
 // push-workflow (both targets): push the sample project (and WORKFLOW_DIR, if set) with the real `digdag push`
-// client, under a content-hash revision so an unchanged project is not pushed again.
+// client, under a content-hash revision so an unchanged project is not pushed again. With basic
+// auth on, the client reads the Authorization header from a 0600 `-c` file, never from argv.
 import path from 'node:path';
+import { authenticatedEndpoint, clientConfigFile, credentialsHint, writeClientConfig } from './auth.ts';
 import { ROOT } from './cli.ts';
 import type { Config } from './config.ts';
-import { CLIENT_JVM_OPTS, detectJava, digdagArgv, getJson, obtainRuntime, readRuntime, writeRuntime } from './digdag.ts';
+import { CLIENT_JVM_OPTS, detectJava, digdagArgv, getJson, obtainRuntime, readRuntime, writeRuntime, type AuthEndpoint } from './digdag.ts';
 import { UserError } from './errors.ts';
 import type { Ctx, Impl } from './pipeline.ts';
 import { hashInputs, listFiles } from './state.ts';
@@ -12,11 +14,14 @@ import { endpointOf } from './local/apply.ts';
 export const SAMPLE_PROJECT = 'ha-sample';
 export const sampleDir = () => path.join(ROOT, 'workflows', SAMPLE_PROJECT);
 
-/** The API endpoint this machine reaches the cluster's (or the local) UI on. */
-export function apiEndpoint(ctx: Ctx): string {
+/** The URL this machine reaches the cluster's (or the local) UI/API on. */
+export function apiUrl(ctx: Ctx): string {
   if (ctx.config.target === 'local') return endpointOf(ctx.config);
   return (ctx.facts.endpoint as string | undefined) ?? `http://127.0.0.1:${ctx.config.k8s.portForwardPort}`;
 }
+
+/** That URL with the Authorization header (when AUTH=basic), for lib/digdag-api.ts calls. */
+export const apiEndpoint = (ctx: Ctx): AuthEndpoint => authenticatedEndpoint(ctx.config, apiUrl(ctx));
 
 export function projects(config: Config): { name: string; dir: string }[] {
   const out = [{ name: SAMPLE_PROJECT, dir: sampleDir() }];
@@ -30,7 +35,7 @@ export const revisionOf = (dir: string) =>
   // .digdag/ is the client's scratch dir inside the project, not part of it.
   `dh-${hashInputs('rev', listFiles(dir).filter((f) => !f.includes(`${path.sep}.digdag${path.sep}`))).slice(0, 16)}`;
 
-async function serverRevision(endpoint: string, name: string): Promise<string | undefined> {
+async function serverRevision(endpoint: AuthEndpoint, name: string): Promise<string | undefined> {
   try {
     const res = await getJson<{ projects: { revision: string }[] }>(endpoint, `/api/projects?name=${encodeURIComponent(name)}`);
     return res.projects[0]?.revision;
@@ -41,7 +46,14 @@ async function serverRevision(endpoint: string, name: string): Promise<string | 
 
 /** Pushes one project with the real client under its content-hash revision (a no-op when the
  * server already has that revision); returns what it did. */
-export async function pushProject(ctx: Ctx, endpoint: string, p: { name: string; dir: string }): Promise<string> {
+export async function pushProject(ctx: Ctx, endpoint: AuthEndpoint, p: { name: string; dir: string }): Promise<string> {
+  const url = endpoint.url;
+  const rev = revisionOf(p.dir);
+  // Digdag refuses a revision it already has (409): a project already at it is left alone.
+  if ((await serverRevision(endpoint, p.name)) === rev) return `${p.name} already at revision ${rev} on ${url}`;
+  // The client's endpoint and header, 0600; `ps` shows only the file's path.
+  const clientFile = ctx.runner.dryRun ? clientConfigFile(ctx.config) : writeClientConfig(ctx.config, url);
+  if (ctx.runner.dryRun) ctx.runner.log(`[dry-run] would write ${clientFile} (0600): client.http.endpoint and the Authorization header`);
   const java = await detectJava(ctx.config, ctx.runner);
   // The client runs on this machine; on Kubernetes targets the runtime may not be cached yet.
   let rt = readRuntime(ctx.config);
@@ -49,37 +61,39 @@ export async function pushProject(ctx: Ctx, endpoint: string, p: { name: string;
     rt = await obtainRuntime(ctx.config, ctx.runner);
     if (!ctx.runner.dryRun) writeRuntime(ctx.config, rt);
   }
-  const rev = revisionOf(p.dir);
-  // Digdag refuses a revision it already has (409): a project already at it is left alone.
-  if ((await serverRevision(endpoint, p.name)) === rev) return `${p.name} already at revision ${rev} on ${endpoint}`;
   const res = await ctx.runner.run({
-    argv: digdagArgv(java, rt, CLIENT_JVM_OPTS, ['push', p.name, '--project', p.dir, '-r', rev, '-e', endpoint]),
+    // -c: only this file is read (not ~/.config/digdag/config), and it carries the endpoint.
+    argv: digdagArgv(java, rt, CLIENT_JVM_OPTS, ['push', p.name, '--project', p.dir, '-r', rev, '-c', clientFile]),
     mutates: true,
     nothrow: true,
   });
   if (res.code !== 0) {
     const out = `${res.stdout}\n${res.stderr}`.trim();
     const unreachable = /Connection refused|UnknownHost|connect timed out/i.test(out);
+    const refused = /\b401\b|Unauthorized/i.test(out);
     throw new UserError(
-      unreachable ? `cannot reach Digdag at ${endpoint} to push ${p.name}` : `digdag push ${p.name} was rejected (is a workflow in ${p.dir} broken?)`,
-      unreachable ? 'run the apply task (and port-forward on Kubernetes) first' : `fix the workflow files in ${p.dir}; the error above names the file and key`,
+      unreachable ? `cannot reach Digdag at ${url} to push ${p.name}`
+        : refused ? `Digdag at ${url} refused the credentials in ${clientFile}`
+          : `digdag push ${p.name} was rejected (is a workflow in ${p.dir} broken?)`,
+      unreachable ? 'run the apply task (and port-forward on Kubernetes) first'
+        : refused ? 'the running servers have another password than the state dir: run apply again (it restarts roles whose properties changed)'
+          : `fix the workflow files in ${p.dir}; the error above names the file and key`,
       out.split('\n').slice(-12).join('\n'),
     );
   }
-  return `${ctx.runner.dryRun ? 'would push' : 'pushed'} ${p.name} revision ${rev} to ${endpoint}`;
+  return `${ctx.runner.dryRun ? 'would push' : 'pushed'} ${p.name} revision ${rev} to ${url}`;
 }
 
 export const pushWorkflow: Impl = {
-  inputs: (ctx) => ({ values: { endpoint: apiEndpoint(ctx), projects: projects(ctx.config).map((p) => [p.name, revisionOf(p.dir)]) } }),
+  inputs: (ctx) => ({ values: { endpoint: apiUrl(ctx), auth: ctx.config.security.auth, projects: projects(ctx.config).map((p) => [p.name, revisionOf(p.dir)]) } }),
   healthy: async (ctx) => {
     const endpoint = apiEndpoint(ctx);
     for (const p of projects(ctx.config)) if ((await serverRevision(endpoint, p.name)) !== revisionOf(p.dir)) return false;
-    return `projects already at their revisions on ${endpoint}`;
+    return `projects already at their revisions on ${endpoint.url}`;
   },
   run: async (ctx) => {
     const endpoint = apiEndpoint(ctx);
     for (const p of projects(ctx.config)) ctx.runner.log(await pushProject(ctx, endpoint, p));
-    ctx.facts.pushHint = `To push from your own digdag client, put this in ~/.config/digdag/config:\n  client.http.endpoint = ${endpoint}`;
-    ctx.runner.log(ctx.facts.pushHint as string);
+    for (const line of credentialsHint(ctx.config)) ctx.runner.log(line);
   },
 };

@@ -59,6 +59,24 @@ export function roleFlags(layout: Layout, role: Role): readonly string[] {
 export const runsTasks = (role: Role): boolean => role === 'worker' || role === 'agent';
 export const runsExecutorLoop = (layout: Layout, role: Role): boolean => !roleFlags(layout, role).includes('--disable-executor-loop');
 
+/** Roles behind the UI/API Service (label digdag-ha/api) and the Ingress: the ui. */
+export const servesUsers = (role: Role): boolean => role === 'ui';
+
+/**
+ * Roles that hold the real UI/API password: every role that runs no task (ui, scheduler, and the
+ * split layout's workflow role). Task-running processes execute users' sh> code as the same OS
+ * user, which could read the password from their configuration; they still serve the API
+ * (Digdag cannot turn it off) but are locked with a throw-away password. verify-ha submits
+ * through the scheduler while the executor loops are stopped.
+ */
+export const holdsApiPassword = (role: Role): boolean => !runsTasks(role);
+
+/**
+ * The role whose first process answers the local endpoint (the first port): the UI, or with
+ * UI_REPLICAS=0 (allowed locally) the first role that runs at all. It gets the real password.
+ */
+export const localApiRole = (config: Pick<Config, 'layout' | 'replicas'>): Role | undefined => layoutRoles(config).find((r) => config.replicas[r] > 0);
+
 /** The roles of the configured layout, in start order (the first serves the UI endpoint). */
 export const layoutRoles = (config: Pick<Config, 'layout'>): readonly Role[] => LAYOUT_ROLES[config.layout];
 

@@ -5,6 +5,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { $ } from 'zx';
 import { CommandError } from './errors.ts';
+import { backgroundEnv } from './process-env.ts';
 import { mask } from './secrets.ts';
 
 export interface Cmd {
@@ -101,7 +102,8 @@ export class ShellRunner implements Runner {
       const [bin, ...args] = cmd.argv;
       const child = spawn(bin!, args, {
         cwd: cmd.cwd,
-        env: { ...process.env, ...cmd.env },
+        // Digdag's sh> tasks inherit this: secret-bearing variables are left out (lib/process-env.ts).
+        env: backgroundEnv(process.env, cmd.env),
         // Own process group, so teardown can stop the process and its children together.
         detached: true,
         stdio: ['ignore', fd, fd],

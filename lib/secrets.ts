@@ -17,3 +17,9 @@ export function mask(text: string): string {
 export function clearSecretsForTest(): void {
   known.clear();
 }
+
+/** True when the text holds any registered secret value. */
+export function containsSecret(text: string): boolean {
+  for (const s of known) if (text.includes(s)) return true;
+  return false;
+}

@@ -4,6 +4,7 @@ import type { Ctx } from './pipeline.ts';
 import path from 'node:path';
 import { ROOT } from './cli.ts';
 import { attemptTasks, deleteProject, fireScheduleNow, listAttempts, logFiles, projectId, projectSchedules, startAttempt, waitAttempt, workflowId, type Attempt } from './digdag-api.ts';
+import type { AuthEndpoint, Endpoint } from './digdag.ts';
 import { UserError } from './errors.ts';
 import { waitFor } from './processes.ts';
 import { pushProject, SAMPLE_PROJECT } from './push-workflow.ts';
@@ -28,7 +29,7 @@ export function renderTable(checks: readonly Check[]): string {
 let sessionSeq = 0;
 const nextSessionTime = () => new Date(Math.floor(Date.now() / 1000) * 1000 - 1000 * ++sessionSeq - 86_400_000);
 
-export async function runParallel(endpoint: string, tasks: number, sleepSeconds: number) {
+export async function runParallel(endpoint: Endpoint, tasks: number, sleepSeconds: number) {
   const wf = await workflowId(endpoint, SAMPLE_PROJECT, 'parallel');
   return startAttempt(endpoint, wf, nextSessionTime(), { tasks, sleep_seconds: sleepSeconds });
 }
@@ -51,7 +52,7 @@ export const VERIFY_SOURCES = ['lib/verify.ts', 'lib/local/verify-ha.ts', 'lib/k
  * log records of the attempt (each log file names the agent that wrote it), not from a poll of
  * the lock table that can miss a short retry.
  */
-export async function retriedElsewhere(endpoint: string, attemptId: string, taskIds: readonly string[], victim: string): Promise<{ ok: boolean; detail: string }> {
+export async function retriedElsewhere(endpoint: Endpoint, attemptId: string, taskIds: readonly string[], victim: string): Promise<{ ok: boolean; detail: string }> {
   const names = new Map((await attemptTasks(endpoint, attemptId)).map((t) => [t.id, t.fullName]));
   const files = await logFiles(endpoint, attemptId);
   const by = taskIds.map((id) => {
@@ -70,7 +71,7 @@ export const SCHEDULE_PROJECT = 'ha-verify-schedule';
  * its next session due now through the schedule API, waits for that session's attempt to
  * succeed, and deletes the project (its schedule goes with it) whatever happened.
  */
-export async function proveScheduler(ctx: Ctx, endpoint: string): Promise<{ ok: boolean; detail: string }> {
+export async function proveScheduler(ctx: Ctx, endpoint: AuthEndpoint): Promise<{ ok: boolean; detail: string }> {
   await pushProject(ctx, endpoint, { name: SCHEDULE_PROJECT, dir: path.join(ROOT, 'workflows', SCHEDULE_PROJECT) });
   const pid = await projectId(endpoint, SCHEDULE_PROJECT);
   try {

@@ -6,10 +6,12 @@ import { layoutRoles } from '../roles.ts';
 import { validateObjects } from '../schema.ts';
 import { applyObjects, requireCluster, rollout } from './kubectl.ts';
 import { renderManifests } from './render.ts';
+import { securityRendering } from './security-render.ts';
 
 export const apply: Impl = {
   run: async (ctx) => {
     await requireCluster(ctx);
+    for (const w of securityRendering(ctx.config).warnings) ctx.runner.log(`WARNING: ${w}`);
     const { objects } = await renderManifests(ctx.config, ctx.runner);
     const errors = await validateObjects(objects);
     if (errors.length) throw new UserError('the rendered manifests do not validate', 'fix the manifests or the .env values named below', errors.map((e) => `${e.object}: ${e.message}`).join('\n'));

@@ -1,13 +1,15 @@
 // create-secret on Kubernetes: the generated secrets (lib/credentials.ts) applied as Secrets
-// through stdin; the namespace is created first.
+// through stdin; the namespace (the rendered one, with its Pod Security labels) first.
 import fs from 'node:fs';
 import path from 'node:path';
+import { apiCredentials, credentialsHint, htpasswdLine } from '../auth.ts';
 import { ensureSecrets, requireSecrets, useDryRunSecrets } from '../credentials.ts';
 import type { Ctx, Impl } from '../pipeline.ts';
 import { parseDatabaseUrl } from '../postgres.ts';
 import { secretProperties } from '../properties.ts';
 import { writePrivateFile } from '../state.ts';
-import { clusterKubectl, kubectl, requireCluster } from './kubectl.ts';
+import { applyObjects, byKind, kubectl, requireCluster } from './kubectl.ts';
+import { renderManifests } from './render.ts';
 
 /** `kubectl create secret … --dry-run=client -o yaml | kubectl apply -f -`, values from 0600 files. */
 async function applySecret(ctx: Ctx, name: string, files: Record<string, string>): Promise<void> {
@@ -31,14 +33,23 @@ export const createSecret: Impl = {
     if (ctx.runner.dryRun) useDryRunSecrets(ctx.config);
     const { secrets, created } = ctx.runner.dryRun ? { secrets: requireSecrets(ctx.config), created: [] } : ensureSecrets(ctx.config);
     if (created.length) ctx.runner.log(`generated ${created.join(', ')} (kept 0600 in ${ctx.config.stateDir}/secrets)`);
-    const ns = await ctx.runner.run({ argv: clusterKubectl(ctx.config, 'create', 'namespace', ctx.config.k8s.namespace, '--dry-run=client', '-o', 'yaml'), quiet: true });
-    await ctx.runner.run({ argv: clusterKubectl(ctx.config, 'apply', '-f', '-'), input: ns.stdout, mutates: true });
+    // The same Namespace object start-postgres and apply send: a bare `create namespace` here
+    // would drop its Pod Security labels on the next apply.
+    const { objects } = await renderManifests(ctx.config, ctx.runner);
+    await applyObjects(ctx, byKind(objects, 'Namespace'));
     const dbPassword = ctx.config.db.externalUrl ? parseDatabaseUrl(ctx.config.db.externalUrl).password : secrets.dbPassword;
     await applySecret(ctx, 'digdag-secrets', {
       'secret.properties': secretProperties(dbPassword, secrets.encryptionKey),
       'db-password': dbPassword,
       'postgres-password': secrets.postgresPassword,
     });
+    const creds = apiCredentials(ctx.config, secrets);
+    if (creds) {
+      // Mounted whole into the UI pods, only `username` into the others (they lock their API).
+      await applySecret(ctx, 'digdag-api-credentials', { username: creds.user, password: creds.password });
+      if (ctx.config.security.edgeAuth === 'nginx-basic') await applySecret(ctx, 'digdag-edge-auth', { auth: htpasswdLine(creds) });
+    }
     if (ctx.config.gcp.saKeyFile) await applySecret(ctx, 'digdag-gcp-key', { 'key.json': fs.readFileSync(ctx.config.gcp.saKeyFile, 'utf8') });
+    for (const line of credentialsHint(ctx.config)) ctx.runner.log(line);
   },
 };

@@ -12,6 +12,7 @@ import { layoutRoles, ROLES, runsTasks, taskRole } from '../roles.ts';
 import type { Runner } from '../runner.ts';
 import { QUEUE_DEPTH_SQL } from '../scaling.ts';
 import { ensureDir } from '../state.ts';
+import { securityRendering } from './security-render.ts';
 
 export const MANIFESTS = path.join(ROOT, 'manifests');
 export const POD_PORT = 65432;
@@ -88,6 +89,10 @@ export function kustomization(config: Config, from = renderDir(config)): Record<
       { op: 'replace', path: '/spec/maxReplicas', value: config.k8s.agentMaxReplicas },
     ]));
   }
+  // Authentication, TLS, NetworkPolicies: after the target's patches, before the rename.
+  const sec = securityRendering(config);
+  components.push(...sec.components.map((c) => rel(path.join(MANIFESTS, 'components', c))));
+  patches.push(...sec.patches);
   return {
     apiVersion: 'kustomize.config.k8s.io/v1beta1',
     kind: 'Kustomization',
@@ -99,7 +104,7 @@ export function kustomization(config: Config, from = renderDir(config)): Record<
     replicas: layoutRoles(config).filter((r) => !runsTasks(r) || config.k8s.autoscaling === 'none').map((r) => ({ name: `digdag-${r}`, count: config.replicas[r] })),
     configMapGenerator: [
       { name: 'digdag-config', behavior: 'replace', files: Object.keys(configFiles(config)).map((f) => `${f}=config/${f}`) },
-      { name: 'digdag-env', behavior: 'replace', literals: [`GCP_PROJECT=${config.gcp.project}`] },
+      { name: 'digdag-env', behavior: 'replace', literals: [`GCP_PROJECT=${config.gcp.project}`, `DIGDAG_AUTH=${config.security.auth}`] },
     ],
     patches: [...patches, renameNamespace(config.k8s.namespace)],
   };

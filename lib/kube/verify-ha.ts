@@ -3,6 +3,7 @@
 // a task force-deleted (SIGKILL) plus one pod of every other role deleted mid-run and the attempt
 // still succeeding with the task re-run by another pod, the executor loops scaled to zero → an
 // attempt does not move, the scheduler firing a due schedule. No check drops out of the table.
+import { authenticatedEndpoint } from '../auth.ts';
 import { attemptTasks, getAttempt, waitAttempt } from '../digdag-api.ts';
 import { answersVersion } from '../digdag.ts';
 import { UserError } from '../errors.ts';
@@ -105,14 +106,15 @@ export async function verifyKube(ctx: Ctx): Promise<Check[]> {
     for (const r of loops) await scale(ctx, r, 0);
     try {
       await waitFor(async () => (await Promise.all(loops.map((r) => podsOf(ctx, r)))).every((p) => p.length === 0), config.k8s.rolloutTimeoutSeconds * 1000, 1000);
-      const viaEndpoint = await startPortForward(ctx, `pod/${viaPod.metadata.name}`);
+      const viaEndpoint = authenticatedEndpoint(config, await startPortForward(ctx, `pod/${viaPod.metadata.name}`));
       const stalled = await runParallel(viaEndpoint, 2, 1);
       const states = async () => JSON.stringify((await attemptTasks(viaEndpoint, stalled)).map((t) => [t.id, t.state]));
       const submitted = await states();
       const moved = await waitFor(async () => (await states()) !== submitted, 10_000, 1000);
       for (const r of loops) await scale(ctx, r, config.replicas[r]);
       for (const r of loops) await rollout(ctx, 'deployment', `digdag-${r}`, `app.kubernetes.io/component=${r}`);
-      endpoint = ctx.facts.endpoint = await startPortForward(ctx);
+      ctx.facts.endpoint = await startPortForward(ctx);
+      endpoint = apiEndpoint(ctx);
       const a2 = await waitAttempt(endpoint, stalled, 300_000);
       add(loops.join('+'), 'executor loop runs only where the layout puts it', !moved && a2.success,
         `with ${loops.map((r) => `digdag-${r}`).join(', ')} scaled to 0, attempt ${stalled} (submitted through ${viaPod.metadata.name}) ${moved ? 'MOVED' : 'did not move'} for 10s; scaled back, it ${a2.success ? 'succeeded' : 'FAILED'}`);
@@ -147,7 +149,8 @@ export async function verifyKube(ctx: Ctx): Promise<Check[]> {
     return !!again;
   }, budget, 250);
   for (const role of layoutRoles(config)) await rollout(ctx, 'deployment', `digdag-${role}`, `app.kubernetes.io/component=${role}`);
-  if (!ingress) endpoint = ctx.facts.endpoint = await startPortForward(ctx);
+  if (!ingress) ctx.facts.endpoint = await startPortForward(ctx);
+      endpoint = apiEndpoint(ctx);
   const a3 = await waitAttempt(endpoint, disrupted, budget);
   add(tasksRole, 'workflow survives SIGKILL of the pod holding a task and deleting one pod of every role', a3.success && !!rerunBy,
     `attempt ${disrupted} ${a3.success ? 'succeeded' : 'FAILED'} after deleting ${deleted.join(', ')}; ${victimPod}'s task re-run by ${rerunBy || 'NOBODY SEEN'}`);

@@ -1,9 +1,11 @@
 // apply on the local target: reconcile the role processes with the config — start what is
 // missing, restart what changed or died, stop what was scaled away, wait for each to answer
-// /api/version.
+// /api/version. With AUTH=basic the UI role gets the real password and the login page
+// (lib/ui-login.ts), every other role a throw-away password (lib/auth.ts roleAuthProperties).
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
+import { apiCredentials, credentialsHint, roleAuthProperties } from '../auth.ts';
 import type { Config } from '../config.ts';
 import { requireSecrets } from '../credentials.ts';
 import { answersVersion, detectJava, digdagArgv, requireRuntime, type Java, type Runtime } from '../digdag.ts';
@@ -12,8 +14,9 @@ import type { Ctx, Impl } from '../pipeline.ts';
 import { dbEndpoint, isPortFree } from '../postgres.ts';
 import { isAlive, listProcesses, registerProcess, stopProcess, unregisterProcess, waitFor, type ProcessEntry } from '../processes.ts';
 import { secretProperties, serverProperties } from '../properties.ts';
-import { instances, roleFlags, runsTasks, type Instance, type Role } from '../roles.ts';
+import { instances, localApiRole, roleFlags, runsTasks, holdsApiPassword, type Instance, type Role } from '../roles.ts';
 import { writePrivateFile } from '../state.ts';
+import { uiOverlayDir, writeUiOverlay } from '../ui-login.ts';
 
 export interface Planned {
   instance: Instance;
@@ -21,6 +24,10 @@ export interface Planned {
   propsFile: string;
   /** Non-secret properties, exactly what the generator produced for this process. */
   properties: string;
+  /** Holds the real UI/API password (runs no task, or answers the endpoint: lib/roles.ts). */
+  servesUsers: boolean;
+  /** Serves the login page: its classpath starts with the config.js overlay. */
+  loginPage: boolean;
   argv: string[];
   logFile: string;
   /** Changes when anything this process runs with changes (secrets included, hashed). */
@@ -47,12 +54,17 @@ export async function planLocal(config: Config, java: Java, rt: Runtime): Promis
       agentId: instance.name,
     });
     const propsFile = path.join(config.stateDir, 'props', `${instance.name}.properties`);
+    const endpointRole = instance.role === localApiRole(config);
+    const servesUsers = endpointRole || holdsApiPassword(instance.role);
+    const loginPage = config.security.auth === 'basic' && endpointRole;
     // The server's own logs go to stdout; access logs are not kept on this target.
-    const argv = digdagArgv(java, rt, config.digdag.jvmOpts, ['server', '-c', propsFile, ...roleFlags(config.layout, instance.role)]);
+    const argv = digdagArgv(java, rt, config.digdag.jvmOpts, ['server', '-c', propsFile, ...roleFlags(config.layout, instance.role)], loginPage ? uiOverlayDir(config) : undefined);
+    // Locked roles get a new throw-away password at each start; only the mode is part of the hash.
+    const auth = config.security.auth === 'none' ? 'none' : servesUsers ? `${config.security.authUser}:${secrets.apiPassword}` : `locked:${config.security.authUser}`;
     const hash = createHash('sha256')
-      .update(JSON.stringify({ properties, argv, db: db.database, user: db.user, pw: db.password, key: secrets.encryptionKey }))
+      .update(JSON.stringify({ properties, argv, db: db.database, user: db.user, pw: db.password, key: secrets.encryptionKey, auth }))
       .digest('hex');
-    return { instance, port, propsFile, properties, argv, logFile: path.join(config.stateDir, 'logs', `${instance.name}.log`), hash };
+    return { instance, port, propsFile, properties, servesUsers, loginPage, argv, logFile: path.join(config.stateDir, 'logs', `${instance.name}.log`), hash };
   });
 }
 
@@ -69,7 +81,8 @@ async function startOne(ctx: Ctx, p: Planned, secretsText: string): Promise<Proc
     );
   }
   if (!ctx.runner.dryRun) {
-    writePrivateFile(p.propsFile, p.properties + secretsText);
+    writePrivateFile(p.propsFile, p.properties + secretsText + roleAuthProperties(p.servesUsers, apiCredentials(ctx.config)));
+    if (p.loginPage) writeUiOverlay(ctx.config);
     fs.mkdirSync(taskLogDir(ctx.config), { recursive: true });
     fs.rmSync(p.logFile, { force: true });
   }
@@ -167,6 +180,7 @@ export const apply: Impl = {
   },
   run: async (ctx) => {
     for (const line of await reconcileLocal(ctx)) ctx.runner.log(line);
-    ctx.runner.log(`UI and API: ${endpointOf(ctx.config)}`);
+    ctx.runner.log(`UI and API: ${endpointOf(ctx.config)}${ctx.config.security.auth === 'basic' ? ' (the UI asks for the user and password below)' : ''}`);
+    for (const line of credentialsHint(ctx.config)) ctx.runner.log(line);
   },
 };

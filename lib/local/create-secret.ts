@@ -1,5 +1,6 @@
-// create-secret on the local target: generate the DB password and the Digdag encryption key
-// once (0600, outside git) and reuse them.
+// create-secret on the local target: generate the DB password, the Digdag encryption key and the
+// UI/API password once (0600, outside git) and reuse them; say where to read the password.
+import { credentialsHint } from '../auth.ts';
 import { ensureSecrets, readSecrets, secretsFile, useDryRunSecrets } from '../credentials.ts';
 import type { Impl } from '../pipeline.ts';
 
@@ -14,5 +15,6 @@ export const createSecret: Impl = {
     }
     const { created } = ensureSecrets(ctx.config);
     ctx.runner.log(created.length ? `generated ${created.join(', ')} in ${secretsFile(ctx.config)} (0600)` : 'secrets already present; kept');
+    for (const line of credentialsHint(ctx.config)) ctx.runner.log(line);
   },
 };

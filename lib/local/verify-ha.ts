@@ -1,6 +1,7 @@
 // verify-ha on the local target: prove each role of the layout by what it does, with evidence
 // from Digdag's own records (task log files name the agent that ran each task; the API gives
 // attempts and tasks) rather than from polls that can miss a short-lived state.
+import { authenticatedEndpoint } from '../auth.ts';
 import { requireSecrets } from '../credentials.ts';
 import { attemptTasks, logFiles, waitAttempt } from '../digdag-api.ts';
 import { answersVersion } from '../digdag.ts';
@@ -72,7 +73,7 @@ export async function verifyLocal(ctx: Ctx): Promise<Check[]> {
     const stopped = loops.flatMap((r) => roleProcs(ctx, r));
     await Promise.all(stopped.map((p) => stopProcess(p, 60_000)));
     for (const p of stopped) unregisterProcess(config, p.name, p.pid);
-    const viaEndpoint = `http://127.0.0.1:${via.port}`;
+    const viaEndpoint = authenticatedEndpoint(config, `http://127.0.0.1:${via.port}`);
     const stalled = await runParallel(viaEndpoint, 2, 1);
     // Submission stores the task tree (a planned root, blocked children); only an executor loop moves it on.
     const states = async () => JSON.stringify((await attemptTasks(viaEndpoint, stalled)).map((t) => [t.id, t.state]));

@@ -49,7 +49,7 @@ for (const layout of LAYOUTS) {
     };
 
     before(async () => {
-      config = testConfig({ ...runtimeVars, DIGDAG_HA_LAYOUT: layout, DIGDAG_HA_STATE_DIR: tempDir(), LOCAL_PORT_BASE: String(await freePortRange(5, 46000)) });
+      config = testConfig({ ...runtimeVars, DIGDAG_HA_LAYOUT: layout, DIGDAG_HA_STATE_DIR: tempDir(), LOCAL_PORT_BASE: String(await freePortRange(5, 61000)) });
       unavailable = await prepareRuntime(config, runner);
     });
 

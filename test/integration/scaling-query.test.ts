@@ -15,6 +15,7 @@ import { apply } from '../../tasks/apply.ts';
 import { createSecret } from '../../tasks/create-secret.ts';
 import { downLocal } from '../../lib/local/down.ts';
 import { initDb } from '../../tasks/init-db.ts';
+import { authenticatedEndpoint } from '../../lib/auth.ts';
 import { SAMPLE_PROJECT } from '../../lib/push-workflow.ts';
 import { pushWorkflow } from '../../tasks/push-workflow.ts';
 import { startPostgres } from '../../tasks/start-postgres.ts';
@@ -31,7 +32,7 @@ before(async () => {
   config = testConfig({
     ...runtimeVars,
     DIGDAG_HA_STATE_DIR: tempDir(),
-    LOCAL_PORT_BASE: String(await freePortRange(3, 52000)),
+    LOCAL_PORT_BASE: String(await freePortRange(3, 61000)),
     UI_REPLICAS: '0',
     SCHEDULER_REPLICAS: '0',
     WORKER_REPLICAS: '1',
@@ -49,7 +50,7 @@ test(`with ${QUEUED} tasks queued behind one ${THREADS}-thread worker the query 
   const ctx = testCtx(config, runner);
   await runSteps([createSecret, startPostgres, initDb, apply, pushWorkflow], ctx, { renderer: 'silent' });
   // With UI_REPLICAS=0 and no scheduler the one worker (first port) serves the API.
-  const endpoint = `http://127.0.0.1:${config.local.portBase}`;
+  const endpoint = authenticatedEndpoint(config, `http://127.0.0.1:${config.local.portBase}`);
   const wf = await workflowId(endpoint, SAMPLE_PROJECT, 'parallel');
   const attempt = await startAttempt(endpoint, wf, new Date(Date.UTC(2020, 0, 1)), { tasks: QUEUED, sleep_seconds: 120 });
   const db = await dbEndpoint(config, requireSecrets(config).dbPassword);

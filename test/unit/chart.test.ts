@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import { ROOT } from '../../lib/cli.ts';
 import { isValidEncryptionKey } from '../../lib/credentials.ts';
 import { configFiles, parseObjects, type KubeObject } from '../../lib/kube/render.ts';
-import { LAYOUT_ROLES, LAYOUTS, roleFlags, taskRole } from '../../lib/roles.ts';
+import { LAYOUT_ROLES, LAYOUTS, holdsApiPassword, roleFlags, taskRole } from '../../lib/roles.ts';
 import { QUEUE_DEPTH_SQL } from '../../lib/scaling.ts';
 import { testConfig } from '../helpers/fixtures.ts';
 import { helmBin, validateStrictly } from '../helpers/tools.ts';
@@ -37,7 +37,8 @@ const VALUE_SETS: Record<string, string[]> = {
     'layout=split', 'autoscaling.mode=keda', 'database.external.enabled=true', 'database.external.host=10.1.2.3', 'logs.server=gcs', 'logs.gcsBucket=my-logs',
     'gcp.project=my-project', 'gcp.workloadIdentityServiceAccount=digdag@my-project.iam.gserviceaccount.com', 'roles.agent.replicas=3',
   ],
-  'HPA + existing Secret + no ingress': ['autoscaling.mode=hpa', 'roles.worker.replicas=3', 'secrets.existingSecret=my-secret', 'ingress.enabled=false', 'networkPolicy.enabled=false'],
+  'HPA + existing Secret + no ingress': ['autoscaling.mode=hpa', 'roles.worker.replicas=3', 'secrets.existingSecret=my-secret', 'auth.existingSecret=my-api', 'ingress.enabled=false', 'networkPolicy.enabled=false'],
+  'no auth, no spread': ['auth.mode=none', 'topologySpread.enabled=false'],
 };
 
 for (const [name, set] of Object.entries(VALUE_SETS)) {
@@ -79,9 +80,37 @@ test('secrets are generated once (kept on upgrade) or taken from existingSecret'
   assert.match(Buffer.from(generated.data!['secret.properties']!, 'base64').toString(), /^database\.password = \S{32}\ndigdag\.secret-encryption-key = \S{22}==\n$/);
   assert.equal(generated.metadata.annotations!['helm.sh/resource-policy'], 'keep');
   const existing = template(VALUE_SETS['HPA + existing Secret + no ingress']!).objects;
-  assert.ok(!existing.some((o) => o.kind === 'Secret'));
+  assert.ok(!existing.some((o) => o.kind === 'Secret'), 'both existingSecrets: no Secret rendered');
   assert.equal(find(existing, 'Deployment', 'digdag-worker').spec.template.spec.volumes.find((v: { name: string }) => v.name === 'secret').secret.secretName, 'my-secret');
   assert.ok(!existing.some((o) => o.kind === 'Ingress' || o.kind === 'NetworkPolicy'));
+});
+
+test('auth: API credentials generated once or from auth.existingSecret; password only on the UI; authenticated readiness; spread', () => {
+  for (const layout of LAYOUTS) {
+    const objs = template([`layout=${layout}`]).objects;
+    const api = find(objs, 'Secret', 'digdag-api-credentials');
+    assert.equal(Buffer.from(api.data!.username!, 'base64').toString(), 'digdag');
+    assert.match(Buffer.from(api.data!.password!, 'base64').toString(), /^\S{32}$/);
+    assert.equal(api.metadata.annotations!['helm.sh/resource-policy'], 'keep');
+    assert.equal(find(objs, 'ConfigMap', 'digdag-env').data!.DIGDAG_AUTH, 'basic');
+    for (const role of LAYOUT_ROLES[layout]) {
+      const spec = find(objs, 'Deployment', `digdag-${role}`).spec.template.spec;
+      const vol = spec.volumes.find((v: { name: string }) => v.name === 'api-credentials').secret;
+      assert.equal(vol.secretName, 'digdag-api-credentials');
+      if (holdsApiPassword(role)) assert.equal(vol.items, undefined);
+      else assert.deepEqual(vol.items, [{ key: 'username', path: 'username' }], `${role} must not get the password`);
+      assert.deepEqual(spec.containers[0].readinessProbe.exec.command, ['/usr/local/bin/digdag-entrypoint', 'probe']);
+      assert.deepEqual(spec.topologySpreadConstraints.map((c: { topologyKey: string }) => c.topologyKey), ['topology.kubernetes.io/zone', 'kubernetes.io/hostname']);
+      assert.equal(spec.automountServiceAccountToken, false);
+    }
+  }
+  const existing = template(VALUE_SETS['HPA + existing Secret + no ingress']!).objects;
+  assert.equal(find(existing, 'Deployment', 'digdag-ui').spec.template.spec.volumes.find((v: { name: string }) => v.name === 'api-credentials').secret.secretName, 'my-api');
+  const none = template(VALUE_SETS['no auth, no spread']!).objects;
+  assert.ok(!none.some((o) => o.kind === 'Secret' && o.metadata.name === 'digdag-api-credentials'));
+  assert.equal(find(none, 'ConfigMap', 'digdag-env').data!.DIGDAG_AUTH, 'none');
+  assert.equal(find(none, 'Deployment', 'digdag-ui').spec.template.spec.topologySpreadConstraints, undefined);
+  assert.match(template(['auth.mode=open']).stderr, /auth.mode must be basic or none/);
 });
 
 test('KEDA: the tested queue query, target = threads, bounds from values', () => {

@@ -100,3 +100,52 @@ test('entrypoint migrate runs `digdag migrate run` with the assembled properties
   assert.equal(r.status, 0, r.stderr);
   assert.match(r.calls, new RegExp(`^java -jar /opt/digdag/digdag.jar migrate run -c ${r.dir}/work/server.properties$`, 'm'));
 });
+
+/** The API credentials Secret as mounted: username everywhere, the password only on UI pods. */
+function credentialsDir(password?: string): string {
+  const dir = tempDir('api-creds-');
+  fs.writeFileSync(path.join(dir, 'username'), 'digdag');
+  if (password) fs.writeFileSync(path.join(dir, 'password'), password);
+  return dir;
+}
+
+test('entrypoint with DIGDAG_AUTH=basic: the UI pod gets the mounted password, the probe header matches it (0600)', () => {
+  const r = runEntrypoint(['server'], { env: { DIGDAG_ROLE: 'agent', DIGDAG_AUTH: 'basic', DIGDAG_API_CREDENTIALS_DIR: credentialsDir('pw-Real_123') } });
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.calls, /server.authenticator.type = basic\nserver.authenticator.basic.username = digdag\nserver.authenticator.basic.password = pw-Real_123\nserver.authenticator.basic.admin = false/);
+  const header = path.join(r.dir, 'work', 'probe-header');
+  assert.equal(fs.readFileSync(header, 'utf8'), `Authorization: Basic ${Buffer.from('digdag:pw-Real_123').toString('base64')}\n`);
+  assert.equal(fs.statSync(header).mode & 0o777, 0o600);
+  assert.ok(!r.calls.split('\n').some((l) => l.startsWith('java') && l.includes('pw-Real_123')), 'the password is not on the java command line');
+});
+
+test('entrypoint with DIGDAG_AUTH=basic and no password mounted: a throw-away password only this pod knows', () => {
+  const env = { DIGDAG_ROLE: 'agent', DIGDAG_AUTH: 'basic', DIGDAG_API_CREDENTIALS_DIR: credentialsDir() };
+  const a = runEntrypoint(['server'], { env });
+  const b = runEntrypoint(['server'], { env });
+  assert.equal(a.status, 0, a.stderr);
+  const pw = (r: typeof a) => /server.authenticator.basic.password = ([A-Za-z0-9_-]{32})\n/.exec(r.calls)?.[1];
+  assert.ok(pw(a) && pw(b) && pw(a) !== pw(b), 'random per start');
+  assert.equal(fs.readFileSync(path.join(a.dir, 'work', 'probe-header'), 'utf8'), `Authorization: Basic ${Buffer.from(`digdag:${pw(a)}`).toString('base64')}\n`);
+});
+
+test('entrypoint: DIGDAG_AUTH=none adds no auth keys; basic without the Secret refuses to start', () => {
+  const none = runEntrypoint(['server'], { env: { DIGDAG_ROLE: 'agent', DIGDAG_AUTH: 'none' } });
+  assert.equal(none.status, 0, none.stderr);
+  assert.doesNotMatch(none.calls, /authenticator/);
+  assert.equal(fs.readFileSync(path.join(none.dir, 'work', 'probe-header'), 'utf8'), '');
+  const missing = runEntrypoint(['server'], { env: { DIGDAG_ROLE: 'agent', DIGDAG_AUTH: 'basic', DIGDAG_API_CREDENTIALS_DIR: path.join(tempDir(), 'none') } });
+  assert.notEqual(missing.status, 0);
+  assert.match(missing.stderr, /digdag-api-credentials/);
+  assert.equal(missing.calls, '');
+});
+
+test('entrypoint probe: curl reads the header from the file, fails on a non-2xx', () => {
+  const dir = tempDir('probe-');
+  const bin = path.join(dir, 'bin');
+  fs.mkdirSync(bin);
+  fs.writeFileSync(path.join(bin, 'curl'), `#!/bin/sh\necho "curl $*" > ${dir}/calls\nexit 22\n`, { mode: 0o755 });
+  const r = spawnSync('sh', [ENTRYPOINT, 'probe'], { encoding: 'utf8', env: { PATH: `${bin}:/usr/bin:/bin`, DIGDAG_WORK_DIR: path.join(dir, 'work') } });
+  assert.equal(r.status, 22, 'a 401 (curl -f: 22) fails the probe');
+  assert.equal(fs.readFileSync(path.join(dir, 'calls'), 'utf8').trim(), `curl -fsS -o /dev/null --max-time 4 -H @${dir}/work/probe-header http://127.0.0.1:65432/api/projects?name=readiness-probe`);
+});

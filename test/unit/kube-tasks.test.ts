@@ -72,16 +72,35 @@ test('create-secret: namespace and Secret through kubectl create --dry-run | kub
   const dir = path.join(config.stateDir, 'secrets');
   assert.deepEqual(r.commands(), [
     `${K(config)} version --request-timeout=10s -o json`,
-    `kubectl --context digdag-ha create namespace digdag --dry-run=client -o yaml`,
-    `kubectl --context digdag-ha apply -f -`,
+    `kubectl kustomize ${config.stateDir}/kustomize`,
+    `${K(config)} apply -f -`,
     `${K(config)} create secret generic digdag-secrets --from-file=secret.properties=${dir}/.digdag-secrets/secret.properties --from-file=db-password=${dir}/.digdag-secrets/db-password --from-file=postgres-password=${dir}/.digdag-secrets/postgres-password --dry-run=client -o yaml`,
+    `${K(config)} apply -f -`,
+    `${K(config)} create secret generic digdag-api-credentials --from-file=username=${dir}/.digdag-api-credentials/username --from-file=password=${dir}/.digdag-api-credentials/password --dry-run=client -o yaml`,
     `${K(config)} apply -f -`,
     `${K(config)} create secret generic digdag-gcp-key --from-file=key.json=${dir}/.digdag-gcp-key/key.json --dry-run=client -o yaml`,
     `${K(config)} apply -f -`,
   ]);
+  // The one Namespace definition, Pod Security labels included (a later apply keeps them).
+  assert.match(r.calls[2]!.input!, /kind: Namespace\n[\s\S]*pod-security.kubernetes.io\/enforce: restricted/);
+  assert.doesNotMatch(r.calls[2]!.input!, /kind: (?!Namespace)/);
   const s = ensureSecrets(config).secrets;
-  for (const c of r.calls) for (const v of [s.dbPassword, s.encryptionKey, s.postgresPassword]) assert.ok(!c.argv.join(' ').includes(v));
+  for (const c of r.calls) for (const v of [s.dbPassword, s.encryptionKey, s.postgresPassword, s.apiPassword]) assert.ok(!c.argv.join(' ').includes(v));
+  assert.ok(r.lines.some((l) => l.includes('get secret digdag-api-credentials')), 'says how to read the password');
   assert.equal(fs.existsSync(path.join(dir, '.digdag-secrets')), false, 'the 0600 staging files are removed');
+});
+
+test('create-secret with EDGE_AUTH=nginx-basic adds the htpasswd Secret; AUTH=none creates no API credentials and says so', async () => {
+  const edge = mk({ EDGE_AUTH: 'nginx-basic' });
+  const r = new RecordingRunner(cluster());
+  await runStep(createSecret, testCtx(edge, r));
+  const dir = path.join(edge.stateDir, 'secrets');
+  assert.ok(r.commands().includes(`${K(edge)} create secret generic digdag-edge-auth --from-file=auth=${dir}/.digdag-edge-auth/auth --dry-run=client -o yaml`));
+  const none = mk({ AUTH: 'none' });
+  const n = new RecordingRunner(cluster());
+  await runStep(createSecret, testCtx(none, n));
+  assert.ok(!n.commands().some((c) => c.includes('digdag-api-credentials') || c.includes('digdag-edge-auth')));
+  assert.ok(n.lines.some((l) => /WARNING: AUTH=none/.test(l)));
 });
 
 test('an unreachable cluster stops the task before any change, naming the fix', async () => {

@@ -2,8 +2,10 @@
 // every command line, and build-image's answers when the runtime cannot be had.
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import http from 'node:http';
 import path from 'node:path';
 import { test } from 'node:test';
+import { clientConfigFile } from '../../lib/auth.ts';
 import { ensureSecrets } from '../../lib/credentials.ts';
 import { writeRuntime, javaFlags, cacheDir } from '../../lib/digdag.ts';
 import { UserError } from '../../lib/errors.ts';
@@ -12,9 +14,12 @@ import { localPostgres } from '../../lib/postgres.ts';
 import { parseProperties } from '../../lib/properties.ts';
 import { RecordingRunner, ShellRunner } from '../../lib/runner.ts';
 import { planLocal } from '../../lib/local/apply.ts';
+import { revisionOf, sampleDir } from '../../lib/push-workflow.ts';
+import { pushWorkflow } from '../../tasks/push-workflow.ts';
 import { buildImage } from '../../tasks/build-image.ts';
 import { initDb } from '../../tasks/init-db.ts';
 import { tempDir, testConfig, testCtx } from '../helpers/fixtures.ts';
+import { freePortRange } from '../helpers/runtime.ts';
 
 const javaAnswer = (argv: readonly string[]) => (argv[1] === '-version' ? { stderr: 'openjdk version "17.0.15" 2025-04-15' } : undefined);
 
@@ -126,4 +131,42 @@ test('build-image refuses a Java Digdag does not run on', async () => {
   const { config } = preparedConfig();
   const runner = new RecordingRunner((argv) => (argv[1] === '-version' ? { stderr: 'openjdk version "25" 2025-09-16' } : undefined));
   await assert.rejects(runStep(buildImage, testCtx(config, runner)), /Java 25 is not supported/);
+});
+
+test('push-workflow: the revision check sends the Authorization header; digdag push reads it from the 0600 -c file, never argv', async () => {
+  const port = await freePortRange(1, 46000);
+  const { config, secrets, jar } = preparedConfig({ LOCAL_PORT_BASE: String(port) });
+  const want = `Basic ${Buffer.from(`digdag:${secrets.apiPassword}`).toString('base64')}`;
+  const seen: (string | undefined)[] = [];
+  let revision = revisionOf(sampleDir());
+  // Digdag's answers: 401 without the header (no WWW-Authenticate), the project list with it.
+  const server = http.createServer((req, res) => {
+    seen.push(req.headers.authorization);
+    if (req.headers.authorization !== want) return void res.writeHead(401, { 'content-type': 'application/json' }).end('{"message":"Authentication failed","status":401}');
+    res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ projects: [{ revision }] }));
+  });
+  await new Promise<void>((r) => server.listen(port, '127.0.0.1', r));
+  try {
+    const runner = new RecordingRunner(javaAnswer);
+    await runStep(pushWorkflow, testCtx(config, runner));
+    assert.deepEqual(seen, [want], 'one authenticated revision check');
+    assert.ok(runner.lines.some((l) => l.includes(`already at revision ${revision}`)));
+    assert.ok(!runner.commands().some((c) => c.includes(' push ')), 'an unchanged project is not pushed');
+
+    revision = 'dh-older';
+    const again = new RecordingRunner(javaAnswer);
+    await runStep(pushWorkflow, testCtx(config, again, true));
+    const file = clientConfigFile(config);
+    assert.deepEqual(again.commands().filter((c) => c.includes(' push ')), [
+      `java ${javaFlags(17).join(' ')} -Xmx256m -XX:TieredStopAtLevel=1 -jar ${jar} push ha-sample --project ${sampleDir()} -r ${revisionOf(sampleDir())} -c ${file}`,
+    ]);
+    assert.equal(fs.statSync(file).mode & 0o777, 0o600);
+    const props = parseProperties(fs.readFileSync(file, 'utf8'));
+    assert.equal(props.get('client.http.endpoint'), `http://127.0.0.1:${port}`);
+    assert.equal(props.get('client.http.headers.Authorization'), want);
+    for (const c of again.calls) assert.ok(!c.argv.join(' ').includes(secrets.apiPassword) && !c.argv.join(' ').includes(want.slice(6)));
+    assert.ok(again.lines.some((l) => l.includes(`-c ${file}`)), 'the hint names the client config');
+  } finally {
+    server.close();
+  }
 });

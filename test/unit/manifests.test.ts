@@ -80,7 +80,8 @@ for (const layout of LAYOUTS) test(`layout ${layout}: each role Deployment runs 
     assert.equal(c.env.find((e: { name: string }) => e.name === 'DIGDAG_ROLE').value, role);
     assert.equal(c.startupProbe.httpGet.path, '/api/version');
     assert.equal(c.livenessProbe.httpGet.path, '/api/version');
-    assert.match(c.readinessProbe.httpGet.path, /^\/api\/projects\?name=/);
+    // Authenticated database round trip through the entrypoint (docker.test.ts runs it).
+    assert.deepEqual(c.readinessProbe.exec.command, ['/usr/local/bin/digdag-entrypoint', 'probe']);
     assert.deepEqual(c.ports, [{ name: 'http', containerPort: 65432 }]);
     assert.ok(c.resources.requests.cpu && c.resources.requests.memory && c.resources.limits.memory);
     assert.equal(pod.securityContext.runAsNonRoot, true);

@@ -35,6 +35,10 @@ helm.sh/chart: {{ .Chart.Name }}-{{ .Chart.Version }}
 {{- if .Values.database.external.enabled }}{{ .Values.database.external.port }}{{ else }}5432{{ end -}}
 {{- end -}}
 
+{{- define "digdag-ha.apiSecretName" -}}
+{{- default "digdag-api-credentials" .Values.auth.existingSecret -}}
+{{- end }}
+
 {{- define "digdag-ha.secretName" -}}
 {{- default "digdag-secrets" .Values.secrets.existingSecret -}}
 {{- end -}}

@@ -1,0 +1,205 @@
+// The security components rendered for real by `kubectl kustomize` on top of the base under
+// several configs: built-in kinds validated strictly, GKE/cert-manager CRDs structurally, and the
+// NetworkPolicies checked for what they let through to and from every Digdag pod.
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { test } from 'node:test';
+import { Ajv } from 'ajv';
+import { stringify } from 'yaml';
+import type { Config } from '../../lib/config.ts';
+import { renderManifests, type KubeObject } from '../../lib/kube/render.ts';
+import { securityRendering } from '../../lib/kube/security-render.ts';
+import { holdsApiPassword, layoutRoles, servesUsers } from '../../lib/roles.ts';
+import { ShellRunner } from '../../lib/runner.ts';
+import { testConfig } from '../helpers/fixtures.ts';
+import { validateStrictly } from '../helpers/tools.ts';
+
+const runner = new ShellRunner(false, () => {});
+
+/** The real rendering (lib/kube/render.ts, security components included) for a config. */
+async function render(vars: Record<string, string>): Promise<{ config: Config; objects: KubeObject[]; warnings: string[] }> {
+  const config = testConfig({ DIGDAG_HA_TARGET: 'minikube', ...vars });
+  const { objects } = await renderManifests(config, runner);
+  return { config, objects, warnings: securityRendering(config).warnings };
+}
+
+// Structural schemas for the CRDs (from the GKE and cert-manager docs; strict about unknown fields).
+const CRD_SCHEMAS: Record<string, object> = {
+  'networking.gke.io/v1/ManagedCertificate': {
+    type: 'object', required: ['spec'],
+    properties: { spec: { type: 'object', additionalProperties: false, required: ['domains'], properties: { domains: { type: 'array', minItems: 1, maxItems: 100, items: { type: 'string', pattern: '^[a-z0-9.-]+$' } } } } },
+  },
+  'networking.gke.io/v1beta1/FrontendConfig': {
+    type: 'object', required: ['spec'],
+    properties: { spec: { type: 'object', additionalProperties: false, properties: {
+      redirectToHttps: { type: 'object', additionalProperties: false, required: ['enabled'], properties: { enabled: { type: 'boolean' }, responseCodeName: { enum: ['MOVED_PERMANENTLY_DEFAULT', 'FOUND', 'SEE_OTHER', 'TEMPORARY_REDIRECT', 'PERMANENT_REDIRECT'] } } },
+      sslPolicy: { type: 'string' } } } },
+  },
+  'cloud.google.com/v1/BackendConfig': {
+    type: 'object', required: ['spec'],
+    properties: { spec: { type: 'object', additionalProperties: false, properties: {
+      healthCheck: { type: 'object', additionalProperties: false, properties: { type: { enum: ['HTTP', 'HTTPS', 'HTTP2'] }, requestPath: { type: 'string', pattern: '^/' }, port: { type: 'integer' }, checkIntervalSec: { type: 'integer' }, timeoutSec: { type: 'integer' }, healthyThreshold: { type: 'integer' }, unhealthyThreshold: { type: 'integer' } } },
+      sessionAffinity: { type: 'object', additionalProperties: false, properties: { affinityType: { enum: ['NONE', 'CLIENT_IP', 'GENERATED_COOKIE'] }, affinityCookieTtlSec: { type: 'integer' } } },
+      timeoutSec: { type: 'integer' },
+      iap: { type: 'object', additionalProperties: false, required: ['enabled'], properties: { enabled: { type: 'boolean' }, oauthclientCredentials: { type: 'object', additionalProperties: false, required: ['secretName'], properties: { secretName: { type: 'string' } } } } } } } },
+  },
+};
+const ajv = new Ajv({ allErrors: true, strict: false });
+
+async function validateAll(objects: KubeObject[]): Promise<string[]> {
+  const crds = objects.filter((o) => CRD_SCHEMAS[`${o.apiVersion}/${o.kind}`]);
+  const errors = await validateStrictly(objects.filter((o) => !crds.includes(o)));
+  for (const o of crds) {
+    const v = ajv.compile(CRD_SCHEMAS[`${o.apiVersion}/${o.kind}`]!);
+    const ok = v(o) as boolean;
+    if (!ok) errors.push(`${o.kind}/${o.metadata.name}: ${ajv.errorsText(v.errors)}`);
+  }
+  return errors;
+}
+
+type Labels = Record<string, string>;
+const matches = (sel: { matchLabels?: Labels } | undefined, labels: Labels) => Object.entries(sel?.matchLabels ?? {}).every(([k, v]) => labels[k] === v);
+const pods = (objects: KubeObject[]) =>
+  objects.filter((o) => ['Deployment', 'StatefulSet', 'Job'].includes(o.kind)).map((o) => {
+    const spec = o.spec as { template: { metadata: { labels: Labels } } };
+    return { name: `${o.kind}/${o.metadata.name}`, labels: spec.template.metadata.labels };
+  });
+interface Policy { spec: { podSelector: { matchLabels?: Labels }; policyTypes: string[]; ingress?: { from?: unknown[]; ports?: { port: number }[] }[]; egress?: { to?: unknown[]; ports?: { port: number }[] }[] } }
+const policiesFor = (objects: KubeObject[], labels: Labels) =>
+  objects.filter((o) => o.kind === 'NetworkPolicy').map((o) => o as unknown as Policy & KubeObject).filter((p) => matches(p.spec.podSelector, labels));
+
+const CONFIGS: Record<string, Record<string, string>> = {
+  'minikube defaults (cert-manager, no host)': {},
+  'nginx, host, edge basic auth, own issuer and controller': { INGRESS_HOST: 'digdag.example.com', TLS_ISSUER: 'corp-ca', EDGE_AUTH: 'nginx-basic', INGRESS_CONTROLLER_NAMESPACE: 'edge', INGRESS_CONTROLLER_LABELS: 'app=nginx,tier=edge' },
+  'gke managed certificate with IAP': {
+    DIGDAG_HA_TARGET: 'gke', IMAGE: 'r.example/p/digdag-ha:0.10.5.1', INGRESS_HOST: 'digdag.example.com', INGRESS_TLS: 'gke-managed', EDGE_AUTH: 'iap', AUTH: 'none', IAP_OAUTH_SECRET: 'my-oauth',
+  },
+  'split layout': { DIGDAG_HA_LAYOUT: 'split' },
+  'external DB by address, narrow egress': { DATABASE_URL: 'postgresql://digdag:pw-secret-123@10.1.2.3:5432/digdag_db', EGRESS_CIDRS: '199.36.153.8/30,0.0.0.0/0' },
+};
+
+for (const [name, vars] of Object.entries(CONFIGS)) {
+  test(`security rendering, ${name}: every object validates`, async () => {
+    const { objects } = await render(vars);
+    assert.deepEqual(await validateAll(objects), []);
+  });
+
+  test(`security rendering, ${name}: default deny, UI only from the edge, other roles from nobody`, async () => {
+    const { config, objects } = await render(vars);
+    const deny = objects.find((o) => o.metadata.name === 'digdag-default-deny') as unknown as Policy | undefined;
+    assert.ok(deny, 'default-deny policy missing');
+    assert.deepEqual(deny.spec.podSelector, {});
+    assert.deepEqual([...deny.spec.policyTypes].sort(), ['Egress', 'Ingress']);
+    assert.equal((objects.find((o) => o.metadata.name === 'digdag-default-deny') as KubeObject).metadata.namespace, config.k8s.namespace);
+    const all = pods(objects);
+    // Every role of the layout, the migration Job, and PostgreSQL unless it is external.
+    assert.equal(all.length, layoutRoles(config).length + 1 + (config.db.externalUrl ? 0 : 1), 'expected the role Deployments, the migration Job and PostgreSQL');
+    for (const p of all) {
+      const ingress: NonNullable<Policy['spec']['ingress']> = policiesFor(objects, p.labels).flatMap((x) => x.spec.ingress ?? []);
+      const component = p.labels['app.kubernetes.io/component'];
+      if (component === 'ui') {
+        assert.equal(ingress.length, 1, `${p.name}: exactly one ingress rule`);
+        assert.deepEqual(ingress[0]!.ports!.map((x: { port: number }) => x.port), [65432]);
+        const from = JSON.stringify(ingress[0]!.from);
+        if (config.security.ingressTls === 'gke-managed') assert.match(from, /130\.211\.0\.0\/22.*35\.191\.0\.0\/16/);
+        else {
+          assert.ok(from.includes(config.security.ingressControllerNamespace), from);
+          for (const [k, v] of Object.entries(config.security.ingressControllerLabels)) assert.ok(from.includes(`"${k}":"${v}"`), from);
+        }
+      } else if (component === 'postgres') {
+        assert.equal(ingress.length, 1);
+        assert.match(JSON.stringify(ingress[0]!.from), /db-client/);
+        assert.deepEqual(policiesFor(objects, p.labels).flatMap((x) => x.spec.egress ?? []), []);
+      } else {
+        assert.deepEqual(ingress, [], `${p.name} (${component}) must be reachable by nobody`);
+      }
+      if (component !== 'postgres') {
+        const egress = JSON.stringify(policiesFor(objects, p.labels).flatMap((x) => x.spec.egress ?? []));
+        assert.match(egress, /"port":5432/, `${p.name}: PostgreSQL`);
+        assert.match(egress, /"port":53/, `${p.name}: DNS`);
+        assert.match(egress, /"port":443/, `${p.name}: HTTPS`);
+        assert.match(egress, /169\.254\.169\.254/, `${p.name}: metadata server`);
+        if (config.db.externalUrl) assert.match(egress, /10\.1\.2\.3\/32/);
+      }
+    }
+  });
+
+  test(`security rendering, ${name}: TLS and redirect at the edge`, async () => {
+    const { config, objects, warnings } = await render(vars);
+    const ing = objects.find((o) => o.kind === 'Ingress')!;
+    const ann = ing.metadata.annotations ?? {};
+    const spec = ing.spec as { tls?: { hosts?: string[]; secretName: string }[]; ingressClassName?: string };
+    if (config.security.ingressTls === 'cert-manager') {
+      assert.equal(ann['cert-manager.io/cluster-issuer'], config.security.tlsIssuer);
+      assert.equal(ann['nginx.ingress.kubernetes.io/force-ssl-redirect'], 'true');
+      assert.equal(spec.tls?.[0]?.secretName, 'digdag-tls');
+      assert.deepEqual(spec.tls?.[0]?.hosts, config.k8s.ingressHost ? [config.k8s.ingressHost] : undefined);
+      if (!config.k8s.ingressHost) assert.ok(warnings.some((w) => /INGRESS_HOST/.test(w)));
+    } else {
+      assert.equal(spec.tls, undefined);
+      assert.equal(spec.ingressClassName, undefined);
+      assert.equal(ann['networking.gke.io/v1beta1.FrontendConfig'], 'digdag');
+      const fc = objects.find((o) => o.kind === 'FrontendConfig')!;
+      assert.equal((fc.spec as { redirectToHttps: { enabled: boolean } }).redirectToHttps.enabled, true);
+      assert.deepEqual((objects.find((o) => o.kind === 'ManagedCertificate')!.spec as { domains: string[] }).domains, [config.k8s.ingressHost]);
+      const svc = objects.find((o) => o.kind === 'Service' && o.metadata.name === 'digdag-ui')!;
+      assert.match(svc.metadata.annotations?.['cloud.google.com/backend-config'] ?? '', /digdag-ui/);
+    }
+    if (config.security.edgeAuth === 'nginx-basic') {
+      assert.equal(ann['nginx.ingress.kubernetes.io/auth-type'], 'basic');
+      assert.equal(ann['nginx.ingress.kubernetes.io/auth-secret'], 'digdag-edge-auth');
+    }
+    if (config.security.edgeAuth === 'iap') {
+      const bc = objects.find((o) => o.kind === 'BackendConfig')!;
+      assert.deepEqual((bc.spec as { iap: unknown }).iap, { enabled: true, oauthclientCredentials: { secretName: config.security.iapOauthSecret } });
+    }
+  });
+}
+
+test('egress excludes private ranges only where they fall inside the allowed CIDR', async () => {
+  const { objects } = await render({ EGRESS_CIDRS: '0.0.0.0/0,199.36.153.8/30,10.0.0.0/8' });
+  const eg = objects.find((o) => o.metadata.name === 'digdag-egress')!.spec as { egress: { to: { ipBlock: { cidr: string; except?: string[] } }[] }[] };
+  assert.deepEqual(eg.egress[2]!.to.map((t) => t.ipBlock), [
+    { cidr: '0.0.0.0/0', except: ['10.0.0.0/8', '172.16.0.0/12', '192.168.0.0/16'] },
+    { cidr: '199.36.153.8/30' },
+    { cidr: '10.0.0.0/8' },
+  ]);
+});
+
+test('configurations that cannot work are refused before rendering', () => {
+  assert.throws(() => testConfig({ DIGDAG_HA_TARGET: 'minikube', INGRESS_TLS: 'gke-managed' }), /needs a host name/);
+  assert.throws(() => testConfig({ DIGDAG_HA_TARGET: 'minikube', EDGE_AUTH: 'iap' }), /IAP|iap/);
+  assert.throws(() => testConfig({ DIGDAG_HA_TARGET: 'minikube', EGRESS_CIDRS: '0.0.0.0' }), /EGRESS_CIDRS/);
+});
+
+for (const [name, vars] of Object.entries(CONFIGS)) {
+  test(`security rendering, ${name}: restricted namespace, no SA token, spread replicas, authenticated readiness, password only on the UI`, async () => {
+    const { config, objects } = await render(vars);
+    const ns = objects.filter((o) => o.kind === 'Namespace');
+    assert.equal(ns.length, 1);
+    assert.equal(ns[0]!.metadata.name, config.k8s.namespace);
+    assert.equal(ns[0]!.metadata.labels?.['pod-security.kubernetes.io/enforce'], 'restricted');
+    for (const o of objects.filter((x) => ['Deployment', 'StatefulSet', 'Job'].includes(x.kind))) {
+      assert.equal(o.spec.template.spec.automountServiceAccountToken, false, `${o.kind}/${o.metadata.name} mounts a service-account token`);
+    }
+    const env = objects.find((o) => o.kind === 'ConfigMap' && o.metadata.name.startsWith('digdag-env'))!;
+    assert.equal(env.data!.DIGDAG_AUTH, config.security.auth);
+    for (const role of layoutRoles(config)) {
+      const d = objects.find((o) => o.kind === 'Deployment' && o.metadata.name === `digdag-${role}`)!;
+      const spec = d.spec.template.spec;
+      const spread = spec.topologySpreadConstraints as { topologyKey: string; labelSelector: { matchLabels: Record<string, string> } }[];
+      assert.deepEqual(spread.map((c) => c.topologyKey), ['topology.kubernetes.io/zone', 'kubernetes.io/hostname'], role);
+      for (const c of spread) assert.equal(c.labelSelector.matchLabels['app.kubernetes.io/component'], role);
+      const main = spec.containers[0];
+      assert.deepEqual(main.readinessProbe.exec.command, ['/usr/local/bin/digdag-entrypoint', 'probe'], role);
+      assert.equal(main.livenessProbe.httpGet.path, '/api/version', 'liveness stays on the open /api/version');
+      assert.ok(main.volumeMounts.some((m: { name: string; mountPath: string }) => m.name === 'api-credentials' && m.mountPath === '/etc/digdag-api'));
+      const vol = spec.volumes.find((v: { name: string }) => v.name === 'api-credentials').secret;
+      assert.equal(vol.secretName, 'digdag-api-credentials');
+      if (holdsApiPassword(role)) assert.equal(vol.items, undefined, 'the UI gets username and password');
+      else assert.deepEqual(vol.items, [{ key: 'username', path: 'username' }], `${role} must not get the password`);
+      assert.equal(d.spec.template.metadata.labels['digdag-ha/api'] === 'true', servesUsers(role), 'the Service selects exactly the roles that serve users');
+    }
+  });
+}
