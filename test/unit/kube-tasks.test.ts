@@ -9,6 +9,7 @@ import type { Config } from '../../lib/config.ts';
 import { ensureSecrets } from '../../lib/credentials.ts';
 import { UserError } from '../../lib/errors.ts';
 import { runStep, runSteps } from '../../lib/pipeline.ts';
+import { freePortRange } from '../../lib/postgres.ts';
 import { listProcesses } from '../../lib/processes.ts';
 import { RecordingRunner, type Cmd, type Result } from '../../lib/runner.ts';
 import { LAYOUT_ROLES, LAYOUTS } from '../../lib/roles.ts';
@@ -171,11 +172,13 @@ test('init-db on Kubernetes: sql/*.sql into psql over kubectl exec stdin, then a
 });
 
 test('a port-forward that never answers fails, and the run stops it again', async () => {
-  const config = mk();
+  // A free port: a developer's own forward or local stack may hold the default one.
+  const port = await freePortRange(1, 61000);
+  const config = mk({ PORT_FORWARD_PORT: String(port) });
   const ctx = testCtx(config, new RecordingRunner(cluster()));
   await assert.rejects(runSteps([portForward], ctx, { renderer: 'silent' }), /port-forward to svc\/digdag-ui did not come up/);
   const r = ctx.runner as RecordingRunner;
-  assert.equal(r.commands()[1], `${K(config)} port-forward --address 127.0.0.1 svc/digdag-ui 65432:65432 &`);
+  assert.equal(r.commands()[1], `${K(config)} port-forward --address 127.0.0.1 svc/digdag-ui ${port}:65432 &`);
   assert.deepEqual(listProcesses(config), [], 'nothing left registered');
 });
 

@@ -6,6 +6,7 @@ import { test } from 'node:test';
 import { parseFlags, selectSteps } from '../../lib/cli.ts';
 import { UserError } from '../../lib/errors.ts';
 import { runStep, runSteps, skipReason, TASK_ORDER, type Step } from '../../lib/pipeline.ts';
+import { freePortRange } from '../../lib/postgres.ts';
 import { isAlive, listProcesses, registerProcess, waitFor } from '../../lib/processes.ts';
 import { RecordingRunner, ShellRunner } from '../../lib/runner.ts';
 import { ALL_STEPS } from '../../tasks/all.ts';
@@ -113,7 +114,7 @@ test('stamps live in the state dir, never in the repository', async () => {
 
 test('a dry run of the whole pipeline on a fresh machine prints every change and leaves no trace', async () => {
   const root = path.join(tempDir(), 'state');
-  const config = testConfig({ DIGDAG_HA_STATE_DIR: root });
+  const config = testConfig({ DIGDAG_HA_STATE_DIR: root, LOCAL_PORT_BASE: String(await freePortRange(4, 61000)) });
   const lines: string[] = [];
   const ctx = testCtx(config, new ShellRunner(true, (l) => lines.push(l)));
   await runSteps(ALL_STEPS, ctx, { renderer: 'silent' });
@@ -125,6 +126,6 @@ test('a dry run of the whole pipeline on a fresh machine prints every change and
   assert.match(dry, /\[dry-run\] java .* migrate run -c /);
   assert.equal((dry.match(/ server -c .*\.properties/g) ?? []).length, 4, 'four role processes would start (ui, scheduler, 2 workers)');
   assert.match(dry, /\[dry-run\] java .* push ha-sample --project /);
-  assert.ok(lines.some((l) => /would be started on :65432/.test(l)));
+  assert.ok(lines.some((l) => new RegExp(`would be started on :${config.local.portBase}`).test(l)));
   assert.deepEqual(listProcesses(config), []);
 });
