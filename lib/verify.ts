@@ -47,6 +47,15 @@ export function locksOfAttemptSql(attemptId: string): string {
 /** What verify-ha's result depends on besides the running layout: the checks and the samples. */
 export const VERIFY_SOURCES = ['lib/verify.ts', 'lib/local/verify-ha.ts', 'lib/kube/verify-ha.ts', 'workflows/ha-sample', 'workflows/ha-verify-schedule'].map((f) => path.join(ROOT, f));
 
+/** The ids of an attempt's sh> tasks (the sample's `^sub` children), looked up until found. */
+export function shTaskIds(endpoint: Endpoint, attemptId: string): () => Promise<Set<string>> {
+  let ids = new Set<string>();
+  return async () => {
+    if (!ids.size) ids = new Set((await attemptTasks(endpoint, attemptId)).filter((t) => t.fullName.includes('^sub')).map((t) => t.id));
+    return ids;
+  };
+}
+
 /**
  * Whether tasks a killed process held were run again by another one — read from Digdag's own
  * log records of the attempt (each log file names the agent that wrote it), not from a poll of
@@ -89,7 +98,7 @@ export async function proveScheduler(ctx: Ctx, endpoint: AuthEndpoint): Promise<
     if (!attempt) return { ok: false, detail: 'no session was created within 60s of the schedule becoming due' };
     const done = await waitAttempt(endpoint, attempt.id, 120_000);
     const fireMs = Date.parse(attempt.createdAt) - asked;
-    return { ok: done.success, detail: `due now → session ${attempt.sessionTime} created after ${(fireMs / 1000).toFixed(1)}s, attempt ${attempt.id} ${done.success ? 'succeeded' : 'FAILED'}; project deleted (no schedule left)` };
+    return { ok: done.success, detail: `due now → session ${attempt.sessionTime} created ${fireMs < 1000 ? 'within 1s' : `after ${(fireMs / 1000).toFixed(1)}s`}, attempt ${attempt.id} ${done.success ? 'succeeded' : 'FAILED'}; project deleted (no schedule left)` };
   } finally {
     await deleteProject(endpoint, pid);
   }

@@ -12,7 +12,7 @@ import { dbEndpoint, queryAsApp } from '../postgres.ts';
 import { waitFor } from '../processes.ts';
 import { apiEndpoint } from '../push-workflow.ts';
 import { executorRoles, layoutRoles, roleFlags, taskRole, type Layout, type Role } from '../roles.ts';
-import { locksOfAttemptSql, notInDryRun, proveScheduler, report, runParallel, type Check } from '../verify.ts';
+import { locksOfAttemptSql, notInDryRun, proveScheduler, report, runParallel, shTaskIds, type Check } from '../verify.ts';
 import { kubectl, requireCluster, rollout } from './kubectl.ts';
 import { startPortForward } from './port-forward.ts';
 import { dbLocation } from './render.ts';
@@ -127,7 +127,11 @@ export async function verifyKube(ctx: Ctx): Promise<Check[]> {
   //    role: replacements come up, another pod re-runs the task, the attempt succeeds.
   const disrupted = await runParallel(endpoint, 4, 30);
   let held: { taskId: string; agent: string }[] = [];
-  await waitFor(async () => (held = await heldLocks(query, disrupted)).length > 0, 120_000, 250);
+  const shTasks = shTaskIds(endpoint, disrupted);
+  await waitFor(async () => {
+    const sh = await shTasks();
+    return (held = (await heldLocks(query, disrupted)).filter((h) => sh.has(h.taskId))).length > 0;
+  }, 120_000, 250);
   const victimAgent = held[0]?.agent;
   if (!victimAgent) throw new UserError(`no ${tasksRole} pod picked up a task within 120s`, `kubectl -n ${config.k8s.namespace} logs -l app.kubernetes.io/component=${tasksRole}`);
   const victimPod = podOfAgent(victimAgent);

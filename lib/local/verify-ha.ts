@@ -12,7 +12,7 @@ import { isAlive, listProcesses, stopProcess, unregisterProcess, waitFor, type P
 import { apiEndpoint } from '../push-workflow.ts';
 import { executorRoles, instances, layoutRoles, runsTasks, taskRole, type Role } from '../roles.ts';
 import { listFiles } from '../state.ts';
-import { locksOfAttemptSql, notInDryRun, proveScheduler, report, retriedElsewhere, runParallel, VERIFY_SOURCES, type Check } from '../verify.ts';
+import { locksOfAttemptSql, notInDryRun, proveScheduler, report, retriedElsewhere, runParallel, shTaskIds, VERIFY_SOURCES, type Check } from '../verify.ts';
 import { reconcileLocal } from './apply.ts';
 
 const roleProcs = (ctx: Ctx, role: Role): ProcessEntry[] => listProcesses(ctx.config).filter((p) => p.role === role);
@@ -60,7 +60,7 @@ export async function verifyLocal(ctx: Ctx): Promise<Check[]> {
   add(tasksRole, `tasks ran on ${tasksRole} processes only`, files.length >= 7 && foreign.length === 0,
     `${files.length} task logs by ${[...byAgent].map(([a, n]) => `${a}×${n}`).join(', ')}${foreign.length ? `; NOT ${tasksRole}s: ${foreign.join(', ')}` : ''}`);
   add('ui', 'served the API and ran no task', !!(await answersVersion(endpoint)) && ![...byAgent.keys()].some((a) => others.includes(a)),
-    `all calls went to ${endpoint}; task logs name only ${[...byAgent.keys()].join(', ')}`);
+    `all calls went to ${endpoint.url}; task logs name only ${[...byAgent.keys()].join(', ')}`);
 
   // 2. The executor loop lives only in the executor roles: with all of them stopped an attempt
   //    does not move (observed for a fixed window), and it finishes once they are back. It is
@@ -92,12 +92,15 @@ export async function verifyLocal(ctx: Ctx): Promise<Check[]> {
   const db = await dbEndpoint(config, secrets.dbPassword);
   const killAttempt = await runParallel(endpoint, 4, 20);
   let held: { taskId: string; agent: string }[] = [];
+  // Only the sleeping sh> tasks: the loop> task that generates them is short and writes no log.
+  const shTasks = shTaskIds(endpoint, killAttempt);
   await waitFor(async () => {
     const rows = await queryAsApp(runner, config, db, locksOfAttemptSql(killAttempt));
+    const sh = await shTasks();
     held = rows.split('\n').filter(Boolean).map((l) => {
       const [taskId, agent] = l.split('|');
       return { taskId: taskId!, agent: agent! };
-    });
+    }).filter((h) => sh.has(h.taskId));
     return held.some((h) => taskRunners.includes(h.agent));
   }, 60_000, 250);
   const victimName = held.find((h) => taskRunners.includes(h.agent))?.agent;
