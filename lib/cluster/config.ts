@@ -64,7 +64,7 @@ export const CLUSTER_VARIABLES = {
 
 const IMAGE_NAME = /^[a-z0-9][a-z0-9._\-/]*:[A-Za-z0-9._-]+$/;
 
-export function loadClusterConfig(config: Config, env: ClusterEnv = process.env): ClusterConfig {
+export function loadClusterConfig(config: Config, env: ClusterEnv & NodeJS.ProcessEnv = process.env): ClusterConfig {
   const stateRoot = path.resolve(config.root, config.vars.DIGDAG_HA_STATE_DIR ?? '.state');
   const dir = path.resolve(config.root, env.DIGDAG_HA_CLUSTER_DIR || path.join(stateRoot, 'test-cluster'));
   const cacheRoot = path.resolve(env.DIGDAG_HA_CACHE_DIR || path.join(env.XDG_CACHE_HOME || path.join(env.HOME || os.homedir(), '.cache'), 'digdag-ha'));

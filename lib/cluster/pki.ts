@@ -28,6 +28,7 @@ export function identities(cc: ClusterConfig): Identity[] {
     { name: 'controller-manager', subject: '/CN=system:kube-controller-manager' },
     { name: 'scheduler', subject: '/CN=system:kube-scheduler' },
     { name: 'kubelet', subject: '/O=system:nodes/CN=system:node:localhost' },
+    { name: 'kubelet-serving', subject: '/CN=localhost', sans: ['DNS:localhost', 'IP:127.0.0.1'] },
     { name: 'kube-proxy', subject: '/CN=system:kube-proxy' },
     // Bound to narrow ClusterRoles by lib/cluster/addons.ts.
     { name: 'coredns', subject: '/CN=digdag-ha:coredns' },
@@ -100,7 +101,7 @@ export function kubeconfigFor(cc: ClusterConfig, identity: string): string {
 export function writeKubeconfigs(cc: ClusterConfig): void {
   const p = clusterPaths(cc);
   for (const id of identities(cc)) {
-    if (id.name === 'apiserver' || id.name === 'apiserver-kubelet-client') continue;
+    if (id.sans || id.name === 'apiserver-kubelet-client') continue;
     fs.writeFileSync(path.join(p.pki, `${id.name}.kubeconfig`), kubeconfigFor(cc, id.name), { mode: 0o600 });
   }
   fs.writeFileSync(p.kubeconfig, kubeconfigFor(cc, 'admin'), { mode: 0o600 });
