@@ -88,7 +88,7 @@ export async function clusterUp(runner: Runner, cc: ClusterConfig): Promise<stri
   return `${names.length} processes running, API ready, node Ready`;
 }
 
-async function start(runner: Runner, cc: ClusterConfig, c: Component, log: Log): Promise<void> {
+export async function startComponent(runner: Runner, cc: ClusterConfig, c: Component, log: Log): Promise<void> {
   c.prepare?.();
   const logFile = path.join(clusterPaths(cc).logs, `${c.name}.log`);
   fs.rmSync(logFile, { force: true });
@@ -146,7 +146,7 @@ export async function clusterUpCmd(runner: Runner, cc: ClusterConfig, log: Log =
     writeKubeconfigs(cc);
     await prepareHost(runner, cc);
     for (const c of components(cc)) {
-      await start(runner, cc, c, log);
+      await startComponent(runner, cc, c, log);
       if (c.name === 'dockerd') {
         lines.push(await ensurePauseImage(runner, cc));
         if (!(await containerdHasImage(runner, cc, cc.pauseImage))) await loadImage(runner, cc, cc.pauseImage);
