@@ -88,15 +88,17 @@ export async function prepareHost(runner: Runner, cc: ClusterConfig): Promise<vo
   // leaves through another interface and nothing from outside is forwarded to a pod. There is
   // no masquerade, so pods could not get replies from outside even without the fence.
   writeSysctl('net/ipv4/ip_forward', '1');
-  const ipt = (...a: string[]) => runner.run({ argv: ['iptables', '-w', ...a], mutates: true, quiet: true });
-  if ((await runner.run({ argv: ['iptables', '-w', '-S', FENCE_CHAIN], nothrow: true, quiet: true })).code !== 0) await ipt('-N', FENCE_CHAIN);
+  // In the mangle table, which runs before filter: the policy enforcer puts its own jump first
+  // in filter FORWARD and ACCEPTs there, which must not bypass the fence.
+  const ipt = (...a: string[]) => runner.run({ argv: ['iptables', '-w', '-t', 'mangle', ...a], mutates: true, quiet: true });
+  if ((await runner.run({ argv: ['iptables', '-w', '-t', 'mangle', '-S', FENCE_CHAIN], nothrow: true, quiet: true })).code !== 0) await ipt('-N', FENCE_CHAIN);
   await ipt('-F', FENCE_CHAIN);
   await ipt('-A', FENCE_CHAIN, '-i', bridge, '!', '-o', bridge, '-j', 'DROP', '-m', 'comment', '--comment', 'digdag-ha test cluster: pods reach only pods, the node and services');
   await ipt('-A', FENCE_CHAIN, '!', '-i', bridge, '-o', bridge, '-j', 'DROP');
   await ipt('-A', FENCE_CHAIN, '-s', clusterCidr, '!', '-o', bridge, '-j', 'DROP');
   await ipt('-A', FENCE_CHAIN, '-d', clusterCidr, '!', '-o', bridge, '-j', 'DROP');
   // Only DROPs and falls through otherwise, so the NetworkPolicy enforcer's verdicts still apply.
-  if ((await runner.run({ argv: ['iptables', '-w', '-C', 'FORWARD', '-j', FENCE_CHAIN], nothrow: true, quiet: true })).code !== 0) {
+  if ((await runner.run({ argv: ['iptables', '-w', '-t', 'mangle', '-C', 'FORWARD', '-j', FENCE_CHAIN], nothrow: true, quiet: true })).code !== 0) {
     await ipt('-I', 'FORWARD', '1', '-j', FENCE_CHAIN);
   }
   for (const mount of cgroupMounts()) {
@@ -185,7 +187,7 @@ export async function restoreHost(runner: Runner, cc: ClusterConfig): Promise<st
     const r = await runner.run({ argv: ['umount', m], mutates: true, nothrow: true, quiet: true });
     if (r.code !== 0) await runner.run({ argv: ['umount', '-l', m], mutates: true, nothrow: true, quiet: true });
   }
-  if (mounts.length) done.push(`unmounted ${mounts.length} leftover mount(s) below ${cc.dir}`);
+  if (mounts.length) done.push(`unmounted ${mounts.length} leftover mount(s): ${mounts.map((m) => path.relative(cc.dir, m)).join(', ')}`);
   if (baseline) {
     for (const fam of FAMILIES) {
       for (const t of TABLES) {
@@ -228,7 +230,7 @@ export async function hostLeftovers(runner: Runner, cc: ClusterConfig): Promise<
   for (const m of leftoverMounts(cc)) out.push(`mount ${m}`);
   for (const p of cgroupPids(cc)) out.push(`process ${p} in the cluster's cgroups`);
   if ((await runner.run({ argv: ['ip', 'link', 'show', cc.net.bridge], nothrow: true, quiet: true })).code === 0) out.push(`bridge ${cc.net.bridge}`);
-  if ((await runner.run({ argv: ['iptables', '-w', '-S', FENCE_CHAIN], nothrow: true, quiet: true })).code === 0) out.push(`iptables chain ${FENCE_CHAIN}`);
+  if ((await runner.run({ argv: ['iptables', '-w', '-t', 'mangle', '-S', FENCE_CHAIN], nothrow: true, quiet: true })).code === 0) out.push(`iptables chain ${FENCE_CHAIN}`);
   const baseline = readJson<Baseline>(clusterPaths(cc).baseline);
   if (baseline) {
     for (const fam of FAMILIES) {
