@@ -89,7 +89,8 @@ const waitReady = (ns: string, ...pods: string[]) => k(['wait', '-n', ns, '--for
 
 /** Fetches the web Service by its DNS name from inside a client pod; true when it answered. */
 async function fetchWeb(client: string): Promise<boolean> {
-  const r = await k(['exec', '-n', NS, client, '--', 'busybox', 'wget', '-q', '-O', '-', '-T', '2', `http://web.${NS}.svc.cluster.local/`], { nothrow: true, timeoutMs: 20_000 });
+  // busybox-static's own `wget -T` crashes (exit 139); bound it with `timeout` instead.
+  const r = await k(['exec', '-n', NS, client, '--', 'busybox', 'timeout', '3', 'busybox', 'wget', '-q', '-O', '-', `http://web.${NS}.svc.cluster.local/`], { nothrow: true, timeoutMs: 20_000 });
   return r.code === 0 && r.stdout.includes('hello-from-web');
 }
 
@@ -111,7 +112,8 @@ test('a Pod Security "restricted" namespace rejects a privileged pod and admits 
   if (skipped(t)) return;
   await restrictedNamespace(PSA_NS);
   const bad = pod('privileged', PSA_NS, {}, ['sleep', '3600']);
-  Object.assign(bad.spec.containers[0]!.securityContext, { privileged: true });
+  // Privileged and nothing else (privileged with allowPrivilegeEscalation=false is invalid anyway).
+  (bad.spec.containers[0] as { securityContext: unknown }).securityContext = { privileged: true };
   const refused = await k(['apply', '-f', '-'], { input: JSON.stringify(bad), nothrow: true });
   assert.notEqual(refused.code, 0);
   assert.match(refused.stderr, /violates PodSecurity "restricted:latest": privileged/);
