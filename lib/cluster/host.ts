@@ -11,6 +11,9 @@ import { clusterPaths, type ClusterConfig } from './config.ts';
 const TABLES = ['filter', 'nat', 'mangle', 'raw'] as const;
 const FAMILIES = ['iptables', 'ip6tables'] as const;
 export const FENCE_CHAIN = 'DIGDAG-HA-CLUSTER-FENCE';
+/** Fixed paths the kubelet, containerd's CNI cache, shims and dockerd write to whatever their
+ * configuration; removed by `down` unless they were there before. */
+const HOST_PATHS = ['/var/log/containers', '/var/lib/kubelet', '/var/lib/cni', '/run/containerd', '/etc/docker/key.json', '/run/docker'];
 const SYSCTLS = ['net/ipv4/ip_forward', 'net/bridge/bridge-nf-call-iptables', 'net/bridge/bridge-nf-call-ip6tables'];
 
 interface Baseline {
@@ -18,6 +21,7 @@ interface Baseline {
   ipsets: string[];
   netns: string[];
   sysctls: Record<string, string>;
+  paths?: string[];
 }
 
 const readSysctl = (k: string) => {
@@ -56,7 +60,7 @@ export async function recordBaseline(runner: Runner, cc: ClusterConfig): Promise
     const v = readSysctl(k);
     if (v !== undefined) sysctls[k] = v;
   }
-  const b: Baseline = { chains, ipsets: await ipsets(runner), netns: listNetns(), sysctls };
+  const b: Baseline = { chains, ipsets: await ipsets(runner), netns: listNetns(), sysctls, paths: HOST_PATHS.filter((p) => fs.existsSync(p)) };
   fs.writeFileSync(file, JSON.stringify(b, null, 2) + '\n');
 }
 
@@ -215,6 +219,14 @@ export async function restoreHost(runner: Runner, cc: ClusterConfig): Promise<st
     if (sets.length) done.push(`destroyed ${sets.length} ipset(s)`);
     for (const [k, v] of Object.entries(baseline.sysctls)) if (readSysctl(k) !== v) writeSysctl(k, v);
   }
+  // The kubelet links every container log into /var/log/containers, whatever podLogsDir says.
+  const links = containerLogLinks(cc);
+  for (const l of links) fs.rmSync(l, { force: true });
+  if (links.length) done.push(`removed ${links.length} container log link(s) from /var/log/containers`);
+  for (const p of newHostPaths(baseline)) {
+    fs.rmSync(p, { recursive: true, force: true });
+    done.push(`removed ${p}`);
+  }
   if ((await runner.run({ argv: ['ip', 'link', 'show', cc.net.bridge], nothrow: true, quiet: true })).code === 0) {
     await runner.run({ argv: ['ip', 'link', 'delete', cc.net.bridge], mutates: true, nothrow: true });
     done.push(`deleted bridge ${cc.net.bridge}`);
@@ -223,6 +235,23 @@ export async function restoreHost(runner: Runner, cc: ClusterConfig): Promise<st
   if (left.length) done.push(`cgroups still busy: ${left.slice(0, 3).join(', ')}`);
   return done;
 }
+
+function containerLogLinks(cc: ClusterConfig): string[] {
+  const dir = '/var/log/containers';
+  if (!fs.existsSync(dir)) return [];
+  return fs
+    .readdirSync(dir)
+    .map((e) => path.join(dir, e))
+    .filter((l) => {
+      try {
+        return fs.readlinkSync(l).startsWith(`${cc.dir}/`);
+      } catch {
+        return false;
+      }
+    });
+}
+
+const newHostPaths = (baseline: Baseline | undefined) => (baseline?.paths ? HOST_PATHS.filter((p) => !baseline.paths!.includes(p) && fs.existsSync(p)) : []);
 
 /** Is anything of the cluster still on the host? (For status and the test's final check.) */
 export async function hostLeftovers(runner: Runner, cc: ClusterConfig): Promise<string[]> {
@@ -240,6 +269,8 @@ export async function hostLeftovers(runner: Runner, cc: ClusterConfig): Promise<
       }
     }
     for (const ns of listNetns()) if (ns.startsWith('cni-') && !baseline.netns.includes(ns)) out.push(`network namespace ${ns}`);
+    for (const p of newHostPaths(baseline)) out.push(`path ${p}`);
   }
+  for (const l of containerLogLinks(cc)) out.push(`log link ${l}`);
   return out;
 }
