@@ -29,6 +29,10 @@ ${Object.entries(CLUSTER_VARIABLES)
 export async function cluster(sub: Subcommand, argv: readonly string[], out: (l: string) => void = (l) => process.stdout.write(`${l}\n`)): Promise<number> {
   const flags = parseFlags(argv);
   const cc = loadClusterConfig(configFromFlags(flags));
+  if (flags.dryRun && sub !== 'build') {
+    // up/down act on processes, sockets and kernel state as they go; a printed plan would be fiction.
+    throw new UserError(`--dry-run is supported by \`cluster build\` only`, 'run without --dry-run');
+  }
   const runner = new ShellRunner(flags.dryRun);
   const log = (l: string) => process.stderr.write(`[cluster] ${l}\n`);
   switch (sub) {

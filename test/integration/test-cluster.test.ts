@@ -7,6 +7,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, test, type TestContext } from 'node:test';
 import { kubectl, STORAGE_CLASS } from '../../lib/cluster/addons.ts';
+import { BINARIES } from '../../lib/cluster/build.ts';
+import { UserError } from '../../lib/errors.ts';
 import { loadClusterConfig, type ClusterConfig } from '../../lib/cluster/config.ts';
 import { hostLeftovers, leftoverMounts } from '../../lib/cluster/host.ts';
 import { ensureTestImage, loadImage } from '../../lib/cluster/images.ts';
@@ -170,22 +172,46 @@ test('a PersistentVolumeClaim binds to a volume under the state dir', async (t) 
   assert.ok(pv.spec.hostPath.path.startsWith(`${cc.dir}/`));
 });
 
-test('down leaves no process, mount, iptables chain, bridge or network namespace behind', async (t) => {
-  if (skipped(t)) return;
-  await clusterDown(runner, cc, { purge: false }, log);
-  assert.deepEqual(listProcesses({ stateDir: cc.dir } as never), []);
-  const ours = fs
+const processesOf = (dir: string) =>
+  fs
     .readdirSync('/proc')
     .filter((d) => /^\d+$/.test(d))
     .filter((d) => {
       try {
-        return fs.readFileSync(`/proc/${d}/cmdline`, 'utf8').includes(`${cc.dir}/`);
+        return fs.readFileSync(`/proc/${d}/cmdline`, 'utf8').includes(`${dir}/`);
       } catch {
         return false;
       }
     });
-  assert.deepEqual(ours, [], 'no process mentions the state dir');
+
+test('down leaves no process, mount, iptables chain, bridge or network namespace behind', async (t) => {
+  if (skipped(t)) return;
+  await clusterDown(runner, cc, { purge: false }, log);
+  assert.deepEqual(listProcesses({ stateDir: cc.dir } as never), []);
+  assert.deepEqual(processesOf(cc.dir), [], 'no process mentions the state dir');
   assert.deepEqual(leftoverMounts(cc), [], 'no mount below the state dir');
   assert.deepEqual(await hostLeftovers(runner, cc), []);
   assert.equal((await clusterStatus(runner, cc)).up, false);
+});
+
+test('a component that dies during start-up: up fails naming it with its log, and stops what it started', async (t) => {
+  if (skipped(t)) return;
+  // The real binaries, but a kube-scheduler that fails at once.
+  const state = tempDir('dh-cluster-bad-');
+  const cache = path.join(state, 'cache');
+  const bad = loadClusterConfig(testConfig({ DIGDAG_HA_STATE_DIR: state }), { ...process.env, DIGDAG_HA_CLUSTER_DIR: path.join(state, 'c'), DIGDAG_HA_CACHE_DIR: cache });
+  fs.mkdirSync(bad.binDir, { recursive: true });
+  for (const b of BINARIES) fs.symlinkSync(path.join(cc.binDir, b.name), path.join(bad.binDir, b.name));
+  fs.rmSync(path.join(bad.binDir, 'kube-scheduler'));
+  fs.writeFileSync(path.join(bad.binDir, 'kube-scheduler'), '#!/bin/sh\necho "simulated scheduler failure" >&2\nexit 1\n', { mode: 0o755 });
+  await assert.rejects(clusterUpCmd(runner, bad, log), (err: unknown) => {
+    assert.ok(err instanceof UserError);
+    assert.match(err.message, /^kube-scheduler exited during start-up/);
+    assert.match(err.detail!, /simulated scheduler failure/);
+    assert.match(err.fix!, /logs\/kube-scheduler\.log/);
+    return true;
+  });
+  assert.deepEqual(processesOf(bad.dir), [], 'everything it started was stopped');
+  assert.deepEqual(await hostLeftovers(runner, bad), []);
+  await clusterDown(runner, bad, { purge: true });
 });
