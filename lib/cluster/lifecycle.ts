@@ -42,12 +42,16 @@ export function missingPrerequisites(cc: ClusterConfig): string[] {
   return out;
 }
 
+const OWN_PROGRAMS = /^(containerd|containerd-shim.*|ctr|runc|dockerd|docker-proxy|etcd|kube-.*|kubelet|coredns)$/;
+
 function strays(cc: ClusterConfig, known: readonly ProcessEntry[]): ProcessEntry[] {
   const out: ProcessEntry[] = [];
   for (const d of fs.readdirSync('/proc')) {
     if (!/^\d+$/.test(d) || Number(d) === process.pid || known.some((k) => k.pid === Number(d))) continue;
     try {
-      if (fs.readFileSync(`/proc/${d}/cmdline`, 'utf8').includes(marker(cc))) {
+      const cmdline = fs.readFileSync(`/proc/${d}/cmdline`, 'utf8');
+      // Only the cluster's own programs (and containerd's shims): never, say, a `tail -f` of a log.
+      if (cmdline.includes(marker(cc)) && OWN_PROGRAMS.test(path.basename(cmdline.split('\0')[0] ?? ''))) {
         out.push({ name: `stray-${d}`, pid: Number(d), marker: marker(cc), logFile: '', startedAt: '', stopWith: 'signal' });
       }
     } catch {
