@@ -1,0 +1,103 @@
+// Images without any registry: a base image debootstrapped from Debian's mirror, the pod
+// sandbox ("pause") image compiled here, a small test image, and loading images into the
+// cluster's containerd. Each is made once; the base rootfs tarball is cached across state dirs.
+import fs from 'node:fs';
+import path from 'node:path';
+import type { Runner } from '../runner.ts';
+import { ensureDir } from '../state.ts';
+import { BASE_IMAGE_SUITE } from '../versions.ts';
+import { clusterPaths, type ClusterConfig } from './config.ts';
+
+export function docker(cc: ClusterConfig, ...args: string[]): string[] {
+  return [cc.dockerCli, '-H', `unix://${clusterPaths(cc).dockerSock}`, ...args];
+}
+
+export function ctr(cc: ClusterConfig, ...args: string[]): string[] {
+  return ['ctr', '--address', clusterPaths(cc).containerdSock, '-n', 'k8s.io', ...args];
+}
+
+async function hasDockerImage(runner: Runner, cc: ClusterConfig, image: string): Promise<boolean> {
+  return (await runner.run({ argv: docker(cc, 'image', 'inspect', '--format', '{{.Id}}', image), nothrow: true, quiet: true })).code === 0;
+}
+
+/** The sandbox process: waits for a signal and reaps orphans, like Kubernetes' own pause. */
+const PAUSE_C = `#include <signal.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+static void quit(int s) { (void)s; _exit(0); }
+static void reap(int s) { (void)s; while (waitpid(-1, 0, WNOHANG) > 0) {} }
+int main(void) {
+  signal(SIGINT, quit);
+  signal(SIGTERM, quit);
+  signal(SIGCHLD, reap);
+  for (;;) pause();
+}
+`;
+
+export async function ensurePauseImage(runner: Runner, cc: ClusterConfig): Promise<string> {
+  if (await hasDockerImage(runner, cc, cc.pauseImage)) return `${cc.pauseImage}: present`;
+  const dir = ensureDir(path.join(cc.cacheDir, 'pause'), 0o755);
+  const tar = path.join(dir, 'pause.tar');
+  if (!fs.existsSync(tar)) {
+    fs.writeFileSync(path.join(dir, 'pause.c'), PAUSE_C);
+    await runner.run({ argv: ['gcc', '-static', '-Os', '-o', path.join(dir, 'pause'), path.join(dir, 'pause.c')], mutates: true });
+    await runner.run({ argv: ['tar', '-C', dir, '--owner=0', '--group=0', '-cf', `${tar}.tmp`, 'pause'], mutates: true });
+    fs.renameSync(`${tar}.tmp`, tar);
+  }
+  await runner.run({ argv: docker(cc, 'import', '--change', 'ENTRYPOINT ["/pause"]', '--change', 'USER 65535:65535', tar, cc.pauseImage), mutates: true });
+  return `${cc.pauseImage}: made`;
+}
+
+/** `debootstrap --variant=minbase` once into the cache, imported as CLUSTER_BASE_IMAGE. */
+export async function ensureBaseImage(runner: Runner, cc: ClusterConfig): Promise<string> {
+  if (await hasDockerImage(runner, cc, cc.baseImage)) return `${cc.baseImage}: present`;
+  const tar = path.join(cc.cacheDir, `base-${BASE_IMAGE_SUITE}.tar`);
+  let how = 'imported from the cache';
+  if (!fs.existsSync(tar)) {
+    const rootfs = path.join(cc.cacheDir, `rootfs-${BASE_IMAGE_SUITE}.tmp`);
+    fs.rmSync(rootfs, { recursive: true, force: true });
+    ensureDir(cc.cacheDir, 0o755);
+    await runner.run({ argv: ['debootstrap', '--variant=minbase', BASE_IMAGE_SUITE, rootfs, cc.debianMirror], mutates: true, timeoutMs: 15 * 60_000 });
+    // Leave apt's caches and logs out of the image.
+    for (const d of ['var/cache/apt/archives', 'var/lib/apt/lists', 'var/log']) {
+      for (const e of fs.existsSync(path.join(rootfs, d)) ? fs.readdirSync(path.join(rootfs, d)) : []) {
+        if (e !== 'partial' && e !== 'lock') fs.rmSync(path.join(rootfs, d, e), { recursive: true, force: true });
+      }
+    }
+    await runner.run({ argv: ['tar', '-C', rootfs, '--numeric-owner', '-cf', `${tar}.tmp`, '.'], mutates: true });
+    fs.renameSync(`${tar}.tmp`, tar);
+    fs.rmSync(rootfs, { recursive: true, force: true });
+    how = 'debootstrapped';
+  }
+  await runner.run({ argv: docker(cc, 'import', '--change', 'CMD ["/bin/bash"]', tar, cc.baseImage), mutates: true });
+  return `${cc.baseImage}: ${how}`;
+}
+
+/** The base plus a static busybox (httpd, nc, wget), running as nobody: what test pods run. */
+export async function ensureTestImage(runner: Runner, cc: ClusterConfig): Promise<string> {
+  if (await hasDockerImage(runner, cc, cc.testImage)) return `${cc.testImage}: present`;
+  const ctx = ensureDir(path.join(cc.dir, 'build', 'test-image'));
+  fs.copyFileSync('/bin/busybox', path.join(ctx, 'busybox'));
+  fs.writeFileSync(path.join(ctx, 'Dockerfile'), [`FROM ${cc.baseImage}`, 'COPY busybox /bin/busybox', 'USER 65534:65534', 'ENTRYPOINT ["/bin/busybox"]', ''].join('\n'));
+  await runner.run({ argv: docker(cc, 'build', '-q', '-t', cc.testImage, ctx), env: { DOCKER_BUILDKIT: '0' }, mutates: true });
+  fs.rmSync(ctx, { recursive: true, force: true });
+  return `${cc.testImage}: built`;
+}
+
+/** Makes a Docker image available to the kubelet (`docker save | ctr images import`). Give it
+ * exactly the name the manifests use, with a pull policy other than Always. */
+export async function loadImage(runner: Runner, cc: ClusterConfig, image: string): Promise<void> {
+  const tmp = path.join(ensureDir(path.join(cc.dir, 'build')), `image-${process.pid}.tar`);
+  try {
+    await runner.run({ argv: docker(cc, 'save', '-o', tmp, image), mutates: true });
+    await runner.run({ argv: ctr(cc, 'images', 'import', tmp), mutates: true, timeoutMs: 10 * 60_000 });
+  } finally {
+    fs.rmSync(tmp, { force: true });
+  }
+}
+
+export async function containerdHasImage(runner: Runner, cc: ClusterConfig, image: string): Promise<boolean> {
+  const r = await runner.run({ argv: ctr(cc, 'images', 'ls', '-q'), nothrow: true, quiet: true });
+  return r.code === 0 && r.stdout.split('\n').includes(image);
+}

@@ -1,0 +1,217 @@
+// The project's own test cluster, for real: up (and up again), Pod Security admission, Service
+// DNS between pods, NetworkPolicy enforcement, a PersistentVolumeClaim binding, pods without a
+// route off the machine, and a down that leaves nothing behind. SKIPPED (with the reason) where
+// it cannot run: not root, or prerequisites missing (bash .ci/install-cluster).
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { after, before, test, type TestContext } from 'node:test';
+import { kubectl, STORAGE_CLASS } from '../../lib/cluster/addons.ts';
+import { BINARIES } from '../../lib/cluster/build.ts';
+import { UserError } from '../../lib/errors.ts';
+import { loadClusterConfig, type ClusterConfig } from '../../lib/cluster/config.ts';
+import { hostLeftovers, leftoverMounts } from '../../lib/cluster/host.ts';
+import { ensureTestImage, loadImage } from '../../lib/cluster/images.ts';
+import { clusterDown, clusterRssMiB, clusterStatus, clusterUpCmd, missingPrerequisites } from '../../lib/cluster/lifecycle.ts';
+import { listProcesses, waitFor } from '../../lib/processes.ts';
+import { ShellRunner, type Cmd } from '../../lib/runner.ts';
+import { tempDir, testConfig } from '../helpers/fixtures.ts';
+
+const runner = new ShellRunner(false, () => {});
+const log = (l: string) => process.stderr.write(`  [cluster] ${l}\n`);
+let cc: ClusterConfig;
+let skipReason: string | undefined;
+let upSeconds = 0;
+
+const NS = 'cluster-test';
+const PSA_NS = 'psa-restricted';
+
+before(async () => {
+  const state = tempDir('dh-cluster-');
+  cc = loadClusterConfig(testConfig({ DIGDAG_HA_STATE_DIR: state }), { ...process.env, DIGDAG_HA_CLUSTER_DIR: path.join(state, 'c') });
+  const missing = missingPrerequisites(cc);
+  if (missing.length) {
+    skipReason = `test cluster cannot run here — missing: ${missing.join('; ')}`;
+    return;
+  }
+  const r = await clusterUpCmd(runner, cc, log);
+  upSeconds = r.seconds;
+  log(`up in ${r.seconds.toFixed(1)} s, ${clusterRssMiB(cc)} MiB resident`);
+  await ensureTestImage(runner, cc);
+  await loadImage(runner, cc, cc.testImage);
+});
+
+after(async () => {
+  if (skipReason || !cc) return;
+  await clusterDown(runner, cc, { purge: true }, log);
+});
+
+const skipped = (t: TestContext) => {
+  if (skipReason) t.skip(skipReason);
+  return !!skipReason;
+};
+
+const k = (args: string[], extra: Partial<Cmd> = {}) => runner.run({ argv: kubectl(cc, ...args), quiet: true, timeoutMs: 60_000, ...extra });
+const apply = (obj: unknown) => k(['apply', '-f', '-'], { input: JSON.stringify(obj) });
+
+/** A Pod Security "restricted" pod running the test image (busybox as nobody). */
+function pod(name: string, ns: string, labels: Record<string, string>, args: string[]) {
+  return {
+    apiVersion: 'v1',
+    kind: 'Pod',
+    metadata: { name, namespace: ns, labels },
+    spec: {
+      automountServiceAccountToken: false,
+      terminationGracePeriodSeconds: 1,
+      securityContext: { runAsNonRoot: true, runAsUser: 65534, runAsGroup: 65534, seccompProfile: { type: 'RuntimeDefault' } },
+      volumes: [{ name: 'tmp', emptyDir: {} }],
+      containers: [
+        {
+          name: 'main',
+          image: cc.testImage,
+          // Never pull: the image was loaded into containerd, there is no registry.
+          imagePullPolicy: 'Never',
+          args,
+          securityContext: { allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: { drop: ['ALL'] } },
+          resources: { requests: { cpu: '10m', memory: '16Mi' }, limits: { cpu: '200m', memory: '64Mi' } },
+          volumeMounts: [{ name: 'tmp', mountPath: '/tmp' }],
+        },
+      ],
+    },
+  };
+}
+
+async function restrictedNamespace(name: string): Promise<void> {
+  await apply({ apiVersion: 'v1', kind: 'Namespace', metadata: { name, labels: { 'pod-security.kubernetes.io/enforce': 'restricted', 'pod-security.kubernetes.io/enforce-version': 'latest' } } });
+  // The controller-manager creates the "default" ServiceAccount pods need.
+  assert.ok(await waitFor(async () => (await k(['get', 'serviceaccount', 'default', '-n', name], { nothrow: true })).code === 0, 60_000, 250), `ServiceAccount default in ${name}`);
+}
+
+const waitReady = (ns: string, ...pods: string[]) => k(['wait', '-n', ns, '--for=condition=Ready', '--timeout=120s', ...pods.map((p) => `pod/${p}`)], { timeoutMs: 130_000 });
+
+/** Fetches the web Service by its DNS name from inside a client pod; true when it answered. */
+async function fetchWeb(client: string): Promise<boolean> {
+  // busybox-static's own `wget -T` crashes (exit 139); bound it with `timeout` instead.
+  const r = await k(['exec', '-n', NS, client, '--', 'busybox', 'timeout', '3', 'busybox', 'wget', '-q', '-O', '-', `http://web.${NS}.svc.cluster.local/`], { nothrow: true, timeoutMs: 20_000 });
+  return r.code === 0 && r.stdout.includes('hello-from-web');
+}
+
+test('up starts every component and the node becomes Ready; up again says so at once', async (t) => {
+  if (skipped(t)) return;
+  const node = await k(['get', 'node', 'localhost', '-o', 'jsonpath={.status.conditions[?(@.type=="Ready")].status}']);
+  assert.equal(node.stdout, 'True');
+  const version = await k(['version', '-o', 'json']);
+  assert.equal((JSON.parse(version.stdout) as { serverVersion: { gitVersion: string } }).serverVersion.gitVersion, 'v1.31.3');
+  const again = await clusterUpCmd(runner, cc, log);
+  assert.equal(again.alreadyUp, true);
+  assert.ok(again.seconds < 5, `second up took ${again.seconds} s`);
+  const status = await clusterStatus(runner, cc);
+  assert.equal(status.up, true, status.lines.join('\n'));
+  log(`cold-or-warm up ${upSeconds.toFixed(1)} s; second up ${again.seconds.toFixed(2)} s`);
+});
+
+test('a Pod Security "restricted" namespace rejects a privileged pod and admits a compliant one', async (t) => {
+  if (skipped(t)) return;
+  await restrictedNamespace(PSA_NS);
+  const bad = pod('privileged', PSA_NS, {}, ['sleep', '3600']);
+  // Privileged and nothing else (privileged with allowPrivilegeEscalation=false is invalid anyway).
+  (bad.spec.containers[0] as { securityContext: unknown }).securityContext = { privileged: true };
+  const refused = await k(['apply', '-f', '-'], { input: JSON.stringify(bad), nothrow: true });
+  assert.notEqual(refused.code, 0);
+  assert.match(refused.stderr, /violates PodSecurity "restricted:latest": privileged/);
+  await apply(pod('compliant', PSA_NS, {}, ['sleep', '3600']));
+  await waitReady(PSA_NS, 'compliant');
+});
+
+test('a pod reaches another pod through its Service by DNS name', async (t) => {
+  if (skipped(t)) return;
+  await restrictedNamespace(NS);
+  await apply(pod('web', NS, { app: 'web' }, ['sh', '-c', 'mkdir -p /tmp/www && echo hello-from-web > /tmp/www/index.html && exec busybox httpd -f -p 8080 -h /tmp/www']));
+  await apply({ apiVersion: 'v1', kind: 'Service', metadata: { name: 'web', namespace: NS }, spec: { selector: { app: 'web' }, ports: [{ port: 80, targetPort: 8080 }] } });
+  await apply(pod('client', NS, { role: 'client' }, ['sleep', '3600']));
+  await apply(pod('stranger', NS, { role: 'stranger' }, ['sleep', '3600']));
+  await waitReady(NS, 'web', 'client', 'stranger');
+  // Bounded: the Service's endpoints reach kube-proxy a moment after the pod is Ready.
+  assert.ok(await waitFor(() => fetchWeb('client'), 30_000, 500), 'client reaches http://web.cluster-test.svc.cluster.local/');
+  assert.ok(await fetchWeb('stranger'));
+});
+
+test('NetworkPolicy is enforced: default-deny blocks the connection, an allow rule re-permits it', async (t) => {
+  if (skipped(t)) return;
+  await apply({ apiVersion: 'networking.k8s.io/v1', kind: 'NetworkPolicy', metadata: { name: 'default-deny', namespace: NS }, spec: { podSelector: {}, policyTypes: ['Ingress'] } });
+  assert.ok(await waitFor(async () => !(await fetchWeb('client')), 30_000, 500), 'default-deny blocks client → web');
+  assert.equal(await fetchWeb('stranger'), false);
+  await apply({
+    apiVersion: 'networking.k8s.io/v1',
+    kind: 'NetworkPolicy',
+    metadata: { name: 'allow-client-to-web', namespace: NS },
+    spec: {
+      podSelector: { matchLabels: { app: 'web' } },
+      policyTypes: ['Ingress'],
+      ingress: [{ from: [{ podSelector: { matchLabels: { role: 'client' } } }], ports: [{ port: 8080, protocol: 'TCP' }] }],
+    },
+  });
+  assert.ok(await waitFor(() => fetchWeb('client'), 30_000, 500), 'the allow rule re-permits client → web');
+  assert.equal(await fetchWeb('stranger'), false, 'a pod the rule does not select stays blocked');
+});
+
+test('pods have no route off the machine (only the pod subnet and the Service range)', async (t) => {
+  if (skipped(t)) return;
+  const routes = (await k(['exec', '-n', NS, 'client', '--', 'busybox', 'ip', 'route'])).stdout;
+  assert.doesNotMatch(routes, /^default/m);
+  assert.match(routes, new RegExp(`^${cc.net.serviceCidr.replace(/\./g, '\\.')} via ${cc.net.bridgeIp.replace(/\./g, '\\.')}`, 'm'));
+});
+
+test('a PersistentVolumeClaim binds to a volume under the state dir', async (t) => {
+  if (skipped(t)) return;
+  await apply({ apiVersion: 'v1', kind: 'PersistentVolumeClaim', metadata: { name: 'data', namespace: NS }, spec: { accessModes: ['ReadWriteOnce'], resources: { requests: { storage: '1Gi' } } } });
+  assert.ok(await waitFor(async () => (await k(['get', 'pvc', 'data', '-n', NS, '-o', 'jsonpath={.status.phase}'])).stdout === 'Bound', 30_000, 250), 'PVC data Bound');
+  const pvc = JSON.parse((await k(['get', 'pvc', 'data', '-n', NS, '-o', 'json'])).stdout) as { spec: { storageClassName: string; volumeName: string } };
+  assert.equal(pvc.spec.storageClassName, STORAGE_CLASS, 'the default StorageClass');
+  const pv = JSON.parse((await k(['get', 'pv', pvc.spec.volumeName, '-o', 'json'])).stdout) as { spec: { hostPath: { path: string } } };
+  assert.ok(pv.spec.hostPath.path.startsWith(`${cc.dir}/`));
+});
+
+const processesOf = (dir: string) =>
+  fs
+    .readdirSync('/proc')
+    .filter((d) => /^\d+$/.test(d))
+    .filter((d) => {
+      try {
+        return fs.readFileSync(`/proc/${d}/cmdline`, 'utf8').includes(`${dir}/`);
+      } catch {
+        return false;
+      }
+    });
+
+test('down leaves no process, mount, iptables chain, bridge or network namespace behind', async (t) => {
+  if (skipped(t)) return;
+  await clusterDown(runner, cc, { purge: false }, log);
+  assert.deepEqual(listProcesses({ stateDir: cc.dir } as never), []);
+  assert.deepEqual(processesOf(cc.dir), [], 'no process mentions the state dir');
+  assert.deepEqual(leftoverMounts(cc), [], 'no mount below the state dir');
+  assert.deepEqual(await hostLeftovers(runner, cc), []);
+  assert.equal((await clusterStatus(runner, cc)).up, false);
+});
+
+test('a component that dies during start-up: up fails naming it with its log, and stops what it started', async (t) => {
+  if (skipped(t)) return;
+  // The real binaries, but a kube-scheduler that fails at once.
+  const state = tempDir('dh-cluster-bad-');
+  const cache = path.join(state, 'cache');
+  const bad = loadClusterConfig(testConfig({ DIGDAG_HA_STATE_DIR: state }), { ...process.env, DIGDAG_HA_CLUSTER_DIR: path.join(state, 'c'), DIGDAG_HA_CACHE_DIR: cache });
+  fs.mkdirSync(bad.binDir, { recursive: true });
+  for (const b of BINARIES) fs.symlinkSync(path.join(cc.binDir, b.name), path.join(bad.binDir, b.name));
+  fs.rmSync(path.join(bad.binDir, 'kube-scheduler'));
+  fs.writeFileSync(path.join(bad.binDir, 'kube-scheduler'), '#!/bin/sh\necho "simulated scheduler failure" >&2\nexit 1\n', { mode: 0o755 });
+  await assert.rejects(clusterUpCmd(runner, bad, log), (err: unknown) => {
+    assert.ok(err instanceof UserError);
+    assert.match(err.message, /^kube-scheduler exited during start-up/);
+    assert.match(err.detail!, /simulated scheduler failure/);
+    assert.match(err.fix!, /logs\/kube-scheduler\.log/);
+    return true;
+  });
+  assert.deepEqual(processesOf(bad.dir), [], 'everything it started was stopped');
+  assert.deepEqual(await hostLeftovers(runner, bad), []);
+  await clusterDown(runner, bad, { purge: true });
+});
