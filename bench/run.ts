@@ -19,7 +19,7 @@ import { endpointOf, reconcileLocal, waitHealthy } from '../lib/local/apply.ts';
 import { downLocal } from '../lib/local/down.ts';
 import { runSteps, type Ctx } from '../lib/pipeline.ts';
 import { dbEndpoint, freePortRange, queryAsApp } from '../lib/postgres.ts';
-import { registerProcess, stopProcess, unregisterProcess, type ProcessEntry } from '../lib/processes.ts';
+import { listProcesses, registerProcess, stopProcess, unregisterProcess, type ProcessEntry } from '../lib/processes.ts';
 import { pushProject } from '../lib/push-workflow.ts';
 import { ShellRunner, type Runner } from '../lib/runner.ts';
 import { writePrivateFile } from '../lib/state.ts';
@@ -160,6 +160,15 @@ async function startServerM(ctx: Ctx, threads: number): Promise<{ entry: Process
   return { entry, url: `http://127.0.0.1:${port}` };
 }
 
+/** Stops the role processes (PostgreSQL keeps running). */
+async function stopRoles(ctx: Ctx, log: (l: string) => void): Promise<void> {
+  const roles = listProcesses(ctx.config).filter((e) => e.role);
+  for (const e of roles) {
+    log(`  ${e.name}: ${await stopProcess(e, 60_000)}`);
+    unregisterProcess(ctx.config, e.name);
+  }
+}
+
 /** Idle load, latency workloads and bursts against one running configuration. */
 async function measure(t: Target, o: BenchOptions, full: boolean, report: Report, eventsFile: string, log: (l: string) => void): Promise<void> {
   if (full) {
@@ -258,6 +267,9 @@ async function main(): Promise<void> {
     const projectDir = writeBenchProject(path.join(ctx.config.stateDir, 'project', PROJECT), BURST_DIG, o.seqTasks, o.fanoutTasks);
     for (const layout of ['worker', 'split'] as const) {
       if (!o.configs.includes(layout)) continue;
+      // A fresh set of processes per layout: the roles' ports shift between layouts, and
+      // reconcileLocal would start a new role on a port an old one still holds.
+      await stopRoles(ctx, log);
       // Equal threads first (it gets the idle and latency runs), then the other worker counts, down.
       const counts = layout === 'worker' ? [o.equal, ...o.workers.filter((n) => n !== o.equal).sort((a, b) => b - a)] : [o.equal];
       for (const n of counts) {
