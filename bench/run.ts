@@ -1,259 +1,307 @@
-// Benchmark (npm run bench): real Digdag on a real PostgreSQL, bursts of I/O-bound and tiny
-// tasks against 1, 2 and 4 agents, and the seed's single `digdag server -m` side by side.
-// Prints a table, writes bench/results/<time>.json and a PNG chart of throughput vs agents.
+// Benchmark (npm run bench, not a test): real Digdag on a real PostgreSQL in both role layouts
+// (worker, split) and the seed's single `digdag server -m`, side by side in one run — latency
+// (sequential and fan-out tiny tasks), throughput at equal total agent threads and over 1/2/4
+// workers, and PostgreSQL load idle and under the bursts. Prints three tables, writes
+// bench/results/<time>.json and PNG charts. Runs in its own state dir (.state/bench) on free
+// ports, and stops everything it started, also on failure or Ctrl-C.
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { Resvg } from '@resvg/resvg-js';
-import { isMain, ROOT } from '../lib/cli.ts';
+import { authenticatedEndpoint } from '../lib/auth.ts';
+import { isMain, makeCtx, ROOT } from '../lib/cli.ts';
 import { loadConfig, type Config } from '../lib/config.ts';
-import { attemptTasks, getAttempt, startAttempt, waitAttempt, workflowId } from '../lib/digdag-api.ts';
-import { answersVersion, CLIENT_JVM_OPTS, detectJava, digdagArgv, requireRuntime } from '../lib/digdag.ts';
+import { requireSecrets } from '../lib/credentials.ts';
+import { startAttempt, waitAttempt, workflowId } from '../lib/digdag-api.ts';
+import { detectJava, digdagArgv, requireRuntime, type Endpoint } from '../lib/digdag.ts';
 import { describeError } from '../lib/errors.ts';
-import { runSteps } from '../lib/pipeline.ts';
-import { freePortRange } from '../lib/postgres.ts';
-import { stopProcess, waitFor } from '../lib/processes.ts';
-import { ShellRunner } from '../lib/runner.ts';
+import { endpointOf, reconcileLocal, waitHealthy } from '../lib/local/apply.ts';
+import { downLocal } from '../lib/local/down.ts';
+import { runSteps, type Ctx } from '../lib/pipeline.ts';
+import { dbEndpoint, freePortRange, queryAsApp } from '../lib/postgres.ts';
+import { listProcesses, registerProcess, stopProcess, unregisterProcess, type ProcessEntry } from '../lib/processes.ts';
+import { pushProject } from '../lib/push-workflow.ts';
+import { ShellRunner, type Runner } from '../lib/runner.ts';
+import { writePrivateFile } from '../lib/state.ts';
 import { buildImage } from '../tasks/build-image.ts';
 import { createSecret } from '../tasks/create-secret.ts';
-import { downLocal } from '../lib/local/down.ts';
 import { initDb } from '../tasks/init-db.ts';
-import { reconcileLocal } from '../lib/local/apply.ts';
 import { startPostgres } from '../tasks/start-postgres.ts';
+import { busyFraction, parseCpuStat, parseEvents, ratePerSecond, spanOf, type CpuTimes } from './measure.ts';
+import { latencyBars, renderReport, setupLabel, throughputBars, type BurstResult, type IdleResult, type LatencyResult, type Report, type Setup } from './report.ts';
 import { barChartSvg } from './svg-chart.ts';
+import { benchOptions, writeBenchProject, type BenchOptions, type Burst } from './workloads.ts';
 
 const PROJECT = 'bench';
-const PROJECT_DIR = path.join(ROOT, 'bench', 'workflows', PROJECT);
+const BURST_DIG = path.join(ROOT, 'bench', 'workflows', PROJECT, 'burst.dig');
 
-export interface Burst {
-  name: 'io' | 'tiny';
-  workflows: number;
-  tasksPerWorkflow: number;
-  sleepSeconds: number;
+const USAGE = `usage: npm run bench -- [flags]
+
+  --quick                 a short run (1 repetition, smaller bursts, 1 and 2 workers)
+  --configs a,b           which to run, in order: worker,split,server-m (default all three)
+  --threads N             agent threads per worker/agent (default 4)
+  --workers 1,2,4         worker counts for the scaling rows (worker layout)
+  --equal N               workers (and split agents) at equal total threads; server -m gets N x threads
+  --reps N                repetitions of each latency workload (default 3)
+  --seq-tasks N           sequential tiny tasks (default 10)
+  --fanout-tasks N        parallel tiny tasks (default 24)
+  --settle S              idle seconds before each latency run (default 6: executor loops back off to 5 s polls)
+  --idle-seconds S        window for idle PostgreSQL load (default 20)
+`;
+
+/** A running configuration the workloads are sent to. */
+interface Target {
+  setup: Setup;
+  endpoint: Endpoint;
+  /** Cumulative transactions of the digdag database; absent for server -m (in-memory H2). */
+  pgTx?: () => Promise<number>;
 }
 
-export interface Result {
-  config: string;
-  agents: number | null;
-  threadsPerAgent: number | null;
-  burst: Burst['name'];
-  tasks: number;
-  /** Submission of the first attempt to the end of the last task. */
-  seconds: number;
-  tasksPerSecond: number;
-  /** Submission to the first task starting on an agent: fixed latency, not throughput. */
-  startupSeconds: number;
-  /** Tasks per second between the first task starting and the last one ending. */
-  activeTasksPerSecond: number;
-  makespanP50: number;
-  makespanMax: number;
-  delayP50: number;
-  delayP95: number;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const readCpu = (): CpuTimes => parseCpuStat(fs.readFileSync('/proc/stat', 'utf8'));
+
+/** Session times must be unique per workflow: one second apart, a day in the past. */
+let sessions = 0;
+const sessionBase = Math.floor(Date.now() / 1000) * 1000 - 86_400_000;
+const nextSessionTime = () => new Date(sessionBase - ++sessions * 1000);
+
+async function pgTxCounter(runner: Runner, config: Config): Promise<() => Promise<number>> {
+  const db = await dbEndpoint(config, requireSecrets(config).dbPassword);
+  const sql = 'SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = current_database()';
+  return async () => Number(await queryAsApp(runner, config, db, sql));
 }
 
-export function percentile(values: number[], p: number): number {
-  if (!values.length) return NaN;
-  const s = [...values].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))]!;
-}
-
-interface Event {
-  ns: bigint;
-  attempt: string;
-  task: string;
-  kind: 'start' | 'end';
-}
-
-export function parseEvents(text: string): Event[] {
-  return text
-    .split('\n')
-    .map((l) => l.trim().split(' '))
-    .filter((p) => p.length === 4 && /^\d+$/.test(p[0]!))
-    .map(([ns, attempt, task, kind]) => ({ ns: BigInt(ns!), attempt: attempt!, task: task!, kind: kind as Event['kind'] }));
-}
-
-const ms = (e: Event) => Number(e.ns / 1_000_000n);
-
-/** Runs one burst against an endpoint and measures it from the tasks' own start/end records. */
-async function runBurst(endpoint: string, burst: Burst, eventsFile: string, log: (l: string) => void): Promise<Omit<Result, 'config' | 'agents' | 'threadsPerAgent'>> {
-  fs.writeFileSync(eventsFile, '');
-  fs.chmodSync(eventsFile, 0o666);
-  const wf = await workflowId(endpoint, PROJECT, 'burst');
+/** PostgreSQL transactions/s with nothing submitted (the executor loops, agents and scheduler polling). */
+async function measureIdle(t: Target, seconds: number, log: (l: string) => void): Promise<IdleResult> {
+  if (!t.pgTx) return { ...t.setup, seconds, pgTxPerSecond: null };
+  const a = await t.pgTx();
   const t0 = Date.now();
-  const base = Math.floor(t0 / 1000) * 1000;
-  const ids: string[] = [];
-  for (let i = 0; i < burst.workflows; i++) {
-    // Session times must be unique per workflow: one second apart in the past.
-    ids.push(await startAttempt(endpoint, wf, new Date(base - (i + 1) * 1000 - Math.floor(Math.random() * 1e6) * 1000), {
-      tasks: burst.tasksPerWorkflow,
-      sleep_seconds: burst.sleepSeconds,
-      events: eventsFile,
-    }));
+  await sleep(seconds * 1000);
+  const b = await t.pgTx();
+  const secs = (Date.now() - t0) / 1000;
+  // The first reading's own transaction is counted by the second.
+  const rate = ratePerSecond(a, b, secs, 1);
+  log(`  idle: ${rate.toFixed(1)} PostgreSQL tx/s over ${secs.toFixed(0)}s`);
+  return { ...t.setup, seconds: secs, pgTxPerSecond: rate };
+}
+
+/** One attempt at a time, each after an idle pause: what a user submitting to a quiet system sees. */
+async function runLatency(t: Target, workload: LatencyResult['workload'], tasks: number, o: BenchOptions, eventsFile: string, log: (l: string) => void): Promise<LatencyResult> {
+  const wf = await workflowId(t.endpoint, PROJECT, workload === 'sequential' ? 'seq' : 'fanout');
+  const out: LatencyResult = { ...t.setup, workload, tasks, endToEnd: [], firstStart: [] };
+  for (let rep = 0; rep < o.reps; rep++) {
+    await sleep(o.settleSeconds * 1000);
+    fs.writeFileSync(eventsFile, '');
+    const t0 = Date.now();
+    const id = await startAttempt(t.endpoint, wf, nextSessionTime(), { events: eventsFile });
+    const a = await waitAttempt(t.endpoint, id, (tasks * 10 + 120) * 1000);
+    if (!a.success) throw new Error(`${workload} attempt ${id} failed on ${setupLabel(t.setup)}`);
+    const span = spanOf(parseEvents(fs.readFileSync(eventsFile, 'utf8')), id);
+    if (span.starts < tasks || span.ends < tasks) throw new Error(`${workload} attempt ${id}: expected ${tasks} task records, got ${span.starts} starts and ${span.ends} ends`);
+    out.endToEnd.push((span.lastEndMs - t0) / 1000);
+    out.firstStart.push((span.firstStartMs - t0) / 1000);
   }
-  const timeout = (burst.workflows * burst.tasksPerWorkflow * (burst.sleepSeconds + 2) + 180) * 1000;
-  const attempts = await Promise.all(ids.map((id) => waitAttempt(endpoint, id, timeout)));
+  log(`  ${workload} (${tasks} tasks): end-to-end ${out.endToEnd.map((s) => s.toFixed(2)).join(', ')} s; first start ${out.firstStart.map((s) => s.toFixed(2)).join(', ')} s`);
+  return out;
+}
+
+/** All attempts of a burst submitted at once; measured from the tasks' own start/end records. */
+async function runBurst(t: Target, b: Burst, eventsFile: string, log: (l: string) => void): Promise<BurstResult> {
+  fs.writeFileSync(eventsFile, '');
+  const wf = await workflowId(t.endpoint, PROJECT, 'burst');
+  const tx0 = await t.pgTx?.();
+  const cpu0 = readCpu();
+  const w0 = Date.now();
+  const submitted: { id: string; at: number }[] = [];
+  for (let i = 0; i < b.workflows; i++) {
+    const at = Date.now();
+    submitted.push({ at, id: await startAttempt(t.endpoint, wf, nextSessionTime(), { tasks: b.tasksPerWorkflow, sleep_seconds: b.sleepSeconds, events: eventsFile }) });
+  }
+  const timeout = (b.workflows * b.tasksPerWorkflow * (b.sleepSeconds + 2) + 180) * 1000;
+  const attempts = await Promise.all(submitted.map((s) => waitAttempt(t.endpoint, s.id, timeout)));
+  const cpu1 = readCpu();
+  const tx1 = await t.pgTx?.();
+  const window = (Date.now() - w0) / 1000;
   const failed = attempts.filter((a) => !a.success);
-  if (failed.length) throw new Error(`${failed.length} attempts failed (e.g. ${failed[0]!.id})`);
+  if (failed.length) throw new Error(`${failed.length} ${b.name} burst attempts failed on ${setupLabel(t.setup)} (e.g. ${failed[0]!.id})`);
   const events = parseEvents(fs.readFileSync(eventsFile, 'utf8'));
-  const starts = events.filter((e) => e.kind === 'start');
-  const ends = events.filter((e) => e.kind === 'end');
-  const n = burst.workflows * burst.tasksPerWorkflow;
-  if (starts.length < n || ends.length < n) throw new Error(`expected ${n} task records, got ${starts.length} starts and ${ends.length} ends`);
-  const end = Math.max(...ends.map(ms));
-  const firstStart = Math.min(...starts.map(ms));
-  const seconds = (end - t0) / 1000;
-  // Queue wait: when an agent started the task minus when the executor queued it (startedAt).
-  const delays: number[] = [];
-  for (const id of ids) {
-    const tasks = await attemptTasks(endpoint, id);
-    for (const s of starts.filter((e) => e.attempt === id)) {
-      const t = tasks.find((x) => x.fullName === s.task);
-      if (t?.startedAt) delays.push((ms(s) - Date.parse(t.startedAt)) / 1000);
-    }
-  }
-  const makespans = await Promise.all(ids.map(async (id) => {
-    const a = await getAttempt(endpoint, id);
-    return (Date.parse(a.finishedAt!) - Date.parse(a.createdAt)) / 1000;
-  }));
-  log(`  ${burst.name}: ${n} tasks in ${seconds.toFixed(1)}s`);
-  return {
-    burst: burst.name,
+  const n = b.workflows * b.tasksPerWorkflow;
+  const all = spanOf(events);
+  if (all.starts < n || all.ends < n) throw new Error(`${b.name} burst: expected ${n} task records, got ${all.starts} starts and ${all.ends} ends`);
+  const seconds = (all.lastEndMs - submitted[0]!.at) / 1000;
+  const r: BurstResult = {
+    ...t.setup,
+    burst: b.name,
     tasks: n,
     seconds,
     tasksPerSecond: n / seconds,
-    startupSeconds: (firstStart - t0) / 1000,
-    activeTasksPerSecond: n / ((end - firstStart) / 1000),
-    makespanP50: percentile(makespans, 50),
-    makespanMax: Math.max(...makespans),
-    delayP50: percentile(delays, 50),
-    delayP95: percentile(delays, 95),
+    firstStart: submitted.map((s) => (spanOf(events, s.id).firstStartMs - s.at) / 1000),
+    pgTxPerSecond: tx0 === undefined || tx1 === undefined ? null : ratePerSecond(tx0, tx1, window, 1),
+    cpuBusy: busyFraction(cpu0, cpu1),
   };
+  log(`  ${b.name} burst: ${n} tasks in ${seconds.toFixed(1)}s (${r.tasksPerSecond.toFixed(2)}/s), CPU ${Math.round(r.cpuBusy * 100)}%${r.pgTxPerSecond === null ? '' : `, ${r.pgTxPerSecond.toFixed(1)} PostgreSQL tx/s`}`);
+  return r;
 }
 
-async function pushBench(config: Config, runner: ShellRunner, endpoint: string): Promise<void> {
-  const java = await detectJava(config, runner);
-  await runner.run({ argv: digdagArgv(java, requireRuntime(config), CLIENT_JVM_OPTS, ['push', PROJECT, '--project', PROJECT_DIR, '-e', endpoint]), mutates: true });
+/** The seed's layout: one `digdag server -m` (in-memory database), registered for teardown. */
+async function startServerM(ctx: Ctx, threads: number): Promise<{ entry: ProcessEntry; url: string }> {
+  const config = ctx.config;
+  const port = await freePortRange(1, 48500, 20);
+  // -c: only this file is read, never the user's ~/.config/digdag/config.
+  const props = path.join(config.stateDir, 'props', 'server-m.properties');
+  writePrivateFile(props, '# digdag-ha bench: the seed\'s single `digdag server -m`; everything else is Digdag\'s default.\n');
+  const java = await detectJava(config, ctx.runner);
+  const argv = digdagArgv(java, requireRuntime(config), config.digdag.jvmOpts, ['server', '-m', '-c', props, '-b', '127.0.0.1', '-n', String(port), '--max-task-threads', String(threads)]);
+  const logFile = path.join(config.stateDir, 'logs', 'server-m.log');
+  const pid = await ctx.runner.spawnBackground({ argv, logFile, cwd: config.stateDir });
+  const entry: ProcessEntry = { name: 'server-m', pid, port, marker: props, logFile, startedAt: new Date().toISOString(), stopWith: 'signal' };
+  registerProcess(config, entry);
+  await waitHealthy(entry);
+  return { entry, url: `http://127.0.0.1:${port}` };
 }
 
-export function renderTable(results: readonly Result[]): string {
-  const head = ['configuration', 'burst', 'tasks', 'seconds', 'tasks/s', 'speed-up', 'startup s', 'active tasks/s', 'speed-up', 'makespan p50/max s', 'ready→start p50/p95 s'];
-  const one = (b: string) => results.find((r) => r.agents === 1 && r.burst === b);
-  const rows = results.map((r) => [
-    r.config,
-    r.burst,
-    String(r.tasks),
-    r.seconds.toFixed(1),
-    r.tasksPerSecond.toFixed(2),
-    one(r.burst) ? `${(r.tasksPerSecond / one(r.burst)!.tasksPerSecond).toFixed(2)}x` : '',
-    r.startupSeconds.toFixed(1),
-    r.activeTasksPerSecond.toFixed(2),
-    one(r.burst) ? `${(r.activeTasksPerSecond / one(r.burst)!.activeTasksPerSecond).toFixed(2)}x` : '',
-    `${r.makespanP50.toFixed(1)} / ${r.makespanMax.toFixed(1)}`,
-    `${r.delayP50.toFixed(2)} / ${r.delayP95.toFixed(2)}`,
-  ]);
-  const w = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-  const line = (r: string[]) => r.map((c, i) => c.padEnd(w[i]!)).join('  ').trimEnd();
-  return [line(head), line(w.map((x) => '-'.repeat(x))), ...rows.map(line)].join('\n');
+/** Stops the role processes (PostgreSQL keeps running). */
+async function stopRoles(ctx: Ctx, log: (l: string) => void): Promise<void> {
+  const roles = listProcesses(ctx.config).filter((e) => e.role);
+  for (const e of roles) {
+    log(`  ${e.name}: ${await stopProcess(e, 60_000)}`);
+    unregisterProcess(ctx.config, e.name);
+  }
+}
+
+/** Idle load, latency workloads and bursts against one running configuration. */
+async function measure(t: Target, o: BenchOptions, full: boolean, report: Report, eventsFile: string, log: (l: string) => void): Promise<void> {
+  if (full) {
+    report.idle.push(await measureIdle(t, o.idleSeconds, log));
+    report.latency.push(await runLatency(t, 'sequential', o.seqTasks, o, eventsFile, log));
+    report.latency.push(await runLatency(t, 'fan-out', o.fanoutTasks, o, eventsFile, log));
+  }
+  for (const b of o.bursts) report.bursts.push(await runBurst(t, b, eventsFile, log));
+}
+
+function writeOutputs(report: Report, o: BenchOptions, log: (l: string) => void): void {
+  const outDir = path.join(ROOT, 'bench', 'results');
+  fs.mkdirSync(outDir, { recursive: true });
+  const stamp = new Date().toISOString().replace(/[:.]/g, '-');
+  const json = path.join(outDir, `${stamp}.json`);
+  fs.writeFileSync(json, JSON.stringify({ at: new Date().toISOString(), options: o, cpus: (fs.readFileSync('/proc/cpuinfo', 'utf8').match(/^processor\s/gm) ?? []).length, ...report }, null, 2) + '\n');
+  const png = (file: string, svg: string) => fs.writeFileSync(file, new Resvg(svg, { font: { loadSystemFonts: true } }).render().asPng());
+  const [io, tiny] = [o.bursts.find((b) => b.name === 'io')!, o.bursts.find((b) => b.name === 'tiny')!];
+  png(path.join(outDir, `${stamp}.png`), barChartSvg(`Digdag throughput (${o.threads} threads per worker/agent)`, 'tasks / second', [
+    { name: `I/O-bound: ${io.workflows}x${io.tasksPerWorkflow} x sleep ${io.sleepSeconds}s`, bars: throughputBars(report.bursts, 'io') },
+    { name: `tiny: ${tiny.workflows}x${tiny.tasksPerWorkflow} x true`, bars: throughputBars(report.bursts, 'tiny') },
+  ]));
+  png(path.join(outDir, `${stamp}-latency.png`), barChartSvg('Digdag latency (median end-to-end)', 'seconds', [
+    { name: `${o.seqTasks} sequential tiny tasks`, bars: latencyBars(report.latency, 'sequential') },
+    { name: `${o.fanoutTasks} parallel tiny tasks`, bars: latencyBars(report.latency, 'fan-out') },
+  ]));
+  log(`\nwrote ${path.relative(ROOT, json)}, ${path.relative(ROOT, outDir)}/${stamp}.png and ${stamp}-latency.png`);
 }
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
-      agents: { type: 'string', default: '1,2,4' },
-      threads: { type: 'string', default: '4' },
-      workflows: { type: 'string', default: '8' },
-      tasks: { type: 'string', default: '8' },
-      sleep: { type: 'string', default: '3' },
-      'tiny-workflows': { type: 'string', default: '8' },
-      'tiny-tasks': { type: 'string', default: '8' },
-      'no-baseline': { type: 'boolean', default: false },
+      quick: { type: 'boolean' },
+      configs: { type: 'string' },
+      threads: { type: 'string' },
+      workers: { type: 'string' },
+      equal: { type: 'string' },
+      reps: { type: 'string' },
+      'seq-tasks': { type: 'string' },
+      'fanout-tasks': { type: 'string' },
+      settle: { type: 'string' },
+      'idle-seconds': { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
     },
+    strict: true,
   });
-  const agentCounts = values.agents.split(',').map(Number);
-  const bursts: Burst[] = [
-    { name: 'io', workflows: Number(values.workflows), tasksPerWorkflow: Number(values.tasks), sleepSeconds: Number(values.sleep) },
-    { name: 'tiny', workflows: Number(values['tiny-workflows']), tasksPerWorkflow: Number(values['tiny-tasks']), sleepSeconds: 0 },
-  ];
+  if (values.help) {
+    process.stdout.write(USAGE);
+    return;
+  }
+  const o = benchOptions(values);
   const log = (l: string) => process.stdout.write(`${l}\n`);
   const runner = new ShellRunner(false, () => {});
   const stateRoot = path.join(ROOT, '.state', 'bench');
-  const eventsFile = path.join('/tmp', `digdag-ha-bench-${process.pid}.log`);
-  const portBase = await freePortRange(4 + Math.max(...agentCounts), 47000, 20);
-  const configFor = (agents: number) =>
+  const portBase = await freePortRange(3 + Math.max(...o.workers, o.equal), 47000, 20);
+  const configFor = (layout: 'worker' | 'split', n: number) =>
     loadConfig({
       root: ROOT,
       env: process.env,
       overrides: {
         DIGDAG_HA_TARGET: 'local',
         DIGDAG_HA_STATE_DIR: stateRoot,
+        DIGDAG_HA_LAYOUT: layout,
         LOCAL_PORT_BASE: String(portBase),
+        POSTGRES_PORT: '0',
         UI_REPLICAS: '1',
+        SCHEDULER_REPLICAS: '1',
+        WORKER_REPLICAS: String(n),
         WORKFLOW_REPLICAS: '1',
-        SCHEDULER_REPLICAS: '0',
-        AGENT_REPLICAS: String(agents),
-        AGENT_MAX_TASK_THREADS: values.threads,
+        AGENT_REPLICAS: String(n),
+        AGENT_MAX_TASK_THREADS: String(o.threads),
       },
     });
-  const results: Result[] = [];
-  const first = configFor(agentCounts[0]!);
-  const ctx = { config: first, runner, force: false, started: [], facts: {} };
-  try {
-    await runSteps([buildImage, createSecret, startPostgres, initDb], ctx, { renderer: 'silent' });
-    let pushed = false;
-    for (const agents of agentCounts) {
-      const config = configFor(agents);
-      const c = { ...ctx, config };
-      log(`HA layout: ui 1, workflow 1, agents ${agents} x ${values.threads} threads`);
-      await reconcileLocal(c);
-      const endpoint = `http://127.0.0.1:${portBase}`;
-      if (!pushed) await pushBench(config, runner, endpoint);
-      pushed = true;
-      for (const b of bursts) {
-        results.push({ config: `HA, ${agents} agent${agents > 1 ? 's' : ''}`, agents, threadsPerAgent: Number(values.threads), ...(await runBurst(endpoint, b, eventsFile, log)) });
-      }
-    }
-    await downLocal(ctx, false);
-    if (!values['no-baseline']) {
-      // The seed's layout: one `digdag server -m` process, in-memory database — as the seed runs
-      // it (agent threads unbounded) and capped at one agent's threads for a like-for-like row.
-      for (const threads of [null, Number(values.threads)]) {
-        const label = threads ? `seed: server -m, ${threads} threads` : 'seed: server -m';
-        log(`baseline: ${label}`);
-        const port = await freePortRange(1, 48500, 20);
-        const java = await detectJava(first, runner);
-        const logFile = path.join(stateRoot, 'baseline.log');
-        const extra = threads ? ['--max-task-threads', String(threads)] : [];
-        const pid = await runner.spawnBackground({ argv: digdagArgv(java, requireRuntime(first), first.digdag.jvmOpts, ['server', '-m', '-b', '127.0.0.1', '-n', String(port), ...extra]), logFile, cwd: stateRoot });
-        const entry = { name: 'baseline', pid, marker: '-m', logFile, startedAt: '' };
-        try {
-          const endpoint = `http://127.0.0.1:${port}`;
-          if (!(await waitFor(async () => !!(await answersVersion(endpoint)), 120_000, 500))) throw new Error(`baseline did not start; see ${logFile}`);
-          await pushBench(first, runner, endpoint);
-          for (const b of bursts) results.push({ config: label, agents: null, threadsPerAgent: threads, ...(await runBurst(endpoint, b, eventsFile, log)) });
-        } finally {
-          await stopProcess(entry, 30_000);
-        }
-      }
-    }
-  } finally {
-    await downLocal(ctx, false);
-    fs.rmSync(eventsFile, { force: true });
-  }
+  const ctx = makeCtx(configFor('worker', o.equal), runner);
+  const eventsFile = path.join(ctx.config.stateDir, 'bench-events.log');
+  const report: Report = { latency: [], bursts: [], idle: [] };
 
-  const table = renderTable(results);
-  log(`\n${table}`);
-  const outDir = path.join(ROOT, 'bench', 'results');
-  fs.mkdirSync(outDir, { recursive: true });
-  const stamp = new Date().toISOString().replace(/[:.]/g, '-');
-  const json = path.join(outDir, `${stamp}.json`);
-  fs.writeFileSync(json, JSON.stringify({ at: new Date().toISOString(), bursts, threadsPerAgent: Number(values.threads), results }, null, 2) + '\n');
-  const svg = barChartSvg(`Digdag throughput (${values.threads} threads per agent)`, 'tasks / second', bursts.map((b) => ({
-    name: b.name === 'io' ? `I/O-bound: ${b.workflows}x${b.tasksPerWorkflow} x sleep ${b.sleepSeconds}s` : `tiny: ${b.workflows}x${b.tasksPerWorkflow} x true`,
-    bars: results.filter((r) => r.burst === b.name).map((r) => ({ label: r.agents ? `${r.agents} agent${r.agents > 1 ? 's' : ''}` : r.threadsPerAgent ? `-m ${r.threadsPerAgent}t` : 'server -m', value: r.tasksPerSecond })),
-  })));
-  const png = path.join(outDir, `${stamp}.png`);
-  fs.writeFileSync(png, new Resvg(svg, { font: { loadSystemFonts: true } }).render().asPng());
-  log(`\nwrote ${path.relative(ROOT, json)} and ${path.relative(ROOT, png)}`);
+  // One teardown for every way out: success (purge: the bench's data is throw-away), failure
+  // and Ctrl-C (stop only: the logs stay in the state dir to read; the next run purges them).
+  let stopping: Promise<void> | undefined;
+  const stopAll = (purge: boolean) =>
+    (stopping ??= (async () => {
+      for (const l of await downLocal(ctx, purge)) log(`  ${l}`);
+    })());
+  const onSignal = (sig: NodeJS.Signals) => {
+    log(`\n${sig}: stopping everything the bench started`);
+    void stopAll(false).finally(() => process.exit(130));
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  let ok = false;
+  try {
+    log(`bench state dir ${ctx.config.stateDir}; Digdag ports from ${portBase}`);
+    await downLocal(ctx, true); // whatever an interrupted earlier run left
+    await runSteps([buildImage, createSecret, startPostgres, initDb], ctx, { renderer: 'silent' });
+    const projectDir = writeBenchProject(path.join(ctx.config.stateDir, 'project', PROJECT), BURST_DIG, o.seqTasks, o.fanoutTasks);
+    for (const layout of ['worker', 'split'] as const) {
+      if (!o.configs.includes(layout)) continue;
+      // A fresh set of processes per layout: the roles' ports shift between layouts, and
+      // reconcileLocal would start a new role on a port an old one still holds.
+      await stopRoles(ctx, log);
+      // Equal threads first (it gets the idle and latency runs), then the other worker counts, down.
+      const counts = layout === 'worker' ? [o.equal, ...o.workers.filter((n) => n !== o.equal).sort((a, b) => b - a)] : [o.equal];
+      for (const n of counts) {
+        ctx.config = configFor(layout, n);
+        const setup: Setup = { layout, processes: n, threadsPerProcess: o.threads };
+        log(`${setupLabel(setup)} (+ ui, ${layout === 'split' ? 'workflow, ' : ''}scheduler): starting`);
+        await reconcileLocal(ctx);
+        const endpoint = authenticatedEndpoint(ctx.config, endpointOf(ctx.config));
+        await pushProject(ctx, endpoint, { name: PROJECT, dir: projectDir });
+        await measure({ setup, endpoint, pgTx: await pgTxCounter(runner, ctx.config) }, o, n === o.equal, report, eventsFile, log);
+      }
+    }
+    if (o.configs.includes('server-m')) {
+      // Alone on the machine: the layouts' processes and PostgreSQL stop first.
+      await downLocal(ctx, false);
+      const setup: Setup = { layout: 'server-m', processes: 1, threadsPerProcess: o.equal * o.threads };
+      log(`${setupLabel(setup)}: starting`);
+      const seed = await startServerM(ctx, setup.threadsPerProcess);
+      await pushProject(ctx, { url: seed.url }, { name: PROJECT, dir: projectDir });
+      await measure({ setup, endpoint: seed.url }, o, true, report, eventsFile, log);
+      await stopProcess(seed.entry, 30_000);
+      unregisterProcess(ctx.config, seed.entry.name);
+    }
+    ok = true;
+  } finally {
+    await stopAll(ok);
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    if (!ok) log(`  logs kept in ${path.join(ctx.config.stateDir, 'logs')}`);
+  }
+  log(`\n${renderReport(report)}`);
+  writeOutputs(report, o, log);
 }
 
 if (isMain(import.meta.url)) {

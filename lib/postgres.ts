@@ -1,5 +1,8 @@
 // PostgreSQL for the local target: a server owned by the project (data dir in the state dir,
 // loopback only) run as a non-root OS user when we are root, or an existing server by URL.
+// As root, when that user cannot reach the state dir (a checkout under /root or another 0700
+// home), the server's directory moves to /var/lib/digdag-ha/<hash of the state dir>/.
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
@@ -43,26 +46,66 @@ export function parseDatabaseUrl(url: string): Omit<DbEndpoint, 'owned'> {
 
 export interface LocalPostgres {
   binDir: string;
+  /** The server's own directory (data, socket, log): in the state dir, or outside it (external). */
   dir: string;
   dataDir: string;
   socketDir: string;
   logFile: string;
+  /** Always in the state dir: written by us, read by us. */
   portFile: string;
   /** OS user the server runs as: ourselves, or 'postgres' when we are root (it refuses root). */
   osUser: string | undefined;
+  /** dir is outside the state dir (root, state dir unreachable for osUser); purge deletes it. */
+  external: boolean;
+}
+
+/** Where root keeps PostgreSQL directories the postgres user could not reach in the state dir. */
+export const ROOT_POSTGRES_BASE = '/var/lib/digdag-ha';
+const PG_OS_USER = 'postgres';
+const isRoot = () => process.getuid?.() === 0;
+
+/** /var/lib/digdag-ha/<hash>: one directory per state dir, so two checkouts never share data. */
+export function externalPostgresDir(stateDir: string, base = ROOT_POSTGRES_BASE): string {
+  return path.join(base, crypto.createHash('sha256').update(path.resolve(stateDir)).digest('hex').slice(0, 16));
+}
+
+/**
+ * The server's directory for this state dir. Not root: in the state dir. Root: the server runs as
+ * the postgres user, which must traverse every directory above the state root (we make our own
+ * state dirs traversable, never the user's). Where it cannot — /root, a 0700 home, a parent not
+ * created yet — the data goes to externalPostgresDir. A choice once made sticks: existing data
+ * is never left behind because a permission changed.
+ */
+export function postgresHome(config: Pick<Config, 'stateDir'>, root = isRoot(), base = ROOT_POSTGRES_BASE): { dir: string; external: boolean } {
+  const inState = path.join(config.stateDir, 'postgres');
+  if (!root) return { dir: inState, external: false };
+  const ext = externalPostgresDir(config.stateDir, base);
+  if (fs.existsSync(ext)) return { dir: ext, external: true };
+  if (fs.existsSync(path.join(inState, 'data'))) return { dir: inState, external: false };
+  const stateRoot = path.dirname(path.resolve(config.stateDir));
+  return blockingDir(path.dirname(stateRoot), PG_OS_USER) === undefined ? { dir: inState, external: false } : { dir: ext, external: true };
 }
 
 export function localPostgres(config: Config): LocalPostgres {
-  const dir = path.join(config.stateDir, 'postgres');
+  const { dir, external } = postgresHome(config);
   return {
     binDir: findPostgresBinDir(config.db.binDir),
     dir,
     dataDir: path.join(dir, 'data'),
     socketDir: path.join(dir, 'run'),
     logFile: path.join(dir, 'postgres.log'),
-    portFile: path.join(dir, 'port'),
-    osUser: process.getuid?.() === 0 ? 'postgres' : undefined,
+    portFile: path.join(config.stateDir, 'postgres', 'port'),
+    osUser: isRoot() ? PG_OS_USER : undefined,
+    external,
   };
+}
+
+/** down --purge: deletes the external directory of this state dir's server (already stopped). */
+export function purgeExternalPostgres(config: Pick<Config, 'stateDir'>, base = ROOT_POSTGRES_BASE): string | undefined {
+  const ext = externalPostgresDir(config.stateDir, base);
+  if (!fs.existsSync(ext)) return undefined;
+  fs.rmSync(ext, { recursive: true, force: true });
+  return `purged ${ext} (PostgreSQL data kept outside the state dir for the postgres user)`;
 }
 
 export function findPostgresBinDir(configured: string): string {
@@ -123,7 +166,7 @@ export async function ownedPort(config: Config, pg: LocalPostgres, persist = fal
   const port = picked.get(pg.portFile) ?? (await pickFreePort());
   picked.set(pg.portFile, port);
   if (persist) {
-    ensureDir(pg.dir);
+    ensureDir(path.dirname(pg.portFile));
     fs.writeFileSync(pg.portFile, `${port}\n`);
   }
   return port;
@@ -132,30 +175,61 @@ export async function ownedPort(config: Config, pg: LocalPostgres, persist = fal
 /** Data dir and socket dir exist and belong to the server's OS user. */
 export async function prepareDirs(runner: Runner, pg: LocalPostgres): Promise<void> {
   if (runner.dryRun) return;
-  ensureDir(pg.dir, 0o755);
+  if (pg.external) {
+    prepareExternalBase(path.dirname(pg.dir));
+    fs.mkdirSync(pg.dir, { mode: 0o700, recursive: true });
+    fs.chmodSync(pg.dir, 0o700);
+    // For whoever finds this directory: which state dir it belongs to (down --purge there deletes it).
+    fs.writeFileSync(path.join(pg.dir, 'STATE_DIR'), `${path.dirname(path.dirname(pg.portFile))}\n`);
+  } else {
+    ensureDir(pg.dir, 0o755);
+  }
   for (const d of [pg.socketDir]) fs.mkdirSync(d, { recursive: true, mode: 0o700 });
   if (pg.osUser) {
-    // Our own state dirs (0700 by default) become traversable, not readable, for the server's
-    // user; secrets/ and logs/ stay 0700.
-    const stateRoot = path.dirname(path.dirname(pg.dir));
-    for (let d = path.dirname(pg.dir); d.startsWith(stateRoot); d = path.dirname(d)) fs.chmodSync(d, fs.statSync(d).mode | 0o011);
-    assertTraversable(pg.dir, pg.osUser);
+    if (!pg.external) {
+      // Our own state dirs (0700 by default) become traversable, not readable, for the server's
+      // user; secrets/ and logs/ stay 0700.
+      const stateRoot = path.dirname(path.dirname(pg.dir));
+      for (let d = path.dirname(pg.dir); d.startsWith(stateRoot); d = path.dirname(d)) fs.chmodSync(d, fs.statSync(d).mode | 0o011);
+      assertTraversable(pg.dir, pg.osUser);
+    }
     await runner.run({ argv: ['chown', '-R', `${pg.osUser}:`, pg.dir], mutates: true });
+  }
+}
+
+/** /var/lib/digdag-ha: root's, traversable, writable by nobody else (no one may plant a link in it). */
+function prepareExternalBase(base: string): void {
+  fs.mkdirSync(base, { recursive: true, mode: 0o755 });
+  const st = fs.lstatSync(base);
+  if (!st.isDirectory() || st.uid !== 0 || (st.mode & 0o022) !== 0) {
+    throw new UserError(`${base} must be a directory owned by root and writable only by root`, `remove it or fix it: chown root: ${base} && chmod 755 ${base}`);
+  }
+  if ((st.mode & 0o001) === 0) fs.chmodSync(base, st.mode | 0o011);
+}
+
+/** The first directory above `dir` that `user` cannot traverse (or that does not exist yet). */
+function blockingDir(dir: string, user: string): string | undefined {
+  const uid = uidOf(user);
+  for (let d = path.resolve(dir); ; d = path.dirname(d)) {
+    let st: fs.Stats;
+    try {
+      st = fs.statSync(d);
+    } catch {
+      return d;
+    }
+    if ((st.mode & 0o001) === 0 && !(st.uid === uid && (st.mode & 0o100) !== 0)) return d;
+    if (d === path.dirname(d)) return undefined;
   }
 }
 
 /** The postgres OS user must reach the data dir; say so plainly if a parent (e.g. /root) blocks it. */
 function assertTraversable(dir: string, user: string): void {
-  let d = path.dirname(path.resolve(dir));
-  while (d !== path.dirname(d)) {
-    const st = fs.statSync(d);
-    if ((st.mode & 0o001) === 0 && st.uid !== uidOf(user)) {
-      throw new UserError(
-        `PostgreSQL runs as the OS user "${user}" (it refuses root), but ${d} is not traversable by other users`,
-        `set DIGDAG_HA_STATE_DIR to a path under a world-traversable directory (e.g. /var/tmp/digdag-ha), or chmod o+x ${d}`,
-      );
-    }
-    d = path.dirname(d);
+  const d = blockingDir(path.dirname(path.resolve(dir)), user);
+  if (d !== undefined) {
+    throw new UserError(
+      `PostgreSQL runs as the OS user "${user}" (it refuses root), but ${d} is not traversable by other users`,
+      `its data was created in the state dir earlier and stays there: chmod o+x ${d}, or move that data away (down --purge deletes it) so the next start keeps it under ${ROOT_POSTGRES_BASE}`,
+    );
   }
 }
 

@@ -3,7 +3,7 @@
 import fs from 'node:fs';
 import type { Ctx } from '../pipeline.ts';
 import { listProcesses, stopProcess, strayProcesses, unregisterProcess } from '../processes.ts';
-import { stopOwnedPostgres } from '../postgres.ts';
+import { purgeExternalPostgres, stopOwnedPostgres } from '../postgres.ts';
 import type { Role } from '../roles.ts';
 import { stopGraceMs } from './apply.ts';
 
@@ -25,6 +25,8 @@ export async function downLocal(ctx: Ctx, purge: boolean): Promise<string[]> {
   if (purge) {
     fs.rmSync(ctx.config.stateDir, { recursive: true, force: true });
     done.push(`purged ${ctx.config.stateDir} (database, secrets, logs)`);
+    const ext = purgeExternalPostgres(ctx.config);
+    if (ext) done.push(ext);
   }
   return done;
 }

@@ -1,0 +1,78 @@
+// Benchmark arithmetic: percentiles, the tasks' own start/end records, CPU time from /proc/stat
+// and rates from cumulative counters. Pure functions; bench/run.ts feeds them.
+
+/** Nearest-rank percentile (p in 0..100); NaN for no values. */
+export function percentile(values: readonly number[], p: number): number {
+  if (!values.length) return NaN;
+  const s = [...values].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))]!;
+}
+
+/** The middle value (mean of the two middle ones for an even count); NaN for no values. */
+export function median(values: readonly number[]): number {
+  if (!values.length) return NaN;
+  const s = [...values].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+export interface TaskEvent {
+  /** date +%s%N on the machine that ran the task. */
+  ns: bigint;
+  attempt: string;
+  task: string;
+  kind: 'start' | 'end';
+}
+
+/** Lines "<ns> <attempt id> <task name> start|end" that the bench's sh> tasks append. */
+export function parseEvents(text: string): TaskEvent[] {
+  return text
+    .split('\n')
+    .map((l) => l.trim().split(' '))
+    .filter((p) => p.length === 4 && /^\d+$/.test(p[0]!) && (p[3] === 'start' || p[3] === 'end'))
+    .map(([ns, attempt, task, kind]) => ({ ns: BigInt(ns!), attempt: attempt!, task: task!, kind: kind as TaskEvent['kind'] }));
+}
+
+export const eventMs = (e: TaskEvent) => Number(e.ns / 1_000_000n);
+
+export interface Span {
+  starts: number;
+  ends: number;
+  /** Epoch ms of the first task start and of the last task end. */
+  firstStartMs: number;
+  lastEndMs: number;
+}
+
+/** When an attempt's tasks (or all tasks, without an id) really started and ended. */
+export function spanOf(events: readonly TaskEvent[], attempt?: string): Span {
+  const mine = attempt === undefined ? events : events.filter((e) => e.attempt === attempt);
+  const starts = mine.filter((e) => e.kind === 'start').map(eventMs);
+  const ends = mine.filter((e) => e.kind === 'end').map(eventMs);
+  return { starts: starts.length, ends: ends.length, firstStartMs: Math.min(...starts), lastEndMs: Math.max(...ends) };
+}
+
+export interface CpuTimes {
+  busy: number;
+  total: number;
+}
+
+/** The machine-wide "cpu" line of /proc/stat: busy = everything but idle and iowait. */
+export function parseCpuStat(text: string): CpuTimes {
+  const line = text.split('\n').find((l) => /^cpu\s/.test(l));
+  if (!line) throw new Error('no cpu line in /proc/stat');
+  const f = line.trim().split(/\s+/).slice(1).map(Number);
+  // user nice system idle iowait irq softirq steal (guest time is already in user/nice)
+  const total = f.slice(0, 8).reduce((a, b) => a + b, 0);
+  return { busy: total - f[3]! - (f[4] ?? 0), total };
+}
+
+/** Share of all cores' time that was busy between two readings (0..1). */
+export function busyFraction(a: CpuTimes, b: CpuTimes): number {
+  const total = b.total - a.total;
+  return total > 0 ? (b.busy - a.busy) / total : NaN;
+}
+
+/** Per-second rate of a cumulative counter, minus what the measurement itself added. */
+export function ratePerSecond(before: number, after: number, seconds: number, ownIncrements = 0): number {
+  return Math.max(0, after - before - ownIncrements) / seconds;
+}
