@@ -72,6 +72,21 @@ export function busyFraction(a: CpuTimes, b: CpuTimes): number {
   return total > 0 ? (b.busy - a.busy) / total : NaN;
 }
 
+export interface ProcTimes {
+  pid: number;
+  pgid: number;
+  /** utime + stime + cutime + cstime: its own CPU time and that of children it has reaped (clock ticks). */
+  ticks: number;
+}
+
+/** /proc/<pid>/stat: the command may hold spaces and parentheses, so fields count from the last ')'. */
+export function parseProcStat(text: string): ProcTimes {
+  const close = text.lastIndexOf(')');
+  const f = text.slice(close + 2).trim().split(/\s+/);
+  // f[0] is field 3 (state): pgrp is field 5, utime..cstime are fields 14..17.
+  return { pid: Number(text.slice(0, text.indexOf(' '))), pgid: Number(f[2]), ticks: Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]) };
+}
+
 /** Per-second rate of a cumulative counter, minus what the measurement itself added. */
 export function ratePerSecond(before: number, after: number, seconds: number, ownIncrements = 0): number {
   return Math.max(0, after - before - ownIncrements) / seconds;

@@ -40,8 +40,10 @@ export interface BurstResult extends Setup {
   firstStart: number[];
   /** Transactions/s in the digdag database over the burst; null for server -m (in-memory H2). */
   pgTxPerSecond: number | null;
-  /** Share of the machine's CPU time that was busy over the burst (0..1). */
+  /** Share of the machine's CPU time that was busy over the burst (0..1), whoever used it. */
   cpuBusy: number;
+  /** The part of it the bench's own processes used (Digdag, its sh> tasks, PostgreSQL). */
+  cpuBench: number;
 }
 
 export interface IdleResult extends Setup {
@@ -82,7 +84,7 @@ export function throughputTable(rows: readonly BurstResult[]): string {
   const one = (r: BurstResult) => rows.find((x) => x.layout === r.layout && x.burst === r.burst && x.processes === 1 && x.threadsPerProcess === r.threadsPerProcess);
   const seed = (r: BurstResult) => rows.find((x) => x.layout === 'server-m' && x.burst === r.burst);
   return formatTable(
-    ['configuration', 'threads', 'burst', 'tasks', 'seconds', 'tasks/s', 'vs 1 process', 'vs server -m', 'submit->first start p50 / p95 s', 'PG tx/s', 'CPU busy'],
+    ['configuration', 'threads', 'burst', 'tasks', 'seconds', 'tasks/s', 'vs 1 process', 'vs server -m', 'submit->first start p50 / p95 s', 'PG tx/s', 'CPU busy (bench)'],
     rows.map((r) => [
       setupLabel(r),
       String(totalThreads(r)),
@@ -94,7 +96,7 @@ export function throughputTable(rows: readonly BurstResult[]): string {
       r.layout === 'server-m' ? '' : ratio(r.tasksPerSecond, seed(r)?.tasksPerSecond),
       p50p95(r.firstStart),
       r.pgTxPerSecond === null ? 'n/a (H2)' : s1(r.pgTxPerSecond),
-      `${Math.round(r.cpuBusy * 100)}%`,
+      `${Math.round(r.cpuBusy * 100)}% (${Math.round(r.cpuBench * 100)}%)`,
     ]),
   );
 }

@@ -27,7 +27,7 @@ import { buildImage } from '../tasks/build-image.ts';
 import { createSecret } from '../tasks/create-secret.ts';
 import { initDb } from '../tasks/init-db.ts';
 import { startPostgres } from '../tasks/start-postgres.ts';
-import { busyFraction, parseCpuStat, parseEvents, ratePerSecond, spanOf, type CpuTimes } from './measure.ts';
+import { busyFraction, parseCpuStat, parseEvents, parseProcStat, ratePerSecond, spanOf, type CpuTimes } from './measure.ts';
 import { latencyBars, renderReport, setupLabel, throughputBars, type BurstResult, type IdleResult, type LatencyResult, type Report, type Setup } from './report.ts';
 import { barChartSvg } from './svg-chart.ts';
 import { benchOptions, writeBenchProject, type BenchOptions, type Burst } from './workloads.ts';
@@ -55,10 +55,35 @@ interface Target {
   endpoint: Endpoint;
   /** Cumulative transactions of the digdag database; absent for server -m (in-memory H2). */
   pgTx?: () => Promise<number>;
+  /** CPU ticks of the bench's own processes so far. */
+  ownTicks: () => number;
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const readCpu = (): CpuTimes => parseCpuStat(fs.readFileSync('/proc/stat', 'utf8'));
+
+/**
+ * CPU ticks of everything the bench runs: the process groups of the registered processes
+ * (Digdag roles or server -m with their sh> tasks, the PostgreSQL postmaster with its backends).
+ * Set against /proc/stat it tells the bench's share from other programs on a shared machine.
+ */
+function benchTicks(config: Config): number {
+  const stat = (pid: string | number) => {
+    try {
+      return parseProcStat(fs.readFileSync(`/proc/${pid}/stat`, 'utf8'));
+    } catch {
+      return undefined; // gone meanwhile
+    }
+  };
+  const groups = new Set(listProcesses(config).map((e) => stat(e.pid)?.pgid).filter((g): g is number => g !== undefined));
+  let ticks = 0;
+  for (const d of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    const p = stat(d);
+    if (p && groups.has(p.pgid)) ticks += p.ticks;
+  }
+  return ticks;
+}
 
 /** Session times must be unique per workflow: one second apart, a day in the past. */
 let sessions = 0;
@@ -107,6 +132,7 @@ async function runLatency(t: Target, workload: LatencyResult['workload'], tasks:
 
 /** All attempts of a burst submitted at once; measured from the tasks' own start/end records. */
 async function runBurst(t: Target, b: Burst, eventsFile: string, log: (l: string) => void): Promise<BurstResult> {
+  const own0 = t.ownTicks();
   fs.writeFileSync(eventsFile, '');
   const wf = await workflowId(t.endpoint, PROJECT, 'burst');
   const tx0 = await t.pgTx?.();
@@ -120,6 +146,7 @@ async function runBurst(t: Target, b: Burst, eventsFile: string, log: (l: string
   const timeout = (b.workflows * b.tasksPerWorkflow * (b.sleepSeconds + 2) + 180) * 1000;
   const attempts = await Promise.all(submitted.map((s) => waitAttempt(t.endpoint, s.id, timeout)));
   const cpu1 = readCpu();
+  const own1 = t.ownTicks();
   const tx1 = await t.pgTx?.();
   const window = (Date.now() - w0) / 1000;
   const failed = attempts.filter((a) => !a.success);
@@ -138,8 +165,9 @@ async function runBurst(t: Target, b: Burst, eventsFile: string, log: (l: string
     firstStart: submitted.map((s) => (spanOf(events, s.id).firstStartMs - s.at) / 1000),
     pgTxPerSecond: tx0 === undefined || tx1 === undefined ? null : ratePerSecond(tx0, tx1, window, 1),
     cpuBusy: busyFraction(cpu0, cpu1),
+    cpuBench: (own1 - own0) / (cpu1.total - cpu0.total),
   };
-  log(`  ${b.name} burst: ${n} tasks in ${seconds.toFixed(1)}s (${r.tasksPerSecond.toFixed(2)}/s), CPU ${Math.round(r.cpuBusy * 100)}%${r.pgTxPerSecond === null ? '' : `, ${r.pgTxPerSecond.toFixed(1)} PostgreSQL tx/s`}`);
+  log(`  ${b.name} burst: ${n} tasks in ${seconds.toFixed(1)}s (${r.tasksPerSecond.toFixed(2)}/s), CPU ${Math.round(r.cpuBusy * 100)}% (bench ${Math.round(r.cpuBench * 100)}%)${r.pgTxPerSecond === null ? '' : `, ${r.pgTxPerSecond.toFixed(1)} PostgreSQL tx/s`}`);
   return r;
 }
 
@@ -279,7 +307,7 @@ async function main(): Promise<void> {
         await reconcileLocal(ctx);
         const endpoint = authenticatedEndpoint(ctx.config, endpointOf(ctx.config));
         await pushProject(ctx, endpoint, { name: PROJECT, dir: projectDir });
-        await measure({ setup, endpoint, pgTx: await pgTxCounter(runner, ctx.config) }, o, n === o.equal, report, eventsFile, log);
+        await measure({ setup, endpoint, pgTx: await pgTxCounter(runner, ctx.config), ownTicks: () => benchTicks(ctx.config) }, o, n === o.equal, report, eventsFile, log);
       }
     }
     if (o.configs.includes('server-m')) {
@@ -289,7 +317,7 @@ async function main(): Promise<void> {
       log(`${setupLabel(setup)}: starting`);
       const seed = await startServerM(ctx, setup.threadsPerProcess);
       await pushProject(ctx, { url: seed.url }, { name: PROJECT, dir: projectDir });
-      await measure({ setup, endpoint: seed.url }, o, true, report, eventsFile, log);
+      await measure({ setup, endpoint: seed.url, ownTicks: () => benchTicks(ctx.config) }, o, true, report, eventsFile, log);
       await stopProcess(seed.entry, 30_000);
       unregisterProcess(ctx.config, seed.entry.name);
     }

@@ -2,7 +2,7 @@
 // rates, the generated workflows, options, and the three tables. No timing is asserted here.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { busyFraction, median, parseCpuStat, parseEvents, percentile, ratePerSecond, spanOf } from '../../bench/measure.ts';
+import { busyFraction, median, parseCpuStat, parseEvents, parseProcStat, percentile, ratePerSecond, spanOf } from '../../bench/measure.ts';
 import { latencyTable, postgresTable, renderReport, setupLabel, throughputBars, throughputTable, type BurstResult, type LatencyResult, type Setup } from '../../bench/report.ts';
 import { barChartSvg } from '../../bench/svg-chart.ts';
 import { benchOptions, fanoutDig, sequentialDig } from '../../bench/workloads.ts';
@@ -45,6 +45,8 @@ test('CPU busy share from two /proc/stat readings; counter rates discount the me
   assert.throws(() => parseCpuStat('intr 1 2 3'), /no cpu line/);
   assert.equal(ratePerSecond(1000, 1201, 20, 1), 10);
   assert.equal(ratePerSecond(5, 5, 10, 1), 0);
+  // A command with spaces and parentheses; fields after it: state ppid pgrp … utime stime cutime cstime.
+  assert.deepEqual(parseProcStat('4242 (sh (x) y) S 1 4200 4200 0 -1 4194560 100 0 0 0 50 25 3 2 20 0 1 0 99 1000 10'), { pid: 4242, pgid: 4200, ticks: 80 });
 });
 
 test('the latency workflows: n sequential tasks, or n tasks in one parallel group, each recording itself', () => {
@@ -76,7 +78,7 @@ const w = (processes: number): Setup => ({ layout: 'worker', processes, threadsP
 const split4: Setup = { layout: 'split', processes: 4, threadsPerProcess: 4 };
 const seed: Setup = { layout: 'server-m', processes: 1, threadsPerProcess: 16 };
 const burst = (s: Setup, tps: number, b: 'io' | 'tiny' = 'io', pg: number | null = 40): BurstResult => ({
-  ...s, burst: b, tasks: 64, seconds: 64 / tps, tasksPerSecond: tps, firstStart: [0.2, 0.4, 1.5], pgTxPerSecond: pg, cpuBusy: 0.93,
+  ...s, burst: b, tasks: 64, seconds: 64 / tps, tasksPerSecond: tps, firstStart: [0.2, 0.4, 1.5], pgTxPerSecond: pg, cpuBusy: 0.93, cpuBench: 0.6,
 });
 
 test('labels name the layout, the process count and threads', () => {
@@ -87,10 +89,10 @@ test('labels name the layout, the process count and threads', () => {
 
 test('the throughput table: speed-up against one process of the same layout and against server -m', () => {
   const table = throughputTable([burst(w(4), 4.0), burst(w(2), 2.5), burst(w(1), 1.25), burst(split4, 2.0), burst(seed, 3.2, 'io', null)]);
-  assert.match(table, /^worker: 4 workers x 4 +16 +io +64 +16\.0 +4\.00 +3\.20x +1\.25x +0\.40 \/ 1\.50 +40\.0 +93%$/m);
+  assert.match(table, /^worker: 4 workers x 4 +16 +io +64 +16\.0 +4\.00 +3\.20x +1\.25x +0\.40 \/ 1\.50 +40\.0 +93% \(60%\)$/m);
   assert.match(table, /^worker: 2 workers x 4 .* 2\.00x +0\.78x/m);
   assert.match(table, /^split: 4 agents x 4 +16 +io .* 2\.00 +0\.63x/m, 'no one-agent row: no speed-up, but the ratio to server -m');
-  assert.match(table, /^server -m, 16 threads +16 +io .* n\/a \(H2\) +93%$/m);
+  assert.match(table, /^server -m, 16 threads +16 +io .* n\/a \(H2\) +93% \(60%\)$/m);
 });
 
 test('the latency table: medians over repetitions, the ratio to server -m, p50/p95 of the first start', () => {
