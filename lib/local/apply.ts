@@ -146,20 +146,29 @@ export async function reconcileLocal(ctx: Ctx): Promise<string[]> {
       actions.push(`${name}: stopped (scaled down)`);
     }
   }
+  // Stop everything that must restart before starting anything: ports shift when the layout or
+  // the replica counts change, and a new process must not meet an old one on its port.
+  const restart = plan.filter((p) => {
+    const cur = running.get(p.instance.name);
+    return !(cur && isAlive(cur) && cur.hash === p.hash && !ctx.force);
+  });
+  const wasAlive = new Map(restart.map((p) => [p.instance.name, !!running.get(p.instance.name) && isAlive(running.get(p.instance.name)!)]));
+  await Promise.all(restart.map(async (p) => {
+    const cur = running.get(p.instance.name);
+    if (!cur) return;
+    await stopProcess(cur, stopGraceMs(ctx.config, cur.role as Role));
+    unregisterProcess(ctx.config, cur.name);
+  }));
   const starting: ProcessEntry[] = [];
   for (const p of plan) {
     const cur = running.get(p.instance.name);
-    if (cur && isAlive(cur) && cur.hash === p.hash && !ctx.force) {
-      actions.push(`${p.instance.name}: running, unchanged (pid ${cur.pid})`);
+    if (!restart.includes(p)) {
+      actions.push(`${p.instance.name}: running, unchanged (pid ${cur!.pid})`);
       continue;
-    }
-    if (cur) {
-      await stopProcess(cur, stopGraceMs(ctx.config, cur.role as Role));
-      unregisterProcess(ctx.config, cur.name);
     }
     const e = await startOne(ctx, p, secretsText);
     starting.push(e);
-    const did = cur ? (isAlive(cur) ? 'restarted (config changed)' : 'restarted (was not running)') : 'started';
+    const did = cur ? (wasAlive.get(p.instance.name) ? 'restarted (config changed)' : 'restarted (was not running)') : 'started';
     actions.push(`${p.instance.name}: ${ctx.runner.dryRun ? `would be ${did}` : did} on :${p.port}`);
   }
   if (!ctx.runner.dryRun) await Promise.all(starting.map((e) => waitHealthy(e)));
