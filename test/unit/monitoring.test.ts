@@ -8,9 +8,10 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { crdValidator } from '../../lib/crd-schema.ts';
 import { parseObjects, type KubeObject } from '../../lib/kube-render.ts';
-import { loadRuleGroups, metricsJvmArgs, metricsProperties, MONITORING_COMPONENT, monitoringComponentFiles, monitoringCacheDir, queueExporterCommand } from '../../lib/metrics.ts';
+import { jmxExporterJarName, loadRuleGroups, metricsJvmArgs, obtainJmxExporter, metricsProperties, MONITORING_COMPONENT, monitoringComponentFiles, monitoringCacheDir, queueExporterCommand } from '../../lib/metrics.ts';
 import { parseProperties } from '../../lib/properties.ts';
-import { POSTGRES_EXPORTER_IMAGE, PROMETHEUS_OPERATOR_VERSION } from '../../lib/versions.ts';
+import { RecordingRunner } from '../../lib/runner.ts';
+import { JMX_EXPORTER_VERSION, POSTGRES_EXPORTER_IMAGE, PROMETHEUS_OPERATOR_VERSION } from '../../lib/versions.ts';
 import { tempDir } from '../helpers/fixtures.ts';
 import { validateStrictly } from '../helpers/tools.ts';
 
@@ -120,4 +121,26 @@ test('queue exporter: one replica, the local flags, password from a file, non-ro
   assert.equal(d.spec.template.metadata.labels['digdag-ha/db-client'], 'true', 'allowed through the PostgreSQL NetworkPolicy');
   const cms = objs.filter((o) => o.kind === 'ConfigMap').map((o) => o.metadata.name);
   assert.ok(cms.some((n) => n.startsWith('digdag-queue-queries')) && cms.some((n) => n.startsWith('digdag-jmx-exporter')));
+});
+
+test('fetching the JMX agent: Maven with strict checksums, then the pinned sha256; a wrong jar is removed and refused', async () => {
+  const dir = tempDir();
+  const jar = path.join(dir, 'jmx-exporter', jmxExporterJarName);
+  // Maven "downloads" a tampered jar.
+  const runner = new RecordingRunner((argv) => {
+    if (argv[0] === 'mvn') fs.writeFileSync(jar, 'not the agent');
+    return undefined;
+  });
+  await assert.rejects(obtainJmxExporter(dir, 'https://repo.example/maven2', runner), /has sha256 [0-9a-f]{64}, expected 7d61f737/);
+  assert.ok(!fs.existsSync(jar), 'the bad jar is not left in the cache');
+  assert.deepEqual(runner.commands(), [
+    `mvn -B -q --strict-checksums -f ${path.join(dir, 'jmx-exporter', 'pom.xml')} org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy -Dartifact=io.prometheus.jmx:jmx_prometheus_javaagent:${JMX_EXPORTER_VERSION} -DoutputDirectory=${path.join(dir, 'jmx-exporter')}`,
+  ]);
+  assert.match(fs.readFileSync(path.join(dir, 'jmx-exporter', 'pom.xml'), 'utf8'), /<url>https:\/\/repo\.example\/maven2<\/url>/);
+  // Dry run: the command is shown, nothing is written.
+  const dry = new RecordingRunner(undefined, true);
+  const other = tempDir();
+  await obtainJmxExporter(other, 'https://repo.example/maven2', dry);
+  assert.equal(dry.calls.length, 1);
+  assert.ok(!fs.existsSync(path.join(other, 'jmx-exporter')));
 });
