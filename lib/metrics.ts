@@ -42,13 +42,16 @@ export interface JmxExporterAgent {
 }
 
 /**
- * JVM arguments that go with metricsProperties. With server.jmx.port set Digdag attaches to its own
- * JVM to start remote JMX, which Java >= 9 refuses unless jdk.attach.allowAttachSelf is true (the
- * server does not start); and that unauthenticated JMX port binds every interface unless
- * jmxremote.host says loopback (both measured on OpenJDK 17).
+ * JVM arguments that go with metricsProperties. With server.jmx.port set Digdag (JmxAgent) attaches
+ * to its own JVM to start remote JMX. Measured with Digdag 0.10.5.1 on OpenJDK 17: without
+ * jdk.attach.allowAttachSelf the attach is refused, and without exporting sun.tools.attach its
+ * reflective call fails (IllegalAccessException) — either way the server does not start; and the
+ * unauthenticated JMX port binds every interface unless jmxremote.host says loopback.
+ * The JVM needs the jdk.attach module (a full JDK has it; check a slim JRE image).
  */
 export function metricsJvmArgs(agent: JmxExporterAgent): string[] {
   return [
+    '--add-exports', 'jdk.attach/sun.tools.attach=ALL-UNNAMED',
     '-Djdk.attach.allowAttachSelf=true',
     '-Dcom.sun.management.jmxremote.host=127.0.0.1',
     `-javaagent:${agent.jar}=${agent.bind}:${agent.port}:${agent.config}`,

@@ -44,8 +44,9 @@ test('metrics properties: JMX metrics for every category and the JMX port Hikari
   assert.equal(p.get('server.jmx.port'), '9010');
 });
 
-test('JVM args: self-attach allowed, remote JMX on loopback only, the agent with its port and config', () => {
+test('JVM args: self-attach allowed and reachable, remote JMX on loopback only, the agent with its port and config', () => {
   assert.deepEqual(metricsJvmArgs({ jar: '/c/jmx.jar', config: '/etc/m/config.yaml', bind: '0.0.0.0', port: 9404 }), [
+    '--add-exports', 'jdk.attach/sun.tools.attach=ALL-UNNAMED',
     '-Djdk.attach.allowAttachSelf=true',
     '-Dcom.sun.management.jmxremote.host=127.0.0.1',
     '-javaagent:/c/jmx.jar=0.0.0.0:9404:/etc/m/config.yaml',
