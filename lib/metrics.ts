@@ -8,6 +8,7 @@ import path from 'node:path';
 import YAML from 'yaml';
 import { sha256File } from './digdag.ts';
 import { UserError } from './errors.ts';
+import type { Config } from './config.ts';
 import type { Runner } from './runner.ts';
 import { ensureDir } from './state.ts';
 import { JMX_EXPORTER_SHA256, JMX_EXPORTER_VERSION, POSTGRES_EXPORTER_DEBIAN_VERSION, PROMTOOL_MODULE_VERSION } from './versions.ts';
@@ -56,6 +57,30 @@ export function metricsJvmArgs(agent: JmxExporterAgent): string[] {
     '-Dcom.sun.management.jmxremote.host=127.0.0.1',
     `-javaagent:${agent.jar}=${agent.bind}:${agent.port}:${agent.config}`,
   ];
+}
+
+/**
+ * In a pod: the agent's /metrics port (named "metrics"), Digdag's JMX port (loopback only), the
+ * agent jar the image carries (docker/Dockerfile) and the config the ConfigMap digdag-jmx-exporter
+ * mounts. The same in the manifests and the chart (tests hold them to these values).
+ */
+export const POD_METRICS = {
+  port: 9404,
+  jmxPort: 9010,
+  jar: '/opt/jmx-exporter/jmx_prometheus_javaagent.jar',
+  config: '/etc/digdag-metrics/config.yaml',
+} as const;
+
+/** JAVA_OPTS additions of every Digdag server container. */
+export const podMetricsJvmArgs = (): string[] => metricsJvmArgs({ jar: POD_METRICS.jar, config: POD_METRICS.config, bind: '0.0.0.0', port: POD_METRICS.port });
+
+/** Local target: the queue exporter's port (the first of the metrics range). */
+export const localQueueExporterPort = (config: Pick<Config, 'metrics'>): number => config.metrics.localPortBase;
+
+/** Local target: process n's metrics and JMX ports. Indexed like the HTTP ports, so scaling the
+ * last role moves no other process's ports. */
+export function localMetricsPorts(config: Pick<Config, 'metrics'>, index: number): { metrics: number; jmx: number } {
+  return { metrics: config.metrics.localPortBase + 1 + 2 * index, jmx: config.metrics.localPortBase + 2 + 2 * index };
 }
 
 /** Where tools built or fetched for monitoring live: outside the repo, shared by checkouts. */

@@ -7,6 +7,7 @@ import { parseAllDocuments, stringify } from 'yaml';
 import { ROOT } from '../cli.ts';
 import type { Config } from '../config.ts';
 import { parseDatabaseUrl } from '../postgres.ts';
+import { POD_METRICS } from '../metrics.ts';
 import { migrateProperties, serverProperties } from '../properties.ts';
 import { layoutRoles, ROLES, runsTasks, taskRole } from '../roles.ts';
 import type { Runner } from '../runner.ts';
@@ -41,7 +42,7 @@ export function configFiles(config: Config): Record<string, string> {
   const db = dbLocation(config);
   const files: Record<string, string> = {};
   for (const role of ROLES) {
-    files[`${role}.properties`] = serverProperties(config, role, { bind: '0.0.0.0', port: POD_PORT, dbHost: db.host, dbPort: db.port, dbName: db.database, dbUser: db.user });
+    files[`${role}.properties`] = serverProperties(config, role, { bind: '0.0.0.0', port: POD_PORT, jmxPort: POD_METRICS.jmxPort, dbHost: db.host, dbPort: db.port, dbName: db.database, dbUser: db.user });
   }
   files['migrate.properties'] = migrateProperties({ dbHost: db.host, dbPort: db.port, dbName: db.database, dbUser: db.user });
   return files;

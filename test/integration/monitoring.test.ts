@@ -15,8 +15,8 @@ import { runSteps } from '../../lib/pipeline.ts';
 import { dbEndpoint, pickFreePort, queryAsApp, type DbEndpoint } from '../../lib/postgres.ts';
 import { ShellRunner } from '../../lib/runner.ts';
 import { createSecret } from '../../tasks/create-secret.ts';
-import { downLocal } from '../../tasks/down.ts';
-import { applySql } from '../../tasks/init-db.ts';
+import { downLocal } from '../../lib/local/down.ts';
+import { applySql } from '../../lib/local/init-db.ts';
 import { startPostgres } from '../../tasks/start-postgres.ts';
 import { tempDir, testConfig, testCtx } from '../helpers/fixtures.ts';
 

@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import { crdValidator } from '../../lib/crd-schema.ts';
-import { parseObjects, type KubeObject } from '../../lib/kube-render.ts';
+import { parseObjects, type KubeObject } from '../../lib/kube/render.ts';
 import { jmxExporterJarName, loadRuleGroups, metricsJvmArgs, obtainJmxExporter, metricsProperties, MONITORING_COMPONENT, monitoringComponentFiles, monitoringCacheDir, queueExporterCommand } from '../../lib/metrics.ts';
 import { parseProperties } from '../../lib/properties.ts';
 import { RecordingRunner } from '../../lib/runner.ts';
