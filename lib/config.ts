@@ -166,6 +166,8 @@ export const VARIABLES: readonly VarSpec[] = [
     description: 'Local target: first metrics port. The queue exporter listens on it; process n (in the layout\'s order, from 0) serves Prometheus metrics on base+1+2n and keeps Digdag\'s loopback JMX port (server.jmx.port) on base+2+2n.' },
   { name: 'MONITORING', group: 'Metrics', default: 'none', kind: oneOf(['none', 'prometheus-operator']),
     description: 'Kubernetes: none (pods carry prometheus.io/* scrape annotations only) or prometheus-operator (adds the PodMonitor, the PrometheusRule with the alerts and the one queue exporter; needs the monitoring.coreos.com CRDs).' },
+  { name: 'PROMETHEUS_NAMESPACE', group: 'Metrics', default: 'monitoring', kind: str('monitoring', /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/),
+    description: 'Kubernetes, MONITORING=prometheus-operator: namespace of the Prometheus that scrapes the pods (a NetworkPolicy lets it reach the metrics ports).' },
   { name: 'QUEUE_EXPORTER_IMAGE', group: 'Metrics', default: 'quay.io/prometheuscommunity/postgres-exporter:v0.11.1', kind: str('registry.example.com/mirror/postgres-exporter@sha256:…', /^[a-z0-9][a-z0-9._\-/:@]*$/),
     description: 'Kubernetes, MONITORING=prometheus-operator: image of the queue exporter (postgres_exporter 0.11.1, the version the local target runs). Point it at your mirror, ideally by digest.' },
 ];
@@ -227,6 +229,7 @@ export interface Config {
     readonly localPortBase: number;
     readonly monitoring: 'none' | 'prometheus-operator';
     readonly queueExporterImage: string;
+    readonly prometheusNamespace: string;
   };
   /** Security block (see INTEGRATION.md). */
   readonly security: {
@@ -443,6 +446,7 @@ export function loadConfig(opts: LoadOptions): Config {
       localPortBase: num('LOCAL_METRICS_PORT_BASE'),
       monitoring: vars.MONITORING as Config['metrics']['monitoring'],
       queueExporterImage: vars.QUEUE_EXPORTER_IMAGE!,
+      prometheusNamespace: vars.PROMETHEUS_NAMESPACE!,
     },
     security: securityConfig(vars),
   };

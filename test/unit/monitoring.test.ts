@@ -8,20 +8,12 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { crdValidator } from '../../lib/crd-schema.ts';
 import { parseObjects, type KubeObject } from '../../lib/kube/render.ts';
-import { jmxExporterJarName, loadRuleGroups, metricsJvmArgs, obtainJmxExporter, metricsProperties, MONITORING_COMPONENT, monitoringComponentFiles, monitoringCacheDir, queueExporterCommand } from '../../lib/metrics.ts';
+import { jmxExporterJarName, loadRuleGroups, metricsJvmArgs, obtainJmxExporter, metricsProperties, MONITORING_COMPONENT, monitoringGeneratedFiles, monitoringCacheDir, queueExporterCommand } from '../../lib/metrics.ts';
 import { parseProperties } from '../../lib/properties.ts';
 import { RecordingRunner } from '../../lib/runner.ts';
-import { JMX_EXPORTER_VERSION, POSTGRES_EXPORTER_IMAGE, PROMETHEUS_OPERATOR_VERSION } from '../../lib/versions.ts';
+import { JMX_EXPORTER_VERSION, POSTGRES_EXPORTER_IMAGE } from '../../lib/versions.ts';
 import { tempDir } from '../helpers/fixtures.ts';
-import { validateStrictly } from '../helpers/tools.ts';
-
-/** The Prometheus Operator CRDs from the Go module cache (.ci/install-monitoring fetches them). */
-function operatorCrds(): string {
-  const modcache = spawnSync('go', ['env', 'GOMODCACHE'], { encoding: 'utf8' }).stdout?.trim();
-  const dir = modcache && path.join(modcache, `github.com/prometheus-operator/prometheus-operator@${PROMETHEUS_OPERATOR_VERSION}`, 'example', 'prometheus-operator-crd');
-  if (!dir || !fs.existsSync(dir)) throw new Error(`the Prometheus Operator ${PROMETHEUS_OPERATOR_VERSION} CRDs are not in the Go module cache: run \`bash .ci/install-monitoring\``);
-  return dir;
-}
+import { operatorCrds, validateStrictly } from '../helpers/tools.ts';
 
 function renderComponent(): KubeObject[] {
   const dir = tempDir('digdag-ha-monitoring-');
@@ -58,9 +50,10 @@ test('the monitoring cache lives outside the repo, under XDG_CACHE_HOME when set
   assert.ok(!monitoringCacheDir().startsWith(path.resolve(MONITORING_COMPONENT, '..', '..', '..')));
 });
 
-test('the component holds the generator output (one source for rules and exporter configs)', () => {
-  for (const [f, text] of Object.entries(monitoringComponentFiles())) {
-    assert.equal(fs.readFileSync(path.join(MONITORING_COMPONENT, f), 'utf8'), text, `${f} is stale: run writeMonitoringComponent`);
+test('the component, the base and the chart hold the generator output (one source for rules and exporter configs)', () => {
+  const root = path.resolve(MONITORING_COMPONENT, '..', '..', '..');
+  for (const [f, text] of Object.entries(monitoringGeneratedFiles())) {
+    assert.equal(fs.readFileSync(path.join(root, f), 'utf8'), text, `${f} is stale: run writeMonitoringFiles`);
   }
 });
 
@@ -121,7 +114,7 @@ test('queue exporter: one replica, the local flags, password from a file, non-ro
   assert.ok(c.resources.requests.cpu && c.resources.limits.memory && c.readinessProbe && c.livenessProbe);
   assert.equal(d.spec.template.metadata.labels['digdag-ha/db-client'], 'true', 'allowed through the PostgreSQL NetworkPolicy');
   const cms = objs.filter((o) => o.kind === 'ConfigMap').map((o) => o.metadata.name);
-  assert.ok(cms.some((n) => n.startsWith('digdag-queue-queries')) && cms.some((n) => n.startsWith('digdag-jmx-exporter')));
+  assert.ok(cms.some((n) => n.startsWith('digdag-queue-queries')));
 });
 
 test('fetching the JMX agent: Maven with strict checksums, then the pinned sha256; a wrong jar is removed and refused', async () => {
