@@ -83,15 +83,19 @@ export const stopGraceMs = (config: Config, role: Role | undefined) => (role && 
 
 const roleEntries = (config: Config) => listProcesses(config).filter((p) => p.role);
 
+/** Free now, or within a few seconds: a process that just died (SIGKILL in verify-ha) leaves
+ * /proc/<pid>/cmdline empty — dead to isAlive — a moment before the kernel closes its sockets. */
+const portFreeSoon = (port: number) => waitFor(() => isPortFree(port), 5000, 100);
+
 async function startOne(ctx: Ctx, p: Planned, secretsText: string): Promise<ProcessEntry> {
-  if (!(await isPortFree(p.port))) {
+  if (!(await portFreeSoon(p.port))) {
     throw new UserError(
       `port ${p.port} (for ${p.instance.name}) on 127.0.0.1 is in use by another program`,
       `stop that program, or set LOCAL_PORT_BASE to a free range (this layout needs ${instances(ctx.config).length} consecutive ports)`,
     );
   }
   for (const [what, port] of [['metrics', p.metricsPort], ['JMX', p.jmxPort]] as const) {
-    if (!(await isPortFree(port))) {
+    if (!(await portFreeSoon(port))) {
       throw new UserError(
         `port ${port} (${what} of ${p.instance.name}) on 127.0.0.1 is in use by another program`,
         `stop that program, or set LOCAL_METRICS_PORT_BASE to a free range (this layout needs ${2 * instances(ctx.config).length + 1} consecutive ports)`,

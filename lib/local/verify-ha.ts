@@ -10,7 +10,7 @@ import type { Ctx, Impl } from '../pipeline.ts';
 import { dbEndpoint, queryAsApp } from '../postgres.ts';
 import { isAlive, listProcesses, stopProcess, unregisterProcess, waitFor, type ProcessEntry } from '../processes.ts';
 import { apiEndpoint } from '../push-workflow.ts';
-import { executorRoles, instances, layoutRoles, runsTasks, taskRole, type Role } from '../roles.ts';
+import { executorRoles, holdsApiPassword, instances, layoutRoles, runsTasks, taskRole, type Role } from '../roles.ts';
 import { listFiles } from '../state.ts';
 import { locksOfAttemptSql, notInDryRun, proveScheduler, report, retriedElsewhere, runParallel, VERIFY_SOURCES, type Check } from '../verify.ts';
 import { reconcileLocal } from './apply.ts';
@@ -66,7 +66,9 @@ export async function verifyLocal(ctx: Ctx): Promise<Check[]> {
   //    does not move (observed for a fixed window), and it finishes once they are back. It is
   //    submitted through a process without a loop (in the worker layout the ui has one too).
   const loops = executorRoles(config.layout);
-  const via = listProcesses(config).find((p) => p.role && !loops.includes(p.role as Role) && isAlive(p));
+  // Only a role holding the real API password can take the submission (task-running roles are
+  // locked with a throw-away one): the scheduler, or the split layout's API-only ui.
+  const via = listProcesses(config).find((p) => p.role && !loops.includes(p.role as Role) && holdsApiPassword(p.role as Role) && isAlive(p));
   if (!via) {
     add(loops.join('+'), 'executor loop runs only where the layout puts it', true, `not checkable: every process of this layout runs an executor loop, so none is left to submit through (SCHEDULER_REPLICAS=0)`);
   } else {
