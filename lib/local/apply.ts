@@ -12,7 +12,7 @@ import { answersVersion, detectJava, digdagArgv, requireRuntime, type Java, type
 import { tail, UserError } from '../errors.ts';
 import { JMX_EXPORTER_CONFIG, localMetricsPorts, metricsJvmArgs } from '../metrics.ts';
 import type { Ctx, Impl } from '../pipeline.ts';
-import { dbEndpoint, isPortFree } from '../postgres.ts';
+import { dbEndpoint, portFreeSoon } from '../postgres.ts';
 import { isAlive, listProcesses, registerProcess, stopProcess, unregisterProcess, waitFor, type ProcessEntry } from '../processes.ts';
 import { secretProperties, serverProperties } from '../properties.ts';
 import { instances, localApiRole, roleFlags, runsTasks, holdsApiPassword, type Instance, type Role } from '../roles.ts';
@@ -82,10 +82,6 @@ export async function planLocal(config: Config, java: Java, rt: Runtime): Promis
 export const stopGraceMs = (config: Config, role: Role | undefined) => (role && runsTasks(role) ? config.agent.terminationGraceSeconds * 1000 : 60_000);
 
 const roleEntries = (config: Config) => listProcesses(config).filter((p) => p.role);
-
-/** Free now, or within a few seconds: a process that just died (SIGKILL in verify-ha) leaves
- * /proc/<pid>/cmdline empty — dead to isAlive — a moment before the kernel closes its sockets. */
-const portFreeSoon = (port: number) => waitFor(() => isPortFree(port), 5000, 100);
 
 async function startOne(ctx: Ctx, p: Planned, secretsText: string): Promise<ProcessEntry> {
   if (!(await portFreeSoon(p.port))) {

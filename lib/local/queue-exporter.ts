@@ -9,7 +9,7 @@ import { requireSecrets } from '../credentials.ts';
 import { tail, UserError } from '../errors.ts';
 import { localQueueExporterPort, QUEUE_QUERIES, queueExporterBin, queueExporterCommand } from '../metrics.ts';
 import type { Ctx } from '../pipeline.ts';
-import { dbEndpoint, isPortFree } from '../postgres.ts';
+import { dbEndpoint, portFreeSoon } from '../postgres.ts';
 import { isAlive, listProcesses, registerProcess, stopProcess, unregisterProcess, waitFor, type ProcessEntry } from '../processes.ts';
 import { writePrivateFile } from '../state.ts';
 
@@ -51,7 +51,7 @@ export async function reconcileQueueExporter(ctx: Ctx): Promise<string> {
     await stopProcess(cur, 10_000);
     unregisterProcess(ctx.config, QUEUE_EXPORTER);
   }
-  if (!(await isPortFree(plan.port))) {
+  if (!(await portFreeSoon(plan.port))) {
     throw new UserError(`port ${plan.port} (for the queue exporter) on 127.0.0.1 is in use by another program`, 'set LOCAL_METRICS_PORT_BASE to a free range');
   }
   if (!ctx.runner.dryRun) {
