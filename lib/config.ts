@@ -160,6 +160,16 @@ export const VARIABLES: readonly VarSpec[] = [
     description: 'NetworkPolicy: labels (k=v,k=v) of the ingress controller pods allowed to reach the UI/API pods.' },
   { name: 'EGRESS_CIDRS', group: 'Security', default: '0.0.0.0/0', kind: str('0.0.0.0/0', /^[0-9./,:a-fA-F]+$/),
     description: 'NetworkPolicy: where Digdag pods may connect on 443 (Google APIs for bq>/gcs, other HTTPS APIs tasks call), comma-separated CIDRs. Private ranges (10/8, 172.16/12, 192.168/16) are always excluded so tasks cannot reach other pods.' },
+
+  // Metrics (every Digdag process always exports its metrics; see README "What to watch")
+  { name: 'LOCAL_METRICS_PORT_BASE', group: 'Metrics', default: '9400', kind: int(1024, 65000, '9400'),
+    description: 'Local target: first metrics port. The queue exporter listens on it; process n (in the layout\'s order, from 0) serves Prometheus metrics on base+1+2n and keeps Digdag\'s loopback JMX port (server.jmx.port) on base+2+2n.' },
+  { name: 'MONITORING', group: 'Metrics', default: 'none', kind: oneOf(['none', 'prometheus-operator']),
+    description: 'Kubernetes: none (pods carry prometheus.io/* scrape annotations only) or prometheus-operator (adds the PodMonitor, the PrometheusRule with the alerts and the one queue exporter; needs the monitoring.coreos.com CRDs).' },
+  { name: 'PROMETHEUS_NAMESPACE', group: 'Metrics', default: 'monitoring', kind: str('monitoring', /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/),
+    description: 'Kubernetes, MONITORING=prometheus-operator: namespace of the Prometheus that scrapes the pods (a NetworkPolicy lets it reach the metrics ports).' },
+  { name: 'QUEUE_EXPORTER_IMAGE', group: 'Metrics', default: 'quay.io/prometheuscommunity/postgres-exporter:v0.11.1', kind: str('registry.example.com/mirror/postgres-exporter@sha256:…', /^[a-z0-9][a-z0-9._\-/:@]*$/),
+    description: 'Kubernetes, MONITORING=prometheus-operator: image of the queue exporter (postgres_exporter 0.11.1, the version the local target runs). Point it at your mirror, ideally by digest.' },
 ];
 
 export interface Config {
@@ -213,6 +223,13 @@ export interface Config {
     readonly autoscaling: 'none' | 'keda' | 'hpa';
     readonly agentMaxReplicas: number;
     readonly gcpServiceAccount: string;
+  };
+  readonly metrics: {
+    /** Local: queue exporter on this port; process n: metrics base+1+2n, JMX base+2+2n. */
+    readonly localPortBase: number;
+    readonly monitoring: 'none' | 'prometheus-operator';
+    readonly queueExporterImage: string;
+    readonly prometheusNamespace: string;
   };
   /** Security block (see INTEGRATION.md). */
   readonly security: {
@@ -365,6 +382,14 @@ export function loadConfig(opts: LoadOptions): Config {
   if (isLocal && num('LOCAL_PORT_BASE') + processes > 65535) {
     throw new UserError(`LOCAL_PORT_BASE=${vars.LOCAL_PORT_BASE} leaves no room for ${processes} processes`, 'set LOCAL_PORT_BASE=65432 or lower');
   }
+  if (isLocal) {
+    const [http, metrics] = [num('LOCAL_PORT_BASE'), num('LOCAL_METRICS_PORT_BASE')];
+    const metricsEnd = metrics + 2 * processes; // the queue exporter, then two ports per process
+    if (metricsEnd > 65535) throw new UserError(`LOCAL_METRICS_PORT_BASE=${metrics} leaves no room for ${2 * processes + 1} metrics ports`, 'set LOCAL_METRICS_PORT_BASE=9400');
+    if (metrics <= http + processes - 1 && http <= metricsEnd) {
+      throw new UserError(`LOCAL_METRICS_PORT_BASE=${metrics} (ports ${metrics}-${metricsEnd}) overlaps the HTTP ports ${http}-${http + processes - 1} of LOCAL_PORT_BASE`, `set LOCAL_METRICS_PORT_BASE=${http + processes} or a range elsewhere`);
+    }
+  }
 
   const stateDir = path.join(resolve(vars.DIGDAG_HA_STATE_DIR), target);
   const config: Config = {
@@ -416,6 +441,12 @@ export function loadConfig(opts: LoadOptions): Config {
       autoscaling: vars.AGENT_AUTOSCALING as Config['k8s']['autoscaling'],
       agentMaxReplicas: num('AGENT_MAX_REPLICAS'),
       gcpServiceAccount: vars.GCP_SERVICE_ACCOUNT!,
+    },
+    metrics: {
+      localPortBase: num('LOCAL_METRICS_PORT_BASE'),
+      monitoring: vars.MONITORING as Config['metrics']['monitoring'],
+      queueExporterImage: vars.QUEUE_EXPORTER_IMAGE!,
+      prometheusNamespace: vars.PROMETHEUS_NAMESPACE!,
     },
     security: securityConfig(vars),
   };

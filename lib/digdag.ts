@@ -16,6 +16,8 @@ export interface Runtime {
   version: string;
   source: string;
   sha256?: string;
+  /** The Prometheus JMX exporter agent jar every server process loads (lib/metrics.ts). */
+  jmxAgent?: string;
 }
 
 export interface Java {

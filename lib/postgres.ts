@@ -9,7 +9,7 @@ import path from 'node:path';
 import type { Config } from './config.ts';
 import { UserError } from './errors.ts';
 import type { Runner } from './runner.ts';
-import { isAlive, listProcesses, unregisterProcess, type ProcessEntry } from './processes.ts';
+import { isAlive, listProcesses, unregisterProcess, waitFor, type ProcessEntry } from './processes.ts';
 import { registerSecret } from './secrets.ts';
 import { ensureDir } from './state.ts';
 
@@ -136,6 +136,10 @@ export async function isPortFree(port: number, host = '127.0.0.1'): Promise<bool
     srv.listen(port, host, () => srv.close(() => resolve(true)));
   });
 }
+
+/** Free now, or within a few seconds: a process that just died leaves /proc/<pid>/cmdline empty
+ * — dead to isAlive — a moment before the kernel closes its sockets. */
+export const portFreeSoon = (port: number, timeoutMs = 5000): Promise<boolean> => waitFor(() => isPortFree(port), timeoutMs, 100);
 
 /** The first base (from `from`, in steps of `step`) with `n` consecutive free ports. */
 export async function freePortRange(n: number, from: number, step = 50): Promise<number> {

@@ -14,6 +14,8 @@ export interface ProcessEntry {
   startedAt: string;
   role?: string;
   port?: number;
+  /** Where Prometheus scrapes it (http://127.0.0.1:<metricsPort>/metrics). */
+  metricsPort?: number;
   /** How teardown stops it: a signal to the process group, or a command (pg_ctl stop). */
   stopWith?: 'signal' | 'pg_ctl';
 }

@@ -1,6 +1,7 @@
 // server.properties generator: the single source of Digdag's settings for the local processes
 // and the Kubernetes ConfigMap. Secrets are rendered separately and never reach a ConfigMap.
 import type { Config } from './config.ts';
+import { metricsProperties } from './metrics.ts';
 import { runsTasks, type Role } from './roles.ts';
 
 export interface Placement {
@@ -14,12 +15,14 @@ export interface Placement {
   dbUser: string;
   /** log-server.local.path on the local target. */
   logDir?: string;
+  /** server.jmx.port: loopback JMX, which HikariCP's pool metrics need (lib/metrics.ts). */
+  jmxPort: number;
   /** agent.id: set on the local target; in a pod Digdag's default (pid@pod-name) already names the pod. */
   agentId?: string;
 }
 
 /** Keys whose values depend on where the process runs; everything else is identical across targets. */
-export const PLACEMENT_KEYS = ['server.bind', 'server.port', 'database.host', 'database.port', 'log-server.local.path', 'agent.id'] as const;
+export const PLACEMENT_KEYS = ['server.bind', 'server.port', 'database.host', 'database.port', 'log-server.local.path', 'agent.id', 'server.jmx.port'] as const;
 
 export function serverProperties(config: Config, role: Role, at: Placement): string {
   const p: [string, string | number | boolean][] = [
@@ -43,6 +46,8 @@ export function serverProperties(config: Config, role: Role, at: Placement): str
     ['agent.command_executor.type', 'simple'],
     // Several executors share the queue: random fetch spreads them over READY tasks.
     ['executor.enqueue_random_fetch', true],
+    // Every server process exports its metrics (executor, agent, api, db categories + HikariCP).
+    ...metricsProperties(at.jmxPort),
   ];
   if (at.agentId && runsTasks(role)) p.push(['agent.id', at.agentId]);
   switch (config.logs.server) {

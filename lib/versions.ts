@@ -22,3 +22,21 @@ export const COREDNS_VERSION = 'v1.11.3';
 export const KUBE_ROUTER_VERSION = 'v2.1.0';
 /** Debian release debootstrapped into the registry-free base image. */
 export const BASE_IMAGE_SUITE = 'bookworm';
+/** Prometheus JMX exporter Java agent: the newest version Maven Central's metadata lists (2026-11). */
+export const JMX_EXPORTER_VERSION = '1.0.1';
+/** sha256 of io.prometheus.jmx:jmx_prometheus_javaagent:1.0.1 (Maven's .sha1 is f9c53eb0aa1828c3c9cd7647238563e43a4ed68c). */
+export const JMX_EXPORTER_SHA256 = '7d61f737fd661610ccc14aea79764faa1ea94a340cbc8f0029b3d2edea3d80c1';
+
+/** promtool: go install github.com/prometheus/prometheus/cmd/promtool@<this> (module v0.316.x = Prometheus 3.x). */
+export const PROMTOOL_MODULE_VERSION = 'v0.316.0';
+
+/**
+ * The queue exporter: prometheus-community/postgres_exporter with custom queries. The Go module
+ * proxy refuses that module (and sql_exporter), so locally it is Debian's build of the same
+ * release; in a cluster, the upstream image of the same version.
+ */
+export const POSTGRES_EXPORTER_DEBIAN_VERSION = '0.11.1-3+b5';
+export const POSTGRES_EXPORTER_IMAGE = 'quay.io/prometheuscommunity/postgres-exporter:v0.11.1';
+
+/** Prometheus Operator whose CRD schemas (example/prometheus-operator-crd) validate the monitoring component. */
+export const PROMETHEUS_OPERATOR_VERSION = 'v0.85.0';

@@ -7,6 +7,8 @@ import { parseAllDocuments, stringify } from 'yaml';
 import { ROOT } from '../cli.ts';
 import type { Config } from '../config.ts';
 import { parseDatabaseUrl } from '../postgres.ts';
+import { POD_METRICS } from '../metrics.ts';
+import { POSTGRES_EXPORTER_IMAGE } from '../versions.ts';
 import { migrateProperties, serverProperties } from '../properties.ts';
 import { layoutRoles, ROLES, runsTasks, taskRole } from '../roles.ts';
 import type { Runner } from '../runner.ts';
@@ -41,7 +43,7 @@ export function configFiles(config: Config): Record<string, string> {
   const db = dbLocation(config);
   const files: Record<string, string> = {};
   for (const role of ROLES) {
-    files[`${role}.properties`] = serverProperties(config, role, { bind: '0.0.0.0', port: POD_PORT, dbHost: db.host, dbPort: db.port, dbName: db.database, dbUser: db.user });
+    files[`${role}.properties`] = serverProperties(config, role, { bind: '0.0.0.0', port: POD_PORT, jmxPort: POD_METRICS.jmxPort, dbHost: db.host, dbPort: db.port, dbName: db.database, dbUser: db.user });
   }
   files['migrate.properties'] = migrateProperties({ dbHost: db.host, dbPort: db.port, dbName: db.database, dbUser: db.user });
   return files;
@@ -52,7 +54,6 @@ export function kustomization(config: Config, from = renderDir(config)): Record<
   // kustomize takes only relative paths to other kustomizations.
   const rel = (p: string) => path.relative(from, p);
   const db = dbLocation(config);
-  const [imageName, imageTag] = splitImage(config.k8s.image);
   const scaled = `digdag-${taskRole(config.layout)}`;
   // Order matters: the target's patches apply to the layout's Deployments.
   const components: string[] = [
@@ -89,6 +90,18 @@ export function kustomization(config: Config, from = renderDir(config)): Record<
       { op: 'replace', path: '/spec/maxReplicas', value: config.k8s.agentMaxReplicas },
     ]));
   }
+  const images = [kustomizeImage('digdag-ha', config.k8s.image)];
+  if (config.metrics.monitoring === 'prometheus-operator') {
+    components.push(rel(path.join(MANIFESTS, 'components', 'monitoring')));
+    images.push(kustomizeImage(POSTGRES_EXPORTER_IMAGE.slice(0, POSTGRES_EXPORTER_IMAGE.lastIndexOf(':')), config.metrics.queueExporterImage));
+    patches.push(json('Deployment', 'digdag-queue-exporter', [
+      { op: 'replace', path: '/spec/template/spec/containers/0/env/0', value: { name: 'DATA_SOURCE_URI', value: `${db.host}:${db.port}/${db.database}?sslmode=disable` } },
+      { op: 'replace', path: '/spec/template/spec/containers/0/env/1', value: { name: 'DATA_SOURCE_USER', value: db.user } },
+    ]));
+    patches.push(json('NetworkPolicy', 'digdag-metrics-from-prometheus', [
+      { op: 'replace', path: '/spec/ingress/0/from/0/namespaceSelector/matchLabels', value: { 'kubernetes.io/metadata.name': config.metrics.prometheusNamespace } },
+    ]));
+  }
   // Authentication, TLS, NetworkPolicies: after the target's patches, before the rename.
   const sec = securityRendering(config);
   components.push(...sec.components.map((c) => rel(path.join(MANIFESTS, 'components', c))));
@@ -99,7 +112,7 @@ export function kustomization(config: Config, from = renderDir(config)): Record<
     namespace: config.k8s.namespace,
     resources: [rel(path.join(MANIFESTS, 'base'))],
     components,
-    images: [{ name: 'digdag-ha', newName: imageName, newTag: imageTag }],
+    images,
     // With an autoscaler the task-running Deployment's replicas are the autoscaler's to set.
     replicas: layoutRoles(config).filter((r) => !runsTasks(r) || config.k8s.autoscaling === 'none').map((r) => ({ name: `digdag-${r}`, count: config.replicas[r] })),
     configMapGenerator: [
@@ -117,6 +130,12 @@ function json(kind: string, name: string, ops: unknown[]): Record<string, unknow
 /** The base's Namespace object carries the configured name too. */
 function renameNamespace(ns: string): Record<string, unknown> {
   return json('Namespace', 'digdag', [{ op: 'replace', path: '/metadata/name', value: ns }]);
+}
+
+/** A kustomize images entry: a tag, or a digest (kustomize writes name@digest only from `digest`). */
+export function kustomizeImage(name: string, image: string): Record<string, string> {
+  const [newName, tag] = splitImage(image);
+  return tag.startsWith('@') ? { name, newName, digest: tag.slice(1) } : { name, newName, newTag: tag };
 }
 
 export function splitImage(image: string): [string, string] {

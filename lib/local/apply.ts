@@ -10,17 +10,22 @@ import type { Config } from '../config.ts';
 import { requireSecrets } from '../credentials.ts';
 import { answersVersion, detectJava, digdagArgv, requireRuntime, type Java, type Runtime } from '../digdag.ts';
 import { tail, UserError } from '../errors.ts';
+import { JMX_EXPORTER_CONFIG, localMetricsPorts, metricsJvmArgs } from '../metrics.ts';
 import type { Ctx, Impl } from '../pipeline.ts';
-import { dbEndpoint, isPortFree } from '../postgres.ts';
+import { dbEndpoint, portFreeSoon } from '../postgres.ts';
 import { isAlive, listProcesses, registerProcess, stopProcess, unregisterProcess, waitFor, type ProcessEntry } from '../processes.ts';
 import { secretProperties, serverProperties } from '../properties.ts';
 import { instances, localApiRole, roleFlags, runsTasks, holdsApiPassword, type Instance, type Role } from '../roles.ts';
 import { writePrivateFile } from '../state.ts';
 import { uiOverlayDir, writeUiOverlay } from '../ui-login.ts';
+import { QUEUE_EXPORTER, queueExporterUp, queueExporterUrl, reconcileQueueExporter } from './queue-exporter.ts';
 
 export interface Planned {
   instance: Instance;
   port: number;
+  /** The JMX exporter agent's /metrics port, and Digdag's loopback JMX port. */
+  metricsPort: number;
+  jmxPort: number;
   propsFile: string;
   /** Non-secret properties, exactly what the generator produced for this process. */
   properties: string;
@@ -41,11 +46,14 @@ export const taskLogDir = (config: Config) => path.join(config.stateDir, 'logs',
 export async function planLocal(config: Config, java: Java, rt: Runtime): Promise<Planned[]> {
   const secrets = requireSecrets(config);
   const db = await dbEndpoint(config, secrets.dbPassword);
+  if (!rt.jmxAgent) throw new UserError('the JMX exporter agent is not in the runtime cache', 'run the build-image task: npx tsx tasks/build-image.ts');
   return instances(config).map((instance, i) => {
     const port = config.local.portBase + i;
+    const { metrics: metricsPort, jmx: jmxPort } = localMetricsPorts(config, i);
     const properties = serverProperties(config, instance.role, {
       bind: '127.0.0.1',
       port,
+      jmxPort,
       dbHost: db.host,
       dbPort: db.port,
       dbName: db.database,
@@ -58,13 +66,15 @@ export async function planLocal(config: Config, java: Java, rt: Runtime): Promis
     const servesUsers = endpointRole || holdsApiPassword(instance.role);
     const loginPage = config.security.auth === 'basic' && endpointRole;
     // The server's own logs go to stdout; access logs are not kept on this target.
-    const argv = digdagArgv(java, rt, config.digdag.jvmOpts, ['server', '-c', propsFile, ...roleFlags(config.layout, instance.role)], loginPage ? uiOverlayDir(config) : undefined);
+    // Only `digdag server` gets the metrics agent: client commands would collide on its port.
+    const jvmOpts = [...config.digdag.jvmOpts, ...metricsJvmArgs({ jar: rt.jmxAgent!, config: JMX_EXPORTER_CONFIG, bind: '127.0.0.1', port: metricsPort })];
+    const argv = digdagArgv(java, rt, jvmOpts, ['server', '-c', propsFile, ...roleFlags(config.layout, instance.role)], loginPage ? uiOverlayDir(config) : undefined);
     // Locked roles get a new throw-away password at each start; only the mode is part of the hash.
     const auth = config.security.auth === 'none' ? 'none' : servesUsers ? `${config.security.authUser}:${secrets.apiPassword}` : `locked:${config.security.authUser}`;
     const hash = createHash('sha256')
       .update(JSON.stringify({ properties, argv, db: db.database, user: db.user, pw: db.password, key: secrets.encryptionKey, auth }))
       .digest('hex');
-    return { instance, port, propsFile, properties, servesUsers, loginPage, argv, logFile: path.join(config.stateDir, 'logs', `${instance.name}.log`), hash };
+    return { instance, port, metricsPort, jmxPort, propsFile, properties, servesUsers, loginPage, argv, logFile: path.join(config.stateDir, 'logs', `${instance.name}.log`), hash };
   });
 }
 
@@ -74,11 +84,19 @@ export const stopGraceMs = (config: Config, role: Role | undefined) => (role && 
 const roleEntries = (config: Config) => listProcesses(config).filter((p) => p.role);
 
 async function startOne(ctx: Ctx, p: Planned, secretsText: string): Promise<ProcessEntry> {
-  if (!(await isPortFree(p.port))) {
+  if (!(await portFreeSoon(p.port))) {
     throw new UserError(
       `port ${p.port} (for ${p.instance.name}) on 127.0.0.1 is in use by another program`,
       `stop that program, or set LOCAL_PORT_BASE to a free range (this layout needs ${instances(ctx.config).length} consecutive ports)`,
     );
+  }
+  for (const [what, port] of [['metrics', p.metricsPort], ['JMX', p.jmxPort]] as const) {
+    if (!(await portFreeSoon(port))) {
+      throw new UserError(
+        `port ${port} (${what} of ${p.instance.name}) on 127.0.0.1 is in use by another program`,
+        `stop that program, or set LOCAL_METRICS_PORT_BASE to a free range (this layout needs ${2 * instances(ctx.config).length + 1} consecutive ports)`,
+      );
+    }
   }
   if (!ctx.runner.dryRun) {
     writePrivateFile(p.propsFile, p.properties + secretsText + roleAuthProperties(p.servesUsers, apiCredentials(ctx.config)));
@@ -98,6 +116,7 @@ async function startOne(ctx: Ctx, p: Planned, secretsText: string): Promise<Proc
     role: p.instance.role,
     pid,
     port: p.port,
+    metricsPort: p.metricsPort,
     marker: p.propsFile,
     logFile: p.logFile,
     startedAt: new Date().toISOString(),
@@ -172,6 +191,8 @@ export async function reconcileLocal(ctx: Ctx): Promise<string[]> {
     actions.push(`${p.instance.name}: ${ctx.runner.dryRun ? `would be ${did}` : did} on :${p.port}`);
   }
   if (!ctx.runner.dryRun) await Promise.all(starting.map((e) => waitHealthy(e)));
+  // Queue depth, attempts and schedules: once per deployment, from the database.
+  actions.push(await reconcileQueueExporter(ctx));
   return actions;
 }
 
@@ -185,7 +206,9 @@ export const apply: Impl = {
     const entries = roleEntries(ctx.config);
     if (entries.length !== want.length || !want.every((n) => entries.some((e) => e.name === n && isAlive(e)))) return false;
     const answers = await Promise.all(entries.map((e) => answersVersion(`http://127.0.0.1:${e.port}`)));
-    return answers.every(Boolean) ? `${entries.length} role processes running and answering` : false;
+    const qe = listProcesses(ctx.config).find((p) => p.name === QUEUE_EXPORTER);
+    if (!qe || !isAlive(qe) || !(await queueExporterUp(queueExporterUrl(ctx)))) return false;
+    return answers.every(Boolean) ? `${entries.length} role processes running and answering, queue exporter connected` : false;
   },
   run: async (ctx) => {
     for (const line of await reconcileLocal(ctx)) ctx.runner.log(line);

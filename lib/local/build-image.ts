@@ -1,8 +1,12 @@
-// build-image on the local target: fetch the pinned Digdag runtime into the cache and check it starts.
-import { detectJava, digdagArgv, CLIENT_JVM_OPTS, obtainRuntime, readRuntime, useDryRunRuntime, writeRuntime } from '../digdag.ts';
+// build-image on the local target: fetch the pinned Digdag runtime into the cache and check it
+// starts; fetch the JMX exporter agent (checksum pinned) next to it and the queue exporter
+// (Debian's postgres_exporter, unpacked into the monitoring cache).
+import fs from 'node:fs';
+import { cacheDir, detectJava, digdagArgv, CLIENT_JVM_OPTS, obtainRuntime, readRuntime, useDryRunRuntime, writeRuntime } from '../digdag.ts';
 import { UserError } from '../errors.ts';
+import { obtainJmxExporter, obtainQueueExporter, queueExporterBin } from '../metrics.ts';
 import type { Ctx, Impl } from '../pipeline.ts';
-import { DIGDAG_VERSION } from '../versions.ts';
+import { DIGDAG_VERSION, JMX_EXPORTER_SHA256, POSTGRES_EXPORTER_DEBIAN_VERSION } from '../versions.ts';
 
 export const sourceInputs = (ctx: Ctx) => ({
   version: DIGDAG_VERSION,
@@ -11,17 +15,21 @@ export const sourceInputs = (ctx: Ctx) => ({
   jar: ctx.config.digdag.jar,
   sha: ctx.config.digdag.jarSha256,
   java: ctx.config.digdag.javaHome,
+  jmxAgent: JMX_EXPORTER_SHA256,
+  queueExporter: POSTGRES_EXPORTER_DEBIAN_VERSION,
 });
 
 export const buildImage: Impl = {
   inputs: (ctx) => ({ values: sourceInputs(ctx) }),
   healthy: async (ctx) => {
     const rt = readRuntime(ctx.config);
-    return rt ? `Digdag ${rt.version} cached (${rt.source})` : false;
+    if (!rt?.jmxAgent || !fs.existsSync(rt.jmxAgent) || !fs.existsSync(queueExporterBin())) return false;
+    return `Digdag ${rt.version} cached (${rt.source}), JMX exporter agent and queue exporter cached`;
   },
   run: async (ctx) => {
     const java = await detectJava(ctx.config, ctx.runner);
-    const rt = await obtainRuntime(ctx.config, ctx.runner);
+    const rt = { ...(await obtainRuntime(ctx.config, ctx.runner)), jmxAgent: await obtainJmxExporter(cacheDir(ctx.config), ctx.config.digdag.mavenRepoUrl, ctx.runner) };
+    await obtainQueueExporter(ctx.runner);
     if (ctx.runner.dryRun) {
       if (!readRuntime(ctx.config)) useDryRunRuntime(ctx.config, rt);
       return;
@@ -33,6 +41,6 @@ export const buildImage: Impl = {
       throw new UserError(`Digdag does not start on Java ${java.major} (${java.bin})`, 'use Java 11 or 17 (set JAVA_HOME)', out.split('\n').slice(-15).join('\n'));
     }
     writeRuntime(ctx.config, rt);
-    ctx.runner.log(`Digdag ${DIGDAG_VERSION} ready from ${rt.source}, Java ${java.major}`);
+    ctx.runner.log(`Digdag ${DIGDAG_VERSION} ready from ${rt.source}, Java ${java.major}; JMX exporter agent ${rt.jmxAgent}`);
   },
 };

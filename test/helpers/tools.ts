@@ -3,8 +3,17 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { KubeObject } from '../../lib/kube/render.ts';
+import { crdValidator } from '../../lib/crd-schema.ts';
 import { strictValidator, validateObjects } from '../../lib/schema.ts';
-import { K8S_SCHEMA_VERSION } from '../../lib/versions.ts';
+import { K8S_SCHEMA_VERSION, PROMETHEUS_OPERATOR_VERSION } from '../../lib/versions.ts';
+
+/** The Prometheus Operator CRDs from the Go module cache (.ci/install-monitoring fetches them). */
+export function operatorCrds(): string {
+  const modcache = spawnSync('go', ['env', 'GOMODCACHE'], { encoding: 'utf8' }).stdout?.trim();
+  const dir = modcache && path.join(modcache, `github.com/prometheus-operator/prometheus-operator@${PROMETHEUS_OPERATOR_VERSION}`, 'example', 'prometheus-operator-crd');
+  if (!dir || !fs.existsSync(dir)) throw new Error(`the Prometheus Operator ${PROMETHEUS_OPERATOR_VERSION} CRDs are not in the Go module cache: run \`bash .ci/install-monitoring\``);
+  return dir;
+}
 
 export function helmBin(): string {
   const candidates = [process.env.HELM_BIN, 'helm'];
@@ -29,11 +38,18 @@ export function kubernetesSwagger(): string {
 }
 
 let strict: ((o: KubeObject) => string[]) | undefined;
+let operator: ((o: KubeObject) => string[]) | undefined;
+const isOperatorKind = (o: KubeObject) => o.apiVersion.startsWith('monitoring.coreos.com/');
 
 /** Both validators: kubernetes-models (incl. KEDA CRDs) and, for built-in kinds, the strict spec. */
 export async function validateStrictly(objects: readonly KubeObject[]): Promise<string[]> {
   strict ??= await strictValidator(kubernetesSwagger());
-  const errors = (await validateObjects(objects)).map((e) => `${e.object}: ${e.message}`);
-  for (const o of objects) if (!o.apiVersion.startsWith('keda.sh/')) errors.push(...strict(o));
+  const errors = (await validateObjects(objects.filter((o) => !isOperatorKind(o)))).map((e) => `${e.object}: ${e.message}`);
+  for (const o of objects) if (!o.apiVersion.startsWith('keda.sh/') && !isOperatorKind(o)) errors.push(...strict(o));
+  // Prometheus Operator kinds: strictly against the CRDs' own schemas.
+  if (objects.some(isOperatorKind)) {
+    operator ??= (await crdValidator(operatorCrds())) as (o: KubeObject) => string[];
+    for (const o of objects.filter(isOperatorKind)) errors.push(...operator(o).map((e) => `${o.kind}/${o.metadata.name}: ${e}`));
+  }
   return errors;
 }

@@ -49,7 +49,7 @@ for (const layout of LAYOUTS) {
     };
 
     before(async () => {
-      config = testConfig({ ...runtimeVars, DIGDAG_HA_LAYOUT: layout, DIGDAG_HA_STATE_DIR: tempDir(), LOCAL_PORT_BASE: String(await freePortRange(5, 61000)) });
+      config = testConfig({ ...runtimeVars, DIGDAG_HA_LAYOUT: layout, DIGDAG_HA_STATE_DIR: tempDir(), LOCAL_PORT_BASE: String(await freePortRange(5, 61000)), LOCAL_METRICS_PORT_BASE: String(await freePortRange(11, 61500)) });
       unavailable = await prepareRuntime(config, runner);
     });
 
@@ -101,7 +101,7 @@ for (const layout of LAYOUTS) {
         if (!needsRuntime(t)) return;
         const dir = tempDir('broken-wf-');
         fs.writeFileSync(path.join(dir, 'broken.dig'), '+a:\n  sh>: echo ok\n +b: [unclosed\n');
-        const broken = testConfig({ ...runtimeVars, DIGDAG_HA_STATE_DIR: path.dirname(config.stateDir), LOCAL_PORT_BASE: String(config.local.portBase), WORKFLOW_DIR: dir });
+        const broken = testConfig({ ...runtimeVars, DIGDAG_HA_STATE_DIR: path.dirname(config.stateDir), LOCAL_PORT_BASE: String(config.local.portBase), LOCAL_METRICS_PORT_BASE: String(config.metrics.localPortBase), WORKFLOW_DIR: dir });
         await assert.rejects(runStep(pushWorkflow, testCtx(broken, runner)), (err: unknown) => {
           assert.ok(err instanceof UserError, String(err));
           assert.match(err.message, /was rejected \(is a workflow in .* broken\?\)/);

@@ -33,6 +33,7 @@ before(async () => {
     ...runtimeVars,
     DIGDAG_HA_STATE_DIR: tempDir(),
     LOCAL_PORT_BASE: String(await freePortRange(3, 61000)),
+    LOCAL_METRICS_PORT_BASE: String(await freePortRange(3, 61500)),
     UI_REPLICAS: '0',
     SCHEDULER_REPLICAS: '0',
     WORKER_REPLICAS: '1',

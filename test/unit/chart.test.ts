@@ -7,6 +7,7 @@ import { test } from 'node:test';
 import { ROOT } from '../../lib/cli.ts';
 import { isValidEncryptionKey } from '../../lib/credentials.ts';
 import { configFiles, parseObjects, type KubeObject } from '../../lib/kube/render.ts';
+import { loadRuleGroups, POD_METRICS, podMetricsJvmArgs } from '../../lib/metrics.ts';
 import { LAYOUT_ROLES, LAYOUTS, holdsApiPassword, roleFlags, taskRole } from '../../lib/roles.ts';
 import { QUEUE_DEPTH_SQL } from '../../lib/scaling.ts';
 import { testConfig } from '../helpers/fixtures.ts';
@@ -139,4 +140,22 @@ test('bad values fail the render with the reason', () => {
   assert.match(retention.stderr, /lockRetentionTime must be at least 3 x agent.heartbeatInterval/);
   assert.match(template(['autoscaling.mode=magic']).stderr, /autoscaling.mode must be none, keda or hpa/);
   assert.match(template(['logs.server=gcs']).stderr, /logs.gcsBucket is required/);
+});
+
+test('metrics in the chart: every role pod runs the agent with its port, config and annotations; the Operator objects and the queue exporter on request, valid, same rules as monitoring/', async () => {
+  const { objects, stderr } = template(['metrics.podMonitor.enabled=true', 'metrics.prometheusRule.enabled=true', 'metrics.queueExporter.enabled=true', 'metrics.queueExporter.image=mirror.example.com/pg-exp:v0.11.1']);
+  assert.ok(objects.length, stderr);
+  assert.deepEqual(await validateStrictly(objects), []);
+  for (const role of LAYOUT_ROLES.worker) {
+    const d = find(objects, 'Deployment', `digdag-${role}`);
+    const c = d.spec.template.spec.containers[0];
+    assert.ok(c.env.find((e: { name: string }) => e.name === 'JAVA_OPTS').value.endsWith(podMetricsJvmArgs().join(' ')), role);
+    assert.ok(c.ports.some((p: { name: string; containerPort: number }) => p.name === 'metrics' && p.containerPort === POD_METRICS.port));
+    assert.equal(d.spec.template.metadata.annotations['prometheus.io/port'], String(POD_METRICS.port));
+  }
+  assert.deepEqual(find(objects, 'PrometheusRule', 'digdag').spec.groups, loadRuleGroups());
+  assert.equal(find(objects, 'Deployment', 'digdag-queue-exporter').spec.template.spec.containers[0].image, 'mirror.example.com/pg-exp:v0.11.1');
+  assert.match(find(objects, 'ConfigMap', 'digdag-jmx-exporter').data!['config.yaml']!, /digdag_executor_loops_total/);
+  const plain = template([]).objects;
+  assert.ok(!plain.some((o) => o.apiVersion.startsWith('monitoring.coreos.com/') || o.metadata.name === 'digdag-queue-exporter'), 'off by default');
 });

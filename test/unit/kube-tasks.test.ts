@@ -11,9 +11,11 @@ import { UserError } from '../../lib/errors.ts';
 import { runStep, runSteps } from '../../lib/pipeline.ts';
 import { freePortRange } from '../../lib/postgres.ts';
 import { listProcesses } from '../../lib/processes.ts';
-import { RecordingRunner, type Cmd, type Result } from '../../lib/runner.ts';
+import { RecordingRunner, ShellRunner, type Cmd, type Result } from '../../lib/runner.ts';
+import { cacheDir } from '../../lib/digdag.ts';
+import { monitoringCacheDir, obtainJmxExporter } from '../../lib/metrics.ts';
 import { LAYOUT_ROLES, LAYOUTS } from '../../lib/roles.ts';
-import { DIGDAG_RELEASE_JAR_SHA256 } from '../../lib/versions.ts';
+import { DIGDAG_RELEASE_JAR_SHA256, JMX_EXPORTER_SHA256, JMX_EXPORTER_VERSION } from '../../lib/versions.ts';
 import { apply } from '../../tasks/apply.ts';
 import { buildImage } from '../../tasks/build-image.ts';
 import { createSecret } from '../../tasks/create-secret.ts';
@@ -42,20 +44,31 @@ function cluster(extra: (argv: readonly string[], cmd: Cmd) => Answer = () => un
 const mk = (vars: Record<string, string> = {}) => testConfig({ DIGDAG_HA_TARGET: 'minikube', ...vars });
 const K = (c: Config) => `kubectl --context ${c.k8s.context} -n ${c.k8s.namespace}`;
 
-test('build-image on minikube: docker build with the pinned checksum, then minikube image load', async () => {
+/** The real agent jar in this config's runtime cache (fetched once with real Maven into the shared monitoring cache). */
+async function seedJmxAgent(config: Config): Promise<string> {
+  const shared = await obtainJmxExporter(monitoringCacheDir(), config.digdag.mavenRepoUrl, new ShellRunner(false, () => {}));
+  const dir = path.join(cacheDir(config), 'jmx-exporter');
+  fs.mkdirSync(dir, { recursive: true });
+  fs.copyFileSync(shared, path.join(dir, path.basename(shared)));
+  return dir;
+}
+
+test('build-image on minikube: the JMX agent from the cache, docker build with the pinned checksums and named contexts, then minikube image load', async () => {
   const config = mk();
+  const agentDir = await seedJmxAgent(config);
   const r = new RecordingRunner(cluster());
   await runStep(buildImage, testCtx(config, r));
   const docker = path.join(config.root, 'docker');
   assert.deepEqual(r.commands(), [
     'docker info --format {{.ServerVersion}}',
-    `docker build -f ${docker}/Dockerfile -t digdag-ha:0.10.5.1 --build-arg DIGDAG_VERSION=0.10.5.1 --build-arg DIGDAG_SHA256=${DIGDAG_RELEASE_JAR_SHA256} --build-arg INSTALL_GCLOUD=true --build-arg TZ=Asia/Tokyo --build-arg LANG=ja_JP.UTF-8 ${docker}`,
+    `docker build -f ${docker}/Dockerfile -t digdag-ha:0.10.5.1 --build-arg DIGDAG_VERSION=0.10.5.1 --build-arg DIGDAG_SHA256=${DIGDAG_RELEASE_JAR_SHA256} --build-arg INSTALL_GCLOUD=true --build-arg TZ=Asia/Tokyo --build-arg LANG=ja_JP.UTF-8 --build-arg JMX_EXPORTER_VERSION=${JMX_EXPORTER_VERSION} --build-arg JMX_EXPORTER_SHA256=${JMX_EXPORTER_SHA256} --build-context jmx-exporter=${agentDir} --build-context monitoring=${path.join(config.root, 'monitoring')} ${docker}`,
     'minikube -p digdag-ha image load digdag-ha:0.10.5.1',
   ]);
 });
 
 test('build-image on gke pushes to the registry; without a Docker engine it stops with the fix', async () => {
   const config = testConfig({ DIGDAG_HA_TARGET: 'gke', IMAGE: 'asia-northeast1-docker.pkg.dev/p/r/digdag-ha:1' });
+  await seedJmxAgent(config);
   const r = new RecordingRunner(cluster());
   await runStep(buildImage, testCtx(config, r));
   assert.equal(r.commands().at(-1), 'docker push asia-northeast1-docker.pkg.dev/p/r/digdag-ha:1');

@@ -8,6 +8,7 @@ import { test } from 'node:test';
 import { clientConfigFile } from '../../lib/auth.ts';
 import { ensureSecrets } from '../../lib/credentials.ts';
 import { writeRuntime, javaFlags, cacheDir } from '../../lib/digdag.ts';
+import { JMX_EXPORTER_CONFIG } from '../../lib/metrics.ts';
 import { UserError } from '../../lib/errors.ts';
 import { runStep } from '../../lib/pipeline.ts';
 import { localPostgres } from '../../lib/postgres.ts';
@@ -28,7 +29,7 @@ function preparedConfig(vars: Record<string, string> = {}) {
   const { secrets } = ensureSecrets(config);
   const jar = path.join(tempDir(), 'digdag.jar');
   fs.writeFileSync(jar, 'not really a jar');
-  writeRuntime(config, { kind: 'jar', path: jar, version: '0.10.5.1', source: 'test' });
+  writeRuntime(config, { kind: 'jar', path: jar, version: '0.10.5.1', source: 'test', jmxAgent: jar });
   return { config, secrets, jar };
 }
 
@@ -66,7 +67,7 @@ test('init-db with --dry-run prints the changes and runs none of them', async ()
 
 test('apply plans the split layout: the seed\'s four roles with their flags', async () => {
   const { config, jar } = preparedConfig({ DIGDAG_HA_LAYOUT: 'split' });
-  const plan = await planLocal(config, { bin: 'java', major: 17, flags: javaFlags(17) }, { kind: 'jar', path: jar, version: '0.10.5.1', source: 'test' });
+  const plan = await planLocal(config, { bin: 'java', major: 17, flags: javaFlags(17) }, { kind: 'jar', path: jar, version: '0.10.5.1', source: 'test', jmxAgent: jar });
   assert.deepEqual(plan.map((p) => `${p.instance.name}:${p.port}`), ['ui-1:65432', 'workflow-1:65433', 'scheduler-1:65434', 'agent-1:65435', 'agent-2:65436']);
   const flags = (name: string) => plan.find((p) => p.instance.name === name)!.argv.filter((a) => a.startsWith('--disable'));
   assert.deepEqual(flags('ui-1'), ['--disable-executor-loop', '--disable-local-agent', '--disable-scheduler'], 'the seed\'s API-only ui');
@@ -78,7 +79,7 @@ test('apply plans the split layout: the seed\'s four roles with their flags', as
 
 test('apply plans one process per replica with its role flags, port and properties (layout worker)', async () => {
   const { config, secrets, jar } = preparedConfig();
-  const plan = await planLocal(config, { bin: 'java', major: 17, flags: javaFlags(17) }, { kind: 'jar', path: jar, version: '0.10.5.1', source: 'test' });
+  const plan = await planLocal(config, { bin: 'java', major: 17, flags: javaFlags(17) }, { kind: 'jar', path: jar, version: '0.10.5.1', source: 'test', jmxAgent: jar });
   assert.deepEqual(plan.map((p) => `${p.instance.name}:${p.port}`), ['ui-1:65432', 'scheduler-1:65433', 'worker-1:65434', 'worker-2:65435']);
   const flags = (name: string) => plan.find((p) => p.instance.name === name)!.argv.filter((a) => a.startsWith('--disable'));
   assert.deepEqual(flags('ui-1'), ['--disable-local-agent', '--disable-scheduler'], 'the ui keeps an executor loop: submissions start at once');
@@ -90,6 +91,12 @@ test('apply plans one process per replica with its role flags, port and properti
   assert.equal(worker.get('database.migrate'), 'false');
   assert.equal(worker.get('database.port'), '55999');
   assert.equal(parseProperties(plan[0]!.properties).get('agent.id'), undefined, 'only task-running processes get an agent.id');
+  // Metrics: queue exporter on 9400, then two ports per process (metrics, JMX), the agent on `server` only.
+  assert.deepEqual(plan.map((p) => [p.metricsPort, p.jmxPort]), [[9401, 9402], [9403, 9404], [9405, 9406], [9407, 9408]]);
+  assert.equal(worker.get('server.jmx.port'), '9408');
+  assert.equal(worker.get('metrics.enable'), 'jmx');
+  const w = plan[3]!.argv;
+  assert.deepEqual(w.slice(w.indexOf('--add-exports'), w.indexOf('--add-exports') + 5), ['--add-exports', 'jdk.attach/sun.tools.attach=ALL-UNNAMED', '-Djdk.attach.allowAttachSelf=true', '-Dcom.sun.management.jmxremote.host=127.0.0.1', `-javaagent:${jar}=127.0.0.1:9407:${JMX_EXPORTER_CONFIG}`]);
   for (const p of plan) {
     assert.ok(!p.properties.includes(secrets.dbPassword) && !p.properties.includes(secrets.encryptionKey), 'plan text holds no secret');
     assert.ok(!p.argv.join(' ').includes(secrets.dbPassword));
@@ -99,7 +106,7 @@ test('apply plans one process per replica with its role flags, port and properti
 test('apply re-plans a process only when its settings change', async () => {
   const { config, jar } = preparedConfig();
   const java = { bin: 'java', major: 17, flags: javaFlags(17) };
-  const rt = { kind: 'jar' as const, path: jar, version: '0.10.5.1', source: 'test' };
+  const rt = { kind: 'jar' as const, path: jar, version: '0.10.5.1', source: 'test', jmxAgent: jar };
   const a = await planLocal(config, java, rt);
   const b = await planLocal(config, java, rt);
   assert.deepEqual(a.map((p) => p.hash), b.map((p) => p.hash));

@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
+import { ROOT } from '../../lib/cli.ts';
 import type { Config } from '../../lib/config.ts';
 import { configFiles, MANIFESTS, parseObjects, renderManifests, type KubeObject } from '../../lib/kube/render.ts';
 import { PLACEMENT_KEYS, parseProperties } from '../../lib/properties.ts';
@@ -16,6 +17,8 @@ import { javaFlags } from '../../lib/digdag.ts';
 import { ensureSecrets } from '../../lib/credentials.ts';
 import { writeRuntime } from '../../lib/digdag.ts';
 import { planLocal } from '../../lib/local/apply.ts';
+import { POD_METRICS, podMetricsJvmArgs } from '../../lib/metrics.ts';
+import { POSTGRES_EXPORTER_IMAGE } from '../../lib/versions.ts';
 import { tempDir, testConfig } from '../helpers/fixtures.ts';
 import { validateStrictly } from '../helpers/tools.ts';
 
@@ -82,7 +85,14 @@ for (const layout of LAYOUTS) test(`layout ${layout}: each role Deployment runs 
     assert.equal(c.livenessProbe.httpGet.path, '/api/version');
     // Authenticated database round trip through the entrypoint (docker.test.ts runs it).
     assert.deepEqual(c.readinessProbe.exec.command, ['/usr/local/bin/digdag-entrypoint', 'probe']);
-    assert.deepEqual(c.ports, [{ name: 'http', containerPort: 65432 }]);
+    assert.deepEqual(c.ports, [{ name: 'http', containerPort: 65432 }, { name: 'metrics', containerPort: POD_METRICS.port }]);
+    // Metrics: the agent's flags after the heap, its config mounted, annotations for scraping.
+    const javaOpts = c.env.find((e: { name: string }) => e.name === 'JAVA_OPTS').value as string;
+    assert.ok(javaOpts.endsWith(` ${podMetricsJvmArgs().join(' ')}`), `${role} JAVA_OPTS: ${javaOpts}`);
+    assert.ok(!pod.initContainers[0].env.find((e: { name: string }) => e.name === 'JAVA_OPTS').value.includes('javaagent'), 'the init container runs no agent');
+    assert.equal(c.volumeMounts.find((m: { name: string }) => m.name === 'metrics-config').mountPath, path.dirname(POD_METRICS.config));
+    assert.match(pod.volumes.find((v: { name: string }) => v.name === 'metrics-config').configMap.name, /^digdag-jmx-exporter/);
+    assert.deepEqual(d.spec.template.metadata.annotations, { 'prometheus.io/scrape': 'true', 'prometheus.io/port': String(POD_METRICS.port), 'prometheus.io/path': '/metrics' });
     assert.ok(c.resources.requests.cpu && c.resources.requests.memory && c.resources.limits.memory);
     assert.equal(pod.securityContext.runAsNonRoot, true);
     assert.equal(c.securityContext.readOnlyRootFilesystem, true);
@@ -127,8 +137,8 @@ for (const layout of LAYOUTS) test(`layout ${layout}: the ConfigMap carries the 
   ensureSecrets(local);
   const jar = path.join(tempDir(), 'digdag.jar');
   fs.writeFileSync(jar, '');
-  writeRuntime(local, { kind: 'jar', path: jar, version: '0.10.5.1', source: 'test' });
-  const plan = await planLocal(local, { bin: 'java', major: 17, flags: javaFlags(17) }, { kind: 'jar', path: jar, version: '0.10.5.1', source: 'test' });
+  writeRuntime(local, { kind: 'jar', path: jar, version: '0.10.5.1', source: 'test', jmxAgent: jar });
+  const plan = await planLocal(local, { bin: 'java', major: 17, flags: javaFlags(17) }, { kind: 'jar', path: jar, version: '0.10.5.1', source: 'test', jmxAgent: jar });
   for (const role of LAYOUT_ROLES[layout]) {
     const ran = parseProperties(plan.find((p) => p.instance.role === role)!.properties);
     const pod = parseProperties(cm.data![`${role}.properties`]!);
@@ -140,7 +150,37 @@ for (const layout of LAYOUTS) test(`layout ${layout}: the ConfigMap carries the 
     assert.equal(ran.get('server.bind'), '127.0.0.1');
     assert.equal(pod.get('database.migrate'), 'false');
     assert.equal(pod.get('agent.max-task-threads'), '6');
+    for (const p of [pod, ran]) assert.deepEqual([p.get('metrics.enable'), p.get('metrics.jmx.categories')], ['jmx', 'all'], `${role}: metrics on`);
+    assert.equal(pod.get('server.jmx.port'), String(POD_METRICS.jmxPort));
   }
+  // Every local process: its own metrics and JMX ports, the agent only on `server`.
+  const ports = plan.flatMap((p) => [p.port, p.metricsPort, p.jmxPort]);
+  assert.equal(new Set(ports).size, ports.length, 'no port shared');
+  for (const p of plan) assert.ok(p.argv.includes(`-javaagent:${jar}=127.0.0.1:${p.metricsPort}:${path.join(ROOT, 'monitoring', 'jmx-exporter.yaml')}`) && p.argv.indexOf('server') > p.argv.findIndex((a) => a.startsWith('-javaagent:')));
+});
+
+for (const [label, vars] of Object.entries<Record<string, string>>({ 'in-cluster PostgreSQL': {}, 'DATABASE_URL': { DATABASE_URL: 'postgresql://dd:pw-secret-123@10.1.2.3:6432/dd_db' } })) {
+  test(`MONITORING=prometheus-operator (${label}): PodMonitor, rules, one queue exporter on the configured DB and image, Prometheus let in; all valid`, async () => {
+    const objs = await render({ MONITORING: 'prometheus-operator', QUEUE_EXPORTER_IMAGE: 'mirror.example.com/pg-exp@sha256:' + 'a'.repeat(64), PROMETHEUS_NAMESPACE: 'prom', ...vars });
+    assert.deepEqual(await validateStrictly(objs), []);
+    for (const kind of ['PodMonitor', 'PrometheusRule']) find(objs, kind, 'digdag');
+    const qe = find(objs, 'Deployment', 'digdag-queue-exporter');
+    assert.equal(qe.spec.replicas, 1);
+    const c = qe.spec.template.spec.containers[0];
+    assert.equal(c.image, 'mirror.example.com/pg-exp@sha256:' + 'a'.repeat(64));
+    const env = Object.fromEntries(c.env.map((e: { name: string; value: string }) => [e.name, e.value]));
+    assert.equal(env.DATA_SOURCE_URI, 'DATABASE_URL' in vars ? '10.1.2.3:6432/dd_db?sslmode=disable' : 'digdag-postgres:5432/digdag?sslmode=disable');
+    assert.equal(env.DATA_SOURCE_USER, 'DATABASE_URL' in vars ? 'dd' : 'digdag');
+    assert.doesNotMatch(JSON.stringify(objs), /pw-secret-123/);
+    assert.deepEqual(find(objs, 'NetworkPolicy', 'digdag-metrics-from-prometheus').spec.ingress[0].from[0].namespaceSelector.matchLabels, { 'kubernetes.io/metadata.name': 'prom' });
+  });
+}
+
+test('MONITORING=none (default): no Operator objects and no queue exporter, the scrape annotations stay', async () => {
+  const objs = await render({});
+  assert.ok(!objs.some((o) => o.apiVersion.startsWith('monitoring.coreos.com/') || o.metadata.name === 'digdag-queue-exporter'));
+  assert.ok(!JSON.stringify(objs).includes(POSTGRES_EXPORTER_IMAGE));
+  assert.equal(find(objs, 'Deployment', 'digdag-ui').spec.template.metadata.annotations['prometheus.io/scrape'], 'true');
 });
 
 test('manifests/base/config holds the generator output for the default config', () => {

@@ -63,7 +63,7 @@ test('files holding secrets are 0600, and the properties carry the basic-auth ke
   const { secrets } = ensureSecrets(config);
   const props = path.join(config.stateDir, 'props', 'ui-1.properties');
   // As apply writes them: the generated properties plus the secret part.
-  writePrivateFile(props, serverProperties(config, 'ui', { bind: '127.0.0.1', port: 1, dbHost: '127.0.0.1', dbPort: 2, dbName: 'd', dbUser: 'u' })
+  writePrivateFile(props, serverProperties(config, 'ui', { bind: '127.0.0.1', port: 1, jmxPort: 3, dbHost: '127.0.0.1', dbPort: 2, dbName: 'd', dbUser: 'u' })
     + secretProperties(secrets.dbPassword, secrets.encryptionKey) + authProperties(apiCredentials(config, secrets)));
   writeClientConfig(config, 'http://127.0.0.1:65432');
   for (const f of [secretsFile(config), props, clientConfigFile(config)]) {

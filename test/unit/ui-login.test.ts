@@ -101,8 +101,8 @@ test('local plan: only the UI serves the login page; AUTH=none runs every role f
     ensureSecrets(config);
     const jar = path.join(tempDir(), 'digdag.jar');
     fs.writeFileSync(jar, '');
-    writeRuntime(config, { kind: 'jar', path: jar, version: '0.10.5.1', source: 'test' });
-    const plan = await planLocal(config, { bin: 'java', major: 17, flags: javaFlags(17) }, { kind: 'jar', path: jar, version: '0.10.5.1', source: 'test' });
+    writeRuntime(config, { kind: 'jar', path: jar, version: '0.10.5.1', source: 'test', jmxAgent: jar });
+    const plan = await planLocal(config, { bin: 'java', major: 17, flags: javaFlags(17) }, { kind: 'jar', path: jar, version: '0.10.5.1', source: 'test', jmxAgent: jar });
     for (const p of plan) {
       const login = auth === 'basic' && p.instance.role === 'ui';
       assert.equal(p.loginPage, login, p.instance.name);
@@ -117,7 +117,7 @@ test('local plan: with UI_REPLICAS=0 the first role that runs answers the endpoi
   ensureSecrets(config);
   const jar = path.join(tempDir(), 'digdag.jar');
   fs.writeFileSync(jar, '');
-  const plan = await planLocal(config, { bin: 'java', major: 17, flags: [] }, { kind: 'jar', path: jar, version: '0.10.5.1', source: 'test' });
+  const plan = await planLocal(config, { bin: 'java', major: 17, flags: [] }, { kind: 'jar', path: jar, version: '0.10.5.1', source: 'test', jmxAgent: jar });
   assert.deepEqual(plan.map((p) => [p.instance.name, p.port - config.local.portBase, p.servesUsers]), [['worker-1', 0, true], ['worker-2', 1, true]]);
 });
 

@@ -64,6 +64,9 @@ agent.heartbeat-interval = {{ $v.agent.heartbeatInterval }}
 agent.lock-retention-time = {{ $v.agent.lockRetentionTime }}
 agent.command_executor.type = simple
 executor.enqueue_random_fetch = true
+metrics.enable = jmx
+metrics.jmx.categories = all
+server.jmx.port = {{ $v.metrics.jmxPort }}
 {{- if eq $v.logs.server "gcs" }}
 log-server.type = gcs
 log-server.gcs.bucket = {{ required "logs.gcsBucket is required with logs.server=gcs" $v.logs.gcsBucket }}
@@ -71,3 +74,8 @@ log-server.gcs.path = {{ $v.logs.gcsPath }}
 log-server.gcs.direct_download = false
 {{- end }}
 {{ end -}}
+
+{{/* JVM flags of the metrics agent (lib/metrics.ts podMetricsJvmArgs), appended to a server's JAVA_OPTS. */}}
+{{- define "digdag-ha.metricsJvmArgs" -}}
+--add-exports jdk.attach/sun.tools.attach=ALL-UNNAMED -Djdk.attach.allowAttachSelf=true -Dcom.sun.management.jmxremote.host=127.0.0.1 -javaagent:/opt/jmx-exporter/jmx_prometheus_javaagent.jar=0.0.0.0:{{ .Values.metrics.port }}:/etc/digdag-metrics/config.yaml
+{{- end }}

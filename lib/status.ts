@@ -1,0 +1,171 @@
+// The one-screen cluster status (tasks/status.ts): what it holds, the database query behind the
+// numbers, reading a process's Prometheus text, the API call for the last failed attempts, and
+// the rendering for a person. Gathering per target: lib/local/status.ts, lib/kube/status.ts.
+import { getJson, type Endpoint, urlOf } from './digdag.ts';
+
+export interface ProcessStatus {
+  /** ui-1, worker-2 (local) or the pod name. */
+  name: string;
+  role: string;
+  /** running, down, or the pod's phase. */
+  state: string;
+  /** Local: the process id. */
+  pid?: number;
+  /** Answers /api/version (local), or the pod is Ready. */
+  answers: boolean;
+  metricsUrl: string;
+  /** The /metrics endpoint answered this time (undefined: not reachable from here, e.g. a pod IP). */
+  metricsAnswers?: boolean;
+  /** Tasks this process's agent holds now (queued_task_locks), for task-running roles. */
+  tasksRunning?: number;
+  /** From its metrics: tasks its agent finished and tasks its executor enqueued since start. */
+  tasksFinished?: number;
+  tasksEnqueued?: number;
+}
+
+export interface FailedAttempt {
+  id: string;
+  project: string;
+  workflow: string;
+  sessionTime: string;
+  finishedAt?: string;
+  url: string;
+}
+
+export interface StatusReport {
+  target: string;
+  layout: string;
+  at: string;
+  /** The UI/API URL the links point at. */
+  endpoint: string;
+  processes: ProcessStatus[];
+  queueExporter?: { url: string; up?: boolean };
+  queue: { waiting: number; running: number };
+  /** Task slots of the task-running role: processes x agent.max-task-threads. */
+  capacity: number;
+  attempts: { running: number };
+  /** Holders of task locks: agent.id, the process it maps to, tasks held. */
+  agents: { agent: string; process?: string; tasks: number }[];
+  failed: FailedAttempt[];
+  /** Parts that could not be read, with why (the rest of the report still holds). */
+  problems: string[];
+}
+
+/** The database's numbers in one round trip, as JSON (Digdag 0.10.5.1 schema; see monitoring/queue-queries.yaml). */
+export const STATUS_SQL = `SELECT json_build_object(
+  'waiting', (SELECT count(*) FROM queued_task_locks WHERE lock_expire_time IS NULL),
+  'running', (SELECT count(*) FROM queued_task_locks WHERE lock_expire_time IS NOT NULL),
+  'attempts_running', (SELECT count(*) FROM session_attempts WHERE state_flags & 2 = 0),
+  'agents', coalesce((SELECT json_agg(json_build_object('agent', agent, 'tasks', n) ORDER BY agent)
+    FROM (SELECT lock_agent_id AS agent, count(*) AS n FROM queued_task_locks WHERE lock_expire_time IS NOT NULL GROUP BY lock_agent_id) a), '[]'::json)
+)`.replace(/\s+/g, ' ');
+
+export interface DbNumbers {
+  waiting: number;
+  running: number;
+  attempts_running: number;
+  agents: { agent: string; tasks: number }[];
+}
+
+export function parseDbNumbers(out: string): DbNumbers {
+  const line = out.trim().split('\n').filter(Boolean).pop();
+  if (!line) throw new Error('the status query returned nothing');
+  return JSON.parse(line) as DbNumbers;
+}
+
+/** The value of one sample in Prometheus text (labels as written, e.g. '{category="agent",method="opm_run"}'). */
+export function sampleValue(text: string, name: string, labels = ''): number | undefined {
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(name)) continue;
+    const m = /^([A-Za-z_:][\w:]*)(\{[^}]*\})? (\S+)/.exec(line);
+    if (m && m[1] === name && (m[2] ?? '') === labels) return Number(m[3]);
+  }
+  return undefined;
+}
+
+/** A process's counters worth a glance: tasks its agent finished, tasks its executor enqueued. */
+export function processCounters(text: string): Pick<ProcessStatus, 'tasksFinished' | 'tasksEnqueued'> {
+  return {
+    tasksFinished: sampleValue(text, 'digdag_timer_calls_total', '{category="agent",method="opm_run"}'),
+    tasksEnqueued: sampleValue(text, 'digdag_executor_enqueued_tasks_total'),
+  };
+}
+
+/** GET a /metrics page; undefined when it does not answer. */
+export async function scrape(url: string, timeoutMs = 3000): Promise<string | undefined> {
+  try {
+    const res = await fetch(url, { signal: AbortSignal.timeout(timeoutMs) });
+    return res.ok ? await res.text() : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+interface ApiAttempt {
+  id: string;
+  done: boolean;
+  success: boolean;
+  cancelRequested?: boolean;
+  sessionTime: string;
+  finishedAt?: string;
+  project: { name: string };
+  workflow: { name: string };
+}
+
+/** The newest failed (not cancelled) attempts among the last 100, through the authenticated API. */
+export async function lastFailedAttempts(endpoint: Endpoint, uiBase: string, limit = 5): Promise<FailedAttempt[]> {
+  const { attempts } = await getJson<{ attempts: ApiAttempt[] }>(endpoint, '/api/attempts?include_retried=true&page_size=100');
+  return attempts
+    .filter((a) => a.done && !a.success && !a.cancelRequested)
+    .sort((a, b) => Number(b.id) - Number(a.id))
+    .slice(0, limit)
+    .map((a) => ({ id: a.id, project: a.project.name, workflow: a.workflow.name, sessionTime: a.sessionTime, finishedAt: a.finishedAt, url: `${uiBase.replace(/\/+$/, '')}/attempts/${a.id}` }));
+}
+
+/** How to reach the API and what the links point at, plus a reason when it is not reachable. */
+export async function failedAttemptsOrProblem(endpoint: Endpoint, problems: string[]): Promise<FailedAttempt[]> {
+  try {
+    return await lastFailedAttempts(endpoint, urlOf(endpoint));
+  } catch (err) {
+    problems.push(`failed attempts: the API at ${urlOf(endpoint)} did not answer (${(err as Error).message.split('\n')[0]})`);
+    return [];
+  }
+}
+
+const pad = (s: string, n: number) => (s.length >= n ? s : s + ' '.repeat(n - s.length));
+const num = (n: number | undefined) => (n === undefined ? '-' : String(Math.round(n)));
+const yesNo = (b: boolean | undefined) => (b === undefined ? '?' : b ? 'ok' : 'NO');
+
+/** The screen: processes, queue, attempts, agents, failures — plain text, no colour codes. */
+export function renderStatus(r: StatusReport): string {
+  const out: string[] = [];
+  const down = r.processes.filter((p) => !p.answers).length;
+  out.push(`digdag-ha status · ${r.target} · layout ${r.layout} · ${r.at}`);
+  out.push(`UI/API ${r.endpoint}`);
+  out.push('');
+  const name = Math.max(16, ...r.processes.map((p) => p.name.length + 1));
+  const cols = [name, 10, 12, 5, 8, 10, 9, 9];
+  const row = (c: string[]) => c.map((v, i) => pad(v, cols[i]!)).join(' ').trimEnd();
+  out.push(row(['PROCESS', 'ROLE', 'STATE', 'API', 'METRICS', 'TASKS NOW', 'FINISHED', 'ENQUEUED']));
+  for (const p of r.processes) {
+    out.push(row([p.name, p.role, p.state, yesNo(p.answers), yesNo(p.metricsAnswers), num(p.tasksRunning), num(p.tasksFinished), num(p.tasksEnqueued)]));
+  }
+  if (r.queueExporter) out.push(row(['queue-exporter', '-', r.queueExporter.up ? 'running' : 'down', '-', yesNo(r.queueExporter.up)]));
+  out.push('  TASKS NOW: locks held in queued_task_locks; FINISHED / ENQUEUED: its agent\'s / executor\'s counters since start');
+  out.push('');
+  const free = Math.max(0, r.capacity - r.queue.running);
+  const verdict = r.queue.waiting > 0 && free === 0 ? 'SATURATED: tasks wait and every agent thread is busy' : r.queue.waiting > 0 ? 'tasks waiting for the next agent round' : 'keeping up';
+  out.push(`QUEUE     waiting ${r.queue.waiting}   running ${r.queue.running}   free task threads ${free} of ${r.capacity}   → ${verdict}`);
+  out.push(`ATTEMPTS  running ${r.attempts.running}`);
+  out.push(`AGENTS    ${r.agents.length ? r.agents.map((a) => `${a.process ?? a.agent} ${a.tasks}`).join('   ') : 'no task held'}`);
+  out.push('');
+  if (r.failed.length) {
+    out.push('LAST FAILED ATTEMPTS');
+    for (const f of r.failed) out.push(`  #${f.id}  ${f.project}/${f.workflow}  session ${f.sessionTime}  finished ${f.finishedAt ?? '-'}  ${f.url}`);
+  } else {
+    out.push('LAST FAILED ATTEMPTS  none among the last 100');
+  }
+  if (down) out.push('', `WARNING: ${down} of ${r.processes.length} processes do not answer`);
+  for (const p of r.problems) out.push(`WARNING: ${p}`);
+  return out.join('\n') + '\n';
+}
