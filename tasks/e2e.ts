@@ -32,6 +32,8 @@ export async function preflight(runner: Runner): Promise<Record<string, string>>
 /** A cluster e2e can run on: bring it up, and take down afterwards exactly what `up` made. */
 interface E2eCluster {
   describe: string;
+  /** What this machine lacks for it, as a UserError; nothing is started before it passes. */
+  preflight(): Promise<void>;
   up(): Promise<void>;
   /** Lines saying what was taken down (or kept). */
   down(keep: boolean): Promise<string[]>;
@@ -42,9 +44,11 @@ function minikubeCluster(ctx: Ctx): E2eCluster {
   const profile = ctx.config.k8s.minikubeProfile;
   return {
     describe: `minikube profile ${profile}`,
-    up: async () => {
+    preflight: async () => {
       const v = await preflight(runner);
       runner.log(`docker ${v.docker}, minikube ${v.minikube}, kubectl ${v.kubectl}`);
+    },
+    up: async () => {
       await runner.run({ argv: ['minikube', 'start', '-p', profile, '--cpus', '2', '--memory', '6g', '--addons', 'ingress'], mutates: true });
     },
     down: async (keep) => {
@@ -61,9 +65,11 @@ function ownCluster(ctx: Ctx): E2eCluster {
   let startedHere = false;
   return {
     describe: `the project's test cluster (${cc.dir})`,
-    up: async () => {
+    preflight: async () => {
       const missing = missingPrerequisites(cc);
       if (missing.length) throw new UserError(`the test cluster cannot run here; missing:\n  ${missing.join('\n  ')}`, 'see README "Test cluster" (apt packages, npx tsx tasks/cluster.ts build), or use minikube');
+    },
+    up: async () => {
       if (runner.dryRun) {
         runner.log('[dry-run] npx tsx tasks/cluster.ts up');
         return;
@@ -87,6 +93,7 @@ export async function e2e(ctx: Ctx, keep: boolean, opts: RunOptions = {}): Promi
   const cluster = ctx.config.target === 'minikube' ? minikubeCluster(ctx) : ownCluster(ctx);
   ctx.runner.log(`e2e on ${cluster.describe}`);
   let teardown: string[] = [];
+  await cluster.preflight();
   try {
     await cluster.up();
     await runSteps(ALL_STEPS, ctx, opts);
