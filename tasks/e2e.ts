@@ -89,7 +89,8 @@ function ownCluster(ctx: Ctx): E2eCluster {
   };
 }
 
-export async function e2e(ctx: Ctx, keep: boolean, opts: RunOptions = {}): Promise<string[]> {
+/** `out` gets the teardown lines: after the task list has finished its renderer owns no output. */
+export async function e2e(ctx: Ctx, keep: boolean, opts: RunOptions = {}, out: (line: string) => void = (l) => ctx.runner.log(l)): Promise<string[]> {
   const cluster = ctx.config.target === 'minikube' ? minikubeCluster(ctx) : ownCluster(ctx);
   ctx.runner.log(`e2e on ${cluster.describe}`);
   let teardown: string[] = [];
@@ -99,7 +100,7 @@ export async function e2e(ctx: Ctx, keep: boolean, opts: RunOptions = {}): Promi
     await runSteps(ALL_STEPS, ctx, opts);
   } finally {
     teardown = await cluster.down(keep);
-    for (const l of teardown) ctx.runner.log(l);
+    for (const l of teardown) out(l);
   }
   return teardown;
 }
@@ -123,7 +124,7 @@ if (isMain(import.meta.url)) {
       const config = e2eConfig(flags, kubeAvailable);
       process.stderr.write(`digdag-ha e2e: target ${config.target}\n`);
       const ctx = makeCtx(config, new ShellRunner(flags.dryRun), flags.force);
-      await e2e(ctx, flags.keep);
+      await e2e(ctx, flags.keep, {}, (l) => process.stderr.write(`[e2e teardown] ${l}\n`));
       if (typeof ctx.facts.summary === 'string') process.stdout.write(`${ctx.facts.summary}\n`);
     }
   } catch (err) {
