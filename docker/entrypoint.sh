@@ -18,6 +18,11 @@ GCP_KEY_FILE=${GCP_KEY_FILE:-/etc/gcp/key.json}
 API_CREDENTIALS_DIR=${DIGDAG_API_CREDENTIALS_DIR:-/etc/digdag-api}
 WORK_DIR=${DIGDAG_WORK_DIR:-/tmp/digdag}
 JAVA_OPTS=${JAVA_OPTS:-}
+# Java 16+ closes the JDK's internals that JDBI 2 (cglib) needs; Java 11 accepts the same flags
+# silently. Kept equal to lib/digdag.ts javaFlags(17) by a test.
+JAVA_MODULE_FLAGS="--add-opens java.base/java.lang=ALL-UNNAMED --add-opens java.base/java.util=ALL-UNNAMED --add-opens java.base/java.lang.reflect=ALL-UNNAMED"
+# The runtime's jars (one fat jar, or Digdag's Maven jars) and its main class.
+DIGDAG_CP=${DIGDAG_CP:-/opt/digdag/lib/*}
 
 umask 077
 mkdir -p "$WORK_DIR"
@@ -79,7 +84,7 @@ gcp_credentials() {
 
 digdag() {
   # shellcheck disable=SC2086
-  exec java $JAVA_OPTS -jar /opt/digdag/digdag.jar "$@"
+  exec java $JAVA_MODULE_FLAGS $JAVA_OPTS -cp "$DIGDAG_CP" io.digdag.cli.Main "$@"
 }
 
 mode=${1:-server}
@@ -102,9 +107,9 @@ case "$mode" in
     i=0
     while :; do
       if [ "$mode" = migrate ]; then
-        if java $JAVA_OPTS -jar /opt/digdag/digdag.jar migrate run -c "$props"; then exit 0; fi
+        if java $JAVA_MODULE_FLAGS $JAVA_OPTS -cp "$DIGDAG_CP" io.digdag.cli.Main migrate run -c "$props"; then exit 0; fi
       else
-        out=$(java $JAVA_OPTS -jar /opt/digdag/digdag.jar migrate check -c "$props" 2>&1 || true)
+        out=$(java $JAVA_MODULE_FLAGS $JAVA_OPTS -cp "$DIGDAG_CP" io.digdag.cli.Main migrate check -c "$props" 2>&1 || true)
         case "$out" in *"No update"*) exit 0 ;; esac
       fi
       i=$((i + 1))

@@ -102,13 +102,13 @@ export function makeCtx(config: Config, runner: Runner, force = false): Ctx {
 
 const HELP = (what: string) => `usage: npx tsx ${what} [flags]
 
-  --target local|minikube|gke   where to deploy (default: DIGDAG_HA_TARGET, else auto)
+  --target local|minikube|gke|cluster   where to deploy (cluster: the project's own test cluster; default: DIGDAG_HA_TARGET, else auto)
   --set NAME=VALUE              override a variable from .env.example (repeatable)
   --dry-run                     print the commands that would change something; run only reads
   --force                       run tasks even when their inputs are unchanged
   --only a,b  --from a  --skip a   select tasks (all.ts): ${TASK_ORDER.join(', ')}
   --purge                       (down.ts) also delete data: PostgreSQL data, secrets, logs
-  --keep                        (e2e.ts) keep the minikube cluster afterwards
+  --keep                        (e2e.ts) keep the cluster (minikube profile or own cluster) afterwards
   -h, --help                    this help
 `;
 

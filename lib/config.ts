@@ -5,8 +5,16 @@ import path from 'node:path';
 import dotenv from 'dotenv';
 import { UserError } from './errors.ts';
 import { LAYOUTS, layoutRoles, type Layout, type Role } from './roles.ts';
+import { BASE_IMAGE_SUITE } from './versions.ts';
 
-export const TARGETS = ['local', 'minikube', 'gke'] as const;
+/** The official PostgreSQL image the manifests and the chart use by default (pinned by digest). */
+export const PUBLIC_POSTGRES_IMAGE = 'postgres:15-alpine@sha256:fe0737ba566a2c5b2a28f34433c0a423261900ec17b9bf7ad115e1aae7e57f1b';
+/** On the cluster target: built by build-image from the debootstrapped base (docker/postgres). */
+export const CLUSTER_POSTGRES_IMAGE = 'digdag-ha.local/postgres:15';
+/** The debootstrapped base lib/cluster/images.ts makes (CLUSTER_BASE_IMAGE overrides it there). */
+export const CLUSTER_BASE_IMAGE_DEFAULT = `digdag-ha-base:${BASE_IMAGE_SUITE}`;
+
+export const TARGETS = ['local', 'minikube', 'gke', 'cluster'] as const;
 export type Target = (typeof TARGETS)[number];
 
 type Kind =
@@ -24,6 +32,7 @@ export interface VarSpec {
   secret?: boolean;
 }
 
+const IMAGE_REF = /^([a-z0-9][a-z0-9._\-/:]*(@sha256:[0-9a-f]{64})?)?$/;
 const str = (example: string, pattern?: RegExp): Kind => ({ type: 'string', example, pattern });
 const int = (min: number, max: number, example: string): Kind => ({ type: 'int', min, max, example });
 const bool: Kind = { type: 'bool', example: 'true' };
@@ -33,7 +42,7 @@ const oneOf = (values: readonly string[]): Kind => ({ type: 'enum', values, exam
 export const VARIABLES: readonly VarSpec[] = [
   // General
   { name: 'DIGDAG_HA_TARGET', group: 'General', default: '', kind: oneOf(['', ...TARGETS]),
-    description: 'Where to deploy: local (Digdag role processes on this machine), minikube or gke. Empty: minikube when docker and minikube answer, else local.' },
+    description: 'Where to deploy: local (Digdag role processes on this machine), minikube, gke, or cluster (the project\'s own test cluster, npx tsx tasks/cluster.ts up). Empty: minikube when docker and minikube answer, else local.' },
   { name: 'DIGDAG_HA_STATE_DIR', group: 'General', default: '.state', kind: str('.state'),
     description: 'Directory for generated secrets, the Digdag runtime cache, PostgreSQL data, process ids and logs. Never commit it.' },
 
@@ -122,8 +131,16 @@ export const VARIABLES: readonly VarSpec[] = [
     description: 'minikube profile (a dedicated cluster, so teardown deletes only ours).' },
   { name: 'IMAGE', group: 'Kubernetes', default: 'digdag-ha:0.10.5.1', kind: str('asia-northeast1-docker.pkg.dev/my-project/digdag/digdag-ha:0.10.5.1', /^[a-z0-9][a-z0-9._\-/:@]*$/),
     description: 'Image name. On gke it must include the registry path; build-image pushes it there.' },
-  { name: 'INSTALL_GCLOUD', group: 'Kubernetes', default: 'true', kind: bool,
-    description: 'Install the gcloud SDK in the image so sh> tasks can call bq and gcloud.' },
+  { name: 'INSTALL_GCLOUD', group: 'Kubernetes', default: '', kind: oneOf(['', 'true', 'false']),
+    description: 'Install the gcloud SDK in the image so sh> tasks can call bq and gcloud. Empty: true, except on the cluster target (Google\'s apt repository is not a registry it can reach).' },
+  { name: 'BASE_IMAGE', group: 'Kubernetes', default: '', kind: str('debian:bookworm-slim', IMAGE_REF),
+    description: 'Base image of the Digdag image (a JRE 17 is installed with apt when it has no java). Empty: eclipse-temurin 11 (pinned) on minikube/gke, the debootstrapped base (CLUSTER_BASE_IMAGE) on cluster.' },
+  { name: 'POSTGRES_IMAGE', group: 'Kubernetes', default: '', kind: str('mirror.example.com/postgres:15-alpine', IMAGE_REF),
+    description: 'PostgreSQL 15 image of the in-cluster database (runs as uid 70 like the official alpine image). Empty: the pinned postgres:15-alpine on minikube/gke; on cluster an image build-image makes from the base with Debian\'s postgresql-15.' },
+  { name: 'IMAGE_PULL_POLICY', group: 'Kubernetes', default: '', kind: oneOf(['', 'IfNotPresent', 'Always', 'Never']),
+    description: 'imagePullPolicy of every container. Empty: Always on gke with a tag (a moved tag is picked up), IfNotPresent otherwise (locally loaded or digest-pinned images).' },
+  { name: 'RESOURCE_PROFILE', group: 'Kubernetes', default: 'default', kind: oneOf(['default', 'small']),
+    description: 'Requests and limits of the pods: default (sized for production nodes) or small (every role and PostgreSQL fit one 2-vCPU node with room for a rolling update\'s surge pod).' },
   { name: 'IMAGE_TZ', group: 'Kubernetes', default: 'Asia/Tokyo', kind: str('Asia/Tokyo', /^[A-Za-z_]+(\/[A-Za-z_+-]+)*$/),
     description: 'Time zone baked into the image.' },
   { name: 'IMAGE_LANG', group: 'Kubernetes', default: 'ja_JP.UTF-8', kind: str('ja_JP.UTF-8', /^[A-Za-z_]+\.UTF-8$/),
@@ -215,6 +232,11 @@ export interface Config {
     readonly minikubeProfile: string;
     readonly image: string;
     readonly installGcloud: boolean;
+    /** Base of the Digdag image; '' = the Dockerfile's default. */
+    readonly baseImage: string;
+    readonly postgresImage: string;
+    readonly imagePullPolicy: 'IfNotPresent' | 'Always' | 'Never';
+    readonly resourceProfile: 'default' | 'small';
     readonly tz: string;
     readonly lang: string;
     readonly ingressHost: string;
@@ -355,6 +377,15 @@ export function loadConfig(opts: LoadOptions): Config {
   if (vars.DIGDAG_JAR && !fs.existsSync(resolve(vars.DIGDAG_JAR))) {
     throw new UserError(`DIGDAG_JAR=${vars.DIGDAG_JAR} does not exist`, 'point DIGDAG_JAR at a Digdag jar, or use DIGDAG_SOURCE=maven');
   }
+  if (!IMAGE_REF.test(vars.IMAGE!) || (vars.IMAGE!.includes('@') && !/@sha256:[0-9a-f]{64}$/.test(vars.IMAGE!))) {
+    throw new UserError(`IMAGE=${vars.IMAGE} is not an image reference`, 'set IMAGE=name:tag or IMAGE=registry/path/name@sha256:<64 hex digits>');
+  }
+  if (target === 'cluster' && (vars.IMAGE!.includes('@') || vars.POSTGRES_IMAGE?.includes('@'))) {
+    throw new UserError('the cluster target loads locally built images, and a digest-pinned reference (name@sha256:…) cannot name one', 'use a tag on the cluster target, e.g. IMAGE=digdag-ha:0.10.5.1');
+  }
+  if (target === 'cluster' && vars.IMAGE_PULL_POLICY === 'Always') {
+    throw new UserError('IMAGE_PULL_POLICY=Always on the cluster target: it has no registry, its images are imported into containerd', 'set IMAGE_PULL_POLICY=IfNotPresent (or leave it empty)');
+  }
   if (target === 'gke' && !vars.IMAGE!.includes('/')) {
     throw new UserError(`IMAGE=${vars.IMAGE} has no registry path, and gke pulls from a registry`, 'set IMAGE=asia-northeast1-docker.pkg.dev/<project>/<repo>/digdag-ha:0.10.5.1');
   }
@@ -432,7 +463,11 @@ export function loadConfig(opts: LoadOptions): Config {
       context: vars.KUBE_CONTEXT || (target === 'minikube' ? vars.MINIKUBE_PROFILE! : ''),
       minikubeProfile: vars.MINIKUBE_PROFILE!,
       image: vars.IMAGE!,
-      installGcloud: vars.INSTALL_GCLOUD === 'true',
+      installGcloud: vars.INSTALL_GCLOUD ? vars.INSTALL_GCLOUD === 'true' : target !== 'cluster',
+      baseImage: vars.BASE_IMAGE || (target === 'cluster' ? opts.env.CLUSTER_BASE_IMAGE || CLUSTER_BASE_IMAGE_DEFAULT : ''),
+      postgresImage: vars.POSTGRES_IMAGE || (target === 'cluster' ? CLUSTER_POSTGRES_IMAGE : PUBLIC_POSTGRES_IMAGE),
+      imagePullPolicy: (vars.IMAGE_PULL_POLICY || (target === 'gke' && !vars.IMAGE!.includes('@') ? 'Always' : 'IfNotPresent')) as Config['k8s']['imagePullPolicy'],
+      resourceProfile: vars.RESOURCE_PROFILE as Config['k8s']['resourceProfile'],
       tz: vars.IMAGE_TZ!,
       lang: vars.IMAGE_LANG!,
       ingressHost: vars.INGRESS_HOST!,

@@ -16,7 +16,7 @@ if (isMain(import.meta.url)) {
   try {
     const flags = parseFlags(process.argv.slice(2));
     if (flags.help) {
-      process.stdout.write('usage: npx tsx tasks/down.ts [--target local|minikube|gke] [--purge] [--dry-run]\n');
+      process.stdout.write('usage: npx tsx tasks/down.ts [--target local|minikube|gke|cluster] [--purge] [--dry-run]\n');
     } else {
       const config = configFromFlags(flags);
       const ctx = makeCtx(config, new ShellRunner(flags.dryRun));

@@ -1,8 +1,12 @@
-// e2e: preflight (docker engine, minikube, kubectl) → minikube start on a dedicated profile →
-// the whole pipeline on it → verify-ha → minikube delete (unless --keep), also on failure.
-import { configFromFlags, isMain, makeCtx, parseFlags } from '../lib/cli.ts';
+// e2e: a real cluster → the whole pipeline → verify-ha on Kubernetes → teardown of what it made
+// (unless --keep), also on failure. minikube where it exists (a dedicated profile), the project's
+// own test cluster otherwise (lib/cluster; `npx tsx tasks/e2e.ts` works on a machine without minikube).
+import { configFromFlags, isMain, kubeAvailable, makeCtx, parseFlags, type CliFlags } from '../lib/cli.ts';
+import { loadClusterConfig } from '../lib/cluster/config.ts';
+import { clusterDown, clusterUpCmd, missingPrerequisites } from '../lib/cluster/lifecycle.ts';
 import type { Config } from '../lib/config.ts';
 import { describeError, UserError } from '../lib/errors.ts';
+import { kubeDown } from '../lib/kube/down.ts';
 import { runSteps, type Ctx, type RunOptions } from '../lib/pipeline.ts';
 import { ShellRunner, type Runner } from '../lib/runner.ts';
 import { ALL_STEPS } from './all.ts';
@@ -21,37 +25,106 @@ export async function preflight(runner: Runner): Promise<Record<string, string>>
     if (res.code === 0 && res.stdout.trim()) found[name] = name === 'kubectl' ? (/"gitVersion":\s*"([^"]+)"/.exec(res.stdout)?.[1] ?? 'unknown') : res.stdout.trim();
     else missing.push(`${name}: ${fix}${res.stderr ? ` (${res.stderr.trim().split('\n')[0]})` : ''}`);
   }
-  if (missing.length) throw new UserError(`e2e needs Docker, minikube and kubectl; missing or not answering:\n  ${missing.join('\n  ')}`, 'install them, or run the local target: npx tsx tasks/all.ts --target local');
+  if (missing.length) throw new UserError(`e2e needs Docker, minikube and kubectl; missing or not answering:\n  ${missing.join('\n  ')}`, 'install them, or run on the project\'s own cluster: npx tsx tasks/e2e.ts --target cluster');
   return found;
 }
 
-export async function e2e(ctx: Ctx, keep: boolean, opts: RunOptions = {}): Promise<void> {
-  const { config, runner } = ctx;
-  const versions = await preflight(runner);
-  runner.log(`docker ${versions.docker}, minikube ${versions.minikube}, kubectl ${versions.kubectl}`);
-  const profile = config.k8s.minikubeProfile;
-  await runner.run({ argv: ['minikube', 'start', '-p', profile, '--cpus', '2', '--memory', '6g', '--addons', 'ingress'], mutates: true });
-  try {
-    await runSteps(ALL_STEPS, ctx, opts);
-  } finally {
-    if (keep) runner.log(`kept minikube profile ${profile} (--keep); delete it with: minikube delete -p ${profile}`);
-    else await runner.run({ argv: ['minikube', 'delete', '-p', profile], mutates: true, nothrow: true });
-  }
+/** A cluster e2e can run on: bring it up, and take down afterwards exactly what `up` made. */
+interface E2eCluster {
+  describe: string;
+  /** What this machine lacks for it, as a UserError; nothing is started before it passes. */
+  preflight(): Promise<void>;
+  up(): Promise<void>;
+  /** Lines saying what was taken down (or kept). */
+  down(keep: boolean): Promise<string[]>;
 }
 
-export function e2eConfig(config: Config): Config {
-  if (config.target !== 'minikube') throw new UserError(`e2e runs on minikube, not ${config.target}`, 'drop --target, or use --target minikube');
-  return config;
+function minikubeCluster(ctx: Ctx): E2eCluster {
+  const { runner } = ctx;
+  const profile = ctx.config.k8s.minikubeProfile;
+  return {
+    describe: `minikube profile ${profile}`,
+    preflight: async () => {
+      const v = await preflight(runner);
+      runner.log(`docker ${v.docker}, minikube ${v.minikube}, kubectl ${v.kubectl}`);
+    },
+    up: async () => {
+      await runner.run({ argv: ['minikube', 'start', '-p', profile, '--cpus', '2', '--memory', '6g', '--addons', 'ingress'], mutates: true });
+    },
+    down: async (keep) => {
+      if (keep) return [`kept minikube profile ${profile} (--keep); delete it with: minikube delete -p ${profile}`];
+      await runner.run({ argv: ['minikube', 'delete', '-p', profile], mutates: true, nothrow: true });
+      return [`deleted minikube profile ${profile}`];
+    },
+  };
+}
+
+function ownCluster(ctx: Ctx): E2eCluster {
+  const { runner } = ctx;
+  const cc = loadClusterConfig(ctx.config);
+  let startedHere = false;
+  return {
+    describe: `the project's test cluster (${cc.dir})`,
+    preflight: async () => {
+      const missing = missingPrerequisites(cc);
+      if (missing.length) throw new UserError(`the test cluster cannot run here; missing:\n  ${missing.join('\n  ')}`, 'see README "Test cluster" (apt packages, npx tsx tasks/cluster.ts build), or use minikube');
+    },
+    up: async () => {
+      if (runner.dryRun) {
+        runner.log('[dry-run] npx tsx tasks/cluster.ts up');
+        return;
+      }
+      const r = await clusterUpCmd(runner, cc, (l) => runner.log(`[cluster] ${l}`));
+      startedHere = !r.alreadyUp;
+      for (const l of r.lines) runner.log(l);
+    },
+    down: async (keep) => {
+      const out: string[] = [];
+      if (keep) return [`kept the test cluster and namespace ${ctx.config.k8s.namespace} (--keep); take them down with: npx tsx tasks/down.ts --target cluster --purge && npx tsx tasks/cluster.ts down`];
+      out.push(...(await kubeDown(ctx, true).catch((e: unknown) => [`namespace teardown failed: ${describeError(e)}`])));
+      if (startedHere) out.push(...(await clusterDown(runner, cc, { purge: false }, (l) => runner.log(`[cluster] ${l}`))));
+      else out.push('the test cluster was up before e2e started: left running');
+      return out;
+    },
+  };
+}
+
+/** `out` gets the teardown lines: after the task list has finished its renderer owns no output. */
+export async function e2e(ctx: Ctx, keep: boolean, opts: RunOptions = {}, out: (line: string) => void = (l) => ctx.runner.log(l)): Promise<string[]> {
+  const cluster = ctx.config.target === 'minikube' ? minikubeCluster(ctx) : ownCluster(ctx);
+  ctx.runner.log(`e2e on ${cluster.describe}`);
+  let teardown: string[] = [];
+  await cluster.preflight();
+  try {
+    await cluster.up();
+    await runSteps(ALL_STEPS, ctx, opts);
+  } finally {
+    teardown = await cluster.down(keep);
+    for (const l of teardown) out(l);
+  }
+  return teardown;
+}
+
+/** minikube when it answers, else the own cluster; the own cluster gets the small profile
+ * (one 2-vCPU node) unless RESOURCE_PROFILE is set. */
+export function e2eConfig(flags: CliFlags, minikubeAnswers: () => boolean, env: NodeJS.ProcessEnv = process.env): Config {
+  const target = flags.target ?? (env.DIGDAG_HA_TARGET || (minikubeAnswers() ? 'minikube' : 'cluster'));
+  if (target !== 'minikube' && target !== 'cluster') throw new UserError(`e2e runs on minikube or the project's test cluster, not ${target}`, 'drop --target, or use --target minikube|cluster');
+  const set = { ...flags.set };
+  if (target === 'cluster' && !set.RESOURCE_PROFILE && !env.RESOURCE_PROFILE) set.RESOURCE_PROFILE = 'small';
+  return configFromFlags({ ...flags, target, set }, env);
 }
 
 if (isMain(import.meta.url)) {
   try {
     const flags = parseFlags(process.argv.slice(2));
-    if (flags.help) process.stdout.write('usage: npx tsx tasks/e2e.ts [--keep] [--set NAME=VALUE]\n');
+    if (flags.help) process.stdout.write('usage: npx tsx tasks/e2e.ts [--target minikube|cluster] [--keep] [--set NAME=VALUE]\n  default target: minikube when docker and minikube answer, else the project\'s own test cluster\n');
     else {
-      const config = e2eConfig(configFromFlags({ ...flags, target: flags.target ?? 'minikube' }));
+
+      const config = e2eConfig(flags, kubeAvailable);
+      process.stderr.write(`digdag-ha e2e: target ${config.target}\n`);
       const ctx = makeCtx(config, new ShellRunner(flags.dryRun), flags.force);
-      await e2e(ctx, flags.keep);
+      await e2e(ctx, flags.keep, {}, (l) => process.stderr.write(`[e2e teardown] ${l}\n`));
       if (typeof ctx.facts.summary === 'string') process.stdout.write(`${ctx.facts.summary}\n`);
     }
   } catch (err) {

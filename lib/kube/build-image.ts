@@ -1,39 +1,121 @@
-// build-image on Kubernetes: fetch the JMX exporter agent (checksum pinned) into the runtime cache,
-// build the container image with it (named build contexts: no copy into docker/), then load it
-// into the cluster (minikube) or push it to the registry (gke).
+// build-image on Kubernetes: build the Digdag image from the runtime build-image holds (never a
+// download in the Dockerfile) on a configurable base, the PostgreSQL image where the target has
+// no registry, and bring them to the cluster: minikube image load, the own cluster's containerd
+// (ctr import), or a push to the registry (gke).
+import fs from 'node:fs';
 import path from 'node:path';
 import { ROOT } from '../cli.ts';
+import { loadClusterConfig, type ClusterConfig } from '../cluster/config.ts';
+import { containerdHasImage, docker as clusterDocker, ensureBaseImage, loadImage } from '../cluster/images.ts';
+import { CLUSTER_POSTGRES_IMAGE, type Config } from '../config.ts';
+import { cacheDir, obtainRuntime, readRuntime, sha256File, writeRuntime, type Runtime } from '../digdag.ts';
 import { tail, UserError } from '../errors.ts';
-import type { Impl } from '../pipeline.ts';
-import { cacheDir } from '../digdag.ts';
 import { MONITORING_DIR, obtainJmxExporter } from '../metrics.ts';
-import { listFiles } from '../state.ts';
-import { DIGDAG_RELEASE_JAR_SHA256, DIGDAG_VERSION, JMX_EXPORTER_SHA256, JMX_EXPORTER_VERSION } from '../versions.ts';
+import type { Ctx, Impl } from '../pipeline.ts';
+import { ensureDir, listFiles } from '../state.ts';
+import { sourceInputs } from '../local/build-image.ts';
+
+/** The images this target builds: Digdag always, PostgreSQL when it is the cluster target's own. */
+export function imagesToBuild(config: Config): { image: string; dockerDir: string }[] {
+  const out = [{ image: config.k8s.image, dockerDir: path.join(ROOT, 'docker') }];
+  if (config.target === 'cluster' && config.k8s.postgresImage === CLUSTER_POSTGRES_IMAGE && !config.db.externalUrl) {
+    out.push({ image: CLUSTER_POSTGRES_IMAGE, dockerDir: path.join(ROOT, 'docker', 'postgres') });
+  }
+  return out;
+}
+
+/** docker for this target: the own cluster's dockerd (unix socket in its state dir), else the user's. */
+function dockerCmd(config: Config, cc: ClusterConfig | undefined, ...args: string[]): string[] {
+  return cc ? clusterDocker(cc, ...args) : ['docker', ...args];
+}
+
+/** The jars of a runtime (one fat jar, or Digdag's Maven jars). */
+export function runtimeJars(rt: Runtime): string[] {
+  if (rt.kind === 'jar') return [rt.path];
+  return fs.readdirSync(rt.path).filter((f) => f.endsWith('.jar')).sort().map((f) => path.join(rt.path, f));
+}
+
+/** The build context in the state dir: docker/'s files, digdag/ with the jars and SHA256SUMS, and
+ * jmx-exporter/ with the metrics agent and its rules. */
+export function assembleContext(config: Config, rt: Runtime, jmxAgent: string): string {
+  const dir = path.join(config.stateDir, 'image-context');
+  fs.rmSync(dir, { recursive: true, force: true });
+  ensureDir(dir, 0o755);
+  for (const f of fs.readdirSync(path.join(ROOT, 'docker'))) {
+    const src = path.join(ROOT, 'docker', f);
+    if (fs.statSync(src).isFile()) fs.copyFileSync(src, path.join(dir, f));
+  }
+  const lib = ensureDir(path.join(dir, 'digdag'), 0o755);
+  const sums: string[] = [];
+  for (const jar of runtimeJars(rt)) {
+    const name = path.basename(jar);
+    fs.copyFileSync(jar, path.join(lib, name));
+    sums.push(`${sha256File(jar)}  ${name}`);
+  }
+  fs.writeFileSync(path.join(lib, 'SHA256SUMS'), `${sums.join('\n')}\n`);
+  const jmx = ensureDir(path.join(dir, 'jmx-exporter'), 0o755);
+  fs.copyFileSync(jmxAgent, path.join(jmx, path.basename(jmxAgent)));
+  fs.copyFileSync(path.join(MONITORING_DIR, 'jmx-exporter.yaml'), path.join(jmx, 'config.yaml'));
+  return dir;
+}
+
+/** `docker build` argv; the own cluster's dockerd has no bridge, so apt in RUN needs the host's network. */
+export function buildArgv(config: Config, cc: ClusterConfig | undefined, image: string, dockerfile: string, context: string): string[] {
+  const c = config.k8s;
+  const args = ['build', '-f', dockerfile, '-t', image];
+  if (cc) args.push('--network', 'host');
+  if (c.baseImage) args.push('--build-arg', `BASE_IMAGE=${c.baseImage}`);
+  if (image === c.image) {
+    args.push('--build-arg', `INSTALL_GCLOUD=${c.installGcloud}`, '--build-arg', `TZ=${c.tz}`, '--build-arg', `LANG=${c.lang}`);
+  }
+  return dockerCmd(config, cc, ...args, context);
+}
+
+async function obtain(ctx: Ctx): Promise<Runtime> {
+  const cached = readRuntime(ctx.config);
+  if (cached && cached.source.startsWith(ctx.config.digdag.source === 'maven' ? 'maven' : ctx.config.digdag.source)) return cached;
+  const rt = await obtainRuntime(ctx.config, ctx.runner);
+  if (!ctx.runner.dryRun) writeRuntime(ctx.config, rt);
+  return rt;
+}
+
+const clusterOf = (config: Config) => (config.target === 'cluster' ? loadClusterConfig(config) : undefined);
 
 export const buildImage: Impl = {
   inputs: (ctx) => ({
-    values: { jmx: JMX_EXPORTER_SHA256, image: ctx.config.k8s.image, gcloud: ctx.config.k8s.installGcloud, tz: ctx.config.k8s.tz, lang: ctx.config.k8s.lang, target: ctx.config.target },
+    values: { ...sourceInputs(ctx), images: imagesToBuild(ctx.config).map((i) => i.image), base: ctx.config.k8s.baseImage, gcloud: ctx.config.k8s.installGcloud, tz: ctx.config.k8s.tz, lang: ctx.config.k8s.lang, target: ctx.config.target },
     files: [...listFiles(path.join(ROOT, 'docker')), path.join(MONITORING_DIR, 'jmx-exporter.yaml')],
   }),
   healthy: async (ctx) => {
-    const res = await ctx.runner.run({ argv: ['docker', 'image', 'inspect', '--format', '{{.Id}}', ctx.config.k8s.image], nothrow: true, quiet: true });
-    return res.code === 0 ? `image ${ctx.config.k8s.image} built` : false;
+    const cc = clusterOf(ctx.config);
+    for (const { image } of imagesToBuild(ctx.config)) {
+      const res = await ctx.runner.run({ argv: dockerCmd(ctx.config, cc, 'image', 'inspect', '--format', '{{.Id}}', image), nothrow: true, quiet: true });
+      if (res.code !== 0) return false;
+      if (cc && !(await containerdHasImage(ctx.runner, cc, image))) return false;
+    }
+    return `${imagesToBuild(ctx.config).map((i) => i.image).join(', ')} built${cc ? ' and in the cluster\'s containerd' : ''}`;
   },
   run: async (ctx) => {
-    const info = await ctx.runner.run({ argv: ['docker', 'info', '--format', '{{.ServerVersion}}'], nothrow: true });
-    if (info.code !== 0) throw new UserError('no Docker engine answers', 'start Docker (or use --target local, which needs none)', tail(info.stderr, 3));
-    const c = ctx.config.k8s;
+    const cc = clusterOf(ctx.config);
+    const info = await ctx.runner.run({ argv: dockerCmd(ctx.config, cc, 'info', '--format', '{{.ServerVersion}}'), nothrow: true });
+    if (info.code !== 0) {
+      throw new UserError('no Docker engine answers', cc ? 'bring the test cluster up first: npx tsx tasks/cluster.ts up (it starts its own dockerd)' : 'start Docker (or use --target local, which needs none)', tail(info.stderr, 3));
+    }
+    if (cc && ctx.config.k8s.baseImage === cc.baseImage) ctx.runner.log(await ensureBaseImage(ctx.runner, cc));
+    const rt = await obtain(ctx);
     const agent = await obtainJmxExporter(cacheDir(ctx.config), ctx.config.digdag.mavenRepoUrl, ctx.runner);
-    await ctx.runner.run({
-      argv: ['docker', 'build', '-f', path.join(ROOT, 'docker', 'Dockerfile'), '-t', c.image,
-        '--build-arg', `DIGDAG_VERSION=${DIGDAG_VERSION}`, '--build-arg', `DIGDAG_SHA256=${DIGDAG_RELEASE_JAR_SHA256}`,
-        '--build-arg', `INSTALL_GCLOUD=${c.installGcloud}`, '--build-arg', `TZ=${c.tz}`, '--build-arg', `LANG=${c.lang}`,
-        '--build-arg', `JMX_EXPORTER_VERSION=${JMX_EXPORTER_VERSION}`, '--build-arg', `JMX_EXPORTER_SHA256=${JMX_EXPORTER_SHA256}`,
-        '--build-context', `jmx-exporter=${path.dirname(agent)}`, '--build-context', `monitoring=${MONITORING_DIR}`,
-        path.join(ROOT, 'docker')],
-      mutates: true,
-    });
-    if (ctx.config.target === 'minikube') await ctx.runner.run({ argv: ['minikube', '-p', c.minikubeProfile, 'image', 'load', c.image], mutates: true });
-    else await ctx.runner.run({ argv: ['docker', 'push', c.image], mutates: true });
+    const context = ctx.runner.dryRun ? path.join(ctx.config.stateDir, 'image-context') : assembleContext(ctx.config, rt, agent);
+    const env = { DOCKER_BUILDKIT: '0' };
+    const timeoutMs = 20 * 60_000;
+    for (const { image, dockerDir } of imagesToBuild(ctx.config)) {
+      const [dockerfile, dir] = image === ctx.config.k8s.image ? [path.join(context, 'Dockerfile'), context] : [path.join(dockerDir, 'Dockerfile'), dockerDir];
+      await ctx.runner.run({ argv: buildArgv(ctx.config, cc, image, dockerfile, dir), env, mutates: true, timeoutMs });
+      if (ctx.config.target === 'minikube') await ctx.runner.run({ argv: ['minikube', '-p', ctx.config.k8s.minikubeProfile, 'image', 'load', image], mutates: true });
+      else if (cc) {
+        if (ctx.runner.dryRun) ctx.runner.log(`[dry-run] import ${image} into the cluster's containerd`);
+        else await loadImage(ctx.runner, cc, image);
+      } else await ctx.runner.run({ argv: ['docker', 'push', image], mutates: true });
+    }
+    if (!ctx.runner.dryRun) fs.rmSync(context, { recursive: true, force: true });
   },
 };

@@ -5,26 +5,29 @@ import path from 'node:path';
 import { ROOT } from '../cli.ts';
 import { requireSecrets } from '../credentials.ts';
 import { tail, UserError } from '../errors.ts';
-import type { Impl } from '../pipeline.ts';
+import type { Ctx, Impl } from '../pipeline.ts';
 import { psqlVariables } from '../postgres.ts';
 import { applyObjects, byKind, diagnostics, kubectl, requireCluster } from './kubectl.ts';
 import { dbLocation, renderManifests } from './render.ts';
 
+/** sql/*.sql through `kubectl exec psql` on the in-cluster server (role, database, uuid-ossp). */
+export async function runInitSql(ctx: Ctx): Promise<void> {
+  const secrets = requireSecrets(ctx.config);
+  const db = dbLocation(ctx.config);
+  const vars = psqlVariables({ db_user: db.user, db_password: secrets.dbPassword, db_name: db.database });
+  for (const file of fs.readdirSync(path.join(ROOT, 'sql')).filter((f) => f.endsWith('.sql')).sort()) {
+    await ctx.runner.run({
+      argv: kubectl(ctx.config, 'exec', '-i', 'digdag-postgres-0', '-c', 'postgres', '--', 'psql', '-X', '-q', '-v', 'ON_ERROR_STOP=1', '-U', 'postgres', '-d', 'postgres', '-f', '-'),
+      input: vars + fs.readFileSync(path.join(ROOT, 'sql', file), 'utf8'),
+      mutates: true,
+    });
+  }
+}
+
 export const initDb: Impl = {
   run: async (ctx) => {
     await requireCluster(ctx);
-    const secrets = requireSecrets(ctx.config);
-    const db = dbLocation(ctx.config);
-    if (!ctx.config.db.externalUrl) {
-      const vars = psqlVariables({ db_user: db.user, db_password: secrets.dbPassword, db_name: db.database });
-      for (const file of fs.readdirSync(path.join(ROOT, 'sql')).filter((f) => f.endsWith('.sql')).sort()) {
-        await ctx.runner.run({
-          argv: kubectl(ctx.config, 'exec', '-i', 'digdag-postgres-0', '-c', 'postgres', '--', 'psql', '-X', '-q', '-v', 'ON_ERROR_STOP=1', '-U', 'postgres', '-d', 'postgres', '-f', '-'),
-          input: vars + fs.readFileSync(path.join(ROOT, 'sql', file), 'utf8'),
-          mutates: true,
-        });
-      }
-    }
+    if (!ctx.config.db.externalUrl) await runInitSql(ctx);
     // The Job's template is immutable: a new migration is a new Job.
     const { objects } = await renderManifests(ctx.config, ctx.runner);
     await ctx.runner.run({ argv: kubectl(ctx.config, 'delete', 'job', 'digdag-migrate', '--ignore-not-found', '--wait=true'), mutates: true });

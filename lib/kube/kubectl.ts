@@ -1,6 +1,7 @@
 // kubectl for the Kubernetes target: every call names the context and namespace; applying
 // objects, waiting for rollouts, and what to show the user when a wait fails.
 import { stringify } from 'yaml';
+import { clusterPaths, loadClusterConfig } from '../cluster/config.ts';
 import type { Config } from '../config.ts';
 import { tail, UserError } from '../errors.ts';
 import type { Ctx } from '../pipeline.ts';
@@ -8,7 +9,9 @@ import type { KubeObject } from './render.ts';
 
 /** kubectl with the configured context (cluster-scoped calls: the namespace itself). */
 export function clusterKubectl(config: Config, ...args: string[]): string[] {
-  return ['kubectl', ...(config.k8s.context ? ['--context', config.k8s.context] : []), ...args];
+  // The own test cluster: its kubeconfig in its state dir (nothing written to ~/.kube).
+  const kubeconfig = config.target === 'cluster' ? ['--kubeconfig', clusterPaths(loadClusterConfig(config)).kubeconfig] : [];
+  return ['kubectl', ...kubeconfig, ...(config.k8s.context ? ['--context', config.k8s.context] : []), ...args];
 }
 
 /** kubectl with the configured context and namespace. */
@@ -25,7 +28,9 @@ export async function requireCluster(ctx: Ctx): Promise<void> {
       `the Kubernetes cluster (${where}) does not answer`,
       ctx.config.target === 'minikube'
         ? `start it: minikube start -p ${ctx.config.k8s.minikubeProfile} (or run npx tsx tasks/e2e.ts, which does)`
-        : 'check KUBE_CONTEXT and your credentials: gcloud container clusters get-credentials <cluster> --region <region>',
+        : ctx.config.target === 'cluster'
+          ? 'bring the test cluster up: npx tsx tasks/cluster.ts up (or run npx tsx tasks/e2e.ts, which does)'
+          : 'check KUBE_CONTEXT and your credentials: gcloud container clusters get-credentials <cluster> --region <region>',
       tail(res.stderr || res.stdout, 5),
     );
   }
@@ -36,21 +41,93 @@ export async function applyObjects(ctx: Ctx, objects: readonly KubeObject[]): Pr
   await ctx.runner.run({ argv: kubectl(ctx.config, 'apply', '-f', '-'), input: yaml, mutates: true });
 }
 
-/** On a failed wait: the namespace's recent events and the pods' state, to show the user. */
+/** On a failed wait: why the pods are not ready — scheduling failures first (they are the cause
+ * when new pods stay Pending), the last log of a crashed container (`logs --previous`), the
+ * namespace's newest events and the pods' state. */
 export async function diagnostics(ctx: Ctx, selector: string): Promise<string> {
-  const events = await ctx.runner.run({ argv: kubectl(ctx.config, 'get', 'events', '--sort-by=.lastTimestamp'), nothrow: true });
-  const pods = await ctx.runner.run({ argv: kubectl(ctx.config, 'describe', 'pods', '-l', selector), nothrow: true });
-  return `events:\n${tail(events.stdout, 15)}\npods:\n${tail(pods.stdout, 25)}`;
+  const out: string[] = [];
+  const sched = await ctx.runner.run({ argv: kubectl(ctx.config, 'get', 'events', '--field-selector', 'reason=FailedScheduling', '--sort-by=.lastTimestamp', '-o', 'custom-columns=OBJECT:.involvedObject.name,MESSAGE:.message', '--no-headers'), nothrow: true, quiet: true });
+  if (sched.stdout.trim()) out.push(`FailedScheduling:\n${tail(sched.stdout, 5)}`);
+  const pods = await ctx.runner.run({ argv: kubectl(ctx.config, 'get', 'pods', '-l', selector, '-o', 'json'), nothrow: true, quiet: true });
+  for (const p of podsWithRestarts(pods.stdout)) {
+    const prev = await ctx.runner.run({ argv: kubectl(ctx.config, 'logs', p.pod, '-c', p.container, '--previous', '--tail=20'), nothrow: true, quiet: true });
+    out.push(`kubectl logs ${p.pod} -c ${p.container} --previous (restarted ${p.restarts}x):\n${tail(prev.stdout || prev.stderr, 20)}`);
+  }
+  const events = await ctx.runner.run({ argv: kubectl(ctx.config, 'get', 'events', '--sort-by=.lastTimestamp'), nothrow: true, quiet: true });
+  const describe = await ctx.runner.run({ argv: kubectl(ctx.config, 'describe', 'pods', '-l', selector), nothrow: true, quiet: true });
+  out.push(`events:\n${tail(events.stdout, 15)}`, `pods:\n${tail(describe.stdout, 25)}`);
+  return out.join('\n');
+}
+
+/** Containers (init ones too) that have restarted, from `kubectl get pods -o json`. */
+export function podsWithRestarts(json: string): { pod: string; container: string; restarts: number }[] {
+  let items: { metadata: { name: string }; status?: { containerStatuses?: { name: string; restartCount: number }[]; initContainerStatuses?: { name: string; restartCount: number }[] } }[] = [];
+  try {
+    items = JSON.parse(json).items ?? [];
+  } catch {
+    return [];
+  }
+  return items.flatMap((p) =>
+    [...(p.status?.initContainerStatuses ?? []), ...(p.status?.containerStatuses ?? [])].filter((c) => c.restartCount > 0).map((c) => ({ pod: p.metadata.name, container: c.name, restarts: c.restartCount })),
+  );
+}
+
+/** What a failed `rollout status` says when it is not a timeout: the object is missing, or we may not read it. */
+export function rolloutFailure(stderr: string): 'not-found' | 'forbidden' | 'timeout' | 'other' {
+  if (/NotFound|not found/i.test(stderr)) return 'not-found';
+  if (/forbidden|Unauthorized/i.test(stderr)) return 'forbidden';
+  if (/timed out|exceeded its progress deadline/i.test(stderr)) return 'timeout';
+  return 'other';
 }
 
 export async function rollout(ctx: Ctx, kind: 'deployment' | 'statefulset', name: string, selector: string): Promise<void> {
-  const res = await ctx.runner.run({
-    argv: kubectl(ctx.config, 'rollout', 'status', `${kind}/${name}`, `--timeout=${ctx.config.k8s.rolloutTimeoutSeconds}s`),
-    nothrow: true,
-  });
-  if (res.code !== 0) {
-    throw new UserError(`${kind}/${name} did not become ready within ${ctx.config.k8s.rolloutTimeoutSeconds}s`, 'read the events below; raise ROLLOUT_TIMEOUT_SECONDS if the image pull is slow', await diagnostics(ctx, selector));
+  // A dry run applied nothing: there is no rollout to wait for.
+  if (ctx.runner.dryRun) {
+    ctx.runner.log(`[dry-run] kubectl rollout status ${kind}/${name}`);
+    return;
   }
+  const secs = ctx.config.k8s.rolloutTimeoutSeconds;
+  if (kind === 'statefulset') await recoverStuckStatefulSet(ctx, name, selector);
+  const res = await ctx.runner.run({ argv: kubectl(ctx.config, 'rollout', 'status', `${kind}/${name}`, `--timeout=${secs}s`), nothrow: true });
+  if (res.code === 0) return;
+  const why = rolloutFailure(res.stderr);
+  if (why === 'not-found') throw new UserError(`${kind}/${name} does not exist in namespace ${ctx.config.k8s.namespace}`, 'run apply (or start-postgres) first', tail(res.stderr, 3));
+  if (why === 'forbidden') throw new UserError(`not allowed to read ${kind}/${name} in namespace ${ctx.config.k8s.namespace}`, 'check your RBAC permissions for this namespace', tail(res.stderr, 3));
+  const head = why === 'timeout' ? `${kind}/${name} did not become ready within ${secs}s` : `kubectl rollout status ${kind}/${name} failed`;
+  throw new UserError(head, 'read the diagnostics below; raise ROLLOUT_TIMEOUT_SECONDS if the image pull is slow', `${tail(res.stderr, 3)}\n${await diagnostics(ctx, selector)}`);
+}
+
+interface StsStatus {
+  spec?: { replicas?: number };
+  status?: { currentRevision?: string; updateRevision?: string; readyReplicas?: number };
+}
+interface PodStatus {
+  metadata: { name: string; labels?: Record<string, string> };
+  status?: { conditions?: { type: string; status: string }[] };
+}
+
+/** The pods a StatefulSet's OrderedReady rollout will never replace: on an old revision and not
+ * ready. Kubernetes waits for them forever after the template is fixed (kubernetes#67250). */
+export function stuckPods(sts: StsStatus, pods: readonly PodStatus[]): string[] {
+  const update = sts.status?.updateRevision;
+  if (!update || update === sts.status?.currentRevision && (sts.status?.readyReplicas ?? 0) >= (sts.spec?.replicas ?? 1)) return [];
+  return pods
+    .filter((p) => p.metadata.labels?.['controller-revision-hash'] !== update)
+    .filter((p) => !p.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True'))
+    .map((p) => p.metadata.name);
+}
+
+/** Deletes the StatefulSet's pods stuck on a never-ready old revision, so the fixed template rolls out. */
+export async function recoverStuckStatefulSet(ctx: Ctx, name: string, selector: string): Promise<string[]> {
+  const sts = await ctx.runner.run({ argv: kubectl(ctx.config, 'get', 'statefulset', name, '-o', 'json'), nothrow: true, quiet: true });
+  if (sts.code !== 0) return [];
+  const pods = await ctx.runner.run({ argv: kubectl(ctx.config, 'get', 'pods', '-l', selector, '-o', 'json'), nothrow: true, quiet: true });
+  const stuck = stuckPods(JSON.parse(sts.stdout) as StsStatus, pods.code === 0 ? ((JSON.parse(pods.stdout) as { items: PodStatus[] }).items ?? []) : []);
+  for (const pod of stuck) {
+    ctx.runner.log(`statefulset/${name}: pod ${pod} is on an old revision and not ready; deleting it so the new template rolls out`);
+    await ctx.runner.run({ argv: kubectl(ctx.config, 'delete', 'pod', pod, '--wait=false'), mutates: true });
+  }
+  return stuck;
 }
 
 export const byKind = (objects: readonly KubeObject[], ...kinds: string[]) => objects.filter((o) => kinds.includes(o.kind));

@@ -54,17 +54,20 @@ export function kustomization(config: Config, from = renderDir(config)): Record<
   // kustomize takes only relative paths to other kustomizations.
   const rel = (p: string) => path.relative(from, p);
   const db = dbLocation(config);
+  const images = [imageEntry('digdag-ha', config.k8s.image), imageEntry('postgres', config.k8s.postgresImage)];
   const scaled = `digdag-${taskRole(config.layout)}`;
   // Order matters: the target's patches apply to the layout's Deployments.
   const components: string[] = [
     rel(path.join(MANIFESTS, 'components', `layout-${config.layout}`)),
     rel(path.join(MANIFESTS, 'components', config.target === 'gke' ? 'gke' : 'minikube')),
   ];
+  // The cluster target has no dynamic provisioner: its volumes come from lib/cluster (local-path).
   if (config.db.externalUrl) components.push(rel(path.join(MANIFESTS, 'components', 'external-db')));
   if (config.k8s.autoscaling !== 'none') components.push(rel(path.join(MANIFESTS, 'components', config.k8s.autoscaling)));
   const patches: unknown[] = layoutRoles(config)
     .filter(runsTasks)
     .map((r) => json('Deployment', `digdag-${r}`, [{ op: 'replace', path: '/spec/template/spec/terminationGracePeriodSeconds', value: config.agent.terminationGraceSeconds }]));
+  patches.push(...pullPolicyPatches(config.k8s.imagePullPolicy), ...resourcePatches(config));
   if (config.target === 'gke') {
     patches.push(json('ServiceAccount', 'digdag', [{ op: 'replace', path: '/metadata/annotations', value: config.k8s.gcpServiceAccount ? { 'iam.gke.io/gcp-service-account': config.k8s.gcpServiceAccount } : {} }]));
   }
@@ -90,10 +93,9 @@ export function kustomization(config: Config, from = renderDir(config)): Record<
       { op: 'replace', path: '/spec/maxReplicas', value: config.k8s.agentMaxReplicas },
     ]));
   }
-  const images = [kustomizeImage('digdag-ha', config.k8s.image)];
   if (config.metrics.monitoring === 'prometheus-operator') {
     components.push(rel(path.join(MANIFESTS, 'components', 'monitoring')));
-    images.push(kustomizeImage(POSTGRES_EXPORTER_IMAGE.slice(0, POSTGRES_EXPORTER_IMAGE.lastIndexOf(':')), config.metrics.queueExporterImage));
+    images.push(imageEntry(POSTGRES_EXPORTER_IMAGE.slice(0, POSTGRES_EXPORTER_IMAGE.lastIndexOf(':')), config.metrics.queueExporterImage));
     patches.push(json('Deployment', 'digdag-queue-exporter', [
       { op: 'replace', path: '/spec/template/spec/containers/0/env/0', value: { name: 'DATA_SOURCE_URI', value: `${db.host}:${db.port}/${db.database}?sslmode=disable` } },
       { op: 'replace', path: '/spec/template/spec/containers/0/env/1', value: { name: 'DATA_SOURCE_USER', value: db.user } },
@@ -132,19 +134,53 @@ function renameNamespace(ns: string): Record<string, unknown> {
   return json('Namespace', 'digdag', [{ op: 'replace', path: '/metadata/name', value: ns }]);
 }
 
-/** A kustomize images entry: a tag, or a digest (kustomize writes name@digest only from `digest`). */
-export function kustomizeImage(name: string, image: string): Record<string, string> {
-  const [newName, tag] = splitImage(image);
-  return tag.startsWith('@') ? { name, newName, digest: tag.slice(1) } : { name, newName, newTag: tag };
+/** name[:tag][@sha256:…] → its parts; a port in the registry host is not a tag. */
+export function splitImage(image: string): { name: string; tag?: string; digest?: string } {
+  const at = image.indexOf('@');
+  const ref = at >= 0 ? image.slice(0, at) : image;
+  const digest = at >= 0 ? image.slice(at + 1) : undefined;
+  const i = ref.lastIndexOf(':');
+  const [name, tag] = i > ref.lastIndexOf('/') ? [ref.slice(0, i), ref.slice(i + 1)] : [ref, digest ? undefined : 'latest'];
+  return { name, ...(tag ? { tag } : {}), ...(digest ? { digest } : {}) };
 }
 
-export function splitImage(image: string): [string, string] {
-  if (image.includes('@')) {
-    const [name, digest] = image.split('@');
-    return [name!, `@${digest}`];
-  }
-  const i = image.lastIndexOf(':');
-  return i > image.lastIndexOf('/') ? [image.slice(0, i), image.slice(i + 1)] : [image, 'latest'];
+/** A kustomize `images:` entry: a digest goes into `digest:` (it wins over a tag), never `newTag`. */
+export function imageEntry(placeholder: string, image: string): Record<string, string> {
+  const { name, tag, digest } = splitImage(image);
+  return { name: placeholder, newName: name, ...(digest ? { digest } : { newTag: tag! }) };
+}
+
+/** Workloads and their containers, named as in manifests/: a strategic merge patch matches
+ * containers by name, so each patch targets only the workloads that have them. */
+const WORKLOADS: { kind: string; name: string; containers: string[]; initContainers: string[] }[] = [
+  { kind: 'Deployment', name: '^digdag-(ui|scheduler|worker|workflow|agent)$', containers: ['digdag'], initContainers: ['wait-migrated'] },
+  { kind: 'Deployment', name: '^digdag-queue-exporter$', containers: ['postgres-exporter'], initContainers: [] },
+  { kind: 'StatefulSet', name: '^digdag-postgres$', containers: ['postgres'], initContainers: [] },
+  { kind: 'Job', name: '^digdag-migrate$', containers: ['migrate'], initContainers: [] },
+];
+
+/** imagePullPolicy on every container of every workload (the targets' components set none). */
+export function pullPolicyPatches(policy: string): Record<string, unknown>[] {
+  return WORKLOADS.map((w) => {
+    const spec: Record<string, unknown> = { containers: w.containers.map((name) => ({ name, imagePullPolicy: policy })) };
+    if (w.initContainers.length) spec.initContainers = w.initContainers.map((name) => ({ name, imagePullPolicy: policy }));
+    // A jobTemplate-less Job and the pod templates share the path spec.template.spec.
+    return { target: { kind: w.kind, name: w.name }, patch: stringify({ apiVersion: w.kind === 'Job' ? 'batch/v1' : 'apps/v1', kind: w.kind, metadata: { name: 'any' }, spec: { template: { spec } } }) };
+  });
+}
+
+/** RESOURCE_PROFILE=small: CPU requests that fit every role, PostgreSQL and a surge pod on one
+ * 2-vCPU node (the default ones, 1850m in all, deadlock a rolling update there). Memory stays:
+ * the heaps (-Xmx in the manifests) need it, and memory is not what a small node lacks. */
+export const SMALL_CPU: Record<string, string> = { ui: '100m', scheduler: '50m', workflow: '100m', worker: '200m', agent: '200m', postgres: '100m', init: '25m' };
+
+export function resourcePatches(config: Config): Record<string, unknown>[] {
+  if (config.k8s.resourceProfile !== 'small') return [];
+  const cpu = (c: string, v: string) => ({ op: 'replace', path: `/spec/template/spec/${c}/resources/requests/cpu`, value: v });
+  const out = layoutRoles(config).map((role) => json('Deployment', `digdag-${role}`, [cpu('containers/0', SMALL_CPU[role]!), cpu('initContainers/0', SMALL_CPU.init!)]));
+  if (!config.db.externalUrl) out.push(json('StatefulSet', 'digdag-postgres', [cpu('containers/0', SMALL_CPU.postgres!)]));
+  out.push(json('Job', 'digdag-migrate', [cpu('containers/0', SMALL_CPU.init!)]));
+  return out;
 }
 
 export function renderDir(config: Config): string {

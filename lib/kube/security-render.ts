@@ -1,6 +1,7 @@
 // The security pieces of the Kubernetes rendering: which kustomize components to add and the
 // patches that carry the config (issuer, host, ingress controller selector, egress CIDRs).
 // lib/kube/render.ts kustomization() appends these before its namespace rename.
+import { loadClusterConfig } from '../cluster/config.ts';
 import type { Config } from '../config.ts';
 import { parseDatabaseUrl } from '../postgres.ts';
 
@@ -36,6 +37,12 @@ export function securityRendering(config: Config): SecurityRendering {
   patches.push(json('NetworkPolicy', 'digdag-egress', [
     { op: 'replace', path: '/spec/egress/2/to', value: s.egressCidrs.map((cidr) => ({ ipBlock: exceptPrivate(cidr) })) },
   ]));
+
+  if (config.target === 'cluster') {
+    // The test cluster's CoreDNS is a node process (kube-dns Service → the bridge address), not
+    // a kube-dns pod the DNS rule selects: allow the node's address on port 53 too.
+    patches.push(json('NetworkPolicy', 'digdag-egress', [{ op: 'add', path: '/spec/egress/1/to/-', value: { ipBlock: { cidr: `${loadClusterConfig(config).net.bridgeIp}/32` } } }]));
+  }
 
   if (config.db.externalUrl) {
     // An external PostgreSQL (Cloud SQL private IP): allowed by address; a DNS name cannot be.

@@ -2,7 +2,9 @@
 // schema-validated, and properties byte-for-byte equal to the shared generator's.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
 import path from 'node:path';
+import { parse as parseYaml } from 'yaml';
 import { test } from 'node:test';
 import { ROOT } from '../../lib/cli.ts';
 import { isValidEncryptionKey } from '../../lib/credentials.ts';
@@ -111,7 +113,7 @@ test('auth: API credentials generated once or from auth.existingSecret; password
   assert.ok(!none.some((o) => o.kind === 'Secret' && o.metadata.name === 'digdag-api-credentials'));
   assert.equal(find(none, 'ConfigMap', 'digdag-env').data!.DIGDAG_AUTH, 'none');
   assert.equal(find(none, 'Deployment', 'digdag-ui').spec.template.spec.topologySpreadConstraints, undefined);
-  assert.match(template(['auth.mode=open']).stderr, /auth.mode must be basic or none/);
+  assert.match(template(['auth.mode=open']).stderr, /auth.mode must be (basic or none|one of the following: "basic", "none")/);
 });
 
 test('KEDA: the tested queue query, target = threads, bounds from values', () => {
@@ -135,10 +137,10 @@ test('bad values fail the render with the reason', () => {
   assert.notEqual(noWorkflow.status, 0);
   assert.match(noWorkflow.stderr, /roles.workflow.replicas must be at least 1/);
   assert.match(template(['roles.worker.replicas=0']).stderr, /roles.worker.replicas must be at least 1/);
-  assert.match(template(['layout=both']).stderr, /layout must be worker or split/);
+  assert.match(template(['layout=both']).stderr, /layout must be (worker or split|one of the following: "worker", "split")/);
   const retention = template(['agent.lockRetentionTime=20']);
   assert.match(retention.stderr, /lockRetentionTime must be at least 3 x agent.heartbeatInterval/);
-  assert.match(template(['autoscaling.mode=magic']).stderr, /autoscaling.mode must be none, keda or hpa/);
+  assert.match(template(['autoscaling.mode=magic']).stderr, /autoscaling.mode must be (none, keda or hpa|one of the following: "none", "keda", "hpa")/);
   assert.match(template(['logs.server=gcs']).stderr, /logs.gcsBucket is required/);
 });
 
@@ -158,4 +160,47 @@ test('metrics in the chart: every role pod runs the agent with its port, config 
   assert.match(find(objects, 'ConfigMap', 'digdag-jmx-exporter').data!['config.yaml']!, /digdag_executor_loops_total/);
   const plain = template([]).objects;
   assert.ok(!plain.some((o) => o.apiVersion.startsWith('monitoring.coreos.com/') || o.metadata.name === 'digdag-queue-exporter'), 'off by default');
+});
+
+test('the chart bootstraps its own database: bootstrap-db runs sql/*.sql (kept equal) as the superuser, passwords from the Secret, not argv', () => {
+  const sql = fs.readdirSync(path.join(ROOT, 'sql')).filter((f) => f.endsWith('.sql')).sort().map((f) => fs.readFileSync(path.join(ROOT, 'sql', f), 'utf8')).join('');
+  const bootstrap = fs.readFileSync(path.join(CHART, 'files', 'bootstrap.sql'), 'utf8');
+  assert.ok(bootstrap.endsWith(sql), 'files/bootstrap.sql must be sql/*.sql after its header (regenerate it)');
+  assert.match(bootstrap, /^\\getenv db_password DB_PASSWORD$/m);
+  const { objects } = template();
+  const job = find(objects, 'Job', 'digdag-migrate-1');
+  const init = job.spec.template.spec.initContainers[0];
+  assert.equal(init.name, 'bootstrap-db');
+  assert.equal(init.image, find(objects, 'StatefulSet', 'digdag-postgres').spec.template.spec.containers[0].image);
+  assert.deepEqual(init.env.filter((e: { valueFrom?: unknown }) => e.valueFrom).map((e: { name: string }) => e.name), ['PGPASSWORD', 'DB_PASSWORD']);
+  assert.ok(!init.command.join(' ').includes('password'));
+  assert.equal(find(objects, 'ConfigMap', 'digdag-bootstrap-sql').data!['bootstrap.sql'], bootstrap);
+  const external = template(['database.external.enabled=true', 'database.external.host=10.1.2.3']).objects;
+  assert.equal(external.find((o) => o.kind === 'Job')!.spec.template.spec.initContainers, undefined, 'an external database is the user\'s to prepare');
+});
+
+test('values.schema.json describes every values key and rejects typos and bad enums; postgres image and pull policy are values', () => {
+  const schema = JSON.parse(fs.readFileSync(path.join(CHART, 'values.schema.json'), 'utf8'));
+  const values = parseYaml(fs.readFileSync(path.join(CHART, 'values.yaml'), 'utf8')) as Record<string, unknown>;
+  const walk = (v: Record<string, unknown>, s: { properties?: Record<string, unknown> }, at: string) => {
+    for (const [k, x] of Object.entries(v)) {
+      const sub = s.properties?.[k] as { properties?: Record<string, unknown> } | undefined;
+      assert.ok(sub, `values.schema.json lacks ${at}${k}`);
+      if (x && typeof x === 'object' && !Array.isArray(x) && !k.endsWith('resources')) walk(x as Record<string, unknown>, sub, `${at}${k}.`);
+    }
+  };
+  walk(values, schema, '');
+  assert.match(template(['roles.ui.replica=2']).stderr, /Additional property replica is not allowed/);
+  assert.match(template(['image.pullPolicy=Sometimes']).stderr, /pullPolicy/);
+  const pg = find(template(['postgres.image=mirror.example.com/postgres:15', 'postgres.pullPolicy=Never']).objects, 'StatefulSet', 'digdag-postgres').spec.template.spec.containers[0];
+  assert.equal(pg.image, 'mirror.example.com/postgres:15');
+  assert.equal(pg.imagePullPolicy, 'Never');
+});
+
+test('helm test: an authenticated API call through the UI Service, credentials from a file', () => {
+  const pod = find(template().objects, 'Pod', 'dd-api-test');
+  assert.equal(pod.metadata.annotations!['helm.sh/hook'], 'test');
+  const script = pod.spec.containers[0].args[0] as string;
+  assert.match(script, /curl -fsS[^\n]*-K \/tmp\/curlrc[^\n]*http:\/\/digdag-ui:65432\/api\//);
+  assert.ok(pod.spec.volumes.some((v: { secret?: { secretName: string } }) => v.secret?.secretName === 'digdag-api-credentials'));
 });

@@ -6,7 +6,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import { ROOT } from '../../lib/cli.ts';
-import { DIGDAG_RELEASE_JAR_SHA256, DIGDAG_VERSION } from '../../lib/versions.ts';
+import { javaFlags } from '../../lib/digdag.ts';
+
+const FLAGS = javaFlags(17).join(' ');
 import { tempDir } from '../helpers/fixtures.ts';
 
 const dockerfile = fs.readFileSync(path.join(ROOT, 'docker', 'Dockerfile'), 'utf8');
@@ -17,13 +19,32 @@ test('Dockerfile: base pinned by digest, Java 11 JRE', () => {
   assert.match(dockerfile, /^FROM \$\{BASE_IMAGE\}$/m);
 });
 
-test('Dockerfile: Digdag at the pinned version, checksum verified, started with java -jar', () => {
-  assert.match(dockerfile, new RegExp(`^ARG DIGDAG_VERSION=${DIGDAG_VERSION.replace(/\./g, '\\.')}$`, 'm'));
-  assert.match(dockerfile, new RegExp(`^ARG DIGDAG_SHA256=${DIGDAG_RELEASE_JAR_SHA256}$`, 'm'));
-  assert.match(dockerfile, /sha256sum -c -/);
+test('Dockerfile: Digdag from the build context build-image assembles (checksums verified), never downloaded; a JRE from apt on a base without java', () => {
+  assert.match(dockerfile, /^COPY digdag\/ \$\{DIGDAG_HOME\}\/lib\/$/m);
+  assert.match(dockerfile, /sha256sum -c SHA256SUMS/);
+  assert.doesNotMatch(dockerfile, /github\.com\/treasure-data|releases\/download/);
+  assert.match(dockerfile, /^ARG JRE_PACKAGE=openjdk-17-jre-headless$/m);
+  assert.match(dockerfile, /if ! command -v java >\/dev\/null; then[\s\S]*"\$\{JRE_PACKAGE\}"/);
+  assert.doesNotMatch(dockerfile, /^COPY --chmod/m, 'the legacy builder (DOCKER_BUILDKIT=0) has no COPY --chmod');
   const entry = fs.readFileSync(ENTRYPOINT, 'utf8');
-  assert.match(entry, /java \$JAVA_OPTS -jar \/opt\/digdag\/digdag\.jar/);
+  assert.match(entry, /java \$JAVA_MODULE_FLAGS \$JAVA_OPTS -cp "\$DIGDAG_CP" io\.digdag\.cli\.Main/);
   assert.doesNotMatch(dockerfile + entry, /AggressiveOpts|\/usr\/local\/bin\/digdag\b(?!-)/, 'never the self-running launcher');
+});
+
+test('entrypoint passes the Java 17 --add-opens flags lib/digdag.ts gives the local target', () => {
+  const entry = fs.readFileSync(ENTRYPOINT, 'utf8');
+  const flags = /^JAVA_MODULE_FLAGS="([^"]+)"$/m.exec(entry)?.[1];
+  assert.equal(flags, javaFlags(17).join(' '));
+});
+
+test('PostgreSQL image (cluster target): Debian postgresql-15 as uid 70 like the official image; initdb from POSTGRES_PASSWORD via a file', () => {
+  const pgDockerfile = fs.readFileSync(path.join(ROOT, 'docker', 'postgres', 'Dockerfile'), 'utf8');
+  const pgEntry = fs.readFileSync(path.join(ROOT, 'docker', 'postgres', 'entrypoint.sh'), 'utf8');
+  assert.match(pgDockerfile, /useradd --system --uid 70 --gid 70/);
+  assert.match(pgDockerfile, /^USER 70:70$/m);
+  assert.match(pgDockerfile, /postgresql-15/);
+  assert.match(pgEntry, /--pwfile=/);
+  assert.doesNotMatch(pgEntry, /initdb[^\n]*POSTGRES_PASSWORD/, 'the password is never on a command line');
 });
 
 test('Dockerfile: non-root user, tini as PID 1, gcloud behind a build arg, TZ/LANG overridable', () => {
@@ -71,7 +92,7 @@ function runEntrypoint(args: string[], opts: { secret?: boolean; key?: boolean; 
 test('entrypoint server: ConfigMap + secret properties assembled 0600, role flags passed through', () => {
   const r = runEntrypoint(['server', '--disable-executor-loop', '--disable-scheduler'], { env: { DIGDAG_ROLE: 'agent', JAVA_OPTS: '-Xmx1g', GCP_PROJECT: 'my-proj' } });
   assert.equal(r.status, 0, r.stderr);
-  assert.match(r.calls, new RegExp(`^java -Xmx1g -jar /opt/digdag/digdag.jar server -c ${r.dir}/work/server.properties --disable-executor-loop --disable-scheduler$`, 'm'));
+  assert.match(r.calls, new RegExp(`^java ${FLAGS} -Xmx1g -cp /opt/digdag/lib/\\* io.digdag.cli.Main server -c ${r.dir}/work/server.properties --disable-executor-loop --disable-scheduler$`, 'm'));
   assert.match(r.calls, /^600$/m);
   assert.match(r.calls, /server.port = 65432\n\ndatabase.password = s3cret/);
   assert.match(r.calls, /GOOGLE_CLOUD_PROJECT=my-proj GOOGLE_APPLICATION_CREDENTIALS=$/m, 'no key mounted: Application Default Credentials');
@@ -98,7 +119,7 @@ test('entrypoint refuses to start without the secret, and without a role', () =>
 test('entrypoint migrate runs `digdag migrate run` with the assembled properties', () => {
   const r = runEntrypoint(['migrate']);
   assert.equal(r.status, 0, r.stderr);
-  assert.match(r.calls, new RegExp(`^java -jar /opt/digdag/digdag.jar migrate run -c ${r.dir}/work/server.properties$`, 'm'));
+  assert.match(r.calls, new RegExp(`^java ${FLAGS} -cp /opt/digdag/lib/\\* io.digdag.cli.Main migrate run -c ${r.dir}/work/server.properties$`, 'm'));
 });
 
 /** The API credentials Secret as mounted: username everywhere, the password only on UI pods. */

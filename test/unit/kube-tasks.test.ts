@@ -15,11 +15,17 @@ import { RecordingRunner, ShellRunner, type Cmd, type Result } from '../../lib/r
 import { cacheDir } from '../../lib/digdag.ts';
 import { monitoringCacheDir, obtainJmxExporter } from '../../lib/metrics.ts';
 import { LAYOUT_ROLES, LAYOUTS } from '../../lib/roles.ts';
-import { DIGDAG_RELEASE_JAR_SHA256, JMX_EXPORTER_SHA256, JMX_EXPORTER_VERSION } from '../../lib/versions.ts';
+import { JMX_EXPORTER_SHA256, JMX_EXPORTER_VERSION } from '../../lib/versions.ts';
+import { clusterPaths, loadClusterConfig } from '../../lib/cluster/config.ts';
+import { sha256File } from '../../lib/digdag.ts';
+import { buildArgv, imagesToBuild } from '../../lib/kube/build-image.ts';
+import { kubeDown, volumeFate } from '../../lib/kube/down.ts';
+import { recoverStuckStatefulSet, stuckPods } from '../../lib/kube/kubectl.ts';
 import { apply } from '../../tasks/apply.ts';
 import { buildImage } from '../../tasks/build-image.ts';
 import { createSecret } from '../../tasks/create-secret.ts';
-import { e2e } from '../../tasks/e2e.ts';
+import { e2e, e2eConfig } from '../../tasks/e2e.ts';
+import { parseFlags } from '../../lib/cli.ts';
 import { initDb } from '../../tasks/init-db.ts';
 import { portForward } from '../../tasks/port-forward.ts';
 import { tempDir, testConfig, testCtx } from '../helpers/fixtures.ts';
@@ -53,21 +59,56 @@ async function seedJmxAgent(config: Config): Promise<string> {
   return dir;
 }
 
-test('build-image on minikube: the JMX agent from the cache, docker build with the pinned checksums and named contexts, then minikube image load', async () => {
-  const config = mk();
-  const agentDir = await seedJmxAgent(config);
-  const r = new RecordingRunner(cluster());
+/** A Digdag runtime build-image can hold without a download: a jar of our own with its checksum. */
+function fakeJar(): Record<string, string> {
+  const jar = path.join(tempDir('jar-'), 'digdag-0.10.5.1.jar');
+  fs.writeFileSync(jar, 'not really a jar');
+  return { DIGDAG_SOURCE: 'jar', DIGDAG_JAR: jar, DIGDAG_JAR_SHA256: sha256File(jar) };
+}
+
+test('build-image on minikube: the held runtime copied into the context (checksums listed), docker build, then minikube image load', async () => {
+  const config = mk(fakeJar());
+  await seedJmxAgent(config);
+  const r = new RecordingRunner(cluster((argv) => {
+    // The context exists while docker build runs: the jar and its SHA256SUMS are in it.
+    if (argv.includes('build')) {
+      const ctxDir = argv.at(-1)!;
+      const sums = fs.readFileSync(path.join(ctxDir, 'digdag', 'SHA256SUMS'), 'utf8');
+      assert.equal(sums, `${sha256File(config.digdag.jar)}  digdag-0.10.5.1.jar\n`);
+      assert.ok(fs.existsSync(path.join(ctxDir, 'entrypoint.sh')));
+      assert.ok(fs.existsSync(path.join(ctxDir, 'jmx-exporter', `jmx_prometheus_javaagent-${JMX_EXPORTER_VERSION}.jar`)));
+      assert.ok(fs.existsSync(path.join(ctxDir, 'jmx-exporter', 'config.yaml')));
+    }
+    return undefined;
+  }));
   await runStep(buildImage, testCtx(config, r));
-  const docker = path.join(config.root, 'docker');
+  const context = path.join(config.stateDir, 'image-context');
   assert.deepEqual(r.commands(), [
     'docker info --format {{.ServerVersion}}',
-    `docker build -f ${docker}/Dockerfile -t digdag-ha:0.10.5.1 --build-arg DIGDAG_VERSION=0.10.5.1 --build-arg DIGDAG_SHA256=${DIGDAG_RELEASE_JAR_SHA256} --build-arg INSTALL_GCLOUD=true --build-arg TZ=Asia/Tokyo --build-arg LANG=ja_JP.UTF-8 --build-arg JMX_EXPORTER_VERSION=${JMX_EXPORTER_VERSION} --build-arg JMX_EXPORTER_SHA256=${JMX_EXPORTER_SHA256} --build-context jmx-exporter=${agentDir} --build-context monitoring=${path.join(config.root, 'monitoring')} ${docker}`,
+    `docker build -f ${context}/Dockerfile -t digdag-ha:0.10.5.1 --build-arg INSTALL_GCLOUD=true --build-arg TZ=Asia/Tokyo --build-arg LANG=ja_JP.UTF-8 ${context}`,
     'minikube -p digdag-ha image load digdag-ha:0.10.5.1',
   ]);
+  assert.equal(fs.existsSync(context), false, 'the context (a copy of the jar) is removed after the build');
+});
+
+test('build-image with BASE_IMAGE passes it as a build arg; the cluster target builds PostgreSQL too, through its own dockerd with the host network', async () => {
+  const base = mk({ ...fakeJar(), BASE_IMAGE: 'mirror.example.com/debian:bookworm' });
+  await seedJmxAgent(base);
+  const r = new RecordingRunner(cluster());
+  await runStep(buildImage, testCtx(base, r));
+  assert.match(r.commands()[1]!, / --build-arg BASE_IMAGE=mirror\.example\.com\/debian:bookworm /);
+  const own = testConfig({ DIGDAG_HA_TARGET: 'cluster', ...fakeJar() });
+  assert.deepEqual(imagesToBuild(own).map((i) => i.image), ['digdag-ha:0.10.5.1', 'digdag-ha.local/postgres:15']);
+  assert.equal(own.k8s.installGcloud, false);
+  assert.equal(own.k8s.baseImage, 'digdag-ha-base:bookworm');
+  const cc = loadClusterConfig(own);
+  const argv = buildArgv(own, cc, 'digdag-ha.local/postgres:15', '/x/Dockerfile', '/x');
+  assert.deepEqual(argv.slice(1), ['-H', `unix://${clusterPaths(cc).dockerSock}`, 'build', '-f', '/x/Dockerfile', '-t', 'digdag-ha.local/postgres:15', '--network', 'host', '--build-arg', 'BASE_IMAGE=digdag-ha-base:bookworm', '/x']);
+  assert.deepEqual(imagesToBuild(testConfig({ DIGDAG_HA_TARGET: 'cluster', POSTGRES_IMAGE: 'mirror.example.com/postgres:15' })).map((i) => i.image), ['digdag-ha:0.10.5.1'], 'a user-given PostgreSQL image is not built');
 });
 
 test('build-image on gke pushes to the registry; without a Docker engine it stops with the fix', async () => {
-  const config = testConfig({ DIGDAG_HA_TARGET: 'gke', IMAGE: 'asia-northeast1-docker.pkg.dev/p/r/digdag-ha:1' });
+  const config = testConfig({ DIGDAG_HA_TARGET: 'gke', IMAGE: 'asia-northeast1-docker.pkg.dev/p/r/digdag-ha:1', ...fakeJar() });
   await seedJmxAgent(config);
   const r = new RecordingRunner(cluster());
   await runStep(buildImage, testCtx(config, r));
@@ -146,25 +187,73 @@ for (const layout of LAYOUTS) test(`apply (layout ${layout}): render, validate, 
   assert.doesNotMatch(applied, /kind: Job/, 'the migration Job is init-db\'s');
 });
 
-test('a rollout that times out shows events and pod state, and fails', async () => {
+test('a rollout that times out shows the FailedScheduling cause, the crashed container\'s previous log, events and pod state', async () => {
   const config = mk({ DIGDAG_HA_LAYOUT: 'split' });
+  const pods = { items: [{ metadata: { name: 'digdag-workflow-1' }, status: { containerStatuses: [{ name: 'digdag', restartCount: 3 }] } }] };
   const r = new RecordingRunner(cluster((argv) => {
     if (argv.includes('rollout') && argv.includes('deployment/digdag-workflow')) return { code: 1, stderr: 'error: timed out waiting for the condition' };
-    if (argv.includes('events')) return { stdout: 'Warning  FailedScheduling  pod/digdag-workflow-1  0/1 nodes are available: Insufficient memory' };
+    if (argv.includes('reason=FailedScheduling')) return { stdout: 'digdag-workflow-2  0/1 nodes are available: 1 Insufficient cpu' };
+    if (argv.includes('pods') && argv.includes('json')) return { stdout: JSON.stringify(pods) };
+    if (argv.includes('--previous')) return { stdout: 'Exception in thread "main" java.lang.reflect.InaccessibleObjectException' };
+    if (argv.includes('events')) return { stdout: 'Warning  BackOff  pod/digdag-workflow-1' };
     if (argv.includes('describe')) return { stdout: 'Status: Pending' };
     return undefined;
   }));
   await assert.rejects(runStep(apply, testCtx(config, r)), (e: unknown) => {
     assert.ok(e instanceof UserError);
     assert.match(e.message, /deployment\/digdag-workflow did not become ready within 300s/);
-    assert.match(e.detail!, /Insufficient memory/);
+    assert.match(e.detail!, /FailedScheduling:\n.*Insufficient cpu/);
+    assert.match(e.detail!, /logs digdag-workflow-1 -c digdag --previous \(restarted 3x\):\n.*InaccessibleObjectException/);
     return true;
   });
-  assert.deepEqual(r.commands().slice(-3), [
-    `${K(config)} rollout status deployment/digdag-workflow --timeout=300s`,
-    `${K(config)} get events --sort-by=.lastTimestamp`,
-    `${K(config)} describe pods -l app.kubernetes.io/component=workflow`,
-  ]);
+  assert.ok(r.commands().includes(`${K(config)} logs digdag-workflow-1 -c digdag --previous --tail=20`));
+});
+
+test('rollout: NotFound and forbidden are reported as such, not as a timeout; --dry-run waits for nothing', async () => {
+  for (const [stderr, want] of [
+    ['Error from server (NotFound): deployments.apps "digdag-ui" not found', /does not exist in namespace digdag/],
+    ['Error from server (Forbidden): deployments.apps "digdag-ui" is forbidden: User "x" cannot get resource', /not allowed to read deployment\/digdag-ui/],
+  ] as const) {
+    const r = new RecordingRunner(cluster((argv) => (argv.includes('rollout') ? { code: 1, stderr } : undefined)));
+    await assert.rejects(runStep(apply, testCtx(mk(), r)), (e: unknown) => e instanceof UserError && want.test(e.message) && !/within/.test(e.message));
+  }
+  const dry = new RecordingRunner(cluster(), true);
+  await runStep(apply, testCtx(mk(), dry));
+  assert.ok(!dry.commands().some((c) => c.includes('rollout status')), 'no rollout status for a dry run');
+  assert.ok(dry.lines.some((l) => l.includes('[dry-run] kubectl rollout status deployment/digdag-ui')));
+});
+
+test('a StatefulSet pod stuck on an old, never-ready revision is deleted so the fixed template rolls out', async () => {
+  const sts = { spec: { replicas: 1 }, status: { currentRevision: 'digdag-postgres-old', updateRevision: 'digdag-postgres-new', readyReplicas: 0 } };
+  const stuck = { metadata: { name: 'digdag-postgres-0', labels: { 'controller-revision-hash': 'digdag-postgres-old' } }, status: { conditions: [{ type: 'Ready', status: 'False' }] } };
+  assert.deepEqual(stuckPods(sts, [stuck]), ['digdag-postgres-0']);
+  assert.deepEqual(stuckPods(sts, [{ ...stuck, status: { conditions: [{ type: 'Ready', status: 'True' }] } }]), [], 'a ready old pod is the controller\'s to replace');
+  assert.deepEqual(stuckPods({ ...sts, status: { ...sts.status, updateRevision: 'digdag-postgres-old', readyReplicas: 1 } }, [stuck]), []);
+  const r = new RecordingRunner(cluster((argv) => {
+    if (argv.includes('statefulset') && argv.includes('json')) return { stdout: JSON.stringify(sts) };
+    if (argv.includes('pods') && argv.includes('json')) return { stdout: JSON.stringify({ items: [stuck] }) };
+    return undefined;
+  }));
+  const config = mk();
+  await recoverStuckStatefulSet(testCtx(config, r), 'digdag-postgres', 'app.kubernetes.io/component=postgres');
+  assert.equal(r.commands().at(-1), `${K(config)} delete pod digdag-postgres-0 --wait=false`);
+});
+
+test('down --purge deletes the generated secrets and says what happens to each volume (Retain is kept)', async () => {
+  const config = mk();
+  ensureSecrets(config);
+  const pvs = { items: [
+    { metadata: { name: 'pv-1' }, spec: { claimRef: { namespace: 'digdag', name: 'data-digdag-postgres-0' }, persistentVolumeReclaimPolicy: 'Retain' } },
+    { metadata: { name: 'pv-2' }, spec: { claimRef: { namespace: 'other', name: 'x' }, persistentVolumeReclaimPolicy: 'Delete' } },
+  ] };
+  const r = new RecordingRunner(cluster((argv) => (argv.includes('pv') ? { stdout: JSON.stringify(pvs) } : undefined)));
+  const lines = await kubeDown(testCtx(config, r), true);
+  assert.ok(lines.some((l) => /volume pv-1 \(claim data-digdag-postgres-0\) has reclaim policy Retain: it and the database on it are kept/.test(l)), lines.join('\n'));
+  assert.ok(!lines.some((l) => l.includes('pv-2')));
+  assert.ok(!lines.some((l) => /database volume included/.test(l)));
+  assert.equal(fs.existsSync(path.join(config.stateDir, 'secrets')), false);
+  assert.ok(lines.some((l) => l.startsWith('deleted the generated secrets')));
+  assert.match(volumeFate({ pv: 'p', claim: 'c', policy: 'Delete' }), /deletes it with the claim/);
 });
 
 test('init-db on Kubernetes: sql/*.sql into psql over kubectl exec stdin, then a fresh migration Job', async () => {
@@ -205,7 +294,18 @@ test('e2e stops at preflight with every missing tool named, before starting anyt
     assert.doesNotMatch(e.message, /kubectl: install/);
     return true;
   });
-  assert.ok(!r.commands().some((c) => c.startsWith('minikube start')));
+  assert.ok(!r.commands().some((c) => c.startsWith('minikube start') || c.startsWith('minikube delete')), 'nothing started, nothing deleted');
+});
+
+test('e2e picks minikube where it answers, else the project\'s own cluster with the small resource profile', () => {
+  const flags = parseFlags(['--set', 'DIGDAG_HA_STATE_DIR=' + tempDir()]);
+  const env = { HOME: process.env.HOME };
+  assert.equal(e2eConfig(flags, () => true, env).target, 'minikube');
+  const own = e2eConfig(flags, () => false, env);
+  assert.equal(own.target, 'cluster');
+  assert.equal(own.k8s.resourceProfile, 'small');
+  assert.equal(e2eConfig(parseFlags(['--target', 'cluster', '--set', 'RESOURCE_PROFILE=default']), () => true, env).k8s.resourceProfile, 'default');
+  assert.throws(() => e2eConfig(parseFlags(['--target', 'gke']), () => true, env), /minikube or the project's test cluster, not gke/);
 });
 
 test('e2e deletes its minikube profile even when the pipeline fails (unless --keep)', async () => {

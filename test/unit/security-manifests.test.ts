@@ -203,3 +203,15 @@ for (const [name, vars] of Object.entries(CONFIGS)) {
     }
   });
 }
+
+test('cluster target: the egress policy also allows DNS to the node (the test cluster\'s CoreDNS is a node process)', async () => {
+  const { renderManifests } = await import('../../lib/kube/render.ts');
+  const { ShellRunner } = await import('../../lib/runner.ts');
+  const { testConfig } = await import('../helpers/fixtures.ts');
+  const { objects } = await renderManifests(testConfig({ DIGDAG_HA_TARGET: 'cluster' }), new ShellRunner(false, () => {}));
+  const dns = objects.find((o) => o.kind === 'NetworkPolicy' && o.metadata.name === 'digdag-egress')!.spec.egress[1];
+  assert.deepEqual(dns.ports.map((p: { port: number }) => p.port), [53, 53]);
+  assert.ok(dns.to.some((t: { ipBlock?: { cidr: string } }) => t.ipBlock?.cidr === '10.244.0.1/32'));
+  const { objects: mini } = await renderManifests(testConfig({ DIGDAG_HA_TARGET: 'minikube' }), new ShellRunner(false, () => {}));
+  assert.ok(!mini.find((o) => o.metadata.name === 'digdag-egress')!.spec.egress[1].to.some((t: { ipBlock?: { cidr: string } }) => t.ipBlock?.cidr === '10.244.0.1/32'));
+});

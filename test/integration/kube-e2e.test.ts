@@ -1,0 +1,163 @@
+// The Kubernetes target on the project's own cluster, for real (a real API server, kubelet and
+// containerd): everything that needs no Digdag — server-side dry-run apply and Pod Security
+// "restricted" admission of every rendered object (both layouts) and of the chart, secrets,
+// PostgreSQL as a StatefulSet (a locally built image) becoming Ready, init-db's SQL through
+// `kubectl exec`, a port-forward to PostgreSQL, teardown leaving nothing. With a Digdag runtime
+// (DIGDAG_SOURCE/DIGDAG_JAR, test/helpers/runtime.ts) the full pipeline and verify-ha run too;
+// without one those steps report SKIPPED with the reason, never pass. Not root or the cluster's
+// prerequisites missing → SKIPPED with the reason.
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { after, before, test, type TestContext } from 'node:test';
+import { ROOT } from '../../lib/cli.ts';
+import { clusterPaths, loadClusterConfig, type ClusterConfig } from '../../lib/cluster/config.ts';
+import { hostLeftovers } from '../../lib/cluster/host.ts';
+import { ensureBaseImage, loadImage } from '../../lib/cluster/images.ts';
+import { clusterDown, clusterUpCmd, missingPrerequisites } from '../../lib/cluster/lifecycle.ts';
+import { CLUSTER_POSTGRES_IMAGE, type Config } from '../../lib/config.ts';
+import { requireSecrets } from '../../lib/credentials.ts';
+import { buildArgv } from '../../lib/kube/build-image.ts';
+import { kubeDown } from '../../lib/kube/down.ts';
+import { runInitSql } from '../../lib/kube/init-db.ts';
+import { clusterKubectl, kubectl } from '../../lib/kube/kubectl.ts';
+import { renderManifests } from '../../lib/kube/render.ts';
+import { runStep, runSteps, type Ctx } from '../../lib/pipeline.ts';
+import { freePortRange, isPortFree } from '../../lib/postgres.ts';
+import { waitFor } from '../../lib/processes.ts';
+import { ShellRunner } from '../../lib/runner.ts';
+import { ALL_STEPS } from '../../tasks/all.ts';
+import { createSecret } from '../../tasks/create-secret.ts';
+import { startPostgres } from '../../tasks/start-postgres.ts';
+import { tempDir, testConfig, testCtx } from '../helpers/fixtures.ts';
+import { prepareRuntime, runtimeVars } from '../helpers/runtime.ts';
+import { helmBin } from '../helpers/tools.ts';
+
+const runner = new ShellRunner(false, () => {});
+const log = (l: string) => process.stderr.write(`  [kube-e2e] ${l}\n`);
+let skipReason: string | undefined;
+let runtimeMissing: string | undefined;
+let cc: ClusterConfig;
+let config: Config;
+let ctx: Ctx;
+let state: string;
+
+const CHART_NS = 'digdag-chart';
+
+before(async () => {
+  state = tempDir('dh-kube-e2e-');
+  const port = await freePortRange(1, 61000);
+  config = testConfig({ DIGDAG_HA_TARGET: 'cluster', DIGDAG_HA_STATE_DIR: state, RESOURCE_PROFILE: 'small', PORT_FORWARD_PORT: String(port), ...runtimeVars });
+  cc = loadClusterConfig(config, { ...process.env, DIGDAG_HA_CLUSTER_DIR: path.join(state, 'c') });
+  // Everything below reads the cluster dir from the environment, as tasks/cluster.ts would.
+  process.env.DIGDAG_HA_CLUSTER_DIR = cc.dir;
+  const missing = missingPrerequisites(cc);
+  if (missing.length) {
+    skipReason = `test cluster cannot run here — missing: ${missing.join('; ')}`;
+    return;
+  }
+  const up = await clusterUpCmd(runner, cc, log);
+  if (up.alreadyUp) {
+    skipReason = 'a test cluster is already up on the fixed ports (another checkout\'s?); not touching it';
+    return;
+  }
+  log(`cluster up in ${up.seconds.toFixed(1)} s`);
+  ctx = testCtx(config, runner);
+  // The PostgreSQL stand-in, built from the debootstrapped base (apt reaches Debian's mirror).
+  log(await ensureBaseImage(runner, cc));
+  await runner.run({ argv: buildArgv(config, cc, CLUSTER_POSTGRES_IMAGE, path.join(ROOT, 'docker', 'postgres', 'Dockerfile'), path.join(ROOT, 'docker', 'postgres')), env: { DOCKER_BUILDKIT: '0' }, timeoutMs: 15 * 60_000 });
+  await loadImage(runner, cc, CLUSTER_POSTGRES_IMAGE);
+  runtimeMissing = Object.keys(runtimeVars).length ? await prepareRuntime(config, runner) : 'no Digdag runtime configured (set DIGDAG_SOURCE=jar DIGDAG_JAR=… or a reachable MAVEN_REPO_URL)';
+});
+
+after(async () => {
+  delete process.env.DIGDAG_HA_CLUSTER_DIR;
+  if (skipReason || !cc) return;
+  await clusterDown(runner, cc, { purge: true }, log);
+  assert.deepEqual(await hostLeftovers(runner, cc), [], 'down leaves nothing on the host');
+});
+
+const skipped = (t: TestContext) => {
+  if (skipReason) t.skip(skipReason);
+  return !!skipReason;
+};
+const k = (args: string[], input?: string) => runner.run({ argv: kubectl(config, ...args), quiet: true, timeoutMs: 120_000, nothrow: true, ...(input ? { input } : {}) });
+
+test('every rendered object (both layouts) passes server-side apply and Pod Security "restricted" admission', async (t) => {
+  if (skipped(t)) return;
+  for (const layout of ['worker', 'split']) {
+    const c = testConfig({ DIGDAG_HA_TARGET: 'cluster', DIGDAG_HA_STATE_DIR: path.join(state, layout), DIGDAG_HA_LAYOUT: layout });
+    const { objects, yaml } = await renderManifests(c, runner);
+    const ns = objects.filter((o) => o.kind === 'Namespace');
+    await runner.run({ argv: clusterKubectl(config, 'apply', '-f', '-'), input: JSON.stringify({ apiVersion: 'v1', kind: 'List', items: ns }), quiet: true });
+    const r = await runner.run({ argv: kubectl(c, 'apply', '--server-side', '--dry-run=server', '-f', '-'), input: yaml, quiet: true, nothrow: true });
+    assert.equal(r.code, 0, r.stderr);
+    assert.doesNotMatch(r.stderr, /would violate PodSecurity/, `${layout}: ${r.stderr}`);
+    assert.equal(r.stdout.trim().split('\n').length, objects.length, `${layout}: every object answered`);
+  }
+  // A pod that breaks "restricted" is refused by the same namespace: admission is really on.
+  const bad = { apiVersion: 'v1', kind: 'Pod', metadata: { name: 'privileged' }, spec: { containers: [{ name: 'c', image: CLUSTER_POSTGRES_IMAGE, securityContext: { privileged: true } }] } };
+  const refused = await k(['apply', '--dry-run=server', '-f', '-'], JSON.stringify(bad));
+  assert.notEqual(refused.code, 0);
+  assert.match(refused.stderr, /violates PodSecurity "restricted/);
+});
+
+test('the chart renders objects the API server admits under Pod Security "restricted" in its own namespace', async (t) => {
+  if (skipped(t)) return;
+  const r = spawnSync(helmBin(), ['template', 'dd', path.join(ROOT, 'chart', 'digdag-ha'), '--namespace', CHART_NS, '--set', `postgres.image=${CLUSTER_POSTGRES_IMAGE}`, '--set', 'ingress.enabled=false'], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  const nsYaml = JSON.stringify({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: CHART_NS, labels: { 'pod-security.kubernetes.io/enforce': 'restricted' } } });
+  await runner.run({ argv: clusterKubectl(config, 'apply', '-f', '-'), input: nsYaml, quiet: true });
+  const res = await runner.run({ argv: clusterKubectl(config, '-n', CHART_NS, 'apply', '--server-side', '--dry-run=server', '-f', '-'), input: r.stdout, quiet: true, nothrow: true });
+  assert.equal(res.code, 0, res.stderr);
+  assert.doesNotMatch(res.stderr, /would violate PodSecurity/);
+  await runner.run({ argv: clusterKubectl(config, 'delete', 'namespace', CHART_NS, '--wait=false'), quiet: true });
+});
+
+test('create-secret, PostgreSQL as a StatefulSet becoming Ready, init-db\'s SQL through kubectl exec, idempotent', async (t) => {
+  if (skipped(t)) return;
+  await runStep(createSecret, ctx);
+  assert.equal((await k(['get', 'secret', 'digdag-secrets', 'digdag-api-credentials', '-o', 'name'])).stdout.trim().split('\n').length, 2);
+  const labels = JSON.parse((await k(['get', 'namespace', config.k8s.namespace, '-o', 'json'])).stdout).metadata.labels;
+  assert.equal(labels['pod-security.kubernetes.io/enforce'], 'restricted');
+  await runStep(startPostgres, ctx);
+  await runInitSql(ctx);
+  await runInitSql(ctx); // idempotent
+  const q = await k(['exec', 'digdag-postgres-0', '-c', 'postgres', '--', 'psql', '-X', '-At', '-U', 'postgres', '-d', 'digdag', '-c', "select r.rolsuper, d.datname, e.extname from pg_roles r, pg_database d, pg_extension e where r.rolname='digdag' and d.datname='digdag' and e.extname='uuid-ossp'"]);
+  assert.equal(q.stdout.trim(), 'f|digdag|uuid-ossp', q.stderr);
+});
+
+test('a port-forward reaches PostgreSQL, and the digdag role logs in with the generated password', async (t) => {
+  if (skipped(t)) return;
+  const port = await freePortRange(1, 61100);
+  const logFile = path.join(state, 'pf.log');
+  const pid = await runner.spawnBackground({ argv: kubectl(config, 'port-forward', '--address', '127.0.0.1', 'pod/digdag-postgres-0', `${port}:5432`), logFile });
+  try {
+    assert.ok(await waitFor(async () => !(await isPortFree(port)), 20_000, 300), fs.existsSync(logFile) ? fs.readFileSync(logFile, 'utf8') : 'no log');
+    const psql = ['/usr/bin/psql', ...fs.readdirSync('/usr/lib/postgresql').map((v) => `/usr/lib/postgresql/${v}/bin/psql`)].find((p) => fs.existsSync(p));
+    if (!psql) return t.skip('no psql client on this machine');
+    const r = spawnSync(psql, ['-X', '-At', '-h', '127.0.0.1', '-p', String(port), '-U', 'digdag', '-d', 'digdag', '-c', 'select current_user'], { encoding: 'utf8', env: { ...process.env, PGPASSWORD: requireSecrets(config).dbPassword, PGCONNECT_TIMEOUT: '10' } });
+    assert.equal(r.stdout.trim(), 'digdag', r.stderr);
+  } finally {
+    process.kill(pid, 'SIGTERM');
+  }
+});
+
+test('Digdag on the cluster: the whole pipeline (image build, migration, rollouts, push) and verify-ha', async (t) => {
+  if (skipped(t)) return;
+  if (runtimeMissing) return t.skip(`SKIPPED — needs a Digdag runtime: ${runtimeMissing}`);
+  await runSteps(ALL_STEPS, ctx, { renderer: 'silent' });
+  const summary = String(ctx.facts.summary ?? '');
+  log(summary);
+  assert.doesNotMatch(summary, /\bFAIL\b/);
+});
+
+test('down --purge removes the namespace, says what happens to the Retain volume, deletes the local secrets', async (t) => {
+  if (skipped(t)) return;
+  const lines = await kubeDown(ctx, true);
+  assert.ok(lines.some((l) => /reclaim policy Retain: it and the database on it are kept/.test(l)), lines.join('\n'));
+  assert.equal(fs.existsSync(path.join(config.stateDir, 'secrets')), false);
+  assert.ok(await waitFor(async () => (await k(['get', 'namespace', config.k8s.namespace])).code !== 0, 120_000, 1000), 'namespace gone');
+  assert.ok(fs.existsSync(clusterPaths(cc).kubeconfig));
+});
