@@ -47,6 +47,14 @@ export function locksOfAttemptSql(attemptId: string): string {
 /** What verify-ha's result depends on besides the running layout: the checks and the samples. */
 export const VERIFY_SOURCES = ['lib/verify.ts', 'lib/local/verify-ha.ts', 'lib/kube/verify-ha.ts', 'workflows/ha-sample', 'workflows/ha-verify-schedule'].map((f) => path.join(ROOT, f));
 
+/** The task locks of an attempt and the agent holding each, read with any psql-like query. */
+export async function heldLocks(query: (sql: string) => Promise<string>, attemptId: string): Promise<{ taskId: string; agent: string }[]> {
+  return (await query(locksOfAttemptSql(attemptId))).split('\n').filter(Boolean).map((l) => {
+    const [taskId, agent] = l.split('|');
+    return { taskId: taskId!, agent: agent! };
+  });
+}
+
 /** The ids of an attempt's sh> tasks (the sample's `^sub` children), looked up until found. */
 export function shTaskIds(endpoint: Endpoint, attemptId: string): () => Promise<Set<string>> {
   let ids = new Set<string>();

@@ -12,7 +12,7 @@ import { dbEndpoint, queryAsApp } from '../postgres.ts';
 import { waitFor } from '../processes.ts';
 import { apiEndpoint } from '../push-workflow.ts';
 import { executorRoles, layoutRoles, roleFlags, taskRole, type Layout, type Role } from '../roles.ts';
-import { locksOfAttemptSql, notInDryRun, proveScheduler, report, runParallel, shTaskIds, type Check } from '../verify.ts';
+import { heldLocks, notInDryRun, proveScheduler, report, runParallel, shTaskIds, type Check } from '../verify.ts';
 import { kubectl, requireCluster, rollout } from './kubectl.ts';
 import { startPortForward } from './port-forward.ts';
 import { dbLocation } from './render.ts';
@@ -44,14 +44,7 @@ export function dbQuery(ctx: Ctx): (sql: string) => Promise<string> {
     (await ctx.runner.run({ argv: kubectl(ctx.config, 'exec', 'digdag-postgres-0', '-c', 'postgres', '--', 'psql', '-X', '-At', '-U', 'postgres', '-d', db.database, '-c', sql), quiet: true })).stdout.trim();
 }
 
-/** Agent ids holding the locks of an attempt's tasks (Digdag's default agent id is pid@pod-name). */
-async function heldLocks(query: (sql: string) => Promise<string>, attemptId: string): Promise<{ taskId: string; agent: string }[]> {
-  return (await query(locksOfAttemptSql(attemptId))).split('\n').filter(Boolean).map((l) => {
-    const [taskId, agent] = l.split('|');
-    return { taskId: taskId!, agent: agent! };
-  });
-}
-
+/** Digdag's default agent id is pid@pod-name. */
 const podOfAgent = (agentId: string) => agentId.slice(agentId.indexOf('@') + 1);
 
 async function scale(ctx: Ctx, role: Role, replicas: number): Promise<void> {

@@ -12,7 +12,7 @@ import { isAlive, listProcesses, stopProcess, unregisterProcess, waitFor, type P
 import { apiEndpoint } from '../push-workflow.ts';
 import { executorRoles, holdsApiPassword, instances, layoutRoles, runsTasks, taskRole, type Role } from '../roles.ts';
 import { listFiles } from '../state.ts';
-import { locksOfAttemptSql, notInDryRun, proveScheduler, report, retriedElsewhere, runParallel, shTaskIds, VERIFY_SOURCES, type Check } from '../verify.ts';
+import { heldLocks, notInDryRun, proveScheduler, report, retriedElsewhere, runParallel, shTaskIds, VERIFY_SOURCES, type Check } from '../verify.ts';
 import { reconcileLocal } from './apply.ts';
 
 const roleProcs = (ctx: Ctx, role: Role): ProcessEntry[] => listProcesses(ctx.config).filter((p) => p.role === role);
@@ -97,12 +97,8 @@ export async function verifyLocal(ctx: Ctx): Promise<Check[]> {
   // Only the sleeping sh> tasks: the loop> task that generates them is short and writes no log.
   const shTasks = shTaskIds(endpoint, killAttempt);
   await waitFor(async () => {
-    const rows = await queryAsApp(runner, config, db, locksOfAttemptSql(killAttempt));
     const sh = await shTasks();
-    held = rows.split('\n').filter(Boolean).map((l) => {
-      const [taskId, agent] = l.split('|');
-      return { taskId: taskId!, agent: agent! };
-    }).filter((h) => sh.has(h.taskId));
+    held = (await heldLocks((sql) => queryAsApp(runner, config, db, sql), killAttempt)).filter((h) => sh.has(h.taskId));
     return held.some((h) => taskRunners.includes(h.agent));
   }, 60_000, 250);
   const victimName = held.find((h) => taskRunners.includes(h.agent))?.agent;
