@@ -4,7 +4,7 @@ import path from 'node:path';
 import { answersVersion } from '../digdag.ts';
 import { tail, UserError } from '../errors.ts';
 import type { Ctx, Impl } from '../pipeline.ts';
-import { isPortFree } from '../postgres.ts';
+import { isPortFree, portFreeSoon } from '../postgres.ts';
 import { isAlive, listProcesses, registerProcess, stopProcess, unregisterProcess, waitFor, type ProcessEntry } from '../processes.ts';
 import { kubectl, requireCluster } from './kubectl.ts';
 
@@ -20,7 +20,8 @@ export async function startPortForward(ctx: Ctx, to = 'svc/digdag-ui'): Promise<
     await stopProcess(existing, 5000);
     unregisterProcess(ctx.config, PORT_FORWARD, existing.pid);
   }
-  if (!(await isPortFree(port))) throw new UserError(`port ${port} on 127.0.0.1 is in use`, 'set PORT_FORWARD_PORT to a free port');
+  // The forward just stopped may hold its socket a moment after it looks dead.
+  if (!(await portFreeSoon(port))) throw new UserError(`port ${port} on 127.0.0.1 is in use`, 'set PORT_FORWARD_PORT to a free port');
   const logFile = path.join(ctx.config.stateDir, 'logs', 'port-forward.log');
   const argv = kubectl(ctx.config, 'port-forward', '--address', '127.0.0.1', to, `${port}:65432`);
   const pid = await ctx.runner.spawnBackground({ argv, logFile });
