@@ -8,6 +8,9 @@ import type { AuthEndpoint, Endpoint } from './digdag.ts';
 import { UserError } from './errors.ts';
 import { waitFor } from './processes.ts';
 import { pushProject, SAMPLE_PROJECT } from './push-workflow.ts';
+import { authorizationHeader, type ApiCredentials } from './auth.ts';
+import { registerSecret } from './secrets.ts';
+import crypto from 'node:crypto';
 
 export interface Check {
   /** The role (or roles) the check proves. */
@@ -122,3 +125,49 @@ export function report(ctx: Ctx, checks: Check[], where: string): void {
 
 
 export const notInDryRun = (ctx: Ctx) => (ctx.runner.dryRun ? 'dry run: verify-ha starts workflows and kills processes, so it does not run' : undefined);
+
+/** One role's API port as this machine reaches it, and whether the UI/API password opens it. */
+export interface AuthTarget {
+  role: string;
+  /** The process or pod behind the URL. */
+  name: string;
+  url: string;
+  /** True where the real password is configured; task-running roles are locked with a throw-away one. */
+  opens: boolean;
+  /** That process's log so far (checked for the wrong password). */
+  log: () => Promise<string>;
+}
+
+const statusOf = async (url: string, authorization?: string) =>
+  (await fetch(`${url}/api/projects`, { headers: authorization ? { authorization } : {}, signal: AbortSignal.timeout(10_000) })).status;
+
+/**
+ * Digdag's basic authenticator on every role's port: no credentials → 401, a wrong password →
+ * 401 (and not in the log), the real password → 200 where it is configured and 401 on the
+ * locked task-running roles. AUTH=none: one check saying every port is open.
+ */
+export async function proveAuth(targets: readonly AuthTarget[], creds: ApiCredentials | undefined): Promise<Check[]> {
+  if (!creds) {
+    const open = await Promise.all(targets.map(async (t) => `${t.name} ${await statusOf(t.url)}`));
+    return [{ role: 'all', what: 'authentication', ok: true, detail: `AUTH=none (turned off): no credentials needed — ${open.join(', ')}` }];
+  }
+  const wrongPassword = `wrong-${crypto.randomBytes(9).toString('base64url')}`;
+  registerSecret(wrongPassword);
+  const wrong = authorizationHeader({ user: creds.user, password: wrongPassword });
+  const right = authorizationHeader(creds);
+  const checks: Check[] = [];
+  for (const t of targets) {
+    const none = await statusOf(t.url);
+    const bad = await statusOf(t.url, wrong);
+    const good = await statusOf(t.url, right);
+    const leaked = (await t.log()).includes(wrongPassword);
+    const want = t.opens ? 200 : 401;
+    checks.push({
+      role: t.role,
+      what: t.opens ? 'API: 401 without or with a wrong password, 200 with the generated one' : 'API locked: 401 even with the UI/API password',
+      ok: none === 401 && bad === 401 && good === want && !leaked,
+      detail: `${t.name}: none → ${none}, wrong password → ${bad}, generated → ${good}${leaked ? '; THE WRONG PASSWORD IS IN ITS LOG' : '; log does not show the wrong password'}`,
+    });
+  }
+  return checks;
+}

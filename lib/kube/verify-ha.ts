@@ -3,7 +3,7 @@
 // a task force-deleted (SIGKILL) plus one pod of every other role deleted mid-run and the attempt
 // still succeeding with the task re-run by another pod, the executor loops scaled to zero → an
 // attempt does not move, the scheduler firing a due schedule. No check drops out of the table.
-import { authenticatedEndpoint } from '../auth.ts';
+import { apiCredentials, authenticatedEndpoint } from '../auth.ts';
 import { attemptTasks, getAttempt, waitAttempt } from '../digdag-api.ts';
 import { answersVersion } from '../digdag.ts';
 import { UserError } from '../errors.ts';
@@ -11,8 +11,8 @@ import type { Ctx, Impl } from '../pipeline.ts';
 import { dbEndpoint, queryAsApp } from '../postgres.ts';
 import { waitFor } from '../processes.ts';
 import { apiEndpoint } from '../push-workflow.ts';
-import { executorRoles, layoutRoles, roleFlags, taskRole, type Layout, type Role } from '../roles.ts';
-import { heldLocks, notInDryRun, proveScheduler, report, runParallel, shTaskIds, type Check } from '../verify.ts';
+import { executorRoles, holdsApiPassword, layoutRoles, roleFlags, taskRole, type Layout, type Role } from '../roles.ts';
+import { heldLocks, notInDryRun, proveAuth, proveScheduler, report, runParallel, shTaskIds, type Check } from '../verify.ts';
 import { kubectl, requireCluster, rollout } from './kubectl.ts';
 import { startPortForward } from './port-forward.ts';
 import { dbLocation } from './render.ts';
@@ -72,6 +72,19 @@ export async function verifyKube(ctx: Ctx): Promise<Check[]> {
   }
   const ingress = ctx.facts.ingressEndpoint as string | undefined;
   if (ingress) add('ui', 'API answers through the Ingress', !!(await answersVersion(ingress)), `${ingress}/api/version`);
+
+  // 0. Every role's port (one pod each, through a port-forward to that pod) refuses requests
+  //    without the right credentials; task-running pods refuse even the UI/API password.
+  for (const role of layoutRoles(config)) {
+    const pod = (await podsOf(ctx, role)).find(isReady);
+    if (!pod) continue;
+    const name = pod.metadata.name;
+    // One tracked port-forward moves from pod to pod: each is checked while it points there.
+    const url = await startPortForward(ctx, `pod/${name}`);
+    const log = async () => (await runner.run({ argv: kubectl(config, 'logs', name, '-c', 'digdag'), quiet: true, nothrow: true })).stdout;
+    for (const c of await proveAuth([{ role, name, url, opens: holdsApiPassword(role), log }], apiCredentials(config))) add(c.role, c.what, c.ok, c.detail);
+  }
+  ctx.facts.endpoint = await startPortForward(ctx);
   let endpoint = apiEndpoint(ctx);
 
   // 1. Tasks run only on task-running pods: every lock of a running fan-out is held by one of them.

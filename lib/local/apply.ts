@@ -39,6 +39,10 @@ export interface Planned {
   hash: string;
 }
 
+/** Whether a local process is configured with the real UI/API password (the endpoint's role and
+ * every role that runs no task); the others are locked with a throw-away one. */
+export const opensWithApiPassword = (config: Config, role: Role) => role === localApiRole(config) || holdsApiPassword(role);
+
 export const endpointOf = (config: Config) => `http://127.0.0.1:${config.local.portBase}`;
 export const taskLogDir = (config: Config) => path.join(config.stateDir, 'logs', 'tasks');
 
@@ -63,7 +67,7 @@ export async function planLocal(config: Config, java: Java, rt: Runtime): Promis
     });
     const propsFile = path.join(config.stateDir, 'props', `${instance.name}.properties`);
     const endpointRole = instance.role === localApiRole(config);
-    const servesUsers = endpointRole || holdsApiPassword(instance.role);
+    const servesUsers = opensWithApiPassword(config, instance.role);
     const loginPage = config.security.auth === 'basic' && endpointRole;
     // The server's own logs go to stdout; access logs are not kept on this target.
     // Only `digdag server` gets the metrics agent: client commands would collide on its port.

@@ -1,7 +1,8 @@
 // verify-ha on the local target: prove each role of the layout by what it does, with evidence
 // from Digdag's own records (task log files name the agent that ran each task; the API gives
 // attempts and tasks) rather than from polls that can miss a short-lived state.
-import { authenticatedEndpoint } from '../auth.ts';
+import fs from 'node:fs';
+import { apiCredentials, authenticatedEndpoint } from '../auth.ts';
 import { requireSecrets } from '../credentials.ts';
 import { attemptTasks, logFiles, waitAttempt } from '../digdag-api.ts';
 import { answersVersion } from '../digdag.ts';
@@ -12,8 +13,8 @@ import { isAlive, listProcesses, stopProcess, unregisterProcess, waitFor, type P
 import { apiEndpoint } from '../push-workflow.ts';
 import { executorRoles, holdsApiPassword, instances, layoutRoles, runsTasks, taskRole, type Role } from '../roles.ts';
 import { listFiles } from '../state.ts';
-import { heldLocks, notInDryRun, proveScheduler, report, retriedElsewhere, runParallel, shTaskIds, VERIFY_SOURCES, type Check } from '../verify.ts';
-import { reconcileLocal } from './apply.ts';
+import { heldLocks, notInDryRun, proveAuth, proveScheduler, report, retriedElsewhere, runParallel, shTaskIds, VERIFY_SOURCES, type Check } from '../verify.ts';
+import { opensWithApiPassword, reconcileLocal } from './apply.ts';
 
 const roleProcs = (ctx: Ctx, role: Role): ProcessEntry[] => listProcesses(ctx.config).filter((p) => p.role === role);
 
@@ -48,6 +49,16 @@ export async function verifyLocal(ctx: Ctx): Promise<Check[]> {
       throw new UserError(`${role}: ${alive.length} of ${config.replicas[role]} processes running`, 'run the apply task first');
     }
   }
+
+  // 0. Every role's port refuses requests without the right credentials.
+  const authTargets = listProcesses(config).filter((p) => p.role && p.port).map((p) => ({
+    role: p.role!,
+    name: p.name,
+    url: `http://127.0.0.1:${p.port}`,
+    opens: opensWithApiPassword(config, p.role as Role),
+    log: async () => (fs.existsSync(p.logFile) ? fs.readFileSync(p.logFile, 'utf8') : ''),
+  }));
+  for (const c of await proveAuth(authTargets, apiCredentials(config))) add(c.role, c.what, c.ok, c.detail);
 
   // 1. The sample fan-out succeeds; every task ran where agents run, none on the other roles.
   const first = await runParallel(endpoint, 6, 2);
