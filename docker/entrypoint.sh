@@ -23,6 +23,9 @@ JAVA_OPTS=${JAVA_OPTS:-}
 JAVA_MODULE_FLAGS="--add-opens java.base/java.lang=ALL-UNNAMED --add-opens java.base/java.util=ALL-UNNAMED --add-opens java.base/java.lang.reflect=ALL-UNNAMED"
 # The runtime's jars (one fat jar, or Digdag's Maven jars) and its main class.
 DIGDAG_CP=${DIGDAG_CP:-/opt/digdag/lib/*}
+# public/config.js with the web UI's login form (Digdag's 401 has no WWW-Authenticate, so a
+# browser never prompts): served ahead of the jar's when DIGDAG_AUTH=basic.
+UI_LOGIN_DIR=${DIGDAG_UI_LOGIN_DIR:-/opt/digdag/ui-login}
 
 umask 077
 mkdir -p "$WORK_DIR"
@@ -94,6 +97,9 @@ case "$mode" in
     role=${DIGDAG_ROLE:?set DIGDAG_ROLE to ui, workflow, scheduler or agent}
     props=$(assemble "$CONFIG_DIR/$role.properties")
     api_auth "$props"
+    if [ "${DIGDAG_AUTH:-none}" = basic ] && [ -f "$UI_LOGIN_DIR/public/config.js" ]; then
+      DIGDAG_CP="$UI_LOGIN_DIR:$DIGDAG_CP"
+    fi
     gcp_credentials
     digdag server -c "$props" "$@"
     ;;

@@ -14,6 +14,7 @@ import { MONITORING_DIR, obtainJmxExporter } from '../metrics.ts';
 import type { Ctx, Impl } from '../pipeline.ts';
 import { ensureDir, listFiles } from '../state.ts';
 import { sourceInputs } from '../local/build-image.ts';
+import { UI_CONFIG_RESOURCE, uiConfigJs } from '../ui-login.ts';
 
 /** The images this target builds: Digdag always, PostgreSQL when it is the cluster target's own. */
 export function imagesToBuild(config: Config): { image: string; dockerDir: string }[] {
@@ -29,14 +30,18 @@ function dockerCmd(config: Config, cc: ClusterConfig | undefined, ...args: strin
   return cc ? clusterDocker(cc, ...args) : ['docker', ...args];
 }
 
+/** Where assembleContext puts the UI login overlay (the Dockerfile copies it to /opt/digdag/ui-login). */
+export const UI_LOGIN_CONTEXT_DIR = 'ui-login';
+
 /** The jars of a runtime (one fat jar, or Digdag's Maven jars). */
 export function runtimeJars(rt: Runtime): string[] {
   if (rt.kind === 'jar') return [rt.path];
   return fs.readdirSync(rt.path).filter((f) => f.endsWith('.jar')).sort().map((f) => path.join(rt.path, f));
 }
 
-/** The build context in the state dir: docker/'s files, digdag/ with the jars and SHA256SUMS, and
- * jmx-exporter/ with the metrics agent and its rules. */
+/** The build context in the state dir: docker/'s files, digdag/ with the jars and SHA256SUMS,
+ * jmx-exporter/ with the metrics agent and its rules, and ui-login/ with the web UI's login
+ * config.js (lib/ui-login.ts), which the entrypoint puts first on the classpath when AUTH=basic. */
 export function assembleContext(config: Config, rt: Runtime, jmxAgent: string): string {
   const dir = path.join(config.stateDir, 'image-context');
   fs.rmSync(dir, { recursive: true, force: true });
@@ -56,6 +61,9 @@ export function assembleContext(config: Config, rt: Runtime, jmxAgent: string): 
   const jmx = ensureDir(path.join(dir, 'jmx-exporter'), 0o755);
   fs.copyFileSync(jmxAgent, path.join(jmx, path.basename(jmxAgent)));
   fs.copyFileSync(path.join(MONITORING_DIR, 'jmx-exporter.yaml'), path.join(jmx, 'config.yaml'));
+  const login = path.join(dir, UI_LOGIN_CONTEXT_DIR, UI_CONFIG_RESOURCE);
+  ensureDir(path.dirname(login), 0o755);
+  fs.writeFileSync(login, uiConfigJs(), { mode: 0o644 });
   return dir;
 }
 
@@ -84,7 +92,7 @@ const clusterOf = (config: Config) => (config.target === 'cluster' ? loadCluster
 export const buildImage: Impl = {
   inputs: (ctx) => ({
     values: { ...sourceInputs(ctx), images: imagesToBuild(ctx.config).map((i) => i.image), base: ctx.config.k8s.baseImage, gcloud: ctx.config.k8s.installGcloud, tz: ctx.config.k8s.tz, lang: ctx.config.k8s.lang, target: ctx.config.target },
-    files: [...listFiles(path.join(ROOT, 'docker')), path.join(MONITORING_DIR, 'jmx-exporter.yaml')],
+    files: [...listFiles(path.join(ROOT, 'docker')), path.join(MONITORING_DIR, 'jmx-exporter.yaml'), path.join(ROOT, 'lib', 'ui-login.ts')],
   }),
   healthy: async (ctx) => {
     const cc = clusterOf(ctx.config);

@@ -1,4 +1,4 @@
-// The image cannot be built here (no Docker engine): the Dockerfile is checked for what matters,
+// The Dockerfile is checked for what matters (the image is built for real by the cluster tests),
 // and the entrypoint script runs for real with a stand-in `java` that reports what it was given.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -7,9 +7,11 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { ROOT } from '../../lib/cli.ts';
 import { javaFlags } from '../../lib/digdag.ts';
+import { assembleContext, UI_LOGIN_CONTEXT_DIR } from '../../lib/kube/build-image.ts';
+import { uiConfigJs } from '../../lib/ui-login.ts';
+import { tempDir, testConfig } from '../helpers/fixtures.ts';
 
 const FLAGS = javaFlags(17).join(' ');
-import { tempDir } from '../helpers/fixtures.ts';
 
 const dockerfile = fs.readFileSync(path.join(ROOT, 'docker', 'Dockerfile'), 'utf8');
 const ENTRYPOINT = path.join(ROOT, 'docker', 'entrypoint.sh');
@@ -159,6 +161,29 @@ test('entrypoint: DIGDAG_AUTH=none adds no auth keys; basic without the Secret r
   assert.notEqual(missing.status, 0);
   assert.match(missing.stderr, /digdag-api-credentials/);
   assert.equal(missing.calls, '');
+});
+
+test('entrypoint: the UI login config.js goes first on the classpath only with DIGDAG_AUTH=basic', () => {
+  const login = tempDir('ui-login-');
+  fs.mkdirSync(path.join(login, 'public'));
+  fs.writeFileSync(path.join(login, 'public', 'config.js'), uiConfigJs());
+  const basic = runEntrypoint(['server'], { env: { DIGDAG_ROLE: 'agent', DIGDAG_AUTH: 'basic', DIGDAG_API_CREDENTIALS_DIR: credentialsDir('pw'), DIGDAG_UI_LOGIN_DIR: login } });
+  assert.equal(basic.status, 0, basic.stderr);
+  assert.match(basic.calls, new RegExp(`-cp ${login}:/opt/digdag/lib/\\* io.digdag.cli.Main server`));
+  const none = runEntrypoint(['server'], { env: { DIGDAG_ROLE: 'agent', DIGDAG_AUTH: 'none', DIGDAG_UI_LOGIN_DIR: login } });
+  assert.match(none.calls, / -cp \/opt\/digdag\/lib\/\* io.digdag.cli.Main server/, 'AUTH=none: the UI as shipped');
+});
+
+test('the image build context carries the login config.js the Dockerfile copies (no secret in it)', () => {
+  const state = tempDir('ctx-');
+  const jar = path.join(state, 'digdag.jar');
+  fs.writeFileSync(jar, 'not really a jar');
+  const agent = path.join(state, 'jmx_prometheus_javaagent-1.0.1.jar');
+  fs.writeFileSync(agent, 'agent');
+  const dir = assembleContext(testConfig({ DIGDAG_HA_STATE_DIR: state }), { kind: 'jar', path: jar, source: 'jar', version: '0.10.5.1' } as never, agent);
+  assert.equal(fs.readFileSync(path.join(dir, UI_LOGIN_CONTEXT_DIR, 'public', 'config.js'), 'utf8'), uiConfigJs());
+  assert.match(fs.readFileSync(path.join(ROOT, 'docker', 'Dockerfile'), 'utf8'), new RegExp(`^COPY ${UI_LOGIN_CONTEXT_DIR}/ /opt/digdag/ui-login/$`, 'm'));
+  assert.match(fs.readFileSync(ENTRYPOINT, 'utf8'), /UI_LOGIN_DIR=\$\{DIGDAG_UI_LOGIN_DIR:-\/opt\/digdag\/ui-login\}/);
 });
 
 test('entrypoint probe: curl reads the header from the file, fails on a non-2xx', () => {
