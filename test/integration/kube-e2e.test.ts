@@ -14,7 +14,7 @@ import { after, before, test, type TestContext } from 'node:test';
 import { ROOT } from '../../lib/cli.ts';
 import { clusterPaths, loadClusterConfig, type ClusterConfig } from '../../lib/cluster/config.ts';
 import { hostLeftovers } from '../../lib/cluster/host.ts';
-import { ensureBaseImage, loadImage } from '../../lib/cluster/images.ts';
+import { ensureBaseImage, ensureTestImage, loadImage } from '../../lib/cluster/images.ts';
 import { clusterDown, clusterUpCmd, missingPrerequisites } from '../../lib/cluster/lifecycle.ts';
 import { CLUSTER_POSTGRES_IMAGE, type Config } from '../../lib/config.ts';
 import { requireSecrets } from '../../lib/credentials.ts';
@@ -32,6 +32,11 @@ import { createSecret } from '../../tasks/create-secret.ts';
 import { startPostgres } from '../../tasks/start-postgres.ts';
 import { tempDir, testConfig, testCtx } from '../helpers/fixtures.ts';
 import { prepareRuntime, runtimeVars } from '../helpers/runtime.ts';
+import { canConnect, probePod } from '../helpers/cluster-pods.ts';
+import { proveBrowserLogin, proveCliLogin } from '../helpers/login.ts';
+import { apiUrl } from '../../lib/push-workflow.ts';
+import { layoutRoles, taskRole } from '../../lib/roles.ts';
+import type { Check } from '../../lib/verify.ts';
 import { helmBin } from '../helpers/tools.ts';
 
 const runner = new ShellRunner(false, () => {});
@@ -68,6 +73,9 @@ before(async () => {
   log(await ensureBaseImage(runner, cc));
   await runner.run({ argv: buildArgv(config, cc, CLUSTER_POSTGRES_IMAGE, path.join(ROOT, 'docker', 'postgres', 'Dockerfile'), path.join(ROOT, 'docker', 'postgres')), env: { DOCKER_BUILDKIT: '0' }, timeoutMs: 15 * 60_000 });
   await loadImage(runner, cc, CLUSTER_POSTGRES_IMAGE);
+  // busybox probe pods for the NetworkPolicy tests.
+  await ensureTestImage(runner, cc);
+  await loadImage(runner, cc, cc.testImage);
   runtimeMissing = Object.keys(runtimeVars).length ? await prepareRuntime(config, runner) : 'no Digdag runtime configured (set DIGDAG_SOURCE=jar DIGDAG_JAR=… or a reachable MAVEN_REPO_URL)';
 });
 
@@ -128,6 +136,55 @@ test('create-secret, PostgreSQL as a StatefulSet becoming Ready, init-db\'s SQL 
   assert.equal(q.stdout.trim(), 'f|digdag|uuid-ossp', q.stderr);
 });
 
+// Probe pods around the release: where the ingress controller would run (its namespace and
+// labels, INGRESS_CONTROLLER_*), an impostor there with other labels, and a namespace of its own.
+const INGRESS_NS = 'ingress-nginx';
+const OUTSIDER_NS = 'outsider';
+
+/** kubectl without the release's namespace: the probes live in several. */
+const kc = (args: string[], input?: string) => runner.run({ argv: clusterKubectl(config, ...args), quiet: true, timeoutMs: 120_000, nothrow: true, ...(input ? { input } : {}) });
+
+async function probes(): Promise<void> {
+  for (const ns of [INGRESS_NS, OUTSIDER_NS]) {
+    await kc(['apply', '-f', '-'], JSON.stringify({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: ns, labels: { 'pod-security.kubernetes.io/enforce': 'restricted' } } }));
+    assert.ok(await waitFor(async () => (await kc(['get', 'serviceaccount', 'default', '-n', ns])).code === 0, 60_000, 250), `ServiceAccount default in ${ns}`);
+  }
+  const want = [
+    probePod(cc, 'controller', INGRESS_NS, { 'app.kubernetes.io/name': 'ingress-nginx' }),
+    probePod(cc, 'impostor', INGRESS_NS, { 'app.kubernetes.io/name': 'not-the-controller' }),
+    probePod(cc, 'outsider', OUTSIDER_NS, {}),
+    // In the release's namespace: one a Digdag pod's labels would admit to PostgreSQL, one without.
+    probePod(cc, 'db-client-probe', config.k8s.namespace, { 'app.kubernetes.io/name': 'digdag', 'digdag-ha/db-client': 'true' }),
+    probePod(cc, 'unlabelled-probe', config.k8s.namespace, {}),
+  ];
+  const r = await kc(['apply', '-f', '-'], JSON.stringify({ apiVersion: 'v1', kind: 'List', items: want }));
+  assert.equal(r.code, 0, r.stderr);
+  for (const p of want) {
+    const w = await kc(['wait', '-n', p.metadata.namespace, '--for=condition=Ready', '--timeout=120s', `pod/${p.metadata.name}`]);
+    assert.equal(w.code, 0, `${p.metadata.namespace}/${p.metadata.name}: ${w.stderr}`);
+  }
+}
+
+const podIp = async (name: string) => (await k(['get', 'pod', name, '-o', 'jsonpath={.status.podIP}'])).stdout.trim();
+const from = (ns: string, pod: string) => (host: string, port: number) => canConnect((args, extra) => runner.run({ argv: clusterKubectl(config, ...args), quiet: true, ...extra }), ns, pod, host, port);
+
+test('NetworkPolicies enforced on the real cluster: PostgreSQL only from Digdag pods', async (t) => {
+  if (skipped(t)) return;
+  // The rendering's policies, as apply applies them (start-postgres applies only PostgreSQL's).
+  const { objects } = await renderManifests(config, runner);
+  const policies = objects.filter((o) => o.kind === 'NetworkPolicy');
+  assert.ok(policies.some((p) => p.metadata.name === 'digdag-default-deny'));
+  assert.equal((await k(['apply', '-f', '-'], JSON.stringify({ apiVersion: 'v1', kind: 'List', items: policies }))).code, 0);
+  await probes();
+  const pg = await podIp('digdag-postgres-0');
+  const client = from(config.k8s.namespace, 'db-client-probe');
+  // Bounded: kube-router programs a new pod's rules a moment after it is Ready.
+  assert.ok(await waitFor(() => client(pg, 5432), 30_000, 500), 'a pod with the Digdag db-client labels reaches PostgreSQL');
+  assert.equal(await from(config.k8s.namespace, 'unlabelled-probe')(pg, 5432), false, 'an unlabelled pod in the namespace does not');
+  assert.equal(await from(OUTSIDER_NS, 'outsider')(pg, 5432), false, 'a pod in another namespace does not');
+  assert.equal(await from(INGRESS_NS, 'controller')(pg, 5432), false, 'the ingress controller does not');
+});
+
 test('a port-forward reaches PostgreSQL, and the digdag role logs in with the generated password', async (t) => {
   if (skipped(t)) return;
   const port = await freePortRange(1, 61100);
@@ -151,6 +208,42 @@ test('Digdag on the cluster: the whole pipeline (image build, migration, rollout
   const summary = String(ctx.facts.summary ?? '');
   log(summary);
   assert.doesNotMatch(summary, /\bFAIL\b/);
+});
+
+test('Digdag on the cluster is closed to the wrong pods and to requests without credentials; open with them (browser, CLI)', { timeout: 600_000 }, async (t) => {
+  if (skipped(t)) return;
+  if (runtimeMissing) return t.skip(`SKIPPED — needs a Digdag runtime: ${runtimeMissing}`);
+  // verify-ha tried every role's pod without, with a wrong and with the generated credentials.
+  const checks = ctx.facts.checks as Check[];
+  for (const role of layoutRoles(config)) assert.ok(checks.some((c) => c.ok && c.role === role && /\b401\b/.test(c.what)), `no passing authentication check for ${role}`);
+  const ip = async (role: string) => {
+    const name = (await k(['get', 'pods', '-l', `app.kubernetes.io/component=${role}`, '-o', 'jsonpath={.items[0].metadata.name}'])).stdout.trim();
+    return { name, ip: await podIp(name) };
+  };
+  const ui = await ip('ui');
+  const worker = await ip(taskRole(config.layout));
+  const scheduler = await ip('scheduler');
+  const controller = from(INGRESS_NS, 'controller');
+  assert.ok(await waitFor(() => controller(ui.ip, 65432), 30_000, 500), 'the ingress controller reaches the UI/API pods');
+  assert.equal(await controller(worker.ip, 65432), false, `the ingress controller does not reach ${worker.name}`);
+  assert.equal(await controller(scheduler.ip, 65432), false, `the ingress controller does not reach ${scheduler.name}`);
+  assert.equal(await from(INGRESS_NS, 'impostor')(ui.ip, 65432), false, 'a pod in the controller\'s namespace with other labels does not reach the UI');
+  assert.equal(await from(OUTSIDER_NS, 'outsider')(ui.ip, 65432), false, 'a pod in another namespace does not reach the UI');
+  assert.equal(await from(OUTSIDER_NS, 'outsider')(worker.ip, 65432), false, 'nor a worker');
+  // From inside a task-running pod (where users' sh> code runs): PostgreSQL yes, the UI no.
+  const fromWorker = async (host: string, port: number) => {
+    const r = await k(['exec', worker.name, '-c', 'digdag', '--', 'bash', '-c', `if timeout 3 bash -c 'exec 3<>/dev/tcp/${host}/${port}' 2>/dev/null; then echo CONNECTED; else echo BLOCKED; fi`]);
+    assert.match(r.stdout.trim(), /^(CONNECTED|BLOCKED)$/, `probe from ${worker.name} did not run: ${r.stderr}`);
+    return r.stdout.trim() === 'CONNECTED';
+  };
+  assert.equal(await fromWorker(await podIp('digdag-postgres-0'), 5432), true, `${worker.name} reaches PostgreSQL`);
+  assert.equal(await fromWorker(ui.ip, 65432), false, `${worker.name} (sh> tasks) cannot call the UI/API pods`);
+  // A person: the web UI and the CLI through the port-forward (kubelet probes and port-forward
+  // are not subject to NetworkPolicy; the pods being Ready shows the probes pass).
+  const url = apiUrl(ctx);
+  const noBrowser = await proveBrowserLogin(config, url);
+  await proveCliLogin(config, runner, url);
+  if (noBrowser) t.skip(`browser part SKIPPED: ${noBrowser} (the rest ran)`);
 });
 
 test('down --purge removes the namespace, says what happens to the Retain volume, deletes the local secrets', async (t) => {

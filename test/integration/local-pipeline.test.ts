@@ -24,6 +24,8 @@ import { pushWorkflow } from '../../tasks/push-workflow.ts';
 import { verifyHa } from '../../tasks/verify-ha.ts';
 import type { Check } from '../../lib/verify.ts';
 import { tempDir, testConfig, testCtx } from '../helpers/fixtures.ts';
+import { proveBrowserLogin, proveCliLogin } from '../helpers/login.ts';
+import { endpointOf } from '../../lib/local/apply.ts';
 import { freePortRange, prepareRuntime, runtimeVars } from '../helpers/runtime.ts';
 
 const lines: string[] = [];
@@ -69,6 +71,8 @@ for (const layout of LAYOUTS) {
       const proven = new Set(checks.flatMap((c) => c.role.split('+')));
       for (const role of LAYOUT_ROLES[layout]) assert.ok(proven.has(role), `no check proves the ${role} role`);
       assert.ok(checks.some((c) => /SIGKILL/.test(c.what) && c.ok && c.role === taskRole(layout)));
+      // Every role's port was tried without, with a wrong and with the generated credentials.
+      for (const i of instances(config)) assert.ok(checks.some((c) => c.ok && /\b401\b/.test(c.what) && c.detail.startsWith(`${i.name}:`)), `no authentication check for ${i.name}`);
       const roles = listProcesses(config).filter((p) => p.role);
       assert.deepEqual(roles.map((p) => p.name).sort(), instances(config).map((i) => i.name).sort());
       assert.ok(roles.every(isAlive));
@@ -95,6 +99,14 @@ for (const layout of LAYOUTS) {
             assert.deepEqual(failed, [], `run ${i}`);
           }
         });
+      });
+
+      test('a person gets in with the credentials and not without: the web UI in headless Chromium, the digdag CLI', { timeout: 300_000 }, async (t) => {
+        if (!needsRuntime(t)) return;
+        const url = endpointOf(config);
+        const noBrowser = await proveBrowserLogin(config, url);
+        await proveCliLogin(config, runner, url);
+        if (noBrowser) t.skip(`browser part SKIPPED: ${noBrowser} (the CLI part ran)`);
       });
 
       test('a broken workflow is refused by push-workflow with the file named', { timeout: 300_000 }, async (t) => {

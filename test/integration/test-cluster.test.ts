@@ -15,6 +15,7 @@ import { ensureTestImage, loadImage } from '../../lib/cluster/images.ts';
 import { clusterDown, clusterRssMiB, clusterStatus, clusterUpCmd, missingPrerequisites } from '../../lib/cluster/lifecycle.ts';
 import { listProcesses, waitFor } from '../../lib/processes.ts';
 import { ShellRunner, type Cmd } from '../../lib/runner.ts';
+import { probePod } from '../helpers/cluster-pods.ts';
 import { tempDir, testConfig } from '../helpers/fixtures.ts';
 
 const runner = new ShellRunner(false, () => {});
@@ -54,32 +55,7 @@ const skipped = (t: TestContext) => {
 const k = (args: string[], extra: Partial<Cmd> = {}) => runner.run({ argv: kubectl(cc, ...args), quiet: true, timeoutMs: 60_000, ...extra });
 const apply = (obj: unknown) => k(['apply', '-f', '-'], { input: JSON.stringify(obj) });
 
-/** A Pod Security "restricted" pod running the test image (busybox as nobody). */
-function pod(name: string, ns: string, labels: Record<string, string>, args: string[]) {
-  return {
-    apiVersion: 'v1',
-    kind: 'Pod',
-    metadata: { name, namespace: ns, labels },
-    spec: {
-      automountServiceAccountToken: false,
-      terminationGracePeriodSeconds: 1,
-      securityContext: { runAsNonRoot: true, runAsUser: 65534, runAsGroup: 65534, seccompProfile: { type: 'RuntimeDefault' } },
-      volumes: [{ name: 'tmp', emptyDir: {} }],
-      containers: [
-        {
-          name: 'main',
-          image: cc.testImage,
-          // Never pull: the image was loaded into containerd, there is no registry.
-          imagePullPolicy: 'Never',
-          args,
-          securityContext: { allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: { drop: ['ALL'] } },
-          resources: { requests: { cpu: '10m', memory: '16Mi' }, limits: { cpu: '200m', memory: '64Mi' } },
-          volumeMounts: [{ name: 'tmp', mountPath: '/tmp' }],
-        },
-      ],
-    },
-  };
-}
+const pod = (name: string, ns: string, labels: Record<string, string>, args: string[]) => probePod(cc, name, ns, labels, args);
 
 async function restrictedNamespace(name: string): Promise<void> {
   await apply({ apiVersion: 'v1', kind: 'Namespace', metadata: { name, labels: { 'pod-security.kubernetes.io/enforce': 'restricted', 'pod-security.kubernetes.io/enforce-version': 'latest' } } });

@@ -142,7 +142,7 @@ test('real Digdag: no credentials or a wrong password → 401; the generated one
     return;
   }
   const { secrets } = ensureSecrets(rtConfig);
-  const port = await freePortRange(1, 47000);
+  const port = await freePortRange(1, 61200);
   const props = path.join(rtConfig.stateDir, 'props', 'auth-check.properties');
   writePrivateFile(props, `server.bind = 127.0.0.1\nserver.port = ${port}\ndatabase.type = memory\n` + authProperties(apiCredentials(rtConfig, secrets)));
   const java = await detectJava(rtConfig, runner);
