@@ -1,8 +1,13 @@
+{{/* Labels that select this release's pods (every pod the chart renders carries them). */}}
+{{- define "digdag-ha.selectorLabels" -}}
+app.kubernetes.io/name: digdag
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
 {{/* Labels shared by every object. */}}
 {{- define "digdag-ha.labels" -}}
-app.kubernetes.io/name: digdag
+{{ include "digdag-ha.selectorLabels" . }}
 app.kubernetes.io/part-of: digdag-ha
-app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 helm.sh/chart: {{ .Chart.Name }}-{{ .Chart.Version }}
 {{- end -}}
