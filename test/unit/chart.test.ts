@@ -184,9 +184,11 @@ test('values.schema.json describes every values key and rejects typos and bad en
   const values = parseYaml(fs.readFileSync(path.join(CHART, 'values.yaml'), 'utf8')) as Record<string, unknown>;
   const walk = (v: Record<string, unknown>, s: { properties?: Record<string, unknown> }, at: string) => {
     for (const [k, x] of Object.entries(v)) {
-      const sub = s.properties?.[k] as { properties?: Record<string, unknown> } | undefined;
+      const sub = s.properties?.[k] as { properties?: Record<string, unknown>; additionalProperties?: unknown } | undefined;
       assert.ok(sub, `values.schema.json lacks ${at}${k}`);
-      if (x && typeof x === 'object' && !Array.isArray(x) && !k.endsWith('resources')) walk(x as Record<string, unknown>, sub, `${at}${k}.`);
+      // A map (podLabels: any key, schema in additionalProperties) has no keys to describe.
+      const isMap = typeof sub.additionalProperties === 'object';
+      if (x && typeof x === 'object' && !Array.isArray(x) && !k.endsWith('resources') && !isMap) walk(x as Record<string, unknown>, sub, `${at}${k}.`);
     }
   };
   walk(values, schema, '');

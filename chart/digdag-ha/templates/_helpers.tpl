@@ -84,3 +84,52 @@ log-server.gcs.direct_download = false
 {{- define "digdag-ha.metricsJvmArgs" -}}
 --add-exports jdk.attach/sun.tools.attach=ALL-UNNAMED -Djdk.attach.allowAttachSelf=true -Dcom.sun.management.jmxremote.host=127.0.0.1 -javaagent:/opt/jmx-exporter/jmx_prometheus_javaagent.jar=0.0.0.0:{{ .Values.metrics.port }}:/etc/digdag-metrics/config.yaml
 {{- end }}
+
+{{/* An IPv4 address as a number (for the CIDR arithmetic of digdag-ha.ipBlock). */}}
+{{- define "digdag-ha.ipv4" -}}
+{{- $n := 0 -}}
+{{- range $o := splitList "." . }}{{ $n = add (mul $n 256) (atoi $o) }}{{ end -}}
+{{- $n -}}
+{{- end -}}
+
+{{/* ipBlock of a CIDR with the private ranges it strictly contains carved out, as
+lib/kube/security-render.ts exceptPrivate does (IPv6: none). */}}
+{{- define "digdag-ha.ipBlock" -}}
+{{- $except := list -}}
+{{- if not (contains ":" .) -}}
+{{- $cidr := splitList "/" . -}}
+{{- $bits := atoi (index $cidr 1) -}}
+{{- $unit := 1 -}}
+{{- range until (sub 32 $bits | int) }}{{ $unit = mul $unit 2 }}{{ end -}}
+{{- $n := include "digdag-ha.ipv4" (index $cidr 0) | int64 -}}
+{{- range $p := list "10.0.0.0/8" "172.16.0.0/12" "192.168.0.0/16" -}}
+{{- $inner := splitList "/" $p -}}
+{{- if and (lt $bits (atoi (index $inner 1))) (eq (div $n $unit) (div (include "digdag-ha.ipv4" (index $inner 0) | int64) $unit)) -}}
+{{- $except = append $except $p -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+ipBlock:
+  cidr: {{ . }}
+  {{- with $except }}
+  except: {{ toJson . }}
+  {{- end }}
+{{- end -}}
+
+{{/* Egress rule for DNS: the kube-dns pods and networkPolicy.dnsCidrs, UDP and TCP 53. */}}
+{{- define "digdag-ha.dnsEgress" -}}
+- to:
+    - namespaceSelector:
+        matchLabels:
+          kubernetes.io/metadata.name: kube-system
+      podSelector:
+        matchLabels:
+          k8s-app: kube-dns
+    {{- range .Values.networkPolicy.dnsCidrs }}
+    - ipBlock:
+        cidr: {{ . }}
+    {{- end }}
+  ports:
+    - { port: 53, protocol: UDP }
+    - { port: 53, protocol: TCP }
+{{- end -}}
