@@ -133,3 +133,46 @@ ipBlock:
     - { port: 53, protocol: UDP }
     - { port: 53, protocol: TCP }
 {{- end -}}
+
+{{/* "true" when the chart's Ingress is the GKE one (ingress.tls.mode=gke-managed), "" otherwise. */}}
+{{- define "digdag-ha.gkeEdge" -}}
+{{- if and .Values.ingress.enabled (eq .Values.ingress.tls.mode "gke-managed") }}true{{ end -}}
+{{- end -}}
+
+{{- define "digdag-ha.edgeAuthSecretName" -}}
+{{- default "digdag-edge-auth" .Values.edgeAuth.existingSecret -}}
+{{- end -}}
+
+{{/* Value combinations that cannot work: one message each, naming the fix. */}}
+{{- define "digdag-ha.validateEdge" -}}
+{{- $ing := .Values.ingress -}}
+{{- $edge := .Values.edgeAuth.mode -}}
+{{- if and $ing.enabled (eq $ing.tls.mode "gke-managed") (not $ing.host) -}}
+{{- fail "ingress.tls.mode=gke-managed needs ingress.host: Google-managed certificates are issued per domain. Set ingress.host=digdag.example.com (a DNS name pointing at the Ingress address), or ingress.tls.mode=cert-manager" -}}
+{{- end -}}
+{{- if and (ne $edge "none") (not $ing.enabled) -}}
+{{- fail (printf "edgeAuth.mode=%s works at the chart's Ingress: set ingress.enabled=true, or edgeAuth.mode=none" $edge) -}}
+{{- end -}}
+{{- if eq $edge "nginx-basic" -}}
+{{- if eq $ing.tls.mode "gke-managed" -}}
+{{- fail "edgeAuth.mode=nginx-basic needs the nginx Ingress, not ingress.tls.mode=gke-managed: on GKE use edgeAuth.mode=iap, or set ingress.tls.mode=cert-manager" -}}
+{{- end -}}
+{{- if not .Values.edgeAuth.existingSecret -}}
+{{- if ne .Values.auth.mode "basic" -}}
+{{- fail "edgeAuth.mode=nginx-basic hashes Digdag's own user and password, and auth.mode=none has none: set auth.mode=basic, or give an htpasswd Secret (key auth) as edgeAuth.existingSecret" -}}
+{{- end -}}
+{{- if .Values.auth.existingSecret -}}
+{{- fail "edgeAuth.mode=nginx-basic cannot hash the password of auth.existingSecret (the chart never reads it): create an htpasswd Secret (key auth) with the same user and password and set edgeAuth.existingSecret" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- if eq $edge "iap" -}}
+{{- if ne $ing.tls.mode "gke-managed" -}}
+{{- fail "edgeAuth.mode=iap works only behind the GKE Ingress: set ingress.tls.mode=gke-managed (with ingress.host), or use edgeAuth.mode=nginx-basic" -}}
+{{- end -}}
+{{- if eq .Values.auth.mode "basic" -}}
+{{- /* Digdag's 401 carries no WWW-Authenticate, so behind IAP the browser would never prompt. */ -}}
+{{- fail "edgeAuth.mode=iap with auth.mode=basic leaves the web UI without a way to send Digdag's password: with IAP set auth.mode=none (IAP authenticates every request), or use edgeAuth.mode=nginx-basic" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
