@@ -176,3 +176,54 @@ ipBlock:
 {{- end -}}
 {{- end -}}
 {{- end -}}
+
+{{/* Pod Security "restricted" labels of the release namespace (as manifests/base/namespace.yaml). */}}
+{{- define "digdag-ha.podSecurityLabels" -}}
+pod-security.kubernetes.io/enforce: restricted
+pod-security.kubernetes.io/enforce-version: latest
+pod-security.kubernetes.io/warn: restricted
+pod-security.kubernetes.io/audit: restricted
+{{- end -}}
+
+{{/* NOTES.txt's security warnings; lookup finds nothing under helm template (then the label command is shown). */}}
+{{- define "digdag-ha.securityNotes" -}}
+{{- $ns := .Release.Namespace -}}
+{{- $ing := .Values.ingress -}}
+{{- if and $ing.enabled (eq $ing.tls.mode "none") }}
+WARNING: ingress.tls.mode=none: the Ingress serves plain HTTP; passwords cross the network in clear text.
+{{- else if and $ing.enabled (eq $ing.tls.mode "cert-manager") (not $ing.host) }}
+WARNING: ingress.host is empty: cert-manager cannot issue a certificate without a host name, so nginx
+serves its self-signed default certificate (HTTP still redirects to HTTPS). Set ingress.host for a real one.
+{{- end }}
+{{- if eq .Values.auth.mode "none" }}
+{{- if eq .Values.edgeAuth.mode "iap" }}
+auth.mode=none behind IAP: IAP authenticates every request through the Ingress; a port-forward skips
+it (RBAC on pods/portforward decides who may).
+{{- else }}
+WARNING: auth.mode=none: Digdag accepts every request; anyone who reaches its port can run commands through sh> tasks.
+{{- end }}
+{{- end }}
+{{- if not .Values.networkPolicy.enabled }}
+WARNING: networkPolicy.enabled=false: every Digdag pod and PostgreSQL accept connections from anywhere in the cluster.
+{{- else if and .Values.database.external.enabled (not (regexMatch "^[0-9]{1,3}(\\.[0-9]{1,3}){3}$" .Values.database.external.host)) }}
+WARNING: database.external.host is {{ .Values.database.external.host }}, not an address: NetworkPolicy cannot allow a DNS
+name. Set it to the database's IP address, or allow its address (port {{ .Values.database.external.port }}) in a NetworkPolicy
+of your own for the pods labelled digdag-ha/db-client=true; otherwise Digdag cannot reach it.
+{{- end }}
+{{- if not .Values.namespace.create }}
+{{- $live := lookup "v1" "Namespace" "" $ns }}
+{{- $labels := dict }}
+{{- if $live }}{{ $labels = $live.metadata.labels | default dict }}{{ end }}
+{{- $enforce := get $labels "pod-security.kubernetes.io/enforce" }}
+{{- if ne $enforce "restricted" }}
+{{- $want := include "digdag-ha.podSecurityLabels" . | fromYaml }}
+{{ if $live -}}
+WARNING: namespace {{ $ns }} does not enforce Pod Security "restricted"{{ with $enforce }} (enforce={{ . }}){{ end }}; the chart does not own it. Label it:
+{{- else -}}
+Pod Security: namespace {{ $ns }} could not be read (helm template, a client-side dry run, or not created yet).
+Make sure it enforces "restricted"; the chart does not own it:
+{{- end }}
+  kubectl label --overwrite namespace {{ $ns }}{{ range $k := keys $want | sortAlpha }} {{ $k }}={{ get $want $k }}{{ end }}
+{{- end }}
+{{- end }}
+{{- end -}}
