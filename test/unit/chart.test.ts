@@ -8,20 +8,16 @@ import { parse as parseYaml } from 'yaml';
 import { test } from 'node:test';
 import { ROOT } from '../../lib/cli.ts';
 import { isValidEncryptionKey } from '../../lib/credentials.ts';
-import { configFiles, parseObjects, type KubeObject } from '../../lib/kube/render.ts';
+import { configFiles, type KubeObject } from '../../lib/kube/render.ts';
 import { loadRuleGroups, POD_METRICS, podMetricsJvmArgs } from '../../lib/metrics.ts';
 import { LAYOUT_ROLES, LAYOUTS, holdsApiPassword, roleFlags, taskRole } from '../../lib/roles.ts';
 import { QUEUE_DEPTH_SQL } from '../../lib/scaling.ts';
+import { CHART, helmTemplate } from '../helpers/chart.ts';
 import { testConfig } from '../helpers/fixtures.ts';
 import { helmBin, validateStrictly } from '../helpers/tools.ts';
 
-const CHART = path.join(ROOT, 'chart', 'digdag-ha');
 const helm = helmBin();
-
-function template(set: string[] = []): { objects: KubeObject[]; stderr: string; status: number } {
-  const r = spawnSync(helm, ['template', 'dd', CHART, '--namespace', 'digdag', ...set.flatMap((s) => ['--set', s])], { encoding: 'utf8' });
-  return { objects: r.status === 0 ? parseObjects(r.stdout) : [], stderr: r.stderr, status: r.status ?? 1 };
-}
+const template = helmTemplate;
 const find = (objs: KubeObject[], kind: string, name: string) => {
   const o = objs.find((x) => x.kind === kind && x.metadata.name === name);
   assert.ok(o, `${kind}/${name} missing`);
@@ -42,6 +38,7 @@ const VALUE_SETS: Record<string, string[]> = {
   ],
   'HPA + existing Secret + no ingress': ['autoscaling.mode=hpa', 'roles.worker.replicas=3', 'secrets.existingSecret=my-secret', 'auth.existingSecret=my-api', 'ingress.enabled=false', 'networkPolicy.enabled=false'],
   'no auth, no spread': ['auth.mode=none', 'topologySpread.enabled=false'],
+  'edge basic auth, own certificate, namespace': ['edgeAuth.mode=nginx-basic', 'ingress.tls.mode=existingSecret', 'ingress.host=digdag.example.com', 'namespace.create=true'],
 };
 
 for (const [name, set] of Object.entries(VALUE_SETS)) {
