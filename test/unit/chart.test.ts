@@ -8,20 +8,16 @@ import { parse as parseYaml } from 'yaml';
 import { test } from 'node:test';
 import { ROOT } from '../../lib/cli.ts';
 import { isValidEncryptionKey } from '../../lib/credentials.ts';
-import { configFiles, parseObjects, type KubeObject } from '../../lib/kube/render.ts';
+import { configFiles, type KubeObject } from '../../lib/kube/render.ts';
 import { loadRuleGroups, POD_METRICS, podMetricsJvmArgs } from '../../lib/metrics.ts';
 import { LAYOUT_ROLES, LAYOUTS, holdsApiPassword, roleFlags, taskRole } from '../../lib/roles.ts';
 import { QUEUE_DEPTH_SQL } from '../../lib/scaling.ts';
+import { CHART, helmTemplate } from '../helpers/chart.ts';
 import { testConfig } from '../helpers/fixtures.ts';
 import { helmBin, validateStrictly } from '../helpers/tools.ts';
 
-const CHART = path.join(ROOT, 'chart', 'digdag-ha');
 const helm = helmBin();
-
-function template(set: string[] = []): { objects: KubeObject[]; stderr: string; status: number } {
-  const r = spawnSync(helm, ['template', 'dd', CHART, '--namespace', 'digdag', ...set.flatMap((s) => ['--set', s])], { encoding: 'utf8' });
-  return { objects: r.status === 0 ? parseObjects(r.stdout) : [], stderr: r.stderr, status: r.status ?? 1 };
-}
+const template = helmTemplate;
 const find = (objs: KubeObject[], kind: string, name: string) => {
   const o = objs.find((x) => x.kind === kind && x.metadata.name === name);
   assert.ok(o, `${kind}/${name} missing`);
@@ -42,6 +38,7 @@ const VALUE_SETS: Record<string, string[]> = {
   ],
   'HPA + existing Secret + no ingress': ['autoscaling.mode=hpa', 'roles.worker.replicas=3', 'secrets.existingSecret=my-secret', 'auth.existingSecret=my-api', 'ingress.enabled=false', 'networkPolicy.enabled=false'],
   'no auth, no spread': ['auth.mode=none', 'topologySpread.enabled=false'],
+  'edge basic auth, own certificate, namespace': ['edgeAuth.mode=nginx-basic', 'ingress.tls.mode=existingSecret', 'ingress.host=digdag.example.com', 'namespace.create=true'],
 };
 
 for (const [name, set] of Object.entries(VALUE_SETS)) {
@@ -184,9 +181,11 @@ test('values.schema.json describes every values key and rejects typos and bad en
   const values = parseYaml(fs.readFileSync(path.join(CHART, 'values.yaml'), 'utf8')) as Record<string, unknown>;
   const walk = (v: Record<string, unknown>, s: { properties?: Record<string, unknown> }, at: string) => {
     for (const [k, x] of Object.entries(v)) {
-      const sub = s.properties?.[k] as { properties?: Record<string, unknown> } | undefined;
+      const sub = s.properties?.[k] as { properties?: Record<string, unknown>; additionalProperties?: unknown } | undefined;
       assert.ok(sub, `values.schema.json lacks ${at}${k}`);
-      if (x && typeof x === 'object' && !Array.isArray(x) && !k.endsWith('resources')) walk(x as Record<string, unknown>, sub, `${at}${k}.`);
+      // A map (podLabels: any key, schema in additionalProperties) has no keys to describe.
+      const isMap = typeof sub.additionalProperties === 'object';
+      if (x && typeof x === 'object' && !Array.isArray(x) && !k.endsWith('resources') && !isMap) walk(x as Record<string, unknown>, sub, `${at}${k}.`);
     }
   };
   walk(values, schema, '');

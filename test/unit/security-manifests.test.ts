@@ -5,7 +5,6 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
-import { Ajv } from 'ajv';
 import { stringify } from 'yaml';
 import type { Config } from '../../lib/config.ts';
 import { renderManifests, type KubeObject } from '../../lib/kube/render.ts';
@@ -13,7 +12,7 @@ import { securityRendering } from '../../lib/kube/security-render.ts';
 import { holdsApiPassword, layoutRoles, servesUsers } from '../../lib/roles.ts';
 import { ShellRunner } from '../../lib/runner.ts';
 import { testConfig } from '../helpers/fixtures.ts';
-import { validateStrictly } from '../helpers/tools.ts';
+import { validateAll } from '../helpers/edge-crds.ts';
 
 const runner = new ShellRunner(false, () => {});
 
@@ -22,40 +21,6 @@ async function render(vars: Record<string, string>): Promise<{ config: Config; o
   const config = testConfig({ DIGDAG_HA_TARGET: 'minikube', ...vars });
   const { objects } = await renderManifests(config, runner);
   return { config, objects, warnings: securityRendering(config).warnings };
-}
-
-// Structural schemas for the CRDs (from the GKE and cert-manager docs; strict about unknown fields).
-const CRD_SCHEMAS: Record<string, object> = {
-  'networking.gke.io/v1/ManagedCertificate': {
-    type: 'object', required: ['spec'],
-    properties: { spec: { type: 'object', additionalProperties: false, required: ['domains'], properties: { domains: { type: 'array', minItems: 1, maxItems: 100, items: { type: 'string', pattern: '^[a-z0-9.-]+$' } } } } },
-  },
-  'networking.gke.io/v1beta1/FrontendConfig': {
-    type: 'object', required: ['spec'],
-    properties: { spec: { type: 'object', additionalProperties: false, properties: {
-      redirectToHttps: { type: 'object', additionalProperties: false, required: ['enabled'], properties: { enabled: { type: 'boolean' }, responseCodeName: { enum: ['MOVED_PERMANENTLY_DEFAULT', 'FOUND', 'SEE_OTHER', 'TEMPORARY_REDIRECT', 'PERMANENT_REDIRECT'] } } },
-      sslPolicy: { type: 'string' } } } },
-  },
-  'cloud.google.com/v1/BackendConfig': {
-    type: 'object', required: ['spec'],
-    properties: { spec: { type: 'object', additionalProperties: false, properties: {
-      healthCheck: { type: 'object', additionalProperties: false, properties: { type: { enum: ['HTTP', 'HTTPS', 'HTTP2'] }, requestPath: { type: 'string', pattern: '^/' }, port: { type: 'integer' }, checkIntervalSec: { type: 'integer' }, timeoutSec: { type: 'integer' }, healthyThreshold: { type: 'integer' }, unhealthyThreshold: { type: 'integer' } } },
-      sessionAffinity: { type: 'object', additionalProperties: false, properties: { affinityType: { enum: ['NONE', 'CLIENT_IP', 'GENERATED_COOKIE'] }, affinityCookieTtlSec: { type: 'integer' } } },
-      timeoutSec: { type: 'integer' },
-      iap: { type: 'object', additionalProperties: false, required: ['enabled'], properties: { enabled: { type: 'boolean' }, oauthclientCredentials: { type: 'object', additionalProperties: false, required: ['secretName'], properties: { secretName: { type: 'string' } } } } } } } },
-  },
-};
-const ajv = new Ajv({ allErrors: true, strict: false });
-
-async function validateAll(objects: KubeObject[]): Promise<string[]> {
-  const crds = objects.filter((o) => CRD_SCHEMAS[`${o.apiVersion}/${o.kind}`]);
-  const errors = await validateStrictly(objects.filter((o) => !crds.includes(o)));
-  for (const o of crds) {
-    const v = ajv.compile(CRD_SCHEMAS[`${o.apiVersion}/${o.kind}`]!);
-    const ok = v(o) as boolean;
-    if (!ok) errors.push(`${o.kind}/${o.metadata.name}: ${ajv.errorsText(v.errors)}`);
-  }
-  return errors;
 }
 
 type Labels = Record<string, string>;
