@@ -147,6 +147,8 @@ export const VARIABLES: readonly VarSpec[] = [
     description: 'Locale baked into the image.' },
   { name: 'AGENT_AUTOSCALING', group: 'Kubernetes', default: 'none', kind: oneOf(['none', 'keda', 'hpa']),
     description: 'Scale the task-running role (workers, or agents in the split layout) automatically: keda (on Digdag\'s queue depth, needs KEDA), hpa (on CPU) or none (replicas fixed).' },
+  { name: 'KEDA_NAMESPACE', group: 'Kubernetes', default: 'keda', kind: str('keda', /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/),
+    description: 'With AGENT_AUTOSCALING=keda: the namespace KEDA runs in; its operator runs the queue-depth query, so the PostgreSQL NetworkPolicy admits it.' },
   { name: 'AGENT_MAX_REPLICAS', group: 'Kubernetes', default: '10', kind: int(1, 500, '20'),
     description: 'Upper bound for autoscaling the workers (agents in the split layout); WORKER_REPLICAS (AGENT_REPLICAS) is the lower bound.' },
   { name: 'GCP_SERVICE_ACCOUNT', group: 'Kubernetes', default: '', kind: str('digdag@my-project.iam.gserviceaccount.com', /^([a-z0-9-]+@[a-z0-9-]+\.iam\.gserviceaccount\.com)?$/),
@@ -175,8 +177,8 @@ export const VARIABLES: readonly VarSpec[] = [
     description: 'NetworkPolicy: namespace of the ingress controller allowed to reach the UI/API pods (minikube\'s addon uses ingress-nginx).' },
   { name: 'INGRESS_CONTROLLER_LABELS', group: 'Security', default: 'app.kubernetes.io/name=ingress-nginx', kind: str('app.kubernetes.io/name=ingress-nginx', /^([A-Za-z0-9./_-]+=[A-Za-z0-9._-]*)(,[A-Za-z0-9./_-]+=[A-Za-z0-9._-]*)*$/),
     description: 'NetworkPolicy: labels (k=v,k=v) of the ingress controller pods allowed to reach the UI/API pods.' },
-  { name: 'EGRESS_CIDRS', group: 'Security', default: '0.0.0.0/0', kind: str('0.0.0.0/0', /^[0-9./,:a-fA-F]+$/),
-    description: 'NetworkPolicy: where Digdag pods may connect on 443 (Google APIs for bq>/gcs, other HTTPS APIs tasks call), comma-separated CIDRs. Private ranges (10/8, 172.16/12, 192.168/16) are always excluded so tasks cannot reach other pods.' },
+  { name: 'EGRESS_CIDRS', group: 'Security', default: '0.0.0.0/0', kind: str('0.0.0.0/0', /^(none|[0-9./,:a-fA-F]+)$/),
+    description: 'NetworkPolicy: where Digdag pods may connect on 443 (Google APIs for bq>/gcs, other HTTPS APIs tasks call), comma-separated CIDRs, or none (no HTTPS out of the cluster). Private ranges (10/8, 172.16/12, 192.168/16) are always excluded so tasks cannot reach other pods.' },
 
   // Metrics (every Digdag process always exports its metrics; see README "What to watch")
   { name: 'LOCAL_METRICS_PORT_BASE', group: 'Metrics', default: '9400', kind: int(1024, 65000, '9400'),
@@ -244,6 +246,7 @@ export interface Config {
     readonly rolloutTimeoutSeconds: number;
     readonly autoscaling: 'none' | 'keda' | 'hpa';
     readonly agentMaxReplicas: number;
+    readonly kedaNamespace: string;
     readonly gcpServiceAccount: string;
   };
   readonly metrics: {
@@ -475,6 +478,7 @@ export function loadConfig(opts: LoadOptions): Config {
       rolloutTimeoutSeconds: num('ROLLOUT_TIMEOUT_SECONDS'),
       autoscaling: vars.AGENT_AUTOSCALING as Config['k8s']['autoscaling'],
       agentMaxReplicas: num('AGENT_MAX_REPLICAS'),
+      kedaNamespace: vars.KEDA_NAMESPACE!,
       gcpServiceAccount: vars.GCP_SERVICE_ACCOUNT!,
     },
     metrics: {
@@ -493,14 +497,22 @@ function securityConfig(vars: Record<string, string>): Config['security'] {
   if (vars.INGRESS_TLS === 'gke-managed' && !vars.INGRESS_HOST) {
     throw new UserError('INGRESS_TLS=gke-managed needs a host name: Google-managed certificates are issued per domain', 'set INGRESS_HOST=digdag.example.com (a DNS name pointing at the Ingress address), or INGRESS_TLS=cert-manager');
   }
-  if (vars.EDGE_AUTH === 'iap' && vars.INGRESS_TLS === 'cert-manager') {
-    throw new UserError('EDGE_AUTH=iap works only behind the GKE Ingress, which INGRESS_TLS=cert-manager (nginx) does not use', 'set INGRESS_TLS=gke-managed with EDGE_AUTH=iap');
+  if (vars.EDGE_AUTH === 'iap' && vars.INGRESS_TLS !== 'gke-managed') {
+    throw new UserError(`EDGE_AUTH=iap works only behind the GKE Ingress, which INGRESS_TLS=${vars.INGRESS_TLS} does not use`, 'set INGRESS_TLS=gke-managed with EDGE_AUTH=iap');
+  }
+  if (vars.EDGE_AUTH === 'nginx-basic' && vars.AUTH === 'none') {
+    // The htpasswd Secret is made from Digdag's own user and password, which AUTH=none does not generate.
+    throw new UserError('EDGE_AUTH=nginx-basic uses the UI/API user and password, which AUTH=none turns off', 'set AUTH=basic with EDGE_AUTH=nginx-basic (the browser then asks once, at nginx)');
   }
   if (vars.EDGE_AUTH === 'iap' && vars.AUTH === 'basic') {
     // Digdag's 401 carries no WWW-Authenticate, so behind IAP the browser would never prompt.
     throw new UserError('EDGE_AUTH=iap with AUTH=basic leaves the web UI without a way to send Digdag\'s password', 'with IAP set AUTH=none (IAP authenticates every request), or use EDGE_AUTH=nginx-basic');
   }
-  const cidrs = vars.EGRESS_CIDRS!.split(',').map((c) => c.trim()).filter(Boolean);
+  const cidrs = vars.EGRESS_CIDRS === 'none' ? [] : vars.EGRESS_CIDRS!.split(',').map((c) => c.trim()).filter(Boolean);
+  if (vars.EGRESS_CIDRS !== 'none' && !cidrs.length) {
+    // An empty peer list in a NetworkPolicy rule would allow 443 to everywhere.
+    throw new UserError(`EGRESS_CIDRS=${JSON.stringify(vars.EGRESS_CIDRS)} names no CIDR`, 'set EGRESS_CIDRS=0.0.0.0/0, a list like 199.36.153.8/30,203.0.113.0/24, or none for no HTTPS out of the cluster');
+  }
   for (const c of cidrs) {
     if (!/^(\d{1,3}\.){3}\d{1,3}\/\d{1,2}$|^[0-9a-fA-F:]+\/\d{1,3}$/.test(c)) {
       throw new UserError(`EGRESS_CIDRS has ${JSON.stringify(c)}, which is not a CIDR`, 'set EGRESS_CIDRS=0.0.0.0/0 or a list like 199.36.153.8/30,203.0.113.0/24');

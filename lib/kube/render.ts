@@ -85,6 +85,10 @@ export function kustomization(config: Config, from = renderDir(config)): Record<
       { op: 'replace', path: `${base}/query`, value: QUEUE_DEPTH_SQL },
       { op: 'replace', path: `${base}/targetQueryValue`, value: String(config.agent.maxTaskThreads) },
     ]));
+    // KEDA's operator runs that query against the in-cluster PostgreSQL.
+    if (!config.db.externalUrl) {
+      patches.push(json('NetworkPolicy', 'digdag-postgres', [{ op: 'add', path: '/spec/ingress/0/from/-', value: { namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': config.k8s.kedaNamespace } } } }]));
+    }
   }
   if (config.k8s.autoscaling === 'hpa') {
     patches.push(json('HorizontalPodAutoscaler', 'digdag-autoscaler', [

@@ -34,9 +34,15 @@ export function securityRendering(config: Config): SecurityRendering {
       { op: 'replace', path: '/spec/ingress/0/from/0/podSelector/matchLabels', value: s.ingressControllerLabels },
     ]));
   }
-  patches.push(json('NetworkPolicy', 'digdag-egress', [
-    { op: 'replace', path: '/spec/egress/2/to', value: s.egressCidrs.map((cidr) => ({ ipBlock: exceptPrivate(cidr) })) },
-  ]));
+  if (s.egressCidrs.length) {
+    patches.push(json('NetworkPolicy', 'digdag-egress', [
+      { op: 'replace', path: '/spec/egress/2/to', value: s.egressCidrs.map((cidr) => ({ ipBlock: exceptPrivate(cidr) })) },
+    ]));
+  } else {
+    // EGRESS_CIDRS=none: no HTTPS rule at all (an empty peer list would allow everywhere).
+    patches.push(json('NetworkPolicy', 'digdag-egress', [{ op: 'remove', path: '/spec/egress/2' }]));
+    warnings.push('EGRESS_CIDRS=none: Digdag pods cannot reach HTTPS outside the cluster, so bq>, gcs and Google APIs fail (the metadata server stays reachable).');
+  }
 
   if (config.target === 'cluster') {
     // The test cluster's CoreDNS is a node process (kube-dns Service → the bridge address), not

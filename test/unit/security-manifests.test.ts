@@ -136,6 +136,29 @@ test('configurations that cannot work are refused before rendering', () => {
   assert.throws(() => testConfig({ DIGDAG_HA_TARGET: 'minikube', INGRESS_TLS: 'gke-managed' }), /needs a host name/);
   assert.throws(() => testConfig({ DIGDAG_HA_TARGET: 'minikube', EDGE_AUTH: 'iap' }), /IAP|iap/);
   assert.throws(() => testConfig({ DIGDAG_HA_TARGET: 'minikube', EGRESS_CIDRS: '0.0.0.0' }), /EGRESS_CIDRS/);
+  // A list with no CIDR would render `to: []`, which allows 443 to everywhere.
+  assert.throws(() => testConfig({ DIGDAG_HA_TARGET: 'minikube', EGRESS_CIDRS: ',' }), /names no CIDR/);
+  // IAP exists only behind the GKE Ingress, whatever the TLS setting.
+  assert.throws(() => testConfig({ DIGDAG_HA_TARGET: 'minikube', EDGE_AUTH: 'iap', INGRESS_TLS: 'none', AUTH: 'none' }), /only behind the GKE Ingress/);
+  // nginx's htpasswd comes from Digdag's credentials, which AUTH=none does not make.
+  assert.throws(() => testConfig({ DIGDAG_HA_TARGET: 'minikube', EDGE_AUTH: 'nginx-basic', AUTH: 'none' }), /AUTH=none turns off/);
+});
+
+test('EGRESS_CIDRS=none: no HTTPS rule at all (not an empty one), and a warning', async () => {
+  const { objects, warnings } = await render({ EGRESS_CIDRS: 'none' });
+  const eg = objects.find((o) => o.metadata.name === 'digdag-egress')!.spec as { egress: { to: unknown[]; ports: { port: number }[] }[] };
+  assert.ok(eg.egress.every((r) => r.to.length > 0), 'a rule with an empty peer list allows everywhere');
+  assert.ok(!eg.egress.some((r) => r.ports.some((p) => p.port === 443)));
+  assert.ok(eg.egress.some((r) => r.ports.some((p) => p.port === 5432)), 'PostgreSQL still allowed');
+  assert.ok(warnings.some((w) => /EGRESS_CIDRS=none/.test(w)));
+});
+
+test('KEDA: the PostgreSQL policy admits KEDA\'s namespace (its operator runs the queue query); not without KEDA', async () => {
+  const from = async (vars: Record<string, string>) =>
+    ((await render(vars)).objects.find((o) => o.kind === 'NetworkPolicy' && o.metadata.name === 'digdag-postgres')!.spec as { ingress: { from: { namespaceSelector?: { matchLabels: Record<string, string> } }[] }[] }).ingress[0]!.from;
+  const keda = await from({ AGENT_AUTOSCALING: 'keda', KEDA_NAMESPACE: 'autoscalers' });
+  assert.ok(keda.some((p) => p.namespaceSelector?.matchLabels['kubernetes.io/metadata.name'] === 'autoscalers'));
+  assert.ok(!(await from({})).some((p) => p.namespaceSelector));
 });
 
 for (const [name, vars] of Object.entries(CONFIGS)) {
