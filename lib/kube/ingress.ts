@@ -2,6 +2,7 @@
 import { UserError } from '../errors.ts';
 import type { Ctx, Impl } from '../pipeline.ts';
 import { waitFor } from '../processes.ts';
+import { probeIngress } from './ingress-probe.ts';
 import { diagnostics, kubectl, requireCluster } from './kubectl.ts';
 
 async function waitIngressAddress(ctx: Ctx): Promise<string> {
@@ -23,7 +24,10 @@ export const ingress: Impl = {
     await requireCluster(ctx);
     if (ctx.config.target === 'minikube') await ctx.runner.run({ argv: ['minikube', '-p', ctx.config.k8s.minikubeProfile, 'addons', 'enable', 'ingress'], mutates: true });
     const address = await waitIngressAddress(ctx);
-    ctx.facts.ingressEndpoint = `http://${ctx.config.k8s.ingressHost || address}`;
-    ctx.runner.log(`UI through the Ingress: ${ctx.facts.ingressEndpoint}`);
+    ctx.facts.ingressAddress = address;
+    if (ctx.runner.dryRun) return;
+    const report = await probeIngress(ctx.config, { address });
+    ctx.facts.ingressEndpoint = report.url;
+    ctx.runner.log(`UI through the Ingress: ${report.url} (${report.detail})`);
   },
 };

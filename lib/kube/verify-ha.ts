@@ -13,6 +13,7 @@ import { waitFor } from '../processes.ts';
 import { apiEndpoint } from '../push-workflow.ts';
 import { executorRoles, holdsApiPassword, layoutRoles, roleFlags, taskRole, type Layout, type Role } from '../roles.ts';
 import { heldLocks, notInDryRun, proveAuth, proveScheduler, report, runParallel, shTaskIds, type Check } from '../verify.ts';
+import { probeIngress } from './ingress-probe.ts';
 import { kubectl, requireCluster, rollout } from './kubectl.ts';
 import { startPortForward } from './port-forward.ts';
 import { dbLocation } from './render.ts';
@@ -70,8 +71,11 @@ export async function verifyKube(ctx: Ctx): Promise<Check[]> {
     add(role, "pods ready with the role's flags", ready.length >= Math.min(1, config.replicas[role]) && !wrong.length,
       `${ready.length}/${pods.length} ready; args ${want.join(' ')}${wrong.length ? `; WRONG args on ${wrong.join(', ')}` : ''}`);
   }
-  const ingress = ctx.facts.ingressEndpoint as string | undefined;
-  if (ingress) add('ui', 'API answers through the Ingress', !!(await answersVersion(ingress)), `${ingress}/api/version`);
+  const ingress = ctx.facts.ingressAddress as string | undefined;
+  if (ingress) {
+    const r = await probeIngress(config, { address: ingress });
+    add('ui', `through the Ingress (${r.url}): ${config.security.ingressTls === 'none' ? '' : 'HTTP redirected to HTTPS, '}401 without credentials, 200 with them`, r.ok, r.detail);
+  }
 
   // 0. Every role's port (one pod each, through a port-forward to that pod) refuses requests
   //    without the right credentials; task-running pods refuse even the UI/API password.
