@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 import { test } from 'node:test';
 import { stopStarted } from '../../lib/pipeline.ts';
-import { isAlive, listProcesses, registerProcess, waitFor } from '../../lib/processes.ts';
+import { isAlive, listProcesses, registerProcess, strayProcesses, waitFor } from '../../lib/processes.ts';
 import { ShellRunner } from '../../lib/runner.ts';
 import { downLocal } from '../../lib/local/down.ts';
 import { testConfig, testCtx } from '../helpers/fixtures.ts';
@@ -22,6 +22,9 @@ test('down stops a process of this state dir that nothing registered (left by a 
   const other = await sleeper('/somewhere/else/props/agent-9.properties');
   try {
     assert.ok(isAlive(stray));
+    // The shell forks `sleep`; until that child execs it shows the shell's command line (marker
+    // included) and would be a second stray. Wait for the exec: then only the shell matches.
+    assert.ok(await waitFor(async () => strayProcesses(config, []).length === 1, 5000, 20), 'the sleeper\'s child did not exec');
     const lines = await downLocal(testCtx(config, runner), false);
     assert.deepEqual(lines, [`stray-${stray.pid}: terminated`]);
     assert.ok(await waitFor(() => !isAlive(stray), 5000));
