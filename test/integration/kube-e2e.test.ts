@@ -14,7 +14,7 @@ import { after, before, test, type TestContext } from 'node:test';
 import { ROOT } from '../../lib/cli.ts';
 import { clusterPaths, loadClusterConfig, type ClusterConfig } from '../../lib/cluster/config.ts';
 import { hostLeftovers } from '../../lib/cluster/host.ts';
-import { ensureBaseImage, ensureTestImage, loadImage } from '../../lib/cluster/images.ts';
+import { docker as clusterDocker, ensureBaseImage, ensureTestImage, loadImage } from '../../lib/cluster/images.ts';
 import { clusterDown, clusterUpCmd, missingPrerequisites } from '../../lib/cluster/lifecycle.ts';
 import { CLUSTER_POSTGRES_IMAGE, type Config } from '../../lib/config.ts';
 import { requireSecrets } from '../../lib/credentials.ts';
@@ -34,6 +34,8 @@ import { tempDir, testConfig, testCtx } from '../helpers/fixtures.ts';
 import { prepareRuntime, runtimeVars } from '../helpers/runtime.ts';
 import { canConnect, probePod } from '../helpers/cluster-pods.ts';
 import { proveBrowserLogin, proveCliLogin } from '../helpers/login.ts';
+import { assertNoSecret, imageSecrets, shTaskSees } from '../helpers/leaks.ts';
+import { apiEndpoint } from '../../lib/push-workflow.ts';
 import { apiUrl } from '../../lib/push-workflow.ts';
 import { layoutRoles, taskRole } from '../../lib/roles.ts';
 import type { Check } from '../../lib/verify.ts';
@@ -185,6 +187,14 @@ test('NetworkPolicies enforced on the real cluster: PostgreSQL only from Digdag 
   assert.equal(await from(INGRESS_NS, 'controller')(pg, 5432), false, 'the ingress controller does not');
 });
 
+test('no generated secret in the PostgreSQL image\'s layers or in the namespace\'s ConfigMaps', async (t) => {
+  if (skipped(t)) return;
+  assert.deepEqual(await imageSecrets(clusterDocker(cc, 'save', CLUSTER_POSTGRES_IMAGE), config), [], `${CLUSTER_POSTGRES_IMAGE} layers`);
+  const cms = await k(['get', 'configmaps', '-o', 'json']);
+  assert.equal(cms.code, 0, cms.stderr);
+  assertNoSecret(config, 'the ConfigMaps', cms.stdout);
+});
+
 test('a port-forward reaches PostgreSQL, and the digdag role logs in with the generated password', async (t) => {
   if (skipped(t)) return;
   const port = await freePortRange(1, 61100);
@@ -238,6 +248,20 @@ test('Digdag on the cluster is closed to the wrong pods and to requests without 
   };
   assert.equal(await fromWorker(await podIp('digdag-postgres-0'), 5432), true, `${worker.name} reaches PostgreSQL`);
   assert.equal(await fromWorker(ui.ip, 65432), false, `${worker.name} (sh> tasks) cannot call the UI/API pods`);
+  // Secrets: not in what a sh> task sees, the Digdag image's layers, any pod's log, any ConfigMap.
+  // No log server on Kubernetes: the task also writes its dump to its pod's /tmp (an emptyDir).
+  const dumpFile = `/tmp/leak-probe-${Date.now()}.txt`;
+  const readDump = async () => {
+    const names = (await k(['get', 'pods', '-l', `app.kubernetes.io/component=${taskRole(config.layout)}`, '-o', 'jsonpath={.items[*].metadata.name}'])).stdout.trim().split(/\s+/);
+    const dumps = await Promise.all(names.map(async (n) => (await k(['exec', n, '-c', 'digdag', '--', 'sh', '-c', `cat ${dumpFile} 2>/dev/null || true`])).stdout));
+    return dumps.join('');
+  };
+  assertNoSecret(config, 'a sh> task\'s environment or parent command line', await shTaskSees(ctx, apiEndpoint(ctx), { path: dumpFile, read: readDump }));
+  assert.deepEqual(await imageSecrets(clusterDocker(cc, 'save', config.k8s.image), config), [], `${config.k8s.image} layers`);
+  const logs = await k(['logs', '-l', 'app.kubernetes.io/name=digdag', '--all-containers', '--prefix', '--tail=-1', '--max-log-requests=20']);
+  assert.equal(logs.code, 0, logs.stderr);
+  assertNoSecret(config, 'the pods\' logs', logs.stdout);
+  assertNoSecret(config, 'the ConfigMaps', (await k(['get', 'configmaps', '-o', 'json'])).stdout);
   // A person: the web UI and the CLI through the port-forward (kubelet probes and port-forward
   // are not subject to NetworkPolicy; the pods being Ready shows the probes pass).
   const url = apiUrl(ctx);
@@ -253,4 +277,35 @@ test('down --purge removes the namespace, says what happens to the Retain volume
   assert.equal(fs.existsSync(path.join(config.stateDir, 'secrets')), false);
   assert.ok(await waitFor(async () => (await k(['get', 'namespace', config.k8s.namespace])).code !== 0, 120_000, 1000), 'namespace gone');
   assert.ok(fs.existsSync(clusterPaths(cc).kubeconfig));
+});
+
+test('the chart on the real cluster: installs with its NetworkPolicies into a restricted namespace, becomes ready, passes helm test, admits only the ingress controller', { timeout: 900_000 }, async (t) => {
+  if (skipped(t)) return;
+  if (runtimeMissing) return t.skip(`SKIPPED — needs a Digdag runtime (the chart runs the Digdag image): ${runtimeMissing}`);
+  const ns = 'digdag-release';
+  await kc(['apply', '-f', '-'], JSON.stringify({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: ns, labels: { 'pod-security.kubernetes.io/enforce': 'restricted' } } }));
+  const colon = config.k8s.image.lastIndexOf(':');
+  const small = ['ui', 'worker', 'scheduler'].flatMap((r) => ['--set', `roles.${r}.resources.requests.cpu=50m`, '--set', `roles.${r}.resources.requests.memory=256Mi`]);
+  const helm = (args: string[], timeoutMs = 60_000) => runner.run({ argv: [helmBin(), '--kubeconfig', clusterPaths(cc).kubeconfig, '-n', ns, ...args], quiet: true, nothrow: true, timeoutMs });
+  const install = await helm(['install', 'dd', path.join(ROOT, 'chart', 'digdag-ha'), '--wait', '--timeout', '12m',
+    '--set', `image.repository=${config.k8s.image.slice(0, colon)}`, '--set', `image.tag=${config.k8s.image.slice(colon + 1)}`,
+    '--set', `postgres.image=${CLUSTER_POSTGRES_IMAGE}`, '--set', 'postgres.storage=1Gi',
+    // The test cluster's CoreDNS is a node process: the node's address joins the DNS peers.
+    '--set', `networkPolicy.dnsCidrs={169.254.20.10/32,${cc.net.bridgeIp}/32}`, ...small], 13 * 60_000);
+  try {
+    assert.equal(install.code, 0, `${install.stdout}\n${install.stderr}\n${(await kc(['get', 'pods,events', '-n', ns])).stdout}`);
+    const policies = (await kc(['get', 'networkpolicies', '-n', ns, '-o', 'name'])).stdout;
+    assert.match(policies, /default-deny/, policies);
+    const test = await helm(['test', 'dd', '--timeout', '5m'], 6 * 60_000);
+    assert.equal(test.code, 0, `${test.stdout}\n${test.stderr}`);
+    assert.match(test.stdout, /Phase:\s+Succeeded/);
+    const ui = (await kc(['get', 'pods', '-n', ns, '-l', 'digdag-ha/api=true', '-o', 'jsonpath={.items[0].status.podIP}'])).stdout.trim();
+    const worker = (await kc(['get', 'pods', '-n', ns, '-l', 'app.kubernetes.io/component=worker', '-o', 'jsonpath={.items[0].status.podIP}'])).stdout.trim();
+    assert.ok(await waitFor(() => from(INGRESS_NS, 'controller')(ui, 65432), 30_000, 500), 'the ingress controller reaches the chart\'s UI pods');
+    assert.equal(await from(OUTSIDER_NS, 'outsider')(ui, 65432), false, 'another namespace does not');
+    assert.equal(await from(INGRESS_NS, 'controller')(worker, 65432), false, 'nobody reaches the chart\'s workers');
+  } finally {
+    await helm(['uninstall', 'dd', '--wait', '--timeout', '3m'], 4 * 60_000);
+    await kc(['delete', 'namespace', ns, '--wait=false']);
+  }
 });

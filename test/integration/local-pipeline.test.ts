@@ -10,7 +10,7 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { after, before, describe, test, type TestContext } from 'node:test';
 import type { Config } from '../../lib/config.ts';
 import { UserError } from '../../lib/errors.ts';
@@ -25,6 +25,8 @@ import { verifyHa } from '../../tasks/verify-ha.ts';
 import type { Check } from '../../lib/verify.ts';
 import { tempDir, testConfig, testCtx } from '../helpers/fixtures.ts';
 import { proveBrowserLogin, proveCliLogin } from '../helpers/login.ts';
+import { assertNoSecret, shTaskSees } from '../helpers/leaks.ts';
+import { apiEndpoint } from '../../lib/push-workflow.ts';
 import { endpointOf } from '../../lib/local/apply.ts';
 import { freePortRange, prepareRuntime, runtimeVars } from '../helpers/runtime.ts';
 
@@ -107,6 +109,19 @@ for (const layout of LAYOUTS) {
         const noBrowser = await proveBrowserLogin(config, url);
         await proveCliLogin(config, runner, url);
         if (noBrowser) t.skip(`browser part SKIPPED: ${noBrowser} (the CLI part ran)`);
+      });
+
+      test('no generated secret in what a sh> task sees (environment, parent command line), in any log, or in ps', { timeout: 300_000 }, async (t) => {
+        if (!needsRuntime(t)) return;
+        const ctx = testCtx(config, runner);
+        assertNoSecret(config, 'a sh> task\'s environment or parent command line', await shTaskSees(ctx, apiEndpoint(ctx)));
+        const logs = path.join(config.stateDir, 'logs');
+        for (const f of fs.readdirSync(logs, { recursive: true }) as string[]) {
+          const file = path.join(logs, f);
+          if (fs.statSync(file).isFile()) assertNoSecret(config, file, fs.readFileSync(file, 'latin1'));
+        }
+        assertNoSecret(config, 'ps output', spawnSync('ps', ['-eo', 'args'], { encoding: 'utf8' }).stdout);
+        assertNoSecret(config, 'the toolkit\'s own output', lines.join('\n'));
       });
 
       test('a broken workflow is refused by push-workflow with the file named', { timeout: 300_000 }, async (t) => {

@@ -20,6 +20,7 @@ import { writePrivateFile } from '../../lib/state.ts';
 import { createSecret } from '../../tasks/create-secret.ts';
 import { tempDir, testConfig, testCtx } from '../helpers/fixtures.ts';
 import { freePortRange, prepareRuntime, runtimeVars } from '../helpers/runtime.ts';
+import { generatedSecrets } from '../helpers/leaks.ts';
 
 const lines: string[] = [];
 const runner = new ShellRunner(false, (l) => lines.push(l));
@@ -39,9 +40,8 @@ after(() => {
 
 /** Every generated value in every form it travels in. */
 function secretValues(): string[] {
-  const { secrets } = ensureSecrets(config);
-  const header = authorizationHeader(apiCredentials(config, secrets)!);
-  return [secrets.dbPassword, secrets.encryptionKey, secrets.postgresPassword, secrets.apiPassword, header.replace(/^Basic /, '')];
+  ensureSecrets(config);
+  return generatedSecrets(config).map((s) => s.value);
 }
 
 function assertFree(where: string, text: string): void {
