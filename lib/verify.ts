@@ -1,16 +1,16 @@
-// What verify-ha shares across targets: the check table, the sample workflow it starts, and
-// how a run of checks becomes a result.
-import type { Ctx } from './pipeline.ts';
+// What verify-ha shares across targets: the check table, the sample workflow it starts, the
+// authentication check on every role's port, and how a run of checks becomes a result.
+import crypto from 'node:crypto';
 import path from 'node:path';
+import { authorizationHeader, type ApiCredentials } from './auth.ts';
 import { ROOT } from './cli.ts';
 import { attemptTasks, deleteProject, fireScheduleNow, listAttempts, logFiles, projectId, projectSchedules, startAttempt, waitAttempt, workflowId, type Attempt } from './digdag-api.ts';
 import type { AuthEndpoint, Endpoint } from './digdag.ts';
 import { UserError } from './errors.ts';
 import { waitFor } from './processes.ts';
+import type { Ctx } from './pipeline.ts';
 import { pushProject, SAMPLE_PROJECT } from './push-workflow.ts';
-import { authorizationHeader, type ApiCredentials } from './auth.ts';
 import { registerSecret } from './secrets.ts';
-import crypto from 'node:crypto';
 
 export interface Check {
   /** The role (or roles) the check proves. */
