@@ -5,7 +5,6 @@
 // attempt does not move, the scheduler firing a due schedule. No check drops out of the table.
 import { apiCredentials, authenticatedEndpoint } from '../auth.ts';
 import { attemptTasks, getAttempt, waitAttempt } from '../digdag-api.ts';
-import { answersVersion } from '../digdag.ts';
 import { UserError } from '../errors.ts';
 import type { Ctx, Impl } from '../pipeline.ts';
 import { dbEndpoint, queryAsApp } from '../postgres.ts';

@@ -1,7 +1,9 @@
 // Probe pods on the project's own test cluster: the small busybox test image (lib/cluster/images.ts)
 // as a Pod Security "restricted" pod, and a bounded TCP/HTTP connection attempt from inside one,
 // for the tests that prove NetworkPolicies block or allow a connection.
+import assert from 'node:assert/strict';
 import type { ClusterConfig } from '../../lib/cluster/config.ts';
+import { waitFor } from '../../lib/processes.ts';
 import type { Cmd, Result } from '../../lib/runner.ts';
 
 /** A Pod Security "restricted" pod running the test image (busybox as nobody). */
@@ -32,6 +34,15 @@ export function probePod(cc: ClusterConfig, name: string, ns: string, labels: Re
 }
 
 type Kubectl = (args: string[], extra?: Partial<Cmd>) => Promise<Result>;
+
+/** A namespace enforcing Pod Security "restricted", ready for pods (its default ServiceAccount,
+ * which the controller-manager creates, exists). `k` runs kubectl without a namespace. */
+export async function restrictedNamespace(k: Kubectl, name: string): Promise<void> {
+  const ns = { apiVersion: 'v1', kind: 'Namespace', metadata: { name, labels: { 'pod-security.kubernetes.io/enforce': 'restricted', 'pod-security.kubernetes.io/enforce-version': 'latest' } } };
+  const r = await k(['apply', '-f', '-'], { input: JSON.stringify(ns), nothrow: true });
+  assert.equal(r.code, 0, r.stderr);
+  assert.ok(await waitFor(async () => (await k(['get', 'serviceaccount', 'default', '-n', name], { nothrow: true })).code === 0, 60_000, 250), `ServiceAccount default in ${name}`);
+}
 
 /**
  * Whether `pod` (in `ns`) opens a TCP connection to host:port within 3 s (busybox nc with an

@@ -26,13 +26,13 @@ import { renderManifests } from '../../lib/kube/render.ts';
 import { runStep, runSteps, type Ctx } from '../../lib/pipeline.ts';
 import { freePortRange, isPortFree } from '../../lib/postgres.ts';
 import { waitFor } from '../../lib/processes.ts';
-import { ShellRunner } from '../../lib/runner.ts';
+import { ShellRunner, type Cmd } from '../../lib/runner.ts';
 import { ALL_STEPS } from '../../tasks/all.ts';
 import { createSecret } from '../../tasks/create-secret.ts';
 import { startPostgres } from '../../tasks/start-postgres.ts';
 import { tempDir, testConfig, testCtx } from '../helpers/fixtures.ts';
 import { prepareRuntime, runtimeVars } from '../helpers/runtime.ts';
-import { canConnect, probePod } from '../helpers/cluster-pods.ts';
+import { canConnect, probePod, restrictedNamespace } from '../helpers/cluster-pods.ts';
 import { proveBrowserLogin, proveCliLogin } from '../helpers/login.ts';
 import { assertNoSecret, imageSecrets, shTaskSees } from '../helpers/leaks.ts';
 import { apiEndpoint } from '../../lib/push-workflow.ts';
@@ -144,13 +144,18 @@ const INGRESS_NS = 'ingress-nginx';
 const OUTSIDER_NS = 'outsider';
 
 /** kubectl without the release's namespace: the probes live in several. */
-const kc = (args: string[], input?: string) => runner.run({ argv: clusterKubectl(config, ...args), quiet: true, timeoutMs: 120_000, nothrow: true, ...(input ? { input } : {}) });
+const kcmd = (args: string[], extra: Partial<Cmd> = {}) => runner.run({ argv: clusterKubectl(config, ...args), quiet: true, timeoutMs: 120_000, nothrow: true, ...extra });
+const kc = (args: string[], input?: string) => kcmd(args, input ? { input } : {});
+
+/** The first pod matching a selector in a namespace: its name and address. */
+async function firstPod(ns: string, selector: string): Promise<{ name: string; ip: string }> {
+  const r = await kc(['get', 'pods', '-n', ns, '-l', selector, '-o', 'jsonpath={.items[0].metadata.name} {.items[0].status.podIP}']);
+  const [name = '', ip = ''] = r.stdout.trim().split(' ');
+  return { name, ip };
+}
 
 async function probes(): Promise<void> {
-  for (const ns of [INGRESS_NS, OUTSIDER_NS]) {
-    await kc(['apply', '-f', '-'], JSON.stringify({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: ns, labels: { 'pod-security.kubernetes.io/enforce': 'restricted' } } }));
-    assert.ok(await waitFor(async () => (await kc(['get', 'serviceaccount', 'default', '-n', ns])).code === 0, 60_000, 250), `ServiceAccount default in ${ns}`);
-  }
+  for (const ns of [INGRESS_NS, OUTSIDER_NS]) await restrictedNamespace(kcmd, ns);
   const want = [
     probePod(cc, 'controller', INGRESS_NS, { 'app.kubernetes.io/name': 'ingress-nginx' }),
     probePod(cc, 'impostor', INGRESS_NS, { 'app.kubernetes.io/name': 'not-the-controller' }),
@@ -168,7 +173,7 @@ async function probes(): Promise<void> {
 }
 
 const podIp = async (name: string) => (await k(['get', 'pod', name, '-o', 'jsonpath={.status.podIP}'])).stdout.trim();
-const from = (ns: string, pod: string) => (host: string, port: number) => canConnect((args, extra) => runner.run({ argv: clusterKubectl(config, ...args), quiet: true, ...extra }), ns, pod, host, port);
+const from = (ns: string, pod: string) => (host: string, port: number) => canConnect(kcmd, ns, pod, host, port);
 
 test('NetworkPolicies enforced on the real cluster: PostgreSQL only from Digdag pods', async (t) => {
   if (skipped(t)) return;
@@ -226,10 +231,7 @@ test('Digdag on the cluster is closed to the wrong pods and to requests without 
   // verify-ha tried every role's pod without, with a wrong and with the generated credentials.
   const checks = ctx.facts.checks as Check[];
   for (const role of layoutRoles(config)) assert.ok(checks.some((c) => c.ok && c.role === role && /\b401\b/.test(c.what)), `no passing authentication check for ${role}`);
-  const ip = async (role: string) => {
-    const name = (await k(['get', 'pods', '-l', `app.kubernetes.io/component=${role}`, '-o', 'jsonpath={.items[0].metadata.name}'])).stdout.trim();
-    return { name, ip: await podIp(name) };
-  };
+  const ip = (role: string) => firstPod(config.k8s.namespace, `app.kubernetes.io/component=${role}`);
   const ui = await ip('ui');
   const worker = await ip(taskRole(config.layout));
   const scheduler = await ip('scheduler');
@@ -283,7 +285,7 @@ test('the chart on the real cluster: installs with its NetworkPolicies into a re
   if (skipped(t)) return;
   if (runtimeMissing) return t.skip(`SKIPPED — needs a Digdag runtime (the chart runs the Digdag image): ${runtimeMissing}`);
   const ns = 'digdag-release';
-  await kc(['apply', '-f', '-'], JSON.stringify({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: ns, labels: { 'pod-security.kubernetes.io/enforce': 'restricted' } } }));
+  await restrictedNamespace(kcmd, ns);
   const colon = config.k8s.image.lastIndexOf(':');
   const small = ['ui', 'worker', 'scheduler'].flatMap((r) => ['--set', `roles.${r}.resources.requests.cpu=50m`, '--set', `roles.${r}.resources.requests.memory=256Mi`]);
   const helm = (args: string[], timeoutMs = 60_000) => runner.run({ argv: [helmBin(), '--kubeconfig', clusterPaths(cc).kubeconfig, '-n', ns, ...args], quiet: true, nothrow: true, timeoutMs });
@@ -299,8 +301,8 @@ test('the chart on the real cluster: installs with its NetworkPolicies into a re
     const test = await helm(['test', 'dd', '--timeout', '5m'], 6 * 60_000);
     assert.equal(test.code, 0, `${test.stdout}\n${test.stderr}`);
     assert.match(test.stdout, /Phase:\s+Succeeded/);
-    const ui = (await kc(['get', 'pods', '-n', ns, '-l', 'digdag-ha/api=true', '-o', 'jsonpath={.items[0].status.podIP}'])).stdout.trim();
-    const worker = (await kc(['get', 'pods', '-n', ns, '-l', 'app.kubernetes.io/component=worker', '-o', 'jsonpath={.items[0].status.podIP}'])).stdout.trim();
+    const { ip: ui } = await firstPod(ns, 'digdag-ha/api=true');
+    const { ip: worker } = await firstPod(ns, 'app.kubernetes.io/component=worker');
     assert.ok(await waitFor(() => from(INGRESS_NS, 'controller')(ui, 65432), 30_000, 500), 'the ingress controller reaches the chart\'s UI pods');
     assert.equal(await from(OUTSIDER_NS, 'outsider')(ui, 65432), false, 'another namespace does not');
     assert.equal(await from(INGRESS_NS, 'controller')(worker, 65432), false, 'nobody reaches the chart\'s workers');

@@ -15,7 +15,7 @@ import { ensureTestImage, loadImage } from '../../lib/cluster/images.ts';
 import { clusterDown, clusterRssMiB, clusterStatus, clusterUpCmd, missingPrerequisites } from '../../lib/cluster/lifecycle.ts';
 import { listProcesses, waitFor } from '../../lib/processes.ts';
 import { ShellRunner, type Cmd } from '../../lib/runner.ts';
-import { probePod } from '../helpers/cluster-pods.ts';
+import { probePod, restrictedNamespace } from '../helpers/cluster-pods.ts';
 import { tempDir, testConfig } from '../helpers/fixtures.ts';
 
 const runner = new ShellRunner(false, () => {});
@@ -57,12 +57,6 @@ const apply = (obj: unknown) => k(['apply', '-f', '-'], { input: JSON.stringify(
 
 const pod = (name: string, ns: string, labels: Record<string, string>, args: string[]) => probePod(cc, name, ns, labels, args);
 
-async function restrictedNamespace(name: string): Promise<void> {
-  await apply({ apiVersion: 'v1', kind: 'Namespace', metadata: { name, labels: { 'pod-security.kubernetes.io/enforce': 'restricted', 'pod-security.kubernetes.io/enforce-version': 'latest' } } });
-  // The controller-manager creates the "default" ServiceAccount pods need.
-  assert.ok(await waitFor(async () => (await k(['get', 'serviceaccount', 'default', '-n', name], { nothrow: true })).code === 0, 60_000, 250), `ServiceAccount default in ${name}`);
-}
-
 const waitReady = (ns: string, ...pods: string[]) => k(['wait', '-n', ns, '--for=condition=Ready', '--timeout=120s', ...pods.map((p) => `pod/${p}`)], { timeoutMs: 130_000 });
 
 /** Fetches the web Service by its DNS name from inside a client pod; true when it answered. */
@@ -88,7 +82,7 @@ test('up starts every component and the node becomes Ready; up again says so at 
 
 test('a Pod Security "restricted" namespace rejects a privileged pod and admits a compliant one', async (t) => {
   if (skipped(t)) return;
-  await restrictedNamespace(PSA_NS);
+  await restrictedNamespace(k, PSA_NS);
   const bad = pod('privileged', PSA_NS, {}, ['sleep', '3600']);
   // Privileged and nothing else (privileged with allowPrivilegeEscalation=false is invalid anyway).
   (bad.spec.containers[0] as { securityContext: unknown }).securityContext = { privileged: true };
@@ -101,7 +95,7 @@ test('a Pod Security "restricted" namespace rejects a privileged pod and admits 
 
 test('a pod reaches another pod through its Service by DNS name', async (t) => {
   if (skipped(t)) return;
-  await restrictedNamespace(NS);
+  await restrictedNamespace(k, NS);
   await apply(pod('web', NS, { app: 'web' }, ['sh', '-c', 'mkdir -p /tmp/www && echo hello-from-web > /tmp/www/index.html && exec busybox httpd -f -p 8080 -h /tmp/www']));
   await apply({ apiVersion: 'v1', kind: 'Service', metadata: { name: 'web', namespace: NS }, spec: { selector: { app: 'web' }, ports: [{ port: 80, targetPort: 8080 }] } });
   await apply(pod('client', NS, { role: 'client' }, ['sleep', '3600']));
