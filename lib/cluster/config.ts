@@ -1,11 +1,12 @@
 // The test cluster's settings: where its state and binary cache live, its images, addresses
-// and ports — derived once from the project's Config and the environment, validated, frozen.
+// and ports — derived from the project's Config (its Test cluster section, lib/config/cluster.ts)
+// and the harness's fixed network, then frozen. Nothing here reads the environment.
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import type { Config } from '../config.ts';
+import { CLUSTER_SECTION_VARIABLES } from '../config/cluster.ts';
 import { UserError } from '../errors.ts';
-import { BASE_IMAGE_SUITE, K8S_SCHEMA_VERSION } from '../versions.ts';
+import { K8S_SCHEMA_VERSION } from '../versions.ts';
 
 export interface ClusterConfig {
   /** The one directory holding everything the running cluster writes. */
@@ -45,37 +46,14 @@ export interface ClusterConfig {
   readonly cgroupRoot: string;
 }
 
-export interface ClusterEnv {
-  DIGDAG_HA_CLUSTER_DIR?: string;
-  DIGDAG_HA_CACHE_DIR?: string;
-  XDG_CACHE_HOME?: string;
-  HOME?: string;
-  CLUSTER_BASE_IMAGE?: string;
-  CLUSTER_DEBIAN_MIRROR?: string;
-}
+/** The variables the harness reads (its config section), for --help. */
+export const CLUSTER_VARIABLES: Readonly<Record<string, string>> = Object.fromEntries(
+  CLUSTER_SECTION_VARIABLES.map((v) => [v.name, v.description]),
+);
 
-/** The variables this module reads, for --help and the README. */
-export const CLUSTER_VARIABLES = {
-  DIGDAG_HA_CLUSTER_DIR: 'state dir of the test cluster (default: <DIGDAG_HA_STATE_DIR>/test-cluster)',
-  DIGDAG_HA_CACHE_DIR: 'cache for built binaries and the base image (default: ${XDG_CACHE_HOME:-$HOME/.cache}/digdag-ha)',
-  CLUSTER_BASE_IMAGE: `name of the debootstrapped base image (default: digdag-ha-base:${BASE_IMAGE_SUITE})`,
-  CLUSTER_DEBIAN_MIRROR: 'Debian mirror for debootstrap (default: http://deb.debian.org/debian)',
-} as const;
-
-const IMAGE_NAME = /^[a-z0-9][a-z0-9._\-/]*:[A-Za-z0-9._-]+$/;
-
-export function loadClusterConfig(config: Config, env: ClusterEnv & NodeJS.ProcessEnv = process.env): ClusterConfig {
-  const stateRoot = path.resolve(config.root, config.vars.DIGDAG_HA_STATE_DIR ?? '.state');
-  const dir = path.resolve(config.root, env.DIGDAG_HA_CLUSTER_DIR || path.join(stateRoot, 'test-cluster'));
-  const cacheRoot = path.resolve(env.DIGDAG_HA_CACHE_DIR || path.join(env.XDG_CACHE_HOME || path.join(env.HOME || os.homedir(), '.cache'), 'digdag-ha'));
-  const baseImage = env.CLUSTER_BASE_IMAGE || `digdag-ha-base:${BASE_IMAGE_SUITE}`;
-  if (!IMAGE_NAME.test(baseImage)) {
-    throw new UserError(`CLUSTER_BASE_IMAGE=${baseImage} is not an image name with a tag`, `set CLUSTER_BASE_IMAGE=digdag-ha-base:${BASE_IMAGE_SUITE}`);
-  }
-  const debianMirror = env.CLUSTER_DEBIAN_MIRROR || 'http://deb.debian.org/debian';
-  if (!/^(https?|file):\/\//.test(debianMirror)) {
-    throw new UserError(`CLUSTER_DEBIAN_MIRROR=${debianMirror} is not a URL`, 'set CLUSTER_DEBIAN_MIRROR=http://deb.debian.org/debian');
-  }
+/** The harness's settings from the project's Config (its Test cluster section) and the harness's fixed network and ports. */
+export function loadClusterConfig(config: Config): ClusterConfig {
+  const { dir, cacheDir: cacheRoot, baseImage, debianMirror } = config.cluster;
   // containerd and dockerd listen on unix sockets below `dir`; a socket path is limited to 107 bytes.
   if (Buffer.byteLength(path.join(dir, 'containerd', 'containerd.sock')) > 100) {
     throw new UserError(`DIGDAG_HA_CLUSTER_DIR=${dir} is too long for the unix sockets placed in it`, 'set DIGDAG_HA_CLUSTER_DIR to a shorter path, e.g. /var/tmp/digdag-ha-cluster');

@@ -25,7 +25,8 @@ export function testConfig(vars: Record<string, string> = {}, opts: { detectKube
   const state = vars.DIGDAG_HA_STATE_DIR ?? tempDir();
   return loadConfig({
     root: ROOT,
-    env: {},
+    // Only where this machine keeps the test cluster's built binaries; nothing else of the user's.
+    env: { HOME: process.env.HOME, XDG_CACHE_HOME: process.env.XDG_CACHE_HOME, DIGDAG_HA_CACHE_DIR: process.env.DIGDAG_HA_CACHE_DIR },
     envFile: path.join(state, 'no-such.env'),
     overrides: { DIGDAG_HA_TARGET: 'local', ...vars, DIGDAG_HA_STATE_DIR: state },
     detectKube: opts.detectKube ?? (() => false),

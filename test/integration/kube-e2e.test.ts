@@ -55,9 +55,9 @@ const CHART_NS = 'digdag-chart';
 before(async () => {
   state = tempDir('dh-kube-e2e-');
   const port = await freePortRange(1, 61000);
-  config = testConfig({ DIGDAG_HA_TARGET: 'cluster', DIGDAG_HA_STATE_DIR: state, RESOURCE_PROFILE: 'small', PORT_FORWARD_PORT: String(port), ...runtimeVars });
-  cc = loadClusterConfig(config, { ...process.env, DIGDAG_HA_CLUSTER_DIR: path.join(state, 'c') });
-  // Everything below reads the cluster dir from the environment, as tasks/cluster.ts would.
+  config = testConfig({ DIGDAG_HA_TARGET: 'cluster', DIGDAG_HA_STATE_DIR: state, RESOURCE_PROFILE: 'small', PORT_FORWARD_PORT: String(port), DIGDAG_HA_CLUSTER_DIR: path.join(state, 'c'), ...runtimeVars });
+  cc = loadClusterConfig(config);
+  // Programs started below (tasks/cluster.ts) read the cluster dir from the environment.
   process.env.DIGDAG_HA_CLUSTER_DIR = cc.dir;
   const missing = missingPrerequisites(cc);
   if (missing.length) {

@@ -29,7 +29,7 @@ const PSA_NS = 'psa-restricted';
 
 before(async () => {
   const state = tempDir('dh-cluster-');
-  cc = loadClusterConfig(testConfig({ DIGDAG_HA_STATE_DIR: state }), { ...process.env, DIGDAG_HA_CLUSTER_DIR: path.join(state, 'c') });
+  cc = loadClusterConfig(testConfig({ DIGDAG_HA_STATE_DIR: state, DIGDAG_HA_CLUSTER_DIR: path.join(state, 'c') }));
   const missing = missingPrerequisites(cc);
   if (missing.length) {
     skipReason = `test cluster cannot run here — missing: ${missing.join('; ')}`;
@@ -169,7 +169,7 @@ test('a component that dies during start-up: up fails naming it with its log, an
   // The real binaries, but a kube-scheduler that fails at once.
   const state = tempDir('dh-cluster-bad-');
   const cache = path.join(state, 'cache');
-  const bad = loadClusterConfig(testConfig({ DIGDAG_HA_STATE_DIR: state }), { ...process.env, DIGDAG_HA_CLUSTER_DIR: path.join(state, 'c'), DIGDAG_HA_CACHE_DIR: cache });
+  const bad = loadClusterConfig(testConfig({ DIGDAG_HA_STATE_DIR: state, DIGDAG_HA_CLUSTER_DIR: path.join(state, 'c'), DIGDAG_HA_CACHE_DIR: cache }));
   fs.mkdirSync(bad.binDir, { recursive: true });
   for (const b of BINARIES) fs.symlinkSync(path.join(cc.binDir, b.name), path.join(bad.binDir, b.name));
   fs.rmSync(path.join(bad.binDir, 'kube-scheduler'));

@@ -1,0 +1,115 @@
+// Config section Kubernetes: namespace, context, images, pod sizing, autoscaling and access
+// on minikube, gke and the project's own cluster.
+import { UserError } from '../errors.ts';
+import type { RolesConfig } from './roles.ts';
+import { group, IMAGE_REF, int, oneOf, str, type Values, type VarSpec } from './spec.ts';
+
+/** The official PostgreSQL image the manifests and the chart use by default (pinned by digest). */
+export const PUBLIC_POSTGRES_IMAGE = 'postgres:15-alpine@sha256:fe0737ba566a2c5b2a28f34433c0a423261900ec17b9bf7ad115e1aae7e57f1b';
+/** On the cluster target: built by build-image from the debootstrapped base (docker/postgres). */
+export const CLUSTER_POSTGRES_IMAGE = 'digdag-ha.local/postgres:15';
+
+export const KUBERNETES_VARIABLES: readonly VarSpec[] = group('Kubernetes', [
+  { name: 'K8S_NAMESPACE', default: 'digdag', kind: str('digdag', /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/),
+    description: 'Namespace everything is deployed into.' },
+  { name: 'KUBE_CONTEXT', default: '', kind: str('gke_my-project_asia-northeast1_digdag'),
+    description: 'kubectl context. Empty: the minikube profile on minikube, the current context on gke.' },
+  { name: 'MINIKUBE_PROFILE', default: 'digdag-ha', kind: str('digdag-ha', /^[a-z0-9][a-z0-9-]*$/),
+    description: 'minikube profile (a dedicated cluster, so teardown deletes only ours).' },
+  { name: 'IMAGE', default: 'digdag-ha:0.10.5.1', kind: str('asia-northeast1-docker.pkg.dev/my-project/digdag/digdag-ha:0.10.5.1', /^[a-z0-9][a-z0-9._\-/:@]*$/),
+    description: 'Image name. On gke it must include the registry path; build-image pushes it there.' },
+  { name: 'INSTALL_GCLOUD', default: '', kind: oneOf(['', 'true', 'false']),
+    description: 'Install the gcloud SDK in the image so sh> tasks can call bq and gcloud. Empty: true, except on the cluster target (Google\'s apt repository is not a registry it can reach).' },
+  { name: 'BASE_IMAGE', default: '', kind: str('debian:bookworm-slim', IMAGE_REF),
+    description: 'Base image of the Digdag image (a JRE 17 is installed with apt when it has no java). Empty: eclipse-temurin 11 (pinned) on minikube/gke, the debootstrapped base (CLUSTER_BASE_IMAGE) on cluster.' },
+  { name: 'POSTGRES_IMAGE', default: '', kind: str('mirror.example.com/postgres:15-alpine', IMAGE_REF),
+    description: 'PostgreSQL 15 image of the in-cluster database (runs as uid 70 like the official alpine image). Empty: the pinned postgres:15-alpine on minikube/gke; on cluster an image build-image makes from the base with Debian\'s postgresql-15.' },
+  { name: 'IMAGE_PULL_POLICY', default: '', kind: oneOf(['', 'IfNotPresent', 'Always', 'Never']),
+    description: 'imagePullPolicy of every container. Empty: Always on gke with a tag (a moved tag is picked up), IfNotPresent otherwise (locally loaded or digest-pinned images).' },
+  { name: 'RESOURCE_PROFILE', default: 'default', kind: oneOf(['default', 'small']),
+    description: 'Requests and limits of the pods: default (sized for production nodes) or small (every role and PostgreSQL fit one 2-vCPU node with room for a rolling update\'s surge pod).' },
+  { name: 'IMAGE_TZ', default: 'Asia/Tokyo', kind: str('Asia/Tokyo', /^[A-Za-z_]+(\/[A-Za-z_+-]+)*$/),
+    description: 'Time zone baked into the image.' },
+  { name: 'IMAGE_LANG', default: 'ja_JP.UTF-8', kind: str('ja_JP.UTF-8', /^[A-Za-z_]+\.UTF-8$/),
+    description: 'Locale baked into the image.' },
+  { name: 'AGENT_AUTOSCALING', default: 'none', kind: oneOf(['none', 'keda', 'hpa']),
+    description: 'Scale the task-running role (workers, or agents in the split layout) automatically: keda (on Digdag\'s queue depth, needs KEDA), hpa (on CPU) or none (replicas fixed).' },
+  { name: 'KEDA_NAMESPACE', default: 'keda', kind: str('keda', /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/),
+    description: 'With AGENT_AUTOSCALING=keda: the namespace KEDA runs in; its operator runs the queue-depth query, so the PostgreSQL NetworkPolicy admits it.' },
+  { name: 'AGENT_MAX_REPLICAS', default: '10', kind: int(1, 500, '20'),
+    description: 'Upper bound for autoscaling the workers (agents in the split layout); WORKER_REPLICAS (AGENT_REPLICAS) is the lower bound.' },
+  { name: 'GCP_SERVICE_ACCOUNT', default: '', kind: str('digdag@my-project.iam.gserviceaccount.com', /^([a-z0-9-]+@[a-z0-9-]+\.iam\.gserviceaccount\.com)?$/),
+    description: 'gke: Google service account bound to the digdag ServiceAccount by Workload Identity. Empty: the node\'s default identity.' },
+  { name: 'INGRESS_HOST', default: '', kind: str('digdag.example.com', /^([a-z0-9.-]+)?$/),
+    description: 'Host name for the Ingress rule. Empty: any host (the minikube IP works).' },
+  { name: 'PORT_FORWARD_PORT', default: '65432', kind: int(1024, 65535, '65432'),
+    description: 'Local port that port-forward binds to the UI Service.' },
+  { name: 'ROLLOUT_TIMEOUT_SECONDS', default: '300', kind: int(10, 3600, '600'),
+    description: 'How long apply waits for each role to roll out before showing events and failing.' },
+]);
+
+export interface K8sConfig {
+  readonly namespace: string;
+  readonly context: string;
+  readonly minikubeProfile: string;
+  readonly image: string;
+  readonly installGcloud: boolean;
+  /** Base of the Digdag image; '' = the Dockerfile's default. */
+  readonly baseImage: string;
+  readonly postgresImage: string;
+  readonly imagePullPolicy: 'IfNotPresent' | 'Always' | 'Never';
+  readonly resourceProfile: 'default' | 'small';
+  readonly tz: string;
+  readonly lang: string;
+  readonly ingressHost: string;
+  readonly portForwardPort: number;
+  readonly rolloutTimeoutSeconds: number;
+  readonly autoscaling: 'none' | 'keda' | 'hpa';
+  readonly agentMaxReplicas: number;
+  readonly kedaNamespace: string;
+  readonly gcpServiceAccount: string;
+}
+
+/** `clusterBaseImage`: the own cluster's debootstrapped base (cluster harness section), the default base there. */
+export function kubernetesConfig(v: Values, roles: Pick<RolesConfig, 'layout'>, clusterBaseImage: string): K8sConfig {
+  const { target } = v;
+  const image = v.str('IMAGE');
+  const postgresImage = v.str('POSTGRES_IMAGE');
+  if (!IMAGE_REF.test(image) || (image.includes('@') && !/@sha256:[0-9a-f]{64}$/.test(image))) {
+    throw new UserError(`IMAGE=${image} is not an image reference`, 'set IMAGE=name:tag or IMAGE=registry/path/name@sha256:<64 hex digits>');
+  }
+  if (target === 'cluster' && (image.includes('@') || postgresImage.includes('@'))) {
+    throw new UserError('the cluster target loads locally built images, and a digest-pinned reference (name@sha256:…) cannot name one', 'use a tag on the cluster target, e.g. IMAGE=digdag-ha:0.10.5.1');
+  }
+  if (target === 'cluster' && v.str('IMAGE_PULL_POLICY') === 'Always') {
+    throw new UserError('IMAGE_PULL_POLICY=Always on the cluster target: it has no registry, its images are imported into containerd', 'set IMAGE_PULL_POLICY=IfNotPresent (or leave it empty)');
+  }
+  if (target === 'gke' && !image.includes('/')) {
+    throw new UserError(`IMAGE=${image} has no registry path, and gke pulls from a registry`, 'set IMAGE=asia-northeast1-docker.pkg.dev/<project>/<repo>/digdag-ha:0.10.5.1');
+  }
+  const scaled = roles.layout === 'worker' ? 'WORKER_REPLICAS' : 'AGENT_REPLICAS';
+  if (v.str('AGENT_AUTOSCALING') !== 'none' && v.num('AGENT_MAX_REPLICAS') < v.num(scaled)) {
+    throw new UserError(`AGENT_MAX_REPLICAS=${v.str('AGENT_MAX_REPLICAS')} is below ${scaled}=${v.str(scaled)}`, `set AGENT_MAX_REPLICAS=${v.str(scaled)} or more`);
+  }
+  const installGcloud = v.str('INSTALL_GCLOUD');
+  return {
+    namespace: v.str('K8S_NAMESPACE'),
+    context: v.str('KUBE_CONTEXT') || (target === 'minikube' ? v.str('MINIKUBE_PROFILE') : ''),
+    minikubeProfile: v.str('MINIKUBE_PROFILE'),
+    image,
+    installGcloud: installGcloud ? installGcloud === 'true' : target !== 'cluster',
+    baseImage: v.str('BASE_IMAGE') || (target === 'cluster' ? clusterBaseImage : ''),
+    postgresImage: postgresImage || (target === 'cluster' ? CLUSTER_POSTGRES_IMAGE : PUBLIC_POSTGRES_IMAGE),
+    imagePullPolicy: (v.str('IMAGE_PULL_POLICY') || (target === 'gke' && !image.includes('@') ? 'Always' : 'IfNotPresent')) as K8sConfig['imagePullPolicy'],
+    resourceProfile: v.str('RESOURCE_PROFILE') as K8sConfig['resourceProfile'],
+    tz: v.str('IMAGE_TZ'),
+    lang: v.str('IMAGE_LANG'),
+    ingressHost: v.str('INGRESS_HOST'),
+    portForwardPort: v.num('PORT_FORWARD_PORT'),
+    rolloutTimeoutSeconds: v.num('ROLLOUT_TIMEOUT_SECONDS'),
+    autoscaling: v.str('AGENT_AUTOSCALING') as K8sConfig['autoscaling'],
+    agentMaxReplicas: v.num('AGENT_MAX_REPLICAS'),
+    kedaNamespace: v.str('KEDA_NAMESPACE'),
+    gcpServiceAccount: v.str('GCP_SERVICE_ACCOUNT'),
+  };
+}
