@@ -1,14 +1,13 @@
 // Command-line entry shared by every task file and all.ts: flags, config, context, exit code.
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { loadConfig, type Config } from './config.ts';
 import { describeError, UserError } from './errors.ts';
+import { ROOT } from './paths.ts';
 import { runSteps, TASK_ORDER, type Ctx, type Step } from './pipeline.ts';
 import { ShellRunner, type Runner } from './runner.ts';
-
-export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
 /** True when the module at `url` is the program being run (not imported). */
 export function isMain(url: string): boolean {

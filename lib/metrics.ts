@@ -9,11 +9,12 @@ import YAML from 'yaml';
 import { sha256File } from './digdag.ts';
 import { UserError } from './errors.ts';
 import type { Config } from './config.ts';
+import { MONITORING_DIR } from './paths.ts';
 import type { Runner } from './runner.ts';
 import { ensureDir } from './state.ts';
 import { JMX_EXPORTER_SHA256, JMX_EXPORTER_VERSION, POSTGRES_EXPORTER_DEBIAN_VERSION, PROMTOOL_MODULE_VERSION } from './versions.ts';
 
-export const MONITORING_DIR = path.join(path.dirname(new URL(import.meta.url).pathname), '..', 'monitoring');
+export { MONITORING_DIR };
 export const JMX_EXPORTER_CONFIG = path.join(MONITORING_DIR, 'jmx-exporter.yaml');
 export const QUEUE_QUERIES = path.join(MONITORING_DIR, 'queue-queries.yaml');
 export const ALERTS_FILE = path.join(MONITORING_DIR, 'alerts.yaml');

@@ -3,7 +3,7 @@
 // auth on, the client reads the Authorization header from a 0600 `-c` file, never from argv.
 import path from 'node:path';
 import { authenticatedEndpoint, clientConfigFile, credentialsHint, writeClientConfig } from './auth.ts';
-import { ROOT } from './cli.ts';
+import { ROOT } from './paths.ts';
 import type { Config } from './config.ts';
 import { CLIENT_JVM_OPTS, detectJava, digdagArgv, getJson, obtainRuntime, readRuntime, writeRuntime, type AuthEndpoint } from './digdag.ts';
 import { UserError } from './errors.ts';

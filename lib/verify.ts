@@ -3,7 +3,7 @@
 import crypto from 'node:crypto';
 import path from 'node:path';
 import { authorizationHeader, type ApiCredentials } from './auth.ts';
-import { ROOT } from './cli.ts';
+import { ROOT } from './paths.ts';
 import { attemptTasks, deleteProject, fireScheduleNow, listAttempts, logFiles, projectId, projectSchedules, startAttempt, waitAttempt, workflowId, type Attempt } from './digdag-api.ts';
 import type { AuthEndpoint, Endpoint } from './digdag.ts';
 import { UserError } from './errors.ts';

@@ -1,11 +1,12 @@
 // cluster: the project's own single-node Kubernetes test cluster — build its binaries, bring
 // it up, show its status, print its KUBECONFIG, take it down (--purge: and delete its state).
 import path from 'node:path';
-import { configFromFlags, isMain, parseFlags, ROOT } from '../lib/cli.ts';
+import { configFromFlags, isMain, parseFlags } from '../lib/cli.ts';
 import { buildBinaries } from '../lib/cluster/build.ts';
 import { CLUSTER_VARIABLES, clusterPaths, loadClusterConfig } from '../lib/cluster/config.ts';
 import { clusterDown, clusterStatus, clusterUpCmd } from '../lib/cluster/lifecycle.ts';
 import { describeError, UserError } from '../lib/errors.ts';
+import { ROOT } from '../lib/paths.ts';
 import { ShellRunner } from '../lib/runner.ts';
 
 const SUBCOMMANDS = ['up', 'down', 'status', 'build', 'env'] as const;

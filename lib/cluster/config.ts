@@ -11,6 +11,8 @@ import { K8S_SCHEMA_VERSION } from '../versions.ts';
 export interface ClusterConfig {
   /** The one directory holding everything the running cluster writes. */
   readonly dir: string;
+  /** Its admin kubeconfig (in `dir`). */
+  readonly kubeconfig: string;
   /** Built binaries; outside the repository so fresh clones reuse them. */
   readonly binDir: string;
   /** The debootstrapped root file system and other made-once artefacts. */
@@ -53,13 +55,14 @@ export const CLUSTER_VARIABLES: Readonly<Record<string, string>> = Object.fromEn
 
 /** The harness's settings from the project's Config (its Test cluster section) and the harness's fixed network and ports. */
 export function loadClusterConfig(config: Config): ClusterConfig {
-  const { dir, cacheDir: cacheRoot, baseImage, debianMirror } = config.cluster;
+  const { dir, kubeconfig, cacheDir: cacheRoot, baseImage, debianMirror } = config.cluster;
   // containerd and dockerd listen on unix sockets below `dir`; a socket path is limited to 107 bytes.
   if (Buffer.byteLength(path.join(dir, 'containerd', 'containerd.sock')) > 100) {
     throw new UserError(`DIGDAG_HA_CLUSTER_DIR=${dir} is too long for the unix sockets placed in it`, 'set DIGDAG_HA_CLUSTER_DIR to a shorter path, e.g. /var/tmp/digdag-ha-cluster');
   }
   const cc: ClusterConfig = {
     dir,
+    kubeconfig,
     binDir: path.join(cacheRoot, `k8s-${K8S_SCHEMA_VERSION}`, 'bin'),
     cacheDir: cacheRoot,
     baseImage,
@@ -97,7 +100,7 @@ export function clusterPaths(cc: ClusterConfig) {
   const d = cc.dir;
   return {
     pki: path.join(d, 'pki'),
-    kubeconfig: path.join(d, 'kubeconfig'),
+    kubeconfig: cc.kubeconfig,
     logs: path.join(d, 'logs'),
     run: path.join(d, 'run'),
     containerdDir: path.join(d, 'containerd'),

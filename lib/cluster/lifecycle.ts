@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Config } from '../config.ts';
 import { tail, UserError } from '../errors.ts';
-import { isPortFree } from '../postgres.ts';
+import { isPortFree } from '../ports.ts';
 import { isAlive, listProcesses, registerProcess, stopProcess, unregisterProcess, waitFor, type ProcessEntry } from '../processes.ts';
 import type { Runner } from '../runner.ts';
 import { ensureDir } from '../state.ts';

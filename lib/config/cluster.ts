@@ -26,6 +26,8 @@ export const CLUSTER_SECTION_VARIABLES: readonly VarSpec[] = group('Test cluster
 export interface ClusterSection {
   /** The one directory holding everything the running test cluster writes. */
   readonly dir: string;
+  /** The admin kubeconfig `up` writes into `dir`; the Kubernetes target's kubectl uses it on the cluster target. */
+  readonly kubeconfig: string;
   /** Built binaries and made-once artefacts; outside the repository. */
   readonly cacheDir: string;
   readonly baseImage: string;
@@ -42,8 +44,10 @@ export function clusterSection(v: Values): ClusterSection {
     throw new UserError(`CLUSTER_DEBIAN_MIRROR=${debianMirror} is not a URL`, `set CLUSTER_DEBIAN_MIRROR=${DEBIAN_MIRROR_DEFAULT}`);
   }
   const xdgCache = v.env.XDG_CACHE_HOME || path.join(v.env.HOME || os.homedir(), '.cache');
+  const dir = v.path('DIGDAG_HA_CLUSTER_DIR') || path.join(path.resolve(v.root, v.str('DIGDAG_HA_STATE_DIR')), 'test-cluster');
   return {
-    dir: v.path('DIGDAG_HA_CLUSTER_DIR') || path.join(path.resolve(v.root, v.str('DIGDAG_HA_STATE_DIR')), 'test-cluster'),
+    dir,
+    kubeconfig: path.join(dir, 'kubeconfig'),
     // Relative to the working directory, as before this was a config variable.
     cacheDir: path.resolve(v.str('DIGDAG_HA_CACHE_DIR') || path.join(xdgCache, 'digdag-ha')),
     baseImage,

@@ -4,23 +4,23 @@
 // (ctr import), or a push to the registry (gke).
 import fs from 'node:fs';
 import path from 'node:path';
-import { ROOT } from '../cli.ts';
 import { loadClusterConfig, type ClusterConfig } from '../cluster/config.ts';
 import { containerdHasImage, docker as clusterDocker, ensureBaseImage, loadImage } from '../cluster/images.ts';
 import { CLUSTER_POSTGRES_IMAGE, type Config } from '../config.ts';
-import { cacheDir, obtainRuntime, readRuntime, sha256File, writeRuntime, type Runtime } from '../digdag.ts';
+import { cacheDir, sha256File, type Runtime } from '../digdag.ts';
 import { tail, UserError } from '../errors.ts';
-import { MONITORING_DIR, obtainJmxExporter } from '../metrics.ts';
-import type { Ctx, Impl } from '../pipeline.ts';
+import { obtainJmxExporter } from '../metrics.ts';
+import { DOCKER_DIR, MONITORING_DIR, ROOT } from '../paths.ts';
+import type { Impl } from '../pipeline.ts';
+import { cachedRuntime, runtimeInputs, runtimeJars } from '../runtime.ts';
 import { ensureDir, listFiles } from '../state.ts';
-import { sourceInputs } from '../local/build-image.ts';
 import { UI_CONFIG_RESOURCE, uiConfigJs } from '../ui-login.ts';
 
 /** The images this target builds: Digdag always, PostgreSQL when it is the cluster target's own. */
 export function imagesToBuild(config: Config): { image: string; dockerDir: string }[] {
-  const out = [{ image: config.k8s.image, dockerDir: path.join(ROOT, 'docker') }];
+  const out = [{ image: config.k8s.image, dockerDir: DOCKER_DIR }];
   if (config.target === 'cluster' && config.k8s.postgresImage === CLUSTER_POSTGRES_IMAGE && !config.db.externalUrl) {
-    out.push({ image: CLUSTER_POSTGRES_IMAGE, dockerDir: path.join(ROOT, 'docker', 'postgres') });
+    out.push({ image: CLUSTER_POSTGRES_IMAGE, dockerDir: path.join(DOCKER_DIR, 'postgres') });
   }
   return out;
 }
@@ -33,12 +33,6 @@ function dockerCmd(config: Config, cc: ClusterConfig | undefined, ...args: strin
 /** Where assembleContext puts the UI login overlay (the Dockerfile copies it to /opt/digdag/ui-login). */
 export const UI_LOGIN_CONTEXT_DIR = 'ui-login';
 
-/** The jars of a runtime (one fat jar, or Digdag's Maven jars). */
-export function runtimeJars(rt: Runtime): string[] {
-  if (rt.kind === 'jar') return [rt.path];
-  return fs.readdirSync(rt.path).filter((f) => f.endsWith('.jar')).sort().map((f) => path.join(rt.path, f));
-}
-
 /** The build context in the state dir: docker/'s files, digdag/ with the jars and SHA256SUMS,
  * jmx-exporter/ with the metrics agent and its rules, and ui-login/ with the web UI's login
  * config.js (lib/ui-login.ts), which the entrypoint puts first on the classpath when AUTH=basic. */
@@ -46,8 +40,8 @@ export function assembleContext(config: Config, rt: Runtime, jmxAgent: string): 
   const dir = path.join(config.stateDir, 'image-context');
   fs.rmSync(dir, { recursive: true, force: true });
   ensureDir(dir, 0o755);
-  for (const f of fs.readdirSync(path.join(ROOT, 'docker'))) {
-    const src = path.join(ROOT, 'docker', f);
+  for (const f of fs.readdirSync(DOCKER_DIR)) {
+    const src = path.join(DOCKER_DIR, f);
     if (fs.statSync(src).isFile()) fs.copyFileSync(src, path.join(dir, f));
   }
   const lib = ensureDir(path.join(dir, 'digdag'), 0o755);
@@ -79,20 +73,12 @@ export function buildArgv(config: Config, cc: ClusterConfig | undefined, image: 
   return dockerCmd(config, cc, ...args, context);
 }
 
-async function obtain(ctx: Ctx): Promise<Runtime> {
-  const cached = readRuntime(ctx.config);
-  if (cached && cached.source.startsWith(ctx.config.digdag.source === 'maven' ? 'maven' : ctx.config.digdag.source)) return cached;
-  const rt = await obtainRuntime(ctx.config, ctx.runner);
-  if (!ctx.runner.dryRun) writeRuntime(ctx.config, rt);
-  return rt;
-}
-
 const clusterOf = (config: Config) => (config.target === 'cluster' ? loadClusterConfig(config) : undefined);
 
 export const buildImage: Impl = {
   inputs: (ctx) => ({
-    values: { ...sourceInputs(ctx), images: imagesToBuild(ctx.config).map((i) => i.image), base: ctx.config.k8s.baseImage, gcloud: ctx.config.k8s.installGcloud, tz: ctx.config.k8s.tz, lang: ctx.config.k8s.lang, target: ctx.config.target },
-    files: [...listFiles(path.join(ROOT, 'docker')), path.join(MONITORING_DIR, 'jmx-exporter.yaml'), path.join(ROOT, 'lib', 'ui-login.ts')],
+    values: { ...runtimeInputs(ctx.config), images: imagesToBuild(ctx.config).map((i) => i.image), base: ctx.config.k8s.baseImage, gcloud: ctx.config.k8s.installGcloud, tz: ctx.config.k8s.tz, lang: ctx.config.k8s.lang, target: ctx.config.target },
+    files: [...listFiles(DOCKER_DIR), path.join(MONITORING_DIR, 'jmx-exporter.yaml'), path.join(ROOT, 'lib', 'ui-login.ts')],
   }),
   healthy: async (ctx) => {
     const cc = clusterOf(ctx.config);
@@ -110,7 +96,7 @@ export const buildImage: Impl = {
       throw new UserError('no Docker engine answers', cc ? 'bring the test cluster up first: npx tsx tasks/cluster.ts up (it starts its own dockerd)' : 'start Docker (or use --target local, which needs none)', tail(info.stderr, 3));
     }
     if (cc && ctx.config.k8s.baseImage === cc.baseImage) ctx.runner.log(await ensureBaseImage(ctx.runner, cc));
-    const rt = await obtain(ctx);
+    const rt = await cachedRuntime(ctx.config, ctx.runner);
     const agent = await obtainJmxExporter(cacheDir(ctx.config), ctx.config.digdag.mavenRepoUrl, ctx.runner);
     const context = ctx.runner.dryRun ? path.join(ctx.config.stateDir, 'image-context') : assembleContext(ctx.config, rt, agent);
     const env = { DOCKER_BUILDKIT: '0' };

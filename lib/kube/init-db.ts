@@ -2,7 +2,7 @@
 // the migration Job (a new Job per run: its template is immutable).
 import fs from 'node:fs';
 import path from 'node:path';
-import { ROOT } from '../cli.ts';
+import { ROOT } from '../paths.ts';
 import { requireSecrets } from '../credentials.ts';
 import { tail, UserError } from '../errors.ts';
 import type { Ctx, Impl } from '../pipeline.ts';

@@ -1,7 +1,6 @@
 // kubectl for the Kubernetes target: every call names the context and namespace; applying
 // objects, waiting for rollouts, and what to show the user when a wait fails.
 import { stringify } from 'yaml';
-import { clusterPaths, loadClusterConfig } from '../cluster/config.ts';
 import type { Config } from '../config.ts';
 import { tail, UserError } from '../errors.ts';
 import type { Ctx } from '../pipeline.ts';
@@ -10,7 +9,7 @@ import type { KubeObject } from './render.ts';
 /** kubectl with the configured context (cluster-scoped calls: the namespace itself). */
 export function clusterKubectl(config: Config, ...args: string[]): string[] {
   // The own test cluster: its kubeconfig in its state dir (nothing written to ~/.kube).
-  const kubeconfig = config.target === 'cluster' ? ['--kubeconfig', clusterPaths(loadClusterConfig(config)).kubeconfig] : [];
+  const kubeconfig = config.target === 'cluster' ? ['--kubeconfig', config.cluster.kubeconfig] : [];
   return ['kubectl', ...kubeconfig, ...(config.k8s.context ? ['--context', config.k8s.context] : []), ...args];
 }
 

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { answersVersion } from '../digdag.ts';
 import { tail, UserError } from '../errors.ts';
 import type { Ctx, Impl } from '../pipeline.ts';
-import { isPortFree, portFreeSoon } from '../postgres.ts';
+import { isPortFree, portFreeSoon } from '../ports.ts';
 import { isAlive, listProcesses, registerProcess, stopProcess, unregisterProcess, waitFor, type ProcessEntry } from '../processes.ts';
 import { kubectl, requireCluster } from './kubectl.ts';
 

@@ -4,7 +4,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseAllDocuments, stringify } from 'yaml';
-import { ROOT } from '../cli.ts';
+import { ROOT } from '../paths.ts';
 import type { Config } from '../config.ts';
 import { parseDatabaseUrl } from '../postgres.ts';
 import { POD_METRICS } from '../metrics.ts';

@@ -12,7 +12,8 @@ import { answersVersion, detectJava, digdagArgv, requireRuntime, type Java, type
 import { tail, UserError } from '../errors.ts';
 import { JMX_EXPORTER_CONFIG, localMetricsPorts, metricsJvmArgs } from '../metrics.ts';
 import type { Ctx, Impl } from '../pipeline.ts';
-import { dbEndpoint, portFreeSoon } from '../postgres.ts';
+import { portFreeSoon } from '../ports.ts';
+import { dbEndpoint } from '../postgres.ts';
 import { isAlive, listProcesses, registerProcess, stopProcess, unregisterProcess, waitFor, type ProcessEntry } from '../processes.ts';
 import { secretProperties, serverProperties } from '../properties.ts';
 import { instances, localApiRole, roleFlags, runsTasks, holdsApiPassword, type Instance, type Role } from '../roles.ts';

@@ -5,22 +5,12 @@ import fs from 'node:fs';
 import { cacheDir, detectJava, digdagArgv, CLIENT_JVM_OPTS, obtainRuntime, readRuntime, useDryRunRuntime, writeRuntime } from '../digdag.ts';
 import { UserError } from '../errors.ts';
 import { obtainJmxExporter, obtainQueueExporter, queueExporterBin } from '../metrics.ts';
-import type { Ctx, Impl } from '../pipeline.ts';
-import { DIGDAG_VERSION, JMX_EXPORTER_SHA256, POSTGRES_EXPORTER_DEBIAN_VERSION } from '../versions.ts';
-
-export const sourceInputs = (ctx: Ctx) => ({
-  version: DIGDAG_VERSION,
-  source: ctx.config.digdag.source,
-  repo: ctx.config.digdag.source === 'maven' ? ctx.config.digdag.mavenRepoUrl : '',
-  jar: ctx.config.digdag.jar,
-  sha: ctx.config.digdag.jarSha256,
-  java: ctx.config.digdag.javaHome,
-  jmxAgent: JMX_EXPORTER_SHA256,
-  queueExporter: POSTGRES_EXPORTER_DEBIAN_VERSION,
-});
+import type { Impl } from '../pipeline.ts';
+import { runtimeInputs } from '../runtime.ts';
+import { DIGDAG_VERSION } from '../versions.ts';
 
 export const buildImage: Impl = {
-  inputs: (ctx) => ({ values: sourceInputs(ctx) }),
+  inputs: (ctx) => ({ values: runtimeInputs(ctx.config) }),
   healthy: async (ctx) => {
     const rt = readRuntime(ctx.config);
     if (!rt?.jmxAgent || !fs.existsSync(rt.jmxAgent) || !fs.existsSync(queueExporterBin())) return false;

@@ -2,7 +2,7 @@
 // Digdag's schema migrations once, so the roles can start with database.migrate=false.
 import fs from 'node:fs';
 import path from 'node:path';
-import { ROOT } from '../cli.ts';
+import { ROOT } from '../paths.ts';
 import { requireSecrets } from '../credentials.ts';
 import { detectJava, digdagArgv, CLIENT_JVM_OPTS, requireRuntime } from '../digdag.ts';
 import { UserError } from '../errors.ts';

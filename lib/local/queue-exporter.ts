@@ -9,7 +9,8 @@ import { requireSecrets } from '../credentials.ts';
 import { tail, UserError } from '../errors.ts';
 import { localQueueExporterPort, QUEUE_QUERIES, queueExporterBin, queueExporterCommand } from '../metrics.ts';
 import type { Ctx } from '../pipeline.ts';
-import { dbEndpoint, portFreeSoon } from '../postgres.ts';
+import { portFreeSoon } from '../ports.ts';
+import { dbEndpoint } from '../postgres.ts';
 import { isAlive, listProcesses, registerProcess, stopProcess, unregisterProcess, waitFor, type ProcessEntry } from '../processes.ts';
 import { writePrivateFile } from '../state.ts';
 

@@ -4,7 +4,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { UserError, tail } from '../errors.ts';
 import type { Ctx, Impl } from '../pipeline.ts';
-import { asPgUser, isPortFree, localPostgres, ownedPort, ownedPostgresEntry, pgHba, postmasterPid, prepareDirs, POSTGRES_ENTRY, serverOptions, stopOwnedPostgres } from '../postgres.ts';
+import { isPortFree } from '../ports.ts';
+import { asPgUser, localPostgres, ownedPort, ownedPostgresEntry, pgHba, postmasterPid, prepareDirs, POSTGRES_ENTRY, serverOptions, stopOwnedPostgres } from '../postgres.ts';
 import { isAlive, registerProcess, type ProcessEntry } from '../processes.ts';
 
 /** Running and accepting connections on its port? */

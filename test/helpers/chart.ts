@@ -2,7 +2,7 @@
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { ROOT } from '../../lib/cli.ts';
+import { ROOT } from '../../lib/paths.ts';
 import { parseObjects, type KubeObject } from '../../lib/kube/render.ts';
 import { helmBin } from './tools.ts';
 import { tempDir } from './fixtures.ts';

@@ -2,7 +2,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { ROOT } from '../../lib/cli.ts';
+import { ROOT } from '../../lib/paths.ts';
 import { loadConfig, type Config } from '../../lib/config.ts';
 import type { Ctx } from '../../lib/pipeline.ts';
 import type { Runner } from '../../lib/runner.ts';

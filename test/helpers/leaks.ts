@@ -12,7 +12,7 @@ import { logFiles, startAttempt, waitAttempt, workflowId } from '../../lib/digda
 import { authHeaders, urlOf, type AuthEndpoint } from '../../lib/digdag.ts';
 import type { Ctx } from '../../lib/pipeline.ts';
 import { pushProject } from '../../lib/push-workflow.ts';
-import { ROOT } from '../../lib/cli.ts';
+import { ROOT } from '../../lib/paths.ts';
 
 /** Every generated value in the forms it travels in (the header's base64 included). */
 export function generatedSecrets(config: Config): { name: string; value: string }[] {

@@ -12,7 +12,7 @@ for (const k of ['DIGDAG_SOURCE', 'DIGDAG_JAR', 'DIGDAG_JAR_SHA256', 'MAVEN_REPO
   if (process.env[k]) runtimeVars[k] = process.env[k]!;
 }
 
-export { freePortRange } from '../../lib/postgres.ts';
+export { freePortRange } from '../../lib/ports.ts';
 
 /** Fetches the runtime; returns why it is unavailable, or undefined when it is ready. */
 export async function prepareRuntime(config: Config, runner: Runner): Promise<string | undefined> {

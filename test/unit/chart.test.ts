@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { test } from 'node:test';
-import { ROOT } from '../../lib/cli.ts';
+import { ROOT } from '../../lib/paths.ts';
 import { isValidEncryptionKey } from '../../lib/credentials.ts';
 import { configFiles, type KubeObject } from '../../lib/kube/render.ts';
 import { loadRuleGroups, POD_METRICS, podMetricsJvmArgs } from '../../lib/metrics.ts';

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
-import { ROOT } from '../../lib/cli.ts';
+import { ROOT } from '../../lib/paths.ts';
 import { loadConfig, renderEnvExample, VARIABLES } from '../../lib/config.ts';
 import { UserError } from '../../lib/errors.ts';
 import { tempDir, testConfig } from '../helpers/fixtures.ts';

@@ -5,7 +5,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
-import { ROOT } from '../../lib/cli.ts';
+import { ROOT } from '../../lib/paths.ts';
 import { javaFlags } from '../../lib/digdag.ts';
 import { assembleContext, UI_LOGIN_CONTEXT_DIR } from '../../lib/kube/build-image.ts';
 import { uiConfigJs } from '../../lib/ui-login.ts';

@@ -9,7 +9,7 @@ import type { Config } from '../../lib/config.ts';
 import { ensureSecrets } from '../../lib/credentials.ts';
 import { UserError } from '../../lib/errors.ts';
 import { runStep, runSteps } from '../../lib/pipeline.ts';
-import { freePortRange } from '../../lib/postgres.ts';
+import { freePortRange } from '../../lib/ports.ts';
 import { listProcesses } from '../../lib/processes.ts';
 import { RecordingRunner, ShellRunner, type Cmd, type Result } from '../../lib/runner.ts';
 import { cacheDir } from '../../lib/digdag.ts';

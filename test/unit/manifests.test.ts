@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
-import { ROOT } from '../../lib/cli.ts';
+import { ROOT } from '../../lib/paths.ts';
 import type { Config } from '../../lib/config.ts';
 import { configFiles, MANIFESTS, parseObjects, renderManifests, type KubeObject } from '../../lib/kube/render.ts';
 import { PLACEMENT_KEYS, parseProperties } from '../../lib/properties.ts';

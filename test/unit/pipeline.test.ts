@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import { parseFlags, selectSteps } from '../../lib/cli.ts';
 import { UserError } from '../../lib/errors.ts';
 import { runStep, runSteps, skipReason, TASK_ORDER, type Step } from '../../lib/pipeline.ts';
-import { freePortRange } from '../../lib/postgres.ts';
+import { freePortRange } from '../../lib/ports.ts';
 import { isAlive, listProcesses, registerProcess, waitFor } from '../../lib/processes.ts';
 import { RecordingRunner, ShellRunner } from '../../lib/runner.ts';
 import { ALL_STEPS } from '../../tasks/all.ts';
