@@ -50,7 +50,7 @@ export interface ClusterConfig {
 
 /** The variables the harness reads (its config section), for --help. */
 export const CLUSTER_VARIABLES: Readonly<Record<string, string>> = Object.fromEntries(
-  CLUSTER_SECTION_VARIABLES.map((v) => [v.name, v.description]),
+  CLUSTER_SECTION_VARIABLES.map((v) => [v.name, v.default ? `${v.description} (default: ${v.default})` : v.description]),
 );
 
 /** The harness's settings from the project's Config (its Test cluster section) and the harness's fixed network and ports. */

@@ -57,8 +57,6 @@ before(async () => {
   const port = await freePortRange(1, 61000);
   config = testConfig({ DIGDAG_HA_TARGET: 'cluster', DIGDAG_HA_STATE_DIR: state, RESOURCE_PROFILE: 'small', PORT_FORWARD_PORT: String(port), DIGDAG_HA_CLUSTER_DIR: path.join(state, 'c'), ...runtimeVars });
   cc = loadClusterConfig(config);
-  // Programs started below (tasks/cluster.ts) read the cluster dir from the environment.
-  process.env.DIGDAG_HA_CLUSTER_DIR = cc.dir;
   const missing = missingPrerequisites(cc);
   if (missing.length) {
     skipReason = `test cluster cannot run here — missing: ${missing.join('; ')}`;
@@ -82,7 +80,6 @@ before(async () => {
 });
 
 after(async () => {
-  delete process.env.DIGDAG_HA_CLUSTER_DIR;
   if (skipReason || !cc) return;
   await clusterDown(runner, cc, { purge: true }, log);
   assert.deepEqual(await hostLeftovers(runner, cc), [], 'down leaves nothing on the host');
@@ -97,7 +94,7 @@ const k = (args: string[], input?: string) => runner.run({ argv: kubectl(config,
 test('every rendered object (both layouts) passes server-side apply and Pod Security "restricted" admission', async (t) => {
   if (skipped(t)) return;
   for (const layout of ['worker', 'split']) {
-    const c = testConfig({ DIGDAG_HA_TARGET: 'cluster', DIGDAG_HA_STATE_DIR: path.join(state, layout), DIGDAG_HA_LAYOUT: layout });
+    const c = testConfig({ DIGDAG_HA_TARGET: 'cluster', DIGDAG_HA_STATE_DIR: path.join(state, layout), DIGDAG_HA_CLUSTER_DIR: cc.dir, DIGDAG_HA_LAYOUT: layout });
     const { objects, yaml } = await renderManifests(c, runner);
     const ns = objects.filter((o) => o.kind === 'Namespace');
     await runner.run({ argv: clusterKubectl(config, 'apply', '-f', '-'), input: JSON.stringify({ apiVersion: 'v1', kind: 'List', items: ns }), quiet: true });
