@@ -4,7 +4,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Config } from './config.ts';
-import { obtainRuntime, readRuntime, writeRuntime, type Runtime } from './digdag.ts';
+import { cacheDir, obtainRuntime, readRuntime, writeRuntime, type Runtime } from './digdag.ts';
+import { obtainJmxExporter } from './metrics.ts';
 import type { Runner } from './runner.ts';
 import { DIGDAG_VERSION, JMX_EXPORTER_SHA256, POSTGRES_EXPORTER_DEBIAN_VERSION } from './versions.ts';
 
@@ -27,6 +28,11 @@ export async function cachedRuntime(config: Config, runner: Runner): Promise<Run
   const rt = await obtainRuntime(config, runner);
   if (!runner.dryRun) writeRuntime(config, rt);
   return rt;
+}
+
+/** The Prometheus JMX exporter agent every Digdag process loads, next to the runtime in its cache (checksum pinned). */
+export function obtainJmxAgent(config: Config, runner: Runner): Promise<string> {
+  return obtainJmxExporter(cacheDir(config), config.digdag.mavenRepoUrl, runner);
 }
 
 /** The jars of a runtime (one fat jar, or Digdag's Maven jars). */

@@ -7,12 +7,11 @@ import path from 'node:path';
 import { loadClusterConfig, type ClusterConfig } from '../cluster/config.ts';
 import { containerdHasImage, docker as clusterDocker, ensureBaseImage, loadImage } from '../cluster/images.ts';
 import { CLUSTER_POSTGRES_IMAGE, type Config } from '../config.ts';
-import { cacheDir, sha256File, type Runtime } from '../digdag.ts';
+import { sha256File, type Runtime } from '../digdag.ts';
 import { tail, UserError } from '../errors.ts';
-import { obtainJmxExporter } from '../metrics.ts';
 import { DOCKER_DIR, MONITORING_DIR, ROOT } from '../paths.ts';
 import type { Impl } from '../pipeline.ts';
-import { cachedRuntime, runtimeInputs, runtimeJars } from '../runtime.ts';
+import { cachedRuntime, obtainJmxAgent, runtimeInputs, runtimeJars } from '../runtime.ts';
 import { ensureDir, listFiles } from '../state.ts';
 import { UI_CONFIG_RESOURCE, uiConfigJs } from '../ui-login.ts';
 
@@ -97,7 +96,7 @@ export const buildImage: Impl = {
     }
     if (cc && ctx.config.k8s.baseImage === cc.baseImage) ctx.runner.log(await ensureBaseImage(ctx.runner, cc));
     const rt = await cachedRuntime(ctx.config, ctx.runner);
-    const agent = await obtainJmxExporter(cacheDir(ctx.config), ctx.config.digdag.mavenRepoUrl, ctx.runner);
+    const agent = await obtainJmxAgent(ctx.config, ctx.runner);
     const context = ctx.runner.dryRun ? path.join(ctx.config.stateDir, 'image-context') : assembleContext(ctx.config, rt, agent);
     const env = { DOCKER_BUILDKIT: '0' };
     const timeoutMs = 20 * 60_000;

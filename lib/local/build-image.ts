@@ -2,11 +2,11 @@
 // starts; fetch the JMX exporter agent (checksum pinned) next to it and the queue exporter
 // (Debian's postgres_exporter, unpacked into the monitoring cache).
 import fs from 'node:fs';
-import { cacheDir, detectJava, digdagArgv, CLIENT_JVM_OPTS, obtainRuntime, readRuntime, useDryRunRuntime, writeRuntime } from '../digdag.ts';
+import { detectJava, digdagArgv, CLIENT_JVM_OPTS, obtainRuntime, readRuntime, useDryRunRuntime, writeRuntime } from '../digdag.ts';
 import { UserError } from '../errors.ts';
-import { obtainJmxExporter, obtainQueueExporter, queueExporterBin } from '../metrics.ts';
+import { obtainQueueExporter, queueExporterBin } from '../metrics.ts';
 import type { Impl } from '../pipeline.ts';
-import { runtimeInputs } from '../runtime.ts';
+import { obtainJmxAgent, runtimeInputs } from '../runtime.ts';
 import { DIGDAG_VERSION } from '../versions.ts';
 
 export const buildImage: Impl = {
@@ -18,7 +18,7 @@ export const buildImage: Impl = {
   },
   run: async (ctx) => {
     const java = await detectJava(ctx.config, ctx.runner);
-    const rt = { ...(await obtainRuntime(ctx.config, ctx.runner)), jmxAgent: await obtainJmxExporter(cacheDir(ctx.config), ctx.config.digdag.mavenRepoUrl, ctx.runner) };
+    const rt = { ...(await obtainRuntime(ctx.config, ctx.runner)), jmxAgent: await obtainJmxAgent(ctx.config, ctx.runner) };
     await obtainQueueExporter(ctx.runner);
     if (ctx.runner.dryRun) {
       if (!readRuntime(ctx.config)) useDryRunRuntime(ctx.config, rt);
