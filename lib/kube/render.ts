@@ -7,16 +7,17 @@ import { parseAllDocuments, stringify } from 'yaml';
 import { ROOT } from '../cli.ts';
 import type { Config } from '../config.ts';
 import { UserError } from '../errors.ts';
-import { parseDatabaseUrl } from '../postgres.ts';
 import type { Runner } from '../runner.ts';
 import { ensureDir } from '../state.ts';
 import { valuesFromConfig, variablesIn, type ChartValues } from './values.ts';
+
+// Where the pods reach the database and how an image reference splits: the values' business, used by the tasks too.
+export { dbLocation, IN_CLUSTER_DB, splitImage } from './values.ts';
 
 export const CHART_DIR = path.join(ROOT, 'chart', 'digdag-ha');
 /** The release name the toolkit renders as (label app.kubernetes.io/instance). */
 export const RELEASE = 'digdag';
 export const POD_PORT = 65432;
-export const IN_CLUSTER_DB = { host: 'digdag-postgres', port: 5432 };
 /** Private ranges carved out of the HTTPS egress rule, so tasks cannot reach pods (the chart reads them). */
 export const PRIVATE_CIDRS = ['10.0.0.0/8', '172.16.0.0/12', '192.168.0.0/16'] as const;
 /** The helm release the chart is developed and tested with (.ci/install builds it). */
@@ -29,25 +30,6 @@ export interface KubeObject {
   spec?: any; // eslint-disable-line @typescript-eslint/no-explicit-any
   data?: Record<string, string>;
   [k: string]: unknown;
-}
-
-/** Where the pods reach the database. */
-export function dbLocation(config: Config): { host: string; port: number; database: string; user: string } {
-  if (config.db.externalUrl) {
-    const u = parseDatabaseUrl(config.db.externalUrl);
-    return { host: u.host, port: u.port, database: u.database, user: u.user };
-  }
-  return { ...IN_CLUSTER_DB, database: config.db.name, user: config.db.user };
-}
-
-/** name[:tag][@sha256:…] → its parts; a port in the registry host is not a tag. */
-export function splitImage(image: string): { name: string; tag?: string; digest?: string } {
-  const at = image.indexOf('@');
-  const ref = at >= 0 ? image.slice(0, at) : image;
-  const digest = at >= 0 ? image.slice(at + 1) : undefined;
-  const i = ref.lastIndexOf(':');
-  const [name, tag] = i > ref.lastIndexOf('/') ? [ref.slice(0, i), ref.slice(i + 1)] : [ref, digest ? undefined : 'latest'];
-  return { name, ...(tag ? { tag } : {}), ...(digest ? { digest } : {}) };
 }
 
 export function renderDir(config: Config): string {

@@ -5,7 +5,8 @@ import { loadClusterConfig } from '../cluster/config.ts';
 import type { Config } from '../config.ts';
 import { parseDatabaseUrl } from '../postgres.ts';
 import { LAYOUT_ROLES, type Role } from '../roles.ts';
-import { dbLocation, splitImage } from './render.ts';
+
+export const IN_CLUSTER_DB = { host: 'digdag-postgres', port: 5432 };
 
 /** Secrets the create-secret task makes; the chart only refers to them (it never generates one here). */
 export const SECRET_NAMES = { secrets: 'digdag-secrets', api: 'digdag-api-credentials', edge: 'digdag-edge-auth' } as const;
@@ -23,6 +24,26 @@ const NODE_LOCAL_DNS = '169.254.20.10/32';
 
 export type ChartValues = Record<string, unknown>;
 
+/** Where the pods reach the database. */
+export function dbLocation(config: Config): { host: string; port: number; database: string; user: string } {
+  if (config.db.externalUrl) {
+    const u = parseDatabaseUrl(config.db.externalUrl);
+    return { host: u.host, port: u.port, database: u.database, user: u.user };
+  }
+  return { ...IN_CLUSTER_DB, database: config.db.name, user: config.db.user };
+}
+
+/** name[:tag][@sha256:…] → its parts; a port in the registry host is not a tag. */
+export function splitImage(image: string): { name: string; tag?: string; digest?: string } {
+  const at = image.indexOf('@');
+  const ref = at >= 0 ? image.slice(0, at) : image;
+  const digest = at >= 0 ? image.slice(at + 1) : undefined;
+  const i = ref.lastIndexOf(':');
+  const [name, tag] = i > ref.lastIndexOf('/') ? [ref.slice(0, i), ref.slice(i + 1)] : [ref, digest ? undefined : 'latest'];
+  return { name, ...(tag ? { tag } : {}), ...(digest ? { digest } : {}) };
+}
+
+/** The values of chart/digdag-ha for this config (minimal: what the config decides; the rest are the chart's defaults). */
 export function valuesFromConfig(config: Config): ChartValues {
   const db = dbLocation(config);
   const small = config.k8s.resourceProfile === 'small';

@@ -132,3 +132,25 @@ test('without helm: a UserError naming the fix, before anything changes', async 
   });
   assert.ok(r.calls.every((c: Cmd) => !c.mutates));
 });
+
+test('a workload deployed before the chart was the renderer (other selector, immutable) is replaced, not a failed apply', async () => {
+  const config = testConfig({ DIGDAG_HA_TARGET: 'minikube' });
+  let applies = 0;
+  const r = new RecordingRunner((argv) => {
+    if (argv[0] === 'helm') {
+      const h = spawnSync(helmBin(), argv.slice(1), { encoding: 'utf8' });
+      return { code: h.status ?? 1, stdout: h.stdout, stderr: h.stderr };
+    }
+    if (argv.includes('version')) return { stdout: '{"serverVersion":{}}' };
+    if (argv.includes('apply') && applies++ === 0) {
+      return { code: 1, stderr: 'The Deployment "digdag-ui" is invalid: spec.selector: Invalid value: v1.LabelSelector{MatchLabels:map[string]string{"app.kubernetes.io/component":"ui"}}: field is immutable\nThe StatefulSet "digdag-postgres" is invalid: spec: Forbidden: updates to statefulset spec for fields other than \'replicas\' are forbidden\n' };
+    }
+    return undefined;
+  });
+  await runStep(apply, testCtx(config, r));
+  const K = `kubectl --context ${config.k8s.context} -n ${config.k8s.namespace}`;
+  const cmds = r.commands();
+  const i = cmds.indexOf(`${K} apply -f -`);
+  assert.deepEqual(cmds.slice(i, i + 4), [`${K} apply -f -`, `${K} delete deployment digdag-ui --wait=true`, `${K} delete statefulset digdag-postgres --wait=true`, `${K} apply -f -`]);
+  assert.ok(r.lines.some((l) => /digdag-ui has a selector from an older rendering/.test(l)));
+});
