@@ -74,6 +74,14 @@ for (const layout of LAYOUTS) test(`layout ${layout}: every role's args are lib/
   }
 });
 
+test('the values file in the state dir carries no secret (DATABASE_URL\'s password stays out)', async () => {
+  const config = testConfig({ DIGDAG_HA_TARGET: 'minikube', DATABASE_URL: 'postgresql://dd:pw-secret-123@10.1.2.3:6432/dd_db' });
+  const { yaml } = await renderManifests(config, runner);
+  const values = fs.readFileSync(path.join(renderDir(config), 'values.yaml'), 'utf8');
+  for (const text of [values, yaml]) assert.doesNotMatch(text, /pw-secret-123/);
+  assert.match(values, /host: 10\.1\.2\.3/);
+});
+
 test('a role flag changed in lib/roles.ts reaches the chart through files/toolkit.yaml alone', () => {
   const copy = path.join(tempDir('digdag-ha-chart-'), 'digdag-ha');
   fs.cpSync(CHART, copy, { recursive: true });
