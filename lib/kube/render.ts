@@ -20,8 +20,8 @@ export const RELEASE = 'digdag';
 export const POD_PORT = 65432;
 /** Private ranges carved out of the HTTPS egress rule, so tasks cannot reach pods (the chart reads them). */
 export const PRIVATE_CIDRS = ['10.0.0.0/8', '172.16.0.0/12', '192.168.0.0/16'] as const;
-/** The helm release the chart is developed and tested with (.ci/install builds it). */
-export const HELM_VERSION = '3.16';
+/** The helm the chart is developed and tested with (.ci/install builds v3.16.4: HELM_VERSION there). */
+export const HELM_VERSION = '3.16.4';
 
 export interface KubeObject {
   apiVersion: string;
