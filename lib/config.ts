@@ -109,7 +109,7 @@ export function loadConfig(opts: LoadOptions): Config {
     workflows: workflowsConfig(v),
     local,
     ...logsConfig(v),
-    k8s: kubernetesConfig(v, roles, cluster.baseImage),
+    k8s: kubernetesConfig(v, cluster.baseImage),
     metrics: metricsConfig(v, roles, local),
     security: securityConfig(v),
     cluster,

@@ -97,8 +97,12 @@ export async function proveScheduler(ctx: Ctx, endpoint: AuthEndpoint): Promise<
   try {
     const [sched] = await projectSchedules(endpoint, pid);
     if (!sched) return { ok: false, detail: `project ${SCHEDULE_PROJECT} has no schedule` };
-    // The next aligned session after the one already planned: skipping forward is what the API allows.
-    const after = new Date(Date.parse(sched.nextScheduleTime) + 60_000);
+    // Skipping forward is all the API allows, and only past the schedule's next session time at
+    // the moment of the call (409 "already past" otherwise). Two intervals ahead of the planned one
+    // (or of now, if the scheduler is behind): a minute boundary passing between the read and the
+    // skip — the scheduler then fires and moves its next time one interval on — still leaves the
+    // skip ahead of it. Found on a busy machine, where the read and the skip can be seconds apart.
+    const after = new Date(Math.max(Date.parse(sched.nextScheduleTime), Date.now()) + 120_000);
     const asked = Date.now();
     await fireScheduleNow(endpoint, sched.id, after);
     let attempt: Attempt | undefined;

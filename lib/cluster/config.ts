@@ -72,7 +72,7 @@ export function loadClusterConfig(config: Config): ClusterConfig {
     dockerCli: fs.existsSync('/usr/bin/docker') ? '/usr/bin/docker' : 'docker',
     net: {
       bridge: 'dhcluster0',
-      bridgeIp: '10.244.0.1',
+      bridgeIp: config.cluster.nodeAddress,
       podCidr: '10.244.0.0/24',
       clusterCidr: '10.244.0.0/16',
       serviceCidr: '10.96.0.0/16',

@@ -11,6 +11,8 @@ import { group, str, type Values, type VarSpec } from './spec.ts';
 export const CLUSTER_BASE_IMAGE_DEFAULT = `digdag-ha-base:${BASE_IMAGE_SUITE}`;
 const DEBIAN_MIRROR_DEFAULT = 'http://deb.debian.org/debian';
 const IMAGE_NAME = /^[a-z0-9][a-z0-9._\-/]*:[A-Za-z0-9._-]+$/;
+/** The node's address on the pods' bridge: pods' gateway, and where the cluster's CoreDNS answers. */
+const NODE_ADDRESS = '10.244.0.1';
 
 export const CLUSTER_SECTION_VARIABLES: readonly VarSpec[] = group('Test cluster', [
   { name: 'DIGDAG_HA_CLUSTER_DIR', default: '', kind: str('/var/tmp/digdag-ha-cluster'),
@@ -28,6 +30,8 @@ export interface ClusterSection {
   readonly dir: string;
   /** The admin kubeconfig `up` writes into `dir`; the Kubernetes target's kubectl uses it on the cluster target. */
   readonly kubeconfig: string;
+  /** The node's address on the pods' bridge (the kube-dns Service leads there: the Kubernetes target's DNS egress allows it). */
+  readonly nodeAddress: string;
   /** Built binaries and made-once artefacts; outside the repository. */
   readonly cacheDir: string;
   readonly baseImage: string;
@@ -48,6 +52,7 @@ export function clusterSection(v: Values): ClusterSection {
   return {
     dir,
     kubeconfig: path.join(dir, 'kubeconfig'),
+    nodeAddress: NODE_ADDRESS,
     // Relative to the working directory, as before this was a config variable.
     cacheDir: path.resolve(v.str('DIGDAG_HA_CACHE_DIR') || path.join(xdgCache, 'digdag-ha')),
     baseImage,

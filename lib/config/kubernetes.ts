@@ -1,7 +1,6 @@
 // Config section Kubernetes: namespace, context, images, pod sizing, autoscaling and access
 // on minikube, gke and the project's own cluster.
 import { UserError } from '../errors.ts';
-import type { RolesConfig } from './roles.ts';
 import { group, IMAGE_REF, int, oneOf, str, type Values, type VarSpec } from './spec.ts';
 
 /** The official PostgreSQL image the manifests and the chart use by default (pinned by digest). */
@@ -71,7 +70,7 @@ export interface K8sConfig {
 }
 
 /** `clusterBaseImage`: the own cluster's debootstrapped base (cluster harness section), the default base there. */
-export function kubernetesConfig(v: Values, roles: Pick<RolesConfig, 'layout'>, clusterBaseImage: string): K8sConfig {
+export function kubernetesConfig(v: Values, clusterBaseImage: string): K8sConfig {
   const { target } = v;
   const image = v.str('IMAGE');
   const postgresImage = v.str('POSTGRES_IMAGE');
@@ -87,10 +86,8 @@ export function kubernetesConfig(v: Values, roles: Pick<RolesConfig, 'layout'>, 
   if (target === 'gke' && !image.includes('/')) {
     throw new UserError(`IMAGE=${image} has no registry path, and gke pulls from a registry`, 'set IMAGE=asia-northeast1-docker.pkg.dev/<project>/<repo>/digdag-ha:0.10.5.1');
   }
-  const scaled = roles.layout === 'worker' ? 'WORKER_REPLICAS' : 'AGENT_REPLICAS';
-  if (v.str('AGENT_AUTOSCALING') !== 'none' && v.num('AGENT_MAX_REPLICAS') < v.num(scaled)) {
-    throw new UserError(`AGENT_MAX_REPLICAS=${v.str('AGENT_MAX_REPLICAS')} is below ${scaled}=${v.str(scaled)}`, `set AGENT_MAX_REPLICAS=${v.str(scaled)} or more`);
-  }
+  // Kubernetes-only combinations of values (AGENT_MAX_REPLICAS below the lower bound, UI_REPLICAS=0,
+  // the edge's TLS and authentication) are the chart's to refuse: chart/digdag-ha, rendered before anything is applied.
   const installGcloud = v.str('INSTALL_GCLOUD');
   return {
     namespace: v.str('K8S_NAMESPACE'),

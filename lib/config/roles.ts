@@ -58,9 +58,7 @@ export function rolesConfig(v: Values): RolesConfig {
       `set AGENT_LOCK_RETENTION_TIME=${heartbeat * 3} or more (Digdag's defaults are 60 and 300)`,
     );
   }
-  if (!v.isLocal && v.num('UI_REPLICAS') < 1) {
-    throw new UserError('UI_REPLICAS=0 leaves the UI Service and the Ingress without pods on Kubernetes', 'set UI_REPLICAS=1 or more');
-  }
+  // UI_REPLICAS=0 on Kubernetes is the chart's to refuse (chart/digdag-ha, rendered before anything is applied).
   const layout = v.str('DIGDAG_HA_LAYOUT') as Layout;
   const running = layoutRoles({ layout });
   const replicas = Object.fromEntries(

@@ -70,11 +70,10 @@ test('runtime: a jar source needs an existing jar, and a jar needs the jar sourc
   assert.equal(runtimeConfig(values({ MAVEN_REPO_URL: 'https://mirror.example.com/maven2//' })).mavenRepoUrl, 'https://mirror.example.com/maven2');
 });
 
-test('roles: timings default by target; the heartbeat rule and the UI on Kubernetes are the section\'s', () => {
+test('roles: timings default by target; the heartbeat rule is the section\'s', () => {
   assert.equal(rolesConfig(values()).agent.lockExpireInterval, 2);
   assert.equal(rolesConfig(values({}, 'gke')).agent.lockExpireInterval, 10);
   refuses(() => rolesConfig(values({ AGENT_HEARTBEAT_INTERVAL: '0' })), /AGENT_HEARTBEAT_INTERVAL must be at least 1 second/, /AGENT_HEARTBEAT_INTERVAL=10/);
-  refuses(() => rolesConfig(values({ UI_REPLICAS: '0' }, 'cluster')), /UI_REPLICAS=0 leaves the UI Service/, /UI_REPLICAS=1/);
   assert.equal(rolesConfig(values({ UI_REPLICAS: '0' })).replicas.ui, 0, 'local: every role serves the API');
 });
 
@@ -94,11 +93,8 @@ test('local target and metrics: the HTTP and metrics port ranges fit and do not 
   assert.equal(metricsConfig(values({ LOCAL_METRICS_PORT_BASE: '9405' }, 'gke'), roles, local).localPortBase, 9405, 'Kubernetes: pods have their own ports');
 });
 
-test('security: TLS, edge authentication and egress CIDRs agree with each other', () => {
-  refuses(() => securityConfig(values({ INGRESS_TLS: 'gke-managed' }, 'gke')), /INGRESS_TLS=gke-managed needs a host name/, /INGRESS_HOST=digdag.example.com/);
-  refuses(() => securityConfig(values({ EDGE_AUTH: 'iap', AUTH: 'none' }, 'gke')), /EDGE_AUTH=iap works only behind the GKE Ingress/, /INGRESS_TLS=gke-managed/);
+test('security: nginx basic auth needs Digdag\'s password; egress CIDRs are CIDRs', () => {
   refuses(() => securityConfig(values({ EDGE_AUTH: 'nginx-basic', AUTH: 'none' }, 'gke')), /EDGE_AUTH=nginx-basic uses the UI\/API user/, /AUTH=basic/);
-  refuses(() => securityConfig(values({ EDGE_AUTH: 'iap', INGRESS_TLS: 'gke-managed', INGRESS_HOST: 'd.example.com' }, 'gke')), /EDGE_AUTH=iap with AUTH=basic/, /AUTH=none/);
   refuses(() => securityConfig(values({ EGRESS_CIDRS: ',' })), /EGRESS_CIDRS="," names no CIDR/, /EGRESS_CIDRS=0.0.0.0\/0/);
   refuses(() => securityConfig(values({ EGRESS_CIDRS: '10.0.0.0' })), /EGRESS_CIDRS has "10.0.0.0", which is not a CIDR/, /EGRESS_CIDRS=0.0.0.0\/0/);
   assert.deepEqual(securityConfig(values({ EGRESS_CIDRS: 'none' })).egressCidrs, []);

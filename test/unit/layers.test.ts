@@ -16,10 +16,10 @@ const KNOWN: Record<string, string> = {
   // KubeObject is declared in the renderer (branch renderer is reshaping lib/kube/render.ts).
   'lib/schema.ts -> lib/kube/render.ts': 'type-only: KubeObject',
   // The Kubernetes target on the own cluster still reaches the harness directly for its images
-  // (dockerd, containerd import, the debootstrapped base) and the node address its DNS egress needs.
+  // (its dockerd, the containerd import, the debootstrapped base): to go behind an interface the
+  // tasks layer hands the Kubernetes target, as minikube's `image load` and gke's push are.
   'lib/kube/build-image.ts -> lib/cluster/config.ts': 'images on the own cluster',
   'lib/kube/build-image.ts -> lib/cluster/images.ts': 'images on the own cluster',
-  'lib/kube/security-render.ts -> lib/cluster/config.ts': 'the node address for DNS egress (branch renderer)',
 };
 
 function sources(dir: string): string[] {
