@@ -4,11 +4,12 @@
 // the authenticated API endpoint (the port-forward, or the Ingress verify-ha found).
 import { POD_METRICS } from '../metrics.ts';
 import type { Ctx } from '../pipeline.ts';
-import { apiEndpoint } from '../push-workflow.ts';
+import { authenticatedEndpoint } from '../auth.ts';
 import { runsTasks, taskRole, type Role } from '../roles.ts';
 import { failedAttemptsOrProblem, parseDbNumbers, STATUS_SQL, type ProcessStatus, type StatusReport } from '../status.ts';
 import { kubectl, requireCluster } from './kubectl.ts';
-import { dbQuery } from './verify-ha.ts';
+import { dbQuery } from './db-query.ts';
+import { forwardedUrl } from './port-forward.ts';
 
 interface Pod {
   metadata: { name: string; labels?: Record<string, string>; deletionTimestamp?: string };
@@ -46,7 +47,7 @@ export async function kubeStatus(ctx: Ctx, failed = failedAttemptsOrProblem, now
       tasksRunning: runsTasks(component(p) as Role) ? tasksOf(p.metadata.name) : undefined,
     }));
   const qe = pods.find((p) => component(p) === 'queue-exporter');
-  const endpoint = apiEndpoint(ctx);
+  const endpoint = authenticatedEndpoint(config, forwardedUrl(ctx));
   return {
     target: config.target,
     layout: config.layout,

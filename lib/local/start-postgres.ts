@@ -62,7 +62,8 @@ export const startPostgres: Impl = {
     if (!pid) throw new UserError('PostgreSQL started but wrote no postmaster.pid', `read ${pg.logFile}`);
     const e: ProcessEntry = { name: POSTGRES_ENTRY, pid, marker: pg.dataDir, logFile: pg.logFile, startedAt: new Date().toISOString(), port, stopWith: 'pg_ctl' };
     registerProcess(ctx.config, e);
-    ctx.started.push(e);
+    // pg_ctl stops it (a signal to the group would not wait for the checkpoint).
+    ctx.started.push({ ...e, stop: () => stopOwnedPostgres(ctx.config, ctx.runner) });
     ctx.runner.log(`PostgreSQL ${path.basename(path.dirname(pg.binDir))} on 127.0.0.1:${port}, data in ${pg.dataDir}`);
   },
 };

@@ -1,6 +1,7 @@
 // status on the local target: every role process from the layout and the registry (alive, answers
 // /api/version, its metrics page), the queue exporter, and the database's numbers as Digdag's
 // role; the last failed attempts through the authenticated API endpoint.
+import { authenticatedEndpoint } from '../auth.ts';
 import type { Endpoint } from '../digdag.ts';
 import { answersVersion } from '../digdag.ts';
 import { requireSecrets } from '../credentials.ts';
@@ -8,9 +9,9 @@ import { localMetricsPorts } from '../metrics.ts';
 import type { Ctx } from '../pipeline.ts';
 import { dbEndpoint, queryAsApp } from '../postgres.ts';
 import { isAlive, listProcesses } from '../processes.ts';
-import { apiEndpoint } from '../push-workflow.ts';
 import { instances, runsTasks, taskRole } from '../roles.ts';
 import { failedAttemptsOrProblem, parseDbNumbers, processCounters, scrape, STATUS_SQL, type ProcessStatus, type StatusReport } from '../status.ts';
+import { endpointOf } from './apply.ts';
 import { QUEUE_EXPORTER, queueExporterUp, queueExporterUrl } from './queue-exporter.ts';
 
 /** The network calls status makes, replaceable in tests. */
@@ -57,12 +58,12 @@ export async function localStatus(ctx: Ctx, probes: Probes = realProbes, now = n
   );
   const exporter = registry.find((e) => e.name === QUEUE_EXPORTER);
   const exporterUrl = queueExporterUrl(ctx);
-  const endpoint: Endpoint = apiEndpoint(ctx);
+  const endpoint: Endpoint = authenticatedEndpoint(config, endpointOf(config));
   return {
     target: config.target,
     layout: config.layout,
     at: now.toISOString(),
-    endpoint: apiEndpoint(ctx).url,
+    endpoint: endpointOf(config),
     processes,
     queueExporter: { url: exporterUrl, up: !!exporter && isAlive(exporter) && (await probes.exporterUp(exporterUrl)) },
     queue: { waiting: Number(numbers.waiting), running: Number(numbers.running) },
