@@ -29,6 +29,8 @@ export interface Budgets {
   /** An attempt whose task holder was killed: lock retention, two expiry rounds, the task and the
    * target's recovery slack (a loaded machine; a rollout on Kubernetes). */
   failoverMs(taskSeconds: number): number;
+  /** How long an attempt must not move while every executor loop is stopped. */
+  stallWindowMs: number;
   /** The fan-out whose placement is checked, and the one a kill interrupts. */
   placementRun: { tasks: number; sleepSeconds: number };
   failoverRun: { tasks: number; sleepSeconds: number };

@@ -67,7 +67,7 @@ export async function verifyHa(ctx: Ctx, target: TargetOps): Promise<Check[]> {
     for (const f of files) ranOn.set(agentOf(f.agentId), (ranOn.get(agentOf(f.agentId)) ?? 0) + 1);
     // One log per sh> task and one for the loop> that generates them.
     enough = files.length >= tasks + 1;
-    seen = `${files.length} task logs`;
+    seen = `${files.length} task logs by`;
   } else {
     // Each task holds its lock for sleepSeconds: sampling every 250 ms until the attempt ends sees them all.
     const holder = new Map<string, string>();
@@ -78,12 +78,12 @@ export async function verifyHa(ctx: Ctx, target: TargetOps): Promise<Check[]> {
     a1 = await waitAttempt(endpoint, first, 30_000);
     for (const inst of holder.values()) ranOn.set(inst, (ranOn.get(inst) ?? 0) + 1);
     enough = holder.size > 0;
-    seen = `${holder.size} task locks`;
+    seen = `${holder.size} task locks held by`;
   }
   const foreign = [...ranOn.keys()].filter((a) => !taskRunners.has(a));
   add(tasksRole, `sample workflow (${tasks} parallel sh> tasks) succeeds`, a1.success, `attempt ${first}: ${a1.status ?? (a1.success ? 'success' : 'failed')}`);
   add(tasksRole, `tasks ran on ${tasksRole} instances only`, enough && foreign.length === 0,
-    `${seen} held by ${[...ranOn].map(([a, n]) => `${a}×${n}`).join(', ') || 'NOBODY SEEN'}${foreign.length ? `; NOT ${tasksRole}s: ${foreign.join(', ')}` : ''}`);
+    `${seen} ${[...ranOn].map(([a, n]) => `${a}×${n}`).join(', ') || 'NOBODY SEEN'}${foreign.length ? `; NOT ${tasksRole}s: ${foreign.join(', ')}` : ''}`);
   add('ui', 'served the API and ran no task', !!(await answersVersion(endpoint)) && ![...ranOn.keys()].some((a) => others.has(a)),
     `all calls went to ${endpoint.url}; tasks ran only on ${[...ranOn.keys()].join(', ')}`);
 
@@ -106,14 +106,14 @@ export async function verifyHa(ctx: Ctx, target: TargetOps): Promise<Check[]> {
       // Submission stores the task tree (a planned root, blocked children); only an executor loop moves it on.
       const states = async () => JSON.stringify((await attemptTasks(viaEndpoint, stalled)).map((t) => [t.id, t.state]));
       const submitted = await states();
-      moved = await waitFor(async () => (await states()) !== submitted, 10_000, 1000);
+      moved = await waitFor(async () => (await states()) !== submitted, budgets.stallWindowMs, Math.min(1000, budgets.stallWindowMs / 4));
     } finally {
       await target.restore(ctx);
     }
     endpoint = await target.endpoint(ctx);
     const a2 = await waitAttempt(endpoint, stalled, budgets.attemptMs);
     add(loops.join('+'), 'executor loop runs only where the layout puts it', !moved && a2.success,
-      `with ${stopped.join(', ')} stopped, attempt ${stalled} (submitted through ${via.name}) ${moved ? 'MOVED' : 'did not move'} for 10s; once they were back it ${a2.success ? 'succeeded' : 'FAILED'}`);
+      `with ${stopped.join(', ')} stopped, attempt ${stalled} (submitted through ${via.name}) ${moved ? 'MOVED' : 'did not move'} for ${budgets.stallWindowMs / 1000}s; once they were back it ${a2.success ? 'succeeded' : 'FAILED'}`);
   }
 
   // 3. SIGKILL a task-running instance while it holds tasks: their locks expire, another instance

@@ -57,6 +57,7 @@ const ops: TargetOps = {
     // A rollout of the replacements is the slack here.
     failoverMs: (taskSeconds) => (taskSeconds + config.agent.lockRetentionTime + 2 * config.agent.lockExpireInterval + config.k8s.rolloutTimeoutSeconds) * 1000,
     // The lock table is sampled: tasks must hold their locks long enough to be seen.
+    stallWindowMs: 10_000,
     placementRun: { tasks: 4, sleepSeconds: 15 },
     failoverRun: { tasks: 4, sleepSeconds: 30 },
   }),

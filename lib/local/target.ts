@@ -67,6 +67,7 @@ const ops: TargetOps = {
     attemptMs: 180_000,
     // 120 s of slack for a loaded 2-core machine.
     failoverMs: (taskSeconds) => (taskSeconds + config.agent.lockRetentionTime + 2 * config.agent.lockExpireInterval + 120) * 1000,
+    stallWindowMs: 10_000,
     placementRun: { tasks: 6, sleepSeconds: 2 },
     failoverRun: { tasks: 4, sleepSeconds: 20 },
   }),
