@@ -93,13 +93,13 @@ export async function skipReason(step: Step, ctx: Ctx): Promise<string | undefin
   return ok ? `up to date: inputs unchanged, ${ok}` : undefined;
 }
 
-/** Runs the step and, unless dry-run, stamps its inputs so the next run can skip. */
+/** Runs the step and stamps its inputs so the next run can skip (a dry run leaves no stamp). */
 export async function runStep(step: Step, ctx: Ctx): Promise<void> {
   await step.run(ctx);
-  const inputs = ctx.runner.dryRun ? undefined : await step.inputs?.(ctx);
-  if (inputs) {
-    writeStamp(ctx.config, step.name, hashInputs(inputs.values, inputs.files));
-  }
+  await ctx.runner.change(undefined, async () => {
+    const inputs = await step.inputs?.(ctx);
+    if (inputs) writeStamp(ctx.config, step.name, hashInputs(inputs.values, inputs.files));
+  });
 }
 
 /** A step as a Listr task; its log lines become the task's output unless the list is silent. */

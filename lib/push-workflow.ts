@@ -43,14 +43,15 @@ export async function pushProject(ctx: Ctx, endpoint: AuthEndpoint, p: { name: s
   // Digdag refuses a revision it already has (409): a project already at it is left alone.
   if ((await serverRevision(endpoint, p.name)) === rev) return `${p.name} already at revision ${rev} on ${url}`;
   // The client's endpoint and header, 0600; `ps` shows only the file's path.
-  const clientFile = ctx.runner.dryRun ? clientConfigFile(ctx.config) : writeClientConfig(ctx.config, url);
-  if (ctx.runner.dryRun) ctx.runner.log(`[dry-run] would write ${clientFile} (0600): client.http.endpoint and the Authorization header`);
+  const clientFile = clientConfigFile(ctx.config);
+  await ctx.runner.change(`would write ${clientFile} (0600): client.http.endpoint and the Authorization header`, () => writeClientConfig(ctx.config, url));
   const java = await detectJava(ctx.config, ctx.runner);
   // The client runs on this machine; on Kubernetes targets the runtime may not be cached yet.
   let rt = readRuntime(ctx.config);
   if (!rt) {
     rt = await obtainRuntime(ctx.config, ctx.runner);
-    if (!ctx.runner.dryRun) writeRuntime(ctx.config, rt);
+    const found = rt;
+    await ctx.runner.change(undefined, () => writeRuntime(ctx.config, found));
   }
   const res = await ctx.runner.run({
     // -c: only this file is read (not ~/.config/digdag/config), and it carries the endpoint.

@@ -44,10 +44,10 @@ export const startPostgres: Impl = {
         mutates: true,
       });
     }
-    if (!ctx.runner.dryRun) {
+    await ctx.runner.change(undefined, async () => {
       fs.writeFileSync(path.join(pg.dataDir, 'pg_hba.conf'), pgHba(), { mode: 0o600 });
       if (pg.osUser) await ctx.runner.run({ argv: ['chown', `${pg.osUser}:`, path.join(pg.dataDir, 'pg_hba.conf')], mutates: true });
-    }
+    });
     const res = await ctx.runner.run({
       argv: asPgUser(pg, [path.join(pg.binDir, 'pg_ctl'), '-D', pg.dataDir, '-l', pg.logFile, '-w', '-t', '60', '-o', serverOptions(port, pg.socketDir, ctx.config.db.maxConnections).join(' '), 'start']),
       mutates: true,
