@@ -19,7 +19,8 @@ import { JMX_EXPORTER_SHA256, JMX_EXPORTER_VERSION } from '../../lib/versions.ts
 import { clusterPaths, loadClusterConfig } from '../../lib/cluster/config.ts';
 import { sha256File } from '../../lib/digdag.ts';
 import { buildArgv, imagesToBuild } from '../../lib/kube/build-image.ts';
-import { kubeDown, volumeFate } from '../../lib/kube/down.ts';
+import { volumeFate } from '../../lib/kube/down.ts';
+import { kubeTarget } from '../../lib/kube/target.ts';
 import { recoverStuckStatefulSet, stuckPods } from '../../lib/kube/kubectl.ts';
 import { apply } from '../../tasks/apply.ts';
 import { buildImage } from '../../tasks/build-image.ts';
@@ -247,7 +248,7 @@ test('down --purge deletes the generated secrets and says what happens to each v
     { metadata: { name: 'pv-2' }, spec: { claimRef: { namespace: 'other', name: 'x' }, persistentVolumeReclaimPolicy: 'Delete' } },
   ] };
   const r = new RecordingRunner(cluster((argv) => (argv.includes('pv') ? { stdout: JSON.stringify(pvs) } : undefined)));
-  const lines = await kubeDown(testCtx(config, r), true);
+  const lines = await kubeTarget.down(testCtx(config, r), true);
   assert.ok(lines.some((l) => /volume pv-1 \(claim data-digdag-postgres-0\) has reclaim policy Retain: it and the database on it are kept/.test(l)), lines.join('\n'));
   assert.ok(!lines.some((l) => l.includes('pv-2')));
   assert.ok(!lines.some((l) => /database volume included/.test(l)));

@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import { stopStarted } from '../../lib/pipeline.ts';
 import { isAlive, listProcesses, registerProcess, strayProcesses, waitFor } from '../../lib/processes.ts';
 import { ShellRunner } from '../../lib/runner.ts';
-import { downLocal } from '../../lib/local/down.ts';
+import { localTarget } from '../../lib/local/target.ts';
 import { testConfig, testCtx } from '../helpers/fixtures.ts';
 
 const runner = new ShellRunner(false, () => {});
@@ -25,7 +25,7 @@ test('down stops a process of this state dir that nothing registered (left by a 
     // The shell forks `sleep`; until that child execs it shows the shell's command line (marker
     // included) and would be a second stray. Wait for the exec: then only the shell matches.
     assert.ok(await waitFor(async () => strayProcesses(config, []).length === 1, 5000, 20), 'the sleeper\'s child did not exec');
-    const lines = await downLocal(testCtx(config, runner), false);
+    const lines = await localTarget.down(testCtx(config, runner), false);
     assert.deepEqual(lines, [`stray-${stray.pid}: terminated`]);
     assert.ok(await waitFor(() => !isAlive(stray), 5000));
     assert.ok(isAlive(other), 'processes of other state dirs are not touched');
@@ -47,7 +47,7 @@ test('cleaning up a dead process does not unregister its live replacement', asyn
   try {
     await stopStarted(ctx);
     assert.deepEqual(listProcesses(config).map((p) => p.pid), [replacement.pid]);
-    await downLocal(ctx, false);
+    await localTarget.down(ctx, false);
     assert.ok(await waitFor(() => !isAlive(replacement), 5000));
   } finally {
     try { process.kill(-replacement.pid, 'SIGKILL'); } catch { /* stopped */ }
