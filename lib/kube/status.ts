@@ -2,13 +2,13 @@
 // queue exporter pod when MONITORING=prometheus-operator, the database's numbers through
 // `kubectl exec psql` on digdag-postgres-0 (or DATABASE_URL), and the last failed attempts through
 // the authenticated API endpoint (the port-forward, or the Ingress verify-ha found).
+import { authenticatedEndpoint } from '../auth.ts';
 import { POD_METRICS } from '../metrics.ts';
 import type { Ctx } from '../pipeline.ts';
-import { authenticatedEndpoint } from '../auth.ts';
 import { runsTasks, taskRole, type Role } from '../roles.ts';
 import { failedAttemptsOrProblem, parseDbNumbers, STATUS_SQL, type ProcessStatus, type StatusReport } from '../status.ts';
-import { kubectl, requireCluster } from './kubectl.ts';
 import { dbQuery } from './db-query.ts';
+import { kubectl, requireCluster } from './kubectl.ts';
 import { forwardedUrl } from './port-forward.ts';
 
 interface Pod {
