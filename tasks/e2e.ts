@@ -70,13 +70,12 @@ function ownCluster(ctx: Ctx): E2eCluster {
       if (missing.length) throw new UserError(`the test cluster cannot run here; missing:\n  ${missing.join('\n  ')}`, 'see README "Test cluster" (apt packages, npx tsx tasks/cluster.ts build), or use minikube');
     },
     up: async () => {
-      if (runner.dryRun) {
-        runner.log('[dry-run] npx tsx tasks/cluster.ts up');
-        return;
-      }
-      const r = await clusterUpCmd(runner, cc, (l) => runner.log(`[cluster] ${l}`));
-      startedHere = !r.alreadyUp;
-      for (const l of r.lines) runner.log(l);
+      // Processes, sockets and kernel state change as it goes: in a dry run only said.
+      await runner.change('npx tsx tasks/cluster.ts up', async () => {
+        const r = await clusterUpCmd(runner, cc, (l) => runner.log(`[cluster] ${l}`));
+        startedHere = !r.alreadyUp;
+        for (const l of r.lines) runner.log(l);
+      });
     },
     down: async (keep) => {
       const out: string[] = [];
