@@ -81,7 +81,8 @@ const ops: TargetOps = {
       return {
         name: e.name,
         role: e.role as Role,
-        ready: alive && !!(await answersVersion(`http://127.0.0.1:${e.port}`)),
+        // A loaded machine may take a moment to answer; a dead process fails at once.
+        ready: alive && (await waitFor(async () => !!(await answersVersion(`http://127.0.0.1:${e.port}`)) || !isAlive(e), 10_000, 500)) && isAlive(e),
         args: alive ? serverArgs(cmdlineOf(e.pid)) : [],
       };
     }));
