@@ -53,3 +53,26 @@ test('cleaning up a dead process does not unregister its live replacement', asyn
     try { process.kill(-replacement.pid, 'SIGKILL'); } catch { /* stopped */ }
   }
 });
+
+test('the local target\'s verify-ha primitives: SIGKILL of one process, a role stopped, each forgotten by the registry; the rest untouched', async () => {
+  const config = testConfig();
+  const ctx = testCtx(config, runner);
+  const procs = await Promise.all(['worker-1', 'worker-2', 'ui-1'].map(async (name) => {
+    const p = { name, role: name.split('-')[0], port: 1, ...(await sleeper(`${config.stateDir}/props/${name}.properties`)) };
+    registerProcess(config, p);
+    return p;
+  }));
+  try {
+    const inst = (name: string) => ({ name, role: name.split('-')[0] as 'worker' | 'ui', ready: true, args: [] });
+    await localTarget.kill(ctx, inst('worker-1'));
+    assert.equal(isAlive(procs[0]!), false);
+    assert.deepEqual(listProcesses(config).map((p) => p.name), ['ui-1', 'worker-2']);
+    assert.equal(await localTarget.stopRole(ctx, 'ui'), 'ui-1');
+    assert.ok(await waitFor(() => !isAlive(procs[2]!), 5000));
+    assert.deepEqual(listProcesses(config).map((p) => p.name), ['worker-2']);
+    assert.ok(isAlive(procs[1]!), 'another process is left alone');
+    assert.equal(localTarget.instanceOfAgent('worker-2'), 'worker-2', 'agent.id is the instance name');
+  } finally {
+    for (const p of procs) try { process.kill(-p.pid, 'SIGKILL'); } catch { /* stopped */ }
+  }
+});
