@@ -20,6 +20,8 @@ export interface Faults {
   taskOnUi?: boolean;
   /** Attempts move on with every executor loop stopped. */
   loopEverywhere?: boolean;
+  /** The schedule fires on a minute boundary between verify-ha's read and its skip (Digdag: 409). */
+  scheduleFiresBeforeSkip?: boolean;
 }
 
 interface SimInstance {
@@ -67,6 +69,7 @@ export async function fakeTarget(config: Config, mode: { evidence: 'task-logs' |
   const sim: SimInstance[] = layoutInstances(config).map((i) => ({ name: i.name, role: i.role, alive: true }));
   const attempts: SimAttempt[] = [];
   let scheduleProject = true;
+  let skipRefused = false;
   // Kubernetes-style agent ids (pid@pod) when the target replaces instances, names otherwise.
   const agentIdOf = (name: string) => (mode.replacesInstances ? `7@${name}` : name);
   const nameOfAgent = (agentId: string) => agentId.slice(agentId.indexOf('@') + 1);
@@ -145,6 +148,10 @@ export async function fakeTarget(config: Config, mode: { evidence: 'task-logs' |
         return send(200, { schedules: [{ id: '9', workflow: { name: 'scheduled', id: '21' }, nextRunTime: next, nextScheduleTime: next }] });
       }
       if (req.method === 'POST' && p === '/api/schedules/9/skip') {
+        if (faults.scheduleFiresBeforeSkip && !skipRefused) {
+          skipRefused = true;
+          return send(409, { message: 'Specified time to skip schedules is already past', status: 409 });
+        }
         if (sim.some((i) => i.alive && i.role === 'scheduler')) newAttempt('ha-verify-schedule', 'scheduled', 0, 0, JSON.parse(body).nextTime);
         return send(200, {});
       }

@@ -62,6 +62,12 @@ for (const mode of MODES) {
   });
 }
 
+test('verify-ha proves the scheduler even when the schedule fires between reading it and skipping to now', async () => {
+  const { checks, error } = await run('worker', MODES[0], { scheduleFiresBeforeSkip: true });
+  assert.equal(error, undefined, String(error));
+  assert.equal(checks.find((c) => c.role === 'scheduler' && /due schedule/.test(c.what))?.ok, true);
+});
+
 test('the verify-ha step reports failures once, with the table, and records the checks as typed facts', async () => {
   const config = testConfig({ DIGDAG_HA_LAYOUT: 'worker' });
   ensureSecrets(config);
