@@ -393,18 +393,13 @@ export function loadConfig(opts: LoadOptions): Config {
     throw new UserError(`IMAGE=${vars.IMAGE} has no registry path, and gke pulls from a registry`, 'set IMAGE=asia-northeast1-docker.pkg.dev/<project>/<repo>/digdag-ha:0.10.5.1');
   }
 
-  if (!isLocal && num('UI_REPLICAS') < 1) {
-    throw new UserError('UI_REPLICAS=0 leaves the UI Service and the Ingress without pods on Kubernetes', 'set UI_REPLICAS=1 or more');
-  }
+  // Kubernetes-only combinations (UI_REPLICAS=0, AGENT_MAX_REPLICAS below the lower bound, the
+  // edge's TLS and authentication) are the chart's to refuse: chart/digdag-ha, rendered before anything is applied.
   const layout = vars.DIGDAG_HA_LAYOUT as Layout;
   const replicaVar: Record<Role, string> = { ui: 'UI_REPLICAS', scheduler: 'SCHEDULER_REPLICAS', worker: 'WORKER_REPLICAS', workflow: 'WORKFLOW_REPLICAS', agent: 'AGENT_REPLICAS' };
   const replicas = Object.fromEntries(
     Object.entries(replicaVar).map(([role, name]) => [role, layoutRoles({ layout }).includes(role as Role) ? num(name) : 0]),
   ) as Record<Role, number>;
-  const scaled = layout === 'worker' ? 'WORKER_REPLICAS' : 'AGENT_REPLICAS';
-  if (vars.AGENT_AUTOSCALING !== 'none' && num('AGENT_MAX_REPLICAS') < num(scaled)) {
-    throw new UserError(`AGENT_MAX_REPLICAS=${vars.AGENT_MAX_REPLICAS} is below ${scaled}=${vars[scaled]}`, `set AGENT_MAX_REPLICAS=${vars[scaled]} or more`);
-  }
   const processes = Object.values(replicas).reduce((a, b) => a + b, 0);
   const connections = processes * num('DB_POOL_SIZE') + 1; // + the migration client
   if (!vars.DATABASE_URL && connections > num('POSTGRES_MAX_CONNECTIONS') - 5) {
@@ -494,19 +489,9 @@ export function loadConfig(opts: LoadOptions): Config {
 
 /** The Security block's checks and shape, kept apart from the rest of loadConfig. */
 function securityConfig(vars: Record<string, string>): Config['security'] {
-  if (vars.INGRESS_TLS === 'gke-managed' && !vars.INGRESS_HOST) {
-    throw new UserError('INGRESS_TLS=gke-managed needs a host name: Google-managed certificates are issued per domain', 'set INGRESS_HOST=digdag.example.com (a DNS name pointing at the Ingress address), or INGRESS_TLS=cert-manager');
-  }
-  if (vars.EDGE_AUTH === 'iap' && vars.INGRESS_TLS !== 'gke-managed') {
-    throw new UserError(`EDGE_AUTH=iap works only behind the GKE Ingress, which INGRESS_TLS=${vars.INGRESS_TLS} does not use`, 'set INGRESS_TLS=gke-managed with EDGE_AUTH=iap');
-  }
   if (vars.EDGE_AUTH === 'nginx-basic' && vars.AUTH === 'none') {
     // The htpasswd Secret is made from Digdag's own user and password, which AUTH=none does not generate.
     throw new UserError('EDGE_AUTH=nginx-basic uses the UI/API user and password, which AUTH=none turns off', 'set AUTH=basic with EDGE_AUTH=nginx-basic (the browser then asks once, at nginx)');
-  }
-  if (vars.EDGE_AUTH === 'iap' && vars.AUTH === 'basic') {
-    // Digdag's 401 carries no WWW-Authenticate, so behind IAP the browser would never prompt.
-    throw new UserError('EDGE_AUTH=iap with AUTH=basic leaves the web UI without a way to send Digdag\'s password', 'with IAP set AUTH=none (IAP authenticates every request), or use EDGE_AUTH=nginx-basic');
   }
   const cidrs = vars.EGRESS_CIDRS === 'none' ? [] : vars.EGRESS_CIDRS!.split(',').map((c) => c.trim()).filter(Boolean);
   if (vars.EGRESS_CIDRS !== 'none' && !cidrs.length) {

@@ -1,6 +1,6 @@
 // The Digdag role layouts, the roles each one runs and the flags that make each role. The one
-// place the layout is defined: the local target, the manifests and the chart follow it (tests
-// hold the manifests and the chart to these flags).
+// place the layout is defined: the local target reads it here, the chart (and so the toolkit's
+// Kubernetes rendering and manifests/) from files/toolkit.yaml, which npm run generate writes from it.
 import type { Config } from './config.ts';
 
 export const LAYOUTS = ['worker', 'split'] as const;

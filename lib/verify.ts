@@ -4,7 +4,7 @@ import crypto from 'node:crypto';
 import path from 'node:path';
 import { authorizationHeader, type ApiCredentials } from './auth.ts';
 import { ROOT } from './cli.ts';
-import { attemptTasks, deleteProject, fireScheduleNow, listAttempts, logFiles, projectId, projectSchedules, startAttempt, waitAttempt, workflowId, type Attempt, type Schedule } from './digdag-api.ts';
+import { attemptTasks, deleteProject, fireScheduleNow, listAttempts, logFiles, projectId, projectSchedules, startAttempt, waitAttempt, workflowId, type Attempt } from './digdag-api.ts';
 import type { AuthEndpoint, Endpoint } from './digdag.ts';
 import { UserError } from './errors.ts';
 import { waitFor } from './processes.ts';
@@ -95,27 +95,19 @@ export async function proveScheduler(ctx: Ctx, endpoint: AuthEndpoint): Promise<
   await pushProject(ctx, endpoint, { name: SCHEDULE_PROJECT, dir: path.join(ROOT, 'workflows', SCHEDULE_PROJECT) });
   const pid = await projectId(endpoint, SCHEDULE_PROJECT);
   try {
-    let sched: Schedule | undefined;
-    let asked = 0;
-    for (let tries = 1; ; tries++) {
-      [sched] = await projectSchedules(endpoint, pid);
-      if (!sched) return { ok: false, detail: `project ${SCHEDULE_PROJECT} has no schedule` };
-      // The next aligned session after the one already planned: skipping forward is what the API allows.
-      const after = new Date(Date.parse(sched.nextScheduleTime) + 60_000);
-      asked = Date.now();
-      try {
-        await fireScheduleNow(endpoint, sched.id, after);
-        break;
-      } catch (err) {
-        // The schedule fired on a minute boundary between the read and the skip, so its next
-        // session is now the one asked for (409 "already past"): read it again.
-        if (tries >= 3 || !/already past/.test((err as Error).message)) throw err;
-      }
-    }
-    const wf = sched.workflow.name;
+    const [sched] = await projectSchedules(endpoint, pid);
+    if (!sched) return { ok: false, detail: `project ${SCHEDULE_PROJECT} has no schedule` };
+    // Skipping forward is all the API allows, and only past the schedule's next session time at
+    // the moment of the call (409 "already past" otherwise). Two intervals ahead of the planned one
+    // (or of now, if the scheduler is behind): a minute boundary passing between the read and the
+    // skip — the scheduler then fires and moves its next time one interval on — still leaves the
+    // skip ahead of it. Found on a busy machine, where the read and the skip can be seconds apart.
+    const after = new Date(Math.max(Date.parse(sched.nextScheduleTime), Date.now()) + 120_000);
+    const asked = Date.now();
+    await fireScheduleNow(endpoint, sched.id, after);
     let attempt: Attempt | undefined;
     await waitFor(async () => {
-      attempt = (await listAttempts(endpoint, SCHEDULE_PROJECT, wf))[0];
+      attempt = (await listAttempts(endpoint, SCHEDULE_PROJECT, sched.workflow.name))[0];
       return !!attempt;
     }, 60_000, 500);
     if (!attempt) return { ok: false, detail: 'no session was created within 60s of the schedule becoming due' };

@@ -1,4 +1,4 @@
-// apply on Kubernetes: render the manifests for this config, validate them strictly, apply,
+// apply on Kubernetes: render the chart for this config, validate the objects strictly, apply,
 // and wait for every role's rollout.
 import { UserError } from '../errors.ts';
 import type { Impl } from '../pipeline.ts';
@@ -6,12 +6,12 @@ import { layoutRoles } from '../roles.ts';
 import { validateObjects } from '../schema.ts';
 import { applyObjects, requireCluster, rollout } from './kubectl.ts';
 import { renderManifests } from './render.ts';
-import { securityRendering } from './security-render.ts';
+import { renderWarnings } from './values.ts';
 
 export const apply: Impl = {
   run: async (ctx) => {
     await requireCluster(ctx);
-    for (const w of securityRendering(ctx.config).warnings) ctx.runner.log(`WARNING: ${w}`);
+    for (const w of renderWarnings(ctx.config)) ctx.runner.log(`WARNING: ${w}`);
     const { objects } = await renderManifests(ctx.config, ctx.runner);
     const errors = await validateObjects(objects);
     if (errors.length) throw new UserError('the rendered manifests do not validate', 'fix the manifests or the .env values named below', errors.map((e) => `${e.object}: ${e.message}`).join('\n'));

@@ -29,6 +29,8 @@ async function applySecret(ctx: Ctx, name: string, files: Record<string, string>
 
 export const createSecret: Impl = {
   run: async (ctx) => {
+    // Rendered first: a configuration the chart refuses stops here, before anything is made.
+    const { objects } = await renderManifests(ctx.config, ctx.runner);
     await requireCluster(ctx);
     const made = await ctx.runner.change(undefined, () => ensureSecrets(ctx.config));
     if (!made) useDryRunSecrets(ctx.config);
@@ -36,7 +38,6 @@ export const createSecret: Impl = {
     if (created.length) ctx.runner.log(`generated ${created.join(', ')} (kept 0600 in ${ctx.config.stateDir}/secrets)`);
     // The same Namespace object start-postgres and apply send: a bare `create namespace` here
     // would drop its Pod Security labels on the next apply.
-    const { objects } = await renderManifests(ctx.config, ctx.runner);
     await applyObjects(ctx, byKind(objects, 'Namespace'));
     const dbPassword = ctx.config.db.externalUrl ? parseDatabaseUrl(ctx.config.db.externalUrl).password : secrets.dbPassword;
     await applySecret(ctx, 'digdag-secrets', {

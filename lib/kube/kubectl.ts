@@ -3,8 +3,9 @@
 import { stringify } from 'yaml';
 import { clusterPaths, loadClusterConfig } from '../cluster/config.ts';
 import type { Config } from '../config.ts';
-import { tail, UserError } from '../errors.ts';
+import { CommandError, tail, UserError } from '../errors.ts';
 import type { Ctx } from '../pipeline.ts';
+import { mask } from '../secrets.ts';
 import type { KubeObject } from './render.ts';
 
 /** kubectl with the configured context (cluster-scoped calls: the namespace itself). */
@@ -38,7 +39,28 @@ export async function requireCluster(ctx: Ctx): Promise<void> {
 
 export async function applyObjects(ctx: Ctx, objects: readonly KubeObject[]): Promise<void> {
   const yaml = objects.map((o) => stringify(o)).join('---\n');
-  await ctx.runner.run({ argv: kubectl(ctx.config, 'apply', '-f', '-'), input: yaml, mutates: true });
+  const argv = kubectl(ctx.config, 'apply', '-f', '-');
+  const res = await ctx.runner.run({ argv, input: yaml, mutates: true, nothrow: true });
+  if (res.code === 0) return;
+  const stale = immutableSelectors(res.stderr);
+  if (!stale.length) throw new CommandError(argv, res.code, mask(res.stdout), mask(res.stderr));
+  // A workload whose selector changed (deployed before the chart was the renderer: its selectors now
+  // carry app.kubernetes.io/instance) cannot be updated in place: replace it. A StatefulSet's volume
+  // claims outlive it, so PostgreSQL's data stays.
+  for (const { kind, name } of stale) {
+    ctx.runner.log(`${kind} ${name} has a selector from an older rendering, which Kubernetes cannot change in place: replacing it`);
+    await ctx.runner.run({ argv: kubectl(ctx.config, 'delete', kind.toLowerCase(), name, '--wait=true'), mutates: true });
+  }
+  await ctx.runner.run({ argv, input: yaml, mutates: true });
+}
+
+/** Deployments and StatefulSets `kubectl apply` refused because their selector (immutable) changed. */
+export function immutableSelectors(stderr: string): { kind: string; name: string }[] {
+  const out: { kind: string; name: string }[] = [];
+  for (const m of stderr.matchAll(/The (Deployment|StatefulSet) "([^"]+)" is invalid: spec(?:\.selector)?: (?:Invalid value: [^\n]*field is immutable|Forbidden: updates to statefulset spec)/g)) {
+    out.push({ kind: m[1]!, name: m[2]! });
+  }
+  return out;
 }
 
 /** On a failed wait: why the pods are not ready — scheduling failures first (they are the cause

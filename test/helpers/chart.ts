@@ -3,7 +3,11 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { ROOT } from '../../lib/cli.ts';
-import { parseObjects, type KubeObject } from '../../lib/kube/render.ts';
+import type { Config } from '../../lib/config.ts';
+import { dbLocation, parseObjects, POD_PORT, type KubeObject } from '../../lib/kube/render.ts';
+import { POD_METRICS } from '../../lib/metrics.ts';
+import { migrateProperties, serverProperties } from '../../lib/properties.ts';
+import { ROLES } from '../../lib/roles.ts';
 import { helmBin } from './tools.ts';
 import { tempDir } from './fixtures.ts';
 
@@ -27,4 +31,14 @@ export function helmNotes(set: string[] = []): string {
   const r = helmTemplate(set, chart);
   if (r.status !== 0) throw new Error(r.stderr);
   return r.objects.find((o) => o.metadata.name === 'notes-probe')!.data!.notes!;
+}
+
+/** What lib/properties.ts's table gives a pod of this config: every role's file and the migration's (the ConfigMap digdag-config). */
+export function podProperties(config: Config): Record<string, string> {
+  const db = dbLocation(config);
+  const at = { bind: '0.0.0.0', port: POD_PORT, jmxPort: POD_METRICS.jmxPort, dbHost: db.host, dbPort: db.port, dbName: db.database, dbUser: db.user };
+  return {
+    ...Object.fromEntries(ROLES.map((role) => [`${role}.properties`, serverProperties(config, role, at)])),
+    'migrate.properties': migrateProperties(at),
+  };
 }

@@ -69,7 +69,8 @@ export async function fakeTarget(config: Config, mode: { evidence: 'task-logs' |
   const sim: SimInstance[] = layoutInstances(config).map((i) => ({ name: i.name, role: i.role, alive: true }));
   const attempts: SimAttempt[] = [];
   let scheduleProject = true;
-  let skipRefused = false;
+  // minutes_interval>: 1, as workflows/ha-verify-schedule.
+  let scheduleNext = Math.ceil(Date.now() / 60_000) * 60_000;
   // Kubernetes-style agent ids (pid@pod) when the target replaces instances, names otherwise.
   const agentIdOf = (name: string) => (mode.replacesInstances ? `7@${name}` : name);
   const nameOfAgent = (agentId: string) => agentId.slice(agentId.indexOf('@') + 1);
@@ -144,15 +145,17 @@ export async function fakeTarget(config: Config, mode: { evidence: 'task-logs' |
       }
       if (p === '/api/projects/1/workflows') return send(200, { workflows: [{ id: '11', name: 'parallel' }] });
       if (p === '/api/projects/2/schedules') {
-        const next = new Date(Math.ceil(Date.now() / 60_000) * 60_000).toISOString();
+        const next = new Date(scheduleNext).toISOString();
         return send(200, { schedules: [{ id: '9', workflow: { name: 'scheduled', id: '21' }, nextRunTime: next, nextScheduleTime: next }] });
       }
       if (req.method === 'POST' && p === '/api/schedules/9/skip') {
-        if (faults.scheduleFiresBeforeSkip && !skipRefused) {
-          skipRefused = true;
-          return send(409, { message: 'Specified time to skip schedules is already past', status: 409 });
-        }
-        if (sim.some((i) => i.alive && i.role === 'scheduler')) newAttempt('ha-verify-schedule', 'scheduled', 0, 0, JSON.parse(body).nextTime);
+        // The scheduler fires on the minute boundary first: its next session moves one interval on.
+        if (faults.scheduleFiresBeforeSkip) scheduleNext += 60_000;
+        // Digdag: only a skip past the schedule's current next session time is allowed.
+        const asked = Math.floor(Date.parse(JSON.parse(body).nextTime) / 60_000) * 60_000;
+        if (asked <= scheduleNext) return send(409, { message: 'Specified time to skip schedules is already past', status: 409 });
+        scheduleNext = asked;
+        if (sim.some((i) => i.alive && i.role === 'scheduler')) newAttempt('ha-verify-schedule', 'scheduled', 0, 0, new Date(asked).toISOString());
         return send(200, {});
       }
       if (req.method === 'DELETE' && p === '/api/projects/2') {

@@ -21,7 +21,7 @@ import { requireSecrets } from '../../lib/credentials.ts';
 import { buildArgv } from '../../lib/kube/build-image.ts';
 import { runInitSql } from '../../lib/kube/init-db.ts';
 import { clusterKubectl, kubectl } from '../../lib/kube/kubectl.ts';
-import { renderManifests } from '../../lib/kube/render.ts';
+import { RELEASE, renderManifests } from '../../lib/kube/render.ts';
 import { runStep, runSteps, type Ctx } from '../../lib/pipeline.ts';
 import { freePortRange, isPortFree } from '../../lib/postgres.ts';
 import { waitFor } from '../../lib/processes.ts';
@@ -159,7 +159,7 @@ async function probes(): Promise<void> {
     probePod(cc, 'impostor', INGRESS_NS, { 'app.kubernetes.io/name': 'not-the-controller' }),
     probePod(cc, 'outsider', OUTSIDER_NS, {}),
     // In the release's namespace: one a Digdag pod's labels would admit to PostgreSQL, one without.
-    probePod(cc, 'db-client-probe', config.k8s.namespace, { 'app.kubernetes.io/name': 'digdag', 'digdag-ha/db-client': 'true' }),
+    probePod(cc, 'db-client-probe', config.k8s.namespace, { 'app.kubernetes.io/name': 'digdag', 'app.kubernetes.io/instance': RELEASE, 'digdag-ha/db-client': 'true' }),
     probePod(cc, 'unlabelled-probe', config.k8s.namespace, {}),
   ];
   const r = await kc(['apply', '-f', '-'], JSON.stringify({ apiVersion: 'v1', kind: 'List', items: want }));

@@ -1,15 +1,12 @@
 // The chart's security: NetworkPolicies around every pod of the release (checked for what they let
-// through, and equal in shape to the kustomize rendering's for the same settings), TLS and edge auth
-// per mode, refused combinations, Pod Security "restricted" for every pod, and NOTES' warnings.
+// through), TLS and edge auth per mode, refused combinations, Pod Security "restricted" for every
+// pod, and NOTES' warnings.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { KubeObject } from '../../lib/kube/render.ts';
-import { renderManifests } from '../../lib/kube/render.ts';
 import { LAYOUT_ROLES, LAYOUTS, servesUsers } from '../../lib/roles.ts';
-import { ShellRunner } from '../../lib/runner.ts';
 import { helmNotes, helmTemplate } from '../helpers/chart.ts';
 import { validateAll } from '../helpers/edge-crds.ts';
-import { testConfig } from '../helpers/fixtures.ts';
 
 type Labels = Record<string, string>;
 interface Selector { matchLabels?: Labels }
@@ -308,56 +305,3 @@ test('namespace.create renders the release Namespace enforcing "restricted" (kep
   assert.match(cmd, /kubectl label --overwrite namespace digdag /);
   assert.doesNotMatch(helmNotes(['namespace.create=true']), /kubectl label/);
 });
-
-// The kustomize rendering and the chart, same settings: per role, the same ingress and egress
-// rules (peers and ports). Normalized: pod peers without the labels that scope the chart's to its
-// release (name, instance; exact peers are checked above); a same-namespace pod peer that selects
-// no pod of its rendering grants nothing.
-const PARITY: Record<string, { vars: Record<string, string>; set: string[] }> = {
-  defaults: { vars: {}, set: [] },
-  'split layout': { vars: { DIGDAG_HA_LAYOUT: 'split' }, set: ['layout=split'] },
-  'nginx with host, own issuer, controller and egress CIDRs, edge basic auth': {
-    vars: { INGRESS_HOST: 'digdag.example.com', TLS_ISSUER: 'corp-ca', EDGE_AUTH: 'nginx-basic', INGRESS_CONTROLLER_NAMESPACE: 'edge', INGRESS_CONTROLLER_LABELS: 'app=nginx,tier=edge', EGRESS_CIDRS: '199.36.153.8/30,0.0.0.0/0' },
-    set: ['ingress.host=digdag.example.com', 'ingress.tls.issuer=corp-ca', 'edgeAuth.mode=nginx-basic', 'networkPolicy.ingressController.namespace=edge',
-      'networkPolicy.ingressController.podLabels.app\\.kubernetes\\.io/name=null', 'networkPolicy.ingressController.podLabels.app=nginx', 'networkPolicy.ingressController.podLabels.tier=edge',
-      'networkPolicy.egressCidrs={199.36.153.8/30,0.0.0.0/0}'],
-  },
-  'gke managed certificate with IAP': {
-    vars: { DIGDAG_HA_TARGET: 'gke', IMAGE: 'r.example/p/digdag-ha:0.10.5.1', INGRESS_HOST: 'digdag.example.com', INGRESS_TLS: 'gke-managed', EDGE_AUTH: 'iap', AUTH: 'none', IAP_OAUTH_SECRET: 'my-oauth' },
-    set: IAP,
-  },
-  'external DB by address': { vars: { DATABASE_URL: 'postgresql://digdag:pw-secret-123@10.1.2.3:5432/digdag' }, set: ['database.external.enabled=true', 'database.external.host=10.1.2.3'] },
-  monitoring: { vars: { MONITORING: 'prometheus-operator' }, set: METRICS },
-};
-
-const SCOPE = ['app.kubernetes.io/name', 'app.kubernetes.io/instance'];
-
-function policyShape(objects: KubeObject[]): Record<string, { isolated: string[]; ingress: string[]; egress: string[] }> {
-  const all = pods(objects);
-  const norm = (sel?: Selector) => sel && { matchLabels: Object.fromEntries(Object.entries(sel.matchLabels ?? {}).filter(([k]) => !SCOPE.includes(k)).sort()) };
-  const rules = (rs: Rule[], side: 'from' | 'to') => rs.flatMap((r) => {
-    const peers = (r[side] ?? []).filter((p) => p.namespaceSelector || !p.podSelector || all.some((x) => matches(p.podSelector, x.labels)));
-    if (r[side]?.length && !peers.length) return [];
-    const peerText = peers.map((p) => JSON.stringify(p.podSelector && !p.namespaceSelector ? { podSelector: norm(p.podSelector) } : p)).sort();
-    return [`${peerText.join(' + ')} → ${ports(r).join(',')}`];
-  }).sort();
-  return Object.fromEntries(all.map((p) => {
-    const ps = policiesFor(objects, p.labels);
-    return [p.component, {
-      isolated: [...new Set(ps.flatMap((x) => x.spec.policyTypes))].sort(),
-      ingress: rules(ps.flatMap((x) => x.spec.ingress ?? []), 'from'),
-      egress: rules(ps.flatMap((x) => x.spec.egress ?? []), 'to'),
-    }];
-  }));
-}
-
-for (const [name, { vars, set }] of Object.entries(PARITY)) {
-  test(`the chart and the kustomize rendering agree on every pod's NetworkPolicy rules: ${name}`, async () => {
-    const config = testConfig({ DIGDAG_HA_TARGET: 'minikube', ...vars });
-    const { objects: kustomized } = await renderManifests(config, new ShellRunner(false, () => {}));
-    const chart = policyShape(render(set).filter((o) => !isTestHook(o)));
-    const kube = policyShape(kustomized);
-    assert.deepEqual(Object.keys(chart).sort(), Object.keys(kube).sort(), 'the same pods');
-    for (const role of Object.keys(kube)) assert.deepEqual(chart[role], kube[role], role);
-  });
-}

@@ -8,11 +8,11 @@ import { parse as parseYaml } from 'yaml';
 import { test } from 'node:test';
 import { ROOT } from '../../lib/cli.ts';
 import { isValidEncryptionKey } from '../../lib/credentials.ts';
-import { configFiles, type KubeObject } from '../../lib/kube/render.ts';
+import type { KubeObject } from '../../lib/kube/render.ts';
 import { loadRuleGroups, POD_METRICS, podMetricsJvmArgs } from '../../lib/metrics.ts';
 import { LAYOUT_ROLES, LAYOUTS, holdsApiPassword, roleFlags, taskRole } from '../../lib/roles.ts';
 import { QUEUE_DEPTH_SQL } from '../../lib/scaling.ts';
-import { CHART, helmTemplate } from '../helpers/chart.ts';
+import { CHART, helmTemplate, podProperties } from '../helpers/chart.ts';
 import { testConfig } from '../helpers/fixtures.ts';
 import { helmBin, validateStrictly } from '../helpers/tools.ts';
 
@@ -50,20 +50,20 @@ for (const [name, set] of Object.entries(VALUE_SETS)) {
   });
 }
 
-test('the chart renders the same properties as the generator (default values = default config)', () => {
+test('the chart\'s default values are the toolkit\'s default config: the same properties', () => {
   const cm = find(template().objects, 'ConfigMap', 'digdag-config');
-  const files = configFiles(testConfig({ DIGDAG_HA_TARGET: 'minikube' }));
+  const files = podProperties(testConfig({ DIGDAG_HA_TARGET: 'minikube' }));
   for (const [file, text] of Object.entries(files)) assert.equal(cm.data![file], text, file);
 });
 
 test('the chart and the generator agree on GCS logs and an external database too', () => {
   const cm = find(template(VALUE_SETS['KEDA + Cloud SQL + GCS logs + Workload Identity']!).objects, 'ConfigMap', 'digdag-config');
-  const files = configFiles(testConfig({ DIGDAG_HA_TARGET: 'minikube', DATABASE_URL: 'postgresql://digdag:x@10.1.2.3:5432/digdag', GCS_LOG_BUCKET: 'my-logs' }));
+  const files = podProperties(testConfig({ DIGDAG_HA_TARGET: 'minikube', DATABASE_URL: 'postgresql://digdag:x@10.1.2.3:5432/digdag', GCS_LOG_BUCKET: 'my-logs' }));
   assert.equal(cm.data!['agent.properties'], files['agent.properties']);
   assert.equal(cm.data!['migrate.properties'], files['migrate.properties']);
 });
 
-for (const layout of LAYOUTS) test(`layout ${layout}: role Deployments run the same roles and flags as the manifests and the local processes`, () => {
+for (const layout of LAYOUTS) test(`layout ${layout}: role Deployments run the same roles and flags as the local processes (lib/roles.ts)`, () => {
   const objs = template([`layout=${layout}`]).objects;
   assert.deepEqual(objs.filter((o) => o.kind === 'Deployment').map((o) => o.metadata.labels!['app.kubernetes.io/component']), [...LAYOUT_ROLES[layout]]);
   for (const role of LAYOUT_ROLES[layout]) {
@@ -139,6 +139,10 @@ test('bad values fail the render with the reason', () => {
   assert.match(retention.stderr, /lockRetentionTime must be at least 3 x agent.heartbeatInterval/);
   assert.match(template(['autoscaling.mode=magic']).stderr, /autoscaling.mode must be (none, keda or hpa|one of the following: "none", "keda", "hpa")/);
   assert.match(template(['logs.server=gcs']).stderr, /logs.gcsBucket is required/);
+  assert.match(template(['roles.ui.replicas=0']).stderr, /roles.ui.replicas must be at least 1: the UI Service and the Ingress would have no pods/);
+  assert.match(template(['autoscaling.mode=keda', 'roles.worker.replicas=5', 'autoscaling.maxReplicas=3']).stderr, /autoscaling.maxReplicas=3 is below roles.worker.replicas=5/);
+  assert.match(template(['layout=split', 'autoscaling.mode=hpa', 'roles.agent.replicas=5', 'autoscaling.maxReplicas=3']).stderr, /autoscaling.maxReplicas=3 is below roles.agent.replicas=5/);
+  assert.equal(template(['roles.worker.replicas=12', 'autoscaling.maxReplicas=3']).status, 0, 'autoscaling off: no bound to check');
 });
 
 test('metrics in the chart: every role pod runs the agent with its port, config and annotations; the Operator objects and the queue exporter on request, valid, same rules as monitoring/', async () => {

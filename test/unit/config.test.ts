@@ -79,16 +79,8 @@ test('the layout decides which roles run; the other layout\'s replica counts are
   fails({ WORKER_REPLICAS: '0' }, /WORKER_REPLICAS.*out of range \(1\.\.50\)/);
 });
 
-test('autoscaling bounds must be ordered (only when autoscaling is on)', () => {
-  fails({ AGENT_AUTOSCALING: 'keda', WORKER_REPLICAS: '5', AGENT_MAX_REPLICAS: '3' }, /AGENT_MAX_REPLICAS=3 is below WORKER_REPLICAS=5/, /AGENT_MAX_REPLICAS=5/);
-  fails({ DIGDAG_HA_LAYOUT: 'split', AGENT_AUTOSCALING: 'keda', AGENT_REPLICAS: '5', AGENT_MAX_REPLICAS: '3' }, /AGENT_MAX_REPLICAS=3 is below AGENT_REPLICAS=5/, /AGENT_MAX_REPLICAS=5/);
-  assert.equal(testConfig({ WORKER_REPLICAS: '12' }).replicas.worker, 12);
-  assert.equal(testConfig({ AGENT_REPLICAS: '12', AGENT_MAX_REPLICAS: '3' }).replicas.worker, 2, 'autoscaling off: no bound to check');
-});
-
-test('Kubernetes needs at least one UI pod behind the Service', () => {
-  fails({ DIGDAG_HA_TARGET: 'minikube', UI_REPLICAS: '0' }, /UI_REPLICAS=0 leaves the UI Service/);
-});
+// The Kubernetes-only combinations (autoscaling bounds, UI_REPLICAS=0, the edge) are the chart's:
+// test/unit/renderer.test.ts renders them and sees them refused.
 
 test('a missing service-account key file is named', () => {
   fails({ GCP_SA_KEY_FILE: '/nonexistent/key.json' }, /GCP_SA_KEY_FILE=\/nonexistent\/key.json does not exist/);

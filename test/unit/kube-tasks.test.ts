@@ -1,5 +1,5 @@
 // Kubernetes tasks under the recording runner (no cluster or Docker engine here): the exact
-// commands on minikube and gke, and the failure paths. `kubectl kustomize` runs for real.
+// commands on minikube and gke, and the failure paths. `helm template` runs for real.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -30,16 +30,18 @@ import { parseFlags } from '../../lib/cli.ts';
 import { initDb } from '../../tasks/init-db.ts';
 import { portForward } from '../../tasks/port-forward.ts';
 import { tempDir, testConfig, testCtx } from '../helpers/fixtures.ts';
+import { CHART } from '../helpers/chart.ts';
+import { helmBin } from '../helpers/tools.ts';
 
 type Answer = Partial<Result> | undefined;
 
-/** A cluster that answers: kubectl version says there is a server; kustomize runs for real. */
+/** A cluster that answers: kubectl version says there is a server; helm template runs for real. */
 function cluster(extra: (argv: readonly string[], cmd: Cmd) => Answer = () => undefined) {
   return (argv: readonly string[], cmd: Cmd): Answer => {
     const own = extra(argv, cmd);
     if (own) return own;
-    if (argv[0] === 'kubectl' && argv.includes('kustomize')) {
-      const r = spawnSync('kubectl', argv.slice(1), { encoding: 'utf8' });
+    if (argv[0] === 'helm') {
+      const r = spawnSync(helmBin(), argv.slice(1), { encoding: 'utf8' });
       return { code: r.status ?? 1, stdout: r.stdout, stderr: r.stderr };
     }
     if (argv[0] === 'kubectl' && argv.includes('version')) return { stdout: '{"clientVersion":{},"serverVersion":{"gitVersion":"v1.31.0"}}' };
@@ -50,6 +52,8 @@ function cluster(extra: (argv: readonly string[], cmd: Cmd) => Answer = () => un
 
 const mk = (vars: Record<string, string> = {}) => testConfig({ DIGDAG_HA_TARGET: 'minikube', ...vars });
 const K = (c: Config) => `kubectl --context ${c.k8s.context} -n ${c.k8s.namespace}`;
+/** The render: the chart through helm template with the config's values from the state dir. */
+const H = (c: Config) => `helm template digdag ${CHART} --namespace ${c.k8s.namespace} --skip-tests -f ${path.join(c.stateDir, 'helm', 'values.yaml')}`;
 
 /** The real agent jar in this config's runtime cache (fetched once with real Maven into the shared monitoring cache). */
 async function seedJmxAgent(config: Config): Promise<string> {
@@ -127,8 +131,8 @@ test('create-secret: namespace and Secret through kubectl create --dry-run | kub
   await runStep(createSecret, testCtx(config, r));
   const dir = path.join(config.stateDir, 'secrets');
   assert.deepEqual(r.commands(), [
+    H(config),
     `${K(config)} version --request-timeout=10s -o json`,
-    `kubectl kustomize ${config.stateDir}/kustomize`,
     `${K(config)} apply -f -`,
     `${K(config)} create secret generic digdag-secrets --from-file=secret.properties=${dir}/.digdag-secrets/secret.properties --from-file=db-password=${dir}/.digdag-secrets/db-password --from-file=postgres-password=${dir}/.digdag-secrets/postgres-password --dry-run=client -o yaml`,
     `${K(config)} apply -f -`,
@@ -176,10 +180,9 @@ for (const layout of LAYOUTS) test(`apply (layout ${layout}): render, validate, 
   const config = mk({ DIGDAG_HA_LAYOUT: layout });
   const r = new RecordingRunner(cluster());
   await runStep(apply, testCtx(config, r));
-  const kdir = path.join(config.stateDir, 'kustomize');
   assert.deepEqual(r.commands(), [
     `${K(config)} version --request-timeout=10s -o json`,
-    `kubectl kustomize ${kdir}`,
+    H(config),
     `${K(config)} apply -f -`,
     ...LAYOUT_ROLES[layout].map((role) => `${K(config)} rollout status deployment/digdag-${role} --timeout=300s`),
   ]);
@@ -266,7 +269,7 @@ test('init-db on Kubernetes: sql/*.sql into psql over kubectl exec stdin, then a
   assert.deepEqual(r.commands(), [
     `${K(config)} version --request-timeout=10s -o json`,
     exec, exec, exec,
-    `kubectl kustomize ${path.join(config.stateDir, 'kustomize')}`,
+    H(config),
     `${K(config)} delete job digdag-migrate --ignore-not-found --wait=true`,
     `${K(config)} apply -f -`,
     `${K(config)} wait --for=condition=complete job/digdag-migrate --timeout=300s`,

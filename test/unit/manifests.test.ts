@@ -1,13 +1,13 @@
-// Manifests rendered for real by `kubectl kustomize` under several configs, every object
-// validated against the Kubernetes (and KEDA) schemas, and the properties the pods get are the
-// ones the local target runs with.
+// The toolkit's rendering (chart/digdag-ha through `helm template` with the config's values) under
+// several configs: every object validated against the Kubernetes (and KEDA) schemas, the roles and
+// their flags, and the properties the pods get are the ones the local target runs with.
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import { ROOT } from '../../lib/cli.ts';
 import type { Config } from '../../lib/config.ts';
-import { configFiles, MANIFESTS, parseObjects, renderManifests, type KubeObject } from '../../lib/kube/render.ts';
+import { renderManifests, type KubeObject } from '../../lib/kube/render.ts';
 import { PLACEMENT_KEYS, parseProperties } from '../../lib/properties.ts';
 import { LAYOUT_ROLES, LAYOUTS, roleFlags, taskRole } from '../../lib/roles.ts';
 import { ShellRunner } from '../../lib/runner.ts';
@@ -19,6 +19,7 @@ import { writeRuntime } from '../../lib/digdag.ts';
 import { planLocal } from '../../lib/local/apply.ts';
 import { POD_METRICS, podMetricsJvmArgs } from '../../lib/metrics.ts';
 import { POSTGRES_EXPORTER_IMAGE } from '../../lib/versions.ts';
+import { podProperties } from '../helpers/chart.ts';
 import { tempDir, testConfig } from '../helpers/fixtures.ts';
 import { validateStrictly } from '../helpers/tools.ts';
 
@@ -48,13 +49,16 @@ for (const [name, vars] of Object.entries(CONFIGS)) {
     assert.deepEqual(await validateStrictly(objs), []);
     assert.ok(!objs.some((o) => o.kind === 'Secret'), 'secrets are never rendered into manifests');
     for (const o of objs.filter((x) => x.kind === 'ConfigMap')) {
-      assert.doesNotMatch(JSON.stringify(o.data), /password|encryption-key|pw-secret-123/, 'no secret in a ConfigMap');
+      assert.doesNotMatch(JSON.stringify(o.data), /pw-secret-123|database\.password|encryption-key =/, `no secret in ConfigMap ${o.metadata.name}`);
     }
   });
 }
 
+/** A rendered Deployment to break on purpose. */
+const aDeployment = async () => structuredClone(find(await render({ DIGDAG_HA_LAYOUT: 'split' }), 'Deployment', 'digdag-agent'));
+
 test('the strict validator catches what the models let through: an unknown field', async () => {
-  const [dep] = parseObjects(fs.readFileSync(path.join(MANIFESTS, 'components', 'layout-split', 'agent.yaml'), 'utf8'));
+  const dep = await aDeployment();
   dep!.spec.template.spec.containers[0].imagee = 'typo';
   dep!.spec.template.spec.securityContext.runAsNonroot = true;
   const errors = await validateStrictly([dep!]);
@@ -63,7 +67,7 @@ test('the strict validator catches what the models let through: an unknown field
 });
 
 test('the validator is not a rubber stamp: a broken object is reported', async () => {
-  const [dep] = parseObjects(fs.readFileSync(path.join(MANIFESTS, 'components', 'layout-split', 'agent.yaml'), 'utf8'));
+  const dep = await aDeployment();
   dep!.spec.template.spec.containers[0].ports[0].containerPort = 'http';
   const errors = await validateObjects([dep!, { apiVersion: 'example.com/v1', kind: 'Widget', metadata: { name: 'w' } }]);
   assert.equal(errors.length, 2);
@@ -92,7 +96,9 @@ for (const layout of LAYOUTS) test(`layout ${layout}: each role Deployment runs 
     assert.ok(!pod.initContainers[0].env.find((e: { name: string }) => e.name === 'JAVA_OPTS').value.includes('javaagent'), 'the init container runs no agent');
     assert.equal(c.volumeMounts.find((m: { name: string }) => m.name === 'metrics-config').mountPath, path.dirname(POD_METRICS.config));
     assert.match(pod.volumes.find((v: { name: string }) => v.name === 'metrics-config').configMap.name, /^digdag-jmx-exporter/);
-    assert.deepEqual(d.spec.template.metadata.annotations, { 'prometheus.io/scrape': 'true', 'prometheus.io/port': String(POD_METRICS.port), 'prometheus.io/path': '/metrics' });
+    const { 'checksum/config': checksum, ...scrape } = d.spec.template.metadata.annotations;
+    assert.deepEqual(scrape, { 'prometheus.io/scrape': 'true', 'prometheus.io/port': String(POD_METRICS.port), 'prometheus.io/path': '/metrics' });
+    assert.match(checksum, /^[0-9a-f]{64}$/, 'a changed configuration rolls the pods');
     assert.ok(c.resources.requests.cpu && c.resources.requests.memory && c.resources.limits.memory);
     assert.equal(pod.securityContext.runAsNonRoot, true);
     assert.equal(c.securityContext.readOnlyRootFilesystem, true);
@@ -120,18 +126,27 @@ test('Service, Ingress and container agree on port 65432 (the seed did not)', as
 for (const layout of LAYOUTS) test(`layout ${layout}: only Digdag pods reach PostgreSQL; the migration Job and the roles are its clients`, async () => {
   const objs = await render({ DIGDAG_HA_LAYOUT: layout });
   const np = find(objs, 'NetworkPolicy', 'digdag-postgres');
-  const label = Object.keys(np.spec.ingress[0].from[0].podSelector.matchLabels)[0]!;
-  for (const role of LAYOUT_ROLES[layout]) assert.equal(find(objs, 'Deployment', `digdag-${role}`).spec.template.metadata.labels[label], 'true');
-  assert.equal(find(objs, 'Job', 'digdag-migrate').spec.template.metadata.labels[label], 'true');
+  const admitted = (labels: Record<string, string>) => Object.entries(np.spec.ingress[0].from[0].podSelector.matchLabels).every(([k, v]) => labels[k] === v);
+  assert.ok(Object.keys(np.spec.ingress[0].from[0].podSelector.matchLabels).includes('digdag-ha/db-client'));
+  for (const role of LAYOUT_ROLES[layout]) assert.ok(admitted(find(objs, 'Deployment', `digdag-${role}`).spec.template.metadata.labels), role);
+  assert.ok(admitted(find(objs, 'Job', 'digdag-migrate').spec.template.metadata.labels), 'the migration Job');
   const pg = find(objs, 'StatefulSet', 'digdag-postgres').spec.template.spec.containers[0];
   assert.ok(pg.args.includes('idle_in_transaction_session_timeout=600000') && pg.args.includes('tcp_keepalives_idle=60'));
+});
+
+for (const [label, vars] of Object.entries<Record<string, string>>({
+  defaults: {},
+  'GCS logs, an external database, other numbers': { GCS_LOG_BUCKET: 'my-logs', GCS_LOG_PATH: 'p/q', DATABASE_URL: 'postgresql://dd:pw-secret-123@10.1.2.3:6432/dd_db', DB_POOL_SIZE: '2', AGENT_MAX_TASK_THREADS: '3', AGENT_HEARTBEAT_INTERVAL: '4', AGENT_LOCK_RETENTION_TIME: '13', LOCK_EXPIRE_INTERVAL: '7' },
+})) test(`the chart's properties are the generator's, byte for byte (${label})`, async () => {
+  const config = testConfig({ DIGDAG_HA_TARGET: 'minikube', ...vars });
+  assert.deepEqual(find((await renderManifests(config, runner)).objects, 'ConfigMap', 'digdag-config').data, podProperties(config));
 });
 
 for (const layout of LAYOUTS) test(`layout ${layout}: the ConfigMap carries the generator output; it equals what the local target runs with but for placement`, async () => {
   const vars = { DIGDAG_HA_LAYOUT: layout, AGENT_MAX_TASK_THREADS: '6', DB_POOL_SIZE: '10', AGENT_HEARTBEAT_INTERVAL: '5', AGENT_LOCK_RETENTION_TIME: '30', LOCK_EXPIRE_INTERVAL: '5' };
   const kube = testConfig({ DIGDAG_HA_TARGET: 'minikube', ...vars });
   const cm = find((await renderManifests(kube, runner)).objects, 'ConfigMap', 'digdag-config');
-  assert.deepEqual(cm.data, configFiles(kube));
+  assert.deepEqual(cm.data, podProperties(kube));
   // The local target, same settings: its per-process properties differ only in placement keys.
   const local = testConfig({ ...vars, POSTGRES_PORT: '55998' });
   ensureSecrets(local);
@@ -183,13 +198,6 @@ test('MONITORING=none (default): no Operator objects and no queue exporter, the 
   assert.equal(find(objs, 'Deployment', 'digdag-ui').spec.template.metadata.annotations['prometheus.io/scrape'], 'true');
 });
 
-test('manifests/base/config holds the generator output for the default config', () => {
-  const defaults: Config = testConfig({ DIGDAG_HA_TARGET: 'minikube' });
-  for (const [file, text] of Object.entries(configFiles(defaults))) {
-    assert.equal(fs.readFileSync(path.join(MANIFESTS, 'base', 'config', file), 'utf8'), text, `${file} is stale: run npm run manifests`);
-  }
-});
-
 for (const layout of LAYOUTS) test(`layout ${layout}: KEDA scales the task-running role on the tested queue query with target = agent.max-task-threads`, async () => {
   const scaled = `digdag-${taskRole(layout)}`;
   const objs = await render({ DIGDAG_HA_LAYOUT: layout, AGENT_AUTOSCALING: 'keda', AGENT_MAX_TASK_THREADS: '8', AGENT_REPLICAS: '2', WORKER_REPLICAS: '2', AGENT_MAX_REPLICAS: '20' });
@@ -202,7 +210,7 @@ for (const layout of LAYOUTS) test(`layout ${layout}: KEDA scales the task-runni
   assert.equal(so.spec.minReplicaCount, 2);
   assert.equal(so.spec.maxReplicaCount, 20);
   assert.equal(find(objs, 'TriggerAuthentication', 'digdag-postgres').spec.secretTargetRef[0].key, 'db-password');
-  assert.equal(find(objs, 'Deployment', scaled).spec.replicas, 1, 'the autoscaler, not apply, owns the count');
+  assert.equal(find(objs, 'Deployment', scaled).spec.replicas, undefined, 'the autoscaler, not apply, owns the count');
   const hpa = await render({ DIGDAG_HA_LAYOUT: layout, AGENT_AUTOSCALING: 'hpa', AGENT_REPLICAS: '2', WORKER_REPLICAS: '2' });
   assert.equal(find(hpa, 'HorizontalPodAutoscaler', 'digdag-autoscaler').spec.minReplicas, 2);
   assert.equal(find(hpa, 'HorizontalPodAutoscaler', 'digdag-autoscaler').spec.scaleTargetRef.name, scaled);

@@ -1,26 +1,26 @@
-// The metrics configuration and the Kubernetes monitoring component: properties and JVM args,
-// the component rendered by `kubectl kustomize`, its custom resources validated against the
-// Prometheus Operator CRDs (strict), its Deployment against the Kubernetes spec, one rule source.
+// The metrics configuration and the Kubernetes monitoring objects: properties and JVM args, the
+// chart rendered by the toolkit with MONITORING=prometheus-operator, its custom resources validated
+// against the Prometheus Operator CRDs (strict), its Deployment against the Kubernetes spec, one rule source.
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import { crdValidator } from '../../lib/crd-schema.ts';
-import { parseObjects, type KubeObject } from '../../lib/kube/render.ts';
-import { jmxExporterJarName, loadRuleGroups, metricsJvmArgs, obtainJmxExporter, metricsProperties, MONITORING_COMPONENT, monitoringGeneratedFiles, monitoringCacheDir, queueExporterCommand } from '../../lib/metrics.ts';
+import { ROOT } from '../../lib/cli.ts';
+import { renderManifests, type KubeObject } from '../../lib/kube/render.ts';
+import { jmxExporterJarName, loadRuleGroups, metricsJvmArgs, obtainJmxExporter, metricsProperties, monitoringGeneratedFiles, monitoringCacheDir, queueExporterCommand } from '../../lib/metrics.ts';
 import { parseProperties } from '../../lib/properties.ts';
-import { RecordingRunner } from '../../lib/runner.ts';
+import { RecordingRunner, ShellRunner } from '../../lib/runner.ts';
 import { JMX_EXPORTER_VERSION, POSTGRES_EXPORTER_IMAGE } from '../../lib/versions.ts';
-import { tempDir } from '../helpers/fixtures.ts';
+import { tempDir, testConfig } from '../helpers/fixtures.ts';
 import { operatorCrds, validateStrictly } from '../helpers/tools.ts';
 
-function renderComponent(): KubeObject[] {
-  const dir = tempDir('digdag-ha-monitoring-');
-  fs.writeFileSync(path.join(dir, 'kustomization.yaml'), `apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nnamespace: digdag\ncomponents:\n  - ${path.relative(dir, MONITORING_COMPONENT)}\n`);
-  const r = spawnSync('kubectl', ['kustomize', dir], { encoding: 'utf8' });
-  assert.equal(r.status, 0, r.stderr);
-  return parseObjects(r.stdout);
+let rendered: Promise<KubeObject[]> | undefined;
+/** The monitoring objects of the toolkit's rendering with MONITORING=prometheus-operator (rendered once). */
+function renderComponent(): Promise<KubeObject[]> {
+  rendered ??= renderManifests(testConfig({ DIGDAG_HA_TARGET: 'minikube', MONITORING: 'prometheus-operator' }), new ShellRunner(false, () => {}))
+    .then(({ objects }) => objects.filter((o) => ['monitoring', 'queue-exporter'].includes(o.metadata.labels?.['app.kubernetes.io/component'] ?? '')));
+  return rendered;
 }
 
 const find = (objs: KubeObject[], kind: string, name: string) => {
@@ -47,18 +47,17 @@ test('JVM args: self-attach allowed and reachable, remote JMX on loopback only, 
 
 test('the monitoring cache lives outside the repo, under XDG_CACHE_HOME when set', () => {
   assert.equal(monitoringCacheDir({ XDG_CACHE_HOME: '/x/cache' }), '/x/cache/digdag-ha/monitoring');
-  assert.ok(!monitoringCacheDir().startsWith(path.resolve(MONITORING_COMPONENT, '..', '..', '..')));
+  assert.ok(!monitoringCacheDir().startsWith(ROOT));
 });
 
-test('the component, the base and the chart hold the generator output (one source for rules and exporter configs)', () => {
-  const root = path.resolve(MONITORING_COMPONENT, '..', '..', '..');
+test('the chart holds the generator output (one source for rules and exporter configs)', () => {
   for (const [f, text] of Object.entries(monitoringGeneratedFiles())) {
-    assert.equal(fs.readFileSync(path.join(root, f), 'utf8'), text, `${f} is stale: run writeMonitoringFiles`);
+    assert.equal(fs.readFileSync(path.join(ROOT, f), 'utf8'), text, `${f} is stale: run npm run generate`);
   }
 });
 
 test('rendered component: PodMonitor and PrometheusRule valid against the Prometheus Operator CRDs, the rest against Kubernetes', async () => {
-  const objs = renderComponent();
+  const objs = await renderComponent();
   const crd = await crdValidator(operatorCrds());
   const custom = objs.filter((o) => o.apiVersion.startsWith('monitoring.coreos.com/'));
   assert.deepEqual(custom.map((o) => o.kind).sort(), ['PodMonitor', 'PrometheusRule']);
@@ -68,7 +67,7 @@ test('rendered component: PodMonitor and PrometheusRule valid against the Promet
 
 test('the CRD validator is strict: unknown fields and wrong types are reported', async () => {
   const crd = await crdValidator(operatorCrds());
-  const pm = structuredClone(find(renderComponent(), 'PodMonitor', 'digdag'));
+  const pm = structuredClone(find(await renderComponent(), 'PodMonitor', 'digdag'));
   pm.spec.podMetricsEndpoints[0].prot = 'metrics';
   pm.spec.podMetricsEndpoints[0].interval = 30;
   const errors = crd(pm);
@@ -77,26 +76,26 @@ test('the CRD validator is strict: unknown fields and wrong types are reported',
   assert.match(crd({ apiVersion: 'monitoring.coreos.com/v1', kind: 'Widget', metadata: { name: 'w' } })[0]!, /no CRD/);
 });
 
-test('PrometheusRule carries exactly the rule groups of monitoring/alerts.yaml', () => {
-  const rule = find(renderComponent(), 'PrometheusRule', 'digdag');
+test('PrometheusRule carries exactly the rule groups of monitoring/alerts.yaml', async () => {
+  const rule = find(await renderComponent(), 'PrometheusRule', 'digdag');
   assert.deepEqual(rule.spec.groups, loadRuleGroups());
   assert.equal(rule.metadata.namespace, 'digdag');
 });
 
-test('PodMonitor scrapes the metrics port of Digdag pods and labels each target with its role', () => {
-  const objs = renderComponent();
+test('PodMonitor scrapes the metrics port of Digdag pods and labels each target with its role', async () => {
+  const objs = await renderComponent();
   const pm = find(objs, 'PodMonitor', 'digdag');
-  assert.deepEqual(pm.spec.selector.matchLabels, { 'app.kubernetes.io/name': 'digdag' });
+  assert.deepEqual(pm.spec.selector.matchLabels, { 'app.kubernetes.io/name': 'digdag', 'app.kubernetes.io/instance': 'digdag' });
   assert.equal(pm.spec.podMetricsEndpoints[0].port, 'metrics');
   assert.deepEqual(pm.spec.podMetricsEndpoints[0].relabelings[0], { sourceLabels: ['__meta_kubernetes_pod_label_app_kubernetes_io_component'], targetLabel: 'role' });
   const qe = find(objs, 'Deployment', 'digdag-queue-exporter').spec.template;
-  assert.equal(qe.metadata.labels['app.kubernetes.io/name'], 'digdag', 'the PodMonitor selects the queue exporter too');
+  for (const [k, v] of Object.entries(pm.spec.selector.matchLabels)) assert.equal(qe.metadata.labels[k], v, 'the PodMonitor selects the queue exporter too');
   assert.equal(qe.metadata.labels['app.kubernetes.io/component'], 'queue-exporter', 'role="queue-exporter", as the alerts expect');
   assert.equal(qe.spec.containers[0].ports[0].name, 'metrics');
 });
 
-test('queue exporter: one replica, the local flags, password from a file, non-root, read-only', () => {
-  const objs = renderComponent();
+test('queue exporter: one replica, the local flags, password from a file, non-root, read-only', async () => {
+  const objs = await renderComponent();
   const d = find(objs, 'Deployment', 'digdag-queue-exporter');
   assert.equal(d.spec.replicas, 1, 'once per cluster');
   const pod = d.spec.template.spec;

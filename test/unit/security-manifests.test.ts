@@ -1,14 +1,12 @@
-// The security components rendered for real by `kubectl kustomize` on top of the base under
-// several configs: built-in kinds validated strictly, GKE/cert-manager CRDs structurally, and the
-// NetworkPolicies checked for what they let through to and from every Digdag pod.
+// The toolkit's rendering (the chart through `helm template`) under several security configs:
+// built-in kinds validated strictly, GKE/cert-manager CRDs structurally, the NetworkPolicies
+// checked for what they let through to and from every Digdag pod, and refusals naming the fix.
 import assert from 'node:assert/strict';
-import fs from 'node:fs';
-import path from 'node:path';
 import { test } from 'node:test';
-import { stringify } from 'yaml';
 import type { Config } from '../../lib/config.ts';
 import { renderManifests, type KubeObject } from '../../lib/kube/render.ts';
-import { securityRendering } from '../../lib/kube/security-render.ts';
+import { renderWarnings } from '../../lib/kube/values.ts';
+import { UserError } from '../../lib/errors.ts';
 import { holdsApiPassword, layoutRoles, servesUsers } from '../../lib/roles.ts';
 import { ShellRunner } from '../../lib/runner.ts';
 import { testConfig } from '../helpers/fixtures.ts';
@@ -16,11 +14,11 @@ import { validateAll } from '../helpers/edge-crds.ts';
 
 const runner = new ShellRunner(false, () => {});
 
-/** The real rendering (lib/kube/render.ts, security components included) for a config. */
+/** The real rendering (lib/kube/render.ts) for a config, and the warnings apply prints with it. */
 async function render(vars: Record<string, string>): Promise<{ config: Config; objects: KubeObject[]; warnings: string[] }> {
   const config = testConfig({ DIGDAG_HA_TARGET: 'minikube', ...vars });
   const { objects } = await renderManifests(config, runner);
-  return { config, objects, warnings: securityRendering(config).warnings };
+  return { config, objects, warnings: renderWarnings(config) };
 }
 
 type Labels = Record<string, string>;
@@ -54,10 +52,10 @@ for (const [name, vars] of Object.entries(CONFIGS)) {
     const { config, objects } = await render(vars);
     const deny = objects.find((o) => o.metadata.name === 'digdag-default-deny') as unknown as Policy | undefined;
     assert.ok(deny, 'default-deny policy missing');
-    assert.deepEqual(deny.spec.podSelector, {});
     assert.deepEqual([...deny.spec.policyTypes].sort(), ['Egress', 'Ingress']);
     assert.equal((objects.find((o) => o.metadata.name === 'digdag-default-deny') as KubeObject).metadata.namespace, config.k8s.namespace);
     const all = pods(objects);
+    for (const p of all) assert.ok(matches(deny.spec.podSelector, p.labels), `${p.name}: under the default deny`);
     // Every role of the layout, the migration Job, and PostgreSQL unless it is external.
     assert.equal(all.length, layoutRoles(config).length + 1 + (config.db.externalUrl ? 0 : 1), 'expected the role Deployments, the migration Job and PostgreSQL');
     for (const p of all) {
@@ -132,16 +130,32 @@ test('egress excludes private ranges only where they fall inside the allowed CID
   ]);
 });
 
-test('configurations that cannot work are refused before rendering', () => {
-  assert.throws(() => testConfig({ DIGDAG_HA_TARGET: 'minikube', INGRESS_TLS: 'gke-managed' }), /needs a host name/);
-  assert.throws(() => testConfig({ DIGDAG_HA_TARGET: 'minikube', EDGE_AUTH: 'iap' }), /IAP|iap/);
+test('configurations that cannot work are refused: env-level ones by the config, Kubernetes combinations by the chart (naming the variables)', async () => {
   assert.throws(() => testConfig({ DIGDAG_HA_TARGET: 'minikube', EGRESS_CIDRS: '0.0.0.0' }), /EGRESS_CIDRS/);
   // A list with no CIDR would render `to: []`, which allows 443 to everywhere.
   assert.throws(() => testConfig({ DIGDAG_HA_TARGET: 'minikube', EGRESS_CIDRS: ',' }), /names no CIDR/);
-  // IAP exists only behind the GKE Ingress, whatever the TLS setting.
-  assert.throws(() => testConfig({ DIGDAG_HA_TARGET: 'minikube', EDGE_AUTH: 'iap', INGRESS_TLS: 'none', AUTH: 'none' }), /only behind the GKE Ingress/);
-  // nginx's htpasswd comes from Digdag's credentials, which AUTH=none does not make.
+  // nginx's htpasswd comes from Digdag's credentials, which AUTH=none does not make (create-secret's rule).
   assert.throws(() => testConfig({ DIGDAG_HA_TARGET: 'minikube', EDGE_AUTH: 'nginx-basic', AUTH: 'none' }), /AUTH=none turns off/);
+  const refused = async (vars: Record<string, string>, message: RegExp, variables: RegExp) =>
+    assert.rejects(render(vars), (e: unknown) => {
+      assert.ok(e instanceof UserError, String(e));
+      assert.match(e.message, /^the chart refuses this configuration: /);
+      assert.doesNotMatch(e.message, /execution error|template:|_helpers\.tpl/, 'helm\'s prefixes are stripped');
+      assert.match(e.message, message);
+      assert.match(e.fix!, variables);
+      return true;
+    });
+  await refused({ INGRESS_TLS: 'gke-managed' }, /ingress.tls.mode=gke-managed needs ingress.host/, /ingress.host = INGRESS_HOST/);
+  await refused({ EDGE_AUTH: 'iap', AUTH: 'none' }, /edgeAuth.mode=iap works only behind the GKE Ingress/, /edgeAuth.mode = EDGE_AUTH/);
+  // IAP exists only behind the GKE Ingress, whatever the TLS setting.
+  await refused({ EDGE_AUTH: 'iap', INGRESS_TLS: 'none', AUTH: 'none' }, /only behind the GKE Ingress/, /ingress.tls.mode = INGRESS_TLS/);
+  await refused({ EDGE_AUTH: 'iap', INGRESS_TLS: 'gke-managed', INGRESS_HOST: 'd.example.com' }, /edgeAuth.mode=iap with auth.mode=basic/, /auth.mode = AUTH/);
+  await refused({ UI_REPLICAS: '0' }, /roles.ui.replicas must be at least 1/, /UI_REPLICAS/);
+  await refused({ AGENT_AUTOSCALING: 'keda', WORKER_REPLICAS: '5', AGENT_MAX_REPLICAS: '3' }, /autoscaling.maxReplicas=3 is below roles.worker.replicas=5/, /autoscaling.maxReplicas = AGENT_MAX_REPLICAS.*roles.worker.replicas = WORKER_REPLICAS/);
+  await refused({ DIGDAG_HA_LAYOUT: 'split', AGENT_AUTOSCALING: 'hpa', AGENT_REPLICAS: '5', AGENT_MAX_REPLICAS: '3' }, /below roles.agent.replicas=5/, /AGENT_REPLICAS/);
+  // Autoscaling off: no bound to check; UI_REPLICAS=0 stays fine on the local target (every role serves the API).
+  await render({ WORKER_REPLICAS: '12', AGENT_MAX_REPLICAS: '3' });
+  assert.equal(testConfig({ UI_REPLICAS: '0' }).replicas.ui, 0);
 });
 
 test('EGRESS_CIDRS=none: no HTTPS rule at all (not an empty one), and a warning', async () => {

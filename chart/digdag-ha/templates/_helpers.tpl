@@ -12,24 +12,51 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 helm.sh/chart: {{ .Chart.Name }}-{{ .Chart.Version }}
 {{- end -}}
 
-{{/* Role flags of (list $ role) in .Values.layout: the same as lib/roles.ts LAYOUT_FLAGS. */}}
-{{- define "digdag-ha.roleFlags" -}}
-{{- $ := index . 0 -}}{{- $role := index . 1 -}}
-{{- $worker := dict "ui" (list "--disable-local-agent" "--disable-scheduler") "scheduler" (list "--disable-local-agent" "--disable-executor-loop") "worker" (list "--disable-scheduler") -}}
-{{- $split := dict "ui" (list "--disable-executor-loop" "--disable-local-agent" "--disable-scheduler") "workflow" (list "--disable-local-agent" "--disable-scheduler") "scheduler" (list "--disable-local-agent" "--disable-executor-loop") "agent" (list "--disable-executor-loop" "--disable-scheduler") -}}
-{{- $layout := get (dict "worker" $worker "split" $split) $.Values.layout | default dict -}}
-{{- toJson (get $layout $role | default list) -}}
+{{/* What only the toolkit's TypeScript knows, as data: the role table (lib/roles.ts), the metrics
+JVM flags (lib/metrics.ts), the private ranges carved out of egress and the queue-depth query.
+files/toolkit.yaml is written by `npm run generate` (lib/kube/chart-files.ts); a test fails when stale. */}}
+{{- define "digdag-ha.toolkit" -}}
+{{- .Files.Get "files/toolkit.yaml" | fromYaml | toJson -}}
 {{- end -}}
 
-{{/* The roles of .Values.layout, in order: the same as lib/roles.ts LAYOUT_ROLES. */}}
+{{/* The layout's entry of files/toolkit.yaml: roles (in order), flags per role, taskRole. */}}
+{{- define "digdag-ha.layout" -}}
+{{- $t := include "digdag-ha.toolkit" . | fromJson -}}
+{{- toJson (required "layout must be worker or split" (get $t.layouts .Values.layout)) -}}
+{{- end -}}
+
+{{/* Role flags of (list $ role) in .Values.layout (lib/roles.ts LAYOUT_FLAGS). */}}
+{{- define "digdag-ha.roleFlags" -}}
+{{- $ := index . 0 -}}{{- $role := index . 1 -}}
+{{- $layout := include "digdag-ha.layout" $ | fromJson -}}
+{{- toJson (get $layout.flags $role | default list) -}}
+{{- end -}}
+
+{{/* The roles of .Values.layout, in order (lib/roles.ts LAYOUT_ROLES). */}}
 {{- define "digdag-ha.layoutRoles" -}}
-{{- $layouts := dict "worker" (list "ui" "scheduler" "worker") "split" (list "ui" "workflow" "scheduler" "agent") -}}
-{{- toJson (required "layout must be worker or split" (get $layouts .Values.layout)) -}}
+{{- toJson (include "digdag-ha.layout" . | fromJson).roles -}}
 {{- end -}}
 
 {{/* The role that runs tasks (scaled with the queue): worker, or agent in the split layout. */}}
 {{- define "digdag-ha.taskRole" -}}
-{{- if eq .Values.layout "split" }}agent{{ else }}worker{{ end -}}
+{{- (include "digdag-ha.layout" . | fromJson).taskRole -}}
+{{- end -}}
+
+{{/* "true" when (list $ role) runs users' tasks (lib/roles.ts runsTasks), "" otherwise. */}}
+{{- define "digdag-ha.runsTasks" -}}
+{{- $ := index . 0 -}}
+{{- if has (index . 1) (include "digdag-ha.toolkit" $ | fromJson).runsTasks }}true{{ end -}}
+{{- end -}}
+
+{{/* "true" when (list $ role) is behind the UI/API Service and the Ingress (lib/roles.ts servesUsers). */}}
+{{- define "digdag-ha.servesUsers" -}}
+{{- $ := index . 0 -}}
+{{- if has (index . 1) (include "digdag-ha.toolkit" $ | fromJson).servesUsers }}true{{ end -}}
+{{- end -}}
+
+{{/* The Digdag image: repository@digest when a digest is given (it wins over the tag), else repository:tag. */}}
+{{- define "digdag-ha.image" -}}
+{{- if .Values.image.digest }}{{ .Values.image.repository }}@{{ .Values.image.digest }}{{ else }}{{ .Values.image.repository }}:{{ .Values.image.tag }}{{ end -}}
 {{- end -}}
 
 {{- define "digdag-ha.dbHost" -}}
@@ -48,41 +75,21 @@ helm.sh/chart: {{ .Chart.Name }}-{{ .Chart.Version }}
 {{- default "digdag-secrets" .Values.secrets.existingSecret -}}
 {{- end -}}
 
-{{/* server.properties of one role: byte-for-byte what lib/properties.ts generates. */}}
+{{/* server.properties of (list $ role): files/server.properties, generated from lib/properties.ts's
+one table (the local processes' source too), its values references to these values. */}}
 {{- define "digdag-ha.properties" -}}
-{{- $ := index . 0 -}}{{- $role := index . 1 -}}
-{{- $v := $.Values -}}
-# digdag-ha: {{ $role }} role. Generated from the digdag-ha configuration; do not edit.
-server.bind = 0.0.0.0
-server.port = 65432
-database.type = postgresql
-database.host = {{ include "digdag-ha.dbHost" $ }}
-database.port = {{ include "digdag-ha.dbPort" $ }}
-database.database = {{ $v.database.name }}
-database.user = {{ $v.database.user }}
-database.maximumPoolSize = {{ $v.database.poolSize }}
-database.minimumPoolSize = {{ min 2 $v.database.poolSize }}
-database.migrate = false
-database.queue.expireLockInterval = {{ $v.database.expireLockInterval }}
-agent.max-task-threads = {{ $v.agent.maxTaskThreads }}
-agent.heartbeat-interval = {{ $v.agent.heartbeatInterval }}
-agent.lock-retention-time = {{ $v.agent.lockRetentionTime }}
-agent.command_executor.type = simple
-executor.enqueue_random_fetch = true
-metrics.enable = jmx
-metrics.jmx.categories = all
-server.jmx.port = {{ $v.metrics.jmxPort }}
-{{- if eq $v.logs.server "gcs" }}
-log-server.type = gcs
-log-server.gcs.bucket = {{ required "logs.gcsBucket is required with logs.server=gcs" $v.logs.gcsBucket }}
-log-server.gcs.path = {{ $v.logs.gcsPath }}
-log-server.gcs.direct_download = false
-{{- end }}
-{{ end -}}
+{{- $ := index . 0 -}}
+{{- tpl ($.Files.Get "files/server.properties") (dict "Values" $.Values "Template" $.Template "Role" (index . 1)) -}}
+{{- end -}}
+
+{{/* migrate.properties (files/migrate.properties, the same generator). */}}
+{{- define "digdag-ha.migrateProperties" -}}
+{{- tpl (.Files.Get "files/migrate.properties") (dict "Values" .Values "Template" .Template) -}}
+{{- end -}}
 
 {{/* JVM flags of the metrics agent (lib/metrics.ts podMetricsJvmArgs), appended to a server's JAVA_OPTS. */}}
 {{- define "digdag-ha.metricsJvmArgs" -}}
---add-exports jdk.attach/sun.tools.attach=ALL-UNNAMED -Djdk.attach.allowAttachSelf=true -Dcom.sun.management.jmxremote.host=127.0.0.1 -javaagent:/opt/jmx-exporter/jmx_prometheus_javaagent.jar=0.0.0.0:{{ .Values.metrics.port }}:/etc/digdag-metrics/config.yaml
+{{- tpl (include "digdag-ha.toolkit" . | fromJson).metricsJvmArgs . -}}
 {{- end }}
 
 {{/* An IPv4 address as a number (for the CIDR arithmetic of digdag-ha.ipBlock). */}}
@@ -92,17 +99,19 @@ log-server.gcs.direct_download = false
 {{- $n -}}
 {{- end -}}
 
-{{/* ipBlock of a CIDR with the private ranges it strictly contains carved out, as
-lib/kube/security-render.ts exceptPrivate does (IPv6: none). */}}
+{{/* ipBlock of (list $ cidr) with the private ranges (files/toolkit.yaml privateCidrs) it strictly
+contains carved out (IPv6: none). */}}
 {{- define "digdag-ha.ipBlock" -}}
+{{- $privates := (include "digdag-ha.toolkit" (index . 0) | fromJson).privateCidrs -}}
+{{- $c := index . 1 -}}
 {{- $except := list -}}
-{{- if not (contains ":" .) -}}
-{{- $cidr := splitList "/" . -}}
+{{- if not (contains ":" $c) -}}
+{{- $cidr := splitList "/" $c -}}
 {{- $bits := atoi (index $cidr 1) -}}
 {{- $unit := 1 -}}
 {{- range until (sub 32 $bits | int) }}{{ $unit = mul $unit 2 }}{{ end -}}
 {{- $n := include "digdag-ha.ipv4" (index $cidr 0) | int64 -}}
-{{- range $p := list "10.0.0.0/8" "172.16.0.0/12" "192.168.0.0/16" -}}
+{{- range $p := $privates -}}
 {{- $inner := splitList "/" $p -}}
 {{- if and (lt $bits (atoi (index $inner 1))) (eq (div $n $unit) (div (include "digdag-ha.ipv4" (index $inner 0) | int64) $unit)) -}}
 {{- $except = append $except $p -}}
@@ -110,7 +119,7 @@ lib/kube/security-render.ts exceptPrivate does (IPv6: none). */}}
 {{- end -}}
 {{- end -}}
 ipBlock:
-  cidr: {{ . }}
+  cidr: {{ $c }}
   {{- with $except }}
   except: {{ toJson . }}
   {{- end }}
@@ -177,7 +186,7 @@ ipBlock:
 {{- end -}}
 {{- end -}}
 
-{{/* Pod Security "restricted" labels of the release namespace (as manifests/base/namespace.yaml). */}}
+{{/* Pod Security "restricted" labels of the release namespace (templates/namespace.yaml). */}}
 {{- define "digdag-ha.podSecurityLabels" -}}
 pod-security.kubernetes.io/enforce: restricted
 pod-security.kubernetes.io/enforce-version: latest

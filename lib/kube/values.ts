@@ -1,0 +1,150 @@
+// The chart's values for a Config: what the toolkit's variables mean for chart/digdag-ha, the one
+// source of every Kubernetes object. Also the names of the toolkit's variables behind each value
+// (so a refusal of the chart names the variable to change) and the warnings apply prints.
+import { loadClusterConfig } from '../cluster/config.ts';
+import type { Config } from '../config.ts';
+import { parseDatabaseUrl } from '../postgres.ts';
+import { LAYOUT_ROLES, type Role } from '../roles.ts';
+
+export const IN_CLUSTER_DB = { host: 'digdag-postgres', port: 5432 };
+
+/** Secrets the create-secret task makes; the chart only refers to them (it never generates one here). */
+export const SECRET_NAMES = { secrets: 'digdag-secrets', api: 'digdag-api-credentials', edge: 'digdag-edge-auth' } as const;
+
+/** RESOURCE_PROFILE=small: CPU requests that fit every role, PostgreSQL and a surge pod on one
+ * 2-vCPU node (the default ones, 1850m in all, deadlock a rolling update there). Memory stays:
+ * the heaps (-Xmx) need it, and memory is not what a small node lacks. */
+export const SMALL_CPU: Record<Role | 'postgres' | 'init', string> = { ui: '100m', scheduler: '50m', workflow: '100m', worker: '200m', agent: '200m', postgres: '100m', init: '25m' };
+
+/** The chart's default ingress controller labels: a key the config does not name is dropped (Helm merges maps). */
+const CHART_CONTROLLER_LABELS = ['app.kubernetes.io/name'];
+
+/** NodeLocal DNSCache, where the cluster runs it (the chart's default dnsCidrs). */
+const NODE_LOCAL_DNS = '169.254.20.10/32';
+
+export type ChartValues = Record<string, unknown>;
+
+/** Where the pods reach the database. */
+export function dbLocation(config: Config): { host: string; port: number; database: string; user: string } {
+  if (config.db.externalUrl) {
+    const u = parseDatabaseUrl(config.db.externalUrl);
+    return { host: u.host, port: u.port, database: u.database, user: u.user };
+  }
+  return { ...IN_CLUSTER_DB, database: config.db.name, user: config.db.user };
+}
+
+/** name[:tag][@sha256:…] → its parts; a port in the registry host is not a tag. */
+export function splitImage(image: string): { name: string; tag?: string; digest?: string } {
+  const at = image.indexOf('@');
+  const ref = at >= 0 ? image.slice(0, at) : image;
+  const digest = at >= 0 ? image.slice(at + 1) : undefined;
+  const i = ref.lastIndexOf(':');
+  const [name, tag] = i > ref.lastIndexOf('/') ? [ref.slice(0, i), ref.slice(i + 1)] : [ref, digest ? undefined : 'latest'];
+  return { name, ...(tag ? { tag } : {}), ...(digest ? { digest } : {}) };
+}
+
+/** The values of chart/digdag-ha for this config (minimal: what the config decides; the rest are the chart's defaults). */
+export function valuesFromConfig(config: Config): ChartValues {
+  const db = dbLocation(config);
+  const small = config.k8s.resourceProfile === 'small';
+  const cpu = (v: string) => (small ? { resources: { requests: { cpu: v } } } : {});
+  const img = splitImage(config.k8s.image);
+  const s = config.security;
+  const monitoring = config.metrics.monitoring === 'prometheus-operator';
+  const labels: Record<string, string | null> = Object.fromEntries(CHART_CONTROLLER_LABELS.map((k) => [k, null]));
+  Object.assign(labels, s.ingressControllerLabels);
+  const dns = [NODE_LOCAL_DNS];
+  // The test cluster's CoreDNS is a node process (kube-dns Service → the bridge address), not a
+  // kube-dns pod the DNS rule selects: allow the node's address on port 53 too.
+  if (config.target === 'cluster') dns.push(`${loadClusterConfig(config).net.bridgeIp}/32`);
+  return {
+    image: { repository: img.name, ...(img.tag ? { tag: img.tag } : {}), digest: img.digest ?? '', pullPolicy: config.k8s.imagePullPolicy },
+    layout: config.layout,
+    roles: Object.fromEntries(LAYOUT_ROLES[config.layout].map((r) => [r, { replicas: config.replicas[r], ...cpu(SMALL_CPU[r]) }])),
+    agent: {
+      maxTaskThreads: config.agent.maxTaskThreads,
+      heartbeatInterval: config.agent.heartbeatInterval,
+      lockRetentionTime: config.agent.lockRetentionTime,
+      terminationGracePeriodSeconds: config.agent.terminationGraceSeconds,
+    },
+    waitMigrated: cpu(SMALL_CPU.init),
+    // init-db deletes and re-creates digdag-migrate before each migration.
+    migrate: { revisionSuffix: false, ...cpu(SMALL_CPU.init) },
+    database: {
+      name: db.database,
+      user: db.user,
+      poolSize: config.db.poolSize,
+      expireLockInterval: config.agent.lockExpireInterval,
+      external: config.db.externalUrl ? { enabled: true, host: db.host, port: db.port } : { enabled: false },
+    },
+    postgres: {
+      image: config.k8s.postgresImage,
+      pullPolicy: config.k8s.imagePullPolicy,
+      maxConnections: config.db.maxConnections,
+      // GKE: a regional SSD volume; elsewhere the cluster's default class.
+      storageClass: config.target === 'gke' ? 'premium-rwo' : '',
+      ...cpu(SMALL_CPU.postgres),
+    },
+    secrets: { existingSecret: SECRET_NAMES.secrets },
+    auth: { mode: s.auth, user: s.authUser, existingSecret: SECRET_NAMES.api },
+    namespace: { create: true },
+    logs: { server: config.logs.server, gcsBucket: config.logs.gcsBucket, gcsPath: config.logs.gcsPath },
+    gcp: { project: config.gcp.project, workloadIdentityServiceAccount: config.target === 'gke' ? config.k8s.gcpServiceAccount : '' },
+    ingress: { enabled: true, host: config.k8s.ingressHost, tls: { mode: s.ingressTls, issuer: s.tlsIssuer } },
+    edgeAuth: { mode: s.edgeAuth, existingSecret: s.edgeAuth === 'nginx-basic' ? SECRET_NAMES.edge : '', iapOauthSecret: s.iapOauthSecret },
+    autoscaling: { mode: config.k8s.autoscaling, maxReplicas: config.k8s.agentMaxReplicas, kedaNamespace: config.k8s.kedaNamespace },
+    metrics: {
+      podMonitor: { enabled: monitoring },
+      prometheusRule: { enabled: monitoring },
+      queueExporter: { enabled: monitoring, image: config.metrics.queueExporterImage, pullPolicy: config.k8s.imagePullPolicy },
+      prometheusNamespace: config.metrics.prometheusNamespace,
+    },
+    networkPolicy: {
+      enabled: true,
+      ingressController: { namespace: s.ingressControllerNamespace, podLabels: labels },
+      egressCidrs: s.egressCidrs,
+      dnsCidrs: dns,
+    },
+  };
+}
+
+/** Which toolkit variable sets a chart value: a refusal of the chart is translated with it. */
+export const VALUE_VARIABLES: Readonly<Record<string, string>> = {
+  'ingress.tls.mode': 'INGRESS_TLS',
+  'ingress.host': 'INGRESS_HOST',
+  'edgeAuth.mode': 'EDGE_AUTH',
+  'auth.mode': 'AUTH',
+  'autoscaling.maxReplicas': 'AGENT_MAX_REPLICAS',
+  'roles.ui.replicas': 'UI_REPLICAS',
+  'roles.worker.replicas': 'WORKER_REPLICAS',
+  'roles.agent.replicas': 'AGENT_REPLICAS',
+  'roles.workflow.replicas': 'WORKFLOW_REPLICAS',
+  'agent.lockRetentionTime': 'AGENT_LOCK_RETENTION_TIME',
+  'agent.heartbeatInterval': 'AGENT_HEARTBEAT_INTERVAL',
+  'logs.server': 'LOG_SERVER',
+  'logs.gcsBucket': 'GCS_LOG_BUCKET',
+};
+
+/** The toolkit variables behind the chart values a message names, e.g. "ingress.host = INGRESS_HOST". */
+export function variablesIn(message: string): string[] {
+  return Object.entries(VALUE_VARIABLES)
+    .filter(([value]) => new RegExp(`(^|[^\\w.])${value.replace(/\./g, '\\.')}(?![\\w])`).test(message))
+    .map(([value, name]) => `${value} = ${name}`);
+}
+
+/** What the user should know about this rendering (printed by the apply task; the chart's NOTES say the same). */
+export function renderWarnings(config: Config): string[] {
+  const s = config.security;
+  const out: string[] = [];
+  if (!s.egressCidrs.length) out.push('EGRESS_CIDRS=none: Digdag pods cannot reach HTTPS outside the cluster, so bq>, gcs and Google APIs fail (the metadata server stays reachable).');
+  if (config.db.externalUrl) {
+    const db = parseDatabaseUrl(config.db.externalUrl);
+    if (!/^\d{1,3}(\.\d{1,3}){3}$/.test(db.host)) {
+      out.push(`DATABASE_URL names ${db.host}, not an address: NetworkPolicy cannot allow a DNS name, so add its address range to the digdag-egress policy (port ${db.port}) or Digdag cannot reach it.`);
+    }
+  }
+  if (s.ingressTls === 'cert-manager' && !config.k8s.ingressHost) out.push('INGRESS_HOST is empty: cert-manager cannot issue a certificate without a host name, so nginx serves its self-signed default certificate (HTTP still redirects to HTTPS). Set INGRESS_HOST for a real certificate.');
+  if (s.ingressTls === 'none') out.push('INGRESS_TLS=none: the Ingress serves plain HTTP; passwords cross the network in clear text.');
+  if (s.auth === 'none' && s.edgeAuth !== 'iap') out.push('AUTH=none: Digdag accepts every request; only the NetworkPolicies and the edge stand between the network and sh> tasks.');
+  return out;
+}
