@@ -7,7 +7,6 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { apiCredentials, authenticatedEndpoint, authorizationHeader } from '../../lib/auth.ts';
-import { ROOT } from '../../lib/cli.ts';
 import type { Config } from '../../lib/config.ts';
 import type { Ctx } from '../../lib/pipeline.ts';
 import { revisionOf } from '../../lib/push-workflow.ts';
@@ -140,7 +139,7 @@ export async function fakeTarget(config: Config, mode: { evidence: 'task-logs' |
       const p = url.pathname;
       const name = url.searchParams.get('name');
       if (req.method === 'GET' && p === '/api/projects') {
-        const all = [{ id: '1', name: 'ha-sample', revision: 'r1' }, ...(scheduleProject ? [{ id: '2', name: 'ha-verify-schedule', revision: revisionOf(path.join(ROOT, 'workflows', 'ha-verify-schedule')) }] : [])];
+        const all = [{ id: '1', name: 'ha-sample', revision: 'r1' }, ...(scheduleProject ? [{ id: '2', name: 'ha-verify-schedule', revision: revisionOf(path.join(config.root, 'workflows', 'ha-verify-schedule')) }] : [])];
         return send(200, { projects: all.filter((x) => !name || x.name === name) });
       }
       if (p === '/api/projects/1/workflows') return send(200, { workflows: [{ id: '11', name: 'parallel' }] });
