@@ -126,8 +126,7 @@ export async function main(steps: readonly Step[], what: string, argv = process.
     // A task that proves something (verify-ha) runs when asked for by name, up to date or not.
     const ctx = makeCtx(config, runner, flags.force || (selected.length === 1 && !!selected[0]!.runWhenAlone));
     await runSteps(selected, ctx);
-    const summary = ctx.facts.summary;
-    if (typeof summary === 'string') process.stdout.write(`${summary}\n`);
+    if (ctx.facts.summary) process.stdout.write(`${ctx.facts.summary}\n`);
   } catch (err) {
     process.stderr.write(`${describeError(err)}\n`);
     process.exitCode = err instanceof UserError ? 2 : 1;

@@ -3,9 +3,10 @@ import { Listr, type ListrTask } from 'listr2';
 import type { Config } from './config.ts';
 import { stopProcess, unregisterProcess } from './processes.ts';
 import type { ProcessEntry } from './processes.ts';
-import { stopOwnedPostgres } from './postgres.ts';
 import type { Runner } from './runner.ts';
 import { hashInputs, readStamp, writeStamp } from './state.ts';
+import type { Check } from './verify.ts';
+import { DIGDAG_VERSION } from './versions.ts';
 
 export const TASK_ORDER = [
   'build-image',
@@ -20,14 +21,43 @@ export const TASK_ORDER = [
 ] as const;
 export type TaskName = (typeof TASK_ORDER)[number];
 
+/** Each task's title in the progress list (imperative). */
+export const TASK_TITLES: Readonly<Record<TaskName, string>> = {
+  'build-image': `Get Digdag ${DIGDAG_VERSION}`,
+  'create-secret': 'Create secrets',
+  'start-postgres': 'Start PostgreSQL',
+  'init-db': 'Initialise the database and migrate the schema',
+  apply: 'Start the Digdag roles',
+  ingress: 'Expose the UI through an Ingress',
+  'port-forward': 'Forward a local port to the UI',
+  'push-workflow': 'Push the workflows',
+  'verify-ha': 'Verify every role by its behaviour',
+};
+
+/** Values a task hands to later tasks of the same run. */
+export interface Facts {
+  /** The UI/API URL this run reaches (Kubernetes: the port-forward it started). */
+  endpoint?: string;
+  /** The Ingress's address and the URL its probe used (Kubernetes with an Ingress controller). */
+  ingressAddress?: string;
+  ingressEndpoint?: string;
+  /** Projects push-workflow pushed or found at their revision. */
+  pushed?: { project: string; revision: string }[];
+  /** verify-ha's checks and their table. */
+  checks?: Check[];
+  summary?: string;
+}
+
+/** A process this run started, with how to stop it when it is not a signal to its group (pg_ctl). */
+export type StartedProcess = ProcessEntry & { stop?: () => Promise<string> };
+
 export interface Ctx {
   config: Config;
   runner: Runner;
   force: boolean;
   /** Processes started by this run: stopped again if the run fails. */
-  started: ProcessEntry[];
-  /** Values tasks hand to later tasks (endpoint, attempt ids, verify report). */
-  facts: Record<string, unknown>;
+  started: StartedProcess[];
+  facts: Facts;
 }
 
 export interface Inputs {
@@ -63,13 +93,13 @@ export async function skipReason(step: Step, ctx: Ctx): Promise<string | undefin
   return ok ? `up to date: inputs unchanged, ${ok}` : undefined;
 }
 
-/** Runs the step and, unless dry-run, stamps its inputs so the next run can skip. */
+/** Runs the step and stamps its inputs so the next run can skip (a dry run leaves no stamp). */
 export async function runStep(step: Step, ctx: Ctx): Promise<void> {
   await step.run(ctx);
-  const inputs = ctx.runner.dryRun ? undefined : await step.inputs?.(ctx);
-  if (inputs) {
-    writeStamp(ctx.config, step.name, hashInputs(inputs.values, inputs.files));
-  }
+  await ctx.runner.change(undefined, async () => {
+    const inputs = await step.inputs?.(ctx);
+    if (inputs) writeStamp(ctx.config, step.name, hashInputs(inputs.values, inputs.files));
+  });
 }
 
 /** A step as a Listr task; its log lines become the task's output unless the list is silent. */
@@ -115,7 +145,7 @@ export async function runSteps(steps: readonly Step[], ctx: Ctx, opts: RunOption
 /** Stops, newest first, every process this run started (data stays; nothing is purged). */
 export async function stopStarted(ctx: Ctx): Promise<void> {
   for (const entry of [...ctx.started].reverse()) {
-    const how = entry.stopWith === 'pg_ctl' ? await stopOwnedPostgres(ctx.config, ctx.runner) : await stopProcess(entry, 30_000);
+    const how = entry.stop ? await entry.stop() : await stopProcess(entry, 30_000);
     ctx.runner.log(`stopped ${entry.name} (started by this run): ${how}`);
     unregisterProcess(ctx.config, entry.name, entry.pid);
   }
@@ -124,17 +154,3 @@ export async function stopStarted(ctx: Ctx): Promise<void> {
 
 /** A task's behaviour on one target. */
 export type Impl = Omit<Step, 'name' | 'title'>;
-
-/** A step that delegates to the local or the Kubernetes implementation by ctx.config.target. */
-export function byTarget(name: TaskName, title: string, impls: { local: Impl; kube: Impl }): Step {
-  const pick = (ctx: Ctx): Impl => (ctx.config.target === 'local' ? impls.local : impls.kube);
-  return {
-    name,
-    title,
-    notApplicable: (ctx) => pick(ctx).notApplicable?.(ctx),
-    inputs: (ctx) => pick(ctx).inputs?.(ctx),
-    healthy: (ctx) => pick(ctx).healthy?.(ctx) ?? Promise.resolve(false),
-    run: (ctx) => pick(ctx).run(ctx),
-    runWhenAlone: impls.local.runWhenAlone || impls.kube.runWhenAlone,
-  };
-}

@@ -9,19 +9,10 @@ import { CLIENT_JVM_OPTS, detectJava, digdagArgv, getJson, obtainRuntime, readRu
 import { UserError } from './errors.ts';
 import type { Ctx, Impl } from './pipeline.ts';
 import { hashInputs, listFiles } from './state.ts';
-import { endpointOf } from './local/apply.ts';
+import type { Target } from './target.ts';
 
 export const SAMPLE_PROJECT = 'ha-sample';
 export const sampleDir = () => path.join(ROOT, 'workflows', SAMPLE_PROJECT);
-
-/** The URL this machine reaches the cluster's (or the local) UI/API on. */
-export function apiUrl(ctx: Ctx): string {
-  if (ctx.config.target === 'local') return endpointOf(ctx.config);
-  return (ctx.facts.endpoint as string | undefined) ?? `http://127.0.0.1:${ctx.config.k8s.portForwardPort}`;
-}
-
-/** That URL with the Authorization header (when AUTH=basic), for lib/digdag-api.ts calls. */
-export const apiEndpoint = (ctx: Ctx): AuthEndpoint => authenticatedEndpoint(ctx.config, apiUrl(ctx));
 
 export function projects(config: Config): { name: string; dir: string }[] {
   const out = [{ name: SAMPLE_PROJECT, dir: sampleDir() }];
@@ -52,14 +43,15 @@ export async function pushProject(ctx: Ctx, endpoint: AuthEndpoint, p: { name: s
   // Digdag refuses a revision it already has (409): a project already at it is left alone.
   if ((await serverRevision(endpoint, p.name)) === rev) return `${p.name} already at revision ${rev} on ${url}`;
   // The client's endpoint and header, 0600; `ps` shows only the file's path.
-  const clientFile = ctx.runner.dryRun ? clientConfigFile(ctx.config) : writeClientConfig(ctx.config, url);
-  if (ctx.runner.dryRun) ctx.runner.log(`[dry-run] would write ${clientFile} (0600): client.http.endpoint and the Authorization header`);
+  const clientFile = clientConfigFile(ctx.config);
+  await ctx.runner.change(`would write ${clientFile} (0600): client.http.endpoint and the Authorization header`, () => writeClientConfig(ctx.config, url));
   const java = await detectJava(ctx.config, ctx.runner);
   // The client runs on this machine; on Kubernetes targets the runtime may not be cached yet.
   let rt = readRuntime(ctx.config);
   if (!rt) {
     rt = await obtainRuntime(ctx.config, ctx.runner);
-    if (!ctx.runner.dryRun) writeRuntime(ctx.config, rt);
+    const found = rt;
+    await ctx.runner.change(undefined, () => writeRuntime(ctx.config, found));
   }
   const res = await ctx.runner.run({
     // -c: only this file is read (not ~/.config/digdag/config), and it carries the endpoint.
@@ -84,16 +76,24 @@ export async function pushProject(ctx: Ctx, endpoint: AuthEndpoint, p: { name: s
   return `${ctx.runner.dryRun ? 'would push' : 'pushed'} ${p.name} revision ${rev} to ${url}`;
 }
 
-export const pushWorkflow: Impl = {
-  inputs: (ctx) => ({ values: { endpoint: apiUrl(ctx), auth: ctx.config.security.auth, projects: projects(ctx.config).map((p) => [p.name, revisionOf(p.dir)]) } }),
-  healthy: async (ctx) => {
-    const endpoint = apiEndpoint(ctx);
-    for (const p of projects(ctx.config)) if ((await serverRevision(endpoint, p.name)) !== revisionOf(p.dir)) return false;
-    return `projects already at their revisions on ${endpoint.url}`;
-  },
-  run: async (ctx) => {
-    const endpoint = apiEndpoint(ctx);
-    for (const p of projects(ctx.config)) ctx.runner.log(await pushProject(ctx, endpoint, p));
-    for (const line of credentialsHint(ctx.config)) ctx.runner.log(line);
-  },
-};
+/** push-workflow on a target: the same everywhere, to the UI/API URL the target reaches. */
+export function pushWorkflowOn(target: Pick<Target, 'apiUrl'>): Impl {
+  const endpointOf = (ctx: Ctx): AuthEndpoint => authenticatedEndpoint(ctx.config, target.apiUrl(ctx));
+  return {
+    inputs: (ctx) => ({ values: { endpoint: target.apiUrl(ctx), auth: ctx.config.security.auth, projects: projects(ctx.config).map((p) => [p.name, revisionOf(p.dir)]) } }),
+    healthy: async (ctx) => {
+      const endpoint = endpointOf(ctx);
+      for (const p of projects(ctx.config)) if ((await serverRevision(endpoint, p.name)) !== revisionOf(p.dir)) return false;
+      return `projects already at their revisions on ${endpoint.url}`;
+    },
+    run: async (ctx) => {
+      const endpoint = endpointOf(ctx);
+      ctx.facts.pushed = [];
+      for (const p of projects(ctx.config)) {
+        ctx.runner.log(await pushProject(ctx, endpoint, p));
+        ctx.facts.pushed.push({ project: p.name, revision: revisionOf(p.dir) });
+      }
+      for (const line of credentialsHint(ctx.config)) ctx.runner.log(line);
+    },
+  };
+}

@@ -40,6 +40,12 @@ export interface Runner {
   run(cmd: Cmd): Promise<Result>;
   /** Starts a detached process and returns its pid; the caller registers it for teardown. */
   spawnBackground(cmd: BackgroundCmd): Promise<number>;
+  /**
+   * A change that is not a command (a file written or deleted, a process registered): made, or
+   * under --dry-run printed as `[dry-run] <what>` and skipped (silently when `what` is undefined:
+   * bookkeeping nobody needs to read). The effect's value, or undefined when skipped.
+   */
+  change<T>(what: string | undefined, effect: () => T | Promise<T>): Promise<T | undefined>;
   log(line: string): void;
 }
 
@@ -88,6 +94,12 @@ export class ShellRunner implements Runner {
       throw new CommandError(mask(formatArgv(cmd.argv)).split(' '), out.exitCode, mask(result.stdout), mask(result.stderr));
     }
     return result;
+  }
+
+  async change<T>(what: string | undefined, effect: () => T | Promise<T>): Promise<T | undefined> {
+    if (!this.dryRun) return effect();
+    if (what) this.log(`[dry-run] ${what}`);
+    return undefined;
   }
 
   async spawnBackground(cmd: BackgroundCmd): Promise<number> {
@@ -152,6 +164,16 @@ export class RecordingRunner implements Runner {
     const r = { code: 0, stdout: '', stderr: '', ...this.respond(cmd.argv, cmd) };
     if (r.code !== 0 && !cmd.nothrow) throw new CommandError(cmd.argv.map((a) => mask(a)), r.code, r.stdout, r.stderr);
     return r;
+  }
+
+  /** The changes made (or, in dry-run, skipped) that were not commands, by description. */
+  readonly changes: string[] = [];
+
+  async change<T>(what: string | undefined, effect: () => T | Promise<T>): Promise<T | undefined> {
+    if (what) this.changes.push(mask(what));
+    if (!this.dryRun) return effect();
+    if (what) this.log(`[dry-run] ${what}`);
+    return undefined;
   }
 
   async spawnBackground(cmd: BackgroundCmd): Promise<number> {

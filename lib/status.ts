@@ -1,7 +1,10 @@
 // The one-screen cluster status (tasks/status.ts): what it holds, the database query behind the
-// numbers, reading a process's Prometheus text, the API call for the last failed attempts, and
-// the rendering for a person. Gathering per target: lib/local/status.ts, lib/kube/status.ts.
+// numbers, reading a process's Prometheus text, the API call for the last failed attempts, the
+// report assembled once from what a target gathers (lib/local/status.ts, lib/kube/status.ts),
+// and the rendering for a person.
+import type { Config } from './config.ts';
 import { getJson, type Endpoint, urlOf } from './digdag.ts';
+import { taskRole } from './roles.ts';
 
 export interface ProcessStatus {
   /** ui-1, worker-2 (local) or the pod name. */
@@ -71,6 +74,50 @@ export function parseDbNumbers(out: string): DbNumbers {
   const line = out.trim().split('\n').filter(Boolean).pop();
   if (!line) throw new Error('the status query returned nothing');
   return JSON.parse(line) as DbNumbers;
+}
+
+/** What a target gathers for the report; the rest is the same everywhere (statusReport). */
+export interface StatusSource {
+  /** The UI/API endpoint (authenticated): the failed attempts come from it, the links point at it. */
+  endpoint: Endpoint;
+  /** Runs the numbers' query against Digdag's database; `where` names it in a problem line. */
+  query(sql: string): Promise<string>;
+  where: string;
+  /** Every role process or pod; tasksOf(name) is what its agent holds now. */
+  processes(tasksOf: (name: string) => number): Promise<ProcessStatus[]>;
+  queueExporter(): Promise<StatusReport['queueExporter']>;
+  /** The process an agent id belongs to, when it is one of ours. */
+  processOfAgent(agentId: string): string | undefined;
+}
+
+/** The report from a target's source: the database's numbers (a failed query is a problem line,
+ * not an error), the processes, the exporter, the capacity and the last failed attempts. */
+export async function statusReport(config: Config, src: StatusSource, failed: typeof failedAttemptsOrProblem, now: Date): Promise<StatusReport> {
+  const problems: string[] = [];
+  let numbers: DbNumbers = { waiting: 0, running: 0, attempts_running: 0, agents: [] };
+  try {
+    numbers = parseDbNumbers(await src.query(STATUS_SQL));
+  } catch (err) {
+    problems.push(`${src.where}: ${(err as Error).message.split('\n').slice(-1)[0]}`);
+  }
+  const tasksOf = (name: string) => numbers.agents.filter((a) => src.processOfAgent(a.agent) === name).reduce((n, a) => n + Number(a.tasks), 0);
+  const processes = await src.processes(tasksOf);
+  const queueExporter = await src.queueExporter();
+  return {
+    target: config.target,
+    layout: config.layout,
+    at: now.toISOString(),
+    endpoint: urlOf(src.endpoint),
+    processes,
+    queueExporter,
+    queue: { waiting: Number(numbers.waiting), running: Number(numbers.running) },
+    // Answering task-running processes (an autoscaler may have changed the count) x threads.
+    capacity: processes.filter((p) => p.role === taskRole(config.layout) && p.answers).length * config.agent.maxTaskThreads,
+    attempts: { running: Number(numbers.attempts_running) },
+    agents: numbers.agents.map((a) => ({ agent: a.agent, process: src.processOfAgent(a.agent), tasks: Number(a.tasks) })),
+    failed: await failed(src.endpoint, problems),
+    problems,
+  };
 }
 
 /** The value of one sample in Prometheus text (labels as written, e.g. '{category="agent",method="opm_run"}'). */

@@ -48,7 +48,7 @@ export function locksOfAttemptSql(attemptId: string): string {
 }
 
 /** What verify-ha's result depends on besides the running layout: the checks and the samples. */
-export const VERIFY_SOURCES = ['lib/verify.ts', 'lib/local/verify-ha.ts', 'lib/kube/verify-ha.ts', 'workflows/ha-sample', 'workflows/ha-verify-schedule'].map((f) => path.join(ROOT, f));
+export const VERIFY_SOURCES = ['lib/verify.ts', 'lib/verify-ha.ts', 'lib/target.ts', 'lib/local/target.ts', 'lib/kube/target.ts', 'workflows/ha-sample', 'workflows/ha-verify-schedule'].map((f) => path.join(ROOT, f));
 
 /** The task locks of an attempt and the agent holding each, read with any psql-like query. */
 export async function heldLocks(query: (sql: string) => Promise<string>, attemptId: string): Promise<{ taskId: string; agent: string }[]> {

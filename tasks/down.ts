@@ -1,16 +1,13 @@
-// down: stop everything the target started — local: role processes and PostgreSQL
-// (lib/local/down.ts); Kubernetes: port-forward and workloads (lib/kube/down.ts). Data is kept
+// down: stop everything the target started (its down(): local: role processes and PostgreSQL,
+// lib/local/down.ts; Kubernetes: port-forward and workloads, lib/kube/down.ts). Data is kept
 // unless --purge.
 import { configFromFlags, isMain, makeCtx, parseFlags } from '../lib/cli.ts';
 import { describeError, UserError } from '../lib/errors.ts';
-import { kubeDown } from '../lib/kube/down.ts';
-import { downLocal } from '../lib/local/down.ts';
 import type { Ctx } from '../lib/pipeline.ts';
 import { ShellRunner } from '../lib/runner.ts';
+import { targetOf } from './steps.ts';
 
-export async function down(ctx: Ctx, purge: boolean): Promise<string[]> {
-  return ctx.config.target === 'local' ? downLocal(ctx, purge) : kubeDown(ctx, purge);
-}
+export const down = (ctx: Ctx, purge: boolean): Promise<string[]> => targetOf(ctx.config).down(ctx, purge);
 
 if (isMain(import.meta.url)) {
   try {

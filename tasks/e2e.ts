@@ -6,7 +6,7 @@ import { loadClusterConfig } from '../lib/cluster/config.ts';
 import { clusterDown, clusterUpCmd, missingPrerequisites } from '../lib/cluster/lifecycle.ts';
 import type { Config } from '../lib/config.ts';
 import { describeError, UserError } from '../lib/errors.ts';
-import { kubeDown } from '../lib/kube/down.ts';
+import { kubeTarget } from '../lib/kube/target.ts';
 import { runSteps, type Ctx, type RunOptions } from '../lib/pipeline.ts';
 import { ShellRunner, type Runner } from '../lib/runner.ts';
 import { ALL_STEPS } from './all.ts';
@@ -70,18 +70,17 @@ function ownCluster(ctx: Ctx): E2eCluster {
       if (missing.length) throw new UserError(`the test cluster cannot run here; missing:\n  ${missing.join('\n  ')}`, 'see README "Test cluster" (apt packages, npx tsx tasks/cluster.ts build), or use minikube');
     },
     up: async () => {
-      if (runner.dryRun) {
-        runner.log('[dry-run] npx tsx tasks/cluster.ts up');
-        return;
-      }
-      const r = await clusterUpCmd(runner, cc, (l) => runner.log(`[cluster] ${l}`));
-      startedHere = !r.alreadyUp;
-      for (const l of r.lines) runner.log(l);
+      // Processes, sockets and kernel state change as it goes: in a dry run only said.
+      await runner.change('npx tsx tasks/cluster.ts up', async () => {
+        const r = await clusterUpCmd(runner, cc, (l) => runner.log(`[cluster] ${l}`));
+        startedHere = !r.alreadyUp;
+        for (const l of r.lines) runner.log(l);
+      });
     },
     down: async (keep) => {
       const out: string[] = [];
       if (keep) return [`kept the test cluster and namespace ${ctx.config.k8s.namespace} (--keep); take them down with: npx tsx tasks/down.ts --target cluster --purge && npx tsx tasks/cluster.ts down`];
-      out.push(...(await kubeDown(ctx, true).catch((e: unknown) => [`namespace teardown failed: ${describeError(e)}`])));
+      out.push(...(await kubeTarget.down(ctx, true).catch((e: unknown) => [`namespace teardown failed: ${describeError(e)}`])));
       if (startedHere) out.push(...(await clusterDown(runner, cc, { purge: false }, (l) => runner.log(`[cluster] ${l}`))));
       else out.push('the test cluster was up before e2e started: left running');
       return out;
@@ -125,7 +124,7 @@ if (isMain(import.meta.url)) {
       process.stderr.write(`digdag-ha e2e: target ${config.target}\n`);
       const ctx = makeCtx(config, new ShellRunner(flags.dryRun), flags.force);
       await e2e(ctx, flags.keep, {}, (l) => process.stderr.write(`[e2e teardown] ${l}\n`));
-      if (typeof ctx.facts.summary === 'string') process.stdout.write(`${ctx.facts.summary}\n`);
+      if (ctx.facts.summary) process.stdout.write(`${ctx.facts.summary}\n`);
     }
   } catch (err) {
     process.stderr.write(`${describeError(err)}\n`);

@@ -1,9 +1,7 @@
 // push-workflow: the same on every target (lib/push-workflow.ts): `digdag push` under a content-hash revision.
 import { isMain, main } from '../lib/cli.ts';
-import { kubeImpls } from '../lib/kube/index.ts';
-import { localImpls } from '../lib/local/index.ts';
-import { byTarget } from '../lib/pipeline.ts';
+import { stepOf } from './steps.ts';
 
-export const pushWorkflow = byTarget('push-workflow', 'Push the workflows', { local: localImpls['push-workflow'], kube: kubeImpls['push-workflow'] });
+export const pushWorkflow = stepOf('push-workflow');
 
 if (isMain(import.meta.url)) await main([pushWorkflow], 'tasks/push-workflow.ts');

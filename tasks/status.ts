@@ -1,16 +1,16 @@
 // status: one screen for a person — every role process/pod and whether it answers, the queue
 // (waiting/running) against the free task threads, running attempts, tasks per agent, the last
 // failed attempts with a UI link. --json: the same as data (with each process's metrics URL);
-// --watch: refresh every --interval seconds. Local: lib/local/status.ts; Kubernetes: lib/kube/status.ts.
+// --watch: refresh every --interval seconds. Gathering is the target's (lib/local/status.ts,
+// lib/kube/status.ts); the screen is lib/status.ts.
 import { configFromFlags, isMain, makeCtx, parseFlags } from '../lib/cli.ts';
 import { describeError, UserError } from '../lib/errors.ts';
-import { kubeStatus } from '../lib/kube/status.ts';
-import { localStatus } from '../lib/local/status.ts';
 import type { Ctx } from '../lib/pipeline.ts';
 import { ShellRunner } from '../lib/runner.ts';
 import { renderStatus, type StatusReport } from '../lib/status.ts';
+import { targetOf } from './steps.ts';
 
-export const status = (ctx: Ctx): Promise<StatusReport> => (ctx.config.target === 'local' ? localStatus(ctx) : kubeStatus(ctx));
+export const status = (ctx: Ctx): Promise<StatusReport> => targetOf(ctx.config).status(ctx);
 
 const USAGE = 'usage: npx tsx tasks/status.ts [--target local|minikube|gke] [--set NAME=VALUE] [--json] [--watch [--interval SECONDS]]\n';
 

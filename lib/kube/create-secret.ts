@@ -32,8 +32,9 @@ export const createSecret: Impl = {
     // Rendered first: a configuration the chart refuses stops here, before anything is made.
     const { objects } = await renderManifests(ctx.config, ctx.runner);
     await requireCluster(ctx);
-    if (ctx.runner.dryRun) useDryRunSecrets(ctx.config);
-    const { secrets, created } = ctx.runner.dryRun ? { secrets: requireSecrets(ctx.config), created: [] } : ensureSecrets(ctx.config);
+    const made = await ctx.runner.change(undefined, () => ensureSecrets(ctx.config));
+    if (!made) useDryRunSecrets(ctx.config);
+    const { secrets, created } = made ?? { secrets: requireSecrets(ctx.config), created: [] };
     if (created.length) ctx.runner.log(`generated ${created.join(', ')} (kept 0600 in ${ctx.config.stateDir}/secrets)`);
     // The same Namespace object start-postgres and apply send: a bare `create namespace` here
     // would drop its Pod Security labels on the next apply.

@@ -24,11 +24,12 @@ export async function kubeDown(ctx: Ctx, purge: boolean): Promise<string[]> {
     done.push(`deleted namespace ${ctx.config.k8s.namespace} and its volume claims`);
     done.push(...volumes.map(volumeFate));
     const secrets = path.join(ctx.config.stateDir, 'secrets');
-    if (ctx.runner.dryRun) done.push(`[dry-run] would delete the generated secrets in ${secrets}`);
-    else if (fs.existsSync(secrets)) {
+    const deleted = await ctx.runner.change(`would delete the generated secrets in ${secrets}`, () => {
+      if (!fs.existsSync(secrets)) return false;
       fs.rmSync(secrets, { recursive: true, force: true });
-      done.push(`deleted the generated secrets in ${secrets} (the next create-secret makes new ones)`);
-    }
+      return true;
+    });
+    if (deleted) done.push(`deleted the generated secrets in ${secrets} (the next create-secret makes new ones)`);
   } else {
     const { objects } = await renderManifests(ctx.config, ctx.runner);
     const yaml = objects.filter((o) => o.kind !== 'Namespace').map((o) => stringify(o)).join('---\n');

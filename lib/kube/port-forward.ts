@@ -9,11 +9,15 @@ import { isAlive, listProcesses, registerProcess, stopProcess, unregisterProcess
 import { kubectl, requireCluster } from './kubectl.ts';
 
 export const PORT_FORWARD = 'port-forward';
+/** What the forward points at when it serves the UI/API (verify-ha moves it to single pods). */
+export const UI_SERVICE = 'svc/digdag-ui';
 
-/** Starts (or restarts) the tracked background port-forward to the UI Service. */
+/** The URL this machine reaches the UI/API on: the forward this run started, else its port. */
+export const forwardedUrl = (ctx: Ctx): string => ctx.facts.endpoint ?? `http://127.0.0.1:${ctx.config.k8s.portForwardPort}`;
+
 /** Starts (or moves) the tracked port-forward; `to` is the UI Service unless verify-ha needs a
  * particular pod. */
-export async function startPortForward(ctx: Ctx, to = 'svc/digdag-ui'): Promise<string> {
+export async function startPortForward(ctx: Ctx, to = UI_SERVICE): Promise<string> {
   const port = ctx.config.k8s.portForwardPort;
   const existing = listProcesses(ctx.config).find((p) => p.name === PORT_FORWARD);
   if (existing) {

@@ -103,12 +103,12 @@ async function startOne(ctx: Ctx, p: Planned, secretsText: string): Promise<Proc
       );
     }
   }
-  if (!ctx.runner.dryRun) {
+  await ctx.runner.change(undefined, () => {
     writePrivateFile(p.propsFile, p.properties + secretsText + roleAuthProperties(p.servesUsers, apiCredentials(ctx.config)));
     if (p.loginPage) writeUiOverlay(ctx.config);
     fs.mkdirSync(taskLogDir(ctx.config), { recursive: true });
     fs.rmSync(p.logFile, { force: true });
-  }
+  });
   const pid = await ctx.runner.spawnBackground({
     argv: p.argv,
     logFile: p.logFile,
@@ -128,7 +128,7 @@ async function startOne(ctx: Ctx, p: Planned, secretsText: string): Promise<Proc
     stopWith: 'signal',
     hash: p.hash,
   };
-  if (!ctx.runner.dryRun) registerProcess(ctx.config, entry);
+  await ctx.runner.change(undefined, () => registerProcess(ctx.config, entry));
   ctx.started.push(entry);
   return entry;
 }

@@ -8,12 +8,13 @@ export const createSecret: Impl = {
   // Never regenerated once made: the encryption key must match the data already encrypted.
   notApplicable: (ctx) => (readSecrets(ctx.config) && !ctx.force ? `secrets exist in ${secretsFile(ctx.config)} (kept; never rotated automatically)` : undefined),
   run: async (ctx) => {
-    if (ctx.runner.dryRun) {
-      ctx.runner.log(`[dry-run] would write ${secretsFile(ctx.config)} (0600) with any missing secret`);
+    const made = await ctx.runner.change(`would write ${secretsFile(ctx.config)} (0600) with any missing secret`, () => ensureSecrets(ctx.config));
+    if (!made) {
+      // Placeholders, so the later tasks of a dry run can show their commands.
       useDryRunSecrets(ctx.config);
       return;
     }
-    const { created } = ensureSecrets(ctx.config);
+    const { created } = made;
     ctx.runner.log(created.length ? `generated ${created.join(', ')} in ${secretsFile(ctx.config)} (0600)` : 'secrets already present; kept');
     for (const line of credentialsHint(ctx.config)) ctx.runner.log(line);
   },

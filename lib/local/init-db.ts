@@ -71,7 +71,7 @@ export const initDb: Impl = {
     if (db.owned) await applySql(ctx, db);
     else await checkExternalDb(ctx, db);
     const props = path.join(ctx.config.stateDir, 'props', 'migrate.properties');
-    if (!ctx.runner.dryRun) writePrivateFile(props, migrateProperties({ dbHost: db.host, dbPort: db.port, dbName: db.database, dbUser: db.user }) + secretProperties(db.password, secrets.encryptionKey));
+    await ctx.runner.change(undefined, () => writePrivateFile(props, migrateProperties({ dbHost: db.host, dbPort: db.port, dbName: db.database, dbUser: db.user }) + secretProperties(db.password, secrets.encryptionKey)));
     const java = await detectJava(ctx.config, ctx.runner);
     const res = await ctx.runner.run({ argv: digdagArgv(java, requireRuntime(ctx.config), CLIENT_JVM_OPTS, ['migrate', 'run', '-c', props]), mutates: true, nothrow: true });
     if (res.code !== 0) {

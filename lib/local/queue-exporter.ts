@@ -55,11 +55,11 @@ export async function reconcileQueueExporter(ctx: Ctx): Promise<string> {
   if (!(await portFreeSoon(plan.port))) {
     throw new UserError(`port ${plan.port} (for the queue exporter) on 127.0.0.1 is in use by another program`, 'set LOCAL_METRICS_PORT_BASE to a free range');
   }
-  if (!ctx.runner.dryRun) {
+  await ctx.runner.change(undefined, () => {
     writePrivateFile(plan.passwordFile, plan.password);
     fs.copyFileSync(QUEUE_QUERIES, plan.queries);
     fs.rmSync(plan.logFile, { force: true });
-  }
+  });
   const pid = await ctx.runner.spawnBackground({ argv: plan.argv, env: plan.env, logFile: plan.logFile, cwd: ctx.config.stateDir });
   const entry: ProcessEntry & { hash: string } = {
     name: QUEUE_EXPORTER, pid, marker: plan.queries, logFile: plan.logFile, startedAt: new Date().toISOString(), port: plan.port, metricsPort: plan.port, stopWith: 'signal', hash: plan.hash,

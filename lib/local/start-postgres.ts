@@ -45,10 +45,10 @@ export const startPostgres: Impl = {
         mutates: true,
       });
     }
-    if (!ctx.runner.dryRun) {
+    await ctx.runner.change(undefined, async () => {
       fs.writeFileSync(path.join(pg.dataDir, 'pg_hba.conf'), pgHba(), { mode: 0o600 });
       if (pg.osUser) await ctx.runner.run({ argv: ['chown', `${pg.osUser}:`, path.join(pg.dataDir, 'pg_hba.conf')], mutates: true });
-    }
+    });
     const res = await ctx.runner.run({
       argv: asPgUser(pg, [path.join(pg.binDir, 'pg_ctl'), '-D', pg.dataDir, '-l', pg.logFile, '-w', '-t', '60', '-o', serverOptions(port, pg.socketDir, ctx.config.db.maxConnections).join(' '), 'start']),
       mutates: true,
@@ -63,7 +63,8 @@ export const startPostgres: Impl = {
     if (!pid) throw new UserError('PostgreSQL started but wrote no postmaster.pid', `read ${pg.logFile}`);
     const e: ProcessEntry = { name: POSTGRES_ENTRY, pid, marker: pg.dataDir, logFile: pg.logFile, startedAt: new Date().toISOString(), port, stopWith: 'pg_ctl' };
     registerProcess(ctx.config, e);
-    ctx.started.push(e);
+    // pg_ctl stops it (a signal to the group would not wait for the checkpoint).
+    ctx.started.push({ ...e, stop: () => stopOwnedPostgres(ctx.config, ctx.runner) });
     ctx.runner.log(`PostgreSQL ${path.basename(path.dirname(pg.binDir))} on 127.0.0.1:${port}, data in ${pg.dataDir}`);
   },
 };

@@ -19,7 +19,6 @@ import { clusterDown, clusterUpCmd, missingPrerequisites } from '../../lib/clust
 import { CLUSTER_POSTGRES_IMAGE, type Config } from '../../lib/config.ts';
 import { requireSecrets } from '../../lib/credentials.ts';
 import { buildArgv } from '../../lib/kube/build-image.ts';
-import { kubeDown } from '../../lib/kube/down.ts';
 import { runInitSql } from '../../lib/kube/init-db.ts';
 import { clusterKubectl, kubectl } from '../../lib/kube/kubectl.ts';
 import { RELEASE, renderManifests } from '../../lib/kube/render.ts';
@@ -35,10 +34,9 @@ import { prepareRuntime, runtimeVars } from '../helpers/runtime.ts';
 import { canConnect, probePod, restrictedNamespace } from '../helpers/cluster-pods.ts';
 import { proveBrowserLogin, proveCliLogin } from '../helpers/login.ts';
 import { assertNoSecret, imageSecrets, shTaskSees } from '../helpers/leaks.ts';
-import { apiEndpoint } from '../../lib/push-workflow.ts';
-import { apiUrl } from '../../lib/push-workflow.ts';
+import { authenticatedEndpoint } from '../../lib/auth.ts';
+import { kubeTarget } from '../../lib/kube/target.ts';
 import { layoutRoles, taskRole } from '../../lib/roles.ts';
-import type { Check } from '../../lib/verify.ts';
 import { helmBin } from '../helpers/tools.ts';
 
 const runner = new ShellRunner(false, () => {});
@@ -217,7 +215,7 @@ test('Digdag on the cluster: the whole pipeline (image build, migration, rollout
   if (skipped(t)) return;
   if (runtimeMissing) return t.skip(`SKIPPED — needs a Digdag runtime: ${runtimeMissing}`);
   await runSteps(ALL_STEPS, ctx, { renderer: 'silent' });
-  const summary = String(ctx.facts.summary ?? '');
+  const summary = ctx.facts.summary ?? '';
   log(summary);
   assert.doesNotMatch(summary, /\bFAIL\b/);
 });
@@ -226,7 +224,8 @@ test('Digdag on the cluster is closed to the wrong pods and to requests without 
   if (skipped(t)) return;
   if (runtimeMissing) return t.skip(`SKIPPED — needs a Digdag runtime: ${runtimeMissing}`);
   // verify-ha tried every role's pod without, with a wrong and with the generated credentials.
-  const checks = ctx.facts.checks as Check[];
+  const checks = ctx.facts.checks;
+  assert.ok(checks, 'verify-ha recorded its checks');
   for (const role of layoutRoles(config)) assert.ok(checks.some((c) => c.ok && c.role === role && /\b401\b/.test(c.what)), `no passing authentication check for ${role}`);
   const ip = (role: string) => firstPod(config.k8s.namespace, `app.kubernetes.io/component=${role}`);
   const ui = await ip('ui');
@@ -255,7 +254,7 @@ test('Digdag on the cluster is closed to the wrong pods and to requests without 
     const dumps = await Promise.all(names.map(async (n) => (await k(['exec', n, '-c', 'digdag', '--', 'sh', '-c', `cat ${dumpFile} 2>/dev/null || true`])).stdout));
     return dumps.join('');
   };
-  assertNoSecret(config, 'a sh> task\'s environment or parent command line', await shTaskSees(ctx, apiEndpoint(ctx), { path: dumpFile, read: readDump }));
+  assertNoSecret(config, 'a sh> task\'s environment or parent command line', await shTaskSees(ctx, authenticatedEndpoint(config, kubeTarget.apiUrl(ctx)), { path: dumpFile, read: readDump }));
   assert.deepEqual(await imageSecrets(clusterDocker(cc, 'save', config.k8s.image), config), [], `${config.k8s.image} layers`);
   const logs = await k(['logs', '-l', 'app.kubernetes.io/name=digdag', '--all-containers', '--prefix', '--tail=-1', '--max-log-requests=20']);
   assert.equal(logs.code, 0, logs.stderr);
@@ -263,7 +262,7 @@ test('Digdag on the cluster is closed to the wrong pods and to requests without 
   assertNoSecret(config, 'the ConfigMaps', (await k(['get', 'configmaps', '-o', 'json'])).stdout);
   // A person: the web UI and the CLI through the port-forward (kubelet probes and port-forward
   // are not subject to NetworkPolicy; the pods being Ready shows the probes pass).
-  const url = apiUrl(ctx);
+  const url = kubeTarget.apiUrl(ctx);
   const noBrowser = await proveBrowserLogin(config, url);
   await proveCliLogin(config, runner, url);
   if (noBrowser) t.skip(`browser part SKIPPED: ${noBrowser} (the rest ran)`);
@@ -271,7 +270,7 @@ test('Digdag on the cluster is closed to the wrong pods and to requests without 
 
 test('down --purge removes the namespace, says what happens to the Retain volume, deletes the local secrets', async (t) => {
   if (skipped(t)) return;
-  const lines = await kubeDown(ctx, true);
+  const lines = await kubeTarget.down(ctx, true);
   assert.ok(lines.some((l) => /reclaim policy Retain: it and the database on it are kept/.test(l)), lines.join('\n'));
   assert.equal(fs.existsSync(path.join(config.stateDir, 'secrets')), false);
   assert.ok(await waitFor(async () => (await k(['get', 'namespace', config.k8s.namespace])).code !== 0, 120_000, 1000), 'namespace gone');

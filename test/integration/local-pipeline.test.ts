@@ -19,14 +19,12 @@ import { isAlive, listProcesses } from '../../lib/processes.ts';
 import { LAYOUT_ROLES, LAYOUTS, instances, taskRole } from '../../lib/roles.ts';
 import { ShellRunner } from '../../lib/runner.ts';
 import { ALL_STEPS } from '../../tasks/all.ts';
-import { downLocal } from '../../lib/local/down.ts';
 import { pushWorkflow } from '../../tasks/push-workflow.ts';
 import { verifyHa } from '../../tasks/verify-ha.ts';
-import type { Check } from '../../lib/verify.ts';
 import { tempDir, testConfig, testCtx } from '../helpers/fixtures.ts';
 import { proveBrowserLogin, proveCliLogin } from '../helpers/login.ts';
 import { assertNoSecret, shTaskSees } from '../helpers/leaks.ts';
-import { apiEndpoint } from '../../lib/push-workflow.ts';
+import { localTarget } from '../../lib/local/target.ts';
 import { endpointOf } from '../../lib/local/apply.ts';
 import { freePortRange, prepareRuntime, runtimeVars } from '../helpers/runtime.ts';
 
@@ -60,7 +58,7 @@ for (const layout of LAYOUTS) {
     after(async () => {
       if (!config) return;
       const markers = listProcesses(config).map((p) => p);
-      await downLocal(testCtx(config, runner), true);
+      await localTarget.down(testCtx(config, runner), true);
       for (const p of markers) assert.equal(isAlive(p), false, `${p.name} is still running after teardown`);
     });
 
@@ -68,7 +66,8 @@ for (const layout of LAYOUTS) {
       if (!needsRuntime(t)) return;
       const ctx = testCtx(config, runner);
       await runSteps(ALL_STEPS, ctx, { renderer: 'silent' });
-      const checks = ctx.facts.checks as Check[];
+      const checks = ctx.facts.checks;
+      assert.ok(checks, 'verify-ha recorded its checks');
       for (const c of checks) assert.ok(c.ok, `${c.role}: ${c.what} — ${c.detail}`);
       const proven = new Set(checks.flatMap((c) => c.role.split('+')));
       for (const role of LAYOUT_ROLES[layout]) assert.ok(proven.has(role), `no check proves the ${role} role`);
@@ -97,7 +96,8 @@ for (const layout of LAYOUTS) {
           for (let i = 1; i <= 5; i++) {
             const ctx = testCtx(config, runner, true);
             await runStep(verifyHa, ctx);
-            const failed = (ctx.facts.checks as Check[]).filter((c) => !c.ok);
+            assert.ok(ctx.facts.checks, `run ${i}: verify-ha recorded its checks`);
+            const failed = ctx.facts.checks.filter((c) => !c.ok);
             assert.deepEqual(failed, [], `run ${i}`);
           }
         });
@@ -114,7 +114,7 @@ for (const layout of LAYOUTS) {
       test('no generated secret in what a sh> task sees (environment, parent command line), in any log, or in ps', { timeout: 300_000 }, async (t) => {
         if (!needsRuntime(t)) return;
         const ctx = testCtx(config, runner);
-        assertNoSecret(config, 'a sh> task\'s environment or parent command line', await shTaskSees(ctx, apiEndpoint(ctx)));
+        assertNoSecret(config, 'a sh> task\'s environment or parent command line', await shTaskSees(ctx, await localTarget.endpoint(ctx)));
         const logs = path.join(config.stateDir, 'logs');
         for (const f of fs.readdirSync(logs, { recursive: true }) as string[]) {
           const file = path.join(logs, f);

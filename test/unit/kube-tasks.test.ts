@@ -19,7 +19,8 @@ import { JMX_EXPORTER_SHA256, JMX_EXPORTER_VERSION } from '../../lib/versions.ts
 import { clusterPaths, loadClusterConfig } from '../../lib/cluster/config.ts';
 import { sha256File } from '../../lib/digdag.ts';
 import { buildArgv, imagesToBuild } from '../../lib/kube/build-image.ts';
-import { kubeDown, volumeFate } from '../../lib/kube/down.ts';
+import { volumeFate } from '../../lib/kube/down.ts';
+import { kubeTarget } from '../../lib/kube/target.ts';
 import { recoverStuckStatefulSet, stuckPods } from '../../lib/kube/kubectl.ts';
 import { apply } from '../../tasks/apply.ts';
 import { buildImage } from '../../tasks/build-image.ts';
@@ -250,7 +251,7 @@ test('down --purge deletes the generated secrets and says what happens to each v
     { metadata: { name: 'pv-2' }, spec: { claimRef: { namespace: 'other', name: 'x' }, persistentVolumeReclaimPolicy: 'Delete' } },
   ] };
   const r = new RecordingRunner(cluster((argv) => (argv.includes('pv') ? { stdout: JSON.stringify(pvs) } : undefined)));
-  const lines = await kubeDown(testCtx(config, r), true);
+  const lines = await kubeTarget.down(testCtx(config, r), true);
   assert.ok(lines.some((l) => /volume pv-1 \(claim data-digdag-postgres-0\) has reclaim policy Retain: it and the database on it are kept/.test(l)), lines.join('\n'));
   assert.ok(!lines.some((l) => l.includes('pv-2')));
   assert.ok(!lines.some((l) => /database volume included/.test(l)));
@@ -324,4 +325,45 @@ test('e2e deletes its minikube profile even when the pipeline fails (unless --ke
   const cmds = r.commands();
   assert.ok(cmds.includes('minikube start -p digdag-ha --cpus 2 --memory 6g --addons ingress'));
   assert.equal(cmds.at(-1), 'minikube delete -p digdag-ha');
+});
+
+test('the Kubernetes target\'s primitives for verify-ha: pods as instances, SIGKILL as a forced delete, a role stopped by scaling to 0, psql through kubectl exec', async () => {
+  const config = mk();
+  let scaledToZero = false;
+  const podList = (role: string) => ({
+    items: scaledToZero && role === 'worker' ? [] : [
+      { metadata: { name: `digdag-${role}-a` }, spec: { containers: [{ args: ['server', `--for-${role}`] }] }, status: { conditions: [{ type: 'Ready', status: 'True' }] } },
+      { metadata: { name: `digdag-${role}-old`, deletionTimestamp: 'now' }, spec: { containers: [{}] }, status: {} },
+    ],
+  });
+  const r = new RecordingRunner((argv) => {
+    if (argv.includes('version')) return { stdout: '{"serverVersion":{}}' };
+    const l = argv.indexOf('-l');
+    if (argv.includes('pods') && l > 0) return { stdout: JSON.stringify(podList(argv[l + 1]!.split('=')[1]!)) };
+    if (argv.includes('scale')) scaledToZero = argv.includes('--replicas=0');
+    if (argv.includes('psql')) return { stdout: '12|7@digdag-worker-a\n' };
+    return undefined;
+  });
+  const ctx = testCtx(config, r);
+  const insts = await kubeTarget.instances(ctx);
+  assert.deepEqual(insts.map((i) => [i.name, i.role, i.ready, i.args.join(' ')]), [
+    ['digdag-ui-a', 'ui', true, 'server --for-ui'],
+    ['digdag-scheduler-a', 'scheduler', true, 'server --for-scheduler'],
+    ['digdag-worker-a', 'worker', true, 'server --for-worker'],
+  ]);
+  assert.equal(kubeTarget.instanceOfAgent('7@digdag-worker-a'), 'digdag-worker-a');
+  r.calls.length = 0;
+  await kubeTarget.kill(ctx, insts[2]!);
+  await kubeTarget.stop(ctx, insts[0]!);
+  assert.equal(await kubeTarget.stopRole(ctx, 'worker'), 'digdag-worker (scaled to 0)');
+  assert.equal(await kubeTarget.query(ctx, 'SELECT 1'), '12|7@digdag-worker-a');
+  assert.deepEqual(r.commands(), [
+    `${K(config)} delete pod digdag-worker-a --grace-period=0 --force --wait=false`,
+    `${K(config)} delete pod digdag-ui-a --wait=false`,
+    `${K(config)} scale deployment/digdag-worker --replicas=0`,
+    `${K(config)} get pods -l app.kubernetes.io/component=worker -o json`,
+    `${K(config)} exec digdag-postgres-0 -c postgres -- psql -X -At -U postgres -d digdag -c SELECT 1`,
+  ]);
+  const b = kubeTarget.budgets(config);
+  assert.equal(b.failoverMs(30), (30 + config.agent.lockRetentionTime + 2 * config.agent.lockExpireInterval + config.k8s.rolloutTimeoutSeconds) * 1000, 'the failover budget comes from the lock retention and the rollout timeout');
 });

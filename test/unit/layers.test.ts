@@ -11,8 +11,6 @@ const TARGETS = ['local', 'kube', 'cluster'] as const;
 
 /** Known violations other branches are removing; each entry is `from -> to` (repository paths). */
 const KNOWN: Record<string, string> = {
-  // The target interface (branch target) gives push-workflow the endpoint without lib/local.
-  'lib/push-workflow.ts -> lib/local/apply.ts': 'endpointOf belongs to the local target',
   // KubeObject is declared in the renderer (branch renderer is reshaping lib/kube/render.ts).
   'lib/schema.ts -> lib/kube/render.ts': 'type-only: KubeObject',
   // The Kubernetes target on the own cluster still reaches the harness directly for its images

@@ -15,6 +15,8 @@ import { localPostgres } from '../../lib/postgres.ts';
 import { parseProperties } from '../../lib/properties.ts';
 import { RecordingRunner, ShellRunner } from '../../lib/runner.ts';
 import { planLocal } from '../../lib/local/apply.ts';
+import { serverArgs } from '../../lib/local/target.ts';
+import { expectedArgs } from '../../lib/verify-ha.ts';
 import { revisionOf, sampleDir } from '../../lib/push-workflow.ts';
 import { pushWorkflow } from '../../tasks/push-workflow.ts';
 import { buildImage } from '../../tasks/build-image.ts';
@@ -176,4 +178,13 @@ test('push-workflow: the revision check sends the Authorization header; digdag p
   } finally {
     server.close();
   }
+});
+
+test('verify-ha reads a local process\'s role flags from its command line, as planned', async () => {
+  for (const layout of ['worker', 'split'] as const) {
+    const { config, jar } = preparedConfig({ DIGDAG_HA_LAYOUT: layout });
+    const plan = await planLocal(config, { bin: 'java', major: 17, flags: javaFlags(17) }, { kind: 'jar', path: jar, version: '0.10.5.1', source: 'test', jmxAgent: jar });
+    for (const p of plan) assert.deepEqual(serverArgs(p.argv), expectedArgs(layout, p.instance.role), p.instance.name);
+  }
+  assert.deepEqual(serverArgs(['java', '-jar', 'x.jar', 'migrate', 'run']), []);
 });

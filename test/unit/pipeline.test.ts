@@ -5,11 +5,16 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { parseFlags, selectSteps } from '../../lib/cli.ts';
 import { UserError } from '../../lib/errors.ts';
-import { runStep, runSteps, skipReason, TASK_ORDER, type Step } from '../../lib/pipeline.ts';
+import { kubeTarget } from '../../lib/kube/target.ts';
+import { localTarget } from '../../lib/local/target.ts';
+import { runStep, runSteps, skipReason, stopStarted, TASK_ORDER, type Step } from '../../lib/pipeline.ts';
 import { freePortRange } from '../../lib/ports.ts';
 import { isAlive, listProcesses, registerProcess, waitFor } from '../../lib/processes.ts';
 import { RecordingRunner, ShellRunner } from '../../lib/runner.ts';
 import { ALL_STEPS } from '../../tasks/all.ts';
+import { apply } from '../../tasks/apply.ts';
+import { targetOf } from '../../tasks/steps.ts';
+import { verifyHa } from '../../tasks/verify-ha.ts';
 import { tempDir, testConfig, testCtx } from '../helpers/fixtures.ts';
 
 function counterStep(input: { value: string }, health: { ok: boolean }, runs: { n: number }): Step {
@@ -60,8 +65,27 @@ test('a step with nothing to do on a target says why', async () => {
   assert.match((await skipReason(pf, ctx))!, /nothing to forward/);
 });
 
-test('all.ts holds every task in the documented order', () => {
+test('all.ts holds every task in the documented order; each task file exports the same step object', () => {
   assert.deepEqual(ALL_STEPS.map((s) => s.name), [...TASK_ORDER]);
+  assert.equal(ALL_STEPS[TASK_ORDER.indexOf('verify-ha')], verifyHa);
+  assert.equal(ALL_STEPS[TASK_ORDER.indexOf('apply')], apply);
+});
+
+test('every target implements every task; the config picks the target in one place', () => {
+  for (const t of [localTarget, kubeTarget]) assert.deepEqual(Object.keys(t.steps).sort(), [...TASK_ORDER].sort());
+  assert.equal(targetOf(testConfig()), localTarget);
+  assert.equal(targetOf(testConfig({ DIGDAG_HA_TARGET: 'minikube' })), kubeTarget);
+  assert.equal(targetOf(testConfig({ DIGDAG_HA_TARGET: 'cluster' })), kubeTarget);
+});
+
+test('a started process that carries its own stop is stopped with it, not with a signal', async () => {
+  const config = testConfig();
+  const ctx = testCtx(config, new RecordingRunner());
+  const how: string[] = [];
+  ctx.started.push({ name: 'db', pid: 0, marker: 'x', logFile: '', startedAt: '', stop: async () => (how.push('own stop'), 'stopped by its own command') });
+  await stopStarted(ctx);
+  assert.deepEqual(how, ['own stop']);
+  assert.deepEqual(ctx.started, []);
 });
 
 test('--only, --from and --skip select tasks; unknown names are refused', () => {

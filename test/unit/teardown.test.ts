@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import { stopStarted } from '../../lib/pipeline.ts';
 import { isAlive, listProcesses, registerProcess, strayProcesses, waitFor } from '../../lib/processes.ts';
 import { ShellRunner } from '../../lib/runner.ts';
-import { downLocal } from '../../lib/local/down.ts';
+import { localTarget } from '../../lib/local/target.ts';
 import { testConfig, testCtx } from '../helpers/fixtures.ts';
 
 const runner = new ShellRunner(false, () => {});
@@ -25,7 +25,7 @@ test('down stops a process of this state dir that nothing registered (left by a 
     // The shell forks `sleep`; until that child execs it shows the shell's command line (marker
     // included) and would be a second stray. Wait for the exec: then only the shell matches.
     assert.ok(await waitFor(async () => strayProcesses(config, []).length === 1, 5000, 20), 'the sleeper\'s child did not exec');
-    const lines = await downLocal(testCtx(config, runner), false);
+    const lines = await localTarget.down(testCtx(config, runner), false);
     assert.deepEqual(lines, [`stray-${stray.pid}: terminated`]);
     assert.ok(await waitFor(() => !isAlive(stray), 5000));
     assert.ok(isAlive(other), 'processes of other state dirs are not touched');
@@ -47,9 +47,32 @@ test('cleaning up a dead process does not unregister its live replacement', asyn
   try {
     await stopStarted(ctx);
     assert.deepEqual(listProcesses(config).map((p) => p.pid), [replacement.pid]);
-    await downLocal(ctx, false);
+    await localTarget.down(ctx, false);
     assert.ok(await waitFor(() => !isAlive(replacement), 5000));
   } finally {
     try { process.kill(-replacement.pid, 'SIGKILL'); } catch { /* stopped */ }
+  }
+});
+
+test('the local target\'s verify-ha primitives: SIGKILL of one process, a role stopped, each forgotten by the registry; the rest untouched', async () => {
+  const config = testConfig();
+  const ctx = testCtx(config, runner);
+  const procs = await Promise.all(['worker-1', 'worker-2', 'ui-1'].map(async (name) => {
+    const p = { name, role: name.split('-')[0], port: 1, ...(await sleeper(`${config.stateDir}/props/${name}.properties`)) };
+    registerProcess(config, p);
+    return p;
+  }));
+  try {
+    const inst = (name: string) => ({ name, role: name.split('-')[0] as 'worker' | 'ui', ready: true, args: [] });
+    await localTarget.kill(ctx, inst('worker-1'));
+    assert.equal(isAlive(procs[0]!), false);
+    assert.deepEqual(listProcesses(config).map((p) => p.name), ['ui-1', 'worker-2']);
+    assert.equal(await localTarget.stopRole(ctx, 'ui'), 'ui-1');
+    assert.ok(await waitFor(() => !isAlive(procs[2]!), 5000));
+    assert.deepEqual(listProcesses(config).map((p) => p.name), ['worker-2']);
+    assert.ok(isAlive(procs[1]!), 'another process is left alone');
+    assert.equal(localTarget.instanceOfAgent('worker-2'), 'worker-2', 'agent.id is the instance name');
+  } finally {
+    for (const p of procs) try { process.kill(-p.pid, 'SIGKILL'); } catch { /* stopped */ }
   }
 });

@@ -1,0 +1,202 @@
+// verify-ha, written once over a Target: prove each role of the layout by what it does, with
+// evidence from Digdag's own records (task log files or the task lock table; the API for attempts
+// and task states), not from process names or polls that can miss a short-lived state.
+import { apiCredentials, authenticatedEndpoint } from './auth.ts';
+import { attemptTasks, getAttempt, logFiles, waitAttempt, type Attempt } from './digdag-api.ts';
+import { answersVersion } from './digdag.ts';
+import { UserError } from './errors.ts';
+import type { Ctx, Impl } from './pipeline.ts';
+import { waitFor } from './processes.ts';
+import { executorRoles, layoutRoles, roleFlags, runsTasks, taskRole, type Layout, type Role } from './roles.ts';
+import { listFiles } from './state.ts';
+import type { RoleInstance, TargetOps } from './target.ts';
+import { heldLocks, notInDryRun, proveAuth, proveScheduler, renderTable, report, retriedElsewhere, runParallel, shTaskIds, VERIFY_SOURCES, type Check } from './verify.ts';
+
+/** The Digdag command line a role's instances must run with (after the program). */
+export const expectedArgs = (layout: Layout, role: Role) => ['server', ...roleFlags(layout, role)];
+
+/** Instances of a role that are ready, per role, against the configured replicas. */
+function strength(ctx: Ctx, insts: readonly RoleInstance[]): { role: Role; ready: number; want: number }[] {
+  return layoutRoles(ctx.config).map((role) => ({ role, ready: insts.filter((i) => i.role === role && i.ready).length, want: ctx.config.replicas[role] }));
+}
+
+export async function verifyHa(ctx: Ctx, target: TargetOps): Promise<Check[]> {
+  const { config, runner } = ctx;
+  const budgets = target.budgets(config);
+  const checks: Check[] = [];
+  const add = (role: string, what: string, ok: boolean, detail: string) => {
+    checks.push({ role, what, ok, detail });
+    runner.log(`${ok ? 'ok' : 'FAILED'} ${role}: ${what} — ${detail}`);
+  };
+  const tasksRole = taskRole(config.layout);
+  const query = (sql: string) => target.query(ctx, sql);
+  const agentOf = (agentId: string) => target.instanceOfAgent(agentId);
+
+  // The layout as apply made it: every role at its replica count, ready, running the role's flags.
+  let insts = await target.instances(ctx);
+  const layout: Check[] = strength(ctx, insts).map(({ role, ready, want }) => {
+    const args = expectedArgs(config.layout, role);
+    const wrong = insts.filter((i) => i.role === role && JSON.stringify(i.args) !== JSON.stringify(args)).map((i) => i.name);
+    return { role, what: "instances ready with the role's flags", ok: ready >= want && !wrong.length, detail: `${ready} of ${want} ready; args ${args.join(' ')}${wrong.length ? `; WRONG args on ${wrong.join(', ')}` : ''}` };
+  });
+  if (layout.some((c) => !c.ok)) throw new UserError(`the layout is not running as apply makes it:\n${renderTable(layout)}`, `run the apply task first; ${target.verifyHint(config)}`);
+  for (const c of layout) add(c.role, c.what, c.ok, c.detail);
+  for (const c of await target.edgeChecks(ctx)) add(c.role, c.what, c.ok, c.detail);
+
+  // 0. Every instance's port refuses requests without the right credentials; task-running roles
+  //    refuse even the UI/API password. Each is checked through its own URL.
+  for (const inst of insts.filter((i) => i.ready)) {
+    const url = await target.instanceUrl(ctx, inst);
+    const authTarget = { role: inst.role, name: inst.name, url, opens: target.opensWithApiPassword(config, inst.role), log: () => target.instanceLog(ctx, inst) };
+    for (const c of await proveAuth([authTarget], apiCredentials(config))) add(c.role, c.what, c.ok, c.detail);
+  }
+  let endpoint = await target.endpoint(ctx);
+
+  // 1. The sample fan-out succeeds; every task ran where agents run, none on the other roles.
+  const taskRunners = new Set(insts.filter((i) => runsTasks(i.role)).map((i) => i.name));
+  const others = new Set(insts.filter((i) => !runsTasks(i.role)).map((i) => i.name));
+  const { tasks, sleepSeconds } = budgets.placementRun;
+  const first = await runParallel(endpoint, tasks, sleepSeconds);
+  const ranOn = new Map<string, number>();
+  let a1: Attempt;
+  let enough: boolean;
+  let seen: string;
+  if (target.evidence === 'task-logs') {
+    a1 = await waitAttempt(endpoint, first, budgets.attemptMs);
+    const files = await logFiles(endpoint, first);
+    for (const f of files) ranOn.set(agentOf(f.agentId), (ranOn.get(agentOf(f.agentId)) ?? 0) + 1);
+    // One log per sh> task and one for the loop> that generates them.
+    enough = files.length >= tasks + 1;
+    seen = `${files.length} task logs by`;
+  } else {
+    // Each task holds its lock for sleepSeconds: sampling every 250 ms until the attempt ends sees them all.
+    const holder = new Map<string, string>();
+    await waitFor(async () => {
+      for (const h of await heldLocks(query, first)) holder.set(h.taskId, agentOf(h.agent));
+      return (await getAttempt(endpoint, first)).done;
+    }, budgets.attemptMs, 250);
+    a1 = await waitAttempt(endpoint, first, 30_000);
+    for (const inst of holder.values()) ranOn.set(inst, (ranOn.get(inst) ?? 0) + 1);
+    enough = holder.size > 0;
+    seen = `${holder.size} task locks held by`;
+  }
+  const foreign = [...ranOn.keys()].filter((a) => !taskRunners.has(a));
+  add(tasksRole, `sample workflow (${tasks} parallel sh> tasks) succeeds`, a1.success, `attempt ${first}: ${a1.status ?? (a1.success ? 'success' : 'failed')}`);
+  add(tasksRole, `tasks ran on ${tasksRole} instances only`, enough && foreign.length === 0,
+    `${seen} ${[...ranOn].map(([a, n]) => `${a}×${n}`).join(', ') || 'NOBODY SEEN'}${foreign.length ? `; NOT ${tasksRole}s: ${foreign.join(', ')}` : ''}`);
+  add('ui', 'served the API and ran no task', !!(await answersVersion(endpoint)) && ![...ranOn.keys()].some((a) => others.has(a)),
+    `all calls went to ${endpoint.url}; tasks ran only on ${[...ranOn.keys()].join(', ')}`);
+
+  // 2. The executor loop lives only in the executor roles: with all of them stopped an attempt
+  //    does not move (observed for a fixed window), and it finishes once they are back. It is
+  //    submitted through an instance without a loop that holds the real API password (the
+  //    scheduler, or the split layout's API-only ui; task-running roles have a throw-away one).
+  const loops = executorRoles(config.layout);
+  const via = insts.find((i) => i.ready && !loops.includes(i.role) && target.opensWithApiPassword(config, i.role));
+  if (!via) {
+    add(loops.join('+'), 'executor loop runs only where the layout puts it', true, 'not checkable: every role of this layout runs an executor loop, so none is left to submit through (SCHEDULER_REPLICAS=0)');
+  } else {
+    let stopped: string[] = [];
+    let stalled = '';
+    let moved = true;
+    try {
+      stopped = await Promise.all(loops.map((r) => target.stopRole(ctx, r)));
+      const viaEndpoint = authenticatedEndpoint(config, await target.instanceUrl(ctx, via));
+      stalled = await runParallel(viaEndpoint, 2, 1);
+      // Submission stores the task tree (a planned root, blocked children); only an executor loop moves it on.
+      const states = async () => JSON.stringify((await attemptTasks(viaEndpoint, stalled)).map((t) => [t.id, t.state]));
+      const submitted = await states();
+      moved = await waitFor(async () => (await states()) !== submitted, budgets.stallWindowMs, Math.min(1000, budgets.stallWindowMs / 4));
+    } finally {
+      await target.restore(ctx);
+    }
+    endpoint = await target.endpoint(ctx);
+    const a2 = await waitAttempt(endpoint, stalled, budgets.attemptMs);
+    add(loops.join('+'), 'executor loop runs only where the layout puts it', !moved && a2.success,
+      `with ${stopped.join(', ')} stopped, attempt ${stalled} (submitted through ${via.name}) ${moved ? 'MOVED' : 'did not move'} for ${budgets.stallWindowMs / 1000}s; once they were back it ${a2.success ? 'succeeded' : 'FAILED'}`);
+  }
+
+  // 3. SIGKILL a task-running instance while it holds tasks: their locks expire, another instance
+  //    re-runs them, and the attempt succeeds. Where a supervisor replaces instances, one instance
+  //    of every other role is deleted too, and the replacements must serve.
+  insts = await target.instances(ctx);
+  const runners = new Set(insts.filter((i) => runsTasks(i.role)).map((i) => i.name));
+  const failover = budgets.failoverRun;
+  const disrupted = await runParallel(endpoint, failover.tasks, failover.sleepSeconds);
+  let held: { taskId: string; agent: string }[] = [];
+  // Only the sleeping sh> tasks: the loop> task that generates them is short and writes no log.
+  const shTasks = shTaskIds(endpoint, disrupted);
+  await waitFor(async () => {
+    const sh = await shTasks();
+    held = (await heldLocks(query, disrupted)).filter((h) => sh.has(h.taskId));
+    return held.some((h) => runners.has(agentOf(h.agent)));
+  }, budgets.pickupMs, 250);
+  const victimAgent = held.find((h) => runners.has(agentOf(h.agent)))?.agent;
+  if (!victimAgent) throw new UserError(`no ${tasksRole} picked up a task within ${budgets.pickupMs / 1000}s`, target.verifyHint(config));
+  const victim = insts.find((i) => i.name === agentOf(victimAgent))!;
+  const victimTasks = held.filter((h) => h.agent === victimAgent).map((h) => h.taskId);
+  await target.kill(ctx, victim);
+  runner.log(`killed ${victim.name} with SIGKILL while it held ${victimTasks.length} task(s) of attempt ${disrupted}`);
+  const deleted = [`${victim.name} (SIGKILL)`];
+  if (target.replacesInstances) {
+    for (const role of layoutRoles(config).filter((r) => r !== tasksRole)) {
+      const one = insts.find((i) => i.role === role);
+      if (!one) continue;
+      await target.stop(ctx, one);
+      deleted.push(one.name);
+    }
+  }
+  const budget = budgets.failoverMs(failover.sleepSeconds);
+  let rerunBy = '';
+  if (target.evidence === 'task-locks') {
+    // The re-run holds its lock for the task's whole sleep, so sampling the lock table cannot miss it.
+    await waitFor(async () => {
+      const again = (await heldLocks(query, disrupted).catch(() => [])).find((h) => victimTasks.includes(h.taskId) && agentOf(h.agent) !== victim.name);
+      if (again) rerunBy = agentOf(again.agent);
+      return !!again;
+    }, budget, 250);
+  }
+  // Replaced instances come back under new names: restore at once (the endpoint with them).
+  // Otherwise the victim stays down until the attempt ends, so "another instance" is unambiguous.
+  if (target.replacesInstances) {
+    await target.restore(ctx);
+    endpoint = await target.endpoint(ctx);
+  }
+  let a3: Attempt;
+  try {
+    a3 = await waitAttempt(endpoint, disrupted, budget);
+  } finally {
+    if (!target.replacesInstances) await target.restore(ctx);
+  }
+  const retried = target.evidence === 'task-logs'
+    ? await retriedElsewhere(endpoint, disrupted, victimTasks, victim.name)
+    : { ok: !!rerunBy, detail: `were re-run by ${rerunBy || 'NOBODY SEEN'} (task locks)` };
+  add(tasksRole, `workflow survives a ${tasksRole} killed with SIGKILL mid-task${target.replacesInstances ? ' and one instance of every other role deleted' : ''}`, a3.success && retried.ok,
+    `attempt ${disrupted} ${a3.success ? 'succeeded' : 'FAILED'} after stopping ${deleted.join(', ')}; ${victim.name}'s ${victimTasks.length} task(s) ${retried.detail}`);
+
+  // 4. The scheduler fires a due schedule (a throw-away project, deleted afterwards).
+  const fired = await proveScheduler(ctx, endpoint);
+  add('scheduler', 'fires a due schedule', fired.ok, fired.detail);
+
+  // Every role whole again after the disruption.
+  const after = strength(ctx, await target.instances(ctx));
+  add(tasksRole, 'layout whole again after the disruption', after.every((s) => s.ready >= s.want), after.map((s) => `${s.role} ${s.ready}/${s.want} ready`).join(', '));
+  return checks;
+}
+
+/** The verify-ha task on a target: skipped while what it proved still stands (when the target
+ * can say what that is), always run when asked for by name. */
+export function verifyHaOn(target: TargetOps): Impl {
+  return {
+    notApplicable: notInDryRun,
+    // What a pass proved: these instances, running this config, with this sample and these checks.
+    inputs: (ctx) => (target.verifiedState ? { values: target.verifiedState(ctx), files: VERIFY_SOURCES.flatMap((f) => listFiles(f)) } : undefined),
+    healthy: async (ctx) => {
+      const insts = await target.instances(ctx);
+      const whole = strength(ctx, insts).every((s) => s.ready === s.want) && insts.every((i) => i.ready);
+      return whole ? `passed last time on these ${insts.length} instances, all still running` : false;
+    },
+    runWhenAlone: true,
+    run: async (ctx) => report(ctx, await verifyHa(ctx, target), target.verifyHint(ctx.config)),
+  };
+}

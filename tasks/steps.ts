@@ -1,0 +1,35 @@
+// The one place a task picks its target: each pipeline step delegates to the local or the
+// Kubernetes implementation by the config's target (lib/local/target.ts, lib/kube/target.ts).
+// Not a task itself; the task files and all.ts build their steps here.
+import type { Config } from '../lib/config.ts';
+import { kubeTarget } from '../lib/kube/target.ts';
+import { localTarget } from '../lib/local/target.ts';
+import { TASK_ORDER, TASK_TITLES, type Ctx, type Impl, type Step, type TaskName } from '../lib/pipeline.ts';
+import type { Target } from '../lib/target.ts';
+
+export const targetOf = (config: Config): Target => (config.target === 'local' ? localTarget : kubeTarget);
+
+const made = new Map<TaskName, Step>();
+
+/** The pipeline step `name`, on whichever target the run's config names (one object per name). */
+export function stepOf(name: TaskName): Step {
+  const step = made.get(name) ?? delegating(name);
+  made.set(name, step);
+  return step;
+}
+
+function delegating(name: TaskName): Step {
+  const pick = (ctx: Ctx): Impl => targetOf(ctx.config).steps[name];
+  return {
+    name,
+    title: TASK_TITLES[name],
+    notApplicable: (ctx) => pick(ctx).notApplicable?.(ctx),
+    inputs: (ctx) => pick(ctx).inputs?.(ctx),
+    healthy: (ctx) => pick(ctx).healthy?.(ctx) ?? Promise.resolve(false),
+    run: (ctx) => pick(ctx).run(ctx),
+    runWhenAlone: localTarget.steps[name].runWhenAlone || kubeTarget.steps[name].runWhenAlone,
+  };
+}
+
+/** The pipeline, in TASK_ORDER. */
+export const ALL_STEPS: readonly Step[] = TASK_ORDER.map(stepOf);

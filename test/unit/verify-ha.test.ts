@@ -1,0 +1,104 @@
+// verify-ha is written once over the Target interface: run over an in-memory fake (a simulated
+// Digdag behind a real HTTP server) in both evidence modes, it passes when the roles behave, and
+// fails with the failed check named when one of them does not.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { ensureSecrets } from '../../lib/credentials.ts';
+import { UserError } from '../../lib/errors.ts';
+import { runStep } from '../../lib/pipeline.ts';
+import { RecordingRunner } from '../../lib/runner.ts';
+import { verifyHa, verifyHaOn } from '../../lib/verify-ha.ts';
+import { renderTable, type Check } from '../../lib/verify.ts';
+import { fakeTarget, type Faults } from '../helpers/fake-target.ts';
+import { testConfig, testCtx } from '../helpers/fixtures.ts';
+
+const MODES = [
+  { name: 'local-like (task logs, a killed process stays down)', evidence: 'task-logs', replacesInstances: false },
+  { name: 'Kubernetes-like (task locks, a controller replaces pods)', evidence: 'task-locks', replacesInstances: true },
+] as const;
+
+async function run(layout: 'worker' | 'split', mode: (typeof MODES)[number], faults: Faults = {}) {
+  const config = testConfig({ DIGDAG_HA_LAYOUT: layout });
+  ensureSecrets(config);
+  const target = await fakeTarget(config, mode, faults);
+  const ctx = testCtx(config, new RecordingRunner(), true);
+  try {
+    return { ctx, target, checks: await verifyHa(ctx, target), error: undefined as unknown };
+  } catch (error) {
+    return { ctx, target, checks: [] as Check[], error };
+  } finally {
+    await target.close();
+  }
+}
+
+for (const mode of MODES) {
+  for (const layout of ['worker', 'split'] as const) {
+    test(`verify-ha over a ${mode.name} target, layout ${layout}: every role proven, every check passes`, async () => {
+      const { checks, target, error } = await run(layout, mode);
+      assert.equal(error, undefined, String(error));
+      if (process.env.SHOW_TABLE) console.log(renderTable(checks));
+      for (const c of checks) assert.ok(c.ok, `${c.role}: ${c.what} — ${c.detail}`);
+      const proven = new Set(checks.flatMap((c) => c.role.split('+')));
+      for (const role of layout === 'worker' ? ['ui', 'scheduler', 'worker'] : ['ui', 'workflow', 'scheduler', 'agent']) assert.ok(proven.has(role), `no check proves ${role}`);
+      assert.ok(checks.some((c) => /SIGKILL/.test(c.what) && /re-run by/.test(c.detail)), 'the kill check names who re-ran the task');
+      assert.ok(checks.some((c) => /\b401\b/.test(c.what)), 'the authentication check ran');
+      // The layout was disrupted and restored: the loops stopped, one task runner killed.
+      assert.ok(target.events.some((e) => e.startsWith('stopRole')) && target.events.some((e) => e.startsWith('kill')) && target.events.includes('restore'), target.events.join(', '));
+      if (mode.replacesInstances) assert.ok(target.events.filter((e) => e.startsWith('stop ')).length >= 2, 'one instance of every other role deleted too');
+    });
+  }
+
+  test(`verify-ha over a ${mode.name} target fails the placement check when a task runs on the ui`, async () => {
+    const { checks } = await run('worker', mode, { taskOnUi: true });
+    const failed = checks.filter((c) => !c.ok).map((c) => c.what);
+    assert.deepEqual(failed, ['tasks ran on worker instances only', 'served the API and ran no task']);
+  });
+
+  test(`verify-ha over a ${mode.name} target fails the executor-loop check when an attempt moves without a loop`, async () => {
+    const { checks } = await run('worker', mode, { loopEverywhere: true });
+    const loop = checks.find((c) => /executor loop/.test(c.what));
+    assert.equal(loop?.ok, false);
+    assert.match(loop!.detail, /MOVED/);
+  });
+}
+
+test('verify-ha proves the scheduler even when the schedule fires between reading it and skipping to now', async () => {
+  const { checks, error } = await run('worker', MODES[0], { scheduleFiresBeforeSkip: true });
+  assert.equal(error, undefined, String(error));
+  assert.equal(checks.find((c) => c.role === 'scheduler' && /due schedule/.test(c.what))?.ok, true);
+});
+
+test('the verify-ha step reports failures once, with the table, and records the checks as typed facts', async () => {
+  const config = testConfig({ DIGDAG_HA_LAYOUT: 'worker' });
+  ensureSecrets(config);
+  const target = await fakeTarget(config, MODES[0], { taskOnUi: true });
+  const ctx = testCtx(config, new RecordingRunner(), true);
+  try {
+    await assert.rejects(runStep({ name: 'verify-ha', title: 'Verify', ...verifyHaOn(target) }, ctx), (err: unknown) => {
+      assert.ok(err instanceof UserError);
+      assert.match(err.message, /2 HA check\(s\) failed/);
+      assert.match(err.message, /tasks ran on worker instances only/);
+      return true;
+    });
+    assert.equal(ctx.facts.checks?.filter((c) => !c.ok).length, 2);
+    assert.match(ctx.facts.summary ?? '', /FAILED/);
+  } finally {
+    await target.close();
+  }
+});
+
+test('verify-ha stops before disrupting anything when the layout is not as apply made it', async () => {
+  const config = testConfig({ DIGDAG_HA_LAYOUT: 'worker' });
+  ensureSecrets(config);
+  const target = await fakeTarget(config, MODES[0]);
+  const ctx = testCtx(config, new RecordingRunner(), true);
+  try {
+    const [one] = (await target.instances(ctx)).filter((i) => i.role === 'worker');
+    await target.kill(ctx, one!);
+    target.events.length = 0;
+    await assert.rejects(verifyHa(ctx, target), /the layout is not running as apply makes it[\s\S]*worker[\s\S]*1 of 2 ready/);
+    assert.deepEqual(target.events, []);
+  } finally {
+    await target.close();
+  }
+});
