@@ -3,7 +3,7 @@
 // auth on, the client reads the Authorization header from a 0600 `-c` file, never from argv.
 import path from 'node:path';
 import { authenticatedEndpoint, clientConfigFile, credentialsHint, writeClientConfig } from './auth.ts';
-import { ROOT } from './paths.ts';
+import { WORKFLOWS_DIR } from './paths.ts';
 import type { Config } from './config.ts';
 import { CLIENT_JVM_OPTS, detectJava, digdagArgv, getJson, obtainRuntime, readRuntime, writeRuntime, type AuthEndpoint } from './digdag.ts';
 import { UserError } from './errors.ts';
@@ -12,12 +12,11 @@ import { hashInputs, listFiles } from './state.ts';
 import type { Target } from './target.ts';
 
 export const SAMPLE_PROJECT = 'ha-sample';
-export const sampleDir = () => path.join(ROOT, 'workflows', SAMPLE_PROJECT);
+export const sampleDir = () => path.join(WORKFLOWS_DIR, SAMPLE_PROJECT);
 
 export function projects(config: Config): { name: string; dir: string }[] {
   const out = [{ name: SAMPLE_PROJECT, dir: sampleDir() }];
-  const own = config.vars.WORKFLOW_DIR;
-  if (own) out.push({ name: config.vars.WORKFLOW_PROJECT || path.basename(path.resolve(config.root, own)), dir: path.resolve(config.root, own) });
+  if (config.workflows.dir) out.push({ name: config.workflows.project, dir: config.workflows.dir });
   return out;
 }
 

@@ -3,7 +3,7 @@
 import crypto from 'node:crypto';
 import path from 'node:path';
 import { authorizationHeader, type ApiCredentials } from './auth.ts';
-import { ROOT } from './paths.ts';
+import { ROOT, WORKFLOWS_DIR } from './paths.ts';
 import { attemptTasks, deleteProject, fireScheduleNow, listAttempts, logFiles, projectId, projectSchedules, startAttempt, waitAttempt, workflowId, type Attempt } from './digdag-api.ts';
 import type { AuthEndpoint, Endpoint } from './digdag.ts';
 import { UserError } from './errors.ts';
@@ -92,7 +92,7 @@ export const SCHEDULE_PROJECT = 'ha-verify-schedule';
  * succeed, and deletes the project (its schedule goes with it) whatever happened.
  */
 export async function proveScheduler(ctx: Ctx, endpoint: AuthEndpoint): Promise<{ ok: boolean; detail: string }> {
-  await pushProject(ctx, endpoint, { name: SCHEDULE_PROJECT, dir: path.join(ROOT, 'workflows', SCHEDULE_PROJECT) });
+  await pushProject(ctx, endpoint, { name: SCHEDULE_PROJECT, dir: path.join(WORKFLOWS_DIR, SCHEDULE_PROJECT) });
   const pid = await projectId(endpoint, SCHEDULE_PROJECT);
   try {
     const [sched] = await projectSchedules(endpoint, pid);

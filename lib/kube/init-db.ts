@@ -2,7 +2,7 @@
 // the migration Job (a new Job per run: its template is immutable).
 import fs from 'node:fs';
 import path from 'node:path';
-import { ROOT } from '../paths.ts';
+import { SQL_DIR } from '../paths.ts';
 import { requireSecrets } from '../credentials.ts';
 import { tail, UserError } from '../errors.ts';
 import type { Ctx, Impl } from '../pipeline.ts';
@@ -15,10 +15,10 @@ export async function runInitSql(ctx: Ctx): Promise<void> {
   const secrets = requireSecrets(ctx.config);
   const db = dbLocation(ctx.config);
   const vars = psqlVariables({ db_user: db.user, db_password: secrets.dbPassword, db_name: db.database });
-  for (const file of fs.readdirSync(path.join(ROOT, 'sql')).filter((f) => f.endsWith('.sql')).sort()) {
+  for (const file of fs.readdirSync(SQL_DIR).filter((f) => f.endsWith('.sql')).sort()) {
     await ctx.runner.run({
       argv: kubectl(ctx.config, 'exec', '-i', 'digdag-postgres-0', '-c', 'postgres', '--', 'psql', '-X', '-q', '-v', 'ON_ERROR_STOP=1', '-U', 'postgres', '-d', 'postgres', '-f', '-'),
-      input: vars + fs.readFileSync(path.join(ROOT, 'sql', file), 'utf8'),
+      input: vars + fs.readFileSync(path.join(SQL_DIR, file), 'utf8'),
       mutates: true,
     });
   }

@@ -2,7 +2,7 @@
 // Digdag's schema migrations once, so the roles can start with database.migrate=false.
 import fs from 'node:fs';
 import path from 'node:path';
-import { ROOT } from '../paths.ts';
+import { SQL_DIR } from '../paths.ts';
 import { requireSecrets } from '../credentials.ts';
 import { detectJava, digdagArgv, CLIENT_JVM_OPTS, requireRuntime } from '../digdag.ts';
 import { UserError } from '../errors.ts';
@@ -14,10 +14,10 @@ import { createHash } from 'node:crypto';
 
 export const sqlFiles = (): string[] =>
   fs
-    .readdirSync(path.join(ROOT, 'sql'))
+    .readdirSync(SQL_DIR)
     .filter((f) => f.endsWith('.sql'))
     .sort()
-    .map((f) => path.join(ROOT, 'sql', f));
+    .map((f) => path.join(SQL_DIR, f));
 
 async function migrationsApplied(ctx: Ctx, db: DbEndpoint): Promise<number | undefined> {
   try {
