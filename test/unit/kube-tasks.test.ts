@@ -21,6 +21,9 @@ import { clusterImageHost } from '../../lib/cluster/image-host.ts';
 import { sha256File } from '../../lib/digdag.ts';
 import { buildArgv, imagesToBuild } from '../../lib/kube/build-image.ts';
 import { volumeFate } from '../../lib/kube/down.ts';
+import { kubeTargetWith } from '../../lib/kube/target.ts';
+import type { ImageHost } from '../../lib/image-host.ts';
+import { ROOT } from '../../lib/paths.ts';
 import { kubeTarget } from '../../tasks/steps.ts';
 import { recoverStuckStatefulSet, stuckPods } from '../../lib/kube/kubectl.ts';
 import { apply } from '../../tasks/apply.ts';
@@ -122,6 +125,29 @@ test('build-image on gke pushes to the registry; without a Docker engine it stop
   const none = new RecordingRunner((argv) => (argv[0] === 'docker' ? { code: 1, stderr: 'Cannot connect to the Docker daemon' } : undefined));
   await assert.rejects(runStep(buildImage, testCtx(config, none)), (e: unknown) => e instanceof UserError && /no Docker engine answers/.test(e.message));
   assert.deepEqual(none.commands(), ['docker info --format {{.ServerVersion}}']);
+});
+
+test('build-image on the own cluster goes through the image host the tasks layer hands the Kubernetes target; without one it refuses', async () => {
+  const config = testConfig({ DIGDAG_HA_TARGET: 'cluster', ...fakeJar() });
+  await seedJmxAgent(config);
+  const loaded: string[] = [];
+  const host: ImageHost = {
+    docker: (...args) => ['own-docker', ...args],
+    buildOnHostNetwork: true,
+    noEngineHint: 'start the own dockerd',
+    prepare: async () => 'base: present',
+    load: async (_runner, image) => void loaded.push(image),
+  };
+  const r2 = new RecordingRunner(cluster());
+  await kubeTargetWith({ ownClusterImages: () => host }).steps['build-image'].run(testCtx(config, r2));
+  const context = path.join(config.stateDir, 'image-context');
+  assert.deepEqual(r2.commands(), [
+    'own-docker info --format {{.ServerVersion}}',
+    `own-docker build -f ${context}/Dockerfile -t digdag-ha:0.10.5.1 --network host --build-arg BASE_IMAGE=digdag-ha-base:bookworm --build-arg INSTALL_GCLOUD=false --build-arg TZ=Asia/Tokyo --build-arg LANG=ja_JP.UTF-8 ${context}`,
+    `own-docker build -f ${path.join(ROOT, 'docker', 'postgres', 'Dockerfile')} -t digdag-ha.local/postgres:15 --network host --build-arg BASE_IMAGE=digdag-ha-base:bookworm ${path.join(ROOT, 'docker', 'postgres')}`,
+  ]);
+  assert.deepEqual(loaded, ['digdag-ha:0.10.5.1', 'digdag-ha.local/postgres:15']);
+  await assert.rejects(kubeTargetWith({}).steps['build-image'].run(testCtx(config, new RecordingRunner(cluster()))), /without the own cluster's image host/);
 });
 
 test('create-secret: namespace and Secret through kubectl create --dry-run | kubectl apply -f -, values never in argv', async () => {
