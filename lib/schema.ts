@@ -1,7 +1,7 @@
 // Validates rendered objects against the Kubernetes schemas (kubernetes-models, generated from
 // the Kubernetes OpenAPI spec) and KEDA's CRD schemas (@kubernetes-models/keda). Unknown kinds
 // are errors, not passes.
-import type { KubeObject } from './kube/render.ts';
+import type { KubeObject } from './kube-object.ts';
 
 type Model = new (data: unknown) => { validate(): void };
 

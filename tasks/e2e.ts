@@ -6,7 +6,7 @@ import { loadClusterConfig } from '../lib/cluster/config.ts';
 import { clusterDown, clusterUpCmd, missingPrerequisites } from '../lib/cluster/lifecycle.ts';
 import type { Config } from '../lib/config.ts';
 import { describeError, UserError } from '../lib/errors.ts';
-import { kubeTarget } from '../lib/kube/target.ts';
+import { kubeTarget } from './steps.ts';
 import { runSteps, type Ctx, type RunOptions } from '../lib/pipeline.ts';
 import { ShellRunner, type Runner } from '../lib/runner.ts';
 import { ALL_STEPS } from './all.ts';

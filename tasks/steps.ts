@@ -1,11 +1,16 @@
 // The one place a task picks its target: each pipeline step delegates to the local or the
-// Kubernetes implementation by the config's target (lib/local/target.ts, lib/kube/target.ts).
+// Kubernetes implementation by the config's target (lib/local/target.ts, lib/kube/target.ts), the
+// latter handed what it needs from the own cluster (lib/cluster/image-host.ts).
 // Not a task itself; the task files and all.ts build their steps here.
+import { clusterImageHost } from '../lib/cluster/image-host.ts';
 import type { Config } from '../lib/config.ts';
-import { kubeTarget } from '../lib/kube/target.ts';
+import { kubeTargetWith } from '../lib/kube/target.ts';
 import { localTarget } from '../lib/local/target.ts';
 import { TASK_ORDER, TASK_TITLES, type Ctx, type Impl, type Step, type TaskName } from '../lib/pipeline.ts';
 import type { Target } from '../lib/target.ts';
+
+/** The Kubernetes target (minikube, gke, the own cluster), given the own cluster's image host. */
+export const kubeTarget: Target = kubeTargetWith({ ownClusterImages: clusterImageHost });
 
 export const targetOf = (config: Config): Target => (config.target === 'local' ? localTarget : kubeTarget);
 

@@ -1,14 +1,14 @@
 // build-image on Kubernetes: build the Digdag image from the runtime build-image holds (never a
 // download in the Dockerfile) on a configurable base, the PostgreSQL image where the target has
-// no registry, and bring them to the cluster: minikube image load, the own cluster's containerd
-// (ctr import), or a push to the registry (gke).
+// no registry, and bring them to the cluster through the target's image host (lib/image-host.ts):
+// minikube image load and a push to the registry (gke) here, the own cluster's containerd (ctr
+// import) in lib/cluster/image-host.ts, which the tasks layer hands in (tasks/steps.ts).
 import fs from 'node:fs';
 import path from 'node:path';
-import { loadClusterConfig, type ClusterConfig } from '../cluster/config.ts';
-import { containerdHasImage, docker as clusterDocker, ensureBaseImage, loadImage } from '../cluster/images.ts';
 import { CLUSTER_POSTGRES_IMAGE, type Config } from '../config.ts';
 import { sha256File, type Runtime } from '../digdag.ts';
 import { tail, UserError } from '../errors.ts';
+import type { ImageHost, ImageHostFor } from '../image-host.ts';
 import { DOCKER_DIR, MONITORING_DIR, ROOT } from '../paths.ts';
 import type { Impl } from '../pipeline.ts';
 import { cachedRuntime, obtainJmxAgent, runtimeInputs, runtimeJars } from '../runtime.ts';
@@ -24,9 +24,37 @@ export function imagesToBuild(config: Config): { image: string; dockerDir: strin
   return out;
 }
 
-/** docker for this target: the own cluster's dockerd (unix socket in its state dir), else the user's. */
-function dockerCmd(config: Config, cc: ClusterConfig | undefined, ...args: string[]): string[] {
-  return cc ? clusterDocker(cc, ...args) : ['docker', ...args];
+/** The user's Docker engine, as minikube and gke build with. */
+const userDocker = {
+  docker: (...args: string[]) => ['docker', ...args],
+  buildOnHostNetwork: false,
+  noEngineHint: 'start Docker (or use --target local, which needs none)',
+};
+
+/** minikube: built with the user's docker, then `minikube image load` into the profile's node. */
+export const minikubeImageHost: ImageHostFor = (config) => ({
+  ...userDocker,
+  load: async (runner, image) => {
+    await runner.run({ argv: ['minikube', '-p', config.k8s.minikubeProfile, 'image', 'load', image], mutates: true });
+  },
+});
+
+/** gke: built with the user's docker, then pushed to the registry the image name includes. */
+export const registryImageHost: ImageHostFor = () => ({
+  ...userDocker,
+  load: async (runner, image) => {
+    await runner.run({ argv: ['docker', 'push', image], mutates: true });
+  },
+});
+
+/** The image host of this config's target; the own cluster's is handed in (the tasks layer chooses it). */
+export function imageHostOf(config: Config, ownCluster: ImageHostFor | undefined): ImageHost {
+  if (config.target === 'minikube') return minikubeImageHost(config);
+  if (config.target === 'cluster') {
+    if (!ownCluster) throw new Error('the Kubernetes target was made without the own cluster\'s image host (tasks/steps.ts hands it in)');
+    return ownCluster(config);
+  }
+  return registryImageHost(config);
 }
 
 /** Where assembleContext puts the UI login overlay (the Dockerfile copies it to /opt/digdag/ui-login). */
@@ -61,40 +89,40 @@ export function assembleContext(config: Config, rt: Runtime, jmxAgent: string): 
 }
 
 /** `docker build` argv; the own cluster's dockerd has no bridge, so apt in RUN needs the host's network. */
-export function buildArgv(config: Config, cc: ClusterConfig | undefined, image: string, dockerfile: string, context: string): string[] {
+export function buildArgv(config: Config, host: ImageHost, image: string, dockerfile: string, context: string): string[] {
   const c = config.k8s;
   const args = ['build', '-f', dockerfile, '-t', image];
-  if (cc) args.push('--network', 'host');
+  if (host.buildOnHostNetwork) args.push('--network', 'host');
   if (c.baseImage) args.push('--build-arg', `BASE_IMAGE=${c.baseImage}`);
   if (image === c.image) {
     args.push('--build-arg', `INSTALL_GCLOUD=${c.installGcloud}`, '--build-arg', `TZ=${c.tz}`, '--build-arg', `LANG=${c.lang}`);
   }
-  return dockerCmd(config, cc, ...args, context);
+  return host.docker(...args, context);
 }
 
-const clusterOf = (config: Config) => (config.target === 'cluster' ? loadClusterConfig(config) : undefined);
-
-export const buildImage: Impl = {
+/** build-image on Kubernetes; `ownCluster` is the own cluster's image host (lib/cluster/image-host.ts). */
+export const buildImageWith = (ownCluster?: ImageHostFor): Impl => ({
   inputs: (ctx) => ({
     values: { ...runtimeInputs(ctx.config), images: imagesToBuild(ctx.config).map((i) => i.image), base: ctx.config.k8s.baseImage, gcloud: ctx.config.k8s.installGcloud, tz: ctx.config.k8s.tz, lang: ctx.config.k8s.lang, target: ctx.config.target },
     files: [...listFiles(DOCKER_DIR), path.join(MONITORING_DIR, 'jmx-exporter.yaml'), path.join(ROOT, 'lib', 'ui-login.ts')],
   }),
   healthy: async (ctx) => {
-    const cc = clusterOf(ctx.config);
+    const host = imageHostOf(ctx.config, ownCluster);
     for (const { image } of imagesToBuild(ctx.config)) {
-      const res = await ctx.runner.run({ argv: dockerCmd(ctx.config, cc, 'image', 'inspect', '--format', '{{.Id}}', image), nothrow: true, quiet: true });
+      const res = await ctx.runner.run({ argv: host.docker('image', 'inspect', '--format', '{{.Id}}', image), nothrow: true, quiet: true });
       if (res.code !== 0) return false;
-      if (cc && !(await containerdHasImage(ctx.runner, cc, image))) return false;
+      if (host.loaded && !(await host.loaded(ctx.runner, image))) return false;
     }
-    return `${imagesToBuild(ctx.config).map((i) => i.image).join(', ')} built${cc ? ' and in the cluster\'s containerd' : ''}`;
+    return `${imagesToBuild(ctx.config).map((i) => i.image).join(', ')} built${host.loaded ? host.loadedNote ?? '' : ''}`;
   },
   run: async (ctx) => {
-    const cc = clusterOf(ctx.config);
-    const info = await ctx.runner.run({ argv: dockerCmd(ctx.config, cc, 'info', '--format', '{{.ServerVersion}}'), nothrow: true });
+    const host = imageHostOf(ctx.config, ownCluster);
+    const info = await ctx.runner.run({ argv: host.docker('info', '--format', '{{.ServerVersion}}'), nothrow: true });
     if (info.code !== 0) {
-      throw new UserError('no Docker engine answers', cc ? 'bring the test cluster up first: npx tsx tasks/cluster.ts up (it starts its own dockerd)' : 'start Docker (or use --target local, which needs none)', tail(info.stderr, 3));
+      throw new UserError('no Docker engine answers', host.noEngineHint, tail(info.stderr, 3));
     }
-    if (cc && ctx.config.k8s.baseImage === cc.baseImage) ctx.runner.log(await ensureBaseImage(ctx.runner, cc));
+    const prepared = await host.prepare?.(ctx.runner, ctx.config);
+    if (prepared) ctx.runner.log(prepared);
     const rt = await cachedRuntime(ctx.config, ctx.runner);
     const agent = await obtainJmxAgent(ctx.config, ctx.runner);
     const context = ctx.runner.dryRun ? path.join(ctx.config.stateDir, 'image-context') : assembleContext(ctx.config, rt, agent);
@@ -102,13 +130,9 @@ export const buildImage: Impl = {
     const timeoutMs = 20 * 60_000;
     for (const { image, dockerDir } of imagesToBuild(ctx.config)) {
       const [dockerfile, dir] = image === ctx.config.k8s.image ? [path.join(context, 'Dockerfile'), context] : [path.join(dockerDir, 'Dockerfile'), dockerDir];
-      await ctx.runner.run({ argv: buildArgv(ctx.config, cc, image, dockerfile, dir), env, mutates: true, timeoutMs });
-      if (ctx.config.target === 'minikube') await ctx.runner.run({ argv: ['minikube', '-p', ctx.config.k8s.minikubeProfile, 'image', 'load', image], mutates: true });
-      else if (cc) {
-        if (ctx.runner.dryRun) ctx.runner.log(`[dry-run] import ${image} into the cluster's containerd`);
-        else await loadImage(ctx.runner, cc, image);
-      } else await ctx.runner.run({ argv: ['docker', 'push', image], mutates: true });
+      await ctx.runner.run({ argv: buildArgv(ctx.config, host, image, dockerfile, dir), env, mutates: true, timeoutMs });
+      await host.load(ctx.runner, image);
     }
     if (!ctx.runner.dryRun) fs.rmSync(context, { recursive: true, force: true });
   },
-};
+});

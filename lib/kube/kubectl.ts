@@ -5,7 +5,7 @@ import type { Config } from '../config.ts';
 import { CommandError, tail, UserError } from '../errors.ts';
 import type { Ctx } from '../pipeline.ts';
 import { mask } from '../secrets.ts';
-import type { KubeObject } from './render.ts';
+import type { KubeObject } from '../kube-object.ts';
 
 /** kubectl with the configured context (cluster-scoped calls: the namespace itself). */
 export function clusterKubectl(config: Config, ...args: string[]): string[] {

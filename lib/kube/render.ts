@@ -9,10 +9,13 @@ import type { Config } from '../config.ts';
 import { UserError } from '../errors.ts';
 import type { Runner } from '../runner.ts';
 import { ensureDir } from '../state.ts';
+import type { KubeObject } from '../kube-object.ts';
 import { valuesFromConfig, variablesIn, type ChartValues } from './values.ts';
 
 // Where the pods reach the database and how an image reference splits: the values' business, used by the tasks too.
 export { dbLocation, IN_CLUSTER_DB, splitImage } from './values.ts';
+// The object type lives in the core (lib/kube-object.ts); re-exported for the renderer's callers.
+export type { KubeObject } from '../kube-object.ts';
 
 export const CHART_DIR = path.join(ROOT, 'chart', 'digdag-ha');
 /** The release name the toolkit renders as (label app.kubernetes.io/instance). */
@@ -22,15 +25,6 @@ export const POD_PORT = 65432;
 export const PRIVATE_CIDRS = ['10.0.0.0/8', '172.16.0.0/12', '192.168.0.0/16'] as const;
 /** The helm the chart is developed and tested with (.ci/install builds v3.16.4: HELM_VERSION there). */
 export const HELM_VERSION = '3.16.4';
-
-export interface KubeObject {
-  apiVersion: string;
-  kind: string;
-  metadata: { name: string; namespace?: string; labels?: Record<string, string>; annotations?: Record<string, string> };
-  spec?: any; // eslint-disable-line @typescript-eslint/no-explicit-any
-  data?: Record<string, string>;
-  [k: string]: unknown;
-}
 
 export function renderDir(config: Config): string {
   return path.join(config.stateDir, 'helm');

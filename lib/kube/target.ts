@@ -9,10 +9,11 @@ import { isAlive, listProcesses, waitFor } from '../processes.ts';
 import { pushWorkflowOn } from '../push-workflow.ts';
 import { holdsApiPassword, layoutRoles, type Role } from '../roles.ts';
 import type { Target, TargetOps } from '../target.ts';
+import type { ImageHostFor } from '../image-host.ts';
 import type { Check } from '../verify.ts';
 import { verifyHaOn } from '../verify-ha.ts';
 import { apply } from './apply.ts';
-import { buildImage } from './build-image.ts';
+import { buildImageWith } from './build-image.ts';
 import { createSecret } from './create-secret.ts';
 import { dbQuery } from './db-query.ts';
 import { kubeDown } from './down.ts';
@@ -112,8 +113,14 @@ const ops: TargetOps = {
   down: (ctx, purge) => kubeDown(ctx, purge),
 };
 
-const steps: Record<TaskName, Impl> = {
-  'build-image': buildImage,
+/** What the tasks layer hands the Kubernetes target: the own cluster's image host
+ * (lib/cluster/image-host.ts), which this target cannot import itself. */
+export interface KubeTargetOptions {
+  ownClusterImages?: ImageHostFor;
+}
+
+const stepsWith = (options: KubeTargetOptions): Record<TaskName, Impl> => ({
+  'build-image': buildImageWith(options.ownClusterImages),
   'create-secret': createSecret,
   'start-postgres': startPostgres,
   'init-db': initDb,
@@ -122,6 +129,7 @@ const steps: Record<TaskName, Impl> = {
   'port-forward': portForward,
   'push-workflow': pushWorkflowOn(ops),
   'verify-ha': verifyHaOn(ops),
-};
+});
 
-export const kubeTarget: Target = { ...ops, steps };
+/** The Kubernetes target; tasks/steps.ts makes the one the tasks use. */
+export const kubeTargetWith = (options: KubeTargetOptions): Target => ({ ...ops, steps: stepsWith(options) });

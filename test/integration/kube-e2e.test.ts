@@ -14,6 +14,7 @@ import { after, before, test, type TestContext } from 'node:test';
 import { ROOT } from '../../lib/paths.ts';
 import { clusterPaths, loadClusterConfig, type ClusterConfig } from '../../lib/cluster/config.ts';
 import { hostLeftovers } from '../../lib/cluster/host.ts';
+import { clusterImageHost } from '../../lib/cluster/image-host.ts';
 import { docker as clusterDocker, ensureBaseImage, ensureTestImage, loadImage } from '../../lib/cluster/images.ts';
 import { clusterDown, clusterUpCmd, missingPrerequisites } from '../../lib/cluster/lifecycle.ts';
 import { CLUSTER_POSTGRES_IMAGE, type Config } from '../../lib/config.ts';
@@ -35,7 +36,7 @@ import { canConnect, probePod, restrictedNamespace } from '../helpers/cluster-po
 import { proveBrowserLogin, proveCliLogin } from '../helpers/login.ts';
 import { assertNoSecret, imageSecrets, shTaskSees } from '../helpers/leaks.ts';
 import { authenticatedEndpoint } from '../../lib/auth.ts';
-import { kubeTarget } from '../../lib/kube/target.ts';
+import { kubeTarget } from '../../tasks/steps.ts';
 import { layoutRoles, taskRole } from '../../lib/roles.ts';
 import { helmBin } from '../helpers/tools.ts';
 
@@ -69,7 +70,7 @@ before(async () => {
   ctx = testCtx(config, runner);
   // The PostgreSQL stand-in, built from the debootstrapped base (apt reaches Debian's mirror).
   log(await ensureBaseImage(runner, cc));
-  await runner.run({ argv: buildArgv(config, cc, CLUSTER_POSTGRES_IMAGE, path.join(ROOT, 'docker', 'postgres', 'Dockerfile'), path.join(ROOT, 'docker', 'postgres')), env: { DOCKER_BUILDKIT: '0' }, timeoutMs: 15 * 60_000 });
+  await runner.run({ argv: buildArgv(config, clusterImageHost(config), CLUSTER_POSTGRES_IMAGE, path.join(ROOT, 'docker', 'postgres', 'Dockerfile'), path.join(ROOT, 'docker', 'postgres')), env: { DOCKER_BUILDKIT: '0' }, timeoutMs: 15 * 60_000 });
   await loadImage(runner, cc, CLUSTER_POSTGRES_IMAGE);
   // busybox probe pods for the NetworkPolicy tests.
   await ensureTestImage(runner, cc);

@@ -17,10 +17,14 @@ import { monitoringCacheDir, obtainJmxExporter } from '../../lib/metrics.ts';
 import { LAYOUT_ROLES, LAYOUTS } from '../../lib/roles.ts';
 import { JMX_EXPORTER_SHA256, JMX_EXPORTER_VERSION } from '../../lib/versions.ts';
 import { clusterPaths, loadClusterConfig } from '../../lib/cluster/config.ts';
+import { clusterImageHost } from '../../lib/cluster/image-host.ts';
 import { sha256File } from '../../lib/digdag.ts';
 import { buildArgv, imagesToBuild } from '../../lib/kube/build-image.ts';
 import { volumeFate } from '../../lib/kube/down.ts';
-import { kubeTarget } from '../../lib/kube/target.ts';
+import { kubeTargetWith } from '../../lib/kube/target.ts';
+import type { ImageHost } from '../../lib/image-host.ts';
+import { ROOT } from '../../lib/paths.ts';
+import { kubeTarget } from '../../tasks/steps.ts';
 import { recoverStuckStatefulSet, stuckPods } from '../../lib/kube/kubectl.ts';
 import { apply } from '../../tasks/apply.ts';
 import { buildImage } from '../../tasks/build-image.ts';
@@ -107,7 +111,7 @@ test('build-image with BASE_IMAGE passes it as a build arg; the cluster target b
   assert.equal(own.k8s.installGcloud, false);
   assert.equal(own.k8s.baseImage, 'digdag-ha-base:bookworm');
   const cc = loadClusterConfig(own);
-  const argv = buildArgv(own, cc, 'digdag-ha.local/postgres:15', '/x/Dockerfile', '/x');
+  const argv = buildArgv(own, clusterImageHost(own), 'digdag-ha.local/postgres:15', '/x/Dockerfile', '/x');
   assert.deepEqual(argv.slice(1), ['-H', `unix://${clusterPaths(cc).dockerSock}`, 'build', '-f', '/x/Dockerfile', '-t', 'digdag-ha.local/postgres:15', '--network', 'host', '--build-arg', 'BASE_IMAGE=digdag-ha-base:bookworm', '/x']);
   assert.deepEqual(imagesToBuild(testConfig({ DIGDAG_HA_TARGET: 'cluster', POSTGRES_IMAGE: 'mirror.example.com/postgres:15' })).map((i) => i.image), ['digdag-ha:0.10.5.1'], 'a user-given PostgreSQL image is not built');
 });
@@ -121,6 +125,29 @@ test('build-image on gke pushes to the registry; without a Docker engine it stop
   const none = new RecordingRunner((argv) => (argv[0] === 'docker' ? { code: 1, stderr: 'Cannot connect to the Docker daemon' } : undefined));
   await assert.rejects(runStep(buildImage, testCtx(config, none)), (e: unknown) => e instanceof UserError && /no Docker engine answers/.test(e.message));
   assert.deepEqual(none.commands(), ['docker info --format {{.ServerVersion}}']);
+});
+
+test('build-image on the own cluster goes through the image host the tasks layer hands the Kubernetes target; without one it refuses', async () => {
+  const config = testConfig({ DIGDAG_HA_TARGET: 'cluster', ...fakeJar() });
+  await seedJmxAgent(config);
+  const loaded: string[] = [];
+  const host: ImageHost = {
+    docker: (...args) => ['own-docker', ...args],
+    buildOnHostNetwork: true,
+    noEngineHint: 'start the own dockerd',
+    prepare: async () => 'base: present',
+    load: async (_runner, image) => void loaded.push(image),
+  };
+  const r2 = new RecordingRunner(cluster());
+  await kubeTargetWith({ ownClusterImages: () => host }).steps['build-image'].run(testCtx(config, r2));
+  const context = path.join(config.stateDir, 'image-context');
+  assert.deepEqual(r2.commands(), [
+    'own-docker info --format {{.ServerVersion}}',
+    `own-docker build -f ${context}/Dockerfile -t digdag-ha:0.10.5.1 --network host --build-arg BASE_IMAGE=digdag-ha-base:bookworm --build-arg INSTALL_GCLOUD=false --build-arg TZ=Asia/Tokyo --build-arg LANG=ja_JP.UTF-8 ${context}`,
+    `own-docker build -f ${path.join(ROOT, 'docker', 'postgres', 'Dockerfile')} -t digdag-ha.local/postgres:15 --network host --build-arg BASE_IMAGE=digdag-ha-base:bookworm ${path.join(ROOT, 'docker', 'postgres')}`,
+  ]);
+  assert.deepEqual(loaded, ['digdag-ha:0.10.5.1', 'digdag-ha.local/postgres:15']);
+  await assert.rejects(kubeTargetWith({}).steps['build-image'].run(testCtx(config, new RecordingRunner(cluster()))), /without the own cluster's image host/);
 });
 
 test('create-secret: namespace and Secret through kubectl create --dry-run | kubectl apply -f -, values never in argv', async () => {

@@ -5,7 +5,6 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { parseFlags, selectSteps } from '../../lib/cli.ts';
 import { UserError } from '../../lib/errors.ts';
-import { kubeTarget } from '../../lib/kube/target.ts';
 import { localTarget } from '../../lib/local/target.ts';
 import { runStep, runSteps, skipReason, stopStarted, TASK_ORDER, type Step } from '../../lib/pipeline.ts';
 import { freePortRange } from '../../lib/ports.ts';
@@ -13,7 +12,7 @@ import { isAlive, listProcesses, registerProcess, waitFor } from '../../lib/proc
 import { RecordingRunner, ShellRunner } from '../../lib/runner.ts';
 import { ALL_STEPS } from '../../tasks/all.ts';
 import { apply } from '../../tasks/apply.ts';
-import { targetOf } from '../../tasks/steps.ts';
+import { kubeTarget, targetOf } from '../../tasks/steps.ts';
 import { verifyHa } from '../../tasks/verify-ha.ts';
 import { tempDir, testConfig, testCtx } from '../helpers/fixtures.ts';
 
