@@ -153,17 +153,16 @@ export async function obtainQueueExporter(runner: Runner, dir = monitoringCacheD
   const bin = queueExporterBin(dir);
   if (fs.existsSync(bin)) return bin;
   const root = path.dirname(path.dirname(path.dirname(bin)));
-  const work = root;
   await runner.change(undefined, () => ensureDir(root, 0o755));
-  const res = await runner.run({ argv: ['apt-get', 'download', `prometheus-postgres-exporter=${POSTGRES_EXPORTER_DEBIAN_VERSION}`], cwd: work, mutates: true, nothrow: true });
+  const res = await runner.run({ argv: ['apt-get', 'download', `prometheus-postgres-exporter=${POSTGRES_EXPORTER_DEBIAN_VERSION}`], cwd: root, mutates: true, nothrow: true });
   if (res.code !== 0) {
     throw new UserError(`apt-get could not download prometheus-postgres-exporter ${POSTGRES_EXPORTER_DEBIAN_VERSION}`, 'run apt-get update first (Debian 12 has this version)', res.stderr);
   }
   if (!changesApplied(runner)) return bin;
-  const deb = fs.readdirSync(work).find((f) => f.startsWith('prometheus-postgres-exporter_') && f.endsWith('.deb'));
+  const deb = fs.readdirSync(root).find((f) => f.startsWith('prometheus-postgres-exporter_') && f.endsWith('.deb'));
   if (!deb) throw new UserError('apt-get download left no prometheus-postgres-exporter .deb', 'run apt-get update and retry');
-  await runner.run({ argv: ['dpkg-deb', '-x', path.join(work, deb), path.dirname(path.dirname(path.dirname(bin)))], mutates: true });
-  fs.rmSync(path.join(work, deb), { force: true });
+  await runner.run({ argv: ['dpkg-deb', '-x', path.join(root, deb), path.dirname(path.dirname(path.dirname(bin)))], mutates: true });
+  fs.rmSync(path.join(root, deb), { force: true });
   return bin;
 }
 
