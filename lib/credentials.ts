@@ -24,14 +24,14 @@ export function isValidEncryptionKey(key: string): boolean {
 }
 
 /** Placeholders a dry run of create-secret stands in with, so later tasks can show their commands. */
-const dryRun = new Map<string, Secrets>();
+const dryRunSecrets = new Map<string, Secrets>();
 
 export function useDryRunSecrets(config: Config): void {
-  if (!readJson(secretsFile(config))) dryRun.set(config.stateDir, { dbPassword: 'dry-run-db-password', encryptionKey: 'ZHJ5LXJ1bi1rZXktMTIzNA==', postgresPassword: 'dry-run-pg-password', apiPassword: 'dry-run-api-password' });
+  if (!readJson(secretsFile(config))) dryRunSecrets.set(config.stateDir, { dbPassword: 'dry-run-db-password', encryptionKey: 'ZHJ5LXJ1bi1rZXktMTIzNA==', postgresPassword: 'dry-run-pg-password', apiPassword: 'dry-run-api-password' });
 }
 
 export function readSecrets(config: Config): Secrets | undefined {
-  const s = readJson<Partial<Secrets>>(secretsFile(config)) ?? dryRun.get(config.stateDir);
+  const s = readJson<Partial<Secrets>>(secretsFile(config)) ?? dryRunSecrets.get(config.stateDir);
   if (!s?.dbPassword || !s.encryptionKey || !s.postgresPassword || !s.apiPassword) return undefined;
   registerAll(s as Secrets);
   return s as Secrets;

@@ -96,7 +96,8 @@ export function mavenPom(repoUrl: string): string {
 
 /** Fetches the runtime into the cache (or reuses it) from the configured source. */
 export async function obtainRuntime(config: Config, runner: Runner): Promise<Runtime> {
-  const dir = runner.dryRun ? cacheDir(config) : ensureDir(cacheDir(config));
+  const dir = cacheDir(config);
+  await runner.change(undefined, () => ensureDir(dir));
   switch (config.digdag.source) {
     case 'jar': {
       const want = config.digdag.jarSha256 || DIGDAG_RELEASE_JAR_SHA256;
@@ -113,18 +114,21 @@ export async function obtainRuntime(config: Config, runner: Runner): Promise<Run
       const jar = path.join(dir, `digdag-${DIGDAG_VERSION}.jar`);
       const part = `${jar}.part`;
       await runner.run({ argv: ['curl', '-fsSL', '--retry', '3', '-o', part, DIGDAG_RELEASE_JAR_URL], mutates: true });
-      if (runner.dryRun) return { kind: 'jar', path: jar, version: DIGDAG_VERSION, source: 'release' };
-      const got = sha256File(part);
-      if (got !== DIGDAG_RELEASE_JAR_SHA256) {
-        fs.rmSync(part, { force: true });
-        throw new UserError(`downloaded ${DIGDAG_RELEASE_JAR_URL} has sha256 ${got}, expected ${DIGDAG_RELEASE_JAR_SHA256}`, 'retry; if it persists the download is being tampered with');
-      }
-      fs.renameSync(part, jar);
-      return { kind: 'jar', path: jar, version: DIGDAG_VERSION, source: 'release', sha256: got };
+      // Under --dry-run nothing was downloaded: the runtime is where it would have been.
+      const fetched = await runner.change(undefined, (): Runtime => {
+        const got = sha256File(part);
+        if (got !== DIGDAG_RELEASE_JAR_SHA256) {
+          fs.rmSync(part, { force: true });
+          throw new UserError(`downloaded ${DIGDAG_RELEASE_JAR_URL} has sha256 ${got}, expected ${DIGDAG_RELEASE_JAR_SHA256}`, 'retry; if it persists the download is being tampered with');
+        }
+        fs.renameSync(part, jar);
+        return { kind: 'jar', path: jar, version: DIGDAG_VERSION, source: 'release', sha256: got };
+      });
+      return fetched ?? { kind: 'jar', path: jar, version: DIGDAG_VERSION, source: 'release' };
     }
     case 'maven': {
       const mvnDir = path.join(dir, 'maven');
-      if (!runner.dryRun) fs.writeFileSync(path.join(ensureDir(mvnDir), 'pom.xml'), mavenPom(config.digdag.mavenRepoUrl));
+      await runner.change(undefined, () => fs.writeFileSync(path.join(ensureDir(mvnDir), 'pom.xml'), mavenPom(config.digdag.mavenRepoUrl)));
       const lib = path.join(dir, 'lib');
       const res = await runner.run({
         argv: ['mvn', '-B', '-q', '--strict-checksums', '-f', path.join(mvnDir, 'pom.xml'),

@@ -10,7 +10,7 @@ import { sha256File } from './digdag.ts';
 import { UserError } from './errors.ts';
 import type { Config } from './config.ts';
 import { MONITORING_DIR } from './paths.ts';
-import type { Runner } from './runner.ts';
+import { changesApplied, type Runner } from './runner.ts';
 import { ensureDir } from './state.ts';
 import { JMX_EXPORTER_SHA256, JMX_EXPORTER_VERSION, POSTGRES_EXPORTER_DEBIAN_VERSION, PROMTOOL_MODULE_VERSION } from './versions.ts';
 
@@ -116,13 +116,13 @@ export async function obtainJmxExporter(dir: string, repoUrl: string, runner: Ru
   const outDir = path.join(dir, 'jmx-exporter');
   const jar = path.join(outDir, jmxExporterJarName);
   if (fs.existsSync(jar) && sha256File(jar) === JMX_EXPORTER_SHA256) return jar;
-  if (!runner.dryRun) fs.writeFileSync(path.join(ensureDir(outDir), 'pom.xml'), jmxExporterPom(repoUrl));
+  await runner.change(undefined, () => fs.writeFileSync(path.join(ensureDir(outDir), 'pom.xml'), jmxExporterPom(repoUrl)));
   await runner.run({
     argv: ['mvn', '-B', '-q', '--strict-checksums', '-f', path.join(outDir, 'pom.xml'),
       'org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy', `-Dartifact=io.prometheus.jmx:jmx_prometheus_javaagent:${JMX_EXPORTER_VERSION}`, `-DoutputDirectory=${outDir}`],
     mutates: true,
   });
-  if (runner.dryRun) return jar;
+  if (!changesApplied(runner)) return jar;
   const got = fs.existsSync(jar) ? sha256File(jar) : 'nothing';
   if (got !== JMX_EXPORTER_SHA256) {
     fs.rmSync(jar, { force: true });
@@ -153,16 +153,16 @@ export async function obtainQueueExporter(runner: Runner, dir = monitoringCacheD
   const bin = queueExporterBin(dir);
   if (fs.existsSync(bin)) return bin;
   const root = path.dirname(path.dirname(path.dirname(bin)));
-  const work = runner.dryRun ? root : ensureDir(root, 0o755);
-  const res = await runner.run({ argv: ['apt-get', 'download', `prometheus-postgres-exporter=${POSTGRES_EXPORTER_DEBIAN_VERSION}`], cwd: work, mutates: true, nothrow: true });
+  await runner.change(undefined, () => ensureDir(root, 0o755));
+  const res = await runner.run({ argv: ['apt-get', 'download', `prometheus-postgres-exporter=${POSTGRES_EXPORTER_DEBIAN_VERSION}`], cwd: root, mutates: true, nothrow: true });
   if (res.code !== 0) {
     throw new UserError(`apt-get could not download prometheus-postgres-exporter ${POSTGRES_EXPORTER_DEBIAN_VERSION}`, 'run apt-get update first (Debian 12 has this version)', res.stderr);
   }
-  if (runner.dryRun) return bin;
-  const deb = fs.readdirSync(work).find((f) => f.startsWith('prometheus-postgres-exporter_') && f.endsWith('.deb'));
+  if (!changesApplied(runner)) return bin;
+  const deb = fs.readdirSync(root).find((f) => f.startsWith('prometheus-postgres-exporter_') && f.endsWith('.deb'));
   if (!deb) throw new UserError('apt-get download left no prometheus-postgres-exporter .deb', 'run apt-get update and retry');
-  await runner.run({ argv: ['dpkg-deb', '-x', path.join(work, deb), path.dirname(path.dirname(path.dirname(bin)))], mutates: true });
-  fs.rmSync(path.join(work, deb), { force: true });
+  await runner.run({ argv: ['dpkg-deb', '-x', path.join(root, deb), path.dirname(path.dirname(path.dirname(bin)))], mutates: true });
+  fs.rmSync(path.join(root, deb), { force: true });
   return bin;
 }
 

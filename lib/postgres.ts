@@ -147,27 +147,29 @@ export async function ownedPort(config: Config, pg: LocalPostgres, persist = fal
 
 /** Data dir and socket dir exist and belong to the server's OS user. */
 export async function prepareDirs(runner: Runner, pg: LocalPostgres): Promise<void> {
-  if (runner.dryRun) return;
-  if (pg.external) {
-    prepareExternalBase(path.dirname(pg.dir));
-    fs.mkdirSync(pg.dir, { mode: 0o700, recursive: true });
-    fs.chmodSync(pg.dir, 0o700);
-    // For whoever finds this directory: which state dir it belongs to (down --purge there deletes it).
-    fs.writeFileSync(path.join(pg.dir, 'STATE_DIR'), `${path.dirname(path.dirname(pg.portFile))}\n`);
-  } else {
-    ensureDir(pg.dir, 0o755);
-  }
-  for (const d of [pg.socketDir]) fs.mkdirSync(d, { recursive: true, mode: 0o700 });
-  if (pg.osUser) {
-    if (!pg.external) {
-      // Our own state dirs (0700 by default) become traversable, not readable, for the server's
-      // user; secrets/ and logs/ stay 0700.
-      const stateRoot = path.dirname(path.dirname(pg.dir));
-      for (let d = path.dirname(pg.dir); d.startsWith(stateRoot); d = path.dirname(d)) fs.chmodSync(d, fs.statSync(d).mode | 0o011);
-      assertTraversable(pg.dir, pg.osUser);
+  // Under --dry-run none of these directories is made (nor are the commands printed).
+  await runner.change(undefined, async () => {
+    if (pg.external) {
+      prepareExternalBase(path.dirname(pg.dir));
+      fs.mkdirSync(pg.dir, { mode: 0o700, recursive: true });
+      fs.chmodSync(pg.dir, 0o700);
+      // For whoever finds this directory: which state dir it belongs to (down --purge there deletes it).
+      fs.writeFileSync(path.join(pg.dir, 'STATE_DIR'), `${path.dirname(path.dirname(pg.portFile))}\n`);
+    } else {
+      ensureDir(pg.dir, 0o755);
     }
-    await runner.run({ argv: ['chown', '-R', `${pg.osUser}:`, pg.dir], mutates: true });
-  }
+    for (const d of [pg.socketDir]) fs.mkdirSync(d, { recursive: true, mode: 0o700 });
+    if (pg.osUser) {
+      if (!pg.external) {
+        // Our own state dirs (0700 by default) become traversable, not readable, for the server's
+        // user; secrets/ and logs/ stay 0700.
+        const stateRoot = path.dirname(path.dirname(pg.dir));
+        for (let d = path.dirname(pg.dir); d.startsWith(stateRoot); d = path.dirname(d)) fs.chmodSync(d, fs.statSync(d).mode | 0o011);
+        assertTraversable(pg.dir, pg.osUser);
+      }
+      await runner.run({ argv: ['chown', '-R', `${pg.osUser}:`, pg.dir], mutates: true });
+    }
+  });
 }
 
 /** /var/lib/digdag-ha: root's, traversable, writable by nobody else (no one may plant a link in it). */
@@ -298,6 +300,6 @@ export async function stopOwnedPostgres(config: Config, runner: Runner): Promise
     return 'not running';
   }
   await runner.run({ argv: asPgUser(pg, [path.join(pg.binDir, 'pg_ctl'), '-D', pg.dataDir, '-m', 'fast', '-w', '-t', '60', 'stop']), mutates: true });
-  if (!runner.dryRun) unregisterProcess(config, POSTGRES_ENTRY);
+  await runner.change(undefined, () => unregisterProcess(config, POSTGRES_ENTRY));
   return 'stopped';
 }

@@ -10,6 +10,7 @@ import { UserError } from './errors.ts';
 import type { Ctx, Impl } from './pipeline.ts';
 import { hashInputs, listFiles } from './state.ts';
 import type { Target } from './target.ts';
+import { outcome } from './runner.ts';
 
 export const SAMPLE_PROJECT = 'ha-sample';
 export const sampleDir = () => path.join(WORKFLOWS_DIR, SAMPLE_PROJECT);
@@ -72,7 +73,7 @@ export async function pushProject(ctx: Ctx, endpoint: AuthEndpoint, p: { name: s
       out.split('\n').slice(-12).join('\n'),
     );
   }
-  return `${ctx.runner.dryRun ? 'would push' : 'pushed'} ${p.name} revision ${rev} to ${url}`;
+  return `${outcome(ctx.runner, 'pushed', 'would push')} ${p.name} revision ${rev} to ${url}`;
 }
 
 /** push-workflow on a target: the same everywhere, to the UI/API URL the target reaches. */

@@ -51,6 +51,35 @@ export interface Runner {
 
 export type LogSink = (line: string) => void;
 
+/*
+ * Outside this file nothing reads `runner.dryRun` (test/unit/dry-run-in-one-place.test.ts): a
+ * change goes through `run({ mutates })`, `spawnBackground` or `change`, and what only makes
+ * sense after a change really happened asks one of the helpers below.
+ */
+
+/**
+ * False under --dry-run: what follows a change (waiting for it, checking it, registering the
+ * process it started) has nothing to act on, so the caller stops there.
+ */
+export function changesApplied(runner: Runner): boolean {
+  return !runner.dryRun;
+}
+
+/**
+ * A wait on a change that under --dry-run was not made: true (printed as `[dry-run] <what>`)
+ * when it is to be skipped, false when the caller goes on and waits.
+ */
+export function skippedInDryRun(runner: Runner, what: string): boolean {
+  if (!runner.dryRun) return false;
+  runner.log(`[dry-run] ${what}`);
+  return true;
+}
+
+/** The wording of a result line: what was done, or under --dry-run what would have been. */
+export function outcome(runner: Runner, done: string, wouldBe: string): string {
+  return runner.dryRun ? wouldBe : done;
+}
+
 export function formatArgv(argv: readonly string[]): string {
   return mask(argv.map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`)).join(' '));
 }

@@ -26,7 +26,7 @@ export async function cachedRuntime(config: Config, runner: Runner): Promise<Run
   const cached = readRuntime(config);
   if (cached && cached.source.startsWith(config.digdag.source === 'maven' ? 'maven' : config.digdag.source)) return cached;
   const rt = await obtainRuntime(config, runner);
-  if (!runner.dryRun) writeRuntime(config, rt);
+  await runner.change(undefined, () => writeRuntime(config, rt));
   return rt;
 }
 

@@ -11,6 +11,7 @@ import { waitFor } from './processes.ts';
 import type { Ctx } from './pipeline.ts';
 import { pushProject, SAMPLE_PROJECT } from './push-workflow.ts';
 import { registerSecret } from './secrets.ts';
+import { changesApplied } from './runner.ts';
 
 export interface Check {
   /** The role (or roles) the check proves. */
@@ -128,7 +129,7 @@ export function report(ctx: Ctx, checks: Check[], where: string): void {
 }
 
 
-export const notInDryRun = (ctx: Ctx) => (ctx.runner.dryRun ? 'dry run: verify-ha starts workflows and kills processes, so it does not run' : undefined);
+export const notInDryRun = (ctx: Ctx) => (changesApplied(ctx.runner) ? undefined : 'dry run: verify-ha starts workflows and kills processes, so it does not run');
 
 /** One role's API port as this machine reaches it, and whether the UI/API password opens it. */
 export interface AuthTarget {

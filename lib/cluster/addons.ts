@@ -4,7 +4,7 @@
 // `up` returns to Available once their claim is gone.
 import fs from 'node:fs';
 import path from 'node:path';
-import type { Runner } from '../runner.ts';
+import { changesApplied, type Runner } from '../runner.ts';
 import { clusterPaths, type ClusterConfig } from './config.ts';
 
 export const STORAGE_CLASS = 'digdag-ha-local';
@@ -101,7 +101,7 @@ export async function applyAddons(runner: Runner, cc: ClusterConfig): Promise<vo
 /** Volumes whose claim was deleted: emptied and made Available again. */
 export async function recycleReleasedVolumes(runner: Runner, cc: ClusterConfig): Promise<string[]> {
   const r = await runner.run({ argv: kubectl(cc, 'get', 'pv', '-l', 'app.kubernetes.io/managed-by=digdag-ha-test-cluster', '-o', 'json'), quiet: true });
-  if (runner.dryRun || !r.stdout) return [];
+  if (!changesApplied(runner) || !r.stdout) return [];
   const pvs = (JSON.parse(r.stdout) as { items: { metadata: { name: string }; spec: { hostPath?: { path: string } }; status?: { phase?: string } }[] }).items;
   const done: string[] = [];
   for (const pv of pvs.filter((v) => v.status?.phase === 'Released')) {

@@ -60,7 +60,7 @@ export async function buildBinaries(runner: Runner, cc: ClusterConfig, moduleDir
   if (major < 1 || (major === 1 && minor < 22)) {
     throw new UserError(`go ${major}.${minor} is too old to build Kubernetes ${K8S_SCHEMA_VERSION}`, 'install Go 1.22 or newer');
   }
-  if (!runner.dryRun) fs.mkdirSync(cc.binDir, { recursive: true });
+  await runner.change(undefined, () => fs.mkdirSync(cc.binDir, { recursive: true }));
   const out: string[] = [];
   for (const b of BINARIES) {
     if (!missing.has(b.name)) {
@@ -78,10 +78,11 @@ export async function buildBinaries(runner: Runner, cc: ClusterConfig, moduleDir
         // `go install` writes <GOBIN>/<last path element>; build into a private GOBIN, then move.
         const gobin = `${tmp}.d`;
         await runner.run({ argv: ['go', 'install', '-trimpath', '-ldflags', '-s -w', b.source.install], env: { ...env, GOBIN: gobin }, mutates: true });
-        if (!runner.dryRun) fs.renameSync(path.join(gobin, b.source.install.replace(/@.*$/, '').split('/').pop()!), tmp);
+        const installed = path.join(gobin, b.source.install.replace(/@.*$/, '').split('/').pop()!);
+        await runner.change(undefined, () => fs.renameSync(installed, tmp));
         fs.rmSync(gobin, { recursive: true, force: true });
       }
-      if (!runner.dryRun) fs.renameSync(tmp, binPath(cc, b.name));
+      await runner.change(undefined, () => fs.renameSync(tmp, binPath(cc, b.name)));
     } finally {
       fs.rmSync(tmp, { force: true });
     }

@@ -16,8 +16,7 @@ export function clusterImageHost(config: Config): ImageHost {
     loadedNote: ' and in the cluster\'s containerd',
     prepare: async (runner, c) => (c.k8s.baseImage === cc.baseImage ? await ensureBaseImage(runner, cc) : undefined),
     load: async (runner, image) => {
-      if (runner.dryRun) runner.log(`[dry-run] import ${image} into the cluster's containerd`);
-      else await loadImage(runner, cc, image);
+      await runner.change(`import ${image} into the cluster's containerd`, () => loadImage(runner, cc, image));
     },
   };
 }

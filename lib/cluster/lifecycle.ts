@@ -7,7 +7,7 @@ import type { Config } from '../config.ts';
 import { tail, UserError } from '../errors.ts';
 import { isPortFree } from '../ports.ts';
 import { isAlive, listProcesses, registerProcess, stopProcess, unregisterProcess, waitFor, type ProcessEntry } from '../processes.ts';
-import type { Runner } from '../runner.ts';
+import { changesApplied, type Runner } from '../runner.ts';
 import { ensureDir } from '../state.ts';
 import { applyAddons, kubectl } from './addons.ts';
 import { missingBinaries } from './build.ts';
@@ -99,7 +99,7 @@ export async function startComponent(runner: Runner, cc: ClusterConfig, c: Compo
   const pid = await runner.spawnBackground({ argv: c.argv, logFile });
   const entry: ProcessEntry = { name: c.name, pid, marker: marker(cc), logFile, startedAt: new Date().toISOString(), stopWith: 'signal' };
   registerProcess(registry(cc), entry);
-  if (runner.dryRun) return;
+  if (!changesApplied(runner)) return;
   const started = Date.now();
   let died = false;
   const ready = await waitFor(async () => {

@@ -2,7 +2,7 @@
 // plus the kubeconfig files that present them. Made once per state dir; keys are 0600.
 import fs from 'node:fs';
 import path from 'node:path';
-import type { Runner } from '../runner.ts';
+import { changesApplied, type Runner } from '../runner.ts';
 import { ensureDir } from '../state.ts';
 import { clusterPaths, type ClusterConfig } from './config.ts';
 
@@ -41,7 +41,7 @@ const EC = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes
 export async function ensurePki(runner: Runner, cc: ClusterConfig): Promise<void> {
   const p = clusterPaths(cc);
   const f = (n: string) => path.join(p.pki, n);
-  if (runner.dryRun) return;
+  if (!changesApplied(runner)) return;
   ensureDir(p.pki);
   if (!fs.existsSync(f('ca.crt'))) {
     await runner.run({ argv: ['openssl', 'req', '-x509', '-new', ...EC, '-keyout', f('ca.key'), '-out', f('ca.crt'), '-days', '3650', '-subj', '/CN=digdag-ha-test-cluster-ca'], mutates: true, quiet: true });

@@ -125,7 +125,7 @@ export const buildImageWith = (ownCluster?: ImageHostFor): Impl => ({
     if (prepared) ctx.runner.log(prepared);
     const rt = await cachedRuntime(ctx.config, ctx.runner);
     const agent = await obtainJmxAgent(ctx.config, ctx.runner);
-    const context = ctx.runner.dryRun ? path.join(ctx.config.stateDir, 'image-context') : assembleContext(ctx.config, rt, agent);
+    const context = (await ctx.runner.change(undefined, () => assembleContext(ctx.config, rt, agent))) ?? path.join(ctx.config.stateDir, 'image-context');
     const env = { DOCKER_BUILDKIT: '0' };
     const timeoutMs = 20 * 60_000;
     for (const { image, dockerDir } of imagesToBuild(ctx.config)) {
@@ -133,6 +133,6 @@ export const buildImageWith = (ownCluster?: ImageHostFor): Impl => ({
       await ctx.runner.run({ argv: buildArgv(ctx.config, host, image, dockerfile, dir), env, mutates: true, timeoutMs });
       await host.load(ctx.runner, image);
     }
-    if (!ctx.runner.dryRun) fs.rmSync(context, { recursive: true, force: true });
+    await ctx.runner.change(undefined, () => fs.rmSync(context, { recursive: true, force: true }));
   },
 });

@@ -4,15 +4,17 @@ import type { Ctx, Impl } from '../pipeline.ts';
 import { waitFor } from '../processes.ts';
 import { probeIngress } from './ingress-probe.ts';
 import { diagnostics, kubectl, requireCluster } from './kubectl.ts';
+import { changesApplied } from '../runner.ts';
 
 async function waitIngressAddress(ctx: Ctx): Promise<string> {
   let address = '';
   await waitFor(async () => {
     const res = await ctx.runner.run({ argv: kubectl(ctx.config, 'get', 'ingress', 'digdag', '-o', 'jsonpath={.status.loadBalancer.ingress[0].ip}{.status.loadBalancer.ingress[0].hostname}'), nothrow: true, quiet: true });
     address = res.stdout.trim();
-    return !!address || ctx.runner.dryRun;
+    // Under --dry-run nothing was applied: one look, then no wait.
+    return !!address || !changesApplied(ctx.runner);
   }, 300_000, 3000);
-  if (!address && !ctx.runner.dryRun) throw new UserError('the Ingress got no address within 300s', 'check the ingress controller (minikube: minikube addons enable ingress; GKE: install ingress-nginx)', await diagnostics(ctx, 'app.kubernetes.io/component=ui'));
+  if (!address && changesApplied(ctx.runner)) throw new UserError('the Ingress got no address within 300s', 'check the ingress controller (minikube: minikube addons enable ingress; GKE: install ingress-nginx)', await diagnostics(ctx, 'app.kubernetes.io/component=ui'));
   return address;
 }
 
@@ -25,7 +27,7 @@ export const ingress: Impl = {
     if (ctx.config.target === 'minikube') await ctx.runner.run({ argv: ['minikube', '-p', ctx.config.k8s.minikubeProfile, 'addons', 'enable', 'ingress'], mutates: true });
     const address = await waitIngressAddress(ctx);
     ctx.facts.ingressAddress = address;
-    if (ctx.runner.dryRun) return;
+    if (!changesApplied(ctx.runner)) return;
     const report = await probeIngress(ctx.config, { address });
     ctx.facts.ingressEndpoint = report.url;
     ctx.runner.log(`UI through the Ingress: ${report.url} (${report.detail})`);

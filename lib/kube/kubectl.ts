@@ -6,6 +6,7 @@ import { CommandError, tail, UserError } from '../errors.ts';
 import type { Ctx } from '../pipeline.ts';
 import { mask } from '../secrets.ts';
 import type { KubeObject } from '../kube-object.ts';
+import { skippedInDryRun } from '../runner.ts';
 
 /** kubectl with the configured context (cluster-scoped calls: the namespace itself). */
 export function clusterKubectl(config: Config, ...args: string[]): string[] {
@@ -103,10 +104,7 @@ export function rolloutFailure(stderr: string): 'not-found' | 'forbidden' | 'tim
 
 export async function rollout(ctx: Ctx, kind: 'deployment' | 'statefulset', name: string, selector: string): Promise<void> {
   // A dry run applied nothing: there is no rollout to wait for.
-  if (ctx.runner.dryRun) {
-    ctx.runner.log(`[dry-run] kubectl rollout status ${kind}/${name}`);
-    return;
-  }
+  if (skippedInDryRun(ctx.runner, `kubectl rollout status ${kind}/${name}`)) return;
   const secs = ctx.config.k8s.rolloutTimeoutSeconds;
   if (kind === 'statefulset') await recoverStuckStatefulSet(ctx, name, selector);
   const res = await ctx.runner.run({ argv: kubectl(ctx.config, 'rollout', 'status', `${kind}/${name}`, `--timeout=${secs}s`), nothrow: true });

@@ -7,6 +7,7 @@ import type { Ctx, Impl } from '../pipeline.ts';
 import { isPortFree, portFreeSoon } from '../ports.ts';
 import { isAlive, listProcesses, registerProcess, stopProcess, unregisterProcess, waitFor, type ProcessEntry } from '../processes.ts';
 import { kubectl, requireCluster } from './kubectl.ts';
+import { changesApplied } from '../runner.ts';
 
 export const PORT_FORWARD = 'port-forward';
 /** What the forward points at when it serves the UI/API (verify-ha moves it to single pods). */
@@ -31,7 +32,7 @@ export async function startPortForward(ctx: Ctx, to = UI_SERVICE): Promise<strin
   const pid = await ctx.runner.spawnBackground({ argv, logFile });
   const entry: ProcessEntry = { name: PORT_FORWARD, pid, marker: to, logFile, startedAt: new Date().toISOString(), port };
   const endpoint = `http://127.0.0.1:${port}`;
-  if (ctx.runner.dryRun) return endpoint;
+  if (!changesApplied(ctx.runner)) return endpoint;
   registerProcess(ctx.config, entry);
   ctx.started.push(entry);
   const ok = await waitFor(async () => !isAlive(entry) || !!(await answersVersion(endpoint)), 30_000, 500);

@@ -20,6 +20,7 @@ import { instances, localApiRole, roleFlags, runsTasks, holdsApiPassword, type I
 import { writePrivateFile } from '../state.ts';
 import { uiOverlayDir, writeUiOverlay } from '../ui-login.ts';
 import { QUEUE_EXPORTER, queueExporterUp, queueExporterUrl, reconcileQueueExporter } from './queue-exporter.ts';
+import { changesApplied, outcome } from '../runner.ts';
 
 export interface Planned {
   instance: Instance;
@@ -193,9 +194,9 @@ export async function reconcileLocal(ctx: Ctx): Promise<string[]> {
     const e = await startOne(ctx, p, secretsText);
     starting.push(e);
     const did = cur ? (wasAlive.get(p.instance.name) ? 'restarted (config changed)' : 'restarted (was not running)') : 'started';
-    actions.push(`${p.instance.name}: ${ctx.runner.dryRun ? `would be ${did}` : did} on :${p.port}`);
+    actions.push(`${p.instance.name}: ${outcome(ctx.runner, did, `would be ${did}`)} on :${p.port}`);
   }
-  if (!ctx.runner.dryRun) await Promise.all(starting.map((e) => waitHealthy(e)));
+  if (changesApplied(ctx.runner)) await Promise.all(starting.map((e) => waitHealthy(e)));
   // Queue depth, attempts and schedules: once per deployment, from the database.
   actions.push(await reconcileQueueExporter(ctx));
   return actions;

@@ -8,6 +8,7 @@ import { obtainQueueExporter, queueExporterBin } from '../metrics.ts';
 import type { Impl } from '../pipeline.ts';
 import { obtainJmxAgent, runtimeInputs } from '../runtime.ts';
 import { DIGDAG_VERSION } from '../versions.ts';
+import { changesApplied } from '../runner.ts';
 
 export const buildImage: Impl = {
   inputs: (ctx) => ({ values: runtimeInputs(ctx.config) }),
@@ -20,7 +21,8 @@ export const buildImage: Impl = {
     const java = await detectJava(ctx.config, ctx.runner);
     const rt = { ...(await obtainRuntime(ctx.config, ctx.runner)), jmxAgent: await obtainJmxAgent(ctx.config, ctx.runner) };
     await obtainQueueExporter(ctx.runner);
-    if (ctx.runner.dryRun) {
+    if (!changesApplied(ctx.runner)) {
+      // Nothing was fetched: later tasks of this dry run show their commands with where it would be.
       if (!readRuntime(ctx.config)) useDryRunRuntime(ctx.config, rt);
       return;
     }

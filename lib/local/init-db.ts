@@ -11,6 +11,7 @@ import { dbEndpoint, localPostgres, ownedPort, psqlVariables, queryAsApp, superu
 import { migrateProperties, secretProperties } from '../properties.ts';
 import { writePrivateFile } from '../state.ts';
 import { createHash } from 'node:crypto';
+import { changesApplied } from '../runner.ts';
 
 export const sqlFiles = (): string[] =>
   fs
@@ -77,6 +78,6 @@ export const initDb: Impl = {
     if (res.code !== 0) {
       throw new UserError('digdag migrate run failed', 'read the output above; check that PostgreSQL is up (start-postgres) and the role can log in', `${res.stdout}\n${res.stderr}`.trim().split('\n').slice(-15).join('\n'));
     }
-    if (!ctx.runner.dryRun) ctx.runner.log(`migrations: ${res.stdout.trim().split('\n').pop()} (${await migrationsApplied(ctx, db)} applied)`);
+    if (changesApplied(ctx.runner)) ctx.runner.log(`migrations: ${res.stdout.trim().split('\n').pop()} (${await migrationsApplied(ctx, db)} applied)`);
   },
 };

@@ -13,6 +13,7 @@ import { portFreeSoon } from '../ports.ts';
 import { dbEndpoint } from '../postgres.ts';
 import { isAlive, listProcesses, registerProcess, stopProcess, unregisterProcess, waitFor, type ProcessEntry } from '../processes.ts';
 import { writePrivateFile } from '../state.ts';
+import { changesApplied } from '../runner.ts';
 
 export const QUEUE_EXPORTER = 'queue-exporter';
 
@@ -65,7 +66,7 @@ export async function reconcileQueueExporter(ctx: Ctx): Promise<string> {
     name: QUEUE_EXPORTER, pid, marker: plan.queries, logFile: plan.logFile, startedAt: new Date().toISOString(), port: plan.port, metricsPort: plan.port, stopWith: 'signal', hash: plan.hash,
   };
   const did = cur ? 'restarted' : 'started';
-  if (ctx.runner.dryRun) return `${QUEUE_EXPORTER}: would be ${did} on :${plan.port}`;
+  if (!changesApplied(ctx.runner)) return `${QUEUE_EXPORTER}: would be ${did} on :${plan.port}`;
   registerProcess(ctx.config, entry);
   ctx.started.push(entry);
   const url = queueExporterUrl(ctx);

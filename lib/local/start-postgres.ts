@@ -7,6 +7,7 @@ import type { Ctx, Impl } from '../pipeline.ts';
 import { isPortFree } from '../ports.ts';
 import { asPgUser, localPostgres, ownedPort, ownedPostgresEntry, pgHba, postmasterPid, prepareDirs, POSTGRES_ENTRY, serverOptions, stopOwnedPostgres } from '../postgres.ts';
 import { isAlive, registerProcess, type ProcessEntry } from '../processes.ts';
+import { changesApplied } from '../runner.ts';
 
 /** Running and accepting connections on its port? */
 async function ready(ctx: Ctx, port: number): Promise<boolean> {
@@ -29,7 +30,8 @@ export const startPostgres: Impl = {
   },
   run: async (ctx) => {
     const pg = localPostgres(ctx.config);
-    const port = await ownedPort(ctx.config, pg, !ctx.runner.dryRun);
+    // The port file is written only when changes are made.
+    const port = await ownedPort(ctx.config, pg, changesApplied(ctx.runner));
     const running = ownedPostgresEntry(ctx.config);
     if (running && isAlive(running)) {
       // Inputs changed (port, max_connections): restart with the new settings; data stays.
@@ -54,7 +56,7 @@ export const startPostgres: Impl = {
       mutates: true,
       nothrow: true,
     });
-    if (ctx.runner.dryRun) return;
+    if (!changesApplied(ctx.runner)) return;
     if (res.code !== 0) {
       const log = fs.existsSync(pg.logFile) ? tail(fs.readFileSync(pg.logFile, 'utf8'), 15) : res.stderr;
       throw new UserError(`PostgreSQL did not start on port ${port}`, `read ${pg.logFile}; if the port is taken set POSTGRES_PORT`, log);

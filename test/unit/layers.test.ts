@@ -9,10 +9,6 @@ import { ROOT } from '../../lib/paths.ts';
 
 const TARGETS = ['local', 'kube', 'cluster'] as const;
 
-/** Known violations, `from -> to` (repository paths) with why: none left; keep it empty, so any
- * import against the layering fails the test below. */
-const KNOWN: Record<string, string> = {};
-
 function sources(dir: string): string[] {
   return fs.readdirSync(path.join(ROOT, dir), { withFileTypes: true }).flatMap((e) => {
     const rel = path.posix.join(dir, e.name);
@@ -64,14 +60,8 @@ test('layers point down: core under targets under tasks; no target imports anoth
   for (const file of sources('lib')) {
     for (const to of importsOf(file)) {
       const why = violation(file, to);
-      if (why && !(`${file} -> ${to}` in KNOWN)) found.push(`${file} -> ${to}: ${why}`);
+      if (why) found.push(`${file} -> ${to}: ${why}`);
     }
   }
   assert.deepEqual(found, [], `new imports against the layering:\n${found.join('\n')}`);
-});
-
-test('known exceptions that are gone are reported (delete them from KNOWN)', (t) => {
-  // Reported, not failed: the branches fixing them merge in any order.
-  const all = new Set(sources('lib').flatMap((f) => importsOf(f).map((to) => `${f} -> ${to}`)));
-  for (const k of Object.keys(KNOWN).filter((k) => !all.has(k))) t.diagnostic(`fixed, delete from KNOWN: ${k}`);
 });
