@@ -32,7 +32,8 @@ K8S_NAMESPACE, DB_NAME, DB_USER — see .env.example.
 
 /** The configuration as --target gke will see it, with IMAGE in the home's registry when it names none. */
 export function gcpConfig(flags: CliFlags, env: NodeJS.ProcessEnv = process.env): Config {
-  const first = configFromFlags({ ...flags, target: 'local' }, env);
+  // First as a Kubernetes target without gke's "IMAGE names a registry" rule, to learn the image name.
+  const first = configFromFlags({ ...flags, target: 'minikube' }, env);
   return configFromFlags({ ...flags, target: 'gke', set: { ...flags.set, IMAGE: gcpHome(first).image } }, env);
 }
 
@@ -48,7 +49,7 @@ export function printReport(sub: Subcommand, r: GcpReport, out: (l: string) => v
     out(`.env values for --target gke (${sub === 'plan' ? 'would be written to' : 'written to'} ${r.envFile}):`);
     for (const [k, v] of Object.entries(r.envValues)) out(`${k}=${v}`);
     out('The database password is not among them: it is in the gke secret store, and create-secret puts it into the Kubernetes Secret.');
-    out('Cloud SQL has a public address and no authorised network: pods reach it only once you add a private IP or an authorised network (the Auth Proxy sidecar is not part of the chart yet).');
+    out('Digdag reaches Cloud SQL through the Cloud SQL Auth Proxy sidecar (CLOUDSQL_INSTANCE) on 127.0.0.1, authenticated by Workload Identity: no authorised network or public access needed.');
   }
 }
 

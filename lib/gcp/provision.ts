@@ -83,7 +83,6 @@ export async function gcpUp(run: GcpRun): Promise<GcpReport> {
   const bucket = await logBucket(c);
   await serviceAccount(c, bucket);
 
-  const ip = (instance?.ipAddresses as { type?: string; ipAddress?: string }[] | undefined)?.find((a) => a.type === 'PRIMARY')?.ipAddress ?? '<instance address>';
   const envValues: Record<string, string> = {
     DIGDAG_HA_TARGET: 'gke',
     GCP_PROJECT: home.project,
@@ -93,8 +92,10 @@ export async function gcpUp(run: GcpRun): Promise<GcpReport> {
     GCP_SERVICE_ACCOUNT: home.saEmail,
     GCS_LOG_BUCKET: home.bucket,
     LOG_SERVER: 'gcs',
+    // The Auth Proxy sidecar of every pod serves the instance on 127.0.0.1 (chart: cloudSqlProxy).
+    CLOUDSQL_INSTANCE: instance?.connectionName ?? `${home.project}:${home.region}:${home.sqlInstance}`,
     // No password here: it is in the Kubernetes target's secret store, and create-secret puts it into the Secret.
-    DATABASE_URL: `postgresql://${home.dbUser}@${ip}:5432/${home.database}`,
+    DATABASE_URL: `postgresql://${home.dbUser}@127.0.0.1:5432/${home.database}`,
   };
   const envFile = path.join(home.stateDir, 'gcp.env');
   const text = Object.entries(envValues).map(([k, v]) => `${k}=${v}`).join('\n') + '\n';

@@ -152,7 +152,7 @@ describe('tasks/gcp.ts with the real gcloud against a recording endpoint', { ski
     assert.deepEqual(r.envValues, {
       DIGDAG_HA_TARGET: 'gke', GCP_PROJECT: PROJECT, GCP_REGION: REGION, IMAGE: `${REGION}-docker.pkg.dev/${PROJECT}/digdag/digdag-ha:0.10.5.1`,
       KUBE_CONTEXT: `gke_${PROJECT}_${REGION}_digdag`, GCP_SERVICE_ACCOUNT: SA, GCS_LOG_BUCKET: `${PROJECT}-digdag-logs`, LOG_SERVER: 'gcs',
-      DATABASE_URL: 'postgresql://digdag@203.0.113.10:5432/digdag',
+      CLOUDSQL_INSTANCE: `${PROJECT}:${REGION}:digdag-pg`, DATABASE_URL: 'postgresql://digdag@127.0.0.1:5432/digdag',
     });
     assert.equal(fs.readFileSync(r.envFile!, 'utf8'), Object.entries(r.envValues!).map(([k, v]) => `${k}=${v}\n`).join(''));
 
