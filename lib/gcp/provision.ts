@@ -46,18 +46,22 @@ interface Ctx {
 async function preflight(run: GcpRun): Promise<Ctx & { policy: Policy; enabled: Set<string> }> {
   const home = gcpHome(run.config);
   const g = new Gcloud(run.runner, { project: home.project, env: run.env });
-  let project: unknown;
-  try {
-    project = await g.read(['projects', 'describe', home.project], `project ${home.project}`);
-  } catch (e) {
+  // The three reads run at once; their refusals are reported in this order.
+  const [project, policy, services] = await Promise.allSettled([
+    g.read(['projects', 'describe', home.project], `project ${home.project}`),
+    g.read<Policy>(['projects', 'get-iam-policy', home.project], `the IAM policy of project ${home.project} (resourcemanager.projects.getIamPolicy, needed to grant the service account its roles)`),
+    g.read<{ config?: { name?: string }; name?: string }[]>(['services', 'list', '--enabled'], 'the enabled APIs (serviceusage.services.list)'),
+  ]);
+  if (project.status === 'rejected') {
+    const e = project.reason;
     if (!(e instanceof UserError)) throw e;
     throw new UserError(`project ${home.project} does not exist or the account gcloud uses cannot see it`, `check GCP_PROJECT (the project id, not its name or number) and the account (gcloud auth list; gcloud auth login)`, e.detail);
   }
-  if (!project) throw new UserError(`project ${home.project} does not exist`, 'set GCP_PROJECT to an existing project id (gcloud projects list)');
-  const policy = await g.read<Policy>(['projects', 'get-iam-policy', home.project], `the IAM policy of project ${home.project} (resourcemanager.projects.getIamPolicy, needed to grant the service account its roles)`);
-  const services = (await g.read<{ config?: { name?: string }; name?: string }[]>(['services', 'list', '--enabled'], 'the enabled APIs (serviceusage.services.list)')) ?? [];
-  const enabled = new Set(services.map((s) => s.config?.name ?? String(s.name).split('/').pop()!));
-  return { g, home, run, policy, enabled, report: { lines: [], changed: [] } };
+  if (!project.value) throw new UserError(`project ${home.project} does not exist`, 'set GCP_PROJECT to an existing project id (gcloud projects list)');
+  if (policy.status === 'rejected') throw policy.reason;
+  if (services.status === 'rejected') throw services.reason;
+  const enabled = new Set((services.value ?? []).map((s) => s.config?.name ?? String(s.name).split('/').pop()!));
+  return { g, home, run, policy: policy.value, enabled, report: { lines: [], changed: [] } };
 }
 
 function made(c: Ctx, what: string, verb = 'created'): void {
@@ -66,9 +70,48 @@ function made(c: Ctx, what: string, verb = 'created'): void {
 }
 const exists = (c: Ctx, what: string) => c.report.lines.push(`exists: ${what}`);
 
+/** gcloud processes at once: its start-up (~1 s of Python) dominates, and the machine may be small. */
+const READS_AT_ONCE = 4;
+
+/** Runs the reads at most READS_AT_ONCE at a time; the first refusal (in the given order) is thrown. */
+async function readAll<T extends readonly (() => Promise<unknown>)[]>(reads: T): Promise<{ [K in keyof T]: Awaited<ReturnType<T[K]>> }> {
+  const results: PromiseSettledResult<unknown>[] = new Array(reads.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < reads.length) {
+      const i = next++;
+      results[i] = await reads[i]!().then((value) => ({ status: 'fulfilled' as const, value }), (reason) => ({ status: 'rejected' as const, reason }));
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(READS_AT_ONCE, reads.length) }, worker));
+  const failed = results.find((r) => r.status === 'rejected');
+  if (failed) throw (failed as PromiseRejectedResult).reason;
+  return results.map((r) => (r as PromiseFulfilledResult<unknown>).value) as never;
+}
+
+/** What exists, all described before anything is created (a second up is this and nothing else). */
+async function survey(c: Ctx) {
+  const { g, home } = c;
+  const url = `gs://${home.bucket}`;
+  const [repo, cluster, instance, database, users, bucket, bucketPolicy, sa, saPolicy] = await readAll([
+    () => g.read<any>(['artifacts', 'repositories', 'describe', home.repository, `--location=${home.region}`], `repository ${home.repository}`),
+    () => g.read<any>(['container', 'clusters', 'describe', home.cluster, `--region=${home.region}`], `GKE cluster ${home.cluster}`),
+    () => g.read<any>(['sql', 'instances', 'describe', home.sqlInstance], `Cloud SQL instance ${home.sqlInstance}`),
+    () => g.read<any>(['sql', 'databases', 'describe', home.database, `--instance=${home.sqlInstance}`], `database ${home.database}`),
+    () => g.read<{ name: string }[]>(['sql', 'users', 'list', `--instance=${home.sqlInstance}`], `the users of ${home.sqlInstance}`),
+    () => g.read<any>(['storage', 'buckets', 'describe', url], `bucket ${url}`),
+    () => g.read<Policy>(['storage', 'buckets', 'get-iam-policy', url], `the IAM policy of ${url}`),
+    () => g.read<any>(['iam', 'service-accounts', 'describe', home.saEmail], `service account ${home.saEmail}`),
+    () => g.read<Policy>(['iam', 'service-accounts', 'get-iam-policy', home.saEmail], `the IAM policy of ${home.saEmail}`),
+  ] as const);
+  return { repo, cluster, instance, database, users: users ?? [], bucket, bucketPolicy, sa, saPolicy };
+}
+type Found = Awaited<ReturnType<typeof survey>>;
+
 export async function gcpUp(run: GcpRun): Promise<GcpReport> {
   const c = await preflight(run);
   const { g, home } = c;
+  const found = await survey(c);
 
   // APIs first: every later describe needs them.
   const missing = REQUIRED_SERVICES.filter((s) => !c.enabled.has(s));
@@ -77,11 +120,11 @@ export async function gcpUp(run: GcpRun): Promise<GcpReport> {
     made(c, `APIs ${missing.join(', ')}`, 'enabled');
   } else exists(c, `APIs ${REQUIRED_SERVICES.join(', ')} (enabled)`);
 
-  await registry(c);
-  await cluster(c);
-  const instance = await cloudSql(c);
-  const bucket = await logBucket(c);
-  await serviceAccount(c, bucket);
+  await registry(c, found);
+  await cluster(c, found);
+  const instance = await cloudSql(c, found);
+  await logBucket(c, found);
+  await serviceAccount(c, found);
 
   const envValues: Record<string, string> = {
     DIGDAG_HA_TARGET: 'gke',
@@ -104,10 +147,9 @@ export async function gcpUp(run: GcpRun): Promise<GcpReport> {
   return { ...c.report, envValues, envFile };
 }
 
-async function registry(c: Ctx): Promise<void> {
+async function registry(c: Ctx, { repo }: Found): Promise<void> {
   const { g, home } = c;
   const what = `Artifact Registry repository ${home.repository} (docker, ${home.region})`;
-  const repo = await g.read(['artifacts', 'repositories', 'describe', home.repository, `--location=${home.region}`], what);
   if (repo) exists(c, what);
   else {
     await g.change(['artifacts', 'repositories', 'create', home.repository, '--repository-format=docker', `--location=${home.region}`, '--description=digdag-ha images'], `create the ${what}`);
@@ -124,10 +166,9 @@ async function registry(c: Ctx): Promise<void> {
   }
 }
 
-async function cluster(c: Ctx): Promise<void> {
+async function cluster(c: Ctx, { cluster: found }: Found): Promise<void> {
   const { g, home } = c;
   const what = `GKE cluster ${home.cluster} (${home.mode}, ${home.region}, Workload Identity pool ${home.workloadPool})`;
-  const found = await g.read(['container', 'clusters', 'describe', home.cluster, `--region=${home.region}`], `GKE cluster ${home.cluster}`);
   if (!found) {
     // Autopilot always runs Workload Identity with the project's pool; Standard is told to.
     const create =
@@ -154,11 +195,11 @@ async function cluster(c: Ctx): Promise<void> {
   }
 }
 
-async function cloudSql(c: Ctx): Promise<any> {
+async function cloudSql(c: Ctx, found: Found): Promise<any> {
   const { g, home } = c;
   const what = `Cloud SQL instance ${home.sqlInstance} (PostgreSQL 15, REGIONAL, backups at ${home.backupStart} UTC, point-in-time recovery)`;
   const read = () => g.read(['sql', 'instances', 'describe', home.sqlInstance], `Cloud SQL instance ${home.sqlInstance}`);
-  let instance = await read();
+  let instance = found.instance;
   const backups = [`--backup-start-time=${home.backupStart}`, '--enable-point-in-time-recovery', `--retained-backups-count=${home.backupCount}`, `--retained-transaction-log-days=${Math.min(home.backupCount, 7)}`];
   if (!instance) {
     await g.change(['sql', 'instances', 'create', home.sqlInstance, '--database-version=POSTGRES_15', `--region=${home.region}`, '--edition=enterprise', `--tier=${home.sqlTier}`, '--availability-type=REGIONAL', ...backups, '--storage-auto-increase', '--deletion-protection'], `create the ${what}`);
@@ -176,7 +217,7 @@ async function cloudSql(c: Ctx): Promise<any> {
   }
 
   const dbWhat = `database ${home.database} on ${home.sqlInstance}`;
-  if (await g.read(['sql', 'databases', 'describe', home.database, `--instance=${home.sqlInstance}`], dbWhat)) exists(c, dbWhat);
+  if (found.database) exists(c, dbWhat);
   else {
     await g.change(['sql', 'databases', 'create', home.database, `--instance=${home.sqlInstance}`], `create the ${dbWhat}`);
     made(c, dbWhat);
@@ -188,7 +229,7 @@ async function cloudSql(c: Ctx): Promise<any> {
   const hadPassword = !!readSecrets(kubeSecrets);
   const generated = await c.run.runner.change(hadPassword ? undefined : `generate the database password into ${secretsFile(kubeSecrets)}`, () => ensureSecrets(kubeSecrets));
   const flagsFile = generated ? `--password: ${JSON.stringify(generated.secrets.dbPassword)}\n` : undefined;
-  const users = (await g.read<{ name: string }[]>(['sql', 'users', 'list', `--instance=${home.sqlInstance}`], `the users of ${home.sqlInstance}`)) ?? [];
+  const { users } = found;
   const userWhat = `database user ${home.dbUser} on ${home.sqlInstance} (password in ${secretsFile(kubeSecrets)})`;
   if (!users.some((u) => u.name === home.dbUser)) {
     await g.change(['sql', 'users', 'create', home.dbUser, `--instance=${home.sqlInstance}`, '--flags-file=-'], `create the ${userWhat}`, flagsFile);
@@ -201,19 +242,18 @@ async function cloudSql(c: Ctx): Promise<any> {
   return instance;
 }
 
-async function logBucket(c: Ctx): Promise<boolean> {
+async function logBucket(c: Ctx, { bucket: b }: Found): Promise<void> {
   const { g, home } = c;
   const url = `gs://${home.bucket}`;
   const what = `log bucket ${url} (${home.region}, uniform access, public access prevention, objects deleted after ${home.logRetentionDays} days)`;
   const lifecycle = path.join(home.stateDir, 'gcp', 'log-bucket-lifecycle.json');
   const rule = { action: { type: 'Delete' }, condition: { age: home.logRetentionDays } };
   const writeLifecycle = () => c.run.runner.change(`write ${lifecycle}`, () => writePrivateFile(lifecycle, JSON.stringify({ rule: [rule] }) + '\n'));
-  const b = await g.read(['storage', 'buckets', 'describe', url], `bucket ${url}`);
   if (!b) {
     await writeLifecycle();
     await g.change(['storage', 'buckets', 'create', url, `--location=${home.region}`, '--uniform-bucket-level-access', '--public-access-prevention', `--lifecycle-file=${lifecycle}`], `create the ${what}`);
     made(c, what);
-    return true;
+    return;
   }
   const rules: { action?: { type?: string }; condition?: { age?: number } }[] = b.lifecycle_config?.rule ?? [];
   const ok = b.uniform_bucket_level_access === true && b.public_access_prevention === 'enforced' && rules.some((r) => r.action?.type === 'Delete' && r.condition?.age === home.logRetentionDays);
@@ -223,13 +263,11 @@ async function logBucket(c: Ctx): Promise<boolean> {
     await g.change(['storage', 'buckets', 'update', url, '--uniform-bucket-level-access', '--public-access-prevention', `--lifecycle-file=${lifecycle}`], `update the ${what}`);
     made(c, what, 'updated');
   }
-  return true;
 }
 
-async function serviceAccount(c: Ctx & { policy?: Policy }, _bucket: boolean): Promise<void> {
+async function serviceAccount(c: Ctx & { policy?: Policy }, { sa, bucketPolicy, saPolicy }: Found): Promise<void> {
   const { g, home } = c;
   const what = `service account ${home.saEmail}`;
-  let sa = await g.read(['iam', 'service-accounts', 'describe', home.saEmail], what);
   if (sa) exists(c, what);
   else {
     await g.change(['iam', 'service-accounts', 'create', home.saName, '--display-name=digdag-ha workflows (Workload Identity)'], `create the ${what}`);
@@ -244,15 +282,13 @@ async function serviceAccount(c: Ctx & { policy?: Policy }, _bucket: boolean): P
     }
   }
   const url = `gs://${home.bucket}`;
-  const bucketPolicy = await g.read<Policy>(['storage', 'buckets', 'get-iam-policy', url], `the IAM policy of ${url}`);
+  // A bucket or account made by this run has no binding yet: its policy was not there to read.
   const bb = `${BUCKET_ROLE} on ${url} only, for ${home.saMember}`;
   if (hasBinding(bucketPolicy, BUCKET_ROLE, home.saMember)) exists(c, bb);
   else {
     await g.change(['storage', 'buckets', 'add-iam-policy-binding', url, `--member=${home.saMember}`, `--role=${BUCKET_ROLE}`], `grant ${bb}`);
     made(c, bb, 'granted');
   }
-  sa = sa ?? (await g.read(['iam', 'service-accounts', 'describe', home.saEmail], what));
-  const saPolicy = sa ? await g.read<Policy>(['iam', 'service-accounts', 'get-iam-policy', home.saEmail], `the IAM policy of ${home.saEmail}`) : undefined;
   const wi = `Workload Identity: ${home.wiMember} acts as ${home.saEmail} (${WORKLOAD_IDENTITY_ROLE})`;
   if (hasBinding(saPolicy, WORKLOAD_IDENTITY_ROLE, home.wiMember)) exists(c, wi);
   else {
@@ -273,16 +309,21 @@ export async function gcpDown(run: GcpRun, opts: DownOptions): Promise<GcpReport
   const gone = (what: string) => made(c, what, 'deleted');
   const kept = (what: string, why: string) => c.report.lines.push(`kept: ${what} (${why})`);
   const url = `gs://${home.bucket}`;
+  const [sa, bucket, bp, instance, cl, repo] = await readAll([
+    () => g.read<any>(['iam', 'service-accounts', 'describe', home.saEmail], `service account ${home.saEmail}`),
+    () => g.read<any>(['storage', 'buckets', 'describe', url], `bucket ${url}`),
+    () => g.read<Policy>(['storage', 'buckets', 'get-iam-policy', url], `the IAM policy of ${url}`),
+    () => g.read<any>(['sql', 'instances', 'describe', home.sqlInstance], `Cloud SQL instance ${home.sqlInstance}`),
+    () => g.read<any>(['container', 'clusters', 'describe', home.cluster, `--region=${home.region}`], `GKE cluster ${home.cluster}`),
+    () => g.read<any>(['artifacts', 'repositories', 'describe', home.repository, `--location=${home.region}`], `repository ${home.repository}`),
+  ] as const);
 
-  const sa = await g.read(['iam', 'service-accounts', 'describe', home.saEmail], `service account ${home.saEmail}`);
   for (const role of PROJECT_ROLES) {
     if (!hasBinding(c.policy, role, home.saMember)) continue;
     await g.change(['projects', 'remove-iam-policy-binding', home.project, `--member=${home.saMember}`, `--role=${role}`, '--condition=None'], `revoke ${role} from ${home.saMember}`);
     made(c, `${role} on project ${home.project} for ${home.saMember}`, 'revoked');
   }
-  const bucket = await g.read(['storage', 'buckets', 'describe', url], `bucket ${url}`);
   if (bucket && !opts.purge) {
-    const bp = await g.read<Policy>(['storage', 'buckets', 'get-iam-policy', url], `the IAM policy of ${url}`);
     if (hasBinding(bp, BUCKET_ROLE, home.saMember)) {
       await g.change(['storage', 'buckets', 'remove-iam-policy-binding', url, `--member=${home.saMember}`, `--role=${BUCKET_ROLE}`], `revoke ${BUCKET_ROLE} on ${url}`);
       made(c, `${BUCKET_ROLE} on ${url} for ${home.saMember}`, 'revoked');
@@ -300,7 +341,6 @@ export async function gcpDown(run: GcpRun, opts: DownOptions): Promise<GcpReport
     gone(`log bucket ${url} and its objects`);
   } else kept(`log bucket ${url}`, 'task logs; --purge deletes it');
 
-  const instance = await g.read(['sql', 'instances', 'describe', home.sqlInstance], `Cloud SQL instance ${home.sqlInstance}`);
   if (!instance) c.report.lines.push(`absent: Cloud SQL instance ${home.sqlInstance}`);
   else if (opts.purge) {
     if (instance.settings?.deletionProtectionEnabled) await g.change(['sql', 'instances', 'patch', home.sqlInstance, '--no-deletion-protection'], `lift the deletion protection of ${home.sqlInstance}`);
@@ -308,13 +348,11 @@ export async function gcpDown(run: GcpRun, opts: DownOptions): Promise<GcpReport
     gone(`Cloud SQL instance ${home.sqlInstance} with database ${home.database} and its automatic backups`);
   } else kept(`Cloud SQL instance ${home.sqlInstance} with database ${home.database}, user ${home.dbUser}, backups and point-in-time recovery`, 'data; --purge deletes it');
 
-  const cl = await g.read(['container', 'clusters', 'describe', home.cluster, `--region=${home.region}`], `GKE cluster ${home.cluster}`);
   if (cl) {
     await g.change(['container', 'clusters', 'delete', home.cluster, `--region=${home.region}`], `delete GKE cluster ${home.cluster}`);
     gone(`GKE cluster ${home.cluster}`);
   } else c.report.lines.push(`absent: GKE cluster ${home.cluster}`);
 
-  const repo = await g.read(['artifacts', 'repositories', 'describe', home.repository, `--location=${home.region}`], `repository ${home.repository}`);
   if (!repo) c.report.lines.push(`absent: Artifact Registry repository ${home.repository}`);
   else if (opts.purge) {
     await g.change(['artifacts', 'repositories', 'delete', home.repository, `--location=${home.region}`], `delete repository ${home.repository}`);
