@@ -2,13 +2,18 @@
 // restartPolicy: Always) first in every Digdag pod, the migration Job and the queue exporter when
 // CLOUDSQL_INSTANCE is set; Digdag's database host becomes 127.0.0.1; nothing changes without it.
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { parse as parseYaml } from 'yaml';
 import { test } from 'node:test';
 import type { KubeObject } from '../../lib/kube/render.ts';
 import { renderManifests } from '../../lib/kube/render.ts';
 import { valuesFromConfig } from '../../lib/kube/values.ts';
 import { ShellRunner } from '../../lib/runner.ts';
 import { UserError } from '../../lib/errors.ts';
-import { helmTemplate } from '../helpers/chart.ts';
+import { ROOT } from '../../lib/paths.ts';
+import { CLOUD_SQL_PROXY_IMAGE } from '../../lib/versions.ts';
+import { CHART, helmTemplate } from '../helpers/chart.ts';
 import { testConfig } from '../helpers/fixtures.ts';
 import { validateStrictly } from '../helpers/tools.ts';
 
@@ -75,4 +80,10 @@ test('bad combinations fail the render (chart) or the config (toolkit), naming t
   refuse(['database.external.enabled=true', 'database.external.host=127.0.0.1', `cloudSqlProxy.instance=${INSTANCE}`, 'autoscaling.mode=keda'], /KEDA's operator .* cannot reach/);
   assert.throws(() => testConfig({ ...GKE, DATABASE_URL: 'postgresql://digdag:pw@10.1.2.3:5432/digdag' }), (e: unknown) => e instanceof UserError && /needs DATABASE_URL to name the proxy/.test(e.message) && /127\.0\.0\.1/.test(e.fix ?? ''));
   assert.throws(() => testConfig({ CLOUDSQL_INSTANCE: INSTANCE, DATABASE_URL: GKE.DATABASE_URL }), (e: unknown) => e instanceof UserError && /local target has none/.test(e.message));
+});
+
+test('the chart\'s proxy image is the version .ci/install-cloud-sql-proxy builds (lib/versions.ts)', () => {
+  const values = parseYaml(fs.readFileSync(path.join(CHART, 'values.yaml'), 'utf8'));
+  assert.equal(values.cloudSqlProxy.image, CLOUD_SQL_PROXY_IMAGE);
+  assert.match(fs.readFileSync(path.join(ROOT, '.ci', 'install-cloud-sql-proxy'), 'utf8'), /CLOUD_SQL_PROXY_VERSION/);
 });
