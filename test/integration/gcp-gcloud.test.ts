@@ -229,16 +229,46 @@ describe('tasks/gcp.ts refuses bad input before anything is created', { skip: gc
   });
 });
 
-describe('tasks/gcp.ts in Standard mode, on a project with a cluster that lacks Workload Identity', { skip: gcloudMissing }, () => {
-  test('an existing cluster gets the workload pool; nothing else about it is recreated', async () => {
+describe('tasks/gcp.ts on a home that drifted (Standard mode)', { skip: gcloudMissing }, () => {
+  test('up repairs what differs — Workload Identity, REGIONAL + backups/PITR, the bucket\'s access and lifecycle, the user\'s password — and creates nothing', async () => {
     const s = setup({ GKE_MODE: 'standard' });
     await s.fake.start();
     try {
-      s.fake.clusters.set(`projects/${PROJECT}/locations/${REGION}/clusters/digdag`, { name: 'digdag', location: REGION, zone: REGION, status: 'RUNNING', nodePools: [{ name: 'default-pool', config: { machineType: 'e2-standard-4' }, initialNodeCount: 1 }], endpoint: '127.0.0.1', masterAuth: { clusterCaCertificate: '' }, currentMasterVersion: '1.31.3-gke.1000', currentNodeVersion: '1.31.3-gke.1000' });
-      await gcp('up', s.config, s.runner(), { env: s.env() });
-      assert.equal(find(s.fake.requests, 'POST', /\/clusters$/).length, 0, 'no cluster created');
-      const update = one(s.fake.requests, 'PUT', /\/clusters\/digdag$/);
-      assert.deepEqual(update.body.update, { desiredWorkloadIdentityConfig: { workloadPool: `${PROJECT}.svc.id.goog` } });
+      const f = s.fake;
+      const sa = `serviceAccount:${SA}`;
+      for (const api of ['artifactregistry', 'bigquery', 'cloudresourcemanager', 'compute', 'container', 'iam', 'iamcredentials', 'sqladmin', 'storage']) f.enabled.add(`${api}.googleapis.com`);
+      f.repos.set(`projects/${PROJECT}/locations/${REGION}/repositories/digdag`, { name: `projects/${PROJECT}/locations/${REGION}/repositories/digdag`, format: 'DOCKER' });
+      f.clusters.set(`projects/${PROJECT}/locations/${REGION}/clusters/digdag`, { name: 'digdag', location: REGION, zone: REGION, status: 'RUNNING', nodePools: [{ name: 'default-pool', config: { machineType: 'e2-standard-4' }, initialNodeCount: 1 }], endpoint: '127.0.0.1', masterAuth: { clusterCaCertificate: '' }, currentMasterVersion: '1.31.3-gke.1000', currentNodeVersion: '1.31.3-gke.1000' });
+      f.instances.set('digdag-pg', { kind: 'sql#instance', name: 'digdag-pg', project: PROJECT, region: REGION, databaseVersion: 'POSTGRES_15', state: 'RUNNABLE', backendType: 'SECOND_GEN', connectionName: `${PROJECT}:${REGION}:digdag-pg`, settings: { tier: 'db-custom-2-7680', availabilityType: 'ZONAL', backupConfiguration: { enabled: false } } });
+      f.databases.set('digdag-pg/digdag', { kind: 'sql#database', name: 'digdag', instance: 'digdag-pg', project: PROJECT });
+      f.users.set('digdag-pg/digdag', { kind: 'sql#user', name: 'digdag', instance: 'digdag-pg', project: PROJECT, password: 'made-by-hand' });
+      f.buckets.set(`${PROJECT}-digdag-logs`, { kind: 'storage#bucket', name: `${PROJECT}-digdag-logs`, id: `${PROJECT}-digdag-logs`, location: 'ASIA-NORTHEAST1', storageClass: 'STANDARD', iamConfiguration: { uniformBucketLevelAccess: { enabled: true }, publicAccessPrevention: 'inherited' }, metageneration: '1', etag: 'CAE=', timeCreated: '2026-12-01T00:00:00.000Z', updated: '2026-12-01T00:00:00.000Z' });
+      f.bucketPolicies.set(`${PROJECT}-digdag-logs`, { version: 1, etag: 'CAE=', bindings: [{ role: 'roles/storage.objectAdmin', members: [sa] }] });
+      f.serviceAccounts.set(SA, { name: `projects/${PROJECT}/serviceAccounts/${SA}`, email: SA, projectId: PROJECT, uniqueId: '1' });
+      f.saPolicies.set(SA, { version: 1, etag: 'ACAB', bindings: [{ role: 'roles/iam.workloadIdentityUser', members: [WI_MEMBER] }] });
+      f.projectPolicy.bindings.push(...['roles/bigquery.jobUser', 'roles/bigquery.dataEditor', 'roles/cloudsql.client'].map((role) => ({ role, members: [sa] })));
+      fs.mkdirSync(path.join(s.dir, 'docker'));
+      fs.writeFileSync(path.join(s.dir, 'docker', 'config.json'), JSON.stringify({ credHelpers: { [`${REGION}-docker.pkg.dev`]: 'gcloud' } }));
+      fs.writeFileSync(path.join(s.dir, 'kubeconfig'), YAML.stringify({ apiVersion: 'v1', kind: 'Config', contexts: [{ name: `gke_${PROJECT}_${REGION}_digdag`, context: {} }] }));
+
+      const r = await gcp('up', s.config, s.runner(), { env: s.env() });
+      assert.deepEqual(f.changes().map((q) => `${q.method} ${q.path}`), [
+        `PUT /v1/projects/${PROJECT}/locations/${REGION}/clusters/digdag`,
+        `PATCH /sql/v1beta4/projects/${PROJECT}/instances/digdag-pg`,
+        `PUT /sql/v1beta4/projects/${PROJECT}/instances/digdag-pg/users`,
+        `PATCH /storage/v1/b/${PROJECT}-digdag-logs`,
+      ], r.lines.join('\n'));
+      assert.deepEqual(one(f.requests, 'PUT', /\/clusters\/digdag$/).body.update, { desiredWorkloadIdentityConfig: { workloadPool: `${PROJECT}.svc.id.goog` } });
+      const patch = one(f.requests, 'PATCH', /\/instances\/digdag-pg$/).body.settings;
+      assert.equal(patch.availabilityType, 'REGIONAL');
+      assert.equal(patch.backupConfiguration.enabled, true);
+      assert.equal(patch.backupConfiguration.pointInTimeRecoveryEnabled, true);
+      const secrets = readSecrets({ ...s.config, stateDir: path.join(path.dirname(s.config.stateDir), 'gke') })!;
+      assert.equal(f.users.get('digdag-pg/digdag').password, secrets.dbPassword, 'the user now has the password the secret store holds');
+      const bucket = one(f.requests, 'PATCH', /^\/storage\/v1\/b\//).body;
+      assert.equal(bucket.iamConfiguration.publicAccessPrevention, 'enforced');
+      assert.deepEqual(bucket.lifecycle, { rule: [{ action: { type: 'Delete' }, condition: { age: 90 } }] });
+      assert.ok(!s.lines.join('\n').includes(secrets.dbPassword));
     } finally {
       await s.fake.stop();
     }
