@@ -9,12 +9,14 @@ import { test } from 'node:test';
 import type { KubeObject } from '../../lib/kube/render.ts';
 import { renderManifests } from '../../lib/kube/render.ts';
 import { valuesFromConfig } from '../../lib/kube/values.ts';
-import { ShellRunner } from '../../lib/runner.ts';
+import { RecordingRunner, ShellRunner } from '../../lib/runner.ts';
+import { ensureSecrets } from '../../lib/credentials.ts';
+import { dbQuery } from '../../lib/kube/db-query.ts';
 import { UserError } from '../../lib/errors.ts';
 import { ROOT } from '../../lib/paths.ts';
 import { CLOUD_SQL_PROXY_IMAGE } from '../../lib/versions.ts';
 import { CHART, helmTemplate } from '../helpers/chart.ts';
-import { testConfig } from '../helpers/fixtures.ts';
+import { testConfig, testCtx } from '../helpers/fixtures.ts';
 import { validateStrictly } from '../helpers/tools.ts';
 
 const runner = new ShellRunner(false, () => {});
@@ -86,4 +88,11 @@ test('the chart\'s proxy image is the version .ci/install-cloud-sql-proxy builds
   const values = parseYaml(fs.readFileSync(path.join(CHART, 'values.yaml'), 'utf8'));
   assert.equal(values.cloudSqlProxy.image, CLOUD_SQL_PROXY_IMAGE);
   assert.match(fs.readFileSync(path.join(ROOT, '.ci', 'install-cloud-sql-proxy'), 'utf8'), /CLOUD_SQL_PROXY_VERSION/);
+});
+
+test('with CLOUDSQL_INSTANCE the toolkit\'s own database queries say how to reach the instance from this machine', async () => {
+  const config = testConfig(GKE);
+  ensureSecrets(config);
+  const r = new RecordingRunner((argv) => (argv.some((a) => a.endsWith('psql')) ? { code: 2, stderr: 'psql: error: connection to server at "127.0.0.1", port 5432 failed: Connection refused' } : undefined));
+  await assert.rejects(dbQuery(testCtx(config, r))('SELECT 1'), (e: unknown) => e instanceof UserError && /Cloud SQL my-project:asia-northeast1:digdag-pg\) does not answer on 127\.0\.0\.1:5432/.test(e.message) && /cloud-sql-proxy --port 5432 my-project:asia-northeast1:digdag-pg/.test(e.fix ?? ''));
 });
