@@ -11,6 +11,7 @@ import { after, before, describe, test } from 'node:test';
 import YAML from 'yaml';
 import { readSecrets } from '../../lib/credentials.ts';
 import { UserError } from '../../lib/errors.ts';
+import { renderManifests } from '../../lib/kube/render.ts';
 import { ShellRunner } from '../../lib/runner.ts';
 import { clearSecretsForTest } from '../../lib/secrets.ts';
 import { gcp } from '../../tasks/gcp.ts';
@@ -155,6 +156,13 @@ describe('tasks/gcp.ts with the real gcloud against a recording endpoint', { ski
       CLOUDSQL_INSTANCE: `${PROJECT}:${REGION}:digdag-pg`, DATABASE_URL: 'postgresql://digdag@127.0.0.1:5432/digdag',
     });
     assert.equal(fs.readFileSync(r.envFile!, 'utf8'), Object.entries(r.envValues!).map(([k, v]) => `${k}=${v}\n`).join(''));
+    // Those values are a configuration --target gke accepts: the chart renders with the Auth Proxy sidecar and Workload Identity.
+    const gke = testConfig({ ...r.envValues!, DIGDAG_HA_STATE_DIR: path.join(s.dir, 'state') });
+    const { objects } = await renderManifests(gke, s.runner());
+    const worker = objects.find((o) => o.kind === 'Deployment' && o.metadata.name === 'digdag-worker') as any;
+    assert.equal(worker.spec.template.spec.initContainers[0].args.at(-1), `${PROJECT}:${REGION}:digdag-pg`);
+    const ksa = objects.find((o) => o.kind === 'ServiceAccount' && o.metadata.name === 'digdag')!;
+    assert.equal(ksa.metadata.annotations?.['iam.gke.io/gcp-service-account'], SA);
 
     // The password: in the API body only — not in an argv or log line of ours, the .env file, or gcloud's own logs.
     const gcloudLogs = fs.readdirSync(path.join(s.dir, 'gcloud', 'logs'), { recursive: true, withFileTypes: true }).filter((e) => e.isFile()).map((e) => fs.readFileSync(path.join(e.parentPath, e.name), 'utf8'));
