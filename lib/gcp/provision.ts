@@ -35,7 +35,7 @@ type Policy = { bindings?: { role: string; members?: string[]; condition?: unkno
 
 const hasBinding = (p: Policy, role: string, member: string) => !!p?.bindings?.some((b) => b.role === role && !b.condition && b.members?.includes(member));
 
-interface Ctx {
+interface Provisioning {
   g: Gcloud;
   home: GcpHome;
   run: GcpRun;
@@ -43,7 +43,7 @@ interface Ctx {
 }
 
 /** Reads that refuse bad input before anything is changed: the project, the right to read and change its IAM policy, the enabled APIs. */
-async function preflight(run: GcpRun): Promise<Ctx & { policy: Policy; enabled: Set<string> }> {
+async function preflight(run: GcpRun): Promise<Provisioning & { policy: Policy; enabled: Set<string> }> {
   const home = gcpHome(run.config);
   const g = new Gcloud(run.runner, { project: home.project, env: run.env });
   // The three reads run at once; their refusals are reported in this order.
@@ -64,11 +64,11 @@ async function preflight(run: GcpRun): Promise<Ctx & { policy: Policy; enabled: 
   return { g, home, run, policy: policy.value, enabled, report: { lines: [], changed: [] } };
 }
 
-function made(c: Ctx, what: string, verb = 'created'): void {
+function made(c: Provisioning, what: string, verb = 'created'): void {
   c.report.changed.push(what);
   c.report.lines.push(outcome(c.run.runner, `${verb}: ${what}`, `would be ${verb}: ${what}`));
 }
-const exists = (c: Ctx, what: string) => c.report.lines.push(`exists: ${what}`);
+const exists = (c: Provisioning, what: string) => c.report.lines.push(`exists: ${what}`);
 
 /** gcloud processes at once: its start-up (~1 s of Python) dominates, and the machine may be small. */
 const READS_AT_ONCE = 4;
@@ -90,7 +90,7 @@ async function readAll<T extends readonly (() => Promise<unknown>)[]>(reads: T):
 }
 
 /** What exists, all described before anything is created (a second up is this and nothing else). */
-async function survey(c: Ctx) {
+async function survey(c: Provisioning) {
   const { g, home } = c;
   const url = `gs://${home.bucket}`;
   const [repo, cluster, instance, database, users, bucket, bucketPolicy, sa, saPolicy] = await readAll([
@@ -99,7 +99,7 @@ async function survey(c: Ctx) {
     () => g.read<any>(['sql', 'instances', 'describe', home.sqlInstance], `Cloud SQL instance ${home.sqlInstance}`),
     () => g.read<any>(['sql', 'databases', 'describe', home.database, `--instance=${home.sqlInstance}`], `database ${home.database}`),
     () => g.read<{ name: string }[]>(['sql', 'users', 'list', `--instance=${home.sqlInstance}`], `the users of ${home.sqlInstance}`),
-    () => g.read<any>(['storage', 'buckets', 'describe', url], `bucket ${url}`),
+    () => g.read<any>(['storage', 'buckets', 'describe', url], `bucket ${url} (bucket names are global: if another project owns it, choose another with GCS_LOG_BUCKET)`),
     () => g.read<Policy>(['storage', 'buckets', 'get-iam-policy', url], `the IAM policy of ${url}`),
     () => g.read<any>(['iam', 'service-accounts', 'describe', home.saEmail], `service account ${home.saEmail}`),
     () => g.read<Policy>(['iam', 'service-accounts', 'get-iam-policy', home.saEmail], `the IAM policy of ${home.saEmail}`),
@@ -147,7 +147,7 @@ export async function gcpUp(run: GcpRun): Promise<GcpReport> {
   return { ...c.report, envValues, envFile };
 }
 
-async function registry(c: Ctx, { repo }: Found): Promise<void> {
+async function registry(c: Provisioning, { repo }: Found): Promise<void> {
   const { g, home } = c;
   const what = `Artifact Registry repository ${home.repository} (docker, ${home.region})`;
   if (repo) exists(c, what);
@@ -166,7 +166,7 @@ async function registry(c: Ctx, { repo }: Found): Promise<void> {
   }
 }
 
-async function cluster(c: Ctx, { cluster: found }: Found): Promise<void> {
+async function cluster(c: Provisioning, { cluster: found }: Found): Promise<void> {
   const { g, home } = c;
   const what = `GKE cluster ${home.cluster} (${home.mode}, ${home.region}, Workload Identity pool ${home.workloadPool})`;
   if (!found) {
@@ -195,7 +195,7 @@ async function cluster(c: Ctx, { cluster: found }: Found): Promise<void> {
   }
 }
 
-async function cloudSql(c: Ctx, found: Found): Promise<any> {
+async function cloudSql(c: Provisioning, found: Found): Promise<any> {
   const { g, home } = c;
   const what = `Cloud SQL instance ${home.sqlInstance} (PostgreSQL 15, REGIONAL, backups at ${home.backupStart} UTC, point-in-time recovery)`;
   const read = () => g.read(['sql', 'instances', 'describe', home.sqlInstance], `Cloud SQL instance ${home.sqlInstance}`);
@@ -242,7 +242,7 @@ async function cloudSql(c: Ctx, found: Found): Promise<any> {
   return instance;
 }
 
-async function logBucket(c: Ctx, { bucket: b }: Found): Promise<void> {
+async function logBucket(c: Provisioning, { bucket: b }: Found): Promise<void> {
   const { g, home } = c;
   const url = `gs://${home.bucket}`;
   const what = `log bucket ${url} (${home.region}, uniform access, public access prevention, objects deleted after ${home.logRetentionDays} days)`;
@@ -265,7 +265,7 @@ async function logBucket(c: Ctx, { bucket: b }: Found): Promise<void> {
   }
 }
 
-async function serviceAccount(c: Ctx & { policy?: Policy }, { sa, bucketPolicy, saPolicy }: Found): Promise<void> {
+async function serviceAccount(c: Provisioning & { policy?: Policy }, { sa, bucketPolicy, saPolicy }: Found): Promise<void> {
   const { g, home } = c;
   const what = `service account ${home.saEmail}`;
   if (sa) exists(c, what);
