@@ -41,6 +41,9 @@ export const POSTGRES_EXPORTER_IMAGE = 'quay.io/prometheuscommunity/postgres-exp
 /** Prometheus Operator whose CRD schemas (example/prometheus-operator-crd) validate the monitoring component. */
 export const PROMETHEUS_OPERATOR_VERSION = 'v0.85.0';
 
-/** Cloud SQL Auth Proxy v2: the chart's sidecar image tag and the module .ci/install-cloud-sql-proxy builds for offline tests. */
-export const CLOUD_SQL_PROXY_VERSION = '2.28.0';
+/**
+ * Cloud SQL Auth Proxy v2: the chart's sidecar image tag and the module .ci/install-cloud-sql-proxy
+ * builds for offline tests. Not 2.28.0: the Go module proxy refuses the genproto version it needs.
+ */
+export const CLOUD_SQL_PROXY_VERSION = '2.27.0';
 export const CLOUD_SQL_PROXY_IMAGE = `gcr.io/cloud-sql-connectors/cloud-sql-proxy:${CLOUD_SQL_PROXY_VERSION}`;
