@@ -96,7 +96,8 @@ export async function ensureGcloudConfig(ctx: Ctx): Promise<string> {
     if (res.code !== 0) {
       throw new UserError(`gcloud could not activate the key of ${key.email} from GCP_SA_KEY_FILE=${config.gcp.saKeyFile}`,
         'check that the key is a current key of that service account (keys can be deleted or disabled) and that oauth2.googleapis.com is reachable',
-        res.stderr.trim().split('\n').slice(-6).join('\n'));
+        // gcloud's own cause (e.g. "invalid_grant: Invalid JWT Signature"), not its login advice.
+        res.stderr.split('\n').filter((l) => /^ERROR:/.test(l)).join('\n') || res.stderr.trim().split('\n').slice(-6).join('\n'));
     }
   }
   // The project comes from CLOUDSDK_CORE_PROJECT in the processes' environment (gcpProcessEnv):
