@@ -86,12 +86,13 @@ export async function startBigqueryEmulator(project: string, logDir: string): Pr
 export async function startFakeGcs(logDir: string, buckets: string[] = []): Promise<Emulator> {
   const port = await freePortRange(1, 62200);
   const logFile = path.join(logDir, 'fake-gcs-server.log');
-  const data = fs.mkdtempSync(path.join(os.tmpdir(), 'fake-gcs-'));
-  for (const b of buckets) fs.mkdirSync(path.join(data, b));
-  const child = start(fakeGcsBin(), ['-scheme', 'http', '-host', '127.0.0.1', '-port', String(port), '-backend', 'memory', '-data', data,
+  const child = start(fakeGcsBin(), ['-scheme', 'http', '-host', '127.0.0.1', '-port', String(port), '-backend', 'memory',
     '-public-host', 'storage.googleapis.com', '-external-url', 'https://www.googleapis.com', '-log-level', 'info'], logFile);
   const url = `http://127.0.0.1:${port}`;
   await waitReady(`${url}/storage/v1/b`, child, logFile);
-  const h = handle(child, url, logFile);
-  return { ...h, stop: async () => { await h.stop(); fs.rmSync(data, { recursive: true, force: true }); } };
+  for (const name of buckets) {
+    const res = await fetch(`${url}/storage/v1/b?project=test`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ name }) });
+    if (!res.ok) throw new Error(`fake-gcs-server did not create bucket ${name}: HTTP ${res.status} ${await res.text()}`);
+  }
+  return handle(child, url, logFile);
 }
