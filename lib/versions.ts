@@ -47,3 +47,9 @@ export const PROMETHEUS_OPERATOR_VERSION = 'v0.85.0';
  */
 export const CLOUD_SQL_PROXY_VERSION = '2.27.0';
 export const CLOUD_SQL_PROXY_IMAGE = `gcr.io/cloud-sql-connectors/cloud-sql-proxy:${CLOUD_SQL_PROXY_VERSION}`;
+
+// Google API emulators: test fixtures only (test/helpers/gcp), built by .ci/install-gcp-emulators.
+/** goccy/bigquery-emulator: pure Go since v0.7 (CGO_ENABLED=0); `go install @version` is refused, so the module is downloaded and built with its own go.sum. */
+export const BIGQUERY_EMULATOR_VERSION = 'v0.8.1';
+/** fsouza/fake-gcs-server (needs Go >= 1.26). */
+export const FAKE_GCS_SERVER_VERSION = 'v1.56.1';
