@@ -7,6 +7,7 @@ import dotenv from 'dotenv';
 import { UserError } from './errors.ts';
 import { CLUSTER_SECTION_VARIABLES, clusterSection, type ClusterSection } from './config/cluster.ts';
 import { DATABASE_VARIABLES, databaseConfig, type DbConfig } from './config/database.ts';
+import { GCP_HOME_VARIABLES, gcpHomeSection, type GcpHomeSection } from './config/gcp.ts';
 import { chooseTarget, GENERAL_VARIABLES, generalConfig, type GeneralConfig } from './config/general.ts';
 import { KUBERNETES_VARIABLES, kubernetesConfig, type K8sConfig } from './config/kubernetes.ts';
 import { LOCAL_VARIABLES, localConfig, type LocalConfig } from './config/local.ts';
@@ -31,6 +32,7 @@ export const VARIABLES: readonly VarSpec[] = [
   ...WORKFLOWS_VARIABLES,
   ...LOCAL_VARIABLES,
   ...LOGS_VARIABLES,
+  ...GCP_HOME_VARIABLES,
   ...KUBERNETES_VARIABLES,
   ...SECURITY_VARIABLES,
   ...METRICS_VARIABLES,
@@ -46,6 +48,8 @@ export interface Config extends GeneralConfig, RolesConfig {
   readonly local: LocalConfig;
   readonly logs: LogsConfig;
   readonly gcp: GcpConfig;
+  /** What tasks/gcp.ts provisions in GCP_PROJECT (lib/gcp/). */
+  readonly gcpHome: GcpHomeSection;
   readonly k8s: K8sConfig;
   readonly metrics: MetricsConfig;
   /** Security block (see INTEGRATION.md). */
@@ -109,6 +113,7 @@ export function loadConfig(opts: LoadOptions): Config {
     workflows: workflowsConfig(v),
     local,
     ...logsConfig(v),
+    gcpHome: gcpHomeSection(v),
     k8s: kubernetesConfig(v, cluster.baseImage),
     metrics: metricsConfig(v, roles, local),
     security: securityConfig(v),

@@ -41,6 +41,13 @@ export const POSTGRES_EXPORTER_IMAGE = 'quay.io/prometheuscommunity/postgres-exp
 /** Prometheus Operator whose CRD schemas (example/prometheus-operator-crd) validate the monitoring component. */
 export const PROMETHEUS_OPERATOR_VERSION = 'v0.85.0';
 
+/**
+ * Cloud SQL Auth Proxy v2: the chart's sidecar image tag and the module .ci/install-cloud-sql-proxy
+ * builds for offline tests. Not 2.28.0: the Go module proxy refuses the genproto version it needs.
+ */
+export const CLOUD_SQL_PROXY_VERSION = '2.27.0';
+export const CLOUD_SQL_PROXY_IMAGE = `gcr.io/cloud-sql-connectors/cloud-sql-proxy:${CLOUD_SQL_PROXY_VERSION}`;
+
 // Google API emulators: test fixtures only (test/helpers/gcp), built by .ci/install-gcp-emulators.
 /** goccy/bigquery-emulator: pure Go since v0.7 (CGO_ENABLED=0); `go install @version` is refused, so the module is downloaded and built with its own go.sum. */
 export const BIGQUERY_EMULATOR_VERSION = 'v0.8.1';

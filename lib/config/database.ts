@@ -2,11 +2,15 @@
 // every Digdag pool fits under its max_connections.
 import { UserError } from '../errors.ts';
 import { processCount, type RolesConfig } from './roles.ts';
-import { group, int, str, type Values, type VarSpec } from './spec.ts';
+import { bool, group, int, str, type Values, type VarSpec } from './spec.ts';
 
 export const DATABASE_VARIABLES: readonly VarSpec[] = group('Database', [
   { name: 'DATABASE_URL', default: '', kind: str('postgresql://digdag:secret@10.0.0.5:5432/digdag', /^(postgres(ql)?:\/\/.+)?$/), secret: true,
     description: 'Use an existing PostgreSQL (e.g. Cloud SQL) with this role and database instead of starting one. Empty: the project runs its own.' },
+  { name: 'CLOUDSQL_INSTANCE', default: '', kind: str('my-project:asia-northeast1:digdag-pg', /^([a-z][-a-z0-9.:]*:[a-z]+-[a-z]+[0-9]+:[a-z][-a-z0-9]*)?$/),
+    description: 'Kubernetes targets: reach this Cloud SQL instance (PROJECT:REGION:INSTANCE) through a Cloud SQL Auth Proxy v2 sidecar in every Digdag pod and the migration Job, authenticated by Workload Identity; DATABASE_URL then names the proxy, postgresql://digdag@127.0.0.1:5432/digdag (tasks/gcp.ts up prints both). Empty: no proxy.' },
+  { name: 'CLOUDSQL_PRIVATE_IP', default: 'false', kind: bool,
+    description: 'With CLOUDSQL_INSTANCE: the proxy connects to the instance\'s private IP (the cluster\'s VPC) instead of its public one.' },
   { name: 'POSTGRES_PORT', default: '0', kind: int(0, 65535, '54320'),
     description: 'Local target: port of the project-owned PostgreSQL on 127.0.0.1. 0: a free port is picked once and kept.' },
   { name: 'POSTGRES_BIN_DIR', default: '', kind: str('/usr/lib/postgresql/15/bin'),
@@ -21,6 +25,9 @@ export const DATABASE_VARIABLES: readonly VarSpec[] = group('Database', [
 
 export interface DbConfig {
   readonly externalUrl: string;
+  /** Cloud SQL instance connection name the Auth Proxy sidecar serves on 127.0.0.1; '' = none. */
+  readonly cloudSqlInstance: string;
+  readonly cloudSqlPrivateIp: boolean;
   readonly name: string;
   readonly user: string;
   readonly poolSize: number;
@@ -38,8 +45,25 @@ export function databaseConfig(v: Values, roles: Pick<RolesConfig, 'replicas'>):
       `lower DB_POOL_SIZE or a replica count, or raise POSTGRES_MAX_CONNECTIONS to ${connections + 10}`,
     );
   }
+  const cloudSqlInstance = v.str('CLOUDSQL_INSTANCE');
+  if (cloudSqlInstance) {
+    if (v.isLocal) {
+      throw new UserError('CLOUDSQL_INSTANCE works on the Kubernetes targets (a sidecar in each pod); the local target has none', 'run cloud-sql-proxy yourself and set DATABASE_URL=postgresql://digdag@127.0.0.1:5432/digdag, or leave CLOUDSQL_INSTANCE empty');
+    }
+    let host = '';
+    try {
+      host = new URL(v.str('DATABASE_URL')).hostname;
+    } catch {
+      // empty or not a URL: refused below
+    }
+    if (host !== '127.0.0.1' && host !== 'localhost') {
+      throw new UserError(`CLOUDSQL_INSTANCE=${cloudSqlInstance} needs DATABASE_URL to name the proxy on 127.0.0.1`, 'set DATABASE_URL=postgresql://digdag@127.0.0.1:5432/digdag (the password comes from the generated secrets; npx tsx tasks/gcp.ts up prints the values)');
+    }
+  }
   return {
     externalUrl: v.str('DATABASE_URL'),
+    cloudSqlInstance,
+    cloudSqlPrivateIp: v.str('CLOUDSQL_PRIVATE_IP') === 'true',
     name: v.str('DB_NAME'),
     user: v.str('DB_USER'),
     poolSize: v.num('DB_POOL_SIZE'),

@@ -39,7 +39,8 @@ export const createSecret: Impl = {
     // The same Namespace object start-postgres and apply send: a bare `create namespace` here
     // would drop its Pod Security labels on the next apply.
     await applyObjects(ctx, byKind(objects, 'Namespace'));
-    const dbPassword = ctx.config.db.externalUrl ? parseDatabaseUrl(ctx.config.db.externalUrl).password : secrets.dbPassword;
+    // A DATABASE_URL without a password (as tasks/gcp.ts writes it) means the generated one, which gcp up gave the Cloud SQL user.
+    const dbPassword = (ctx.config.db.externalUrl ? parseDatabaseUrl(ctx.config.db.externalUrl).password : '') || secrets.dbPassword;
     await applySecret(ctx, 'digdag-secrets', {
       'secret.properties': secretProperties(dbPassword, secrets.encryptionKey),
       'db-password': dbPassword,

@@ -1,5 +1,7 @@
 // A query against Digdag's database on Kubernetes: through `kubectl exec psql` on the in-cluster
-// server, or directly with DATABASE_URL.
+// server, or directly with DATABASE_URL (with CLOUDSQL_INSTANCE: a Cloud SQL Auth Proxy on this machine).
+import { requireSecrets } from '../credentials.ts';
+import { CommandError, UserError } from '../errors.ts';
 import type { Ctx } from '../pipeline.ts';
 import { dbEndpoint, queryAsApp } from '../postgres.ts';
 import { kubectl } from './kubectl.ts';
@@ -7,7 +9,18 @@ import { dbLocation } from './render.ts';
 
 export function dbQuery(ctx: Ctx): (sql: string) => Promise<string> {
   if (ctx.config.db.externalUrl) {
-    return async (sql) => queryAsApp(ctx.runner, ctx.config, await dbEndpoint(ctx.config, ''), sql);
+    return async (sql) => {
+      const db = await dbEndpoint(ctx.config, '');
+      try {
+        // No password in the URL (as tasks/gcp.ts writes it): the generated one, which the Secret holds too.
+        return await queryAsApp(ctx.runner, ctx.config, { ...db, password: db.password || requireSecrets(ctx.config).dbPassword }, sql);
+      } catch (e) {
+        const instance = ctx.config.db.cloudSqlInstance;
+        if (!instance || !(e instanceof CommandError) || !/connection to server|could not connect|Connection refused/i.test(e.stderr)) throw e;
+        // DATABASE_URL names the pods' sidecar (127.0.0.1); from this machine the same address needs a proxy here.
+        throw new UserError(`Digdag's database (Cloud SQL ${instance}) does not answer on ${db.host}:${db.port} of this machine`, `run the Cloud SQL Auth Proxy here while status or verify-ha query it: cloud-sql-proxy --port ${db.port} ${instance}`, e.message);
+      }
+    };
   }
   const db = dbLocation(ctx.config);
   return async (sql) =>

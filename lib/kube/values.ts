@@ -76,6 +76,7 @@ export function valuesFromConfig(config: Config): ChartValues {
       expireLockInterval: config.agent.lockExpireInterval,
       external: config.db.externalUrl ? { enabled: true, host: db.host, port: db.port } : { enabled: false },
     },
+    ...(config.db.cloudSqlInstance ? { cloudSqlProxy: { instance: config.db.cloudSqlInstance, privateIp: config.db.cloudSqlPrivateIp, port: db.port } } : {}),
     postgres: {
       image: config.k8s.postgresImage,
       pullPolicy: config.k8s.imagePullPolicy,
@@ -122,6 +123,7 @@ export const VALUE_VARIABLES: Readonly<Record<string, string>> = {
   'agent.heartbeatInterval': 'AGENT_HEARTBEAT_INTERVAL',
   'logs.server': 'LOG_SERVER',
   'logs.gcsBucket': 'GCS_LOG_BUCKET',
+  'cloudSqlProxy.instance': 'CLOUDSQL_INSTANCE',
 };
 
 /** The toolkit variables behind the chart values a message names, e.g. "ingress.host = INGRESS_HOST". */

@@ -60,7 +60,7 @@ test('sections are listed in the documented order, each variable once', () => {
   const names = VARIABLES.map((v) => v.name);
   assert.equal(new Set(names).size, names.length);
   const order = [...new Set(VARIABLES.map((v) => v.group))];
-  assert.deepEqual(order, ['General', 'Digdag runtime', 'Roles', 'Database', 'Workflows', 'Local target', 'Logs and GCP', 'Kubernetes', 'Security', 'Metrics', 'Test cluster']);
+  assert.deepEqual(order, ['General', 'Digdag runtime', 'Roles', 'Database', 'Workflows', 'Local target', 'Logs and GCP', 'GCP home (tasks/gcp.ts)', 'Kubernetes', 'Security', 'Metrics', 'Test cluster']);
 });
 
 test('runtime: a jar source needs an existing jar, and a jar needs the jar source', () => {

@@ -177,6 +177,19 @@ test('create-secret: namespace and Secret through kubectl create --dry-run | kub
   assert.equal(fs.existsSync(path.join(dir, '.digdag-secrets')), false, 'the 0600 staging files are removed');
 });
 
+test('create-secret with a DATABASE_URL without a password (as tasks/gcp.ts writes it) puts the generated one into the Secret', async () => {
+  const config = mk({ DATABASE_URL: 'postgresql://digdag@127.0.0.1:5432/digdag', CLOUDSQL_INSTANCE: 'my-project:asia-northeast1:digdag-pg' });
+  const staged: string[] = [];
+  const answer = cluster();
+  const r = new RecordingRunner((argv, cmd) => {
+    const from = argv.find((a) => a.startsWith('--from-file=db-password='));
+    if (from) staged.push(fs.readFileSync(from.slice('--from-file=db-password='.length), 'utf8'));
+    return answer(argv, cmd);
+  });
+  await runStep(createSecret, testCtx(config, r));
+  assert.deepEqual(staged, [ensureSecrets(config).secrets.dbPassword]);
+});
+
 test('create-secret with EDGE_AUTH=nginx-basic adds the htpasswd Secret; AUTH=none creates no API credentials and says so', async () => {
   const edge = mk({ EDGE_AUTH: 'nginx-basic' });
   const r = new RecordingRunner(cluster());

@@ -60,11 +60,76 @@ files/toolkit.yaml is written by `npm run generate` (lib/kube/chart-files.ts); a
 {{- end -}}
 
 {{- define "digdag-ha.dbHost" -}}
-{{- if .Values.database.external.enabled }}{{ required "database.external.host is required" .Values.database.external.host }}{{ else }}digdag-postgres{{ end -}}
+{{- if .Values.cloudSqlProxy.instance }}127.0.0.1{{ else if .Values.database.external.enabled }}{{ required "database.external.host is required" .Values.database.external.host }}{{ else }}digdag-postgres{{ end -}}
 {{- end -}}
 
 {{- define "digdag-ha.dbPort" -}}
-{{- if .Values.database.external.enabled }}{{ .Values.database.external.port }}{{ else }}5432{{ end -}}
+{{- if .Values.cloudSqlProxy.instance }}{{ .Values.cloudSqlProxy.port }}{{ else if .Values.database.external.enabled }}{{ .Values.database.external.port }}{{ else }}5432{{ end -}}
+{{- end -}}
+
+{{/*
+The Cloud SQL Auth Proxy v2 as a native sidecar (an init container with restartPolicy: Always): it
+starts before the pod's other init containers (its startup probe gates them), serves PostgreSQL on
+127.0.0.1 to every container of the pod, runs until the pod ends (a Job completes without waiting
+for it), and is restarted on its own if it dies. Authenticated by Workload Identity (the pod's
+Kubernetes service account acts as the Google one); nothing when cloudSqlProxy.instance is empty.
+*/}}
+{{- define "digdag-ha.cloudSqlProxy" -}}
+{{- with .Values.cloudSqlProxy }}
+{{- if .instance }}
+- name: cloud-sql-proxy
+  image: {{ .image | quote }}
+  imagePullPolicy: {{ .pullPolicy }}
+  restartPolicy: Always
+  args:
+    - --structured-logs
+    - --health-check
+    - --http-address=0.0.0.0
+    - --http-port={{ .healthPort }}
+    - --port={{ .port }}
+    - --exit-zero-on-sigterm
+    {{- if .privateIp }}
+    - --private-ip
+    {{- end }}
+    {{- with .adminApiEndpoint }}
+    - --sqladmin-api-endpoint={{ . }}
+    {{- end }}
+    - {{ .instance | quote }}
+  ports:
+    - { name: proxy-health, containerPort: {{ .healthPort }} }
+  startupProbe:
+    httpGet: { path: /startup, port: proxy-health }
+    periodSeconds: 1
+    failureThreshold: 60
+  livenessProbe:
+    httpGet: { path: /liveness, port: proxy-health }
+    periodSeconds: 10
+    timeoutSeconds: 5
+    failureThreshold: 3
+  resources:
+    {{- toYaml .resources | nindent 4 }}
+  securityContext:
+    allowPrivilegeEscalation: false
+    readOnlyRootFilesystem: true
+    capabilities:
+      drop: ["ALL"]
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* The proxy stands in for the database address: it needs the external database, and a client outside the pods cannot reach it. */}}
+{{- define "digdag-ha.validateCloudSqlProxy" -}}
+{{- if .Values.cloudSqlProxy.instance -}}
+{{- if not (regexMatch "^[a-z][-a-z0-9.:]*:[a-z]+-[a-z]+[0-9]+:[a-z][-a-z0-9]*$" .Values.cloudSqlProxy.instance) -}}
+{{- fail (printf "cloudSqlProxy.instance=%s is not an instance connection name: set it to PROJECT:REGION:INSTANCE (gcloud sql instances describe INSTANCE --format='value(connectionName)')" .Values.cloudSqlProxy.instance) -}}
+{{- end -}}
+{{- if not .Values.database.external.enabled -}}
+{{- fail "cloudSqlProxy.instance needs database.external.enabled=true: the proxy replaces the address of an external (Cloud SQL) database, not the in-cluster PostgreSQL" -}}
+{{- end -}}
+{{- if eq .Values.autoscaling.mode "keda" -}}
+{{- fail "autoscaling.mode=keda with cloudSqlProxy.instance: KEDA's operator runs the queue query itself and cannot reach a database that only the Digdag pods' sidecars serve; use autoscaling.mode=hpa, or none" -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
 
 {{- define "digdag-ha.apiSecretName" -}}
@@ -214,7 +279,7 @@ WARNING: auth.mode=none: Digdag accepts every request; anyone who reaches its po
 {{- end }}
 {{- if not .Values.networkPolicy.enabled }}
 WARNING: networkPolicy.enabled=false: every Digdag pod and PostgreSQL accept connections from anywhere in the cluster.
-{{- else if and .Values.database.external.enabled (not (regexMatch "^[0-9]{1,3}(\\.[0-9]{1,3}){3}$" .Values.database.external.host)) }}
+{{- else if and .Values.database.external.enabled (not .Values.cloudSqlProxy.instance) (not (regexMatch "^[0-9]{1,3}(\\.[0-9]{1,3}){3}$" .Values.database.external.host)) }}
 WARNING: database.external.host is {{ .Values.database.external.host }}, not an address: NetworkPolicy cannot allow a DNS
 name. Set it to the database's IP address, or allow its address (port {{ .Values.database.external.port }}) in a NetworkPolicy
 of your own for the pods labelled digdag-ha/db-client=true; otherwise Digdag cannot reach it.

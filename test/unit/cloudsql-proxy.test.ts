@@ -1,0 +1,98 @@
+// The Cloud SQL Auth Proxy v2 sidecar in the chart: a native sidecar (init container with
+// restartPolicy: Always) first in every Digdag pod, the migration Job and the queue exporter when
+// CLOUDSQL_INSTANCE is set; Digdag's database host becomes 127.0.0.1; nothing changes without it.
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { parse as parseYaml } from 'yaml';
+import { test } from 'node:test';
+import type { KubeObject } from '../../lib/kube/render.ts';
+import { renderManifests } from '../../lib/kube/render.ts';
+import { valuesFromConfig } from '../../lib/kube/values.ts';
+import { RecordingRunner, ShellRunner } from '../../lib/runner.ts';
+import { ensureSecrets } from '../../lib/credentials.ts';
+import { dbQuery } from '../../lib/kube/db-query.ts';
+import { UserError } from '../../lib/errors.ts';
+import { ROOT } from '../../lib/paths.ts';
+import { CLOUD_SQL_PROXY_IMAGE } from '../../lib/versions.ts';
+import { CHART, helmTemplate } from '../helpers/chart.ts';
+import { testConfig, testCtx } from '../helpers/fixtures.ts';
+import { validateStrictly } from '../helpers/tools.ts';
+
+const runner = new ShellRunner(false, () => {});
+const INSTANCE = 'my-project:asia-northeast1:digdag-pg';
+const GKE = {
+  DIGDAG_HA_TARGET: 'gke',
+  IMAGE: 'asia-northeast1-docker.pkg.dev/my-project/digdag/digdag-ha:0.10.5.1',
+  GCP_PROJECT: 'my-project',
+  GCP_SERVICE_ACCOUNT: 'digdag@my-project.iam.gserviceaccount.com',
+  DATABASE_URL: 'postgresql://digdag@127.0.0.1:5432/digdag',
+  CLOUDSQL_INSTANCE: INSTANCE,
+};
+
+type Pod = { initContainers?: any[]; containers: any[]; serviceAccountName?: string };
+const podSpec = (o: KubeObject): Pod => (o as any).spec.template.spec;
+const podsOf = (objs: KubeObject[]) => objs.filter((o) => o.kind === 'Deployment' || o.kind === 'Job' || o.kind === 'StatefulSet');
+
+test('CLOUDSQL_INSTANCE: every Digdag pod, the migration Job and the queue exporter start the proxy first, as a native sidecar; valid objects', async () => {
+  const config = testConfig({ ...GKE, MONITORING: 'prometheus-operator' });
+  const { objects } = await renderManifests(config, runner);
+  const pods = podsOf(objects);
+  assert.ok(!pods.some((o) => o.kind === 'StatefulSet'), 'no in-cluster PostgreSQL');
+  const names = pods.map((o) => o.metadata.name).sort();
+  assert.ok(names.includes('digdag-migrate') && names.includes('digdag-worker') && names.includes('digdag-queue-exporter'), names.join(', '));
+  for (const o of pods) {
+    const spec = podSpec(o);
+    const proxy = spec.initContainers?.[0];
+    assert.equal(proxy?.name, 'cloud-sql-proxy', `${o.metadata.name}: the proxy is the first init container`);
+    assert.equal(proxy.restartPolicy, 'Always', `${o.metadata.name}: native sidecar`);
+    assert.equal(proxy.args.at(-1), INSTANCE);
+    assert.ok(proxy.args.includes('--port=5432') && proxy.args.includes('--health-check') && !proxy.args.includes('--private-ip'));
+    assert.equal(proxy.startupProbe.httpGet.path, '/startup', 'the next init container waits until the proxy listens');
+    assert.equal(proxy.securityContext.readOnlyRootFilesystem, true);
+    assert.equal(spec.serviceAccountName, 'digdag', `${o.metadata.name}: Workload Identity through the digdag service account`);
+  }
+  const cm = objects.find((o) => o.kind === 'ConfigMap' && o.metadata.name === 'digdag-config')!;
+  for (const [file, text] of Object.entries(cm.data!)) if (file.endsWith('.properties')) assert.match(text, /^database\.host = 127\.0\.0\.1$/m, file);
+  const egress = objects.find((o) => o.kind === 'NetworkPolicy' && o.metadata.name === 'digdag-egress') as any;
+  const rules = JSON.stringify(egress.spec.egress);
+  assert.ok(rules.includes('"port":3307'), 'the proxy reaches the instance on 3307');
+  assert.ok(!rules.includes('127.0.0.1'), 'no policy rule for the loopback address');
+  assert.deepEqual(await validateStrictly(objects), []);
+});
+
+test('private IP, and without CLOUDSQL_INSTANCE no proxy anywhere', async () => {
+  assert.equal(valuesFromConfig(testConfig({ ...GKE, CLOUDSQL_PRIVATE_IP: 'true' })).cloudSqlProxy && (valuesFromConfig(testConfig({ ...GKE, CLOUDSQL_PRIVATE_IP: 'true' })).cloudSqlProxy as any).privateIp, true);
+  const withIp = helmTemplate(['database.external.enabled=true', 'database.external.host=127.0.0.1', `cloudSqlProxy.instance=${INSTANCE}`, 'cloudSqlProxy.privateIp=true']);
+  assert.equal(withIp.status, 0, withIp.stderr);
+  assert.ok(podsOf(withIp.objects).every((o) => podSpec(o).initContainers![0].args.includes('--private-ip')));
+  const plain = helmTemplate(['database.external.enabled=true', 'database.external.host=10.1.2.3']);
+  assert.equal(plain.status, 0, plain.stderr);
+  assert.ok(!JSON.stringify(plain.objects).includes('cloud-sql-proxy'));
+});
+
+test('bad combinations fail the render (chart) or the config (toolkit), naming the fix', async () => {
+  const refuse = (set: string[], re: RegExp) => {
+    const r = helmTemplate(set);
+    assert.notEqual(r.status, 0);
+    assert.match(r.stderr, re);
+  };
+  refuse([`cloudSqlProxy.instance=${INSTANCE}`], /needs database\.external\.enabled=true/);
+  refuse(['database.external.enabled=true', 'database.external.host=127.0.0.1', 'cloudSqlProxy.instance=digdag-pg'], /not an instance connection name: set it to PROJECT:REGION:INSTANCE/);
+  refuse(['database.external.enabled=true', 'database.external.host=127.0.0.1', `cloudSqlProxy.instance=${INSTANCE}`, 'autoscaling.mode=keda'], /KEDA's operator .* cannot reach/);
+  assert.throws(() => testConfig({ ...GKE, DATABASE_URL: 'postgresql://digdag:pw@10.1.2.3:5432/digdag' }), (e: unknown) => e instanceof UserError && /needs DATABASE_URL to name the proxy/.test(e.message) && /127\.0\.0\.1/.test(e.fix ?? ''));
+  assert.throws(() => testConfig({ CLOUDSQL_INSTANCE: INSTANCE, DATABASE_URL: GKE.DATABASE_URL }), (e: unknown) => e instanceof UserError && /local target has none/.test(e.message));
+});
+
+test('the chart\'s proxy image is the version .ci/install-cloud-sql-proxy builds (lib/versions.ts)', () => {
+  const values = parseYaml(fs.readFileSync(path.join(CHART, 'values.yaml'), 'utf8'));
+  assert.equal(values.cloudSqlProxy.image, CLOUD_SQL_PROXY_IMAGE);
+  assert.match(fs.readFileSync(path.join(ROOT, '.ci', 'install-cloud-sql-proxy'), 'utf8'), /CLOUD_SQL_PROXY_VERSION/);
+});
+
+test('with CLOUDSQL_INSTANCE the toolkit\'s own database queries say how to reach the instance from this machine', async () => {
+  const config = testConfig(GKE);
+  ensureSecrets(config);
+  const r = new RecordingRunner((argv) => (argv.some((a) => a.endsWith('psql')) ? { code: 2, stderr: 'psql: error: connection to server at "127.0.0.1", port 5432 failed: Connection refused' } : undefined));
+  await assert.rejects(dbQuery(testCtx(config, r))('SELECT 1'), (e: unknown) => e instanceof UserError && /Cloud SQL my-project:asia-northeast1:digdag-pg\) does not answer on 127\.0\.0\.1:5432/.test(e.message) && /cloud-sql-proxy --port 5432 my-project:asia-northeast1:digdag-pg/.test(e.fix ?? ''));
+});
