@@ -37,11 +37,23 @@ const BUSY_TEST_MS = 1_500_000;
 /** Keeps both cores busy while `fn` runs: verify-ha must not depend on a quiet machine. The loops
  * stop by themselves after the test's own bound, whatever happens to this process. */
 async function whileBusy<T>(fn: () => Promise<T>): Promise<T> {
-  const burners = [0, 1].map(() => spawn('timeout', [String(BUSY_TEST_MS / 1000), 'sh', '-c', 'while :; do :; done'], { stdio: 'ignore' }));
+  // Each loop in a process group of its own (timeout and its shell): killing the group stops both;
+  // killing only `timeout` would leave the shell spinning.
+  const burners = [0, 1].map(() => spawn('timeout', [String(BUSY_TEST_MS / 1000), 'sh', '-c', 'while :; do :; done'], { stdio: 'ignore', detached: true }));
   try {
     return await fn();
   } finally {
-    for (const b of burners) b.kill('SIGKILL');
+    for (const b of burners) {
+      try {
+        process.kill(-b.pid!, 'SIGKILL');
+      } catch {
+        /* already gone */
+      }
+    }
+    // Proof, not hope: no loop of this test is left running (a killed one not yet reaped is a zombie).
+    const left = spawnSync('ps', ['-o', 'pid=,stat=', '-g', burners.map((b) => String(b.pid)).join(',')], { encoding: 'utf8' }).stdout
+      .split('\n').map((l) => l.trim()).filter((l) => l && !/\sZ/.test(l));
+    assert.deepEqual(left, [], `busy loops left running: ${left.join('; ')}`);
   }
 }
 
