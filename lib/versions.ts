@@ -40,3 +40,9 @@ export const POSTGRES_EXPORTER_IMAGE = 'quay.io/prometheuscommunity/postgres-exp
 
 /** Prometheus Operator whose CRD schemas (example/prometheus-operator-crd) validate the monitoring component. */
 export const PROMETHEUS_OPERATOR_VERSION = 'v0.85.0';
+
+// The own cluster's autoscaling add-ons (.ci/install-keda builds them from the Go module proxy).
+/** KEDA (operator + external-metrics API server); cluster/keda/go.mod requires the same version. */
+export const KEDA_VERSION = 'v2.16.1';
+/** metrics-server, for the CPU HPA option (`go install` works: no replace directives). */
+export const METRICS_SERVER_VERSION = 'v0.8.0';
