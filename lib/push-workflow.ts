@@ -11,6 +11,8 @@ import type { Ctx, Impl } from './pipeline.ts';
 import { hashInputs, listFiles } from './state.ts';
 import type { Target } from './target.ts';
 import { outcome } from './runner.ts';
+import { GCP_CREDENTIAL_SECRET, projectSecretNames, readServiceAccountKey, syncProjectGcpSecrets, usesGcp } from './gcp.ts';
+import { projectId } from './digdag-api.ts';
 
 export const SAMPLE_PROJECT = 'ha-sample';
 export const sampleDir = () => path.join(WORKFLOWS_DIR, SAMPLE_PROJECT);
@@ -85,10 +87,18 @@ export async function pushProject(ctx: Ctx, endpoint: AuthEndpoint, p: { name: s
 export function pushWorkflowOn(target: Pick<Target, 'apiUrl'>): Impl {
   const endpointOf = (ctx: Ctx): AuthEndpoint => authenticatedEndpoint(ctx.config, target.apiUrl(ctx));
   return {
-    inputs: (ctx) => ({ values: { endpoint: target.apiUrl(ctx), auth: ctx.config.security.auth, projects: projects(ctx.config).map((p) => [p.name, revisionOf(p.dir)]) } }),
+    inputs: (ctx) => ({ values: {
+      endpoint: target.apiUrl(ctx), auth: ctx.config.security.auth, projects: projects(ctx.config).map((p) => [p.name, revisionOf(p.dir)]),
+      // A new key or project re-sets the projects' GCP secrets (the key's hash, never the key).
+      gcp: usesGcp(ctx.config) ? { project: ctx.config.gcp.project, key: readServiceAccountKey(ctx.config)?.sha256 ?? 'adc' } : undefined,
+    } }),
     healthy: async (ctx) => {
       const endpoint = endpointOf(ctx);
-      for (const p of projects(ctx.config)) if ((await serverRevision(endpoint, p.name)) !== revisionOf(p.dir)) return false;
+      const withKey = usesGcp(ctx.config) && !!ctx.config.gcp.saKeyFile;
+      for (const p of projects(ctx.config)) {
+        if ((await serverRevision(endpoint, p.name)) !== revisionOf(p.dir)) return false;
+        if (withKey && !(await projectSecretNames(endpoint, await projectId(endpoint, p.name)).catch((): string[] => [])).includes(GCP_CREDENTIAL_SECRET)) return false;
+      }
       return `projects already at their revisions on ${endpoint.url}`;
     },
     run: async (ctx) => {
@@ -97,6 +107,11 @@ export function pushWorkflowOn(target: Pick<Target, 'apiUrl'>): Impl {
       for (const p of projects(ctx.config)) {
         ctx.runner.log(await pushProject(ctx, endpoint, p));
         ctx.facts.pushed.push({ project: p.name, revision: revisionOf(p.dir) });
+        // Digdag's GCP operators get the same identity as sh> (lib/gcp.ts), without anyone typing it.
+        if (usesGcp(ctx.config)) {
+          const id = await ctx.runner.change(undefined, () => projectId(endpoint, p.name));
+          ctx.runner.log(await syncProjectGcpSecrets(ctx, endpoint, id ?? '(pushed)', p.name));
+        }
       }
       for (const line of credentialsHint(ctx.config)) ctx.runner.log(line);
     },

@@ -41,6 +41,12 @@ export const POSTGRES_EXPORTER_IMAGE = 'quay.io/prometheuscommunity/postgres-exp
 /** Prometheus Operator whose CRD schemas (example/prometheus-operator-crd) validate the monitoring component. */
 export const PROMETHEUS_OPERATOR_VERSION = 'v0.85.0';
 
+// Google API emulators: test fixtures only (test/helpers/gcp), built by .ci/install-gcp-emulators.
+/** goccy/bigquery-emulator: pure Go since v0.7 (CGO_ENABLED=0); `go install @version` is refused, so the module is downloaded and built with its own go.sum. */
+export const BIGQUERY_EMULATOR_VERSION = 'v0.8.1';
+/** fsouza/fake-gcs-server (needs Go >= 1.26). */
+export const FAKE_GCS_SERVER_VERSION = 'v1.56.1';
+
 // The own cluster's autoscaling add-ons (.ci/install-keda builds them from the Go module proxy).
 /** KEDA (operator + external-metrics API server); cluster/keda/go.mod requires the same version. */
 export const KEDA_VERSION = 'v2.16.1';

@@ -11,9 +11,9 @@ export const LOGS_VARIABLES: readonly VarSpec[] = group('Logs and GCP', [
   { name: 'GCS_LOG_PATH', default: 'digdag-logs', kind: str('digdag-logs'),
     description: 'log-server.gcs.path prefix inside the bucket.' },
   { name: 'GCP_PROJECT', default: '', kind: str('my-project', /^([a-z][a-z0-9-]{4,28}[a-z0-9])?$/),
-    description: 'GCP project for bq>/gcs_wait> and the gcloud CLI (GOOGLE_CLOUD_PROJECT in the pods).' },
+    description: 'GCP project for bq>/gcs_wait> and the gcloud CLI (GOOGLE_CLOUD_PROJECT of every Digdag process; the gcp.project secret of pushed projects). Set (or GCP_SA_KEY_FILE set): sh> tasks use a gcloud configuration the deployment owns, with the same identity as bq>.' },
   { name: 'GCP_SA_KEY_FILE', default: '', kind: str('./gcp-service-account-key.json'),
-    description: 'Service-account JSON key mounted into the pods. Empty: Application Default Credentials (Workload Identity on GKE).' },
+    description: 'Service-account JSON key: activated for gcloud/bq in sh> tasks and set by push-workflow as the gcp.credential secret of every pushed project (mounted read-only into the pods). Never put it in git. Empty: Application Default Credentials (Workload Identity on GKE, the metadata server), for bq> and sh> alike.' },
 ]);
 
 export interface LogsConfig {

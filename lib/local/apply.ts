@@ -21,6 +21,7 @@ import { writePrivateFile } from '../state.ts';
 import { uiOverlayDir, writeUiOverlay } from '../ui-login.ts';
 import { QUEUE_EXPORTER, queueExporterUp, queueExporterUrl, reconcileQueueExporter } from './queue-exporter.ts';
 import { changesApplied, outcome } from '../runner.ts';
+import { ensureGcloudConfig, gcpProcessEnv } from '../gcp.ts';
 
 export interface Planned {
   instance: Instance;
@@ -78,7 +79,7 @@ export async function planLocal(config: Config, java: Java, rt: Runtime): Promis
     // Locked roles get a new throw-away password at each start; only the mode is part of the hash.
     const auth = config.security.auth === 'none' ? 'none' : servesUsers ? `${config.security.authUser}:${secrets.apiPassword}` : `locked:${config.security.authUser}`;
     const hash = createHash('sha256')
-      .update(JSON.stringify({ properties, argv, db: db.database, user: db.user, pw: db.password, key: secrets.encryptionKey, auth }))
+      .update(JSON.stringify({ properties, argv, db: db.database, user: db.user, pw: db.password, key: secrets.encryptionKey, auth, gcp: gcpProcessEnv(config) }))
       .digest('hex');
     return { instance, port, metricsPort, jmxPort, propsFile, properties, servesUsers, loginPage, argv, logFile: path.join(config.stateDir, 'logs', `${instance.name}.log`), hash };
   });
@@ -113,8 +114,9 @@ async function startOne(ctx: Ctx, p: Planned, secretsText: string): Promise<Proc
   const pid = await ctx.runner.spawnBackground({
     argv: p.argv,
     logFile: p.logFile,
-    // sh> tasks inherit this environment: the sample workflow prints it to prove where it ran.
-    env: { DIGDAG_HA_ROLE: p.instance.role, DIGDAG_HA_INSTANCE: p.instance.name },
+    // sh> tasks inherit this environment: the sample workflow prints it to prove where it ran;
+    // the GCP part (project, the deployment's gcloud configuration) holds no credential.
+    env: { ...gcpProcessEnv(ctx.config), DIGDAG_HA_ROLE: p.instance.role, DIGDAG_HA_INSTANCE: p.instance.name },
     cwd: ctx.config.stateDir,
   });
   const entry: ProcessEntry & { hash: string } = {
@@ -161,6 +163,8 @@ export async function reconcileLocal(ctx: Ctx): Promise<string[]> {
   const secretsText = secretProperties(db.password, secrets.encryptionKey);
   const running = new Map(roleEntries(ctx.config).map((e) => [e.name, e as ProcessEntry & { hash?: string }]));
   const actions: string[] = [];
+  // sh> tasks' gcloud/bq identity, ready before any process that could run one starts.
+  actions.push(await ensureGcloudConfig(ctx));
 
   // Scaled away, first, so their ports are free for the new layout.
   for (const [name, e] of running) {

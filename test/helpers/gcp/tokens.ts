@@ -1,0 +1,80 @@
+// The token authority shared by the fake metadata server and the edge's token endpoint: it mints
+// a distinct access token per service account, verifies key-signed JWT assertions against the
+// public key registered for the account, and answers which account a token was minted for.
+import crypto from 'node:crypto';
+
+export interface ServiceAccount {
+  email: string;
+  /** PEM public key of the account's registered key (verifies JWT assertions). */
+  publicKey: string;
+}
+
+export interface MintedToken {
+  token: string;
+  email: string;
+  /** metadata: the metadata server (ADC, Workload Identity); key: a JWT signed with a key file. */
+  via: 'metadata' | 'key';
+}
+
+export class TokenAuthority {
+  private readonly accounts = new Map<string, ServiceAccount>();
+  private readonly tokens = new Map<string, MintedToken>();
+
+  register(sa: ServiceAccount): void {
+    this.accounts.set(sa.email, sa);
+  }
+
+  mint(email: string, via: MintedToken['via']): MintedToken {
+    if (!this.accounts.has(email)) throw new Error(`unknown service account ${email}`);
+    // ya29.-prefixed like Google's; the account is not readable from the token itself.
+    const t: MintedToken = { token: `ya29.test-${crypto.randomBytes(24).toString('base64url')}`, email, via };
+    this.tokens.set(t.token, t);
+    return t;
+  }
+
+  whose(token: string | undefined): MintedToken | undefined {
+    return token ? this.tokens.get(token) : undefined;
+  }
+
+  allTokens(): string[] {
+    return [...this.tokens.keys()];
+  }
+
+  /**
+   * The urn:ietf:params:oauth:grant-type:jwt-bearer grant: the assertion's issuer must be a
+   * registered account and its RS256 signature must verify with that account's key.
+   */
+  exchangeJwt(assertion: string): { ok: true; minted: MintedToken } | { ok: false; error: string; description: string } {
+    const parts = assertion.split('.');
+    if (parts.length !== 3) return { ok: false, error: 'invalid_request', description: 'Invalid JWT: malformed.' };
+    let claims: { iss?: string; aud?: string; exp?: number };
+    try {
+      claims = JSON.parse(Buffer.from(parts[1]!, 'base64url').toString('utf8'));
+    } catch {
+      return { ok: false, error: 'invalid_request', description: 'Invalid JWT: claims are not JSON.' };
+    }
+    const sa = claims.iss ? this.accounts.get(claims.iss) : undefined;
+    if (!sa) return { ok: false, error: 'invalid_grant', description: 'Invalid grant: account not found' };
+    const ok = crypto.verify('sha256', Buffer.from(`${parts[0]}.${parts[1]}`), sa.publicKey, Buffer.from(parts[2]!, 'base64url'));
+    if (!ok) return { ok: false, error: 'invalid_grant', description: 'Invalid JWT Signature.' };
+    return { ok: true, minted: this.mint(sa.email, 'key') };
+  }
+}
+
+/** A new RSA key pair and the service-account JSON key file text Google would issue for it. */
+export function newServiceAccountKey(email: string, project: string, tokenUri: string): { publicKey: string; json: string } {
+  const { publicKey, privateKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
+  const json = JSON.stringify({
+    type: 'service_account',
+    project_id: project,
+    private_key_id: crypto.randomBytes(20).toString('hex'),
+    private_key: privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(),
+    client_email: email,
+    client_id: String(100000000000000000000n + BigInt(crypto.randomInt(1e9))),
+    auth_uri: 'https://accounts.google.com/o/oauth2/auth',
+    token_uri: tokenUri,
+    auth_provider_x509_cert_url: 'https://www.googleapis.com/oauth2/v1/certs',
+    client_x509_cert_url: `https://www.googleapis.com/robot/v1/metadata/x509/${encodeURIComponent(email)}`,
+  }, null, 2);
+  return { publicKey: publicKey.export({ type: 'spki', format: 'pem' }).toString(), json };
+}
