@@ -53,3 +53,9 @@ export const CLOUD_SQL_PROXY_IMAGE = `gcr.io/cloud-sql-connectors/cloud-sql-prox
 export const BIGQUERY_EMULATOR_VERSION = 'v0.8.1';
 /** fsouza/fake-gcs-server (needs Go >= 1.26). */
 export const FAKE_GCS_SERVER_VERSION = 'v1.56.1';
+
+// The own cluster's autoscaling add-ons (.ci/install-keda builds them from the Go module proxy).
+/** KEDA (operator + external-metrics API server); cluster/keda/go.mod requires the same version. */
+export const KEDA_VERSION = 'v2.16.1';
+/** metrics-server, for the CPU HPA option (`go install` works: no replace directives). */
+export const METRICS_SERVER_VERSION = 'v0.8.0';

@@ -13,6 +13,7 @@ import https from 'node:https';
 import path from 'node:path';
 import type { Runner } from '../runner.ts';
 import { ensureDir } from '../state.ts';
+import { aggregationLayerFlags } from './aggregation.ts';
 import { binPath } from './build.ts';
 import { clusterPaths, type ClusterConfig } from './config.ts';
 import { ctr } from './images.ts';
@@ -201,6 +202,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         `--service-account-signing-key-file=${pki('sa.key')}`,
         '--service-account-issuer=https://kubernetes.default.svc.cluster.local',
         '--authorization-mode=Node,RBAC',
+        ...aggregationLayerFlags(cc),
         // PodSecurity is on by default; NodeRestriction keeps the kubelet to its own node.
         '--enable-admission-plugins=NodeRestriction',
         '--allow-privileged=true',

@@ -46,6 +46,8 @@ export interface ClusterConfig {
   };
   /** The cgroup (in every v1 hierarchy) under which the kubelet puts all pods. */
   readonly cgroupRoot: string;
+  /** Add-ons `up` starts after the node is Ready (CLUSTER_ADDONS). */
+  readonly addons: readonly 'keda'[];
 }
 
 /** The variables the harness reads (its config section), for --help. */
@@ -91,6 +93,7 @@ export function loadClusterConfig(config: Config): ClusterConfig {
       corednsReady: 8181,
     },
     cgroupRoot: 'digdag-ha-cluster',
+    addons: Object.freeze([...config.cluster.addons]),
   };
   return Object.freeze({ ...cc, net: Object.freeze(cc.net), ports: Object.freeze(cc.ports) });
 }

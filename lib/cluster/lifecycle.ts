@@ -10,12 +10,14 @@ import { isAlive, listProcesses, registerProcess, stopProcess, unregisterProcess
 import { changesApplied, type Runner } from '../runner.ts';
 import { ensureDir } from '../state.ts';
 import { applyAddons, kubectl } from './addons.ts';
+import { ensureFrontProxyPki } from './aggregation.ts';
 import { missingBinaries } from './build.ts';
 import { components, httpStatus, type Component } from './components.ts';
 import { clusterPaths, type ClusterConfig } from './config.ts';
 import { cgroupPids, hostLeftovers, prepareHost, recordBaseline, restoreHost } from './host.ts';
 import { containerdHasImage, ctr, ensureBaseImage, ensurePauseImage, loadImage } from './images.ts';
 import { ensurePki, writeKubeconfigs } from './pki.ts';
+import { KEDA_PROCESSES, kedaMissing, startKeda } from './keda.ts';
 
 /** The process registry lives in the cluster's own state dir (lib/processes.ts keys it by stateDir). */
 const registry = (cc: ClusterConfig) => ({ stateDir: cc.dir }) as Pick<Config, 'stateDir'> as Config;
@@ -23,7 +25,7 @@ const marker = (cc: ClusterConfig) => `${cc.dir}/`;
 
 export type Log = (line: string) => void;
 
-const COMMANDS = ['containerd', 'containerd-shim-runc-v2', 'runc', 'ctr', 'dockerd', 'etcd', 'ip', 'iptables', 'iptables-save', 'ip6tables-save', 'ipset', 'openssl', 'kubectl', 'debootstrap', 'gcc', 'tar', 'conntrack'];
+const COMMANDS = ['unshare', 'mount', 'containerd', 'containerd-shim-runc-v2', 'runc', 'ctr', 'dockerd', 'etcd', 'ip', 'iptables', 'iptables-save', 'ip6tables-save', 'ipset', 'openssl', 'kubectl', 'debootstrap', 'gcc', 'tar', 'conntrack'];
 
 function onPath(cmd: string): boolean {
   return (process.env.PATH ?? '').split(':').some((d) => d && fs.existsSync(path.join(d, cmd)));
@@ -39,10 +41,11 @@ export function missingPrerequisites(cc: ClusterConfig): string[] {
   if (!fs.existsSync('/bin/busybox')) out.push('/bin/busybox (busybox-static, for the test image)');
   const bins = missingBinaries(cc);
   if (bins.length) out.push(`binaries in ${cc.binDir}: ${bins.join(', ')} (npx tsx tasks/cluster.ts build)`);
+  if (cc.addons.includes('keda')) out.push(...kedaMissing(cc));
   return out;
 }
 
-const OWN_PROGRAMS = /^(containerd|containerd-shim.*|ctr|runc|dockerd|docker-proxy|etcd|kube-.*|kubelet|coredns)$/;
+const OWN_PROGRAMS = /^(containerd|containerd-shim.*|ctr|runc|dockerd|docker-proxy|etcd|kube-.*|kubelet|coredns|keda|keda-adapter)$/;
 
 function strays(cc: ClusterConfig, known: readonly ProcessEntry[]): ProcessEntry[] {
   const out: ProcessEntry[] = [];
@@ -133,7 +136,11 @@ export interface UpResult {
 export async function clusterUpCmd(runner: Runner, cc: ClusterConfig, log: Log = () => {}): Promise<UpResult> {
   const t0 = Date.now();
   const already = await clusterUp(runner, cc);
-  if (already) return { alreadyUp: true, lines: [`already up: ${already}`], seconds: (Date.now() - t0) / 1000 };
+  if (already) {
+    const lines = [`already up: ${already}`];
+    if (cc.addons.includes('keda')) lines.push(await startAddonKeda(runner, cc, log));
+    return { alreadyUp: true, lines, seconds: (Date.now() - t0) / 1000 };
+  }
   const missing = missingPrerequisites(cc);
   if (missing.length) throw new UserError(`the test cluster cannot start here; missing: ${missing.join('; ')}`, 'bash .ci/install-cluster (as root)');
   const lines: string[] = [];
@@ -147,6 +154,7 @@ export async function clusterUpCmd(runner: Runner, cc: ClusterConfig, log: Log =
     for (const d of [clusterPaths(cc).logs]) ensureDir(d);
     await recordBaseline(runner, cc);
     await ensurePki(runner, cc);
+    await ensureFrontProxyPki(runner, cc);
     writeKubeconfigs(cc);
     await prepareHost(runner, cc);
     for (const c of components(cc)) {
@@ -161,6 +169,7 @@ export async function clusterUpCmd(runner: Runner, cc: ClusterConfig, log: Log =
     if (!(await waitFor(() => nodeReady(runner, cc), 90_000, 500))) {
       throw new UserError('node "localhost" did not become Ready within 90 s', `see ${path.join(clusterPaths(cc).logs, 'kubelet.log')}`);
     }
+    if (cc.addons.includes('keda')) lines.push(await startAddonKeda(runner, cc, log));
   } catch (err) {
     log(`up failed: stopping what it started`);
     await clusterDown(runner, cc, { purge: false }, log).catch(() => []);
@@ -169,6 +178,11 @@ export async function clusterUpCmd(runner: Runner, cc: ClusterConfig, log: Log =
   const seconds = (Date.now() - t0) / 1000;
   lines.push(`up in ${seconds.toFixed(1)} s; ${clusterRssMiB(cc)} MiB resident; export KUBECONFIG=${clusterPaths(cc).kubeconfig}`);
   return { alreadyUp: false, lines, seconds };
+}
+
+/** KEDA as host processes of the cluster: registered and stopped like its other components. */
+export function startAddonKeda(runner: Runner, cc: ClusterConfig, log: Log = () => {}): Promise<string> {
+  return startKeda(runner, cc, (c) => startComponent(runner, cc, c, log), log);
 }
 
 /** Stops everything (pods first, through the kubelet, so their sandboxes and namespaces go
@@ -187,7 +201,7 @@ export async function clusterDown(runner: Runner, cc: ClusterConfig, opts: { pur
       }),
     );
   };
-  await stop(['kube-router', 'coredns', 'kube-proxy', 'kube-controller-manager', 'kube-scheduler'], 10_000);
+  await stop([...KEDA_PROCESSES, 'kube-router', 'coredns', 'kube-proxy', 'kube-controller-manager', 'kube-scheduler'], 10_000);
   const alive = (n: string) => !!byName(n) && isAlive(byName(n)!);
   const tasks = async () => {
     const r = await runner.run({ argv: ctr(cc, 'tasks', 'ls', '-q'), nothrow: true, quiet: true });

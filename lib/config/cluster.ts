@@ -5,7 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { UserError } from '../errors.ts';
 import { BASE_IMAGE_SUITE } from '../versions.ts';
-import { group, str, type Values, type VarSpec } from './spec.ts';
+import { group, oneOf, str, type Values, type VarSpec } from './spec.ts';
 
 /** The debootstrapped base lib/cluster/images.ts makes (CLUSTER_BASE_IMAGE overrides it). */
 export const CLUSTER_BASE_IMAGE_DEFAULT = `digdag-ha-base:${BASE_IMAGE_SUITE}`;
@@ -23,6 +23,8 @@ export const CLUSTER_SECTION_VARIABLES: readonly VarSpec[] = group('Test cluster
     description: 'Name (with a tag) of the debootstrapped base image the test cluster\'s images are built from.' },
   { name: 'CLUSTER_DEBIAN_MIRROR', default: DEBIAN_MIRROR_DEFAULT, kind: str(DEBIAN_MIRROR_DEFAULT),
     description: 'Debian mirror debootstrap makes the test cluster\'s base image from.' },
+  { name: 'CLUSTER_ADDONS', default: '', kind: oneOf(['', 'keda']),
+    description: 'Add-ons `up` starts with the test cluster: keda (KEDA\'s operator and external-metrics API server, built by bash .ci/install-keda; needed by AGENT_AUTOSCALING=keda). Empty: none.' },
 ]);
 
 export interface ClusterSection {
@@ -36,6 +38,8 @@ export interface ClusterSection {
   readonly cacheDir: string;
   readonly baseImage: string;
   readonly debianMirror: string;
+  /** Add-ons started with the cluster (lib/cluster/keda.ts). */
+  readonly addons: readonly 'keda'[];
 }
 
 export function clusterSection(v: Values): ClusterSection {
@@ -57,5 +61,6 @@ export function clusterSection(v: Values): ClusterSection {
     cacheDir: path.resolve(v.str('DIGDAG_HA_CACHE_DIR') || path.join(xdgCache, 'digdag-ha')),
     baseImage,
     debianMirror,
+    addons: v.str('CLUSTER_ADDONS') ? [v.str('CLUSTER_ADDONS') as 'keda'] : [],
   };
 }

@@ -37,6 +37,12 @@ export const KUBERNETES_VARIABLES: readonly VarSpec[] = group('Kubernetes', [
     description: 'With AGENT_AUTOSCALING=keda: the namespace KEDA runs in; its operator runs the queue-depth query, so the PostgreSQL NetworkPolicy admits it.' },
   { name: 'AGENT_MAX_REPLICAS', default: '10', kind: int(1, 500, '20'),
     description: 'Upper bound for autoscaling the workers (agents in the split layout); WORKER_REPLICAS (AGENT_REPLICAS) is the lower bound.' },
+  { name: 'AUTOSCALING_POLLING_SECONDS', default: '15', kind: int(1, 3600, '15'),
+    description: 'With AGENT_AUTOSCALING=keda: seconds between two queries of the queue depth (KEDA\'s pollingInterval).' },
+  { name: 'AUTOSCALING_COOLDOWN_SECONDS', default: '300', kind: int(1, 86400, '300'),
+    description: 'With autoscaling: seconds the desired count must stay lower before a worker (agent) is removed (KEDA\'s cooldownPeriod, the scale-down stabilization window).' },
+  { name: 'AUTOSCALING_SCALE_DOWN_PERIOD_SECONDS', default: '120', kind: int(1, 86400, '120'),
+    description: 'With autoscaling: at most one worker (agent) is removed per this many seconds.' },
   { name: 'GCP_SERVICE_ACCOUNT', default: '', kind: str('digdag@my-project.iam.gserviceaccount.com', /^([a-z0-9-]+@[a-z0-9-]+\.iam\.gserviceaccount\.com)?$/),
     description: 'gke: Google service account bound to the digdag ServiceAccount by Workload Identity. Empty: the node\'s default identity.' },
   { name: 'INGRESS_HOST', default: '', kind: str('digdag.example.com', /^([a-z0-9.-]+)?$/),
@@ -65,6 +71,9 @@ export interface K8sConfig {
   readonly rolloutTimeoutSeconds: number;
   readonly autoscaling: 'none' | 'keda' | 'hpa';
   readonly agentMaxReplicas: number;
+  readonly autoscalingPollingSeconds: number;
+  readonly autoscalingCooldownSeconds: number;
+  readonly autoscalingScaleDownPeriodSeconds: number;
   readonly kedaNamespace: string;
   readonly gcpServiceAccount: string;
 }
@@ -106,6 +115,9 @@ export function kubernetesConfig(v: Values, clusterBaseImage: string): K8sConfig
     rolloutTimeoutSeconds: v.num('ROLLOUT_TIMEOUT_SECONDS'),
     autoscaling: v.str('AGENT_AUTOSCALING') as K8sConfig['autoscaling'],
     agentMaxReplicas: v.num('AGENT_MAX_REPLICAS'),
+    autoscalingPollingSeconds: v.num('AUTOSCALING_POLLING_SECONDS'),
+    autoscalingCooldownSeconds: v.num('AUTOSCALING_COOLDOWN_SECONDS'),
+    autoscalingScaleDownPeriodSeconds: v.num('AUTOSCALING_SCALE_DOWN_PERIOD_SECONDS'),
     kedaNamespace: v.str('KEDA_NAMESPACE'),
     gcpServiceAccount: v.str('GCP_SERVICE_ACCOUNT'),
   };

@@ -207,3 +207,21 @@ test('helm test: an authenticated API call through the UI Service, credentials f
   assert.match(script, /curl -fsS[^\n]*-K \/tmp\/curlrc[^\n]*http:\/\/digdag-ui:65432\/api\//);
   assert.ok(pod.spec.volumes.some((v: { secret?: { secretName: string } }) => v.secret?.secretName === 'digdag-api-credentials'));
 });
+
+test('KEDA settings: polling, cooldown and scale-in pace from values; the in-cluster database by its full name; zero refused', () => {
+  const objs = template(['autoscaling.mode=keda', 'roles.worker.replicas=1', 'autoscaling.maxReplicas=3', 'autoscaling.pollingInterval=5', 'autoscaling.cooldownPeriod=30', 'autoscaling.scaleDownPeriod=10']).objects;
+  const so = find(objs, 'ScaledObject', 'digdag-autoscaler');
+  assert.equal(so.spec.pollingInterval, 5);
+  assert.equal(so.spec.cooldownPeriod, 30);
+  assert.equal(so.spec.advanced.horizontalPodAutoscalerConfig.behavior.scaleDown.stabilizationWindowSeconds, 30);
+  assert.deepEqual(so.spec.advanced.horizontalPodAutoscalerConfig.behavior.scaleDown.policies, [{ type: 'Pods', value: 1, periodSeconds: 10 }]);
+  assert.equal(so.spec.minReplicaCount, 1);
+  assert.equal(so.spec.maxReplicaCount, 3);
+  // KEDA's operator resolves the name from its own namespace.
+  assert.equal(so.spec.triggers[0].metadata.host, 'digdag-postgres.digdag.svc.cluster.local');
+  for (const bad of ['autoscaling.pollingInterval=0', 'autoscaling.cooldownPeriod=0', 'autoscaling.scaleDownPeriod=0', 'agent.maxTaskThreads=0']) {
+    const r = template(['autoscaling.mode=keda', bad]);
+    assert.notEqual(r.status, 0, bad);
+    assert.match(r.stderr, /must be greater than or equal to 1/i, bad);
+  }
+});

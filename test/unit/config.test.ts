@@ -79,6 +79,16 @@ test('the layout decides which roles run; the other layout\'s replica counts are
   fails({ WORKER_REPLICAS: '0' }, /WORKER_REPLICAS.*out of range \(1\.\.50\)/);
 });
 
+test('autoscaling settings: a target or interval of 0 is refused with the variable named', () => {
+  fails({ AGENT_MAX_TASK_THREADS: '0' }, /AGENT_MAX_TASK_THREADS.*out of range \(1\.\.256\)/);
+  fails({ AUTOSCALING_POLLING_SECONDS: '0' }, /AUTOSCALING_POLLING_SECONDS.*out of range \(1\.\.3600\)/);
+  fails({ AUTOSCALING_COOLDOWN_SECONDS: '0' }, /AUTOSCALING_COOLDOWN_SECONDS.*out of range/);
+  fails({ AUTOSCALING_SCALE_DOWN_PERIOD_SECONDS: '-1' }, /AUTOSCALING_SCALE_DOWN_PERIOD_SECONDS/);
+  const c = testConfig({ AUTOSCALING_POLLING_SECONDS: '5', AUTOSCALING_COOLDOWN_SECONDS: '30' });
+  assert.equal(c.k8s.autoscalingPollingSeconds, 5);
+  assert.equal(c.k8s.autoscalingCooldownSeconds, 30);
+});
+
 // The Kubernetes-only combinations (autoscaling bounds, UI_REPLICAS=0, the edge) are the chart's:
 // test/unit/renderer.test.ts renders them and sees them refused.
 

@@ -408,3 +408,22 @@ test('the Kubernetes target\'s primitives for verify-ha: pods as instances, SIGK
   const b = kubeTarget.budgets(config);
   assert.equal(b.failoverMs(30), (30 + config.agent.lockRetentionTime + 2 * config.agent.lockExpireInterval + config.k8s.rolloutTimeoutSeconds) * 1000, 'the failover budget comes from the lock retention and the rollout timeout');
 });
+
+test('apply with AGENT_AUTOSCALING=keda onto a cluster without KEDA\'s CRDs stops before any change, naming the fix', async () => {
+  const config = mk({ AGENT_AUTOSCALING: 'keda', WORKER_REPLICAS: '1', AGENT_MAX_REPLICAS: '3' });
+  const none = new RecordingRunner(cluster((argv) => (argv.includes('crd') ? { code: 1, stderr: 'Error from server (NotFound): customresourcedefinitions.apiextensions.k8s.io "scaledobjects.keda.sh" not found' } : undefined)));
+  await assert.rejects(runStep(apply, testCtx(config, none)), (e: unknown) => {
+    assert.ok(e instanceof UserError);
+    assert.match(e.message, /AGENT_AUTOSCALING=keda renders a ScaledObject, but this cluster has no KEDA: CRD scaledobjects.keda.sh, triggerauthentications.keda.sh not found/);
+    assert.match(e.fix!, /install KEDA .*or set AGENT_AUTOSCALING=none or hpa/);
+    return true;
+  });
+  assert.ok(none.calls.every((c) => !c.mutates), 'nothing was applied');
+  const own = mk({ DIGDAG_HA_TARGET: 'cluster', AGENT_AUTOSCALING: 'keda', WORKER_REPLICAS: '1', AGENT_MAX_REPLICAS: '3' });
+  await assert.rejects(runStep(apply, testCtx(own, new RecordingRunner(cluster()))), (e: unknown) => e instanceof UserError && /CLUSTER_ADDONS=keda npx tsx tasks\/cluster.ts up/.test(e.fix!));
+  const crds = 'customresourcedefinition.apiextensions.k8s.io/scaledobjects.keda.sh\ncustomresourcedefinition.apiextensions.k8s.io/triggerauthentications.keda.sh\n';
+  const withKeda = new RecordingRunner(cluster((argv) => (argv.includes('crd') ? { stdout: crds } : undefined)));
+  await runStep(apply, testCtx(config, withKeda));
+  assert.ok(withKeda.commands().includes(`${K(config)} get crd scaledobjects.keda.sh triggerauthentications.keda.sh -o name`));
+  assert.match(withKeda.calls.find((c) => c.argv.includes('apply'))!.input!, /kind: ScaledObject/);
+});

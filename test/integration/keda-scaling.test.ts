@@ -1,0 +1,200 @@
+// Queue-driven scaling on the project's own cluster with real Digdag: KEDA started by the
+// cluster's lifecycle (CLUSTER_ADDONS=keda) serves external.metrics.k8s.io through the API
+// server's aggregation layer; the chart's ScaledObject (AGENT_AUTOSCALING=keda, min 1 / max 3
+// workers, short polling and cooldown) scales the workers out under a burst of attempts and
+// back to the minimum once the queue is empty. Every attempt must succeed and no task may run
+// twice, counted from Digdag's own lock table (each task's queued_task_locks row, sampled while
+// it exists: a lock taken by a second agent, or a retry_count above 0, is a re-run). Reaction,
+// drain and scale-in times are printed, not asserted. SKIPPED with the reason without root, the
+// cluster's prerequisites, KEDA in the cache (bash .ci/install-keda) or a Digdag runtime.
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { after, before, test, type TestContext } from 'node:test';
+import { EXTERNAL_METRICS_API } from '../../lib/cluster/keda.ts';
+import { clusterImageHost } from '../../lib/cluster/image-host.ts';
+import { ensureBaseImage, loadImage } from '../../lib/cluster/images.ts';
+import { clusterDown, clusterUpCmd, missingPrerequisites } from '../../lib/cluster/lifecycle.ts';
+import { hostLeftovers } from '../../lib/cluster/host.ts';
+import { loadClusterConfig, type ClusterConfig } from '../../lib/cluster/config.ts';
+import { CLUSTER_POSTGRES_IMAGE, type Config } from '../../lib/config.ts';
+import { startAttempt, waitAttempt, workflowId } from '../../lib/digdag-api.ts';
+import { buildArgv } from '../../lib/kube/build-image.ts';
+import { kubectl } from '../../lib/kube/kubectl.ts';
+import { ROOT } from '../../lib/paths.ts';
+import { runSteps, type Ctx } from '../../lib/pipeline.ts';
+import { freePortRange } from '../../lib/ports.ts';
+import { waitFor } from '../../lib/processes.ts';
+import { SAMPLE_PROJECT } from '../../lib/push-workflow.ts';
+import { ShellRunner } from '../../lib/runner.ts';
+import { ALL_STEPS } from '../../tasks/all.ts';
+import { kubeTarget } from '../../tasks/steps.ts';
+import { tempDir, testConfig, testCtx } from '../helpers/fixtures.ts';
+import { prepareRuntime, runtimeVars } from '../helpers/runtime.ts';
+
+const MIN = 1;
+const MAX = 3;
+const THREADS = 4;
+const ATTEMPTS = 30;
+const TASKS = 4;
+const SLEEP = 5;
+const COOLDOWN = 30;
+const SCALE_DOWN_PERIOD = 15;
+
+const runner = new ShellRunner(false, () => {});
+const log = (l: string) => process.stderr.write(`  [keda] ${l}\n`);
+let skipReason: string | undefined;
+let runtimeMissing: string | undefined;
+let cc: ClusterConfig;
+let config: Config;
+let ctx: Ctx;
+let started = 0;
+
+before(async () => {
+  started = Date.now();
+  const state = tempDir('dh-keda-');
+  config = testConfig({
+    DIGDAG_HA_TARGET: 'cluster',
+    DIGDAG_HA_STATE_DIR: state,
+    DIGDAG_HA_CLUSTER_DIR: path.join(state, 'c'),
+    CLUSTER_ADDONS: 'keda',
+    RESOURCE_PROFILE: 'small',
+    PORT_FORWARD_PORT: String(await freePortRange(1, 61100)),
+    AGENT_AUTOSCALING: 'keda',
+    WORKER_REPLICAS: String(MIN),
+    AGENT_MAX_REPLICAS: String(MAX),
+    AGENT_MAX_TASK_THREADS: String(THREADS),
+    AUTOSCALING_POLLING_SECONDS: '5',
+    AUTOSCALING_COOLDOWN_SECONDS: String(COOLDOWN),
+    AUTOSCALING_SCALE_DOWN_PERIOD_SECONDS: String(SCALE_DOWN_PERIOD),
+    ...runtimeVars,
+  });
+  cc = loadClusterConfig(config);
+  const missing = missingPrerequisites(cc);
+  if (missing.length) {
+    skipReason = `the test cluster with KEDA cannot run here — missing: ${missing.join('; ')}`;
+    return;
+  }
+  const up = await clusterUpCmd(runner, cc, log);
+  if (up.alreadyUp) {
+    skipReason = 'a test cluster is already up on the fixed ports (another checkout\'s?); not touching it';
+    return;
+  }
+  for (const l of up.lines) log(l);
+  ctx = testCtx(config, runner);
+  runtimeMissing = Object.keys(runtimeVars).length ? await prepareRuntime(config, runner) : 'no Digdag runtime configured (set DIGDAG_SOURCE=jar DIGDAG_JAR=… or a reachable MAVEN_REPO_URL)';
+});
+
+after(async () => {
+  if (skipReason || !cc) return;
+  await clusterDown(runner, cc, { purge: true }, log);
+  assert.deepEqual(await hostLeftovers(runner, cc), [], 'down leaves nothing on the host');
+  log(`whole suite (cluster up with KEDA → down): ${((Date.now() - started) / 1000).toFixed(0)} s`);
+});
+
+const skipped = (t: TestContext, needsDigdag = false) => {
+  if (skipReason) t.skip(skipReason);
+  else if (needsDigdag && runtimeMissing) t.skip(`no Digdag runtime: ${runtimeMissing}`);
+  return !!skipReason || (needsDigdag && !!runtimeMissing);
+};
+const k = (...args: string[]) => runner.run({ argv: kubectl(config, ...args), quiet: true, nothrow: true, timeoutMs: 60_000 });
+
+test('KEDA started with the cluster: the API server serves external.metrics.k8s.io through its adapter', async (t) => {
+  if (skipped(t)) return;
+  const api = await k('get', 'apiservice', EXTERNAL_METRICS_API, '-o', 'jsonpath={.status.conditions[?(@.type=="Available")].status}');
+  assert.equal(api.stdout, 'True', api.stderr);
+  const raw = await k('get', '--raw', '/apis/external.metrics.k8s.io/v1beta1');
+  assert.equal(raw.code, 0, raw.stderr);
+  assert.equal((JSON.parse(raw.stdout) as { groupVersion: string }).groupVersion, 'external.metrics.k8s.io/v1beta1');
+  const crds = await k('get', 'crd', 'scaledobjects.keda.sh', 'triggerauthentications.keda.sh', '-o', 'name');
+  assert.equal(crds.stdout.trim().split('\n').length, 2, crds.stderr);
+  // up again: KEDA is part of "up", so a second up finds it there.
+  const again = await clusterUpCmd(runner, cc, log);
+  assert.equal(again.alreadyUp, true);
+  assert.ok(again.lines.some((l) => /KEDA v2\.16\.1: already up/.test(l)), again.lines.join('\n'));
+});
+
+interface Sample { at: number; replicas: number; ready: number; waiting: number; running: number; locks: { id: string; agent: string; retries: number }[] }
+
+test(`a burst of ${ATTEMPTS} attempts × ${TASKS} sh> tasks: workers scale ${MIN}→${MAX} on the queue and back, every attempt succeeds, no task runs twice`, { timeout: 1_800_000 }, async (t) => {
+  if (skipped(t, true)) return;
+  const t0 = Date.now();
+  log(await ensureBaseImage(runner, cc));
+  await runner.run({ argv: buildArgv(config, clusterImageHost(config), CLUSTER_POSTGRES_IMAGE, path.join(ROOT, 'docker', 'postgres', 'Dockerfile'), path.join(ROOT, 'docker', 'postgres')), env: { DOCKER_BUILDKIT: '0' }, timeoutMs: 15 * 60_000 });
+  await loadImage(runner, cc, CLUSTER_POSTGRES_IMAGE);
+  await runSteps(ALL_STEPS.filter((s) => ['build-image', 'create-secret', 'start-postgres', 'init-db', 'apply', 'port-forward', 'push-workflow'].includes(s.name)), ctx, { renderer: 'silent' });
+  log(`deployed with the ScaledObject in ${((Date.now() - t0) / 1000).toFixed(0)} s`);
+  const so = await waitFor(async () => (await k('get', 'scaledobject', 'digdag-autoscaler', '-o', 'jsonpath={.status.conditions[?(@.type=="Ready")].status}')).stdout === 'True', 90_000, 1000);
+  assert.ok(so, `ScaledObject never Ready: ${(await k('get', 'scaledobject', 'digdag-autoscaler', '-o', 'jsonpath={.status.conditions}')).stdout}`);
+
+  const query = (sql: string) => kubeTarget.query(ctx, sql);
+  const samples: Sample[] = [];
+  let sampling = true;
+  const sample = async (): Promise<Sample> => {
+    const d = await k('get', 'deployment', 'digdag-worker', '-o', 'jsonpath={.status.replicas} {.status.readyReplicas}');
+    const [replicas, ready] = d.stdout.split(' ').map((n) => Number(n || 0));
+    const rows = (await query('SELECT id, coalesce(lock_agent_id, \'\'), retry_count FROM queued_task_locks').catch(() => '')).split('\n').filter(Boolean);
+    const locks = rows.map((r) => {
+      const [id, agent, retries] = r.split('|');
+      return { id: id!, agent: agent!, retries: Number(retries) };
+    });
+    return { at: Date.now(), replicas: replicas!, ready: ready!, waiting: locks.filter((l) => !l.agent).length, running: locks.filter((l) => l.agent).length, locks };
+  };
+  const loop = (async () => {
+    while (sampling) samples.push(await sample());
+  })();
+
+  try {
+    const endpoint = await kubeTarget.endpoint(ctx);
+    const wf = await workflowId(endpoint, SAMPLE_PROJECT, 'parallel');
+    const burstAt = Date.now();
+    const ids: string[] = [];
+    for (let i = 0; i < ATTEMPTS; i++) ids.push(await startAttempt(endpoint, wf, new Date(Date.UTC(2027, 0, 1, 0, i)), { tasks: TASKS, sleep_seconds: SLEEP }));
+    for (const id of ids) {
+      const a = await waitAttempt(await kubeTarget.endpoint(ctx), id, 900_000);
+      assert.equal(a.success, true, `attempt ${id} did not succeed`);
+    }
+    const drainedAt = Date.now();
+    // Back to the minimum after the cooldown, one worker per scale-down period.
+    const backAtMin = await waitFor(async () => {
+      const d = await k('get', 'deployment', 'digdag-worker', '-o', 'jsonpath={.status.replicas}');
+      return Number(d.stdout) === MIN;
+    }, (COOLDOWN + MAX * SCALE_DOWN_PERIOD) * 1000 + 180_000, 1000);
+    const minAt = Date.now();
+    sampling = false;
+    await loop;
+
+    const peak = Math.max(...samples.map((s) => s.replicas));
+    // Re-runs from the lock table: a task lock taken by a second agent, or retried.
+    const agentsOf = new Map<string, Set<string>>();
+    let retried = 0;
+    for (const s of samples) {
+      for (const l of s.locks) {
+        if (l.agent) agentsOf.set(l.id, (agentsOf.get(l.id) ?? new Set()).add(l.agent));
+        if (l.retries > 0) retried++;
+      }
+    }
+    const twice = [...agentsOf].filter(([, a]) => a.size > 1);
+    const firstAgents = new Set(samples.filter((s) => s.at < burstAt).flatMap((s) => s.locks.map((l) => l.agent)));
+    const initialAgent = samples.find((s) => s.at >= burstAt && s.running > 0)?.locks.find((l) => l.agent)?.agent;
+    const overThreshold = samples.find((s) => s.at >= burstAt && s.waiting + s.running > MIN * THREADS)?.at;
+    const newAgentAt = samples.find((s) => s.at >= burstAt && s.locks.some((l) => l.agent && l.agent !== initialAgent && !firstAgents.has(l.agent)))?.at;
+    const ideal = (ATTEMPTS * TASKS * SLEEP) / (MAX * THREADS);
+    const sec = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
+    t.diagnostic(`${samples.length} samples; peak workers ${peak}; task locks seen ${agentsOf.size}`);
+    t.diagnostic(`scale-out reaction (queue above ${MIN * THREADS} → first task on a new worker): ${overThreshold && newAgentAt ? sec(newAgentAt - overThreshold) : 'n/a'}`);
+    t.diagnostic(`drain: ${sec(drainedAt - burstAt)} for ${ATTEMPTS * TASKS} × ${SLEEP} s tasks (ideal at ${MAX} workers × ${THREADS} threads: ${ideal.toFixed(0)} s)`);
+    t.diagnostic(`scale-in to ${MIN}: ${sec(minAt - drainedAt)} after the last attempt finished (cooldown ${COOLDOWN} s, one worker per ${SCALE_DOWN_PERIOD} s)`);
+    log(`timeline (s, replicas/ready, waiting+running): ${samples.filter((_, i) => i % 5 === 0).map((s) => `${((s.at - burstAt) / 1000).toFixed(0)}:${s.replicas}/${s.ready}:${s.waiting}+${s.running}`).join(' ')}`);
+
+    assert.ok(peak > MIN, `the workers never scaled out (peak ${peak})`);
+    assert.ok(peak <= MAX, `more workers than the maximum: ${peak}`);
+    assert.ok(newAgentAt, 'no task ever ran on a worker the autoscaler added');
+    assert.ok(agentsOf.size >= ATTEMPTS * TASKS * 0.5, `the sampling saw too few task locks to vouch for re-runs: ${agentsOf.size}`);
+    assert.deepEqual(twice.map(([id, a]) => `${id}: ${[...a].join(', ')}`), [], 'tasks re-run by a second agent');
+    assert.equal(retried, 0, 'task locks with retry_count > 0');
+    assert.ok(backAtMin, `the workers did not return to ${MIN} after the cooldown`);
+  } finally {
+    sampling = false;
+    await loop.catch(() => {});
+  }
+});
