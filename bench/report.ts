@@ -1,7 +1,7 @@
 // What a benchmark run found and how it is shown: result types, the three tables printed on
 // stdout (latency, throughput, PostgreSQL load) and the bars of the PNG charts.
 import { median, percentile } from './measure.ts';
-import type { Bar } from './svg-chart.ts';
+import type { Bar } from './charts.ts';
 
 export type Layout = 'worker' | 'split' | 'server-m';
 

@@ -31,7 +31,7 @@ import { initDb } from '../tasks/init-db.ts';
 import { startPostgres } from '../tasks/start-postgres.ts';
 import { busyFraction, parseCpuStat, parseEvents, parseProcStat, ratePerSecond, spanOf, type CpuTimes } from './measure.ts';
 import { latencyBars, renderReport, setupLabel, throughputBars, type BurstResult, type IdleResult, type LatencyResult, type Report, type Setup } from './report.ts';
-import { barChartSvg } from './svg-chart.ts';
+import { barChartSvg } from './charts.ts';
 import { benchOptions, writeBenchProject, type BenchOptions, type Burst } from './workloads.ts';
 
 const PROJECT = 'bench';
@@ -209,7 +209,7 @@ async function measure(t: Target, o: BenchOptions, full: boolean, report: Report
   for (const b of o.bursts) report.bursts.push(await runBurst(t, b, eventsFile, log));
 }
 
-function writeOutputs(report: Report, o: BenchOptions, log: (l: string) => void): void {
+async function writeOutputs(report: Report, o: BenchOptions, log: (l: string) => void): Promise<void> {
   const outDir = path.join(ROOT, 'bench', 'results');
   fs.mkdirSync(outDir, { recursive: true });
   const stamp = new Date().toISOString().replace(/[:.]/g, '-');
@@ -217,11 +217,11 @@ function writeOutputs(report: Report, o: BenchOptions, log: (l: string) => void)
   fs.writeFileSync(json, JSON.stringify({ at: new Date().toISOString(), options: o, cpus: (fs.readFileSync('/proc/cpuinfo', 'utf8').match(/^processor\s/gm) ?? []).length, ...report }, null, 2) + '\n');
   const png = (file: string, svg: string) => fs.writeFileSync(file, new Resvg(svg, { font: { loadSystemFonts: true } }).render().asPng());
   const [io, tiny] = [o.bursts.find((b) => b.name === 'io')!, o.bursts.find((b) => b.name === 'tiny')!];
-  png(path.join(outDir, `${stamp}.png`), barChartSvg(`Digdag throughput (${o.threads} threads per worker/agent)`, 'tasks / second', [
+  png(path.join(outDir, `${stamp}.png`), await barChartSvg(`Digdag throughput (${o.threads} threads per worker/agent)`, 'tasks / second', [
     { name: `I/O-bound: ${io.workflows}x${io.tasksPerWorkflow} x sleep ${io.sleepSeconds}s`, bars: throughputBars(report.bursts, 'io') },
     { name: `tiny: ${tiny.workflows}x${tiny.tasksPerWorkflow} x true`, bars: throughputBars(report.bursts, 'tiny') },
   ]));
-  png(path.join(outDir, `${stamp}-latency.png`), barChartSvg('Digdag latency (median end-to-end)', 'seconds', [
+  png(path.join(outDir, `${stamp}-latency.png`), await barChartSvg('Digdag latency (median end-to-end)', 'seconds', [
     { name: `${o.seqTasks} sequential tiny tasks`, bars: latencyBars(report.latency, 'sequential') },
     { name: `${o.fanoutTasks} parallel tiny tasks`, bars: latencyBars(report.latency, 'fan-out') },
   ]));
@@ -331,7 +331,7 @@ async function main(): Promise<void> {
     if (!ok) log(`  logs kept in ${path.join(ctx.config.stateDir, 'logs')}`);
   }
   log(`\n${renderReport(report)}`);
-  writeOutputs(report, o, log);
+  await writeOutputs(report, o, log);
 }
 
 if (isMain(import.meta.url)) {

@@ -78,6 +78,8 @@ export interface Step {
   run(ctx: Ctx): Promise<void>;
   /** Run even when up to date if it is the only task selected (verify-ha: asked for by name, it runs). */
   runWhenAlone?: boolean;
+  /** Checks that only read, run for every selected step before the first one changes anything. */
+  preflight?(ctx: Ctx): Promise<void>;
 }
 
 /** Why a step would be skipped now, or undefined when it must run. */
@@ -134,6 +136,8 @@ export async function runSteps(steps: readonly Step[], ctx: Ctx, opts: RunOption
     fallbackRenderer: 'simple',
     rendererOptions: { collapseSubtasks: false, outputBar: 3 } as never,
   } as never);
+  // A configuration the target refuses is refused before build-image, not after it.
+  for (const s of steps) if (!s.notApplicable?.(ctx)) await s.preflight?.(ctx);
   try {
     await list.run(ctx);
   } catch (err) {

@@ -272,6 +272,8 @@ export async function queryAsApp(runner: Runner, config: Config, db: DbEndpoint,
   const res = await runner.run({
     argv: [psqlBin(config), '-X', '-At', '-v', 'ON_ERROR_STOP=1', '-h', db.host, '-p', String(db.port), '-U', db.user, '-d', db.database, '-c', sql],
     env: { PGPASSWORD: db.password, PGCONNECT_TIMEOUT: '5' },
+    // A query of the toolkit's never takes long; one that does must not stall a task forever.
+    timeoutMs: 60_000,
     quiet,
   });
   return res.stdout.trim();

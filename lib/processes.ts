@@ -97,6 +97,24 @@ export async function waitFor(check: () => boolean | Promise<boolean>, timeoutMs
   }
 }
 
+/**
+ * The work's result, or the error `expired` makes once `ms` have passed without one. The work is
+ * not cancelled (a promise cannot be): its later failure is swallowed, its side effects are the
+ * caller's to repair — the error should say how.
+ */
+export async function withDeadline<T>(work: Promise<T>, ms: number, expired: () => Error): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const bound = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(expired()), ms);
+  });
+  try {
+    return await Promise.race([work, bound]);
+  } finally {
+    clearTimeout(timer);
+    work.catch(() => {});
+  }
+}
+
 /** SIGTERM to the process group, then SIGKILL after graceMs. Returns how it ended. */
 export async function stopProcess(entry: ProcessEntry, graceMs: number): Promise<'not-running' | 'terminated' | 'killed'> {
   if (!isAlive(entry)) return 'not-running';

@@ -37,6 +37,9 @@ async function serverRevision(endpoint: AuthEndpoint, name: string): Promise<str
 
 /** Pushes one project with the real client under its content-hash revision (a no-op when the
  * server already has that revision); returns what it did. */
+/** How long one `digdag push` may take (a loaded machine needs ~10 s). */
+export const PUSH_TIMEOUT_MS = 300_000;
+
 export async function pushProject(ctx: Ctx, endpoint: AuthEndpoint, p: { name: string; dir: string }): Promise<string> {
   const url = endpoint.url;
   const rev = revisionOf(p.dir);
@@ -58,10 +61,12 @@ export async function pushProject(ctx: Ctx, endpoint: AuthEndpoint, p: { name: s
     argv: digdagArgv(java, rt, CLIENT_JVM_OPTS, ['push', p.name, '--project', p.dir, '-r', rev, '-c', clientFile]),
     mutates: true,
     nothrow: true,
+    // The client sets no read timeout: a server that accepts and never answers would hold it forever.
+    timeoutMs: PUSH_TIMEOUT_MS,
   });
   if (res.code !== 0) {
     const out = `${res.stdout}\n${res.stderr}`.trim();
-    const unreachable = /Connection refused|UnknownHost|connect timed out/i.test(out);
+    const unreachable = /Connection refused|UnknownHost|connect timed out|stopped: no answer within/i.test(out);
     const refused = /\b401\b|Unauthorized/i.test(out);
     throw new UserError(
       unreachable ? `cannot reach Digdag at ${url} to push ${p.name}`

@@ -117,8 +117,12 @@ export class ShellRunner implements Runner {
       timeout: cmd.timeoutMs,
       stdio: ['pipe', 'pipe', 'pipe'],
     })`${cmd.argv}`;
+    const started = Date.now();
     const out = await p;
-    const result = { code: out.exitCode ?? 1, stdout: out.stdout, stderr: out.stderr };
+    // Killed by its timeout: say so, rather than leave the caller to guess from a missing exit code.
+    const timedOut = cmd.timeoutMs !== undefined && out.exitCode === null && Date.now() - started >= cmd.timeoutMs;
+    const stderr = timedOut ? `${out.stderr}\n(stopped: no answer within ${cmd.timeoutMs! / 1000}s)`.trim() : out.stderr;
+    const result = { code: out.exitCode ?? 1, stdout: out.stdout, stderr };
     if (result.code !== 0 && !cmd.nothrow) {
       throw new CommandError(mask(formatArgv(cmd.argv)).split(' '), out.exitCode, mask(result.stdout), mask(result.stderr));
     }

@@ -90,4 +90,7 @@ export interface TargetOps {
 export interface Target extends TargetOps {
   /** Every pipeline task's behaviour on this target (apply among them). */
   readonly steps: Readonly<Record<TaskName, Impl>>;
+  /** Refuses a configuration this target cannot deploy before any task changes anything (the
+   * chart's rules on Kubernetes); reads only. */
+  preflight?(ctx: Ctx): Promise<void>;
 }

@@ -6,10 +6,11 @@ import { attemptTasks, getAttempt, logFiles, waitAttempt, type Attempt } from '.
 import { answersVersion } from './digdag.ts';
 import { UserError } from './errors.ts';
 import type { Ctx, Impl } from './pipeline.ts';
-import { waitFor } from './processes.ts';
+import { waitFor, withDeadline } from './processes.ts';
+import { PUSH_TIMEOUT_MS } from './push-workflow.ts';
 import { executorRoles, layoutRoles, roleFlags, runsTasks, taskRole, type Layout, type Role } from './roles.ts';
 import { listFiles } from './state.ts';
-import type { RoleInstance, TargetOps } from './target.ts';
+import type { Budgets, RoleInstance, TargetOps } from './target.ts';
 import { heldLocks, notInDryRun, proveAuth, proveScheduler, renderTable, report, retriedElsewhere, runParallel, shTaskIds, VERIFY_SOURCES, type Check } from './verify.ts';
 
 /** The Digdag command line a role's instances must run with (after the program). */
@@ -20,10 +21,25 @@ function strength(ctx: Ctx, insts: readonly RoleInstance[]): { role: Role; ready
   return layoutRoles(ctx.config).map((role) => ({ role, ready: insts.filter((i) => i.role === role && i.ready).length, want: ctx.config.replicas[role] }));
 }
 
-export async function verifyHa(ctx: Ctx, target: TargetOps): Promise<Check[]> {
+/** What verify-ha is doing now: named in the error when the whole run outlasts its bound. */
+export interface Stage {
+  now: string;
+}
+
+/** A bound no run of verify-ha can outlast without something hanging: every wait it makes, summed,
+ * plus time for the restores and the scheduler project's push. */
+export function wholeRunMs(b: Budgets): number {
+  return 3 * b.attemptMs + b.stallWindowMs + b.pickupMs + b.failoverMs(b.failoverRun.sleepSeconds) + 180_000 + 2 * PUSH_TIMEOUT_MS;
+}
+
+export async function verifyHa(ctx: Ctx, target: TargetOps, stage: Stage = { now: '' }): Promise<Check[]> {
   const { config, runner } = ctx;
   const budgets = target.budgets(config);
   const checks: Check[] = [];
+  const step = (now: string) => {
+    stage.now = now;
+    runner.log(`verify-ha: ${now}`);
+  };
   const add = (role: string, what: string, ok: boolean, detail: string) => {
     checks.push({ role, what, ok, detail });
     runner.log(`${ok ? 'ok' : 'FAILED'} ${role}: ${what} — ${detail}`);
@@ -33,6 +49,7 @@ export async function verifyHa(ctx: Ctx, target: TargetOps): Promise<Check[]> {
   const agentOf = (agentId: string) => target.instanceOfAgent(agentId);
 
   // The layout as apply made it: every role at its replica count, ready, running the role's flags.
+  step('checking that every role runs as apply made it');
   let insts = await target.instances(ctx);
   const layout: Check[] = strength(ctx, insts).map(({ role, ready, want }) => {
     const args = expectedArgs(config.layout, role);
@@ -45,6 +62,7 @@ export async function verifyHa(ctx: Ctx, target: TargetOps): Promise<Check[]> {
 
   // 0. Every instance's port refuses requests without the right credentials; task-running roles
   //    refuse even the UI/API password. Each is checked through its own URL.
+  step('checking authentication on every instance\'s port');
   for (const inst of insts.filter((i) => i.ready)) {
     const url = await target.instanceUrl(ctx, inst);
     const authTarget = { role: inst.role, name: inst.name, url, opens: target.opensWithApiPassword(config, inst.role), log: () => target.instanceLog(ctx, inst) };
@@ -56,6 +74,7 @@ export async function verifyHa(ctx: Ctx, target: TargetOps): Promise<Check[]> {
   const taskRunners = new Set(insts.filter((i) => runsTasks(i.role)).map((i) => i.name));
   const others = new Set(insts.filter((i) => !runsTasks(i.role)).map((i) => i.name));
   const { tasks, sleepSeconds } = budgets.placementRun;
+  step(`running the sample (${tasks} parallel tasks) and reading where its tasks ran`);
   const first = await runParallel(endpoint, tasks, sleepSeconds);
   const ranOn = new Map<string, number>();
   let a1: Attempt;
@@ -100,6 +119,7 @@ export async function verifyHa(ctx: Ctx, target: TargetOps): Promise<Check[]> {
     let stalled = '';
     let moved = true;
     try {
+      step(`stopping ${loops.join(' and ')} and watching an attempt not move`);
       stopped = await Promise.all(loops.map((r) => target.stopRole(ctx, r)));
       const viaEndpoint = authenticatedEndpoint(config, await target.instanceUrl(ctx, via));
       stalled = await runParallel(viaEndpoint, 2, 1);
@@ -108,9 +128,11 @@ export async function verifyHa(ctx: Ctx, target: TargetOps): Promise<Check[]> {
       const submitted = await states();
       moved = await waitFor(async () => (await states()) !== submitted, budgets.stallWindowMs, Math.min(1000, budgets.stallWindowMs / 4));
     } finally {
+      step(`bringing ${loops.join(' and ')} back`);
       await target.restore(ctx);
     }
     endpoint = await target.endpoint(ctx);
+    step(`waiting for attempt ${stalled} to finish`);
     const a2 = await waitAttempt(endpoint, stalled, budgets.attemptMs);
     add(loops.join('+'), 'executor loop runs only where the layout puts it', !moved && a2.success,
       `with ${stopped.join(', ')} stopped, attempt ${stalled} (submitted through ${via.name}) ${moved ? 'MOVED' : 'did not move'} for ${budgets.stallWindowMs / 1000}s; once they were back it ${a2.success ? 'succeeded' : 'FAILED'}`);
@@ -119,6 +141,7 @@ export async function verifyHa(ctx: Ctx, target: TargetOps): Promise<Check[]> {
   // 3. SIGKILL a task-running instance while it holds tasks: their locks expire, another instance
   //    re-runs them, and the attempt succeeds. Where a supervisor replaces instances, one instance
   //    of every other role is deleted too, and the replacements must serve.
+  step(`starting an attempt whose task holder will be killed`);
   insts = await target.instances(ctx);
   const runners = new Set(insts.filter((i) => runsTasks(i.role)).map((i) => i.name));
   const failover = budgets.failoverRun;
@@ -126,13 +149,20 @@ export async function verifyHa(ctx: Ctx, target: TargetOps): Promise<Check[]> {
   let held: { taskId: string; agent: string }[] = [];
   // Only the sleeping sh> tasks: the loop> task that generates them is short and writes no log.
   const shTasks = shTaskIds(endpoint, disrupted);
+  let pollError = '';
   await waitFor(async () => {
-    const sh = await shTasks();
-    held = (await heldLocks(query, disrupted)).filter((h) => sh.has(h.taskId));
+    try {
+      const sh = await shTasks();
+      held = (await heldLocks(query, disrupted)).filter((h) => sh.has(h.taskId));
+    } catch (err) {
+      // One slow answer on a loaded machine is not the verdict: the budget is.
+      pollError = String(err).split('\n')[0]!;
+      return false;
+    }
     return held.some((h) => runners.has(agentOf(h.agent)));
   }, budgets.pickupMs, 250);
   const victimAgent = held.find((h) => runners.has(agentOf(h.agent)))?.agent;
-  if (!victimAgent) throw new UserError(`no ${tasksRole} picked up a task within ${budgets.pickupMs / 1000}s`, target.verifyHint(config));
+  if (!victimAgent) throw new UserError(`no ${tasksRole} picked up a task within ${budgets.pickupMs / 1000}s${pollError ? ` (last error reading the lock table: ${pollError})` : ''}`, target.verifyHint(config));
   const victim = insts.find((i) => i.name === agentOf(victimAgent))!;
   const victimTasks = held.filter((h) => h.agent === victimAgent).map((h) => h.taskId);
   await target.kill(ctx, victim);
@@ -147,6 +177,7 @@ export async function verifyHa(ctx: Ctx, target: TargetOps): Promise<Check[]> {
     }
   }
   const budget = budgets.failoverMs(failover.sleepSeconds);
+  step(`waiting for attempt ${disrupted} to recover from the kill`);
   let rerunBy = '';
   if (target.evidence === 'task-locks') {
     // The re-run holds its lock for the task's whole sleep, so sampling the lock table cannot miss it.
@@ -175,6 +206,7 @@ export async function verifyHa(ctx: Ctx, target: TargetOps): Promise<Check[]> {
     `attempt ${disrupted} ${a3.success ? 'succeeded' : 'FAILED'} after stopping ${deleted.join(', ')}; ${victim.name}'s ${victimTasks.length} task(s) ${retried.detail}`);
 
   // 4. The scheduler fires a due schedule (a throw-away project, deleted afterwards).
+  step('proving the scheduler with a throw-away project');
   const fired = await proveScheduler(ctx, endpoint);
   add('scheduler', 'fires a due schedule', fired.ok, fired.detail);
 
@@ -186,7 +218,7 @@ export async function verifyHa(ctx: Ctx, target: TargetOps): Promise<Check[]> {
 
 /** The verify-ha task on a target: skipped while what it proved still stands (when the target
  * can say what that is), always run when asked for by name. */
-export function verifyHaOn(target: TargetOps): Impl {
+export function verifyHaOn(target: TargetOps, bound: (b: Budgets) => number = wholeRunMs): Impl {
   return {
     notApplicable: notInDryRun,
     // What a pass proved: these instances, running this config, with this sample and these checks.
@@ -197,6 +229,14 @@ export function verifyHaOn(target: TargetOps): Impl {
       return whole ? `passed last time on these ${insts.length} instances, all still running` : false;
     },
     runWhenAlone: true,
-    run: async (ctx) => report(ctx, await verifyHa(ctx, target), target.verifyHint(ctx.config)),
+    run: async (ctx) => {
+      const stage: Stage = { now: 'starting' };
+      const boundMs = bound(target.budgets(ctx.config));
+      const checks = await withDeadline(verifyHa(ctx, target, stage), boundMs, () => new UserError(
+        `verify-ha did not finish within ${boundMs / 1000}s: stuck while ${stage.now}`,
+        `${target.verifyHint(ctx.config)}; roles verify-ha stopped may still be down: run the apply task to bring every role back`,
+      ));
+      report(ctx, checks, target.verifyHint(ctx.config));
+    },
   };
 }

@@ -33,6 +33,7 @@ function delegating(name: TaskName): Step {
     healthy: (ctx) => pick(ctx).healthy?.(ctx) ?? Promise.resolve(false),
     run: (ctx) => pick(ctx).run(ctx),
     runWhenAlone: localTarget.steps[name].runWhenAlone || kubeTarget.steps[name].runWhenAlone,
+    preflight: async (ctx) => targetOf(ctx.config).preflight?.(ctx),
   };
 }
 

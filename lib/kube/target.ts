@@ -23,6 +23,7 @@ import { initDb } from './init-db.ts';
 import { kubectl, requireCluster, rollout } from './kubectl.ts';
 import { forwardedUrl, PORT_FORWARD, portForward, startPortForward, UI_SERVICE } from './port-forward.ts';
 import { startPostgres } from './start-postgres.ts';
+import { renderManifests } from './render.ts';
 import { kubeStatus } from './status.ts';
 
 interface Pod {
@@ -131,5 +132,17 @@ const stepsWith = (options: KubeTargetOptions): Record<TaskName, Impl> => ({
   'verify-ha': verifyHaOn(ops),
 });
 
+// Once per run, however many steps ask.
+const preflighted = new WeakMap<Ctx, Promise<unknown>>();
+
 /** The Kubernetes target; tasks/steps.ts makes the one the tasks use. */
-export const kubeTargetWith = (options: KubeTargetOptions): Target => ({ ...ops, steps: stepsWith(options) });
+export const kubeTargetWith = (options: KubeTargetOptions): Target => ({
+  ...ops,
+  steps: stepsWith(options),
+  // The chart's rules (the K8s-only combinations) refuse a configuration before anything is built or applied.
+  preflight: async (ctx) => {
+    let p = preflighted.get(ctx);
+    if (!p) preflighted.set(ctx, (p = renderManifests(ctx.config, ctx.runner)));
+    await p;
+  },
+});

@@ -21,6 +21,8 @@ export interface Faults {
   loopEverywhere?: boolean;
   /** The schedule fires on a minute boundary between verify-ha's read and its skip (Digdag: 409). */
   scheduleFiresBeforeSkip?: boolean;
+  /** Bringing stopped roles back never finishes (a start that neither succeeds nor fails). */
+  restoreHangs?: boolean;
 }
 
 interface SimInstance {
@@ -242,6 +244,7 @@ export async function fakeTarget(config: Config, mode: { evidence: 'task-logs' |
     },
     restore: async () => {
       events.push('restore');
+      if (faults.restoreHangs) await new Promise(() => {});
       for (const i of [...sim]) {
         if (i.alive) continue;
         if (mode.replacesInstances) sim.splice(sim.indexOf(i), 1);

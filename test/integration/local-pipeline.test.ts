@@ -15,7 +15,7 @@ import { after, before, describe, test, type TestContext } from 'node:test';
 import type { Config } from '../../lib/config.ts';
 import { UserError } from '../../lib/errors.ts';
 import { runStep, runSteps, skipReason } from '../../lib/pipeline.ts';
-import { isAlive, listProcesses } from '../../lib/processes.ts';
+import { isAlive, listProcesses, withDeadline } from '../../lib/processes.ts';
 import { LAYOUT_ROLES, LAYOUTS, instances, taskRole } from '../../lib/roles.ts';
 import { ShellRunner } from '../../lib/runner.ts';
 import { ALL_STEPS } from '../../tasks/all.ts';
@@ -31,9 +31,13 @@ import { freePortRange, prepareRuntime, runtimeVars } from '../helpers/runtime.t
 const lines: string[] = [];
 const runner = new ShellRunner(false, (l) => lines.push(l));
 
-/** Keeps both cores busy while `fn` runs: verify-ha must not depend on a quiet machine. */
+/** How long the busy-machine test may take: five runs take ~7 min on a loaded 2-core machine. */
+const BUSY_TEST_MS = 1_500_000;
+
+/** Keeps both cores busy while `fn` runs: verify-ha must not depend on a quiet machine. The loops
+ * stop by themselves after the test's own bound, whatever happens to this process. */
 async function whileBusy<T>(fn: () => Promise<T>): Promise<T> {
-  const burners = [0, 1].map(() => spawn('sh', ['-c', 'while :; do :; done'], { stdio: 'ignore' }));
+  const burners = [0, 1].map(() => spawn('timeout', [String(BUSY_TEST_MS / 1000), 'sh', '-c', 'while :; do :; done'], { stdio: 'ignore' }));
   try {
     return await fn();
   } finally {
@@ -90,12 +94,23 @@ for (const layout of LAYOUTS) {
     });
 
     if (layout === 'worker') {
-      test('verify-ha passes five times in a row while both cores are busy', { timeout: 2_400_000 }, async (t) => {
+      test('verify-ha passes five times in a row while both cores are busy', { timeout: BUSY_TEST_MS }, async (t) => {
         if (!needsRuntime(t)) return;
+        const testEnds = Date.now() + BUSY_TEST_MS - 60_000;
         await whileBusy(async () => {
           for (let i = 1; i <= 5; i++) {
             const ctx = testCtx(config, runner, true);
-            await runStep(verifyHa, ctx);
+            const from = lines.length;
+            const started = Date.now();
+            try {
+              // Ends before the test's own timeout, so a hang is reported with what verify-ha was doing.
+              await withDeadline(runStep(verifyHa, ctx), testEnds - Date.now(), () => new Error(`run ${i} of verify-ha still running when the test's time ran out`));
+            } catch (err) {
+              // What verify-ha was doing, for whoever reads a red CI log.
+              t.diagnostic(`run ${i} failed after ${((Date.now() - started) / 1000).toFixed(0)}s; its last lines:\n${lines.slice(from).slice(-40).join('\n')}`);
+              throw err;
+            }
+            t.diagnostic(`run ${i}: ${((Date.now() - started) / 1000).toFixed(0)}s`);
             assert.ok(ctx.facts.checks, `run ${i}: verify-ha recorded its checks`);
             const failed = ctx.facts.checks.filter((c) => !c.ok);
             assert.deepEqual(failed, [], `run ${i}`);

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { busyFraction, median, parseCpuStat, parseEvents, parseProcStat, percentile, ratePerSecond, spanOf } from '../../bench/measure.ts';
 import { latencyTable, postgresTable, renderReport, setupLabel, throughputBars, throughputTable, type BurstResult, type LatencyResult, type Setup } from '../../bench/report.ts';
-import { barChartSvg } from '../../bench/svg-chart.ts';
+import { barChartSvg } from '../../bench/charts.ts';
 import { benchOptions, fanoutDig, sequentialDig } from '../../bench/workloads.ts';
 
 test('percentile is nearest-rank; median averages the middle pair', () => {
@@ -112,10 +112,16 @@ test('the PostgreSQL table: idle and per burst; server -m says it has no Postgre
   assert.match(renderReport({ latency: [], bursts: [], idle }), /Latency[\s\S]*Throughput[\s\S]*PostgreSQL load/);
 });
 
-test('the chart is an SVG with one bar per configuration', () => {
+test('the chart (Vega-Lite) has one bar per configuration, each named once in the legend, on round axis ticks', async () => {
   const bars = throughputBars([burst(w(1), 1), burst(w(2), 2), burst(seed, 3, 'tiny')], 'io');
   assert.deepEqual(bars.map((b) => b.label), ['worker 1x4', 'worker 2x4']);
-  const svg = barChartSvg('t', 'tasks / second', [{ name: 'io', bars }]);
-  assert.equal((svg.match(/<rect x=/g) ?? []).length, 2);
-  assert.match(svg, /worker 2x4/);
+  const svg = await barChartSvg('t', 'tasks / second', [{ name: 'io', bars }]);
+  assert.equal((svg.match(/aria-roledescription="bar"/g) ?? []).length, 2);
+  // Labels live in the legend (not under each bar, where long ones ran into each other).
+  for (const label of ['worker 1x4', 'worker 2x4']) assert.equal((svg.match(new RegExp(`>${label}</text>`, 'g')) ?? []).length, 1, label);
+  // The values the old chart put on odd ticks (5.7, 11, 17, 23): Vega picks round ones.
+  const odd = await barChartSvg('t', 'u', [{ name: 'g', bars: [5.7, 11, 17, 23].map((value, i) => ({ label: `c${i}`, value })) }]);
+  const ticks = [...odd.matchAll(/text-anchor="end" transform="translate\(-7,[\d.]+\)"[^>]*>([\d.]+)<\/text>/g)].map((m) => Number(m[1]));
+  assert.ok(ticks.length >= 4, odd);
+  assert.ok(ticks.every((t) => Number.isInteger(t / 5)), `ticks ${ticks.join(', ')}`);
 });

@@ -14,9 +14,10 @@ import { chartGeneratedFiles, defaultConfig, MANIFEST_TARGETS, manifestFiles, to
 import { chartRefusal, helmTemplateArgv, parseObjects, PRIVATE_CIDRS, renderDir, renderManifests } from '../../lib/kube/render.ts';
 import { valuesFromConfig } from '../../lib/kube/values.ts';
 import { ROOT } from '../../lib/paths.ts';
-import { runStep } from '../../lib/pipeline.ts';
+import { runStep, runSteps } from '../../lib/pipeline.ts';
 import { LAYOUT_FLAGS, LAYOUT_ROLES, LAYOUTS, roleFlags } from '../../lib/roles.ts';
 import { RecordingRunner, ShellRunner, type Cmd } from '../../lib/runner.ts';
+import { ALL_STEPS } from '../../tasks/all.ts';
 import { apply } from '../../tasks/apply.ts';
 import { createSecret } from '../../tasks/create-secret.ts';
 import { CHART } from '../helpers/chart.ts';
@@ -127,6 +128,17 @@ test('a refusal of the chart is a UserError with its message and the variables t
     assert.ok(r.calls.every((c: Cmd) => !c.mutates), 'nothing was changed');
     assert.ok(!fs.existsSync(path.join(config.stateDir, 'secrets')), 'no secret generated for a refused configuration');
   }
+});
+
+test('the whole pipeline refuses what the chart refuses before build-image runs anything', async () => {
+  const config = testConfig({ DIGDAG_HA_TARGET: 'minikube', INGRESS_TLS: 'gke-managed' });
+  const r = new RecordingRunner((argv) => {
+    if (argv[0] !== 'helm') return undefined;
+    const h = spawnSync(helmBin(), argv.slice(1), { encoding: 'utf8' });
+    return { code: h.status ?? 1, stdout: h.stdout, stderr: h.stderr };
+  });
+  await assert.rejects(runSteps(ALL_STEPS, testCtx(config, r), { renderer: 'silent' }), /the chart refuses this configuration: ingress\.tls\.mode=gke-managed needs ingress\.host/);
+  assert.deepEqual(r.calls.map((c: Cmd) => c.argv[0]), ['helm'], 'only the chart was rendered: no image built, no cluster asked');
 });
 
 test('without helm: a UserError naming the fix, before anything changes', async () => {

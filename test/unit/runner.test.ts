@@ -83,3 +83,12 @@ test('the recording runner records argv, stdin and answers from a responder', as
   assert.deepEqual(r.commands(), ['kubectl get pods', 'kubectl port-forward svc/x 1:2 &']);
   assert.equal(r.calls[0]!.input, 'password=***');
 });
+
+test('a command past its timeout is stopped, and the result says so', async () => {
+  const r = new ShellRunner(false, () => {});
+  const started = Date.now();
+  const res = await r.run({ argv: ['sleep', '30'], timeoutMs: 300, nothrow: true });
+  assert.ok(Date.now() - started < 10_000, 'stopped long before the command would have ended');
+  assert.notEqual(res.code, 0);
+  assert.match(res.stderr, /no answer within 0\.3s/);
+});

@@ -7,7 +7,7 @@ import { ensureSecrets } from '../../lib/credentials.ts';
 import { UserError } from '../../lib/errors.ts';
 import { runStep } from '../../lib/pipeline.ts';
 import { RecordingRunner } from '../../lib/runner.ts';
-import { verifyHa, verifyHaOn } from '../../lib/verify-ha.ts';
+import { verifyHa, verifyHaOn, wholeRunMs } from '../../lib/verify-ha.ts';
 import { renderTable, type Check } from '../../lib/verify.ts';
 import { fakeTarget, type Faults } from '../helpers/fake-target.ts';
 import { testConfig, testCtx } from '../helpers/fixtures.ts';
@@ -101,4 +101,26 @@ test('verify-ha stops before disrupting anything when the layout is not as apply
   } finally {
     await target.close();
   }
+});
+
+test('a verify-ha run that hangs ends at its bound, naming what it was doing and how to repair', async () => {
+  const config = testConfig({ DIGDAG_HA_LAYOUT: 'worker' });
+  ensureSecrets(config);
+  const target = await fakeTarget(config, MODES[0], { restoreHangs: true });
+  const ctx = testCtx(config, new RecordingRunner(), true);
+  try {
+    await assert.rejects(runStep({ name: 'verify-ha', title: 'Verify', ...verifyHaOn(target, () => 3000) }, ctx), (err: unknown) => {
+      assert.ok(err instanceof UserError, String(err));
+      assert.match(err.message, /did not finish within 3s: stuck while bringing ui and worker back/);
+      assert.match(err.fix ?? '', /run the apply task/);
+      return true;
+    });
+  } finally {
+    await target.close();
+  }
+});
+
+test('the whole-run bound of verify-ha outlasts every wait it makes', () => {
+  const b = { pickupMs: 60_000, attemptMs: 180_000, failoverMs: (s: number) => (s + 130) * 1000, stallWindowMs: 10_000, placementRun: { tasks: 6, sleepSeconds: 2 }, failoverRun: { tasks: 4, sleepSeconds: 20 } };
+  assert.ok(wholeRunMs(b) > 3 * b.attemptMs + b.pickupMs + b.failoverMs(20) + b.stallWindowMs);
 });
