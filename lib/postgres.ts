@@ -293,11 +293,30 @@ export function ownedPostgresEntry(config: Config): ProcessEntry | undefined {
   return listProcesses(config).find((p) => p.name === POSTGRES_ENTRY);
 }
 
-/** Fast shutdown of the owned server (data kept); used by teardown and by failed runs. */
+/** Whether the postmaster named in the data dir's postmaster.pid runs — the server that actually
+ * runs, whatever PID the registry kept (a `pg_ctl restart` gives the postmaster a new one). */
+export function postmasterRunning(pg: LocalPostgres): boolean {
+  const pid = postmasterPid(pg);
+  if (!pid) return false;
+  try {
+    process.kill(pid, 0);
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+  // A stale postmaster.pid whose PID now belongs to another program is not our server.
+  try {
+    return /postgres/.test(fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8'));
+  } catch {
+    return true;
+  }
+}
+
+/** Fast shutdown of the owned server (data kept); used by teardown and by failed runs. pg_ctl
+ * stops the postmaster of postmaster.pid, so a server restarted under a new PID stops too. */
 export async function stopOwnedPostgres(config: Config, runner: Runner): Promise<string> {
   const pg = localPostgres(config);
   const e = ownedPostgresEntry(config);
-  if (!e || !isAlive(e)) {
+  if (!(e && isAlive(e)) && !postmasterRunning(pg)) {
     unregisterProcess(config, POSTGRES_ENTRY);
     return 'not running';
   }

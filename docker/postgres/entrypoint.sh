@@ -4,6 +4,9 @@
 # local socket trusted, TCP by scram-sha-256; then postgres with the given -c arguments.
 set -eu
 : "${PGDATA:=/var/lib/postgresql/data}"
+# A Patroni member (the chart sets PATRONI_SCOPE and mounts its configuration): Patroni initialises,
+# starts, replicates and promotes PostgreSQL itself; passwords come in its PATRONI_* variables.
+if [ -n "${PATRONI_SCOPE:-}" ]; then exec patroni "${PATRONI_CONFIG:-/etc/patroni/patroni.yml}"; fi
 if [ $# -eq 0 ] || [ "${1#-}" != "$1" ]; then set -- postgres "$@"; fi
 if [ "$1" != postgres ]; then exec "$@"; fi
 shift

@@ -1,5 +1,6 @@
 // Every process of the test cluster, in start order: its command line, the files it reads, and
-// the check that says it is serving. All listen on 127.0.0.1 (CoreDNS on the pods' bridge).
+// the check that says it is serving. All listen on 127.0.0.1, except CoreDNS and the API server,
+// which listen on the pods' bridge address (pods reach them there through their Services).
 //
 // NetworkPolicy enforcer: kube-router v2.1.0 with only its firewall (--run-firewall, no routing,
 // no service proxy). It enforces policies with iptables and ipsets, which this kernel has
@@ -17,6 +18,7 @@ import { aggregationLayerFlags } from './aggregation.ts';
 import { binPath } from './build.ts';
 import { clusterPaths, type ClusterConfig } from './config.ts';
 import { ctr } from './images.ts';
+import { apiServerUrl } from './pki.ts';
 
 export interface Component {
   name: string;
@@ -187,8 +189,12 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
       argv: [
         bin('kube-apiserver'),
         `--etcd-servers=http://${loop}:${cc.ports.etcdClient}`,
-        `--bind-address=${loop}`,
-        `--advertise-address=${loop}`,
+        // The bridge address, not loopback: the `kubernetes` Service's Endpoints (which reject
+        // 127.0.0.0/8) point there, so pods with a service-account token reach the API (Patroni's
+        // DCS, operators) — where NetworkPolicies let them. Nothing beyond the machine routes to
+        // the bridge, and the host fence drops what arrives for it on another interface.
+        `--bind-address=${cc.net.bridgeIp}`,
+        `--advertise-address=${cc.net.bridgeIp}`,
         `--secure-port=${cc.ports.apiserver}`,
         `--service-cluster-ip-range=${cc.net.serviceCidr}`,
         `--tls-cert-file=${pki('apiserver.crt')}`,
@@ -206,11 +212,10 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         // PodSecurity is on by default; NodeRestriction keeps the kubelet to its own node.
         '--enable-admission-plugins=NodeRestriction',
         '--allow-privileged=true',
-        // A loopback advertise address cannot back the `kubernetes` Service; do not try.
-        '--endpoint-reconciler-type=none',
+        // The default `lease` reconciler keeps the `kubernetes` Endpoints(lices) at the advertise address.
         '--profiling=false',
       ],
-      ready: () => ok(httpStatus(`https://${loop}:${cc.ports.apiserver}/readyz`, { ca: pki('ca.crt'), cert: pki('admin.crt'), key: pki('admin.key') })),
+      ready: () => ok(httpStatus(`${apiServerUrl(cc)}/readyz`, { ca: pki('ca.crt'), cert: pki('admin.crt'), key: pki('admin.key') })),
       readyTimeoutMs: 90_000,
     },
     {

@@ -11,6 +11,8 @@ import { clusterPaths, type ClusterConfig } from './config.ts';
 const TABLES = ['filter', 'nat', 'mangle', 'raw'] as const;
 const FAMILIES = ['iptables', 'ip6tables'] as const;
 export const FENCE_CHAIN = 'DIGDAG-HA-CLUSTER-FENCE';
+/** Drops what arrives for the bridge address (API server, CoreDNS) on any other interface. */
+export const INPUT_FENCE_CHAIN = 'DIGDAG-HA-CLUSTER-IN-FENCE';
 /** Fixed paths the kubelet, containerd's CNI cache, shims and dockerd write to whatever their
  * configuration; removed by `down` unless they were there before. */
 const HOST_PATHS = ['/var/log/containers', '/var/lib/kubelet', '/var/lib/cni', '/run/containerd', '/etc/docker/key.json', '/run/docker'];
@@ -104,6 +106,16 @@ export async function prepareHost(runner: Runner, cc: ClusterConfig): Promise<vo
   // Only DROPs and falls through otherwise, so the NetworkPolicy enforcer's verdicts still apply.
   if ((await runner.run({ argv: ['iptables', '-w', '-t', 'mangle', '-C', 'FORWARD', '-j', FENCE_CHAIN], nothrow: true, quiet: true })).code !== 0) {
     await ipt('-I', 'FORWARD', '1', '-j', FENCE_CHAIN);
+  }
+  // The API server and CoreDNS listen on the bridge address: only the machine itself (lo) and
+  // its pods (the bridge) may talk to it, even if another host routed that address here.
+  if ((await runner.run({ argv: ['iptables', '-w', '-t', 'mangle', '-S', INPUT_FENCE_CHAIN], nothrow: true, quiet: true })).code !== 0) await ipt('-N', INPUT_FENCE_CHAIN);
+  await ipt('-F', INPUT_FENCE_CHAIN);
+  await ipt('-A', INPUT_FENCE_CHAIN, '-i', 'lo', '-j', 'RETURN');
+  await ipt('-A', INPUT_FENCE_CHAIN, '-i', bridge, '-j', 'RETURN');
+  await ipt('-A', INPUT_FENCE_CHAIN, '-d', bridgeIp, '-j', 'DROP', '-m', 'comment', '--comment', 'digdag-ha test cluster: the node address only from the machine and its pods');
+  if ((await runner.run({ argv: ['iptables', '-w', '-t', 'mangle', '-C', 'INPUT', '-j', INPUT_FENCE_CHAIN], nothrow: true, quiet: true })).code !== 0) {
+    await ipt('-I', 'INPUT', '1', '-j', INPUT_FENCE_CHAIN);
   }
   for (const mount of cgroupMounts()) {
     const dir = path.join(mount, cc.cgroupRoot);
@@ -259,7 +271,9 @@ export async function hostLeftovers(runner: Runner, cc: ClusterConfig): Promise<
   for (const m of leftoverMounts(cc)) out.push(`mount ${m}`);
   for (const p of cgroupPids(cc)) out.push(`process ${p} in the cluster's cgroups`);
   if ((await runner.run({ argv: ['ip', 'link', 'show', cc.net.bridge], nothrow: true, quiet: true })).code === 0) out.push(`bridge ${cc.net.bridge}`);
-  if ((await runner.run({ argv: ['iptables', '-w', '-t', 'mangle', '-S', FENCE_CHAIN], nothrow: true, quiet: true })).code === 0) out.push(`iptables chain ${FENCE_CHAIN}`);
+  for (const chain of [FENCE_CHAIN, INPUT_FENCE_CHAIN]) {
+    if ((await runner.run({ argv: ['iptables', '-w', '-t', 'mangle', '-S', chain], nothrow: true, quiet: true })).code === 0) out.push(`iptables chain ${chain}`);
+  }
   const baseline = readJson<Baseline>(clusterPaths(cc).baseline);
   if (baseline) {
     for (const fam of FAMILIES) {

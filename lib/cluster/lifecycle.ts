@@ -16,7 +16,7 @@ import { components, httpStatus, type Component } from './components.ts';
 import { clusterPaths, type ClusterConfig } from './config.ts';
 import { cgroupPids, hostLeftovers, prepareHost, recordBaseline, restoreHost } from './host.ts';
 import { containerdHasImage, ctr, ensureBaseImage, ensurePauseImage, loadImage } from './images.ts';
-import { ensurePki, writeKubeconfigs } from './pki.ts';
+import { apiServerUrl, ensurePki, writeKubeconfigs } from './pki.ts';
 import { KEDA_PROCESSES, kedaMissing, startKeda } from './keda.ts';
 
 /** The process registry lives in the cluster's own state dir (lib/processes.ts keys it by stateDir). */
@@ -90,7 +90,7 @@ export async function clusterUp(runner: Runner, cc: ClusterConfig): Promise<stri
   if (!names.every((n) => entries.some((e) => e.name === n && isAlive(e)))) return false;
   const p = clusterPaths(cc);
   const pki = (f: string) => path.join(p.pki, f);
-  if ((await httpStatus(`https://127.0.0.1:${cc.ports.apiserver}/readyz`, { ca: pki('ca.crt'), cert: pki('admin.crt'), key: pki('admin.key') })) !== 200) return false;
+  if ((await httpStatus(`${apiServerUrl(cc)}/readyz`, { ca: pki('ca.crt'), cert: pki('admin.crt'), key: pki('admin.key') })) !== 200) return false;
   if (!(await nodeReady(runner, cc))) return false;
   return `${names.length} processes running, API ready, node Ready`;
 }

@@ -21,7 +21,9 @@ export function identities(cc: ClusterConfig): Identity[] {
     {
       name: 'apiserver',
       subject: '/CN=kube-apiserver',
-      sans: ['DNS:localhost', 'DNS:kubernetes', 'DNS:kubernetes.default', 'DNS:kubernetes.default.svc', 'DNS:kubernetes.default.svc.cluster.local', 'IP:127.0.0.1', `IP:${firstServiceIp}`],
+      // Pods reach it as kubernetes.default.svc (the Service IP), kube-proxy leads that to the
+      // bridge address where it listens; host processes use the bridge address too.
+      sans: ['DNS:localhost', 'DNS:kubernetes', 'DNS:kubernetes.default', 'DNS:kubernetes.default.svc', 'DNS:kubernetes.default.svc.cluster.local', 'IP:127.0.0.1', `IP:${firstServiceIp}`, `IP:${cc.net.bridgeIp}`],
     },
     { name: 'apiserver-kubelet-client', subject: '/O=system:masters/CN=kube-apiserver-kubelet-client' },
     { name: 'admin', subject: '/O=system:masters/CN=digdag-ha-admin' },
@@ -51,7 +53,10 @@ export async function ensurePki(runner: Runner, cc: ClusterConfig): Promise<void
     await runner.run({ argv: ['openssl', 'pkey', '-in', f('sa.key'), '-pubout', '-out', f('sa.pub')], mutates: true, quiet: true });
   }
   for (const id of identities(cc)) {
-    if (fs.existsSync(f(`${id.name}.crt`))) continue;
+    // A server certificate is made again when its names changed (a state dir from an older version).
+    const names = f(`${id.name}.sans`);
+    const current = id.sans ? `${id.sans.join(',')}\n` : undefined;
+    if (fs.existsSync(f(`${id.name}.crt`)) && (!current || (fs.existsSync(names) && fs.readFileSync(names, 'utf8') === current))) continue;
     const ext = [
       'basicConstraints=CA:FALSE',
       'keyUsage=critical,digitalSignature,keyEncipherment',
@@ -67,9 +72,14 @@ export async function ensurePki(runner: Runner, cc: ClusterConfig): Promise<void
     });
     fs.rmSync(f(`${id.name}.csr`));
     fs.rmSync(f(`${id.name}.ext`));
+    if (current) fs.writeFileSync(names, current);
   }
   for (const n of fs.readdirSync(p.pki)) if (n.endsWith('.key')) fs.chmodSync(f(n), 0o600);
 }
+
+/** Where the API server listens: the bridge address (the node's), so that pods reach it through
+ * the `kubernetes` Service too; never an interface beyond the machine. */
+export const apiServerUrl = (cc: ClusterConfig) => `https://${cc.net.bridgeIp}:${cc.ports.apiserver}`;
 
 /** A kubeconfig presenting one identity's certificate (files referenced, not embedded). */
 export function kubeconfigFor(cc: ClusterConfig, identity: string): string {
@@ -80,7 +90,7 @@ export function kubeconfigFor(cc: ClusterConfig, identity: string): string {
     'clusters:',
     '- name: digdag-ha-test',
     '  cluster:',
-    `    server: https://127.0.0.1:${cc.ports.apiserver}`,
+    `    server: ${apiServerUrl(cc)}`,
     `    certificate-authority: ${path.join(p.pki, 'ca.crt')}`,
     'users:',
     `- name: ${identity}`,

@@ -2,7 +2,7 @@
 // every Digdag pool fits under its max_connections.
 import { UserError } from '../errors.ts';
 import { processCount, type RolesConfig } from './roles.ts';
-import { bool, group, int, str, type Values, type VarSpec } from './spec.ts';
+import { bool, group, int, oneOf, str, type Values, type VarSpec } from './spec.ts';
 
 export const DATABASE_VARIABLES: readonly VarSpec[] = group('Database', [
   { name: 'DATABASE_URL', default: '', kind: str('postgresql://digdag:secret@10.0.0.5:5432/digdag', /^(postgres(ql)?:\/\/.+)?$/), secret: true,
@@ -17,6 +17,10 @@ export const DATABASE_VARIABLES: readonly VarSpec[] = group('Database', [
     description: 'Local target: directory with initdb, pg_ctl and postgres. Empty: the newest /usr/lib/postgresql/*/bin, else pg_config --bindir.' },
   { name: 'POSTGRES_MAX_CONNECTIONS', default: '200', kind: int(20, 10000, '200'),
     description: 'max_connections of the project-owned PostgreSQL; all Digdag pools together must fit under it.' },
+  { name: 'POSTGRES_MEMBERS', default: '', kind: str('3', /^\d*$/),
+    description: 'Kubernetes: members of the in-cluster PostgreSQL. 2 or more: a Patroni cluster that fails over by itself (its image must contain Patroni, as the one build-image makes on cluster). 1: one plain PostgreSQL, NOT highly available (a laptop). Empty: 3 on cluster, 1 on minikube/gke (postgres:15-alpine has no Patroni). The local target always runs one.' },
+  { name: 'POSTGRES_SYNC', default: '', kind: oneOf(['', 'on', 'off']),
+    description: 'Kubernetes, 2 or more members: synchronous replication (on: a commit returns once a standby has it, so a failover loses nothing committed; costs a round trip per commit) or off (asynchronous: a failover may drop the last commits). Empty: on.' },
   { name: 'DB_NAME', default: 'digdag', kind: str('digdag', /^[a-z_][a-z0-9_]{0,62}$/),
     description: 'Database Digdag uses.' },
   { name: 'DB_USER', default: 'digdag', kind: str('digdag', /^[a-z_][a-z0-9_]{0,62}$/),
@@ -34,6 +38,24 @@ export interface DbConfig {
   readonly port: number;
   readonly binDir: string;
   readonly maxConnections: number;
+  /** Kubernetes: members of the in-cluster PostgreSQL (1: plain, not HA; 2+: Patroni). */
+  readonly members: number;
+  /** Kubernetes, members >= 2: Patroni's synchronous mode. */
+  readonly synchronous: boolean;
+}
+
+/** Members of the in-cluster PostgreSQL and its replication mode; refuses what cannot work. */
+function membersOf(v: Values): { members: number; synchronous: boolean } {
+  const raw = v.str('POSTGRES_MEMBERS');
+  const members = raw === '' ? (v.target === 'cluster' ? 3 : 1) : Number(raw);
+  if (members < 1 || members > 9) {
+    throw new UserError(`POSTGRES_MEMBERS=${raw}: the in-cluster PostgreSQL needs 1 to 9 members`, 'set POSTGRES_MEMBERS=3 (highly available) or POSTGRES_MEMBERS=1 (one plain PostgreSQL, not highly available)');
+  }
+  const sync = v.str('POSTGRES_SYNC');
+  if (sync === 'on' && members < 2 && !v.str('DATABASE_URL')) {
+    throw new UserError(`POSTGRES_SYNC=on with POSTGRES_MEMBERS=${members}: synchronous replication needs a standby`, 'set POSTGRES_MEMBERS=3, or leave POSTGRES_SYNC empty (one member has nothing to replicate to)');
+  }
+  return { members, synchronous: members >= 2 && sync !== 'off' };
 }
 
 export function databaseConfig(v: Values, roles: Pick<RolesConfig, 'replicas'>): DbConfig {
@@ -70,5 +92,6 @@ export function databaseConfig(v: Values, roles: Pick<RolesConfig, 'replicas'>):
     port: v.num('POSTGRES_PORT'),
     binDir: v.str('POSTGRES_BIN_DIR'),
     maxConnections: v.num('POSTGRES_MAX_CONNECTIONS'),
+    ...membersOf(v),
   };
 }

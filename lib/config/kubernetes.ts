@@ -92,6 +92,10 @@ export function kubernetesConfig(v: Values, clusterBaseImage: string): K8sConfig
   if (target === 'cluster' && v.str('IMAGE_PULL_POLICY') === 'Always') {
     throw new UserError('IMAGE_PULL_POLICY=Always on the cluster target: it has no registry, its images are imported into containerd', 'set IMAGE_PULL_POLICY=IfNotPresent (or leave it empty)');
   }
+  const members = v.str('POSTGRES_MEMBERS');
+  if (Number(members) > 1 && !v.str('DATABASE_URL') && (postgresImage || PUBLIC_POSTGRES_IMAGE) === PUBLIC_POSTGRES_IMAGE && target !== 'cluster' && target !== 'local') {
+    throw new UserError(`POSTGRES_MEMBERS=${members} makes the in-cluster PostgreSQL a Patroni cluster, and ${PUBLIC_POSTGRES_IMAGE.split('@')[0]} has no Patroni`, 'set POSTGRES_IMAGE to an image with Patroni and PostgreSQL 15 (docker/postgres builds one), or POSTGRES_MEMBERS=1');
+  }
   if (target === 'gke' && !image.includes('/')) {
     throw new UserError(`IMAGE=${image} has no registry path, and gke pulls from a registry`, 'set IMAGE=asia-northeast1-docker.pkg.dev/<project>/<repo>/digdag-ha:0.10.5.1');
   }

@@ -4,7 +4,7 @@ import { requireSecrets } from '../credentials.ts';
 import { CommandError, UserError } from '../errors.ts';
 import type { Ctx } from '../pipeline.ts';
 import { dbEndpoint, queryAsApp } from '../postgres.ts';
-import { kubectl } from './kubectl.ts';
+import { dbPod, kubectl } from './kubectl.ts';
 import { dbLocation } from './render.ts';
 
 export function dbQuery(ctx: Ctx): (sql: string) => Promise<string> {
@@ -23,6 +23,7 @@ export function dbQuery(ctx: Ctx): (sql: string) => Promise<string> {
     };
   }
   const db = dbLocation(ctx.config);
+  // The leader (Patroni: found again per query, so a failover between queries is followed).
   return async (sql) =>
-    (await ctx.runner.run({ argv: kubectl(ctx.config, 'exec', 'digdag-postgres-0', '-c', 'postgres', '--', 'psql', '-X', '-At', '-U', 'postgres', '-d', db.database, '-c', sql), quiet: true })).stdout.trim();
+    (await ctx.runner.run({ argv: kubectl(ctx.config, 'exec', await dbPod(ctx), '-c', 'postgres', '--', 'psql', '-X', '-At', '-U', 'postgres', '-d', db.database, '-c', sql), quiet: true })).stdout.trim();
 }

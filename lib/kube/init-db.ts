@@ -1,4 +1,4 @@
-// init-db on Kubernetes: sql/*.sql through `kubectl exec psql` on the in-cluster server, then
+// init-db on Kubernetes: sql/*.sql through `kubectl exec psql` on the in-cluster server (its leader), then
 // the migration Job (a new Job per run: its template is immutable).
 import fs from 'node:fs';
 import path from 'node:path';
@@ -7,7 +7,7 @@ import { requireSecrets } from '../credentials.ts';
 import { tail, UserError } from '../errors.ts';
 import type { Ctx, Impl } from '../pipeline.ts';
 import { psqlVariables } from '../postgres.ts';
-import { applyObjects, byKind, diagnostics, kubectl, requireCluster } from './kubectl.ts';
+import { applyObjects, byKind, dbPod, diagnostics, kubectl, requireCluster } from './kubectl.ts';
 import { dbLocation, renderManifests } from './render.ts';
 
 /** sql/*.sql through `kubectl exec psql` on the in-cluster server (role, database, uuid-ossp). */
@@ -15,9 +15,10 @@ export async function runInitSql(ctx: Ctx): Promise<void> {
   const secrets = requireSecrets(ctx.config);
   const db = dbLocation(ctx.config);
   const vars = psqlVariables({ db_user: db.user, db_password: secrets.dbPassword, db_name: db.database });
+  const pod = await dbPod(ctx);
   for (const file of fs.readdirSync(SQL_DIR).filter((f) => f.endsWith('.sql')).sort()) {
     await ctx.runner.run({
-      argv: kubectl(ctx.config, 'exec', '-i', 'digdag-postgres-0', '-c', 'postgres', '--', 'psql', '-X', '-q', '-v', 'ON_ERROR_STOP=1', '-U', 'postgres', '-d', 'postgres', '-f', '-'),
+      argv: kubectl(ctx.config, 'exec', '-i', pod, '-c', 'postgres', '--', 'psql', '-X', '-q', '-v', 'ON_ERROR_STOP=1', '-U', 'postgres', '-d', 'postgres', '-f', '-'),
       input: vars + fs.readFileSync(path.join(SQL_DIR, file), 'utf8'),
       mutates: true,
     });

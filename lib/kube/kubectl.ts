@@ -6,7 +6,7 @@ import { CommandError, tail, UserError } from '../errors.ts';
 import type { Ctx } from '../pipeline.ts';
 import { mask } from '../secrets.ts';
 import type { KubeObject } from '../kube-object.ts';
-import { skippedInDryRun } from '../runner.ts';
+import { changesApplied, skippedInDryRun } from '../runner.ts';
 
 /** kubectl with the configured context (cluster-scoped calls: the namespace itself). */
 export function clusterKubectl(config: Config, ...args: string[]): string[] {
@@ -151,3 +151,27 @@ export async function recoverStuckStatefulSet(ctx: Ctx, name: string, selector: 
 
 export const byKind = (objects: readonly KubeObject[], ...kinds: string[]) => objects.filter((o) => kinds.includes(o.kind));
 export const component = (o: KubeObject) => o.metadata.labels?.['app.kubernetes.io/component'];
+
+/** Patroni's label on the member that holds the leader lock (3.x: master; 4.x: primary). */
+export const LEADER_SELECTOR = 'app.kubernetes.io/component=postgres,role in (master,primary)';
+
+/** The in-cluster PostgreSQL pod that takes writes: digdag-postgres-0 for one member; with Patroni
+ * the member labelled leader, waited for (bounded) while a leader is being elected. */
+export async function dbPod(ctx: Ctx, timeoutMs = 60_000): Promise<string> {
+  if (ctx.config.db.members <= 1) return 'digdag-postgres-0';
+  const deadline = Date.now() + timeoutMs;
+  for (let delay = 250; ; delay = Math.min(delay * 2, 2000)) {
+    const r = await ctx.runner.run({ argv: kubectl(ctx.config, 'get', 'pods', '-l', LEADER_SELECTOR, '-o', 'jsonpath={.items[*].metadata.name}'), nothrow: true, quiet: true });
+    const names = r.stdout.trim().split(/\s+/).filter(Boolean);
+    if (names.length === 1) return names[0]!;
+    if (!changesApplied(ctx.runner) && !names.length) return 'digdag-postgres-0';
+    if (Date.now() + delay > deadline) {
+      throw new UserError(
+        names.length ? `more than one PostgreSQL member is labelled leader: ${names.join(', ')}` : `no PostgreSQL member became leader within ${timeoutMs / 1000} s`,
+        'read the members\' logs: kubectl logs -l app.kubernetes.io/component=postgres (Patroni says why), and npx tsx tasks/status.ts',
+        await diagnostics(ctx, 'app.kubernetes.io/component=postgres'),
+      );
+    }
+    await new Promise((res) => setTimeout(res, delay));
+  }
+}

@@ -18,6 +18,9 @@ export const SMALL_CPU: Record<Role | 'postgres' | 'init', string> = { ui: '100m
 /** The chart's default ingress controller labels: a key the config does not name is dropped (Helm merges maps). */
 const CHART_CONTROLLER_LABELS = ['app.kubernetes.io/name'];
 
+/** The own test cluster's API server port (lib/cluster/config.ts; the core cannot import the harness). */
+const API_SERVER_PORT_CLUSTER = 6443;
+
 /** NodeLocal DNSCache, where the cluster runs it (the chart's default dnsCidrs). */
 const NODE_LOCAL_DNS = '169.254.20.10/32';
 
@@ -83,6 +86,8 @@ export function valuesFromConfig(config: Config): ChartValues {
       maxConnections: config.db.maxConnections,
       // GKE: a regional SSD volume; elsewhere the cluster's default class.
       storageClass: config.target === 'gke' ? 'premium-rwo' : '',
+      members: config.db.members,
+      ...(config.db.members > 1 ? { patroni: { synchronous: config.db.synchronous } } : {}),
       ...cpu(SMALL_CPU.postgres),
     },
     secrets: { existingSecret: SECRET_NAMES.secrets },
@@ -111,6 +116,8 @@ export function valuesFromConfig(config: Config): ChartValues {
       ingressController: { namespace: s.ingressControllerNamespace, podLabels: labels },
       egressCidrs: s.egressCidrs,
       dnsCidrs: dns,
+      // The test cluster's API server listens on the node's bridge address (lib/cluster/components.ts).
+      ...(config.target === 'cluster' ? { apiServer: { cidrs: [`${config.cluster.nodeAddress}/32`], ports: [API_SERVER_PORT_CLUSTER] } } : {}),
     },
   };
 }
@@ -134,6 +141,8 @@ export const VALUE_VARIABLES: Readonly<Record<string, string>> = {
   'logs.server': 'LOG_SERVER',
   'logs.gcsBucket': 'GCS_LOG_BUCKET',
   'cloudSqlProxy.instance': 'CLOUDSQL_INSTANCE',
+  'postgres.members': 'POSTGRES_MEMBERS',
+  'postgres.patroni.synchronous': 'POSTGRES_SYNC',
 };
 
 /** The toolkit variables behind the chart values a message names, e.g. "ingress.host = INGRESS_HOST". */
@@ -155,6 +164,8 @@ export function renderWarnings(config: Config): string[] {
     }
   }
   if (s.ingressTls === 'cert-manager' && !config.k8s.ingressHost) out.push('INGRESS_HOST is empty: cert-manager cannot issue a certificate without a host name, so nginx serves its self-signed default certificate (HTTP still redirects to HTTPS). Set INGRESS_HOST for a real certificate.');
+  if (!config.db.externalUrl && config.db.members === 1) out.push('POSTGRES_MEMBERS=1: the in-cluster PostgreSQL is one pod and NOT highly available — while it is down every Digdag role stalls, and its volume is the only copy of every project, schedule and history. Set POSTGRES_MEMBERS=3 (Patroni) or DATABASE_URL for an HA database.');
+  if (!config.db.externalUrl && config.db.members > 1 && !config.db.synchronous) out.push('POSTGRES_SYNC=off: replication is asynchronous, so a failover can lose the last committed transactions.');
   if (s.ingressTls === 'none') out.push('INGRESS_TLS=none: the Ingress serves plain HTTP; passwords cross the network in clear text.');
   if (s.auth === 'none' && s.edgeAuth !== 'iap') out.push('AUTH=none: Digdag accepts every request; only the NetworkPolicies and the edge stand between the network and sh> tasks.');
   return out;

@@ -58,6 +58,8 @@ before(async () => {
     DIGDAG_HA_CLUSTER_DIR: path.join(state, 'c'),
     CLUSTER_ADDONS: 'keda',
     RESOURCE_PROFILE: 'small',
+    // The database's own HA is kube-e2e's subject; here one member leaves the node to the workers.
+    POSTGRES_MEMBERS: '1',
     PORT_FORWARD_PORT: String(await freePortRange(1, 61100)),
     AGENT_AUTOSCALING: 'keda',
     WORKER_REPLICAS: String(MIN),

@@ -21,7 +21,9 @@ import { CLUSTER_POSTGRES_IMAGE, type Config } from '../../lib/config.ts';
 import { requireSecrets } from '../../lib/credentials.ts';
 import { buildArgv } from '../../lib/kube/build-image.ts';
 import { runInitSql } from '../../lib/kube/init-db.ts';
-import { clusterKubectl, kubectl } from '../../lib/kube/kubectl.ts';
+import { clusterKubectl, dbPod, kubectl, LEADER_SELECTOR } from '../../lib/kube/kubectl.ts';
+import { dbQuery } from '../../lib/kube/db-query.ts';
+import { startAttempt, waitAttempt, workflowId } from '../../lib/digdag-api.ts';
 import { RELEASE, renderManifests } from '../../lib/kube/render.ts';
 import { runStep, runSteps, type Ctx } from '../../lib/pipeline.ts';
 import { freePortRange, isPortFree } from '../../lib/ports.ts';
@@ -130,7 +132,7 @@ test('create-secret, PostgreSQL as a StatefulSet becoming Ready, init-db\'s SQL 
   await runStep(startPostgres, ctx);
   await runInitSql(ctx);
   await runInitSql(ctx); // idempotent
-  const q = await k(['exec', 'digdag-postgres-0', '-c', 'postgres', '--', 'psql', '-X', '-At', '-U', 'postgres', '-d', 'digdag', '-c', "select r.rolsuper, d.datname, e.extname from pg_roles r, pg_database d, pg_extension e where r.rolname='digdag' and d.datname='digdag' and e.extname='uuid-ossp'"]);
+  const q = await k(['exec', await dbPod(ctx), '-c', 'postgres', '--', 'psql', '-X', '-At', '-U', 'postgres', '-d', 'digdag', '-c', "select r.rolsuper, d.datname, e.extname from pg_roles r, pg_database d, pg_extension e where r.rolname='digdag' and d.datname='digdag' and e.extname='uuid-ossp'"]);
   assert.equal(q.stdout.trim(), 'f|digdag|uuid-ossp', q.stderr);
 });
 
@@ -219,6 +221,99 @@ test('Digdag on the cluster: the whole pipeline (image build, migration, rollout
   const summary = ctx.facts.summary ?? '';
   log(summary);
   assert.doesNotMatch(summary, /\bFAIL\b/);
+});
+
+/** Seconds since t0, one decimal. */
+const since = (t0: number) => Number(((Date.now() - t0) / 1000).toFixed(1));
+
+test('the database leader\'s PostgreSQL SIGKILLed while attempts are submitted: a replica takes over, nothing committed is lost, every attempt succeeds, the old leader rejoins', { timeout: 600_000 }, async (t) => {
+  if (skipped(t)) return;
+  if (runtimeMissing) return t.skip(`SKIPPED — needs a Digdag runtime: ${runtimeMissing}`);
+  if (config.db.members < 2) return t.skip(`POSTGRES_MEMBERS=${config.db.members}: no replica to fail over to`);
+  const t0 = Date.now();
+  const endpoint = authenticatedEndpoint(config, kubeTarget.apiUrl(ctx));
+  const wf = await workflowId(endpoint, 'ha-sample', 'parallel');
+  const params = { tasks: 1, sleep_seconds: 0 };
+  let session = Date.UTC(2001, 0, 1);
+  const submit = () => startAttempt(endpoint, wf, new Date((session += 1000)), params);
+  const patronictl = (pod: string, ...args: string[]) => k(['exec', pod, '-c', 'postgres', '--', 'patronictl', '-c', '/etc/patroni/patroni.yml', ...args]);
+  const leader = await dbPod(ctx);
+
+  // What synchronous replication costs: attempt latency (submit → success) and a commit, each mode.
+  const attemptSeconds = async () => {
+    const out: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      const s = Date.now();
+      assert.equal((await waitAttempt(endpoint, await submit(), 120_000)).success, true);
+      out.push(since(s));
+    }
+    return out;
+  };
+  const commitMs = async () => {
+    const r = await k(['exec', leader, '-c', 'postgres', '--', 'sh', '-c', 'psql -X -q -U postgres -d postgres -c "create table if not exists sync_probe (x int)" && s=$(date +%s%N) && for i in $(seq 200); do echo "insert into sync_probe values ($i);"; done | psql -X -q -U postgres -d postgres && echo $(( ($(date +%s%N) - s) / 2000000 ))']);
+    assert.equal(r.code, 0, r.stderr);
+    // 200 autocommitted inserts through one psql: hundredths of a millisecond per commit.
+    return Number(r.stdout.trim().split('\n').at(-1)) / 100;
+  };
+  const sync = { attempts: await attemptSeconds(), commitMs: await commitMs() };
+  assert.equal((await patronictl(leader, 'edit-config', '--force', '-s', 'synchronous_mode=false')).code, 0);
+  assert.ok(await waitFor(async () => !/Sync Standby/.test((await patronictl(leader, 'list')).stdout), 30_000, 500), 'asynchronous now');
+  const async_ = { attempts: await attemptSeconds(), commitMs: await commitMs() };
+  assert.equal((await patronictl(leader, 'edit-config', '--force', '-s', 'synchronous_mode=true')).code, 0);
+  assert.ok(await waitFor(async () => /Sync Standby/.test((await patronictl(leader, 'list')).stdout), 60_000, 500), 'a synchronous standby again');
+  log(`replication cost: synchronous attempts ${sync.attempts.join('/')} s, ${sync.commitMs} ms/commit; asynchronous attempts ${async_.attempts.join('/')} s, ${async_.commitMs} ms/commit`);
+
+  // Submit continuously; kill the leader's postmaster after a few.
+  const ids: string[] = [];
+  const errors: string[] = [];
+  let stop = false;
+  let killedAt = 0;
+  let firstAfterKill = 0;
+  const submitter = (async () => {
+    while (!stop) {
+      const started = Date.now();
+      try {
+        const id = await submit();
+        ids.push(id);
+        // The first write that began after the kill: leader loss → first successful write.
+        if (killedAt && started >= killedAt && !firstAfterKill) firstAfterKill = Date.now();
+      } catch (e) {
+        errors.push((e as Error).message.slice(0, 120)); // no id came back: nothing was promised
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    }
+  })();
+  assert.ok(await waitFor(async () => ids.length >= 5, 60_000, 200), `attempts submitted before the kill: ${errors.join('; ')}`);
+  const kill = await k(['exec', leader, '-c', 'postgres', '--', 'sh', '-c', 'kill -KILL $(head -1 /var/lib/postgresql/data/pgdata/postmaster.pid)']);
+  assert.equal(kill.code, 0, kill.stderr);
+  killedAt = Date.now();
+  let newLeader = '';
+  assert.ok(
+    await waitFor(async () => {
+      const r = await k(['get', 'pods', '-l', LEADER_SELECTOR, '-o', 'jsonpath={.items[*].metadata.name}']);
+      newLeader = r.stdout.trim();
+      return newLeader !== '' && newLeader !== leader && !newLeader.includes(' ');
+    }, 120_000, 250),
+    `a replica took over from ${leader}`,
+  );
+  const promotedAfter = since(killedAt);
+  const before = ids.length;
+  assert.ok(await waitFor(async () => ids.length >= before + 5, 120_000, 200), `submissions resumed after the failover: ${errors.slice(-3).join('; ')}`);
+  stop = true;
+  await submitter;
+  const writeAfter = Number(((firstAfterKill - killedAt) / 1000).toFixed(1));
+  log(`failover: ${leader} → ${newLeader} labelled leader ${promotedAfter} s after the kill; first accepted submission ${writeAfter} s after; ${ids.length} attempts submitted, ${errors.length} submissions refused meanwhile`);
+
+  // Every attempt whose id the submitter got succeeds, and the database has every one.
+  for (const id of ids) assert.equal((await waitAttempt(endpoint, id, 180_000)).success, true, `attempt ${id}`);
+  const inDb = (await dbQuery(ctx)(`select count(*) from session_attempts where id in (${ids.join(',')})`)).trim();
+  assert.equal(Number(inDb), ids.length, 'every submitted attempt is in the database after the failover');
+  // The old leader rejoins as a replica (a streaming one: Ready and labelled replica).
+  assert.ok(
+    await waitFor(async () => (await k(['get', 'pod', leader, '-o', 'jsonpath={.metadata.labels.role} {.status.conditions[?(@.type=="Ready")].status}'])).stdout.trim() === 'replica True', 180_000, 1000),
+    `${leader} rejoined as a replica: ${(await patronictl(newLeader, 'list')).stdout}`,
+  );
+  log(`failover test ${since(t0)} s in all; ${leader} rejoined ${since(killedAt)} s after the kill`);
 });
 
 test('Digdag on the cluster is closed to the wrong pods and to requests without credentials; open with them (browser, CLI)', { timeout: 600_000 }, async (t) => {

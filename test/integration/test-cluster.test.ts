@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
+import tls from 'node:tls';
 import { after, before, test, type TestContext } from 'node:test';
 import { kubectl, STORAGE_CLASS } from '../../lib/cluster/addons.ts';
 import { BINARIES } from '../../lib/cluster/build.ts';
@@ -15,7 +16,7 @@ import { ensureTestImage, loadImage } from '../../lib/cluster/images.ts';
 import { clusterDown, clusterRssMiB, clusterStatus, clusterUpCmd, missingPrerequisites } from '../../lib/cluster/lifecycle.ts';
 import { listProcesses, waitFor } from '../../lib/processes.ts';
 import { ShellRunner, type Cmd } from '../../lib/runner.ts';
-import { probePod, restrictedNamespace } from '../helpers/cluster-pods.ts';
+import { canConnect, probePod, restrictedNamespace } from '../helpers/cluster-pods.ts';
 import { tempDir, testConfig } from '../helpers/fixtures.ts';
 
 const runner = new ShellRunner(false, () => {});
@@ -26,6 +27,7 @@ let upSeconds = 0;
 
 const NS = 'cluster-test';
 const PSA_NS = 'psa-restricted';
+const API_NS = 'api-from-pods';
 
 before(async () => {
   const state = tempDir('dh-cluster-');
@@ -130,6 +132,82 @@ test('pods have no route off the machine (only the pod subnet and the Service ra
   const routes = (await k(['exec', '-n', NS, 'client', '--', 'busybox', 'ip', 'route'])).stdout;
   assert.doesNotMatch(routes, /^default/m);
   assert.match(routes, new RegExp(`^${cc.net.serviceCidr.replace(/\./g, '\\.')} via ${cc.net.bridgeIp.replace(/\./g, '\\.')}`, 'm'));
+});
+
+/** The API server's certificate as a pod sees it, fetched on the bridge address. */
+function apiServerCertificate(): Promise<tls.PeerCertificate> {
+  return new Promise((resolve, reject) => {
+    const s = tls.connect({ host: cc.net.bridgeIp, port: cc.ports.apiserver, ca: fs.readFileSync(path.join(cc.dir, 'pki', 'ca.crt')), servername: 'kubernetes.default.svc' }, () => {
+      resolve(s.getPeerCertificate());
+      s.end();
+    });
+    s.on('error', reject);
+  });
+}
+
+test('pods reach the API server through the kubernetes Service with their token, only where a NetworkPolicy allows it', async (t) => {
+  if (skipped(t)) return;
+  const serviceIp = cc.net.serviceCidr.replace(/0\/\d+$/, '1');
+  // The Service's Endpoints: the bridge address (the apiserver's own reconciler keeps them).
+  const ep = await k(['get', 'endpoints', 'kubernetes', '-n', 'default', '-o', 'jsonpath={.subsets[0].addresses[0].ip}:{.subsets[0].ports[0].port}']);
+  assert.equal(ep.stdout, `${cc.net.bridgeIp}:${cc.ports.apiserver}`);
+  // It listens on the bridge (or loopback) only, never on an interface beyond the machine.
+  const listen = await runner.run({ argv: ['ss', '-Hltn', `sport = :${cc.ports.apiserver}`], quiet: true });
+  const addrs = listen.stdout.split('\n').filter(Boolean).map((l) => l.trim().split(/\s+/)[3]!.replace(/:\d+$/, ''));
+  assert.ok(addrs.length > 0, listen.stdout);
+  for (const a of addrs) assert.ok(a === cc.net.bridgeIp || a.startsWith('127.'), `API server listens on ${a}`);
+  // Its certificate names what pods use: the Service IP and the kubernetes.default.svc names.
+  const cert = await apiServerCertificate();
+  for (const name of ['kubernetes.default.svc', 'kubernetes.default.svc.cluster.local', serviceIp, cc.net.bridgeIp]) {
+    assert.equal(tls.checkServerIdentity(name, cert), undefined, `certificate covers ${name}`);
+  }
+
+  await restrictedNamespace(k, API_NS);
+  await apply({
+    apiVersion: 'v1',
+    kind: 'List',
+    items: [
+      { apiVersion: 'v1', kind: 'ServiceAccount', metadata: { name: 'lister', namespace: API_NS } },
+      { apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'Role', metadata: { name: 'lister', namespace: API_NS }, rules: [{ apiGroups: [''], resources: ['endpoints'], verbs: ['list'] }] },
+      {
+        apiVersion: 'rbac.authorization.k8s.io/v1',
+        kind: 'RoleBinding',
+        metadata: { name: 'lister', namespace: API_NS },
+        roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: 'lister' },
+        subjects: [{ kind: 'ServiceAccount', name: 'lister', namespace: API_NS }],
+      },
+      // Default deny out; the API server only for pods labelled as its clients — the shape the
+      // chart's apiserver egress policy has (the policy sees the endpoint, not the Service IP).
+      { apiVersion: 'networking.k8s.io/v1', kind: 'NetworkPolicy', metadata: { name: 'deny-egress', namespace: API_NS }, spec: { podSelector: {}, policyTypes: ['Egress'] } },
+      {
+        apiVersion: 'networking.k8s.io/v1',
+        kind: 'NetworkPolicy',
+        metadata: { name: 'apiserver-egress', namespace: API_NS },
+        spec: {
+          podSelector: { matchLabels: { 'apiserver-client': 'true' } },
+          policyTypes: ['Egress'],
+          egress: [{ to: [{ ipBlock: { cidr: `${cc.net.bridgeIp}/32` } }], ports: [{ port: cc.ports.apiserver, protocol: 'TCP' }] }],
+        },
+      },
+    ],
+  });
+  const withToken = (name: string, labels: Record<string, string>) => {
+    const p = pod(name, API_NS, labels, ['sleep', '3600']);
+    Object.assign(p.spec, { serviceAccountName: 'lister', automountServiceAccountToken: true });
+    return p;
+  };
+  await apply(withToken('member', { 'apiserver-client': 'true' }));
+  await apply(withToken('other', {}));
+  await waitReady(API_NS, 'member', 'other');
+  // busybox's wget does not verify certificates; the names were checked above.
+  const list = (p: string) =>
+    k(['exec', '-n', API_NS, p, '--', 'busybox', 'sh', '-c', `busybox timeout 5 busybox wget -q -O - --no-check-certificate --header "Authorization: Bearer $(cat /var/run/secrets/kubernetes.io/serviceaccount/token)" https://${serviceIp}/api/v1/namespaces/${API_NS}/endpoints`], { nothrow: true, timeoutMs: 20_000 });
+  let answer = '';
+  assert.ok(await waitFor(async () => ((answer = (await list('member')).stdout), answer.includes('"EndpointsList"')), 30_000, 500), `the allowed pod lists endpoints with its token: ${answer}`);
+  assert.equal(await canConnect(k, API_NS, 'member', serviceIp, 443), true);
+  assert.equal(await canConnect(k, API_NS, 'other', serviceIp, 443), false, 'a pod no policy allows cannot reach the API server');
+  assert.equal(await canConnect(k, API_NS, 'other', cc.net.bridgeIp, cc.ports.apiserver), false, 'nor its endpoint directly');
+  assert.doesNotMatch((await list('other')).stdout, /EndpointsList/);
 });
 
 test('a PersistentVolumeClaim binds to a volume under the state dir', async (t) => {

@@ -38,6 +38,7 @@ const VALUE_SETS: Record<string, string[]> = {
   ],
   'HPA + existing Secret + no ingress': ['autoscaling.mode=hpa', 'roles.worker.replicas=3', 'secrets.existingSecret=my-secret', 'auth.existingSecret=my-api', 'ingress.enabled=false', 'networkPolicy.enabled=false'],
   'no auth, no spread': ['auth.mode=none', 'topologySpread.enabled=false'],
+  'Patroni, 3 members': ['postgres.members=3'],
   'edge basic auth, own certificate, namespace': ['edgeAuth.mode=nginx-basic', 'ingress.tls.mode=existingSecret', 'ingress.host=digdag.example.com', 'namespace.create=true'],
 };
 

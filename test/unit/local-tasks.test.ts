@@ -1,6 +1,7 @@
 // Local tasks with the recording runner: the exact commands each one issues, secrets kept off
 // every command line, and build-image's answers when the runtime cannot be had.
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
@@ -11,7 +12,7 @@ import { writeRuntime, javaFlags, cacheDir } from '../../lib/digdag.ts';
 import { JMX_EXPORTER_CONFIG } from '../../lib/metrics.ts';
 import { UserError } from '../../lib/errors.ts';
 import { runStep } from '../../lib/pipeline.ts';
-import { localPostgres } from '../../lib/postgres.ts';
+import { localPostgres, postmasterRunning, stopOwnedPostgres } from '../../lib/postgres.ts';
 import { parseProperties } from '../../lib/properties.ts';
 import { RecordingRunner, ShellRunner } from '../../lib/runner.ts';
 import { planLocal } from '../../lib/local/apply.ts';
@@ -187,4 +188,28 @@ test('verify-ha reads a local process\'s role flags from its command line, as pl
     for (const p of plan) assert.deepEqual(serverArgs(p.argv), expectedArgs(layout, p.instance.role), p.instance.name);
   }
   assert.deepEqual(serverArgs(['java', '-jar', 'x.jar', 'migrate', 'run']), []);
+});
+
+test('down stops the postmaster of postmaster.pid, also when the registry kept another PID (a restarted server)', async () => {
+  const config = testConfig({ DIGDAG_HA_TARGET: 'local' });
+  const pg = localPostgres(config);
+  fs.mkdirSync(pg.dataDir, { recursive: true });
+  assert.equal(postmasterRunning(pg), false, 'no postmaster.pid');
+  // A process that looks like a postmaster (argv[0] "postgres"), and one that does not.
+  const postmaster = spawn('sleep', ['30'], { argv0: 'postgres' });
+  const other = spawn('sleep', ['30']);
+  try {
+    fs.writeFileSync(path.join(pg.dataDir, 'postmaster.pid'), `${other.pid}\n${pg.dataDir}\n`);
+    assert.equal(postmasterRunning(pg), false, 'a reused PID is not our server');
+    assert.equal(await stopOwnedPostgres(config, new RecordingRunner()), 'not running');
+    fs.writeFileSync(path.join(pg.dataDir, 'postmaster.pid'), `${postmaster.pid}\n${pg.dataDir}\n`);
+    assert.equal(postmasterRunning(pg), true);
+    const r = new RecordingRunner();
+    assert.equal(await stopOwnedPostgres(config, r), 'stopped');
+    assert.match(r.calls.map((c) => c.argv.join(' ')).join('\n'), /pg_ctl -D \S+ -m fast -w -t 60 stop/);
+  } finally {
+    postmaster.kill();
+    other.kill();
+    fs.rmSync(pg.dir, { recursive: true, force: true });
+  }
 });

@@ -301,3 +301,11 @@ Make sure it enforces "restricted"; the chart does not own it:
 {{- end }}
 {{- end }}
 {{- end -}}
+
+{{/* The Patroni members' labels: Patroni selects its pods (and labels its Endpoints) with these;
+"cluster-name" is its scope label. */}}
+{{- define "digdag-ha.patroniLabels" -}}
+{{ include "digdag-ha.selectorLabels" . }}
+app.kubernetes.io/component: postgres
+cluster-name: digdag-postgres
+{{- end -}}
