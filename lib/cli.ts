@@ -132,3 +132,24 @@ export async function main(steps: readonly Step[], what: string, argv = process.
     process.exitCode = err instanceof UserError ? 2 : 1;
   }
 }
+
+/**
+ * A task with subcommands (`cluster.ts up|down|…`, `gcp.ts plan|up|down`) as a program: help, an
+ * unknown subcommand refused naming the choices, errors reported once with the exit code.
+ */
+export async function mainWithSubcommands<S extends string>(subcommands: readonly S[], help: string, run: (sub: S, rest: string[]) => Promise<number | void>, argv = process.argv.slice(2)): Promise<void> {
+  const [sub, ...rest] = argv;
+  try {
+    if (!sub || sub === '--help' || sub === '-h' || rest.includes('--help')) {
+      process.stdout.write(help);
+    } else if (!(subcommands as readonly string[]).includes(sub)) {
+      throw new UserError(`unknown command "${sub}"`, `choose from: ${subcommands.join(', ')}`);
+    } else {
+      const code = await run(sub as S, rest);
+      if (typeof code === 'number') process.exitCode = code;
+    }
+  } catch (err) {
+    process.stderr.write(`${describeError(err)}\n`);
+    process.exitCode = err instanceof UserError ? 2 : 1;
+  }
+}

@@ -48,13 +48,18 @@ export async function workflowId(endpoint: Endpoint, project: string, workflow: 
   return id;
 }
 
-async function send(endpoint: Endpoint, method: string, p: string, body?: unknown): Promise<unknown> {
-  const res = await fetch(`${urlOf(endpoint)}${p}`, {
+/** One authenticated call of Digdag's REST API with a JSON body (bounded); the response as is. */
+export function request(endpoint: Endpoint, method: string, p: string, body?: unknown): Promise<Response> {
+  return fetch(`${urlOf(endpoint)}${p}`, {
     method,
     headers: { ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...authHeaders(endpoint) },
     body: body === undefined ? undefined : JSON.stringify(body),
     signal: AbortSignal.timeout(15_000),
   });
+}
+
+async function send(endpoint: Endpoint, method: string, p: string, body?: unknown): Promise<unknown> {
+  const res = await request(endpoint, method, p, body);
   if (!res.ok) throw new Error(`${method} ${p}: HTTP ${res.status} ${await res.text().catch(() => '')}`.trim());
   return res.json();
 }

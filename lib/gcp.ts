@@ -8,7 +8,8 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Config } from './config.ts';
-import { authHeaders, getJson, urlOf, type Endpoint } from './digdag.ts';
+import { request } from './digdag-api.ts';
+import { getJson, type Endpoint } from './digdag.ts';
 import { UserError } from './errors.ts';
 import type { Ctx } from './pipeline.ts';
 import { outcome } from './runner.ts';
@@ -107,12 +108,7 @@ export async function ensureGcloudConfig(ctx: Ctx): Promise<string> {
 }
 
 async function send(endpoint: Endpoint, method: string, p: string, body?: unknown): Promise<void> {
-  const res = await fetch(`${urlOf(endpoint)}${p}`, {
-    method,
-    headers: { ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...authHeaders(endpoint) },
-    body: body === undefined ? undefined : JSON.stringify(body),
-    signal: AbortSignal.timeout(15_000),
-  });
+  const res = await request(endpoint, method, p, body);
   // The body is never echoed: a PUT carries the key.
   if (!res.ok && !(method === 'DELETE' && res.status === 404)) throw new UserError(`${method} ${p} answered HTTP ${res.status}`, 'check that Digdag runs with digdag.secret-encryption-key (create-secret) and the credentials are right');
 }

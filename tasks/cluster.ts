@@ -1,11 +1,11 @@
 // cluster: the project's own single-node Kubernetes test cluster — build its binaries, bring
 // it up, show its status, print its KUBECONFIG, take it down (--purge: and delete its state).
 import path from 'node:path';
-import { configFromFlags, isMain, parseFlags } from '../lib/cli.ts';
+import { configFromFlags, isMain, mainWithSubcommands, parseFlags } from '../lib/cli.ts';
 import { buildBinaries } from '../lib/cluster/build.ts';
 import { CLUSTER_VARIABLES, clusterPaths, loadClusterConfig } from '../lib/cluster/config.ts';
 import { clusterDown, clusterStatus, clusterUpCmd } from '../lib/cluster/lifecycle.ts';
-import { describeError, UserError } from '../lib/errors.ts';
+import { UserError } from '../lib/errors.ts';
 import { ROOT } from '../lib/paths.ts';
 import { ShellRunner } from '../lib/runner.ts';
 
@@ -60,17 +60,5 @@ export async function cluster(sub: Subcommand, argv: readonly string[], out: (l:
 }
 
 if (isMain(import.meta.url)) {
-  const [sub, ...rest] = process.argv.slice(2);
-  try {
-    if (!sub || sub === '--help' || sub === '-h' || rest.includes('--help')) {
-      process.stdout.write(HELP);
-    } else if (!(SUBCOMMANDS as readonly string[]).includes(sub)) {
-      throw new UserError(`unknown command "${sub}"`, `choose from: ${SUBCOMMANDS.join(', ')}`);
-    } else {
-      process.exitCode = await cluster(sub as Subcommand, rest);
-    }
-  } catch (err) {
-    process.stderr.write(`${describeError(err)}\n`);
-    process.exitCode = err instanceof UserError ? 2 : 1;
-  }
+  await mainWithSubcommands(SUBCOMMANDS, HELP, (sub, rest) => cluster(sub, rest));
 }

@@ -1,9 +1,8 @@
 // gcp: the Google Cloud home of --target gke in one command — plan (print every gcloud command,
 // change nothing), up (describe, then create what is missing), down (reverse; --purge also the
 // data). Logic in lib/gcp/; this file parses the command line and prints.
-import { configFromFlags, isMain, parseFlags, type CliFlags } from '../lib/cli.ts';
+import { configFromFlags, isMain, mainWithSubcommands, parseFlags, type CliFlags } from '../lib/cli.ts';
 import type { Config } from '../lib/config.ts';
-import { describeError, UserError } from '../lib/errors.ts';
 import { gcpHome } from '../lib/gcp/home.ts';
 import { gcpDown, gcpUp, type GcpReport } from '../lib/gcp/provision.ts';
 import { ShellRunner, type Runner } from '../lib/runner.ts';
@@ -54,20 +53,10 @@ export function printReport(sub: Subcommand, r: GcpReport, out: (l: string) => v
 }
 
 if (isMain(import.meta.url)) {
-  const [sub, ...rest] = process.argv.slice(2);
-  try {
-    if (!sub || sub === '--help' || sub === '-h' || rest.includes('--help')) {
-      process.stdout.write(HELP);
-    } else if (!(SUBCOMMANDS as readonly string[]).includes(sub)) {
-      throw new UserError(`unknown command "${sub}"`, `choose from: ${SUBCOMMANDS.join(', ')}`);
-    } else {
-      const flags = parseFlags(rest);
-      const runner = new ShellRunner(flags.dryRun || sub === 'plan');
-      const report = await gcp(sub as Subcommand, gcpConfig(flags), runner, { purge: flags.purge });
-      printReport(sub as Subcommand, report, (l) => process.stdout.write(`${l}\n`));
-    }
-  } catch (err) {
-    process.stderr.write(`${describeError(err)}\n`);
-    process.exitCode = err instanceof UserError ? 2 : 1;
-  }
+  await mainWithSubcommands(SUBCOMMANDS, HELP, async (sub, rest) => {
+    const flags = parseFlags(rest);
+    const runner = new ShellRunner(flags.dryRun || sub === 'plan');
+    const report = await gcp(sub, gcpConfig(flags), runner, { purge: flags.purge });
+    printReport(sub, report, (l) => process.stdout.write(`${l}\n`));
+  });
 }
