@@ -77,15 +77,25 @@ export function isAlive(entry: Pick<ProcessEntry, 'pid' | 'marker'>): boolean {
     return false;
   }
   try {
-    const cmdline = fs.readFileSync(`/proc/${entry.pid}/cmdline`, 'utf8');
-    const stat = fs.readFileSync(`/proc/${entry.pid}/stat`, 'utf8');
-    // A zombie (state Z) is dead for our purposes.
-    if (/^\d+ \(.*\) Z /.test(stat)) return false;
-    return cmdline.includes(entry.marker);
+    for (let tries = 0; ; tries++) {
+      const cmdline = fs.readFileSync(`/proc/${entry.pid}/cmdline`, 'utf8');
+      const stat = fs.readFileSync(`/proc/${entry.pid}/stat`, 'utf8');
+      // A zombie (state Z) is dead for our purposes.
+      if (/^\d+ \(.*\) Z /.test(stat)) return false;
+      // A process in the middle of an exec (a wrapper handing over to the program) shows an empty
+      // command line for a moment: read again rather than call it dead (seen in CI: keda-adapter,
+      // started through unshare/sh/env, "exited during start-up" while it ran on).
+      if (cmdline || tries >= EXEC_REREADS) return cmdline.includes(entry.marker);
+      Atomics.wait(pause, 0, 0, 1);
+    }
   } catch {
     return false;
   }
 }
+
+/** How often isAlive re-reads an empty command line, 1 ms apart (a kernel thread's stays empty). */
+const EXEC_REREADS = 50;
+const pause = new Int32Array(new SharedArrayBuffer(4));
 
 /** Waits (bounded, polling) until a condition holds; returns false on timeout. */
 export async function waitFor(check: () => boolean | Promise<boolean>, timeoutMs: number, intervalMs = 200): Promise<boolean> {

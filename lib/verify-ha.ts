@@ -36,9 +36,10 @@ export async function verifyHa(ctx: Ctx, target: TargetOps, stage: Stage = { now
   const { config, runner } = ctx;
   const budgets = target.budgets(config);
   const checks: Check[] = [];
+  const started = Date.now();
   const step = (now: string) => {
     stage.now = now;
-    runner.log(`verify-ha: ${now}`);
+    runner.log(`verify-ha [${((Date.now() - started) / 1000).toFixed(0)}s]: ${now}`);
   };
   const add = (role: string, what: string, ok: boolean, detail: string) => {
     checks.push({ role, what, ok, detail });

@@ -122,7 +122,9 @@ for (const layout of LAYOUTS) {
               t.diagnostic(`run ${i} failed after ${((Date.now() - started) / 1000).toFixed(0)}s; its last lines:\n${lines.slice(from).slice(-40).join('\n')}`);
               throw err;
             }
-            t.diagnostic(`run ${i}: ${((Date.now() - started) / 1000).toFixed(0)}s`);
+            // Where the time went (each stage line carries verify-ha's own clock).
+            const stages = lines.slice(from).filter((l) => l.startsWith('verify-ha ['));
+            t.diagnostic(`run ${i}: ${((Date.now() - started) / 1000).toFixed(0)}s — ${stages.map((l) => l.replace(/^verify-ha /, '')).join(' | ')}`);
             assert.ok(ctx.facts.checks, `run ${i}: verify-ha recorded its checks`);
             const failed = ctx.facts.checks.filter((c) => !c.ok);
             assert.deepEqual(failed, [], `run ${i}`);

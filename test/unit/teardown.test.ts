@@ -1,6 +1,7 @@
 // Teardown stops registered processes and strays of this state dir; a replacement registered
 // under the same name survives the cleanup of the process it replaced.
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import { stopStarted } from '../../lib/pipeline.ts';
@@ -74,5 +75,29 @@ test('the local target\'s verify-ha primitives: SIGKILL of one process, a role s
     assert.equal(localTarget.instanceOfAgent('worker-2'), 'worker-2', 'agent.id is the instance name');
   } finally {
     for (const p of procs) try { process.kill(-p.pid, 'SIGKILL'); } catch { /* stopped */ }
+  }
+});
+
+test('a process in the middle of an exec is alive (its command line is empty for a moment)', async () => {
+  // A wrapper chain like KEDA's (unshare → sh → env → program): the same pid execs 2 000 times,
+  // the marker on every command line. Reading /proc/<pid>/cmdline in a loop sees it empty about
+  // one read in ten; isAlive must never call the process dead while it runs.
+  const marker = `exec-chain-${process.pid}-${Date.now()}`;
+  const script = 'n=$1; [ "$n" -gt 0 ] || exec sleep 30; exec sh -c "$0" "$0" $((n-1)) "$2"';
+  const pid = await runner.spawnBackground({ argv: ['sh', '-c', script, script, '2000', marker], logFile: '/dev/null' });
+  const entry = { pid, marker };
+  try {
+    let reads = 0;
+    let dead = 0;
+    // Until the chain settles in its final `sleep` (argv without the marker): bounded by count.
+    for (; reads < 200_000; reads++) {
+      const cmdline = (() => { try { return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8'); } catch { return 'gone'; } })();
+      if (cmdline.startsWith('sleep')) break;
+      if (!isAlive(entry) && fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(marker)) dead++;
+    }
+    assert.equal(dead, 0, `isAlive called a running process dead ${dead} times in ${reads} reads`);
+    assert.ok(reads > 100, `the exec chain was observed (${reads} reads)`);
+  } finally {
+    process.kill(pid, 'SIGKILL');
   }
 });
