@@ -22,6 +22,16 @@ export interface ImageHost {
   prepare?(runner: Runner, config: Config): Promise<string | undefined>;
   /** Brings a built image to the cluster (load it, import it, or push it). */
   load(runner: Runner, image: string): Promise<void>;
+  /** A store of built images that outlives the engine (the own cluster's dockerd lives and dies
+   * with the cluster): a build whose key it holds is loaded, not run again. */
+  readonly imageCache?: ImageCache;
+}
+
+export interface ImageCache {
+  /** Loads the image built under this key into the engine; false when the store has none. */
+  restore(runner: Runner, image: string, key: string): Promise<boolean>;
+  /** Keeps the image just built under this key (and drops the image's older builds). */
+  keep(runner: Runner, image: string, key: string): Promise<void>;
 }
 
 /** The image host of a config's target. */

@@ -4,7 +4,7 @@
 import type { Config } from '../config.ts';
 import type { ImageHost } from '../image-host.ts';
 import { loadClusterConfig } from './config.ts';
-import { containerdHasImage, docker, ensureBaseImage, loadImage } from './images.ts';
+import { clusterImageCache, containerdHasImage, docker, ensureBaseImage, loadImage } from './images.ts';
 
 export function clusterImageHost(config: Config): ImageHost {
   const cc = loadClusterConfig(config);
@@ -18,5 +18,6 @@ export function clusterImageHost(config: Config): ImageHost {
     load: async (runner, image) => {
       await runner.change(`import ${image} into the cluster's containerd`, () => loadImage(runner, cc, image));
     },
+    imageCache: clusterImageCache(cc),
   };
 }

@@ -3,6 +3,7 @@
 // cluster's containerd. Each is made once; the base rootfs tarball is cached across state dirs.
 import fs from 'node:fs';
 import path from 'node:path';
+import type { ImageCache } from '../image-host.ts';
 import type { Runner } from '../runner.ts';
 import { ensureDir } from '../state.ts';
 import { BASE_IMAGE_SUITE } from '../versions.ts';
@@ -100,4 +101,34 @@ export async function loadImage(runner: Runner, cc: ClusterConfig, image: string
 export async function containerdHasImage(runner: Runner, cc: ClusterConfig, image: string): Promise<boolean> {
   const r = await runner.run({ argv: ctr(cc, 'images', 'ls', '-q'), nothrow: true, quiet: true });
   return r.code === 0 && r.stdout.split('\n').includes(image);
+}
+
+/** Built images kept in the cache dir across clusters (each cluster's dockerd starts empty):
+ * `docker save` after a build, `docker load` instead of the next identical one. One file per image,
+ * named by its build key; an image's older builds are removed when a new one is kept. */
+export function clusterImageCache(cc: ClusterConfig): ImageCache {
+  const dir = path.join(cc.cacheDir, 'images');
+  const prefix = (image: string) => `${image.replace(/[^A-Za-z0-9.-]+/g, '_')}-`;
+  const file = (image: string, key: string) => path.join(dir, `${prefix(image)}${key.slice(0, 24)}.tar`);
+  return {
+    restore: async (runner, image, key) => {
+      if (!fs.existsSync(file(image, key))) return false;
+      const r = await runner.run({ argv: docker(cc, 'load', '-q', '-i', file(image, key)), mutates: true, nothrow: true, quiet: true, timeoutMs: 10 * 60_000 });
+      if (r.code === 0) return true;
+      // A damaged file (a disk filled mid-save): build instead, and replace it.
+      fs.rmSync(file(image, key), { force: true });
+      return false;
+    },
+    keep: async (runner, image, key) => {
+      ensureDir(dir, 0o755);
+      const tmp = `${file(image, key)}.${process.pid}.tmp`;
+      try {
+        await runner.run({ argv: docker(cc, 'save', '-o', tmp, image), mutates: true, quiet: true, timeoutMs: 10 * 60_000 });
+        for (const old of fs.readdirSync(dir)) if (old.startsWith(prefix(image)) && old.endsWith('.tar')) fs.rmSync(path.join(dir, old), { force: true });
+        fs.renameSync(tmp, file(image, key));
+      } finally {
+        fs.rmSync(tmp, { force: true });
+      }
+    },
+  };
 }

@@ -3,12 +3,14 @@
 // no registry, and bring them to the cluster through the target's image host (lib/image-host.ts):
 // minikube image load and a push to the registry (gke) here, the own cluster's containerd (ctr
 // import) in lib/cluster/image-host.ts, which the tasks layer hands in (tasks/steps.ts).
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { CLUSTER_POSTGRES_IMAGE, type Config } from '../config.ts';
 import { sha256File, type Runtime } from '../digdag.ts';
 import { tail, UserError } from '../errors.ts';
 import type { ImageHost, ImageHostFor } from '../image-host.ts';
+import { changesApplied, type Runner } from '../runner.ts';
 import { DOCKER_DIR, MONITORING_DIR, ROOT } from '../paths.ts';
 import type { Impl } from '../pipeline.ts';
 import { cachedRuntime, obtainJmxAgent, runtimeInputs, runtimeJars } from '../runtime.ts';
@@ -100,6 +102,35 @@ export function buildArgv(config: Config, host: ImageHost, image: string, docker
   return host.docker(...args, context);
 }
 
+/** What makes an image: the build arguments, the Dockerfile, every file of the context (names
+ * relative to it, contents) and the base by content (its layers), so a cached build is reused only
+ * when a new one would make the same image. */
+export function buildKey(args: readonly string[], dockerfile: string, context: string, baseLayers: string): string {
+  const h = crypto.createHash('sha256');
+  h.update(JSON.stringify({ args, dockerfile: path.relative(context, dockerfile), baseLayers }));
+  for (const f of listFiles(context)) {
+    h.update(`\0${path.relative(context, f)}\0`);
+    h.update(fs.readFileSync(f));
+  }
+  if (!dockerfile.startsWith(context + path.sep)) h.update(fs.readFileSync(dockerfile));
+  return h.digest('hex');
+}
+
+/** Builds one image on the host, or loads it from the host's image cache when the same build was
+ * made before (the own cluster: its dockerd starts empty with every cluster). */
+export async function buildImage(runner: Runner, config: Config, host: ImageHost, image: string, dockerfile: string, context: string): Promise<'built' | 'loaded from the image cache'> {
+  const argv = buildArgv(config, host, image, dockerfile, context);
+  let key: string | undefined;
+  if (host.imageCache && config.k8s.baseImage && changesApplied(runner)) {
+    const base = await runner.run({ argv: host.docker('image', 'inspect', '--format', '{{json .RootFS.Layers}}', config.k8s.baseImage), nothrow: true, quiet: true });
+    if (base.code === 0) key = buildKey(argv.slice(0, -1).filter((a) => a !== dockerfile), dockerfile, context, base.stdout.trim());
+  }
+  if (key && (await host.imageCache!.restore(runner, image, key))) return 'loaded from the image cache';
+  await runner.run({ argv, env: { DOCKER_BUILDKIT: '0' }, mutates: true, timeoutMs: 20 * 60_000 });
+  if (key) await host.imageCache!.keep(runner, image, key);
+  return 'built';
+}
+
 /** build-image on Kubernetes; `ownCluster` is the own cluster's image host (lib/cluster/image-host.ts). */
 export const buildImageWith = (ownCluster?: ImageHostFor): Impl => ({
   inputs: (ctx) => ({
@@ -126,11 +157,10 @@ export const buildImageWith = (ownCluster?: ImageHostFor): Impl => ({
     const rt = await cachedRuntime(ctx.config, ctx.runner);
     const agent = await obtainJmxAgent(ctx.config, ctx.runner);
     const context = (await ctx.runner.change(undefined, () => assembleContext(ctx.config, rt, agent))) ?? path.join(ctx.config.stateDir, 'image-context');
-    const env = { DOCKER_BUILDKIT: '0' };
-    const timeoutMs = 20 * 60_000;
     for (const { image, dockerDir } of imagesToBuild(ctx.config)) {
       const [dockerfile, dir] = image === ctx.config.k8s.image ? [path.join(context, 'Dockerfile'), context] : [path.join(dockerDir, 'Dockerfile'), dockerDir];
-      await ctx.runner.run({ argv: buildArgv(ctx.config, host, image, dockerfile, dir), env, mutates: true, timeoutMs });
+      const how = await buildImage(ctx.runner, ctx.config, host, image, dockerfile, dir);
+      if (how !== 'built') ctx.runner.log(`${image}: ${how}`);
       await host.load(ctx.runner, image);
     }
     await ctx.runner.change(undefined, () => fs.rmSync(context, { recursive: true, force: true }));

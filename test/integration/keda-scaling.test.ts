@@ -18,7 +18,7 @@ import { hostLeftovers } from '../../lib/cluster/host.ts';
 import { loadClusterConfig, type ClusterConfig } from '../../lib/cluster/config.ts';
 import { CLUSTER_POSTGRES_IMAGE, type Config } from '../../lib/config.ts';
 import { startAttempt, waitAttempt, workflowId } from '../../lib/digdag-api.ts';
-import { buildArgv } from '../../lib/kube/build-image.ts';
+import { buildImage } from '../../lib/kube/build-image.ts';
 import { kubectl } from '../../lib/kube/kubectl.ts';
 import { ROOT } from '../../lib/paths.ts';
 import { runSteps, type Ctx } from '../../lib/pipeline.ts';
@@ -121,7 +121,7 @@ test(`a burst of ${ATTEMPTS} attempts × ${TASKS} sh> tasks: workers scale ${MIN
   if (skipped(t, true)) return;
   const t0 = Date.now();
   log(await ensureBaseImage(runner, cc));
-  await runner.run({ argv: buildArgv(config, clusterImageHost(config), CLUSTER_POSTGRES_IMAGE, path.join(ROOT, 'docker', 'postgres', 'Dockerfile'), path.join(ROOT, 'docker', 'postgres')), env: { DOCKER_BUILDKIT: '0' }, timeoutMs: 15 * 60_000 });
+  log(`${CLUSTER_POSTGRES_IMAGE}: ${await buildImage(runner, config, clusterImageHost(config), CLUSTER_POSTGRES_IMAGE, path.join(ROOT, 'docker', 'postgres', 'Dockerfile'), path.join(ROOT, 'docker', 'postgres'))}`);
   await loadImage(runner, cc, CLUSTER_POSTGRES_IMAGE);
   await runSteps(ALL_STEPS.filter((s) => ['build-image', 'create-secret', 'start-postgres', 'init-db', 'apply', 'port-forward', 'push-workflow'].includes(s.name)), ctx, { renderer: 'silent' });
   log(`deployed with the ScaledObject in ${((Date.now() - t0) / 1000).toFixed(0)} s`);

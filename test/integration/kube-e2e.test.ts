@@ -19,7 +19,7 @@ import { docker as clusterDocker, ensureBaseImage, ensureTestImage, loadImage } 
 import { clusterDown, clusterUpCmd, missingPrerequisites } from '../../lib/cluster/lifecycle.ts';
 import { CLUSTER_POSTGRES_IMAGE, type Config } from '../../lib/config.ts';
 import { requireSecrets } from '../../lib/credentials.ts';
-import { buildArgv } from '../../lib/kube/build-image.ts';
+import { buildImage } from '../../lib/kube/build-image.ts';
 import { runInitSql } from '../../lib/kube/init-db.ts';
 import { clusterKubectl, dbPod, kubectl, LEADER_SELECTOR } from '../../lib/kube/kubectl.ts';
 import { dbQuery } from '../../lib/kube/db-query.ts';
@@ -72,7 +72,7 @@ before(async () => {
   ctx = testCtx(config, runner);
   // The PostgreSQL stand-in, built from the debootstrapped base (apt reaches Debian's mirror).
   log(await ensureBaseImage(runner, cc));
-  await runner.run({ argv: buildArgv(config, clusterImageHost(config), CLUSTER_POSTGRES_IMAGE, path.join(ROOT, 'docker', 'postgres', 'Dockerfile'), path.join(ROOT, 'docker', 'postgres')), env: { DOCKER_BUILDKIT: '0' }, timeoutMs: 15 * 60_000 });
+  log(`${CLUSTER_POSTGRES_IMAGE}: ${await buildImage(runner, config, clusterImageHost(config), CLUSTER_POSTGRES_IMAGE, path.join(ROOT, 'docker', 'postgres', 'Dockerfile'), path.join(ROOT, 'docker', 'postgres'))}`);
   await loadImage(runner, cc, CLUSTER_POSTGRES_IMAGE);
   // busybox probe pods for the NetworkPolicy tests.
   await ensureTestImage(runner, cc);

@@ -19,7 +19,7 @@ import { JMX_EXPORTER_SHA256, JMX_EXPORTER_VERSION } from '../../lib/versions.ts
 import { clusterPaths, loadClusterConfig } from '../../lib/cluster/config.ts';
 import { clusterImageHost } from '../../lib/cluster/image-host.ts';
 import { sha256File } from '../../lib/digdag.ts';
-import { buildArgv, imagesToBuild } from '../../lib/kube/build-image.ts';
+import { buildArgv, buildImage as buildImageOn, imagesToBuild } from '../../lib/kube/build-image.ts';
 import { volumeFate } from '../../lib/kube/down.ts';
 import { kubeTargetWith } from '../../lib/kube/target.ts';
 import type { ImageHost } from '../../lib/image-host.ts';
@@ -114,6 +114,41 @@ test('build-image with BASE_IMAGE passes it as a build arg; the cluster target b
   const argv = buildArgv(own, clusterImageHost(own), 'digdag-ha.local/postgres:15', '/x/Dockerfile', '/x');
   assert.deepEqual(argv.slice(1), ['-H', `unix://${clusterPaths(cc).dockerSock}`, 'build', '-f', '/x/Dockerfile', '-t', 'digdag-ha.local/postgres:15', '--network', 'host', '--build-arg', 'BASE_IMAGE=digdag-ha-base:bookworm', '/x']);
   assert.deepEqual(imagesToBuild(testConfig({ DIGDAG_HA_TARGET: 'cluster', POSTGRES_IMAGE: 'mirror.example.com/postgres:15' })).map((i) => i.image), ['digdag-ha:0.10.5.1'], 'a user-given PostgreSQL image is not built');
+});
+
+test('the own cluster keeps built images across clusters: the same build is loaded, a changed context or base builds again', async () => {
+  const own = testConfig({ DIGDAG_HA_TARGET: 'cluster', DIGDAG_HA_CACHE_DIR: tempDir() });
+  const cc = loadClusterConfig(own);
+  const context = tempDir();
+  fs.writeFileSync(path.join(context, 'Dockerfile'), 'FROM x\n');
+  fs.writeFileSync(path.join(context, 'entrypoint.sh'), 'echo 1\n');
+  let layers = '["sha256:aaa"]';
+  const engine = (argv: readonly string[]) => {
+    if (argv.includes('inspect')) return { stdout: layers };
+    // `docker save -o F`: the engine writes the file.
+    const o = argv.indexOf('-o');
+    if (argv.includes('save') && o > 0) fs.writeFileSync(argv[o + 1]!, 'image');
+    return undefined;
+  };
+  const r = new RecordingRunner(engine);
+  const host = clusterImageHost(own);
+  const build = () => buildImageOn(r, own, host, 'digdag-ha.local/postgres:15', path.join(context, 'Dockerfile'), context);
+  const verbs = () => r.commands().map((c) => c.split(' ').find((w) => ['build', 'save', 'load'].includes(w))).filter(Boolean);
+  assert.equal(await build(), 'built');
+  assert.equal(await build(), 'loaded from the image cache');
+  assert.deepEqual(verbs(), ['build', 'save', 'load']);
+  fs.writeFileSync(path.join(context, 'entrypoint.sh'), 'echo 2\n');
+  assert.equal(await build(), 'built', 'a changed context file builds again');
+  layers = '["sha256:bbb"]';
+  assert.equal(await build(), 'built', 'another base builds again');
+  assert.equal(fs.readdirSync(path.join(cc.cacheDir, 'images')).length, 1, 'only the newest build of an image is kept');
+  // A damaged file is dropped and the image built instead.
+  const failing = new RecordingRunner((argv) => {
+    if (argv.includes('load')) return { code: 1, stderr: 'unexpected EOF' };
+    return engine(argv);
+  });
+  assert.equal(await buildImageOn(failing, own, host, 'digdag-ha.local/postgres:15', path.join(context, 'Dockerfile'), context), 'built');
+  assert.equal(await build(), 'loaded from the image cache', 'the rebuilt image replaced the damaged file');
 });
 
 test('build-image on gke pushes to the registry; without a Docker engine it stops with the fix', async () => {
