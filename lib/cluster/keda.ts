@@ -115,6 +115,7 @@ export function kedaComponents(cc: ClusterConfig): Component[] {
         `--lister-kubeconfig=${path.join(clusterPaths(cc).pki, 'keda.kubeconfig')}`,
         `--metrics-service-address=${loop}:${KEDA_PORTS.grpc}`,
         // Its own /metrics listener binds every interface (":<port>"); the port is all it takes.
+        // The cluster's input fence (lib/cluster/host.ts) drops what reaches it from off the machine.
         `--port=${KEDA_PORTS.adapterMetrics}`,
         '--v=0',
       ]),
