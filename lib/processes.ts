@@ -97,6 +97,24 @@ export function isAlive(entry: Pick<ProcessEntry, 'pid' | 'marker'>): boolean {
 const EXEC_REREADS = 50;
 const pause = new Int32Array(new SharedArrayBuffer(4));
 
+/** Whether the process is stopped by a signal (SIGSTOP: state T). */
+export function isFrozen(entry: Pick<ProcessEntry, 'pid' | 'marker'>): boolean {
+  if (!isAlive(entry)) return false;
+  try {
+    return /^\d+ \(.*\) T /.test(fs.readFileSync(`/proc/${entry.pid}/stat`, 'utf8'));
+  } catch {
+    return false;
+  }
+}
+
+/** Freezes (SIGSTOP) or resumes (SIGCONT) a process with its group (a Digdag role and its sh> tasks). */
+export async function freeze(entry: Pick<ProcessEntry, 'pid' | 'marker'>, on: boolean): Promise<void> {
+  if (!isAlive(entry)) return;
+  process.kill(-entry.pid, on ? 'SIGSTOP' : 'SIGCONT');
+  // Bounded: the kernel applies a stop at the process's next return to user space.
+  await waitFor(() => isFrozen(entry) === on || !isAlive(entry), 5000, 20);
+}
+
 /** Waits (bounded, polling) until a condition holds; returns false on timeout. */
 export async function waitFor(check: () => boolean | Promise<boolean>, timeoutMs: number, intervalMs = 200): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;
@@ -140,6 +158,8 @@ export async function stopProcess(entry: ProcessEntry, graceMs: number): Promise
     }
   };
   signal('SIGTERM');
+  // A frozen process (verify-ha's SIGSTOP) only acts on the TERM once it runs again.
+  signal('SIGCONT');
   if (await waitFor(() => !isAlive(entry), graceMs)) return 'terminated';
   signal('SIGKILL');
   await waitFor(() => !isAlive(entry), 5000);

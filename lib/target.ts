@@ -71,7 +71,8 @@ export interface TargetOps {
   stop(ctx: Ctx, instance: RoleInstance): Promise<void>;
   /** Kills one instance with SIGKILL, no grace (Kubernetes: force-deletes the pod). */
   kill(ctx: Ctx, instance: RoleInstance): Promise<void>;
-  /** Stops every instance of a role and keeps it down until restore() (Kubernetes: scale to 0). */
+  /** Takes every instance of a role out of action until restore() (Kubernetes: scale to 0; locally:
+   * frozen with SIGSTOP, which stops its executor loop as surely and resumes without a start-up). */
   stopRole(ctx: Ctx, role: Role): Promise<string>;
   /** Brings the layout back to what apply made (and the endpoint with it). */
   restore(ctx: Ctx): Promise<void>;

@@ -120,7 +120,7 @@ export async function verifyHa(ctx: Ctx, target: TargetOps, stage: Stage = { now
     let stalled = '';
     let moved = true;
     try {
-      step(`stopping ${loops.join(' and ')} and watching an attempt not move`);
+      step(`taking ${loops.join(' and ')} out of action and watching an attempt not move`);
       stopped = await Promise.all(loops.map((r) => target.stopRole(ctx, r)));
       const viaEndpoint = authenticatedEndpoint(config, await target.instanceUrl(ctx, via));
       stalled = await runParallel(viaEndpoint, 2, 1);
@@ -136,7 +136,7 @@ export async function verifyHa(ctx: Ctx, target: TargetOps, stage: Stage = { now
     step(`waiting for attempt ${stalled} to finish`);
     const a2 = await waitAttempt(endpoint, stalled, budgets.attemptMs);
     add(loops.join('+'), 'executor loop runs only where the layout puts it', !moved && a2.success,
-      `with ${stopped.join(', ')} stopped, attempt ${stalled} (submitted through ${via.name}) ${moved ? 'MOVED' : 'did not move'} for ${budgets.stallWindowMs / 1000}s; once they were back it ${a2.success ? 'succeeded' : 'FAILED'}`);
+      `with ${stopped.join(', ')} out of action, attempt ${stalled} (submitted through ${via.name}) ${moved ? 'MOVED' : 'did not move'} for ${budgets.stallWindowMs / 1000}s; once they were back it ${a2.success ? 'succeeded' : 'FAILED'}`);
   }
 
   // 3. SIGKILL a task-running instance while it holds tasks: their locks expire, another instance

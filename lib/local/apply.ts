@@ -14,7 +14,7 @@ import { JMX_EXPORTER_CONFIG, localMetricsPorts, metricsJvmArgs } from '../metri
 import type { Ctx, Impl } from '../pipeline.ts';
 import { portFreeSoon } from '../ports.ts';
 import { dbEndpoint } from '../postgres.ts';
-import { isAlive, listProcesses, registerProcess, stopProcess, unregisterProcess, waitFor, type ProcessEntry } from '../processes.ts';
+import { freeze, isAlive, isFrozen, listProcesses, registerProcess, stopProcess, unregisterProcess, waitFor, type ProcessEntry } from '../processes.ts';
 import { secretProperties, serverProperties } from '../properties.ts';
 import { instances, localApiRole, roleFlags, runsTasks, holdsApiPassword, type Instance, type Role } from '../roles.ts';
 import { writePrivateFile } from '../state.ts';
@@ -166,6 +166,13 @@ export async function reconcileLocal(ctx: Ctx): Promise<string[]> {
   // sh> tasks' gcloud/bq identity, ready before any process that could run one starts.
   actions.push(await ensureGcloudConfig(ctx));
 
+  // A role an interrupted verify-ha left frozen (SIGSTOP) runs again.
+  for (const [name, e] of running) {
+    if (isFrozen(e)) {
+      await freeze(e, false);
+      actions.push(`${name}: resumed (left frozen by an interrupted verify-ha)`);
+    }
+  }
   // Scaled away, first, so their ports are free for the new layout.
   for (const [name, e] of running) {
     if (!plan.some((p) => p.instance.name === name)) {

@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import { stopStarted } from '../../lib/pipeline.ts';
-import { isAlive, listProcesses, registerProcess, strayProcesses, waitFor } from '../../lib/processes.ts';
+import { freeze, isAlive, isFrozen, listProcesses, registerProcess, stopProcess, strayProcesses, waitFor } from '../../lib/processes.ts';
 import { ShellRunner } from '../../lib/runner.ts';
 import { localTarget } from '../../lib/local/target.ts';
 import { testConfig, testCtx } from '../helpers/fixtures.ts';
@@ -55,7 +55,7 @@ test('cleaning up a dead process does not unregister its live replacement', asyn
   }
 });
 
-test('the local target\'s verify-ha primitives: SIGKILL of one process, a role stopped, each forgotten by the registry; the rest untouched', async () => {
+test('the local target\'s verify-ha primitives: SIGKILL of one process (forgotten by the registry), a role frozen and resumed; the rest untouched', async () => {
   const config = testConfig();
   const ctx = testCtx(config, runner);
   const procs = await Promise.all(['worker-1', 'worker-2', 'ui-1'].map(async (name) => {
@@ -68,10 +68,18 @@ test('the local target\'s verify-ha primitives: SIGKILL of one process, a role s
     await localTarget.kill(ctx, inst('worker-1'));
     assert.equal(isAlive(procs[0]!), false);
     assert.deepEqual(listProcesses(config).map((p) => p.name), ['ui-1', 'worker-2']);
-    assert.equal(await localTarget.stopRole(ctx, 'ui'), 'ui-1');
-    assert.ok(await waitFor(() => !isAlive(procs[2]!), 5000));
-    assert.deepEqual(listProcesses(config).map((p) => p.name), ['worker-2']);
-    assert.ok(isAlive(procs[1]!), 'another process is left alone');
+    // A role is frozen (SIGSTOP), not stopped: still registered, resumed without a start-up.
+    assert.equal(await localTarget.stopRole(ctx, 'ui'), 'ui-1 (frozen)');
+    assert.equal(isFrozen(procs[2]!), true);
+    assert.deepEqual(listProcesses(config).map((p) => p.name), ['ui-1', 'worker-2']);
+    assert.ok(isAlive(procs[1]!) && !isFrozen(procs[1]!), 'another process is left alone');
+    await freeze(procs[2]!, false);
+    assert.equal(isFrozen(procs[2]!), false, 'SIGCONT resumes it');
+    // down stops a frozen process within its grace (the TERM is followed by a CONT).
+    await freeze(procs[2]!, true);
+    const t0 = Date.now();
+    assert.equal(await stopProcess(procs[2]!, 20_000), 'terminated');
+    assert.ok(Date.now() - t0 < 10_000, `a frozen process took ${Date.now() - t0} ms to stop`);
     assert.equal(localTarget.instanceOfAgent('worker-2'), 'worker-2', 'agent.id is the instance name');
   } finally {
     for (const p of procs) try { process.kill(-p.pid, 'SIGKILL'); } catch { /* stopped */ }
