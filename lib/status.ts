@@ -4,7 +4,9 @@
 // and the rendering for a person.
 import type { Config } from './config.ts';
 import { getJson, type Endpoint, urlOf } from './digdag.ts';
-import { taskRole } from './roles.ts';
+import { REPLICA_VARIABLE } from './config/roles.ts';
+import { taskRole, type Role } from './roles.ts';
+import { desiredAgents, QUEUE_DEPTH_SQL } from './scaling.ts';
 
 export interface ProcessStatus {
   /** ui-1, worker-2 (local) or the pod name. */
@@ -35,6 +37,43 @@ export interface FailedAttempt {
   url: string;
 }
 
+/** A scaling step the autoscaler took: the newest scaling Event of the HPA or the ScaledObject
+ * (or, once Kubernetes has dropped the Event after an hour, the HPA's lastScaleTime). */
+export interface ScalingEvent {
+  at: string;
+  /** HorizontalPodAutoscaler/keda-hpa-digdag-autoscaler, ScaledObject/digdag-autoscaler. */
+  object: string;
+  /** SuccessfulRescale (the HPA), KEDAScaleTargetActivated / KEDAScaleTargetDeactivated (KEDA, to and from 0). */
+  reason: string;
+  message: string;
+}
+
+/** The autoscaler's view of the task-running role (workers; agents in the split layout). */
+export interface AutoscalerStatus {
+  /** keda (on the queue), hpa (on CPU) or none (a fixed count; the local target never autoscales). */
+  mode: 'keda' | 'hpa' | 'none';
+  role: Role;
+  /** The objects that decide the count (kind/name), empty without an autoscaler. */
+  objects: string[];
+  min: number;
+  max: number;
+  /** The count the autoscaler asks for now (the HPA's desiredReplicas; 0 while KEDA holds the role at zero); without one, the configured count. */
+  desired?: number;
+  /** Pods (processes) of the role that exist now, and of them ready (answering). */
+  current: number;
+  ready: number;
+  /** keda: the queue it scales on, by the query KEDA runs (lib/scaling.ts), and the count that
+   * implies now: ceil(depth / threads per worker) within min..max. */
+  queue?: { depth: number; threadsPerWorker: number; wants: number };
+  /** The HPA's last reading of its metric against its target (keda: tasks per worker; hpa: % of the CPU request). */
+  metric?: { name: string; current: number; target?: number; unit: 'tasks per pod' | '% CPU' };
+  /** keda: a trigger is active (the queue is above the activation threshold). */
+  active?: boolean;
+  lastScale?: ScalingEvent;
+  /** Why the count is fixed (the local target, AGENT_AUTOSCALING=none). */
+  note?: string;
+}
+
 export interface StatusReport {
   target: string;
   layout: string;
@@ -50,6 +89,7 @@ export interface StatusReport {
   /** Holders of task locks: agent.id, the process it maps to, tasks held. */
   agents: { agent: string; process?: string; tasks: number }[];
   failed: FailedAttempt[];
+  autoscaler: AutoscalerStatus;
   /** Parts that could not be read, with why (the rest of the report still holds). */
   problems: string[];
 }
@@ -58,6 +98,7 @@ export interface StatusReport {
 export const STATUS_SQL = `SELECT json_build_object(
   'waiting', (SELECT count(*) FROM queued_task_locks WHERE lock_expire_time IS NULL),
   'running', (SELECT count(*) FROM queued_task_locks WHERE lock_expire_time IS NOT NULL),
+  'queue_depth', (${QUEUE_DEPTH_SQL}),
   'attempts_running', (SELECT count(*) FROM session_attempts WHERE state_flags & 2 = 0),
   'agents', coalesce((SELECT json_agg(json_build_object('agent', agent, 'tasks', n) ORDER BY agent)
     FROM (SELECT lock_agent_id AS agent, count(*) AS n FROM queued_task_locks WHERE lock_expire_time IS NOT NULL GROUP BY lock_agent_id) a), '[]'::json)
@@ -66,6 +107,8 @@ export const STATUS_SQL = `SELECT json_build_object(
 export interface DbNumbers {
   waiting: number;
   running: number;
+  /** What KEDA's query (lib/scaling.ts) returns now. */
+  queue_depth?: number;
   attempts_running: number;
   agents: { agent: string; tasks: number }[];
 }
@@ -88,6 +131,26 @@ export interface StatusSource {
   queueExporter(): Promise<StatusReport['queueExporter']>;
   /** The process an agent id belongs to, when it is one of ours. */
   processOfAgent(agentId: string): string | undefined;
+  /** What decides the task-running role's count (the queue is filled in from the database's
+   * numbers); what cannot be read goes into problems. */
+  autoscaler(processes: ProcessStatus[], problems: string[]): Promise<AutoscalerStatus>;
+}
+
+/** The autoscaler's view without an autoscaler: the configured count, the processes (pods) there are. */
+export function fixedCount(config: Config, processes: ProcessStatus[], note: string): AutoscalerStatus {
+  const role = taskRole(config.layout);
+  const mine = processes.filter((p) => p.role === role && p.state !== 'Terminating' && p.state !== 'down');
+  const n = config.replicas[role];
+  return { mode: 'none', role, objects: [], min: n, max: n, desired: n, current: mine.length, ready: mine.filter((p) => p.answers).length, note };
+}
+
+/** The plain reason a count is fixed: the local target runs processes, not an autoscaler. */
+export function fixedNote(config: Config): string {
+  const role = taskRole(config.layout);
+  const n = config.replicas[role];
+  return config.target === 'local'
+    ? `the local target does not autoscale: ${n} fixed ${role} processes (${REPLICA_VARIABLE[role]}=${n})`
+    : `AGENT_AUTOSCALING=none: ${n} fixed ${role} pods (${REPLICA_VARIABLE[role]}=${n})`;
 }
 
 /** The report from a target's source: the database's numbers (a failed query is a problem line,
@@ -103,6 +166,12 @@ export async function statusReport(config: Config, src: StatusSource, failed: ty
   const tasksOf = (name: string) => numbers.agents.filter((a) => src.processOfAgent(a.agent) === name).reduce((n, a) => n + Number(a.tasks), 0);
   const processes = await src.processes(tasksOf);
   const queueExporter = await src.queueExporter();
+  const autoscaler = await src.autoscaler(processes, problems);
+  if (autoscaler.mode === 'keda' && numbers.queue_depth !== undefined) {
+    const depth = Number(numbers.queue_depth);
+    const threads = config.agent.maxTaskThreads;
+    autoscaler.queue = { depth, threadsPerWorker: threads, wants: desiredAgents(depth, threads, autoscaler.min, autoscaler.max) };
+  }
   return {
     target: config.target,
     layout: config.layout,
@@ -116,6 +185,7 @@ export async function statusReport(config: Config, src: StatusSource, failed: ty
     attempts: { running: Number(numbers.attempts_running) },
     agents: numbers.agents.map((a) => ({ agent: a.agent, process: src.processOfAgent(a.agent), tasks: Number(a.tasks) })),
     failed: await failed(src.endpoint, problems),
+    autoscaler,
     problems,
   };
 }
@@ -204,6 +274,7 @@ export function renderStatus(r: StatusReport): string {
   const verdict = r.queue.waiting > 0 && free === 0 ? 'SATURATED: tasks wait and every agent thread is busy' : r.queue.waiting > 0 ? 'tasks waiting for the next agent round' : 'keeping up';
   out.push(`QUEUE     waiting ${r.queue.waiting}   running ${r.queue.running}   free task threads ${free} of ${r.capacity}   → ${verdict}`);
   out.push(`ATTEMPTS  running ${r.attempts.running}`);
+  out.push(...renderAutoscaler(r.autoscaler));
   out.push(`AGENTS    ${r.agents.length ? r.agents.map((a) => `${a.process ?? a.agent} ${a.tasks}`).join('   ') : 'no task held'}`);
   out.push('');
   if (r.failed.length) {
@@ -216,3 +287,24 @@ export function renderStatus(r: StatusReport): string {
   for (const p of r.problems) out.push(`WARNING: ${p}`);
   return out.join('\n') + '\n';
 }
+
+/** The AUTOSCALER lines: desired against current, the queue it scales on, the last scaling step. */
+export function renderAutoscaler(a: AutoscalerStatus): string[] {
+  const pods = `${a.role}s`;
+  if (a.mode === 'none') return [`AUTOSCALER none — ${a.note ?? 'fixed count'}; ${a.current} up, ${a.ready} answering`];
+  const head = `AUTOSCALER ${a.mode}   ${pods} desired ${a.desired ?? '?'}   current ${a.current}   ready ${a.ready}   min ${a.min} max ${a.max}${a.active === undefined ? '' : a.active ? '   active' : '   idle'}`;
+  const out = [head];
+  const reading = a.metric ? `HPA last read ${fmt(a.metric.current)}${a.metric.unit === '% CPU' ? '% CPU' : ' per pod'}${a.metric.target === undefined ? '' : ` (target ${fmt(a.metric.target)})`}` : '';
+  if (a.queue) out.push(`  scales on the queue ${a.queue.depth} (waiting + running, KEDA's query) ÷ ${a.queue.threadsPerWorker} threads per ${a.role} → wants ${a.queue.wants}${reading ? `; ${reading}` : ''}`);
+  else if (reading) out.push(`  scales on ${a.metric!.name}: ${reading}`);
+  out.push(a.lastScale
+    ? `  last scaling ${a.lastScale.at}  ${a.lastScale.object} ${a.lastScale.reason}: ${shortScalingMessage(a.lastScale.message)}`
+    : '  last scaling none recorded (Kubernetes keeps Events for an hour)');
+  out.push(`  objects ${a.objects.join(' → ') || 'none found'}`);
+  return out;
+}
+
+const fmt = (n: number) => (Number.isInteger(n) ? String(n) : n.toFixed(2).replace(/0+$/, ''));
+
+/** The HPA's rescale message names its metric with a whole LabelSelector dump: keep the metric's name. */
+export const shortScalingMessage = (m: string): string => m.replace(/\(&LabelSelector\{.*\}\)/, '');

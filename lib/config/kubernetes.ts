@@ -37,7 +37,9 @@ export const KUBERNETES_VARIABLES: readonly VarSpec[] = group('Kubernetes', [
   { name: 'KEDA_NAMESPACE', default: 'keda', kind: str('keda', /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/),
     description: 'With AGENT_AUTOSCALING=keda: the namespace KEDA runs in; its operator runs the queue-depth query, so the PostgreSQL NetworkPolicy admits it.' },
   { name: 'AGENT_MAX_REPLICAS', default: '10', kind: int(1, 500, '20'),
-    description: 'Upper bound for autoscaling the workers (agents in the split layout); WORKER_REPLICAS (AGENT_REPLICAS) is the lower bound.' },
+    description: 'Upper bound for autoscaling the workers (agents in the split layout); AUTOSCALING_MIN_REPLICAS (by default WORKER_REPLICAS / AGENT_REPLICAS) is the lower bound.' },
+  { name: 'AUTOSCALING_MIN_REPLICAS', default: '', kind: str('0', /^(\d{1,3})?$/),
+    description: 'With autoscaling: the fewest workers (agents in the split layout). Empty: WORKER_REPLICAS (AGENT_REPLICAS). 0 (AGENT_AUTOSCALING=keda only) scales them to zero while the queue is empty: the ui\'s executor loop (the workflow role\'s in the split layout) still puts attempts\' tasks in the queue, and the first queued task brings a worker up.' },
   { name: 'AUTOSCALING_POLLING_SECONDS', default: '15', kind: int(1, 3600, '15'),
     description: 'With AGENT_AUTOSCALING=keda: seconds between two queries of the queue depth (KEDA\'s pollingInterval).' },
   { name: 'AUTOSCALING_COOLDOWN_SECONDS', default: '300', kind: int(1, 86400, '300'),
@@ -76,6 +78,8 @@ export interface K8sConfig {
   readonly rolloutTimeoutSeconds: number;
   readonly autoscaling: 'none' | 'keda' | 'hpa';
   readonly agentMaxReplicas: number;
+  /** The lower bound when autoscaling; undefined: the task-running role's replicas. 0: scale to zero (keda). */
+  readonly autoscalingMinReplicas?: number;
   readonly autoscalingPollingSeconds: number;
   readonly autoscalingCooldownSeconds: number;
   readonly autoscalingScaleDownPeriodSeconds: number;
@@ -140,7 +144,8 @@ export function kubernetesConfig(v: Values, clusterBaseImage: string): K8sConfig
   if (target === 'gke' && !image.includes('/')) {
     throw new UserError(`IMAGE=${image} has no registry path, and gke pulls from a registry`, 'set IMAGE=asia-northeast1-docker.pkg.dev/<project>/<repo>/digdag-ha:0.10.5.1');
   }
-  // Kubernetes-only combinations of values (AGENT_MAX_REPLICAS below the lower bound, UI_REPLICAS=0,
+  // Kubernetes-only combinations of values (AGENT_MAX_REPLICAS below the lower bound, scale to zero
+  // without KEDA or without an executor loop outside the workers, UI_REPLICAS=0,
   // the edge's TLS and authentication) are the chart's to refuse: chart/digdag-ha, rendered before anything is applied.
   const installGcloud = v.str('INSTALL_GCLOUD');
   return {
@@ -160,6 +165,7 @@ export function kubernetesConfig(v: Values, clusterBaseImage: string): K8sConfig
     rolloutTimeoutSeconds: v.num('ROLLOUT_TIMEOUT_SECONDS'),
     autoscaling: v.str('AGENT_AUTOSCALING') as K8sConfig['autoscaling'],
     agentMaxReplicas: v.num('AGENT_MAX_REPLICAS'),
+    ...(v.str('AUTOSCALING_MIN_REPLICAS') ? { autoscalingMinReplicas: Number(v.str('AUTOSCALING_MIN_REPLICAS')) } : {}),
     autoscalingPollingSeconds: v.num('AUTOSCALING_POLLING_SECONDS'),
     autoscalingCooldownSeconds: v.num('AUTOSCALING_COOLDOWN_SECONDS'),
     autoscalingScaleDownPeriodSeconds: v.num('AUTOSCALING_SCALE_DOWN_PERIOD_SECONDS'),

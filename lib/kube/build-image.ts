@@ -123,7 +123,8 @@ export async function buildImage(runner: Runner, config: Config, host: ImageHost
   let key: string | undefined;
   if (host.imageCache && config.k8s.baseImage && changesApplied(runner)) {
     const base = await runner.run({ argv: host.docker('image', 'inspect', '--format', '{{json .RootFS.Layers}}', config.k8s.baseImage), nothrow: true, quiet: true });
-    if (base.code === 0) key = buildKey(argv.slice(0, -1).filter((a) => a !== dockerfile), dockerfile, context, base.stdout.trim());
+    // From `build` on, without the paths: the engine's socket and the context differ per cluster and state dir.
+    if (base.code === 0) key = buildKey(argv.slice(argv.indexOf('build'), -1).filter((a) => a !== dockerfile), dockerfile, context, base.stdout.trim());
   }
   if (key && (await host.imageCache!.restore(runner, image, key))) return 'loaded from the image cache';
   await runner.run({ argv, env: { DOCKER_BUILDKIT: '0' }, mutates: true, timeoutMs: 20 * 60_000 });

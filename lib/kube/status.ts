@@ -1,12 +1,14 @@
 // status on Kubernetes: every Digdag pod (role, phase, Ready, its metrics URL on the pod IP), the
 // queue exporter pod when MONITORING=prometheus-operator, the database's numbers through
 // `kubectl exec psql` on digdag-postgres-0 (or DATABASE_URL), and the last failed attempts through
-// the authenticated API endpoint (the port-forward, or the Ingress verify-ha found).
+// the authenticated API endpoint (the port-forward, or the Ingress verify-ha found); the
+// autoscaler's view from its objects (lib/kube/autoscaler-status.ts).
 import { authenticatedEndpoint } from '../auth.ts';
 import { POD_METRICS } from '../metrics.ts';
 import type { Ctx } from '../pipeline.ts';
 import { runsTasks, type Role } from '../roles.ts';
 import { failedAttemptsOrProblem, statusReport, type StatusReport } from '../status.ts';
+import { kubeAutoscaler } from './autoscaler-status.ts';
 import { dbQuery } from './db-query.ts';
 import { kubectl, requireCluster } from './kubectl.ts';
 import { forwardedUrl } from './port-forward.ts';
@@ -45,5 +47,6 @@ export async function kubeStatus(ctx: Ctx, failed = failedAttemptsOrProblem, now
     queueExporter: async () => (qe ? { url: `http://${qe.status.podIP ?? '<no ip>'}:${QUEUE_EXPORTER_PORT}/metrics`, up: ready(qe) } : undefined),
     // Digdag's default agent.id in a pod is pid@pod-name.
     processOfAgent: (agent) => (agent.includes('@') ? agent.slice(agent.indexOf('@') + 1) : undefined),
+    autoscaler: (processes, problems) => kubeAutoscaler(ctx, processes, problems),
   }, failed, now);
 }

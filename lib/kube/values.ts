@@ -103,6 +103,7 @@ export function valuesFromConfig(config: Config): ChartValues {
     autoscaling: {
       mode: config.k8s.autoscaling,
       maxReplicas: config.k8s.agentMaxReplicas,
+      ...(config.k8s.autoscalingMinReplicas !== undefined ? { minReplicas: config.k8s.autoscalingMinReplicas } : {}),
       kedaNamespace: config.k8s.kedaNamespace,
       pollingInterval: config.k8s.autoscalingPollingSeconds,
       cooldownPeriod: config.k8s.autoscalingCooldownSeconds,
@@ -132,6 +133,8 @@ export const VALUE_VARIABLES: Readonly<Record<string, string>> = {
   'edgeAuth.mode': 'EDGE_AUTH',
   'auth.mode': 'AUTH',
   'autoscaling.maxReplicas': 'AGENT_MAX_REPLICAS',
+  'autoscaling.minReplicas': 'AUTOSCALING_MIN_REPLICAS',
+  'autoscaling.mode': 'AGENT_AUTOSCALING',
   'autoscaling.pollingInterval': 'AUTOSCALING_POLLING_SECONDS',
   'autoscaling.cooldownPeriod': 'AUTOSCALING_COOLDOWN_SECONDS',
   'autoscaling.scaleDownPeriod': 'AUTOSCALING_SCALE_DOWN_PERIOD_SECONDS',

@@ -9,7 +9,7 @@ import type { Ctx } from '../pipeline.ts';
 import { dbEndpoint, queryAsApp } from '../postgres.ts';
 import { isAlive, listProcesses } from '../processes.ts';
 import { instances, runsTasks } from '../roles.ts';
-import { failedAttemptsOrProblem, processCounters, scrape, statusReport, type ProcessStatus, type StatusReport } from '../status.ts';
+import { failedAttemptsOrProblem, fixedCount, fixedNote, processCounters, scrape, statusReport, type ProcessStatus, type StatusReport } from '../status.ts';
 import { endpointOf } from './apply.ts';
 import { QUEUE_EXPORTER, queueExporterUp, queueExporterUrl } from './queue-exporter.ts';
 
@@ -58,5 +58,7 @@ export async function localStatus(ctx: Ctx, probes: Probes = realProbes, now = n
     },
     // agent.id is the instance name on this target (lib/properties.ts).
     processOfAgent: (agent) => (instances(config).some((x) => x.name === agent) ? agent : undefined),
+    // Processes on this machine: nothing changes their number but apply.
+    autoscaler: async (processes) => fixedCount(config, processes, fixedNote(config)),
   }, probes.failed, now);
 }

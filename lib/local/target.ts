@@ -69,7 +69,9 @@ const ops: TargetOps = {
     failoverMs: (taskSeconds) => (taskSeconds + config.agent.lockRetentionTime + 2 * config.agent.lockExpireInterval + 240) * 1000,
     stallWindowMs: 10_000,
     placementRun: { tasks: 6, sleepSeconds: 2 },
-    failoverRun: { tasks: 4, sleepSeconds: 20 },
+    // Long enough for the kill to land mid-task (pickup is seen within a second or two, also with
+    // both cores busy); the re-run's sleep is part of every run's time.
+    failoverRun: { tasks: 4, sleepSeconds: 12 },
   }),
   apiUrl: (ctx) => endpointOf(ctx.config),
   endpoint: async (ctx) => authenticatedEndpoint(ctx.config, endpointOf(ctx.config)),

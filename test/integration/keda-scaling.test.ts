@@ -5,8 +5,12 @@
 // back to the minimum once the queue is empty. Every attempt must succeed and no task may run
 // twice, counted from Digdag's own lock table (each task's queued_task_locks row, sampled while
 // it exists: a lock taken by a second agent, or a retry_count above 0, is a re-run). Reaction,
-// drain and scale-in times are printed, not asserted. SKIPPED with the reason without root, the
-// cluster's prerequisites, KEDA in the cache (bash .ci/install-keda) or a Digdag runtime.
+// drain and scale-in times are printed, not asserted. Once back at the minimum, `status`'s
+// autoscaler view is checked against the live objects. Then scale to zero: the chart's ScaledObject
+// rendered with AUTOSCALING_MIN_REPLICAS=0 takes the workers to none, and one submitted attempt
+// (queued by the ui's executor loop) brings a worker up and succeeds; its first-task delay is printed.
+// SKIPPED with the reason without root, the cluster's prerequisites, KEDA in the cache
+// (bash .ci/install-keda) or a Digdag runtime.
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { after, before, test, type TestContext } from 'node:test';
@@ -19,7 +23,9 @@ import { loadClusterConfig, type ClusterConfig } from '../../lib/cluster/config.
 import { CLUSTER_POSTGRES_IMAGE, type Config } from '../../lib/config.ts';
 import { startAttempt, waitAttempt, workflowId } from '../../lib/digdag-api.ts';
 import { buildImage } from '../../lib/kube/build-image.ts';
-import { kubectl } from '../../lib/kube/kubectl.ts';
+import { applyObjects, kubectl } from '../../lib/kube/kubectl.ts';
+import { renderManifests } from '../../lib/kube/render.ts';
+import { kubeStatus } from '../../lib/kube/status.ts';
 import { ROOT } from '../../lib/paths.ts';
 import { runSteps, type Ctx } from '../../lib/pipeline.ts';
 import { freePortRange } from '../../lib/ports.ts';
@@ -47,12 +53,15 @@ let runtimeMissing: string | undefined;
 let cc: ClusterConfig;
 let config: Config;
 let ctx: Ctx;
+let vars: Record<string, string>;
 let started = 0;
+/** Set when the burst left the workers at the minimum: the scale-to-zero test starts from there. */
+let backAtMinimum = false;
 
 before(async () => {
   started = Date.now();
   const state = tempDir('dh-keda-');
-  config = testConfig({
+  vars = {
     DIGDAG_HA_TARGET: 'cluster',
     DIGDAG_HA_STATE_DIR: state,
     DIGDAG_HA_CLUSTER_DIR: path.join(state, 'c'),
@@ -69,7 +78,8 @@ before(async () => {
     AUTOSCALING_COOLDOWN_SECONDS: String(COOLDOWN),
     AUTOSCALING_SCALE_DOWN_PERIOD_SECONDS: String(SCALE_DOWN_PERIOD),
     ...runtimeVars,
-  });
+  };
+  config = testConfig(vars);
   cc = loadClusterConfig(config);
   const missing = missingPrerequisites(cc);
   if (missing.length) {
@@ -117,6 +127,25 @@ test('KEDA started with the cluster: the API server serves external.metrics.k8s.
 
 interface Sample { at: number; replicas: number; ready: number; waiting: number; running: number; locks: { id: string; agent: string; retries: number }[] }
 
+/** The workers' count and Digdag's lock table, now. */
+async function sample(): Promise<Sample> {
+  const d = await k('get', 'deployment', 'digdag-worker', '-o', 'jsonpath={.status.replicas} {.status.readyReplicas}');
+  const [replicas, ready] = d.stdout.split(' ').map((n) => Number(n || 0));
+  const rows = (await kubeTarget.query(ctx, 'SELECT id, coalesce(lock_agent_id, \'\'), retry_count FROM queued_task_locks').catch(() => '')).split('\n').filter(Boolean);
+  const locks = rows.map((r) => {
+    const [id, agent, retries] = r.split('|');
+    return { id: id!, agent: agent!, retries: Number(retries) };
+  });
+  return { at: Date.now(), replicas: replicas!, ready: ready!, waiting: locks.filter((l) => !l.agent).length, running: locks.filter((l) => l.agent).length, locks };
+}
+
+/** status's autoscaler view of the live cluster, and its problem lines about the autoscaler. */
+async function autoscalerNow() {
+  const report = await kubeStatus(ctx, async () => []);
+  log(`status autoscaler view: ${JSON.stringify(report.autoscaler)}`);
+  return { view: report.autoscaler, problems: report.problems.filter((p) => p.startsWith('autoscaler:')) };
+}
+
 test(`a burst of ${ATTEMPTS} attempts × ${TASKS} sh> tasks: workers scale ${MIN}→${MAX} on the queue and back, every attempt succeeds, no task runs twice`, { timeout: 1_800_000 }, async (t) => {
   if (skipped(t, true)) return;
   const t0 = Date.now();
@@ -128,19 +157,8 @@ test(`a burst of ${ATTEMPTS} attempts × ${TASKS} sh> tasks: workers scale ${MIN
   const so = await waitFor(async () => (await k('get', 'scaledobject', 'digdag-autoscaler', '-o', 'jsonpath={.status.conditions[?(@.type=="Ready")].status}')).stdout === 'True', 90_000, 1000);
   assert.ok(so, `ScaledObject never Ready: ${(await k('get', 'scaledobject', 'digdag-autoscaler', '-o', 'jsonpath={.status.conditions}')).stdout}`);
 
-  const query = (sql: string) => kubeTarget.query(ctx, sql);
   const samples: Sample[] = [];
   let sampling = true;
-  const sample = async (): Promise<Sample> => {
-    const d = await k('get', 'deployment', 'digdag-worker', '-o', 'jsonpath={.status.replicas} {.status.readyReplicas}');
-    const [replicas, ready] = d.stdout.split(' ').map((n) => Number(n || 0));
-    const rows = (await query('SELECT id, coalesce(lock_agent_id, \'\'), retry_count FROM queued_task_locks').catch(() => '')).split('\n').filter(Boolean);
-    const locks = rows.map((r) => {
-      const [id, agent, retries] = r.split('|');
-      return { id: id!, agent: agent!, retries: Number(retries) };
-    });
-    return { at: Date.now(), replicas: replicas!, ready: ready!, waiting: locks.filter((l) => !l.agent).length, running: locks.filter((l) => l.agent).length, locks };
-  };
   const loop = (async () => {
     while (sampling) samples.push(await sample());
   })();
@@ -195,8 +213,78 @@ test(`a burst of ${ATTEMPTS} attempts × ${TASKS} sh> tasks: workers scale ${MIN
     assert.deepEqual(twice.map(([id, a]) => `${id}: ${[...a].join(', ')}`), [], 'tasks re-run by a second agent');
     assert.equal(retried, 0, 'task locks with retry_count > 0');
     assert.ok(backAtMin, `the workers did not return to ${MIN} after the cooldown`);
+
+    // status, once back at the minimum: what KEDA and its HPA say, the queue by KEDA's query, the scale-in as the last step.
+    const statusAt = Date.now();
+    const { view, problems } = await autoscalerNow();
+    assert.deepEqual(problems, []);
+    assert.equal(view.mode, 'keda');
+    assert.deepEqual(view.objects, ['ScaledObject/digdag-autoscaler', 'HorizontalPodAutoscaler/keda-hpa-digdag-autoscaler']);
+    assert.deepEqual([view.min, view.max, view.current], [MIN, MAX, MIN]);
+    assert.equal(view.desired, MIN);
+    assert.deepEqual(view.queue, { depth: 0, threadsPerWorker: THREADS, wants: MIN });
+    assert.equal(view.metric?.name, 's0-postgresql');
+    assert.equal(view.metric?.target, THREADS);
+    assert.equal(view.active, false, 'the queue is empty: KEDA\'s trigger is not active');
+    assert.equal(view.lastScale?.object, 'HorizontalPodAutoscaler/keda-hpa-digdag-autoscaler');
+    assert.match(view.lastScale?.message ?? '', new RegExp(`^New size: ${MIN}; reason: All metrics below target`), 'the last step was the scale-in');
+    t.diagnostic(`status (autoscaler view) against the live cluster: ${sec(Date.now() - statusAt)}`);
+    backAtMinimum = true;
   } finally {
     sampling = false;
     await loop.catch(() => {});
   }
+});
+
+test('scale to zero: the chart\'s ScaledObject with AUTOSCALING_MIN_REPLICAS=0 takes the workers to none; one submitted attempt brings a worker up and succeeds', { timeout: 600_000 }, async (t) => {
+  if (skipped(t, true)) return;
+  if (!backAtMinimum) return t.skip('the burst did not leave the workers at the minimum (see the test before)');
+  const t0 = Date.now();
+  const sec = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
+  // The ScaledObject as the chart renders it for min 0; the rest of the deployment is unchanged.
+  const zero = testConfig({ ...vars, AUTOSCALING_MIN_REPLICAS: '0' });
+  const so = (await renderManifests(zero, runner)).objects.filter((o) => o.kind === 'ScaledObject');
+  assert.equal(so[0]?.spec.minReplicaCount, 0);
+  await applyObjects(ctx, so);
+  // The queue has been empty for longer than the cooldown: KEDA deactivates at its next poll.
+  // No worker at all: the Deployment at 0 and its last pod gone (not merely terminating).
+  const none = await waitFor(async () => (await sample()).replicas === 0 && !(await k('get', 'pods', '-l', 'app.kubernetes.io/component=worker', '-o', 'name')).stdout.trim(), (COOLDOWN + 90) * 1000, 1000);
+  assert.ok(none, 'KEDA did not scale the workers to zero');
+  const zeroAt = Date.now();
+  const atZero = await autoscalerNow();
+  assert.deepEqual(atZero.problems, [], 'an HPA disabled at zero is no problem');
+  assert.deepEqual([atZero.view.min, atZero.view.desired, atZero.view.current], [0, 0, 0]);
+  assert.equal(atZero.view.lastScale?.reason, 'KEDAScaleTargetDeactivated');
+
+  const endpoint = await kubeTarget.endpoint(ctx);
+  const wf = await workflowId(endpoint, SAMPLE_PROJECT, 'parallel');
+  const submitAt = Date.now();
+  const id = await startAttempt(endpoint, wf, new Date(Date.UTC(2027, 1, 1)), { tasks: 1, sleep_seconds: 3 });
+  let podAt: number | undefined;
+  let readyAt: number | undefined;
+  let firstTaskAt: number | undefined;
+  let done = false;
+  const watch = (async () => {
+    while (!done) {
+      const s = await sample();
+      podAt ??= s.replicas > 0 ? s.at : undefined;
+      readyAt ??= s.ready > 0 ? s.at : undefined;
+      firstTaskAt ??= s.running > 0 ? s.at : undefined;
+    }
+  })();
+  try {
+    const a = await waitAttempt(await kubeTarget.endpoint(ctx), id, 300_000);
+    assert.equal(a.success, true, `attempt ${id} did not succeed from zero workers`);
+  } finally {
+    done = true;
+    await watch;
+  }
+  const finishedAt = Date.now();
+  assert.ok(podAt, 'no worker was ever brought up');
+  const after = await autoscalerNow();
+  assert.ok(['KEDAScaleTargetActivated', 'SuccessfulRescale'].includes(after.view.lastScale?.reason ?? ''), JSON.stringify(after.view.lastScale));
+  assert.ok((after.view.current) >= 1);
+  t.diagnostic(`to zero: ${sec(zeroAt - t0)} from applying minReplicaCount 0 (queue idle for longer than the ${COOLDOWN} s cooldown)`);
+  t.diagnostic(`from zero (polling ${vars.AUTOSCALING_POLLING_SECONDS} s): submitted → worker pod ${podAt ? sec(podAt - submitAt) : 'n/a'} → ready ${readyAt ? sec(readyAt - submitAt) : 'n/a'} → first task on it ${firstTaskAt ? sec(firstTaskAt - submitAt) : 'n/a (the task ran between two samples)'} → attempt succeeded ${sec(finishedAt - submitAt)}`);
+  t.diagnostic(`scale-to-zero check in all: ${sec(Date.now() - t0)}`);
 });

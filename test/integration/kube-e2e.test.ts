@@ -67,7 +67,11 @@ const KEY_SA = `digdag-key@${GCP_TEST_PROJECT}.iam.gserviceaccount.com`;
 before(async () => {
   state = tempDir('dh-kube-e2e-');
   const port = await freePortRange(1, 61000);
-  const vars = { DIGDAG_HA_TARGET: 'cluster', DIGDAG_HA_STATE_DIR: state, RESOURCE_PROFILE: 'small', PORT_FORWARD_PORT: String(port), DIGDAG_HA_CLUSTER_DIR: path.join(state, 'c'), ...runtimeVars };
+  // Agent lock timings shorter than the Kubernetes defaults (10/60/10 s): verify-ha's failover
+  // waits out the killed worker's lock retention, and the test proves the behaviour, not the
+  // default's length (the defaults' render is covered by the unit tests).
+  const lockTimings = { AGENT_HEARTBEAT_INTERVAL: '5', AGENT_LOCK_RETENTION_TIME: '15', LOCK_EXPIRE_INTERVAL: '5' };
+  const vars = { DIGDAG_HA_TARGET: 'cluster', DIGDAG_HA_STATE_DIR: state, RESOURCE_PROFILE: 'small', PORT_FORWARD_PORT: String(port), DIGDAG_HA_CLUSTER_DIR: path.join(state, 'c'), ...lockTimings, ...runtimeVars };
   config = testConfig(vars);
   cc = loadClusterConfig(config);
   const missing = missingPrerequisites(cc);

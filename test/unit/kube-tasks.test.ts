@@ -137,6 +137,12 @@ test('the own cluster keeps built images across clusters: the same build is load
   assert.equal(await build(), 'built');
   assert.equal(await build(), 'loaded from the image cache');
   assert.deepEqual(verbs(), ['build', 'save', 'load']);
+  // Another cluster (its own dockerd socket) and another state dir's copy of the context: the same build.
+  const elsewhere = testConfig({ DIGDAG_HA_TARGET: 'cluster', DIGDAG_HA_CACHE_DIR: cc.cacheDir, DIGDAG_HA_CLUSTER_DIR: tempDir() });
+  const copy = tempDir();
+  for (const f of fs.readdirSync(context)) fs.copyFileSync(path.join(context, f), path.join(copy, f));
+  assert.notEqual(clusterImageHost(elsewhere).docker()[2], host.docker()[2], 'the two clusters have different engine sockets');
+  assert.equal(await buildImageOn(r, elsewhere, clusterImageHost(elsewhere), 'digdag-ha.local/postgres:15', path.join(copy, 'Dockerfile'), copy), 'loaded from the image cache');
   fs.writeFileSync(path.join(context, 'entrypoint.sh'), 'echo 2\n');
   assert.equal(await build(), 'built', 'a changed context file builds again');
   layers = '["sha256:bbb"]';

@@ -8,7 +8,8 @@ import { kubeStatus } from '../../lib/kube/status.ts';
 import { localStatus, type Probes } from '../../lib/local/status.ts';
 import { psqlBin } from '../../lib/postgres.ts';
 import { RecordingRunner } from '../../lib/runner.ts';
-import { renderStatus, sampleValue, STATUS_SQL, type StatusReport } from '../../lib/status.ts';
+import { quantity } from '../../lib/kube/autoscaler-status.ts';
+import { renderStatus, sampleValue, shortScalingMessage, STATUS_SQL, type StatusReport } from '../../lib/status.ts';
 import { statusFlags } from '../../tasks/status.ts';
 import { testConfig, testCtx } from '../helpers/fixtures.ts';
 
@@ -26,6 +27,7 @@ const report: StatusReport = {
   queue: { waiting: 6, running: 4 }, capacity: 4, attempts: { running: 1 },
   agents: [{ agent: 'worker-1', process: 'worker-1', tasks: 4 }],
   failed: [{ id: '42', project: 'etl', workflow: 'nightly', sessionTime: '2026-11-24T00:00:00+00:00', finishedAt: '2026-11-25T05:29:01Z', url: 'http://127.0.0.1:65432/attempts/42' }],
+  autoscaler: { mode: 'none', role: 'worker', objects: [], min: 2, max: 2, desired: 2, current: 1, ready: 1, note: 'the local target does not autoscale: 2 fixed worker processes (WORKER_REPLICAS=2)' },
   problems: [],
 };
 
@@ -38,6 +40,7 @@ test('the screen: every process with API/metrics answers, the queue against free
   assert.match(text, /^QUEUE +waiting 6 +running 4 +free task threads 0 of 4 +→ SATURATED/m);
   assert.match(text, /^ATTEMPTS +running 1$/m);
   assert.match(text, /^AGENTS +worker-1 4$/m);
+  assert.match(text, /^AUTOSCALER none — the local target does not autoscale: 2 fixed worker processes \(WORKER_REPLICAS=2\); 1 up, 1 answering$/m);
   assert.match(text, /#42 +etl\/nightly .* http:\/\/127\.0\.0\.1:65432\/attempts\/42$/m);
   assert.match(text, /WARNING: 1 of 3 processes do not answer/);
   assert.doesNotMatch(text, /\x1b\[/, 'no escape codes in the text itself');
@@ -77,6 +80,7 @@ test('local gathering: one read-only psql as Digdag\'s role, registry + probes p
   assert.deepEqual(asked, ['failed http://127.0.0.1:61000 with header']);
   assert.equal(r.queueExporter!.up, false, 'not registered = not up');
   assert.equal(r.capacity, 0, 'no worker answers');
+  assert.deepEqual(r.autoscaler, { mode: 'none', role: 'worker', objects: [], min: 2, max: 2, desired: 2, current: 0, ready: 0, note: 'the local target does not autoscale: 2 fixed worker processes (WORKER_REPLICAS=2)' });
 });
 
 const pod = (name: string, component: string, ready: boolean, ip: string) => ({
@@ -125,6 +129,154 @@ test('Kubernetes with DATABASE_URL: psql straight to that server, the password i
   const psql = r.calls.find((c) => c.argv.includes(STATUS_SQL))!;
   assert.deepEqual(psql.argv.slice(1, 13), ['-X', '-At', '-v', 'ON_ERROR_STOP=1', '-h', '10.1.2.3', '-p', '6432', '-U', 'dd', '-d', 'dd_db']);
   assert.doesNotMatch(r.commands().join('\n'), /pw-secret-123/);
+});
+
+// Answers as KEDA v2.16.1 and Kubernetes 1.31 give them (abridged to the fields status reads and a few around them).
+const SELECTOR = '&LabelSelector{MatchLabels:map[string]string{scaledobject.keda.sh/name: digdag-autoscaler,},MatchExpressions:[]LabelSelectorRequirement{},}';
+const scaledObject = (min: number, active: boolean) => ({
+  apiVersion: 'keda.sh/v1alpha1', kind: 'ScaledObject', metadata: { name: 'digdag-autoscaler', namespace: 'digdag' },
+  spec: { minReplicaCount: min, maxReplicaCount: 3, pollingInterval: 5, cooldownPeriod: 30, scaleTargetRef: { name: 'digdag-worker' } },
+  status: {
+    scaleTargetKind: 'apps/v1.Deployment', hpaName: 'keda-hpa-digdag-autoscaler', externalMetricNames: ['s0-postgresql'], lastActiveTime: '2026-11-25T05:29:55Z',
+    conditions: [
+      { type: 'Ready', status: 'True', reason: 'ScaledObjectReady', message: 'ScaledObject is defined correctly and is ready for scaling' },
+      { type: 'Active', status: active ? 'True' : 'False', reason: active ? 'ScalerActive' : 'ScalerNotActive', message: '' },
+      { type: 'Fallback', status: 'False', reason: 'NoFallbackFound', message: '' },
+    ],
+  },
+});
+const workerDeployment = (spec: number, replicas: number, ready: number) => ({ apiVersion: 'apps/v1', kind: 'Deployment', metadata: { name: 'digdag-worker' }, spec: { replicas: spec }, status: { replicas, readyReplicas: ready, availableReplicas: ready } });
+const kedaHpa = (desired: number, scalingActive: { status: string; reason: string; message: string }) => ({
+  apiVersion: 'autoscaling/v2', kind: 'HorizontalPodAutoscaler', metadata: { name: 'keda-hpa-digdag-autoscaler' },
+  spec: { minReplicas: 1, maxReplicas: 3, metrics: [{ type: 'External', external: { metric: { name: 's0-postgresql', selector: { matchLabels: { 'scaledobject.keda.sh/name': 'digdag-autoscaler' } } }, target: { type: 'AverageValue', averageValue: '4' } } }] },
+  status: {
+    currentReplicas: 2, desiredReplicas: desired, lastScaleTime: '2026-11-25T05:29:40Z',
+    currentMetrics: [{ type: 'External', external: { metric: { name: 's0-postgresql', selector: { matchLabels: { 'scaledobject.keda.sh/name': 'digdag-autoscaler' } } }, current: { averageValue: '5500m' } } }],
+    conditions: [{ type: 'AbleToScale', status: 'True', reason: 'ReadyForNewScale', message: 'recommended size matches current size' }, { type: 'ScalingActive', ...scalingActive }],
+  },
+});
+const event = (kind: string, name: string, reason: string, message: string, at: string) => ({ apiVersion: 'v1', kind: 'Event', metadata: { name: `${name}.1`, creationTimestamp: at }, involvedObject: { kind, name, namespace: 'digdag' }, reason, message, type: 'Normal', count: 1, firstTimestamp: at, lastTimestamp: at });
+const EVENTS = [
+  event('ScaledObject', 'digdag-autoscaler', 'KEDAScalersStarted', 'Scaler postgresql is built.', '2026-11-25T05:20:00Z'),
+  event('HorizontalPodAutoscaler', 'keda-hpa-digdag-autoscaler', 'SuccessfulRescale', `New size: 2; reason: external metric s0-postgresql(${SELECTOR}) above target`, '2026-11-25T05:29:10Z'),
+  event('HorizontalPodAutoscaler', 'keda-hpa-digdag-autoscaler', 'SuccessfulRescale', `New size: 3; reason: external metric s0-postgresql(${SELECTOR}) above target`, '2026-11-25T05:29:40Z'),
+  event('Pod', 'digdag-worker-x', 'Killing', 'Stopping container digdag', '2026-11-25T05:29:50Z'),
+  event('HorizontalPodAutoscaler', 'some-other-hpa', 'SuccessfulRescale', 'New size: 9; reason: cpu resource utilization above target', '2026-11-25T05:29:59Z'),
+];
+
+function kedaRunner(answers: { so?: object; list?: object[]; listErr?: string; events?: object[]; depth?: number }) {
+  return new RecordingRunner((argv) => {
+    if (argv.includes('version')) return { stdout: '{"serverVersion":{}}' };
+    if (argv.includes('pods')) return { stdout: JSON.stringify({ items: [pod('digdag-ui-a', 'ui', true, '10.0.0.1'), pod('digdag-worker-b', 'worker', true, '10.0.0.2'), pod('digdag-worker-c', 'worker', false, '10.0.0.3')] }) };
+    if (argv.includes(STATUS_SQL)) return { stdout: JSON.stringify({ waiting: 8, running: 4, queue_depth: answers.depth ?? 12, attempts_running: 3, agents: [{ agent: '7@digdag-worker-b', tasks: 4 }] }) };
+    if (argv.includes('scaledobject')) return answers.so ? { stdout: JSON.stringify(answers.so) } : { code: 1, stderr: 'Error from server (NotFound): scaledobjects.keda.sh "digdag-autoscaler" not found' };
+    if (argv.some((a) => a.startsWith('deployment/'))) {
+      const items = answers.list ?? [];
+      return { code: answers.listErr ? 1 : 0, stdout: items.length === 1 ? JSON.stringify(items[0]) : JSON.stringify({ apiVersion: 'v1', kind: 'List', items }), stderr: answers.listErr ?? '' };
+    }
+    if (argv.includes('events')) return { stdout: JSON.stringify({ apiVersion: 'v1', kind: 'List', items: answers.events ?? [] }) };
+    return undefined;
+  });
+}
+
+test('Kubernetes with KEDA: the ScaledObject, then its Deployment and HPA in one call, then the Events; desired against current, the queue by KEDA\'s query, the newest scaling step', async () => {
+  const config = testConfig({ DIGDAG_HA_TARGET: 'minikube', AGENT_AUTOSCALING: 'keda', WORKER_REPLICAS: '1', AGENT_MAX_REPLICAS: '3' });
+  ensureSecrets(config);
+  const r = kedaRunner({ so: scaledObject(1, true), list: [workerDeployment(3, 3, 2), kedaHpa(3, { status: 'True', reason: 'ValidMetricFound', message: 'the HPA was able to successfully calculate a replica count from external metric s0-postgresql' })], events: EVENTS });
+  const report = await kubeStatus(testCtx(config, r), async () => [], NOW);
+  const K = `kubectl --context ${config.k8s.context} -n ${config.k8s.namespace}`;
+  assert.deepEqual(r.commands().slice(3), [
+    `${K} get scaledobject digdag-autoscaler -o json`,
+    `${K} get deployment/digdag-worker horizontalpodautoscaler/keda-hpa-digdag-autoscaler -o json`,
+    `${K} get events -o json`,
+  ]);
+  assert.ok(r.calls.every((c) => !c.mutates), 'status changes nothing');
+  assert.match(STATUS_SQL, /'queue_depth', \(SELECT count\(\*\) FROM queued_task_locks\)/, 'the very query KEDA runs');
+  assert.deepEqual(report.autoscaler, {
+    mode: 'keda', role: 'worker', objects: ['ScaledObject/digdag-autoscaler', 'HorizontalPodAutoscaler/keda-hpa-digdag-autoscaler'],
+    min: 1, max: 3, desired: 3, current: 3, ready: 2,
+    queue: { depth: 12, threadsPerWorker: 4, wants: 3 },
+    metric: { name: 's0-postgresql', current: 5.5, target: 4, unit: 'tasks per pod' },
+    active: true,
+    lastScale: { at: '2026-11-25T05:29:40Z', object: 'HorizontalPodAutoscaler/keda-hpa-digdag-autoscaler', reason: 'SuccessfulRescale', message: `New size: 3; reason: external metric s0-postgresql(${SELECTOR}) above target` },
+  });
+  assert.deepEqual(report.problems, []);
+  const text = renderStatus(report);
+  assert.match(text, /^AUTOSCALER keda +workers desired 3 +current 3 +ready 2 +min 1 max 3 +active$/m);
+  assert.match(text, /^ {2}objects ScaledObject\/digdag-autoscaler → HorizontalPodAutoscaler\/keda-hpa-digdag-autoscaler$/m);
+  assert.match(text, /^ {2}scales on the queue 12 \(waiting \+ running, KEDA's query\) ÷ 4 threads per worker → wants 3; HPA last read 5\.5 per pod \(target 4\)$/m);
+  assert.match(text, /^ {2}last scaling 2026-11-25T05:29:40Z +HorizontalPodAutoscaler\/keda-hpa-digdag-autoscaler SuccessfulRescale: New size: 3; reason: external metric s0-postgresql above target$/m);
+  assert.equal(JSON.parse(JSON.stringify(report)).autoscaler.queue.wants, 3, 'the same in --json');
+});
+
+test('Kubernetes with KEDA at zero (min 0): desired 0, its HPA disabled on purpose is no problem, KEDA\'s own deactivation is the last step', async () => {
+  const config = testConfig({ DIGDAG_HA_TARGET: 'minikube', AGENT_AUTOSCALING: 'keda', AGENT_MAX_REPLICAS: '3' });
+  ensureSecrets(config);
+  // As recorded on the own cluster (test/integration/keda-scaling.test.ts): KEDA's own steps to and from zero.
+  const events = [...EVENTS,
+    event('ScaledObject', 'digdag-autoscaler', 'KEDAScaleTargetActivated', 'Scaled apps/v1.Deployment digdag/digdag-worker from 0 to 1, triggered by postgreSQLScaler', '2026-11-25T05:29:45Z'),
+    event('ScaledObject', 'digdag-autoscaler', 'KEDAScaleTargetDeactivated', 'Deactivated apps/v1.Deployment digdag/digdag-worker from 1 to 0', '2026-11-25T05:29:58Z')];
+  const r = kedaRunner({ so: scaledObject(0, false), list: [workerDeployment(0, 0, 0), kedaHpa(1, { status: 'False', reason: 'ScalingDisabled', message: 'scaling is disabled since the replica count of the target is zero' })], events, depth: 0 });
+  const report = await kubeStatus(testCtx(config, r), async () => [], NOW);
+  const a = report.autoscaler;
+  assert.deepEqual([a.min, a.desired, a.current, a.ready, a.active, a.queue], [0, 0, 0, 0, false, { depth: 0, threadsPerWorker: 4, wants: 0 }]);
+  assert.deepEqual(a.lastScale, { at: '2026-11-25T05:29:58Z', object: 'ScaledObject/digdag-autoscaler', reason: 'KEDAScaleTargetDeactivated', message: 'Deactivated apps/v1.Deployment digdag/digdag-worker from 1 to 0' });
+  assert.deepEqual(report.problems, []);
+  assert.match(renderStatus(report), /workers desired 0 +current 0 +ready 0 +min 0 max 3 +idle$/m);
+});
+
+test('Kubernetes with KEDA, broken: a missing ScaledObject and an HPA that cannot read its metric are problem lines; what was read still shows', async () => {
+  const config = testConfig({ DIGDAG_HA_TARGET: 'minikube', AGENT_AUTOSCALING: 'keda' });
+  ensureSecrets(config);
+  const failing = kedaHpa(2, { status: 'False', reason: 'FailedGetExternalMetric', message: 'the HPA was unable to compute the replica count: unable to get external metric digdag/s0-postgresql' });
+  const r = kedaRunner({ list: [workerDeployment(2, 2, 2), { ...failing, status: { ...failing.status, currentMetrics: null, lastScaleTime: undefined } }] });
+  const report = await kubeStatus(testCtx(config, r), async () => [], NOW);
+  assert.deepEqual(report.problems, [
+    'autoscaler: ScaledObject digdag-autoscaler: Error from server (NotFound): scaledobjects.keda.sh "digdag-autoscaler" not found',
+    'autoscaler: HorizontalPodAutoscaler keda-hpa-digdag-autoscaler cannot scale (FailedGetExternalMetric: the HPA was unable to compute the replica count: unable to get external metric digdag/s0-postgresql)',
+  ]);
+  assert.deepEqual([report.autoscaler.objects, report.autoscaler.current, report.autoscaler.metric, report.autoscaler.lastScale], [['HorizontalPodAutoscaler/keda-hpa-digdag-autoscaler'], 2, undefined, undefined]);
+  assert.match(renderStatus(report), /last scaling none recorded/);
+  // Neither object there at all: kubectl names both; the count is still the Deployment's.
+  const gone = await kubeStatus(testCtx(config, kedaRunner({ list: [workerDeployment(2, 2, 1)], listErr: 'Error from server (NotFound): horizontalpodautoscalers.autoscaling "keda-hpa-digdag-autoscaler" not found' })), async () => [], NOW);
+  assert.deepEqual([gone.autoscaler.current, gone.autoscaler.ready, gone.autoscaler.desired], [2, 1, 2]);
+  assert.match(gone.problems.join('\n'), /deployment digdag-worker, HorizontalPodAutoscaler keda-hpa-digdag-autoscaler: Error from server \(NotFound\)/);
+});
+
+test('Kubernetes with the chart\'s CPU HPA (split layout): agents, its own bounds and CPU reading, its rescale Event', async () => {
+  const config = testConfig({ DIGDAG_HA_TARGET: 'minikube', DIGDAG_HA_LAYOUT: 'split', AGENT_AUTOSCALING: 'hpa', AGENT_REPLICAS: '2', AGENT_MAX_REPLICAS: '6' });
+  ensureSecrets(config);
+  const hpa = {
+    apiVersion: 'autoscaling/v2', kind: 'HorizontalPodAutoscaler', metadata: { name: 'digdag-autoscaler' },
+    spec: { minReplicas: 2, maxReplicas: 6, metrics: [{ type: 'Resource', resource: { name: 'cpu', target: { type: 'Utilization', averageUtilization: 70 } } }] },
+    status: { currentReplicas: 4, desiredReplicas: 5, currentMetrics: [{ type: 'Resource', resource: { name: 'cpu', current: { averageUtilization: 91, averageValue: '455m' } } }], conditions: [] },
+  };
+  const agents = { ...workerDeployment(4, 4, 4), metadata: { name: 'digdag-agent' } };
+  const events = [event('HorizontalPodAutoscaler', 'digdag-autoscaler', 'SuccessfulRescale', 'New size: 4; reason: cpu resource utilization (percentage of request) above target', '2026-11-25T05:28:00Z')];
+  const r = kedaRunner({ list: [agents, hpa], events });
+  const report = await kubeStatus(testCtx(config, r), async () => [], NOW);
+  const K = `kubectl --context ${config.k8s.context} -n ${config.k8s.namespace}`;
+  assert.deepEqual(r.commands().slice(3), [`${K} get deployment/digdag-agent horizontalpodautoscaler/digdag-autoscaler -o json`, `${K} get events -o json`]);
+  const a = report.autoscaler;
+  assert.deepEqual([a.mode, a.role, a.min, a.max, a.desired, a.current, a.queue, a.active], ['hpa', 'agent', 2, 6, 5, 4, undefined, undefined]);
+  assert.deepEqual(a.metric, { name: 'cpu', current: 91, target: 70, unit: '% CPU' });
+  assert.equal(a.lastScale?.reason, 'SuccessfulRescale');
+  const text = renderStatus(report);
+  assert.match(text, /^AUTOSCALER hpa +agents desired 5 +current 4 +ready 4 +min 2 max 6$/m);
+  assert.match(text, /^ {2}scales on cpu: HPA last read 91% CPU \(target 70\)$/m);
+});
+
+test('Kubernetes without autoscaling: the fixed count said plainly, no autoscaler call', async () => {
+  const config = testConfig({ DIGDAG_HA_TARGET: 'minikube' });
+  ensureSecrets(config);
+  const report = await kubeStatus(testCtx(config, kubeRunner(config)), async () => [], NOW);
+  assert.deepEqual(report.autoscaler, { mode: 'none', role: 'worker', objects: [], min: 2, max: 2, desired: 2, current: 2, ready: 1, note: 'AGENT_AUTOSCALING=none: 2 fixed worker pods (WORKER_REPLICAS=2)' });
+  assert.match(renderStatus(report), /^AUTOSCALER none — AGENT_AUTOSCALING=none: 2 fixed worker pods \(WORKER_REPLICAS=2\); 2 up, 1 answering$/m);
+});
+
+test('quantities and the shortened rescale message', () => {
+  assert.deepEqual(['4', '5500m', '1k', '0', 'x'].map(quantity), [4, 5.5, 1000, 0, undefined]);
+  assert.equal(shortScalingMessage(`New size: 3; reason: external metric s0-postgresql(${SELECTOR}) above target`), 'New size: 3; reason: external metric s0-postgresql above target');
 });
 
 test('status flags: --json, --watch, --interval; the rest goes to the common parser', () => {
