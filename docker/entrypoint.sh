@@ -13,6 +13,10 @@ set -eu
 CONFIG_DIR=${DIGDAG_CONFIG_DIR:-/etc/digdag}
 SECRET_PROPERTIES=${DIGDAG_SECRET_PROPERTIES:-/etc/digdag-secret/secret.properties}
 GCP_KEY_FILE=${GCP_KEY_FILE:-/etc/gcp/key.json}
+# Extra CA certificates (the chart's googleApis.caBundle, for a private endpoint): trusted besides
+# the image's own by the JVM and by gcloud/bq. Absent: nothing changes.
+EXTRA_CA_FILE=${DIGDAG_EXTRA_CA_FILE:-/etc/digdag-ca/ca.crt}
+SYSTEM_CA_BUNDLE=${DIGDAG_SYSTEM_CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}
 # DIGDAG_AUTH (from the digdag-env ConfigMap): basic or none. The API credentials Secret is
 # mounted here: username and password on the UI pods, username only on the others.
 API_CREDENTIALS_DIR=${DIGDAG_API_CREDENTIALS_DIR:-/etc/digdag-api}
@@ -70,6 +74,55 @@ api_auth() {
   printf 'Authorization: Basic %s\n' "$(printf '%s:%s' "$user" "$password" | base64 | tr -d '\n')" > "$WORK_DIR/probe-header"
 }
 
+java_cacerts() {
+  # The JRE's own truststore: $JAVA_HOME's, else next to the java on PATH, else Debian's.
+  if [ -n "${DIGDAG_JAVA_CACERTS:-}" ]; then echo "$DIGDAG_JAVA_CACERTS"; return; fi
+  for f in "${JAVA_HOME:-/nonexistent}/lib/security/cacerts" \
+           "$(dirname "$(dirname "$(readlink -f "$(command -v java)")")")/lib/security/cacerts" \
+           /etc/ssl/certs/java/cacerts; do
+    if [ -f "$f" ]; then echo "$f"; return; fi
+  done
+}
+
+extra_ca() {
+  # The JVM: a PKCS12 truststore = the JRE's CAs + the extra ones, passed in JAVA_OPTS (the
+  # server only). gcloud, bq and sh> tasks: a PEM bundle = the system's CAs + the extra ones.
+  [ -f "$EXTRA_CA_FILE" ] || return 0
+  dir="$WORK_DIR/extra-ca"
+  rm -rf "$dir"
+  mkdir -p "$dir"
+  awk -v dir="$dir" '/-----BEGIN CERTIFICATE-----/ { n++; on = 1; f = sprintf("%s/cert-%d.pem", dir, n) } on { print > f } /-----END CERTIFICATE-----/ { on = 0; close(f) }' "$EXTRA_CA_FILE"
+  if ! ls "$dir"/cert-*.pem >/dev/null 2>&1; then
+    echo "digdag-entrypoint: $EXTRA_CA_FILE holds no PEM certificate" >&2
+    exit 1
+  fi
+  store="$dir/truststore.p12"
+  # A truststore holds public certificates only; its password protects nothing.
+  pass=changeit
+  cacerts=$(java_cacerts)
+  if [ -n "$cacerts" ]; then
+    if ! out=$(keytool -importkeystore -noprompt -srckeystore "$cacerts" -srcstorepass changeit -destkeystore "$store" -deststoretype PKCS12 -deststorepass "$pass" 2>&1); then
+      echo "digdag-entrypoint: could not copy the JRE's CAs from $cacerts: $out" >&2
+      exit 1
+    fi
+  else
+    echo "digdag-entrypoint: no JRE truststore found; the JVM trusts only $EXTRA_CA_FILE" >&2
+  fi
+  i=0
+  for f in "$dir"/cert-*.pem; do
+    i=$((i + 1))
+    if ! out=$(keytool -importcert -noprompt -alias "digdag-extra-ca-$i" -file "$f" -keystore "$store" -storetype PKCS12 -storepass "$pass" 2>&1); then
+      echo "digdag-entrypoint: could not add certificate $i of $EXTRA_CA_FILE: $out" >&2
+      exit 1
+    fi
+  done
+  JAVA_OPTS="$JAVA_OPTS -Djavax.net.ssl.trustStore=$store -Djavax.net.ssl.trustStorePassword=$pass -Djavax.net.ssl.trustStoreType=PKCS12"
+  bundle="$dir/ca-bundle.pem"
+  if [ -f "$SYSTEM_CA_BUNDLE" ]; then cat "$SYSTEM_CA_BUNDLE" > "$bundle"; else : > "$bundle"; fi
+  cat "$dir"/cert-*.pem >> "$bundle"
+  export CLOUDSDK_CORE_CUSTOM_CA_CERTS_FILE="$bundle" REQUESTS_CA_BUNDLE="$bundle" SSL_CERT_FILE="$bundle"
+}
+
 gcp_credentials() {
   if [ -n "${GCP_PROJECT:-}" ]; then
     export GOOGLE_CLOUD_PROJECT="$GCP_PROJECT" CLOUDSDK_CORE_PROJECT="$GCP_PROJECT"
@@ -100,6 +153,8 @@ case "$mode" in
     if [ "${DIGDAG_AUTH:-none}" = basic ] && [ -f "$UI_LOGIN_DIR/public/config.js" ]; then
       DIGDAG_CP="$UI_LOGIN_DIR:$DIGDAG_CP"
     fi
+    # Before gcloud activates a key: that exchange already goes to the token endpoint.
+    extra_ca
     gcp_credentials
     digdag server -c "$props" "$@"
     ;;

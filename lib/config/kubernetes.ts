@@ -1,5 +1,6 @@
 // Config section Kubernetes: namespace, context, images, pod sizing, autoscaling and access
 // on minikube, gke and the project's own cluster.
+import fs from 'node:fs';
 import { UserError } from '../errors.ts';
 import { group, IMAGE_REF, int, oneOf, str, type Values, type VarSpec } from './spec.ts';
 
@@ -47,6 +48,10 @@ export const KUBERNETES_VARIABLES: readonly VarSpec[] = group('Kubernetes', [
     description: 'With autoscaling: at most one worker (agent) is removed per this many seconds.' },
   { name: 'GCP_SERVICE_ACCOUNT', default: '', kind: str('digdag@my-project.iam.gserviceaccount.com', /^([a-z0-9-]+@[a-z0-9-]+\.iam\.gserviceaccount\.com)?$/),
     description: 'gke: Google service account bound to the digdag ServiceAccount by Workload Identity. Empty: the node\'s default identity.' },
+  { name: 'GOOGLE_APIS_ADDRESS', default: '', kind: str('10.0.0.53', /^((25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)$|^$/),
+    description: 'Tests and air-gapped setups only: an IPv4 address (a node or pod address, not a Service IP) that Google\'s API host names (www/oauth2/bigquery/storage.googleapis.com) resolve to in every Digdag pod (hostAliases), allowed on port 443 by the NetworkPolicy — a private endpoint or offline stand-in. Empty: Google\'s own endpoints.' },
+  { name: 'GOOGLE_APIS_CA_FILE', default: '', kind: str('./private-endpoint-ca.pem'),
+    description: 'Tests and air-gapped setups only: PEM file of CA certificates every Digdag pod trusts besides the image\'s own (JVM truststore, gcloud/bq), e.g. the CA of GOOGLE_APIS_ADDRESS\'s endpoint. Certificates only (it goes into a ConfigMap). Empty: none.' },
   { name: 'INGRESS_HOST', default: '', kind: str('digdag.example.com', /^([a-z0-9.-]+)?$/),
     description: 'Host name for the Ingress rule. Empty: any host (the minikube IP works).' },
   { name: 'PORT_FORWARD_PORT', default: '65432', kind: int(1024, 65535, '65432'),
@@ -80,6 +85,42 @@ export interface K8sConfig {
   readonly autoscalingScaleDownPeriodSeconds: number;
   readonly kedaNamespace: string;
   readonly gcpServiceAccount: string;
+  /** A private endpoint for Google's APIs (tests, air-gapped setups); empty strings = Google's own. */
+  readonly googleApis: GoogleApisOverride;
+}
+
+export interface GoogleApisOverride {
+  /** GOOGLE_APIS_ADDRESS: where Google's API host names lead in the pods. */
+  readonly address: string;
+  /** GOOGLE_APIS_CA_FILE, resolved. */
+  readonly caFile: string;
+  /** Its PEM text (CA certificates only). */
+  readonly caPem: string;
+}
+
+/** GOOGLE_APIS_ADDRESS / GOOGLE_APIS_CA_FILE, checked: Kubernetes targets only, a file of CA certificates and no key. */
+function googleApisOverride(v: Values): GoogleApisOverride {
+  const address = v.str('GOOGLE_APIS_ADDRESS');
+  const caFile = v.path('GOOGLE_APIS_CA_FILE');
+  if ((address || caFile) && v.isLocal) {
+    throw new UserError(`${address ? 'GOOGLE_APIS_ADDRESS' : 'GOOGLE_APIS_CA_FILE'} is for Kubernetes targets (pod hostAliases and a mounted CA); the local target does not use it`,
+      'leave GOOGLE_APIS_ADDRESS and GOOGLE_APIS_CA_FILE empty on the local target (its processes use the machine\'s DNS and the JVM\'s own truststore)');
+  }
+  if (address.startsWith('127.')) {
+    throw new UserError(`GOOGLE_APIS_ADDRESS=${address} is a loopback address: in a pod that is the pod itself`, 'set GOOGLE_APIS_ADDRESS to the endpoint\'s address as the pods reach it, e.g. a node address like 10.0.0.53');
+  }
+  let caPem = '';
+  if (caFile) {
+    const shown = v.str('GOOGLE_APIS_CA_FILE');
+    if (!fs.existsSync(caFile)) throw new UserError(`GOOGLE_APIS_CA_FILE=${shown} does not exist`, 'point GOOGLE_APIS_CA_FILE at a PEM file of CA certificates, or leave it empty');
+    caPem = fs.readFileSync(caFile, 'utf8');
+    // Said without the content: a key must not end up in a ConfigMap, nor in an error message.
+    if (/PRIVATE KEY-----/.test(caPem)) throw new UserError(`GOOGLE_APIS_CA_FILE=${shown} holds a private key`, 'give a file with the CA certificates only (-----BEGIN CERTIFICATE----- blocks): it is rendered into a ConfigMap');
+    if (!/-----BEGIN CERTIFICATE-----[A-Za-z0-9+/=\s]+-----END CERTIFICATE-----/.test(caPem)) {
+      throw new UserError(`GOOGLE_APIS_CA_FILE=${shown} is not a PEM certificate`, 'give the CA certificates as PEM (-----BEGIN CERTIFICATE----- … -----END CERTIFICATE-----)');
+    }
+  }
+  return { address, caFile, caPem };
 }
 
 /** `clusterBaseImage`: the own cluster's debootstrapped base (cluster harness section), the default base there. */
@@ -130,5 +171,6 @@ export function kubernetesConfig(v: Values, clusterBaseImage: string): K8sConfig
     autoscalingScaleDownPeriodSeconds: v.num('AUTOSCALING_SCALE_DOWN_PERIOD_SECONDS'),
     kedaNamespace: v.str('KEDA_NAMESPACE'),
     gcpServiceAccount: v.str('GCP_SERVICE_ACCOUNT'),
+    googleApis: googleApisOverride(v),
   };
 }

@@ -5,7 +5,11 @@
 // `kubectl exec`, a port-forward to PostgreSQL, teardown leaving nothing. With a Digdag runtime
 // (DIGDAG_SOURCE/DIGDAG_JAR, test/helpers/runtime.ts) the full pipeline and verify-ha run too;
 // without one those steps report SKIPPED with the reason, never pass. Not root or the cluster's
-// prerequisites missing → SKIPPED with the reason.
+// prerequisites missing → SKIPPED with the reason. With the GCP emulators built (test/helpers/gcp),
+// the deployment is pointed at them for its whole life the way a user's air-gapped setup would be
+// (GOOGLE_APIS_ADDRESS = the bridge address the edge also answers on, GOOGLE_APIS_CA_FILE = the
+// test CA, GCP_SA_KEY_FILE = a key of the test token authority), and the BigQuery sample runs in
+// the worker pods.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -41,6 +45,8 @@ import { authenticatedEndpoint } from '../../lib/auth.ts';
 import { kubeTarget } from '../../tasks/steps.ts';
 import { layoutRoles, taskRole } from '../../lib/roles.ts';
 import { helmBin } from '../helpers/tools.ts';
+import { emulatorsMissing, startGoogleApis, type GoogleApis } from '../helpers/gcp/index.ts';
+import { pushProject } from '../../lib/push-workflow.ts';
 
 const runner = new ShellRunner(false, () => {});
 const log = (l: string) => process.stderr.write(`  [kube-e2e] ${l}\n`);
@@ -52,6 +58,11 @@ let ctx: Ctx;
 let state: string;
 
 const CHART_NS = 'digdag-chart';
+/** The offline Google Cloud the deployment uses (undefined: emulators not built, see gcpMissing). */
+let gcp: GoogleApis | undefined;
+let gcpMissing: string | undefined;
+const GCP_TEST_PROJECT = 'digdag-ha-test';
+const KEY_SA = `digdag-key@${GCP_TEST_PROJECT}.iam.gserviceaccount.com`;
 
 before(async () => {
   state = tempDir('dh-kube-e2e-');
@@ -60,7 +71,8 @@ before(async () => {
   // waits out the killed worker's lock retention, and the test proves the behaviour, not the
   // default's length (the defaults' render is covered by the unit tests).
   const lockTimings = { AGENT_HEARTBEAT_INTERVAL: '5', AGENT_LOCK_RETENTION_TIME: '15', LOCK_EXPIRE_INTERVAL: '5' };
-  config = testConfig({ DIGDAG_HA_TARGET: 'cluster', DIGDAG_HA_STATE_DIR: state, RESOURCE_PROFILE: 'small', PORT_FORWARD_PORT: String(port), DIGDAG_HA_CLUSTER_DIR: path.join(state, 'c'), ...lockTimings, ...runtimeVars });
+  const vars = { DIGDAG_HA_TARGET: 'cluster', DIGDAG_HA_STATE_DIR: state, RESOURCE_PROFILE: 'small', PORT_FORWARD_PORT: String(port), DIGDAG_HA_CLUSTER_DIR: path.join(state, 'c'), ...lockTimings, ...runtimeVars };
+  config = testConfig(vars);
   cc = loadClusterConfig(config);
   const missing = missingPrerequisites(cc);
   if (missing.length) {
@@ -73,6 +85,14 @@ before(async () => {
     return;
   }
   log(`cluster up in ${up.seconds.toFixed(1)} s`);
+  gcpMissing = emulatorsMissing();
+  if (!gcpMissing) {
+    const t0 = Date.now();
+    // The edge also answers on the bridge address: the only host address pods reach (the fence).
+    gcp = await startGoogleApis({ dir: path.join(state, 'gcp'), project: GCP_TEST_PROJECT, accounts: [KEY_SA], edgeIps: [cc.net.bridgeIp] });
+    config = testConfig({ ...vars, GCP_PROJECT: GCP_TEST_PROJECT, GCP_SA_KEY_FILE: gcp.keyFile(KEY_SA), GOOGLE_APIS_ADDRESS: cc.net.bridgeIp, GOOGLE_APIS_CA_FILE: gcp.pki.caPem });
+    log(`GCP emulators and the edge (127.0.0.77, ${cc.net.bridgeIp}) up in ${since(t0)} s`);
+  }
   ctx = testCtx(config, runner);
   // The PostgreSQL stand-in, built from the debootstrapped base (apt reaches Debian's mirror).
   log(await ensureBaseImage(runner, cc));
@@ -85,6 +105,7 @@ before(async () => {
 });
 
 after(async () => {
+  await gcp?.stop();
   if (skipReason || !cc) return;
   await clusterDown(runner, cc, { purge: true }, log);
   assert.deepEqual(await hostLeftovers(runner, cc), [], 'down leaves nothing on the host');
@@ -227,8 +248,66 @@ test('Digdag on the cluster: the whole pipeline (image build, migration, rollout
   assert.doesNotMatch(summary, /\bFAIL\b/);
 });
 
+test('BigQuery from the worker pods: the sample\'s bq_ddl> and bq> reach the emulator by Google\'s host names (hostAliases → the edge on the bridge, the test CA in the JVM), every request with a token of the key\'s account', { timeout: 600_000 }, async (t) => {
+  if (skipped(t)) return;
+  if (runtimeMissing) return t.skip(`SKIPPED — needs a Digdag runtime: ${runtimeMissing}`);
+  if (!gcp) return t.skip(`SKIPPED — ${gcpMissing}`);
+  const t0 = Date.now();
+  const endpoint = authenticatedEndpoint(config, kubeTarget.apiUrl(ctx));
+  // The sample without its sh> bq check: the own cluster's image has no gcloud (INSTALL_GCLOUD is
+  // false there: Google's apt repository is out of reach). Its bq> steps are the sample's own.
+  const sample = path.join(ROOT, 'workflows', 'bigquery-sample');
+  const dir = tempDir('bq-cluster-');
+  fs.cpSync(path.join(sample, 'queries'), path.join(dir, 'queries'), { recursive: true });
+  const dig = fs.readFileSync(path.join(sample, 'bigquery.dig'), 'utf8');
+  const check = dig.indexOf('\n+check:');
+  assert.ok(check > 0, 'the sample has a +check step');
+  fs.writeFileSync(path.join(dir, 'bigquery.dig'), dig.slice(0, check + 1));
+  // push-workflow's path: the key becomes the project's gcp.credential secret through the API.
+  await pushProject(ctx, endpoint, { name: 'bigquery-sample', dir });
+  const from = gcp.edge.requests.length;
+  const id = await startAttempt(endpoint, await workflowId(endpoint, 'bigquery-sample', 'bigquery'), new Date(Math.floor(Date.now() / 1000) * 1000), { gcp_project: GCP_TEST_PROJECT, dataset: 'sample_cluster' });
+  const attempt = await waitAttempt(endpoint, id, 300_000);
+  const requests = gcp.edge.requests.slice(from);
+  if (!attempt.success) {
+    const tasks = (await attemptTasks(endpoint, id)).map((x) => `${x.fullName}: ${x.state}`).join(', ');
+    const logs = await k(['logs', '-l', `app.kubernetes.io/component=${taskRole(config.layout)}`, '--tail=60', '--prefix']);
+    assert.fail(`attempt ${id} failed (${tasks}); edge saw ${requests.map((r) => `${r.method} ${r.path} ${r.status}`).join('; ') || 'nothing'}\n${logs.stdout.slice(-4000)}`);
+  }
+  const rows = async (table: string) => {
+    const res = await fetch(`${gcp!.bigquery.url}/bigquery/v2/projects/${GCP_TEST_PROJECT}/datasets/sample_cluster/tables/${table}/data`);
+    assert.equal(res.status, 200, `sample_cluster.${table} is not in the emulator`);
+    const body = (await res.json()) as { rows?: { f: { v: string }[] }[] };
+    return (body.rows ?? []).map((r) => r.f.map((c) => c.v)).sort((a, b) => a.join().localeCompare(b.join()));
+  };
+  assert.deepEqual(await rows('orders'), [['nagoya', '50'], ['osaka', '80'], ['tokyo', '120'], ['tokyo', '30']]);
+  assert.deepEqual(await rows('orders_by_region'), [['nagoya', '1', '50'], ['osaka', '1', '80'], ['tokyo', '2', '150']]);
+  const api = requests.filter((r) => r.service === 'bigquery');
+  assert.ok(api.length > 0, 'no BigQuery request reached the edge');
+  assert.ok(requests.some((r) => r.service === 'token' && r.minted?.email === KEY_SA), 'the key was exchanged for a token at the edge');
+  for (const r of requests) {
+    assert.equal(r.edgeIp, cc.net.bridgeIp, `${r.method} ${r.path} came from this machine, not from a pod through the bridge`);
+    assert.match(r.userAgent, /Java/i, `${r.method} ${r.path}: ${r.userAgent}`);
+  }
+  for (const r of api) {
+    assert.equal(r.minted?.email, KEY_SA, `${r.method} ${r.path} ran as ${r.minted?.email ?? 'nobody'}`);
+    assert.equal(r.minted?.via, 'key', `${r.method} ${r.path} got its token from the ${r.minted?.via}`);
+  }
+  // The key reached the pods as a mounted Secret and a Digdag secret: never a log or a ConfigMap.
+  const key = JSON.parse(fs.readFileSync(config.gcp.saKeyFile, 'utf8')) as { private_key: string; private_key_id: string };
+  const body = key.private_key.split('\n').filter((l) => l && !l.startsWith('-----'))[1]!;
+  const logs = await k(['logs', '-l', 'app.kubernetes.io/name=digdag', '--all-containers', '--tail=-1', '--max-log-requests=20']);
+  const cms = await k(['get', 'configmaps', '-o', 'json']);
+  for (const [where, text] of [['the pods\' logs', logs.stdout], ['the ConfigMaps', cms.stdout]] as const) {
+    assert.ok(!text.includes(body) && !text.includes(key.private_key_id), `${where} contain the key`);
+  }
+  log(`BigQuery sample in the worker pods: ${api.length} BigQuery requests through the bridge edge as ${KEY_SA}, ${since(t0)} s`);
+});
+
 /** Seconds since t0, one decimal. */
-const since = (t0: number) => Number(((Date.now() - t0) / 1000).toFixed(1));
+function since(t0: number): number {
+  return Number(((Date.now() - t0) / 1000).toFixed(1));
+}
 
 test('the database leader\'s PostgreSQL SIGKILLed while attempts are submitted: a replica takes over, nothing committed is lost, every submitted attempt ends (failures reported), the old leader rejoins', { timeout: 600_000 }, async (t) => {
   if (skipped(t)) return;

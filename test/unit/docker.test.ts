@@ -70,7 +70,7 @@ function runEntrypoint(args: string[], opts: { secret?: boolean; key?: boolean; 
   const bin = path.join(dir, 'bin');
   fs.mkdirSync(bin);
   fs.writeFileSync(path.join(bin, 'java'), `#!/bin/sh\necho "java $*" >> ${dir}/calls\nfor a; do case "$a" in */server.properties) stat -c %a "$a" >> ${dir}/calls; cat "$a" >> ${dir}/calls;; esac; done\necho "GOOGLE_CLOUD_PROJECT=$GOOGLE_CLOUD_PROJECT GOOGLE_APPLICATION_CREDENTIALS=$GOOGLE_APPLICATION_CREDENTIALS" >> ${dir}/calls\n`, { mode: 0o755 });
-  fs.writeFileSync(path.join(bin, 'gcloud'), `#!/bin/sh\necho "gcloud $*" >> ${dir}/calls\n`, { mode: 0o755 });
+  fs.writeFileSync(path.join(bin, 'gcloud'), `#!/bin/sh\necho "gcloud $*" >> ${dir}/calls\necho "gcloud sees CLOUDSDK_CORE_CUSTOM_CA_CERTS_FILE=$CLOUDSDK_CORE_CUSTOM_CA_CERTS_FILE REQUESTS_CA_BUNDLE=$REQUESTS_CA_BUNDLE" >> ${dir}/calls\n`, { mode: 0o755 });
   fs.mkdirSync(path.join(dir, 'config'));
   fs.writeFileSync(path.join(dir, 'config', 'agent.properties'), 'server.port = 65432\n');
   fs.writeFileSync(path.join(dir, 'config', 'migrate.properties'), 'database.type = postgresql\n');
@@ -194,4 +194,53 @@ test('entrypoint probe: curl reads the header from the file, fails on a non-2xx'
   const r = spawnSync('sh', [ENTRYPOINT, 'probe'], { encoding: 'utf8', env: { PATH: `${bin}:/usr/bin:/bin`, DIGDAG_WORK_DIR: path.join(dir, 'work') } });
   assert.equal(r.status, 22, 'a 401 (curl -f: 22) fails the probe');
   assert.equal(fs.readFileSync(path.join(dir, 'calls'), 'utf8').trim(), `curl -fsS -o /dev/null --max-time 4 -H @${dir}/work/probe-header http://127.0.0.1:65432/api/projects?name=readiness-probe`);
+});
+
+/** A throw-away CA certificate (PEM) made by openssl. */
+function testCa(dir: string, name: string): string {
+  const pem = path.join(dir, `${name}.pem`);
+  const r = spawnSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', path.join(dir, `${name}.key`), '-out', pem, '-days', '1', '-subj', `/CN=${name}`], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  return fs.readFileSync(pem, 'utf8');
+}
+
+const keytoolList = (store: string) => spawnSync('keytool', ['-list', '-keystore', store, '-storetype', 'PKCS12', '-storepass', 'changeit'], { encoding: 'utf8' });
+const JRE_CACERTS = '/etc/ssl/certs/java/cacerts';
+
+test('entrypoint with an extra CA bundle (googleApis.caBundle): the JVM trusts the JRE\'s CAs plus each extra one, gcloud/bq get the system bundle plus them, before gcloud runs', (t) => {
+  if (spawnSync('keytool', ['-help'], { stdio: 'ignore' }).status !== 0 || !fs.existsSync(JRE_CACERTS)) return t.skip(`SKIPPED: needs keytool and ${JRE_CACERTS} (a JRE)`);
+  const dir = tempDir('extra-ca-');
+  const bundle = path.join(dir, 'ca.crt');
+  fs.writeFileSync(bundle, `${testCa(dir, 'first-test-ca')}\n# a comment between certificates\n${testCa(dir, 'second-test-ca')}`);
+  const system = path.join(dir, 'system.pem');
+  fs.writeFileSync(system, testCa(dir, 'system-ca'));
+  const r = runEntrypoint(['server'], { key: true, env: { DIGDAG_ROLE: 'agent', JAVA_OPTS: '-Xmx1g', DIGDAG_EXTRA_CA_FILE: bundle, DIGDAG_SYSTEM_CA_BUNDLE: system, DIGDAG_JAVA_CACERTS: JRE_CACERTS } });
+  assert.equal(r.status, 0, r.stderr);
+  const store = path.join(r.dir, 'work', 'extra-ca', 'truststore.p12');
+  assert.match(r.calls, new RegExp(`^java ${FLAGS} -Xmx1g -Djavax.net.ssl.trustStore=${store} -Djavax.net.ssl.trustStorePassword=changeit -Djavax.net.ssl.trustStoreType=PKCS12 -cp `, 'm'));
+  const list = keytoolList(store);
+  assert.equal(list.status, 0, list.stderr);
+  assert.match(list.stdout, /^digdag-extra-ca-1,/m);
+  assert.match(list.stdout, /^digdag-extra-ca-2,/m);
+  const jre = keytoolList(JRE_CACERTS).stdout.match(/Your keystore contains (\d+) entr/)?.[1];
+  assert.equal(list.stdout.match(/Your keystore contains (\d+) entr/)?.[1], String(Number(jre) + 2), 'the JRE\'s CAs are kept');
+  const pem = fs.readFileSync(path.join(r.dir, 'work', 'extra-ca', 'ca-bundle.pem'), 'utf8');
+  assert.equal((pem.match(/BEGIN CERTIFICATE/g) ?? []).length, 3, 'system CA + the two extra ones');
+  assert.ok(pem.startsWith(fs.readFileSync(system, 'utf8')));
+  // gcloud already sees the bundle when it activates the key (its token exchange needs it).
+  const bundlePath = path.join(r.dir, 'work', 'extra-ca', 'ca-bundle.pem');
+  assert.match(r.calls, new RegExp(`gcloud auth activate-service-account[^\n]*\ngcloud sees CLOUDSDK_CORE_CUSTOM_CA_CERTS_FILE=${bundlePath} REQUESTS_CA_BUNDLE=${bundlePath}\n`));
+});
+
+test('entrypoint without an extra CA bundle changes nothing; one without a certificate refuses to start', () => {
+  const none = runEntrypoint(['server'], { env: { DIGDAG_ROLE: 'agent', JAVA_OPTS: '-Xmx1g', DIGDAG_EXTRA_CA_FILE: path.join(tempDir(), 'absent.crt') } });
+  assert.equal(none.status, 0, none.stderr);
+  assert.doesNotMatch(none.calls, /trustStore/);
+  assert.equal(fs.existsSync(path.join(none.dir, 'work', 'extra-ca')), false);
+  const junk = path.join(tempDir(), 'ca.crt');
+  fs.writeFileSync(junk, 'not a certificate\n');
+  const bad = runEntrypoint(['server'], { env: { DIGDAG_ROLE: 'agent', DIGDAG_EXTRA_CA_FILE: junk } });
+  assert.notEqual(bad.status, 0);
+  assert.match(bad.stderr, /holds no PEM certificate/);
+  assert.equal(bad.calls, '');
 });

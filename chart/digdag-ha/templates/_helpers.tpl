@@ -132,6 +132,25 @@ Kubernetes service account acts as the Google one); nothing when cloudSqlProxy.i
 {{- end -}}
 {{- end -}}
 
+{{/* googleApis (a private endpoint for Google's APIs, tests and air-gapped setups): what cannot work, refused with the fix. */}}
+{{- define "digdag-ha.validateGoogleApis" -}}
+{{- $g := .Values.googleApis -}}
+{{- if and $g.address (hasPrefix "127." $g.address) -}}
+{{- fail (printf "googleApis.address=%s is a loopback address: in a pod it is the pod itself. Set the address of the endpoint as the pods reach it (a node or pod address)" $g.address) -}}
+{{- end -}}
+{{- if and $g.address (not $g.hostNames) -}}
+{{- fail "googleApis.address needs googleApis.hostNames: the Google API host names to lead there (e.g. www.googleapis.com, oauth2.googleapis.com)" -}}
+{{- end -}}
+{{- if $g.caBundle -}}
+{{- if regexMatch "PRIVATE KEY" $g.caBundle -}}
+{{- fail "googleApis.caBundle holds a private key: it is rendered into a ConfigMap, so give it the CA certificates only (-----BEGIN CERTIFICATE----- blocks)" -}}
+{{- end -}}
+{{- if not (regexMatch "-----BEGIN CERTIFICATE-----[A-Za-z0-9+/=\\s]+-----END CERTIFICATE-----" $g.caBundle) -}}
+{{- fail "googleApis.caBundle is not a PEM certificate: give the CA certificates as PEM (-----BEGIN CERTIFICATE----- … -----END CERTIFICATE-----), e.g. --set-file googleApis.caBundle=ca.pem" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
 {{- define "digdag-ha.apiSecretName" -}}
 {{- default "digdag-api-credentials" .Values.auth.existingSecret -}}
 {{- end }}
@@ -276,6 +295,10 @@ it (RBAC on pods/portforward decides who may).
 {{- else }}
 WARNING: auth.mode=none: Digdag accepts every request; anyone who reaches its port can run commands through sh> tasks.
 {{- end }}
+{{- end }}
+{{- with .Values.googleApis.address }}
+NOTE: googleApis.address={{ . }}: {{ join ", " $.Values.googleApis.hostNames }} lead there in every Digdag pod,
+not to Google (a private endpoint for tests or air-gapped setups).
 {{- end }}
 {{- if not .Values.networkPolicy.enabled }}
 WARNING: networkPolicy.enabled=false: every Digdag pod and PostgreSQL accept connections from anywhere in the cluster.

@@ -21,6 +21,8 @@ export interface EdgeRequest {
   /** Path and query as received. */
   path: string;
   service: 'token' | 'bigquery' | 'storage' | 'discovery' | 'other';
+  /** The edge address it arrived at (the loopback one, or an extra one such as the own cluster's bridge). */
+  edgeIp: string;
   userAgent: string;
   /** The token the request carried and whom it was minted for (undefined: none or unknown). */
   token?: string;
@@ -60,7 +62,7 @@ async function readBody(req: IncomingMessage): Promise<Buffer> {
   return Buffer.concat(chunks);
 }
 
-export async function startEdge(opts: { pki: TestPki; authority: TokenAuthority; upstreams: EdgeUpstreams; ip: string; port?: number }): Promise<Edge> {
+export async function startEdge(opts: { pki: TestPki; authority: TokenAuthority; upstreams: EdgeUpstreams; ip: string; port?: number; extraIps?: string[] }): Promise<Edge> {
   const requests: EdgeRequest[] = [];
   /** jobId → the errorResult jobs.insert reported (carried into later jobs.get answers). */
   const failedJobs = new Map<string, { errorResult: unknown; errors: unknown }>();
@@ -121,7 +123,7 @@ export async function startEdge(opts: { pki: TestPki; authority: TokenAuthority;
     const auth = req.headers.authorization;
     const token = auth?.startsWith('Bearer ') ? auth.slice(7).trim() : undefined;
     const minted = opts.authority.whose(token);
-    const rec: EdgeRequest = { method: req.method ?? 'GET', path: p, service, userAgent: String(req.headers['user-agent'] ?? ''), token, minted, status: 0 };
+    const rec: EdgeRequest = { method: req.method ?? 'GET', path: p, service, edgeIp: (req.socket.localAddress ?? '').replace(/^::ffff:/, ''), userAgent: String(req.headers['user-agent'] ?? ''), token, minted, status: 0 };
     requests.push(rec);
     const reply = (status: number, text: string) => {
       rec.status = status;
@@ -147,24 +149,37 @@ export async function startEdge(opts: { pki: TestPki; authority: TokenAuthority;
     rec.status = await proxy(req, res, upstream, body, service);
   }
 
-  const server = https.createServer({ cert: fs.readFileSync(opts.pki.certPem), key: fs.readFileSync(opts.pki.keyPem) }, (req, res) => {
-    handle(req, res).catch((err: unknown) => {
-      if (!res.headersSent) {
-        res.writeHead(502, { 'content-type': 'application/json' });
-        res.end(googleError(502, 'BAD_GATEWAY', `test edge: ${String(err)}`));
-      } else res.destroy();
-    });
-  });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(opts.port ?? 443, opts.ip, resolve);
-  });
-  const port = (server.address() as AddressInfo).port;
+  // One server per address (the same handler, records and tokens): the loopback one for this
+  // machine's processes, extra ones where pods reach the edge (the own cluster's bridge address).
+  const servers: https.Server[] = [];
+  const closeAll = () => Promise.all(servers.map((s) => new Promise<void>((resolve) => { s.closeAllConnections(); s.close(() => resolve()); })));
+  let port = opts.port ?? 443;
+  try {
+    for (const ip of [opts.ip, ...(opts.extraIps ?? [])]) {
+      const server = https.createServer({ cert: fs.readFileSync(opts.pki.certPem), key: fs.readFileSync(opts.pki.keyPem) }, (req, res) => {
+        handle(req, res).catch((err: unknown) => {
+          if (!res.headersSent) {
+            res.writeHead(502, { 'content-type': 'application/json' });
+            res.end(googleError(502, 'BAD_GATEWAY', `test edge: ${String(err)}`));
+          } else res.destroy();
+        });
+      });
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(port, ip, resolve);
+      });
+      servers.push(server);
+      port = (server.address() as AddressInfo).port;
+    }
+  } catch (err) {
+    await closeAll();
+    throw err;
+  }
   return {
     ip: opts.ip,
     port,
     url: port === 443 ? `https://${opts.ip}` : `https://${opts.ip}:${port}`,
     requests,
-    close: () => new Promise((resolve) => { server.closeAllConnections(); server.close(() => resolve()); }),
+    close: async () => { await closeAll(); },
   };
 }

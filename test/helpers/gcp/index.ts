@@ -41,7 +41,8 @@ export interface GoogleApis {
   stop(): Promise<void>;
 }
 
-export async function startGoogleApis(opts: { dir: string; project: string; accounts: string[]; buckets?: string[] }): Promise<GoogleApis> {
+/** `edgeIps`: more addresses the edge answers on, port 443 too (e.g. the own cluster's bridge, for pods). */
+export async function startGoogleApis(opts: { dir: string; project: string; accounts: string[]; buckets?: string[]; edgeIps?: string[] }): Promise<GoogleApis> {
   fs.mkdirSync(opts.dir, { recursive: true });
   const pki = makeTestPki(path.join(opts.dir, 'pki'), EDGE_IP);
   const authority = new TokenAuthority();
@@ -58,7 +59,7 @@ export async function startGoogleApis(opts: { dir: string; project: string; acco
     stops.push(bigquery.stop);
     const storage = await startFakeGcs(opts.dir, opts.buckets);
     stops.push(storage.stop);
-    const edge = await startEdge({ pki, authority, upstreams: { bigquery: bigquery.url, storage: storage.url }, ip: EDGE_IP, port: 443 });
+    const edge = await startEdge({ pki, authority, upstreams: { bigquery: bigquery.url, storage: storage.url }, ip: EDGE_IP, port: 443, extraIps: opts.edgeIps });
     stops.push(edge.close);
     const hostsFile = path.join(opts.dir, 'hosts');
     fs.writeFileSync(hostsFile, `127.0.0.1 localhost ${os.hostname()}\n${EDGE_IP} ${GOOGLEAPIS_HOSTS.join(' ')}\n`);
