@@ -189,11 +189,13 @@ export const DIGDAG_MAIN = 'io.digdag.cli.Main';
  * argv that runs the Digdag CLI (server, migrate, push, …). `classpathFirst` is a directory put
  * ahead of Digdag on the classpath: the UI serves /config.js as the resource public/config.js
  * through the class loader (UiResource, Guava Resources.getResource), so a file there replaces
- * the jar's (lib/ui-login.ts). That needs -cp and the main class instead of -jar.
+ * the jar's (lib/ui-login.ts); the task-callback patch's class replaces Digdag's the same way
+ * (lib/callback-retry.ts). That needs -cp and the main class instead of -jar.
  */
-export function digdagArgv(java: Java, rt: Runtime, jvmOpts: readonly string[], args: readonly string[], classpathFirst?: string): string[] {
+export function digdagArgv(java: Java, rt: Runtime, jvmOpts: readonly string[], args: readonly string[], classpathFirst: string | readonly string[] = []): string[] {
   const digdag = rt.kind === 'jar' ? rt.path : `${rt.path}/*`;
-  const launch = rt.kind === 'jar' && !classpathFirst ? ['-jar', rt.path] : ['-cp', classpathFirst ? `${classpathFirst}${path.delimiter}${digdag}` : digdag, DIGDAG_MAIN];
+  const first = typeof classpathFirst === 'string' ? [classpathFirst] : classpathFirst;
+  const launch = rt.kind === 'jar' && !first.length ? ['-jar', rt.path] : ['-cp', [...first, digdag].join(path.delimiter), DIGDAG_MAIN];
   return [java.bin, ...java.flags, ...jvmOpts, ...launch, ...args];
 }
 

@@ -1,7 +1,7 @@
 // Config section Digdag runtime: where build-image gets Digdag and the Java it runs on.
 import fs from 'node:fs';
 import { UserError } from '../errors.ts';
-import { group, oneOf, str, type Values, type VarSpec } from './spec.ts';
+import { bool, group, oneOf, str, type Values, type VarSpec } from './spec.ts';
 
 export const RUNTIME_VARIABLES: readonly VarSpec[] = group('Digdag runtime', [
   { name: 'DIGDAG_SOURCE', default: 'maven', kind: oneOf(['maven', 'release', 'jar']),
@@ -16,6 +16,8 @@ export const RUNTIME_VARIABLES: readonly VarSpec[] = group('Digdag runtime', [
     description: 'Java runtime for Digdag (11 or 17). Empty: java on PATH.' },
   { name: 'DIGDAG_JVM_OPTS', default: '-Xms64m -Xmx512m', kind: str('-Xmx1g'),
     description: 'Extra JVM options for every Digdag process (heap size). The Java 17 --add-opens flags are added for you.' },
+  { name: 'DIGDAG_CALLBACK_RETRY', default: 'true', kind: bool,
+    description: 'true: every Digdag server runs with digdag-ha\'s patched task callbacks (docker/callback-retry), which retry while the database is unavailable, so a task that finishes during a database failover does not fail its attempt; build-image compiles the patch (needs a JDK: javac). false: Digdag as released (such a task fails its attempt).' },
 ]);
 
 export interface DigdagConfig {
@@ -25,6 +27,8 @@ export interface DigdagConfig {
   readonly jarSha256: string;
   readonly javaHome: string;
   readonly jvmOpts: readonly string[];
+  /** Run with the patched task callbacks that retry while the database is unavailable. */
+  readonly callbackRetry: boolean;
 }
 
 export function runtimeConfig(v: Values): DigdagConfig {
@@ -42,5 +46,6 @@ export function runtimeConfig(v: Values): DigdagConfig {
     jarSha256: v.str('DIGDAG_JAR_SHA256'),
     javaHome: v.str('JAVA_HOME'),
     jvmOpts: v.str('DIGDAG_JVM_OPTS').split(/\s+/).filter(Boolean),
+    callbackRetry: v.str('DIGDAG_CALLBACK_RETRY') === 'true',
   };
 }

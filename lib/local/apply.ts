@@ -19,6 +19,7 @@ import { secretProperties, serverProperties } from '../properties.ts';
 import { instances, localApiRole, roleFlags, runsTasks, holdsApiPassword, type Instance, type Role } from '../roles.ts';
 import { writePrivateFile } from '../state.ts';
 import { uiOverlayDir, writeUiOverlay } from '../ui-login.ts';
+import { CALLBACK_RETRY_CLASS, localCallbackRetryDir } from '../callback-retry.ts';
 import { QUEUE_EXPORTER, queueExporterUp, queueExporterUrl, reconcileQueueExporter } from './queue-exporter.ts';
 import { changesApplied, outcome } from '../runner.ts';
 import { ensureGcloudConfig, gcpProcessEnv } from '../gcp.ts';
@@ -75,7 +76,8 @@ export async function planLocal(config: Config, java: Java, rt: Runtime): Promis
     // The server's own logs go to stdout; access logs are not kept on this target.
     // Only `digdag server` gets the metrics agent: client commands would collide on its port.
     const jvmOpts = [...config.digdag.jvmOpts, ...metricsJvmArgs({ jar: rt.jmxAgent!, config: JMX_EXPORTER_CONFIG, bind: '127.0.0.1', port: metricsPort })];
-    const argv = digdagArgv(java, rt, jvmOpts, ['server', '-c', propsFile, ...roleFlags(config.layout, instance.role)], loginPage ? uiOverlayDir(config) : undefined);
+    const first = [...(loginPage ? [uiOverlayDir(config)] : []), ...(config.digdag.callbackRetry ? [localCallbackRetryDir(config)] : [])];
+    const argv = digdagArgv(java, rt, jvmOpts, ['server', '-c', propsFile, ...roleFlags(config.layout, instance.role)], first);
     // Locked roles get a new throw-away password at each start; only the mode is part of the hash.
     const auth = config.security.auth === 'none' ? 'none' : servesUsers ? `${config.security.authUser}:${secrets.apiPassword}` : `locked:${config.security.authUser}`;
     const hash = createHash('sha256')
@@ -106,6 +108,9 @@ async function startOne(ctx: Ctx, p: Planned, secretsText: string): Promise<Proc
     }
   }
   await ctx.runner.change(undefined, () => {
+    if (ctx.config.digdag.callbackRetry && !fs.existsSync(path.join(localCallbackRetryDir(ctx.config), `${CALLBACK_RETRY_CLASS}.class`))) {
+      throw new UserError('digdag-ha\'s task-callback patch is not compiled (DIGDAG_CALLBACK_RETRY=true)', 'run the build-image task: npx tsx tasks/build-image.ts (needs a JDK), or set DIGDAG_CALLBACK_RETRY=false');
+    }
     writePrivateFile(p.propsFile, p.properties + secretsText + roleAuthProperties(p.servesUsers, apiCredentials(ctx.config)));
     if (p.loginPage) writeUiOverlay(ctx.config);
     fs.mkdirSync(taskLogDir(ctx.config), { recursive: true });

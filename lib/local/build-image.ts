@@ -9,13 +9,15 @@ import type { Impl } from '../pipeline.ts';
 import { obtainJmxAgent, runtimeInputs } from '../runtime.ts';
 import { DIGDAG_VERSION } from '../versions.ts';
 import { changesApplied } from '../runner.ts';
+import { CALLBACK_RETRY_SOURCE, callbackRetryKey, compileCallbackRetry, localCallbackRetryDir } from '../callback-retry.ts';
 
 export const buildImage: Impl = {
-  inputs: (ctx) => ({ values: runtimeInputs(ctx.config) }),
+  inputs: (ctx) => ({ values: { ...runtimeInputs(ctx.config), callbackRetry: ctx.config.digdag.callbackRetry }, files: ctx.config.digdag.callbackRetry ? [CALLBACK_RETRY_SOURCE] : [] }),
   healthy: async (ctx) => {
     const rt = readRuntime(ctx.config);
     if (!rt?.jmxAgent || !fs.existsSync(rt.jmxAgent) || !fs.existsSync(queueExporterBin())) return false;
-    return `Digdag ${rt.version} cached (${rt.source}), JMX exporter agent and queue exporter cached`;
+    if (ctx.config.digdag.callbackRetry && !callbackRetryCurrent(ctx.config, rt)) return false;
+    return `Digdag ${rt.version} cached (${rt.source}), JMX exporter agent and queue exporter cached${ctx.config.digdag.callbackRetry ? ', task-callback patch compiled' : ''}`;
   },
   run: async (ctx) => {
     const java = await detectJava(ctx.config, ctx.runner);
@@ -32,7 +34,21 @@ export const buildImage: Impl = {
     if (res.code !== 0 || !out.includes(DIGDAG_VERSION)) {
       throw new UserError(`Digdag does not start on Java ${java.major} (${java.bin})`, 'use Java 11 or 17 (set JAVA_HOME)', out.split('\n').slice(-15).join('\n'));
     }
+    if (ctx.config.digdag.callbackRetry) {
+      const how = await compileCallbackRetry(ctx.runner, java, rt, localCallbackRetryDir(ctx.config));
+      ctx.runner.log(`digdag-ha's task-callback patch (retries while the database is unavailable): ${how}`);
+    }
     writeRuntime(ctx.config, rt);
     ctx.runner.log(`Digdag ${DIGDAG_VERSION} ready from ${rt.source}, Java ${java.major}; JMX exporter agent ${rt.jmxAgent}`);
   },
 };
+
+/** The compiled patch is there and was compiled from this source against this runtime. */
+function callbackRetryCurrent(config: Parameters<typeof localCallbackRetryDir>[0], rt: NonNullable<ReturnType<typeof readRuntime>>): boolean {
+  const dir = localCallbackRetryDir(config);
+  try {
+    return fs.readFileSync(`${dir}/.digdag-ha-key`, 'utf8').trim() === callbackRetryKey(rt);
+  } catch {
+    return false;
+  }
+}
