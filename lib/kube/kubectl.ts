@@ -70,10 +70,19 @@ export async function diagnostics(ctx: Ctx, selector: string): Promise<string> {
   const out: string[] = [];
   const sched = await ctx.runner.run({ argv: kubectl(ctx.config, 'get', 'events', '--field-selector', 'reason=FailedScheduling', '--sort-by=.lastTimestamp', '-o', 'custom-columns=OBJECT:.involvedObject.name,MESSAGE:.message', '--no-headers'), nothrow: true, quiet: true });
   if (sched.stdout.trim()) out.push(`FailedScheduling:\n${tail(sched.stdout, 5)}`);
+  // A volume the cluster cannot give (size, class): the claim stays Pending and says why only here.
+  const prov = await ctx.runner.run({ argv: kubectl(ctx.config, 'get', 'events', '--field-selector', 'reason=ProvisioningFailed', '-o', 'custom-columns=OBJECT:.involvedObject.name,MESSAGE:.message', '--no-headers'), nothrow: true, quiet: true });
+  if (prov.stdout.trim()) out.push(`ProvisioningFailed:\n${tail(prov.stdout, 5)}`);
   const pods = await ctx.runner.run({ argv: kubectl(ctx.config, 'get', 'pods', '-l', selector, '-o', 'json'), nothrow: true, quiet: true });
   for (const p of podsWithRestarts(pods.stdout)) {
     const prev = await ctx.runner.run({ argv: kubectl(ctx.config, 'logs', p.pod, '-c', p.container, '--previous', '--tail=20'), nothrow: true, quiet: true });
     out.push(`kubectl logs ${p.pod} -c ${p.container} --previous (restarted ${p.restarts}x):\n${tail(prev.stdout || prev.stderr, 20)}`);
+  }
+  // Running but never ready without a restart (e.g. Patroni retrying a replica whose password is
+  // wrong): its current log says why.
+  for (const p of podsRunningNotReady(pods.stdout)) {
+    const cur = await ctx.runner.run({ argv: kubectl(ctx.config, 'logs', p.pod, '-c', p.container, '--tail=20'), nothrow: true, quiet: true });
+    out.push(`kubectl logs ${p.pod} -c ${p.container} (running, not ready):\n${tail(cur.stdout || cur.stderr, 20)}`);
   }
   const events = await ctx.runner.run({ argv: kubectl(ctx.config, 'get', 'events', '--sort-by=.lastTimestamp'), nothrow: true, quiet: true });
   const describe = await ctx.runner.run({ argv: kubectl(ctx.config, 'describe', 'pods', '-l', selector), nothrow: true, quiet: true });
@@ -92,6 +101,17 @@ export function podsWithRestarts(json: string): { pod: string; container: string
   return items.flatMap((p) =>
     [...(p.status?.initContainerStatuses ?? []), ...(p.status?.containerStatuses ?? [])].filter((c) => c.restartCount > 0).map((c) => ({ pod: p.metadata.name, container: c.name, restarts: c.restartCount })),
   );
+}
+
+/** Containers that run without having restarted but are not ready, from `kubectl get pods -o json`. */
+export function podsRunningNotReady(json: string): { pod: string; container: string }[] {
+  let items: { metadata: { name: string }; status?: { containerStatuses?: { name: string; restartCount: number; ready: boolean; state?: { running?: object } }[] } }[] = [];
+  try {
+    items = JSON.parse(json).items ?? [];
+  } catch {
+    return [];
+  }
+  return items.flatMap((p) => (p.status?.containerStatuses ?? []).filter((c) => c.state?.running && !c.ready && c.restartCount === 0).map((c) => ({ pod: p.metadata.name, container: c.name })));
 }
 
 /** What a failed `rollout status` says when it is not a timeout: the object is missing, or we may not read it. */

@@ -289,12 +289,19 @@ for (const layout of LAYOUTS) test(`apply (layout ${layout}): render, validate, 
 
 test('a rollout that times out shows the FailedScheduling cause, the crashed container\'s previous log, events and pod state', async () => {
   const config = mk({ DIGDAG_HA_LAYOUT: 'split' });
-  const pods = { items: [{ metadata: { name: 'digdag-workflow-1' }, status: { containerStatuses: [{ name: 'digdag', restartCount: 3 }] } }] };
+  const pods = { items: [
+    { metadata: { name: 'digdag-workflow-1' }, status: { containerStatuses: [{ name: 'digdag', restartCount: 3 }] } },
+    // Running for a while, never ready, never restarted: only its current log says why.
+    { metadata: { name: 'digdag-workflow-3' }, status: { containerStatuses: [{ name: 'digdag', restartCount: 0, ready: false, state: { running: {} } }] } },
+    { metadata: { name: 'digdag-workflow-4' }, status: { containerStatuses: [{ name: 'digdag', restartCount: 0, ready: true, state: { running: {} } }] } },
+  ] };
   const r = new RecordingRunner(cluster((argv) => {
     if (argv.includes('rollout') && argv.includes('deployment/digdag-workflow')) return { code: 1, stderr: 'error: timed out waiting for the condition' };
     if (argv.includes('reason=FailedScheduling')) return { stdout: 'digdag-workflow-2  0/1 nodes are available: 1 Insufficient cpu' };
+    if (argv.includes('reason=ProvisioningFailed')) return { stdout: 'data-digdag-postgres-0  failed to provision volume with StorageClass "standard": insufficient capacity' };
     if (argv.includes('pods') && argv.includes('json')) return { stdout: JSON.stringify(pods) };
     if (argv.includes('--previous')) return { stdout: 'Exception in thread "main" java.lang.reflect.InaccessibleObjectException' };
+    if (argv.includes('logs') && argv.includes('digdag-workflow-3')) return { stdout: 'FATAL: password authentication failed for user "digdag"' };
     if (argv.includes('events')) return { stdout: 'Warning  BackOff  pod/digdag-workflow-1' };
     if (argv.includes('describe')) return { stdout: 'Status: Pending' };
     return undefined;
@@ -304,6 +311,9 @@ test('a rollout that times out shows the FailedScheduling cause, the crashed con
     assert.match(e.message, /deployment\/digdag-workflow did not become ready within 300s/);
     assert.match(e.detail!, /FailedScheduling:\n.*Insufficient cpu/);
     assert.match(e.detail!, /logs digdag-workflow-1 -c digdag --previous \(restarted 3x\):\n.*InaccessibleObjectException/);
+    assert.match(e.detail!, /ProvisioningFailed:\n.*insufficient capacity/);
+    assert.match(e.detail!, /logs digdag-workflow-3 -c digdag \(running, not ready\):\n.*password authentication failed/);
+    assert.doesNotMatch(e.detail!, /digdag-workflow-4 -c/, 'a ready pod is not asked');
     return true;
   });
   assert.ok(r.commands().includes(`${K(config)} logs digdag-workflow-1 -c digdag --previous --tail=20`));

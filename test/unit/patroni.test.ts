@@ -7,6 +7,7 @@ import { UserError } from '../../lib/errors.ts';
 import { renderManifests, type KubeObject } from '../../lib/kube/render.ts';
 import { LEADER_SELECTOR, dbPod } from '../../lib/kube/kubectl.ts';
 import { renderWarnings } from '../../lib/kube/values.ts';
+import { claimedClasses, requireStorageClasses } from '../../lib/kube/start-postgres.ts';
 import { RecordingRunner, ShellRunner } from '../../lib/runner.ts';
 import { testConfig, testCtx } from '../helpers/fixtures.ts';
 
@@ -123,4 +124,22 @@ test('database commands go to the leader: the member Patroni labels leader, foun
   assert.ok(r.calls[0]!.argv.join(' ').includes(`get pods -l ${LEADER_SELECTOR}`), r.calls[0]!.argv.join(' '));
   const single = testConfig({ DIGDAG_HA_TARGET: 'cluster', POSTGRES_MEMBERS: '1' });
   assert.equal(await dbPod(testCtx(single, new RecordingRunner())), 'digdag-postgres-0');
+});
+
+test('start-postgres refuses a StorageClass the cluster cannot give before applying anything: a named one it lacks, or the default when none is marked', async () => {
+  const config = testConfig({ DIGDAG_HA_TARGET: 'cluster' });
+  const { objects } = await renderManifests(config, runner);
+  const db = objects.filter((o) => o.metadata.labels?.['app.kubernetes.io/component'] === 'postgres');
+  assert.deepEqual(claimedClasses(db), [''], 'the own cluster: the default class');
+  const gke = await renderManifests(testConfig({ DIGDAG_HA_TARGET: 'gke', GCP_PROJECT: 'my-project-123', IMAGE: 'asia-northeast1-docker.pkg.dev/my-project-123/digdag/digdag-ha:0.10.5.1' }), runner);
+  assert.deepEqual(claimedClasses(gke.objects), ['premium-rwo']);
+  const cls = (name: string, isDefault = false) => ({ metadata: { name, ...(isDefault ? { annotations: { 'storageclass.kubernetes.io/is-default-class': 'true' } } : {}) } });
+  const answering = (answer: { code?: number; stdout?: string; stderr?: string }) => testCtx(config, new RecordingRunner((argv) => (argv.includes('storageclass') ? answer : undefined)));
+  await requireStorageClasses(answering({ stdout: JSON.stringify({ items: [cls('local-path', true)] }) }), db);
+  await assert.rejects(requireStorageClasses(answering({ stdout: JSON.stringify({ items: [cls('slow'), cls('fast')] }) }), db), (e: unknown) =>
+    e instanceof UserError && /marks none as default \(it has: slow, fast\)/.test(e.message) && /is-default-class=true/.test(e.fix ?? ''));
+  await assert.rejects(requireStorageClasses(answering({ stdout: JSON.stringify({ items: [cls('standard', true)] }) }), gke.objects), (e: unknown) =>
+    e instanceof UserError && /asks for StorageClass premium-rwo, which this cluster does not have \(it has: standard\)/.test(e.message) && /postgres\.storageClass/.test(e.fix ?? ''));
+  // Not allowed to list StorageClasses (a namespaced account): no verdict here; the rollout's diagnostics will tell.
+  await requireStorageClasses(answering({ code: 1, stderr: 'Error from server (Forbidden): storageclasses.storage.k8s.io is forbidden' }), db);
 });
