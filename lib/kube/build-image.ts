@@ -17,6 +17,7 @@ import { cachedRuntime, obtainJmxAgent, runtimeInputs, runtimeJars } from '../ru
 import { ensureDir, listFiles } from '../state.ts';
 import { UI_CONFIG_RESOURCE, uiConfigJs } from '../ui-login.ts';
 import { compileCallbackRetry } from '../callback-retry.ts';
+import { imageBuildFile } from './values.ts';
 
 /** The images this target builds: Digdag always, PostgreSQL when it is the cluster target's own. */
 export function imagesToBuild(config: Config): { image: string; dockerDir: string }[] {
@@ -173,6 +174,11 @@ export const buildImageWith = (ownCluster?: ImageHostFor): Impl => ({
       const how = await buildImage(ctx.runner, ctx.config, host, image, dockerfile, dir);
       if (how !== 'built') ctx.runner.log(`${image}: ${how}`);
       await host.load(ctx.runner, image);
+      if (image === ctx.config.k8s.image) {
+        // Its ID goes onto the pods (chart image.buildId): a rebuild under the same tag rolls them.
+        const id = (await ctx.runner.run({ argv: host.docker('image', 'inspect', '--format', '{{.Id}}', image), nothrow: true, quiet: true })).stdout.trim();
+        if (/^sha256:[0-9a-f]{64}$/.test(id)) await ctx.runner.change(undefined, () => fs.writeFileSync(imageBuildFile(ctx.config), `${JSON.stringify({ [image]: id })}\n`));
+      }
     }
     await ctx.runner.change(undefined, () => fs.rmSync(context, { recursive: true, force: true }));
   },

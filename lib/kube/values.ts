@@ -1,6 +1,8 @@
 // The chart's values for a Config: what the toolkit's variables mean for chart/digdag-ha, the one
 // source of every Kubernetes object. Also the names of the toolkit's variables behind each value
 // (so a refusal of the chart names the variable to change) and the warnings apply prints.
+import fs from 'node:fs';
+import path from 'node:path';
 import type { Config } from '../config.ts';
 import { parseDatabaseUrl } from '../postgres.ts';
 import { LAYOUT_ROLES, type Role } from '../roles.ts';
@@ -36,6 +38,20 @@ export function dbLocation(config: Config): { host: string; port: number; databa
 }
 
 /** name[:tag][@sha256:…] → its parts; a port in the registry host is not a tag. */
+/** Where build-image records the ID of the Digdag image it built and loaded (this state dir's). */
+export const imageBuildFile = (config: Config) => path.join(config.stateDir, 'image-build.json');
+
+/** The ID build-image recorded for the configured image, if it built this one. */
+export function builtImageId(config: Config): string | undefined {
+  try {
+    const ids = JSON.parse(fs.readFileSync(imageBuildFile(config), 'utf8')) as Record<string, string>;
+    const id = ids[config.k8s.image];
+    return id && /^sha256:[0-9a-f]{64}$/.test(id) ? id : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 export function splitImage(image: string): { name: string; tag?: string; digest?: string } {
   const at = image.indexOf('@');
   const ref = at >= 0 ? image.slice(0, at) : image;
@@ -61,7 +77,7 @@ export function valuesFromConfig(config: Config): ChartValues {
   // kube-dns pod the DNS rule selects: allow the node's address on port 53 too.
   if (config.target === 'cluster') dns.push(`${config.cluster.nodeAddress}/32`);
   return {
-    image: { repository: img.name, ...(img.tag ? { tag: img.tag } : {}), digest: img.digest ?? '', pullPolicy: config.k8s.imagePullPolicy },
+    image: { repository: img.name, ...(img.tag ? { tag: img.tag } : {}), digest: img.digest ?? '', pullPolicy: config.k8s.imagePullPolicy, buildId: builtImageId(config) ?? '' },
     layout: config.layout,
     roles: Object.fromEntries(LAYOUT_ROLES[config.layout].map((r) => [r, { replicas: config.replicas[r], ...cpu(SMALL_CPU[r]) }])),
     agent: {

@@ -226,3 +226,17 @@ test('KEDA settings: polling, cooldown and scale-in pace from values; the in-clu
     assert.match(r.stderr, /must be greater than or equal to 1/i, bad);
   }
 });
+
+test('image.buildId (build-image records the loaded image\'s ID) rolls the Digdag pods when an image is rebuilt under the same tag; nothing without it', () => {
+  const id = `sha256:${'c'.repeat(64)}`;
+  const annotations = (set: string[]) => {
+    const r = template(set);
+    assert.equal(r.status, 0, r.stderr);
+    return r.objects.filter((o) => o.kind === 'Deployment').map((d) => (d as unknown as { spec: { template: { metadata: { annotations?: Record<string, string> } } } }).spec.template.metadata.annotations ?? {});
+  };
+  const withId = annotations([`image.buildId=${id}`]);
+  assert.ok(withId.length >= 3 && withId.every((a) => a['digdag-ha/image-build'] === id), JSON.stringify(withId));
+  assert.ok(annotations([]).every((a) => !('digdag-ha/image-build' in a)), 'the default render has no such annotation');
+  const bad = template(['image.buildId=latest']);
+  assert.notEqual(bad.status, 0, 'not an image ID: refused by the values schema');
+});

@@ -19,6 +19,7 @@ import { JMX_EXPORTER_SHA256, JMX_EXPORTER_VERSION } from '../../lib/versions.ts
 import { clusterPaths, loadClusterConfig } from '../../lib/cluster/config.ts';
 import { clusterImageHost } from '../../lib/cluster/image-host.ts';
 import { CALLBACK_RETRY_CLASS } from '../../lib/callback-retry.ts';
+import { builtImageId, valuesFromConfig } from '../../lib/kube/values.ts';
 import { sha256File } from '../../lib/digdag.ts';
 import { buildArgv, buildImage as buildImageOn, imagesToBuild } from '../../lib/kube/build-image.ts';
 import { volumeFate } from '../../lib/kube/down.ts';
@@ -83,6 +84,7 @@ test('build-image on minikube: the held runtime copied into the context (checksu
   let patchInContext = false;
   const r = new RecordingRunner(cluster((argv) => {
     if (argv[0] === 'java' && argv[1] === '-version') return { stderr: 'openjdk version "17.0.15" 2025-04-15\n' };
+    if (argv.includes('inspect') && argv.includes('{{.Id}}')) return { stdout: `sha256:${'b'.repeat(64)}\n` };
     // javac: the compiled class where -d says (the real compile is in test/unit/callback-retry.test.ts).
     if (argv[0]!.endsWith('javac')) {
       const out = path.join(argv[argv.indexOf('-d') + 1]!, `${CALLBACK_RETRY_CLASS}.class`);
@@ -105,7 +107,10 @@ test('build-image on minikube: the held runtime copied into the context (checksu
   await runStep(buildImage, testCtx(config, r));
   const context = path.join(config.stateDir, 'image-context');
   assert.ok(patchInContext, 'the compiled patch is in the context\'s callback-retry/ (the Dockerfile copies it)');
-  const cmds = r.commands().filter((c) => !c.startsWith('java -version'));
+  const cmds = r.commands().filter((c) => !c.startsWith('java -version') && !c.includes('image inspect'));
+  // The built image's ID, for the pods' annotation (a rebuild under the same tag rolls them).
+  assert.equal(builtImageId(config), `sha256:${'b'.repeat(64)}`);
+  assert.equal((valuesFromConfig(config) as { image: { buildId: string } }).image.buildId, `sha256:${'b'.repeat(64)}`);
   assert.match(cmds[1]!, new RegExp(`^javac --release 8 -nowarn -encoding UTF-8 -cp ${config.digdag.jar} -d ${context}/callback-retry\\.tmp-\\d+ .*/docker/callback-retry/io/digdag/core/agent/InProcessTaskCallbackApi\\.java$`));
   assert.deepEqual([cmds[0], ...cmds.slice(2)], [
     'docker info --format {{.ServerVersion}}',
@@ -177,7 +182,7 @@ test('build-image on gke pushes to the registry; without a Docker engine it stop
   await seedJmxAgent(config);
   const r = new RecordingRunner(cluster());
   await runStep(buildImage, testCtx(config, r));
-  assert.equal(r.commands().at(-1), 'docker push asia-northeast1-docker.pkg.dev/p/r/digdag-ha:1');
+  assert.deepEqual(r.commands().slice(-2), ['docker push asia-northeast1-docker.pkg.dev/p/r/digdag-ha:1', 'docker image inspect --format {{.Id}} asia-northeast1-docker.pkg.dev/p/r/digdag-ha:1']);
   const none = new RecordingRunner((argv) => (argv[0] === 'docker' ? { code: 1, stderr: 'Cannot connect to the Docker daemon' } : undefined));
   await assert.rejects(runStep(buildImage, testCtx(config, none)), (e: unknown) => e instanceof UserError && /no Docker engine answers/.test(e.message));
   assert.deepEqual(none.commands(), ['docker info --format {{.ServerVersion}}']);
@@ -200,6 +205,8 @@ test('build-image on the own cluster goes through the image host the tasks layer
   assert.deepEqual(r2.commands(), [
     'own-docker info --format {{.ServerVersion}}',
     `own-docker build -f ${context}/Dockerfile -t digdag-ha:0.10.5.1 --network host --build-arg BASE_IMAGE=digdag-ha-base:bookworm --build-arg INSTALL_GCLOUD=false --build-arg TZ=Asia/Tokyo --build-arg LANG=ja_JP.UTF-8 ${context}`,
+    // The built Digdag image's ID, for the pods' annotation.
+    'own-docker image inspect --format {{.Id}} digdag-ha:0.10.5.1',
     `own-docker build -f ${path.join(ROOT, 'docker', 'postgres', 'Dockerfile')} -t digdag-ha.local/postgres:15 --network host --build-arg BASE_IMAGE=digdag-ha-base:bookworm ${path.join(ROOT, 'docker', 'postgres')}`,
   ]);
   assert.deepEqual(loaded, ['digdag-ha:0.10.5.1', 'digdag-ha.local/postgres:15']);
