@@ -10,6 +10,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { CLOUD_SQL_PROXY_VERSION } from '../../../lib/versions.ts';
 
+const running = new Set<ChildProcess>();
+// Whatever happens to the test process, no proxy it started outlives it.
+process.once('exit', () => { for (const c of running) c.kill('SIGKILL'); });
+
 const cacheRoot = () => path.join(process.env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache'), 'digdag-ha');
 export const cloudSqlProxyBin = () => path.join(cacheRoot(), `cloud-sql-proxy-${CLOUD_SQL_PROXY_VERSION}`, 'cloud-sql-proxy');
 
@@ -51,17 +55,22 @@ export function startCloudSqlProxy(opts: ProxyOptions): ProxyProcess {
     '--structured-logs', `--port=${opts.port}`, '--address=127.0.0.1', '--exit-zero-on-sigterm',
     `--sqladmin-api-endpoint=${opts.adminApi}`, ...(opts.args ?? []), opts.instance,
   ], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  running.add(child);
+  child.once('exit', () => running.delete(child));
   const lines: string[] = [];
   const collect = (b: Buffer) => lines.push(...b.toString('utf8').split('\n').filter(Boolean));
   child.stdout!.on('data', collect);
   child.stderr!.on('data', collect);
-  const exited = new Promise<number | string>((resolve) => child.once('exit', (code, sig) => resolve(code ?? sig ?? -1)));
+  // 'close', not 'exit': its last lines are read by then.
+  const exited = new Promise<number | string>((resolve) => child.once('close', (code, sig) => resolve(code ?? sig ?? -1)));
   return {
     lines,
     exited,
     stop: async () => {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+      const t = setTimeout(() => child.kill('SIGKILL'), 5000);
       await exited;
+      clearTimeout(t);
     },
   };
 }
