@@ -74,6 +74,19 @@ export interface AutoscalerStatus {
   note?: string;
 }
 
+/** One member of the in-cluster database (a PostgreSQL pod; Patroni's when there are several). */
+export interface DbMemberStatus {
+  name: string;
+  /** leader / replica (Patroni's label), or '-' for one plain PostgreSQL. */
+  role: string;
+  ready: boolean;
+  /** The pod's phase, or its container's waiting reason (CrashLoopBackOff, ...). */
+  state: string;
+  restarts: number;
+  /** Not ready: why, from the container's state and the last error line of its log. */
+  reason?: string;
+}
+
 export interface StatusReport {
   target: string;
   layout: string;
@@ -90,6 +103,8 @@ export interface StatusReport {
   agents: { agent: string; process?: string; tasks: number }[];
   failed: FailedAttempt[];
   autoscaler: AutoscalerStatus;
+  /** The in-cluster database's members (Kubernetes); absent for an external database and locally. */
+  database?: DbMemberStatus[];
   /** Parts that could not be read, with why (the rest of the report still holds). */
   problems: string[];
 }
@@ -134,6 +149,8 @@ export interface StatusSource {
   /** What decides the task-running role's count (the queue is filled in from the database's
    * numbers); what cannot be read goes into problems. */
   autoscaler(processes: ProcessStatus[], problems: string[]): Promise<AutoscalerStatus>;
+  /** The database's own members, where the target runs them. */
+  database?(): Promise<DbMemberStatus[]>;
 }
 
 /** The autoscaler's view without an autoscaler: the configured count, the processes (pods) there are. */
@@ -167,6 +184,7 @@ export async function statusReport(config: Config, src: StatusSource, failed: ty
   const processes = await src.processes(tasksOf);
   const queueExporter = await src.queueExporter();
   const autoscaler = await src.autoscaler(processes, problems);
+  const database = await src.database?.();
   if (autoscaler.mode === 'keda' && numbers.queue_depth !== undefined) {
     const depth = Number(numbers.queue_depth);
     const threads = config.agent.maxTaskThreads;
@@ -186,6 +204,7 @@ export async function statusReport(config: Config, src: StatusSource, failed: ty
     agents: numbers.agents.map((a) => ({ agent: a.agent, process: src.processOfAgent(a.agent), tasks: Number(a.tasks) })),
     failed: await failed(src.endpoint, problems),
     autoscaler,
+    ...(database ? { database } : {}),
     problems,
   };
 }
@@ -275,6 +294,7 @@ export function renderStatus(r: StatusReport): string {
   out.push(`QUEUE     waiting ${r.queue.waiting}   running ${r.queue.running}   free task threads ${free} of ${r.capacity}   → ${verdict}`);
   out.push(`ATTEMPTS  running ${r.attempts.running}`);
   out.push(...renderAutoscaler(r.autoscaler));
+  out.push(...renderDatabase(r.database));
   out.push(`AGENTS    ${r.agents.length ? r.agents.map((a) => `${a.process ?? a.agent} ${a.tasks}`).join('   ') : 'no task held'}`);
   out.push('');
   if (r.failed.length) {
@@ -284,8 +304,22 @@ export function renderStatus(r: StatusReport): string {
     out.push('LAST FAILED ATTEMPTS  none among the last 100');
   }
   if (down) out.push('', `WARNING: ${down} of ${r.processes.length} processes do not answer`);
+  const sick = (r.database ?? []).filter((m) => !m.ready);
+  if (sick.length) out.push(`WARNING: database member${sick.length > 1 ? 's' : ''} not ready: ${sick.map((m) => `${m.name} (${m.reason ?? m.state})`).join('; ')}`);
+  if (r.database?.length && r.database.length > 1 && r.database.filter((m) => m.role === 'leader').length !== 1) out.push(`WARNING: the database has ${r.database.filter((m) => m.role === 'leader').length} leaders (expected 1): writes wait until Patroni elects one`);
   for (const p of r.problems) out.push(`WARNING: ${p}`);
   return out.join('\n') + '\n';
+}
+
+/** The DATABASE lines: each member with its role and readiness, the reason when it is not ready. */
+export function renderDatabase(members: DbMemberStatus[] | undefined): string[] {
+  if (!members) return [];
+  if (!members.length) return ['DATABASE  no PostgreSQL pod found'];
+  const kind = members.length > 1 ? `Patroni, ${members.length} members` : 'one PostgreSQL (not highly available)';
+  return [
+    `DATABASE  ${kind}`,
+    ...members.map((m) => `  ${pad(m.name, 22)} ${pad(m.role, 8)} ${pad(m.ready ? 'ready' : 'NOT READY', 10)}${m.restarts ? ` restarts ${m.restarts}` : ''}${m.ready ? '' : ` — ${m.reason ?? m.state}`}`.trimEnd()),
+  ];
 }
 
 /** The AUTOSCALER lines: desired against current, the queue it scales on, the last scaling step. */

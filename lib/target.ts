@@ -36,6 +36,24 @@ export interface Budgets {
   failoverRun: { tasks: number; sleepSeconds: number };
 }
 
+/** One member of a highly available database (a Patroni pod). */
+export interface DbMember {
+  name: string;
+  /** leader: takes writes; replica: follows; unknown: not labelled (starting, or cut off). */
+  role: 'leader' | 'replica' | 'unknown';
+  ready: boolean;
+}
+
+/** A replicated database the target runs itself (Kubernetes with POSTGRES_MEMBERS ≥ 2), for the
+ * chaos soak: its members, and the two ways a leader is lost. */
+export interface HaDatabase {
+  members(ctx: Ctx): Promise<DbMember[]>;
+  /** SIGKILL of the leader's postmaster ('postgres': the pod stays, Patroni sees its server die)
+   * or deletion of the leader's pod ('pod': Patroni hands over on SIGTERM, the pod comes back).
+   * Returns the member that was leader. */
+  killLeader(ctx: Ctx, how: 'postgres' | 'pod'): Promise<string>;
+}
+
 /** What a target offers the checks written over it; Target adds its pipeline steps. */
 export interface TargetOps {
   readonly kind: 'local' | 'kube';
@@ -82,6 +100,9 @@ export interface TargetOps {
   verifiedState?(ctx: Ctx): unknown;
   /** Where to look when a check fails. */
   verifyHint(config: Config): string;
+
+  /** The target's own replicated database, when it runs one (undefined: one server, or external). */
+  haDatabase?(config: Config): HaDatabase | undefined;
 
   status(ctx: Ctx): Promise<StatusReport>;
   /** Stops everything the target started; purge also deletes data. Lines saying what happened. */

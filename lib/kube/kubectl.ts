@@ -153,7 +153,8 @@ export const byKind = (objects: readonly KubeObject[], ...kinds: string[]) => ob
 export const component = (o: KubeObject) => o.metadata.labels?.['app.kubernetes.io/component'];
 
 /** Patroni's label on the member that holds the leader lock (3.x: master; 4.x: primary). */
-export const LEADER_SELECTOR = 'app.kubernetes.io/component=postgres,role in (master,primary)';
+export const LEADER_ROLES = ['master', 'primary'];
+export const LEADER_SELECTOR = `app.kubernetes.io/component=postgres,role in (${LEADER_ROLES.join(',')})`;
 
 /** The in-cluster PostgreSQL pod that takes writes: digdag-postgres-0 for one member; with Patroni
  * the member labelled leader, waited for (bounded) while a leader is being elected. */

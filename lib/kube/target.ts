@@ -8,7 +8,7 @@ import type { Ctx, Impl, TaskName } from '../pipeline.ts';
 import { isAlive, listProcesses, waitFor } from '../processes.ts';
 import { pushWorkflowOn } from '../push-workflow.ts';
 import { holdsApiPassword, layoutRoles, type Role } from '../roles.ts';
-import type { Target, TargetOps } from '../target.ts';
+import type { HaDatabase, Target, TargetOps } from '../target.ts';
 import type { ImageHostFor } from '../image-host.ts';
 import type { Check } from '../verify.ts';
 import { verifyHaOn } from '../verify-ha.ts';
@@ -20,7 +20,7 @@ import { kubeDown } from './down.ts';
 import { ingress } from './ingress.ts';
 import { probeIngress } from './ingress-probe.ts';
 import { initDb } from './init-db.ts';
-import { kubectl, requireCluster, rollout } from './kubectl.ts';
+import { dbPod, kubectl, LEADER_ROLES, requireCluster, rollout } from './kubectl.ts';
 import { forwardedUrl, PORT_FORWARD, portForward, startPortForward, UI_SERVICE } from './port-forward.ts';
 import { startPostgres } from './start-postgres.ts';
 import { renderManifests } from './render.ts';
@@ -48,6 +48,34 @@ const scale = (ctx: Ctx, role: Role, replicas: number) =>
 
 const deletePod = (ctx: Ctx, name: string, force: boolean) =>
   ctx.runner.run({ argv: kubectl(ctx.config, 'delete', 'pod', name, ...(force ? ['--grace-period=0', '--force'] : []), '--wait=false'), mutates: true });
+
+interface DbPod extends Pod {
+  metadata: Pod['metadata'] & { labels?: Record<string, string> };
+}
+
+/** Patroni's members: the PostgreSQL pods with their role label (lib/kube/kubectl.ts LEADER_SELECTOR). */
+const haDatabase: HaDatabase = {
+  members: async (ctx) => {
+    const res = await ctx.runner.run({ argv: kubectl(ctx.config, 'get', 'pods', '-l', 'app.kubernetes.io/component=postgres', '-o', 'json'), quiet: true });
+    return ((JSON.parse(res.stdout || '{"items":[]}') as { items: DbPod[] }).items)
+      .filter((p) => !p.metadata.deletionTimestamp)
+      .map((p) => {
+        const label = p.metadata.labels?.role ?? '';
+        return { name: p.metadata.name, role: LEADER_ROLES.includes(label) ? 'leader' : label === 'replica' ? 'replica' : 'unknown', ready: isReady(p) };
+      });
+  },
+  killLeader: async (ctx, how) => {
+    const leader = await dbPod(ctx);
+    if (how === 'pod') {
+      await deletePod(ctx, leader, false);
+    } else {
+      // The postmaster's PID from the data directory the server itself reports.
+      const script = 'kill -KILL "$(head -1 "$(psql -X -At -U postgres -d postgres -c \'show data_directory\')/postmaster.pid")"';
+      await ctx.runner.run({ argv: kubectl(ctx.config, 'exec', leader, '-c', 'postgres', '--', 'sh', '-c', script), mutates: true, quiet: true });
+    }
+    return leader;
+  },
+};
 
 const ops: TargetOps = {
   kind: 'kube',
@@ -110,6 +138,7 @@ const ops: TargetOps = {
     return [{ role: 'ui', what: `through the Ingress (${r.url}): ${ctx.config.security.ingressTls === 'none' ? '' : 'HTTP redirected to HTTPS, '}401 without credentials, 200 with them`, ok: r.ok, detail: r.detail }];
   },
   verifyHint: (config) => `kubectl -n ${config.k8s.namespace} get events; kubectl -n ${config.k8s.namespace} logs -l app.kubernetes.io/name=digdag`,
+  haDatabase: (config) => (config.db.externalUrl || config.db.members < 2 ? undefined : haDatabase),
   status: (ctx) => kubeStatus(ctx),
   down: (ctx, purge) => kubeDown(ctx, purge),
 };

@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { Config } from '../../lib/config.ts';
 import { ensureSecrets } from '../../lib/credentials.ts';
+import { kubectl } from '../../lib/kube/kubectl.ts';
 import { kubeStatus } from '../../lib/kube/status.ts';
 import { localStatus, type Probes } from '../../lib/local/status.ts';
 import { psqlBin } from '../../lib/postgres.ts';
@@ -119,6 +120,52 @@ test('Kubernetes gathering: pods by label, psql through kubectl exec on digdag-p
   assert.deepEqual(report.queue, { waiting: 2, running: 3 });
   assert.equal(report.capacity, config.agent.maxTaskThreads, 'one ready worker');
   assert.deepEqual(report.agents, [{ agent: '7@digdag-worker-b', process: 'digdag-worker-b', tasks: 3 }]);
+  assert.deepEqual(report.database, [{ name: 'digdag-postgres-0', role: '-', ready: true, state: 'Running', restarts: 0 }]);
+  assert.match(renderStatus(report), /^DATABASE  one PostgreSQL \(not highly available\)\n  digdag-postgres-0 +- +ready$/m);
+});
+
+test('Kubernetes with Patroni: each member\'s role and readiness; a member that cannot start says why (its log\'s last failure line), a missing leader is a warning', async () => {
+  const config = testConfig({ DIGDAG_HA_TARGET: 'cluster' });
+  ensureSecrets(config);
+  const member = (name: string, role: string | undefined, ready: boolean, container: object) => {
+    const p = pod(name, 'postgres', ready, '10.0.0.9');
+    return { ...p, metadata: { ...p.metadata, labels: { ...p.metadata.labels, ...(role ? { role } : {}) } }, status: { ...p.status, containerStatuses: [{ name: 'postgres', ...container }] } };
+  };
+  const pods = [
+    member('digdag-postgres-0', 'replica', true, { restartCount: 0, state: { running: {} } }),
+    // A full disk: PostgreSQL exits, the container restarts (its previous log says why).
+    member('digdag-postgres-1', undefined, false, { restartCount: 4, state: { waiting: { reason: 'CrashLoopBackOff' } }, lastState: { terminated: { exitCode: 1, reason: 'Error' } } }),
+    // A wrong replication password: Patroni keeps running and retrying, the pod never becomes Ready.
+    member('digdag-postgres-2', 'replica', false, { restartCount: 0, state: { running: {} } }),
+  ];
+  const logs: Record<string, string> = {
+    'digdag-postgres-1': '2026-12-02 05:00:01 UTC [41] LOG:  starting PostgreSQL 15\n2026-12-02 05:00:01 UTC [41] PANIC:  could not write to file "pg_wal/xlogtemp.41": No space left on device\n2026-12-02 05:00:01 UTC [40] LOG:  database system is shut down',
+    'digdag-postgres-2': '2026-12-02 05:00:03,101 INFO: trying to bootstrap from leader\npg_basebackup: error: connection to server failed: FATAL:  password authentication failed for user "replicator"\n2026-12-02 05:00:03,300 ERROR: Error when fetching backup: pg_basebackup exited with code=1',
+  };
+  const r = new RecordingRunner((argv) => {
+    if (argv.includes('version')) return { stdout: '{"serverVersion":{}}' };
+    if (argv.includes('logs')) return { stdout: logs[argv[argv.indexOf('logs') + 1]!] ?? '' };
+    if (argv.includes('pods')) return { stdout: JSON.stringify({ items: [pod('digdag-ui-a', 'ui', true, '10.0.0.1'), ...pods] }) };
+    if (argv.includes(STATUS_SQL)) return { code: 1, stderr: 'no leader' };
+    return undefined;
+  });
+  const report = await kubeStatus(testCtx(config, r), async () => [], NOW);
+  const K = kubectl(config).join(' ');
+  assert.ok(r.commands().includes(`${K} logs digdag-postgres-1 -c postgres --tail=40 --previous`), 'the restarted member: its previous container\'s log');
+  assert.ok(r.commands().includes(`${K} logs digdag-postgres-2 -c postgres --tail=40`), 'the running one: its current log');
+  assert.ok(!r.commands().some((c) => c.includes('logs digdag-postgres-0')), 'a ready member is not asked');
+  assert.deepEqual(report.database!.map((m) => [m.name, m.role, m.ready, m.state, m.restarts]), [
+    ['digdag-postgres-0', 'replica', true, 'Running', 0],
+    ['digdag-postgres-1', 'unknown', false, 'CrashLoopBackOff', 4],
+    ['digdag-postgres-2', 'replica', false, 'Running', 0],
+  ]);
+  assert.equal(report.database![1]!.reason, 'CrashLoopBackOff, last exit 1 (Error): 2026-12-02 05:00:01 UTC [41] PANIC:  could not write to file "pg_wal/xlogtemp.41": No space left on device');
+  assert.match(report.database![2]!.reason!, /^Running, not ready: .*ERROR: Error when fetching backup: pg_basebackup exited with code=1$/);
+  const text = renderStatus(report);
+  assert.match(text, /^DATABASE  Patroni, 3 members$/m);
+  assert.match(text, /^  digdag-postgres-1 +unknown +NOT READY +restarts 4 — CrashLoopBackOff, last exit 1 \(Error\): .*No space left on device$/m);
+  assert.match(text, /^WARNING: database members not ready: digdag-postgres-1 \(CrashLoopBackOff.*\); digdag-postgres-2 \(Running, not ready: .*\)$/m);
+  assert.match(text, /^WARNING: the database has 0 leaders \(expected 1\): writes wait until Patroni elects one$/m);
 });
 
 test('Kubernetes with DATABASE_URL: psql straight to that server, the password in the environment only', async () => {
