@@ -1,13 +1,15 @@
 // The real Cloud SQL Auth Proxy v2 (the chart's sidecar, built by .ci/install-cloud-sql-proxy) in
 // front of a real PostgreSQL, offline: a stand-in of the Cloud SQL Admin API (connectSettings,
-// generateEphemeralCert; HTTPS from the test CA) and the instance's mutual-TLS listener on 3307
-// piping to the project's PostgreSQL (test/helpers/gcp). The proxy authenticates as Workload
-// Identity gives a pod: Application Default Credentials from the project's metadata server
-// (GCE_METADATA_HOST). psql through the proxy's 127.0.0.1 port runs queries as Digdag's role; the
-// Admin API saw both calls with a token minted for the expected account; a wrong instance name,
-// a region that does not match, a token nobody minted and an unreachable Admin API each fail the
-// connection with the proxy naming the cause; Digdag's own init-db (migrate run over JDBC) goes through
-// it. Needs the proxy binary (and, for init-db, the Digdag runtime), otherwise SKIPPED with the reason.
+// generateEphemeralCert; HTTPS from the test CA, trusted through SSL_CERT_DIR on a ConfigMap-like
+// directory, as the chart's sidecar trusts googleApis.caBundle) and the instance's mutual-TLS
+// listener on 3307 piping to the project's PostgreSQL (test/helpers/gcp). The proxy authenticates
+// as Workload Identity gives a pod: Application Default Credentials from the project's metadata
+// server (GCE_METADATA_HOST). psql through the proxy's 127.0.0.1 port runs queries as Digdag's
+// role, and Digdag's own init-db (migrate run over JDBC) goes through it; the Admin API saw both
+// calls with a token minted for the expected account. A wrong instance name, a region that does
+// not match, a token nobody minted, an Admin API certificate of a CA it does not trust and an
+// unreachable Admin API each fail the connection with the proxy naming the cause. Needs the proxy
+// binary (and, for init-db, the Digdag runtime), otherwise SKIPPED with the reason.
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { after, before, describe, test, type TestContext } from 'node:test';
@@ -169,6 +171,13 @@ describe('the Cloud SQL Auth Proxy against the Admin API stand-in and the instan
     const n = admin.requests.length;
     await refused({ args: ['--token=ya29.not-minted-by-anyone'] }, /401|invalid authentication credentials/i);
     assert.ok(admin.requests.slice(n).every((r) => r.status === 401 && r.minted === undefined));
+  });
+
+  it('an Admin API whose certificate the proxy does not trust (another CA in SSL_CERT_DIR): refused before any token is sent', async () => {
+    const n = admin.requests.length;
+    const foreign = makeTestPki(path.join(dir, 'foreign-pki'), INSTANCE_IP);
+    await refused({ caFile: foreign.caPem }, /x509: certificate signed by unknown authority/);
+    assert.equal(admin.requests.length, n, 'no request reached the Admin API');
   });
 
   it('an unreachable Admin API: the proxy names the address it could not reach', async () => {

@@ -1,8 +1,10 @@
 // The real Cloud SQL Auth Proxy v2 as a test process: the binary .ci/install-cloud-sql-proxy builds
 // into the cache, started against the Admin API stand-in (cloudsql-admin.ts) with only test
-// settings in its environment: SSL_CERT_FILE (Go's roots: the test CA that signed the stand-in's
-// HTTPS certificate) and GCE_METADATA_HOST (Application Default Credentials from the project's
-// metadata server, as Workload Identity gives a pod). HOME is a scratch directory, so no gcloud
+// settings in its environment: SSL_CERT_DIR on a directory laid out as Kubernetes mounts a
+// ConfigMap (ca.crt -> ..data/ca.crt), holding the test CA that signed the stand-in's HTTPS
+// certificate — exactly how the chart's sidecar trusts googleApis.caBundle, besides the system's
+// CA file — and GCE_METADATA_HOST (Application Default Credentials from the project's metadata
+// server, as Workload Identity gives a pod). HOME is a scratch directory, so no gcloud
 // credentials of this machine can be picked up.
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
@@ -42,13 +44,23 @@ export interface ProxyOptions {
   home: string;
 }
 
+/** `dir` as the kubelet mounts a ConfigMap with key ca.crt: a timestamped directory, ..data -> it, ca.crt -> ..data/ca.crt. */
+function configMapLikeDir(dir: string, caFile: string): string {
+  const stamp = '..2026_01_01_00_00_00.000000000';
+  fs.mkdirSync(path.join(dir, stamp), { recursive: true });
+  fs.copyFileSync(caFile, path.join(dir, stamp, 'ca.crt'));
+  if (!fs.existsSync(path.join(dir, '..data'))) fs.symlinkSync(stamp, path.join(dir, '..data'));
+  if (!fs.existsSync(path.join(dir, 'ca.crt'))) fs.symlinkSync('..data/ca.crt', path.join(dir, 'ca.crt'));
+  return dir;
+}
+
 /** The chart's flags for the sidecar that matter outside a pod (no health server, no metrics export). */
 export function startCloudSqlProxy(opts: ProxyOptions): ProxyProcess {
   fs.mkdirSync(opts.home, { recursive: true });
   const env: Record<string, string> = {
     PATH: process.env.PATH ?? '/usr/bin:/bin',
     HOME: opts.home,
-    SSL_CERT_FILE: opts.caFile,
+    SSL_CERT_DIR: configMapLikeDir(path.join(opts.home, 'ca'), opts.caFile),
     GCE_METADATA_HOST: opts.metadataHostPort ?? '127.0.0.1:9',
   };
   const child: ChildProcess = spawn(cloudSqlProxyBin(), [
