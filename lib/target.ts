@@ -34,6 +34,9 @@ export interface Budgets {
   /** The fan-out whose placement is checked, and the one a kill interrupts. */
   placementRun: { tasks: number; sleepSeconds: number };
   failoverRun: { tasks: number; sleepSeconds: number };
+  /** A replicated database: a replica must lead within this after the leader is killed, and the
+   * members must be whole again within twice this. */
+  dbFailoverMs: number;
 }
 
 /** One member of a highly available database (a Patroni pod). */

@@ -29,7 +29,7 @@ export interface Stage {
 /** A bound no run of verify-ha can outlast without something hanging: every wait it makes, summed,
  * plus time for the restores and the scheduler project's push. */
 export function wholeRunMs(b: Budgets): number {
-  return 3 * b.attemptMs + b.stallWindowMs + b.pickupMs + b.failoverMs(b.failoverRun.sleepSeconds) + 180_000 + 2 * PUSH_TIMEOUT_MS;
+  return 4 * b.attemptMs + b.stallWindowMs + 2 * b.pickupMs + b.failoverMs(b.failoverRun.sleepSeconds) + 3 * b.dbFailoverMs + 180_000 + 2 * PUSH_TIMEOUT_MS;
 }
 
 export async function verifyHa(ctx: Ctx, target: TargetOps, stage: Stage = { now: '' }): Promise<Check[]> {
@@ -206,7 +206,34 @@ export async function verifyHa(ctx: Ctx, target: TargetOps, stage: Stage = { now
   add(tasksRole, `workflow survives a ${tasksRole} killed with SIGKILL mid-task${target.replacesInstances ? ' and one instance of every other role deleted' : ''}`, a3.success && retried.ok,
     `attempt ${disrupted} ${a3.success ? 'succeeded' : 'FAILED'} after stopping ${deleted.join(', ')}; ${victim.name}'s ${victimTasks.length} task(s) ${retried.detail}`);
 
-  // 4. The scheduler fires a due schedule (a throw-away project, deleted afterwards).
+  // 4. Where the target runs its own replicated database: the leader's PostgreSQL SIGKILLed while
+  //    the sample's tasks run — a replica takes over, the attempt succeeds, the old leader rejoins.
+  const db = target.haDatabase?.(config);
+  if (db) {
+    step('starting an attempt and killing the database leader under it');
+    const during = await runParallel(endpoint, 2, 3);
+    await waitFor(async () => (await heldLocks(query, during).catch(() => [])).length > 0, budgets.pickupMs, 250);
+    const killedAt = Date.now();
+    const old = await db.killLeader(ctx, 'postgres');
+    runner.log(`killed the PostgreSQL server of the database leader ${old} (SIGKILL) while attempt ${during} ran`);
+    let leader = '';
+    const took = await waitFor(async () => {
+      leader = (await db.members(ctx).catch(() => [])).find((m) => m.role === 'leader' && m.ready)?.name ?? '';
+      return leader !== '' && leader !== old;
+    }, budgets.dbFailoverMs, 500);
+    const tookS = ((Date.now() - killedAt) / 1000).toFixed(1);
+    step(`waiting for attempt ${during} across the database failover`);
+    const a4 = await waitAttempt(endpoint, during, budgets.attemptMs).catch((e: Error) => ({ success: false, status: e.message.split('\n')[0] }) as Attempt);
+    let members = await db.members(ctx);
+    const whole = await waitFor(async () => {
+      members = await db.members(ctx).catch(() => []);
+      return members.length > 1 && members.every((m) => m.ready) && members.filter((m) => m.role === 'leader').length === 1;
+    }, 2 * budgets.dbFailoverMs, Math.min(1000, budgets.dbFailoverMs / 20));
+    add('database', 'the sample survives the loss of the database leader', took && a4.success && whole,
+      `${old}'s PostgreSQL SIGKILLed mid-attempt: ${took ? `${leader} leads after ${tookS} s` : 'NO replica took over'}; attempt ${during} ${a4.success ? 'succeeded' : `FAILED (${a4.status ?? 'error'})`}; ${whole ? `members whole again (${members.map((m) => `${m.name} ${m.role}`).join(', ')})` : `members NOT whole: ${members.map((m) => `${m.name} ${m.role}${m.ready ? '' : ' not ready'}`).join(', ')}`}`);
+  }
+
+  // 5. The scheduler fires a due schedule (a throw-away project, deleted afterwards).
   step('proving the scheduler with a throw-away project');
   const fired = await proveScheduler(ctx, endpoint);
   add('scheduler', 'fires a due schedule', fired.ok, fired.detail);

@@ -90,6 +90,7 @@ const ops: TargetOps = {
     stallWindowMs: 10_000,
     placementRun: { tasks: 4, sleepSeconds: 15 },
     failoverRun: { tasks: 4, sleepSeconds: 30 },
+    dbFailoverMs: 120_000,
   }),
   apiUrl: forwardedUrl,
   endpoint: async (ctx) => {

@@ -72,6 +72,7 @@ const ops: TargetOps = {
     // Long enough for the kill to land mid-task (pickup is seen within a second or two, also with
     // both cores busy); the re-run's sleep is part of every run's time.
     failoverRun: { tasks: 4, sleepSeconds: 12 },
+    dbFailoverMs: 60_000,
   }),
   apiUrl: (ctx) => endpointOf(ctx.config),
   endpoint: async (ctx) => authenticatedEndpoint(ctx.config, endpointOf(ctx.config)),

@@ -11,7 +11,7 @@ import type { Config } from '../../lib/config.ts';
 import type { Ctx } from '../../lib/pipeline.ts';
 import { revisionOf } from '../../lib/push-workflow.ts';
 import { executorRoles, holdsApiPassword, instances as layoutInstances, runsTasks, type Role } from '../../lib/roles.ts';
-import type { RoleInstance, TargetOps } from '../../lib/target.ts';
+import type { DbMember, HaDatabase, RoleInstance, TargetOps } from '../../lib/target.ts';
 import { expectedArgs } from '../../lib/verify-ha.ts';
 
 export interface Faults {
@@ -23,6 +23,8 @@ export interface Faults {
   scheduleFiresBeforeSkip?: boolean;
   /** Bringing stopped roles back never finishes (a start that neither succeeds nor fails). */
   restoreHangs?: boolean;
+  /** With a replicated database: no replica takes over when the leader is killed. */
+  dbNoFailover?: boolean;
 }
 
 interface SimInstance {
@@ -63,7 +65,7 @@ export interface FakeTarget extends TargetOps {
   events: string[];
 }
 
-export async function fakeTarget(config: Config, mode: { evidence: 'task-logs' | 'task-locks'; replacesInstances: boolean }, faults: Faults = {}): Promise<FakeTarget> {
+export async function fakeTarget(config: Config, mode: { evidence: 'task-logs' | 'task-locks'; replacesInstances: boolean; haDatabase?: boolean }, faults: Faults = {}): Promise<FakeTarget> {
   const events: string[] = [];
   let seq = 100;
   let replacement = 0;
@@ -77,6 +79,29 @@ export async function fakeTarget(config: Config, mode: { evidence: 'task-logs' |
   const nameOfAgent = (agentId: string) => agentId.slice(agentId.indexOf('@') + 1);
   const creds = apiCredentials(config);
   const rightHeader = creds ? authorizationHeader(creds) : undefined;
+
+  // A replicated database of three members: a killed leader's server is down, a replica leads
+  // 30 ms later (unless faults.dbNoFailover), the old leader rejoins as a replica after 80 ms.
+  const db: DbMember[] = ['pg-0', 'pg-1', 'pg-2'].map((name, i) => ({ name, role: i === 0 ? 'leader' : 'replica', ready: true }));
+  let dbKill: { at: number; old: DbMember } | undefined;
+  const dbNow = (): DbMember[] => {
+    if (dbKill) {
+      const t = Date.now() - dbKill.at;
+      if (t >= 30 && !faults.dbNoFailover && !db.some((m) => m.role === 'leader')) db.find((m) => m !== dbKill!.old)!.role = 'leader';
+      if (t >= 80 && db.some((m) => m.role === 'leader')) Object.assign(dbKill.old, { role: 'replica', ready: true });
+    }
+    return db.map((m) => ({ ...m }));
+  };
+  const haDatabase: HaDatabase = {
+    members: async () => dbNow(),
+    killLeader: async () => {
+      const old = db.find((m) => m.role === 'leader')!;
+      events.push(`kill database leader ${old.name}`);
+      Object.assign(old, { role: 'unknown', ready: false });
+      dbKill = { at: Date.now(), old };
+      return old.name;
+    },
+  };
 
   const loopRunning = () => faults.loopEverywhere || sim.some((i) => i.alive && executorRoles(config.layout).includes(i.role));
   const advance = () => {
@@ -208,6 +233,7 @@ export async function fakeTarget(config: Config, mode: { evidence: 'task-logs' |
       stallWindowMs: 600,
       placementRun: { tasks: 6, sleepSeconds: 2 },
       failoverRun: { tasks: 4, sleepSeconds: 20 },
+    dbFailoverMs: 2000,
     }),
     apiUrl: () => urlOfInstance(mainUi()),
     endpoint: async () => authenticatedEndpoint(config, urlOfInstance(mainUi())),
@@ -257,6 +283,7 @@ export async function fakeTarget(config: Config, mode: { evidence: 'task-logs' |
       }
     },
     edgeChecks: async () => [],
+    ...(mode.haDatabase ? { haDatabase: () => haDatabase } : {}),
     verifyHint: () => 'the fake has no logs',
     status: async () => {
       throw new Error('not simulated');

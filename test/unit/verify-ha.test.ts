@@ -17,7 +17,7 @@ const MODES = [
   { name: 'Kubernetes-like (task locks, a controller replaces pods)', evidence: 'task-locks', replacesInstances: true },
 ] as const;
 
-async function run(layout: 'worker' | 'split', mode: (typeof MODES)[number], faults: Faults = {}) {
+async function run(layout: 'worker' | 'split', mode: (typeof MODES)[number] | { evidence: 'task-locks'; replacesInstances: true; haDatabase: true }, faults: Faults = {}) {
   const config = testConfig({ DIGDAG_HA_LAYOUT: layout });
   ensureSecrets(config);
   const target = await fakeTarget(config, mode, faults);
@@ -61,6 +61,23 @@ for (const mode of MODES) {
     assert.match(loop!.detail, /MOVED/);
   });
 }
+
+test('with a replicated database, verify-ha kills its leader under a running attempt: passes when a replica takes over and the old leader rejoins, fails naming it when none does', async () => {
+  const mode = { evidence: 'task-locks', replacesInstances: true, haDatabase: true } as const;
+  const good = await run('worker', mode);
+  assert.equal(good.error, undefined, String(good.error));
+  const dbCheck = good.checks.find((c) => c.role === 'database');
+  assert.ok(dbCheck?.ok, dbCheck?.detail);
+  assert.match(dbCheck!.detail, /^pg-0's PostgreSQL SIGKILLed mid-attempt: pg-1 leads after [\d.]+ s; attempt \d+ succeeded; members whole again \(pg-0 replica, pg-1 leader, pg-2 replica\)$/);
+  assert.ok(good.target.events.includes('kill database leader pg-0'));
+  const bad = await run('worker', mode, { dbNoFailover: true });
+  const failed = bad.checks.filter((c) => !c.ok);
+  assert.deepEqual(failed.map((c) => c.what), ['the sample survives the loss of the database leader']);
+  assert.match(failed[0]!.detail, /NO replica took over/);
+  // Without a replicated database (local, one member, external) there is no such check.
+  const plain = await run('worker', MODES[1]);
+  assert.ok(!plain.checks.some((c) => c.role === 'database'));
+});
 
 test('verify-ha proves the scheduler even when the schedule fires between reading it and skipping to now', async () => {
   const { checks, error } = await run('worker', MODES[0], { scheduleFiresBeforeSkip: true });
@@ -121,6 +138,8 @@ test('a verify-ha run that hangs ends at its bound, naming what it was doing and
 });
 
 test('the whole-run bound of verify-ha outlasts every wait it makes', () => {
-  const b = { pickupMs: 60_000, attemptMs: 180_000, failoverMs: (s: number) => (s + 130) * 1000, stallWindowMs: 10_000, placementRun: { tasks: 6, sleepSeconds: 2 }, failoverRun: { tasks: 4, sleepSeconds: 20 } };
-  assert.ok(wholeRunMs(b) > 3 * b.attemptMs + b.pickupMs + b.failoverMs(20) + b.stallWindowMs);
+  const b = { pickupMs: 60_000, attemptMs: 180_000, failoverMs: (s: number) => (s + 130) * 1000, stallWindowMs: 10_000, placementRun: { tasks: 6, sleepSeconds: 2 }, failoverRun: { tasks: 4, sleepSeconds: 20 }, dbFailoverMs: 120_000 };
+  // Four attempts waited for (placement, stalled, killed, across the database failover), two
+  // pick-ups, the task failover, a new leader and the members whole again.
+  assert.ok(wholeRunMs(b) > 4 * b.attemptMs + 2 * b.pickupMs + b.failoverMs(20) + b.stallWindowMs + 3 * b.dbFailoverMs);
 });
