@@ -155,6 +155,7 @@ describe('the Cloud SQL Auth Proxy against the Admin API stand-in and the instan
     await assert.rejects(viaProxy(port, 'SELECT 1'), /server closed the connection unexpectedly|connection to server .* failed/);
     const line = await waitForLine(p, /failed to connect to instance/);
     assert.match(line, why);
+    await p.stop();
     return line;
   }
 
