@@ -16,7 +16,8 @@ import { UserError } from '../../lib/errors.ts';
 import { ROOT } from '../../lib/paths.ts';
 import { CLOUD_SQL_PROXY_IMAGE } from '../../lib/versions.ts';
 import { CHART, helmTemplate } from '../helpers/chart.ts';
-import { testConfig, testCtx } from '../helpers/fixtures.ts';
+import { tempDir, testConfig, testCtx } from '../helpers/fixtures.ts';
+import { makeTestPki } from '../helpers/gcp/pki.ts';
 import { validateStrictly } from '../helpers/tools.ts';
 
 const runner = new ShellRunner(false, () => {});
@@ -95,4 +96,26 @@ test('with CLOUDSQL_INSTANCE the toolkit\'s own database queries say how to reac
   ensureSecrets(config);
   const r = new RecordingRunner((argv) => (argv.some((a) => a.endsWith('psql')) ? { code: 2, stderr: 'psql: error: connection to server at "127.0.0.1", port 5432 failed: Connection refused' } : undefined));
   await assert.rejects(dbQuery(testCtx(config, r))('SELECT 1'), (e: unknown) => e instanceof UserError && /Cloud SQL my-project:asia-northeast1:digdag-pg\) does not answer on 127\.0\.0\.1:5432/.test(e.message) && /cloud-sql-proxy --port 5432 my-project:asia-northeast1:digdag-pg/.test(e.fix ?? ''));
+});
+
+test('googleApis.caBundle (a private endpoint): the proxy trusts it too — SSL_CERT_DIR on the digdag-extra-ca ConfigMap in every pod it runs in; unset, nothing of it', async () => {
+  const pki = makeTestPki(path.join(tempDir('cloudsql-ca-'), 'pki'), '10.244.0.1');
+  const config = testConfig({ ...GKE, MONITORING: 'prometheus-operator', GOOGLE_APIS_ADDRESS: '10.244.0.1', GOOGLE_APIS_CA_FILE: pki.caPem });
+  const { objects } = await renderManifests(config, runner);
+  const pods = podsOf(objects);
+  assert.ok(pods.length >= 4);
+  for (const o of pods) {
+    const spec = podSpec(o) as Pod & { volumes: any[] };
+    const proxy = spec.initContainers![0];
+    assert.deepEqual(proxy.env, [{ name: 'SSL_CERT_DIR', value: '/etc/cloud-sql-proxy-ca' }], o.metadata.name);
+    assert.deepEqual(proxy.volumeMounts, [{ name: 'cloud-sql-proxy-ca', mountPath: '/etc/cloud-sql-proxy-ca', readOnly: true }], o.metadata.name);
+    assert.deepEqual(spec.volumes.filter((v) => v.name === 'cloud-sql-proxy-ca'), [{ name: 'cloud-sql-proxy-ca', configMap: { name: 'digdag-extra-ca' } }], o.metadata.name);
+  }
+  const cm = objects.find((o) => o.kind === 'ConfigMap' && o.metadata.name === 'digdag-extra-ca')!;
+  assert.equal(cm.data!['ca.crt'], fs.readFileSync(pki.caPem, 'utf8'));
+  assert.deepEqual(await validateStrictly(objects), []);
+  // Without a caBundle (a real Cloud SQL): the proxy has no env, no mount, the pods no such volume.
+  const plain = await renderManifests(testConfig(GKE), runner);
+  const text = JSON.stringify(plain.objects);
+  assert.ok(!text.includes('SSL_CERT_DIR') && !text.includes('cloud-sql-proxy-ca'));
 });

@@ -113,7 +113,24 @@ Kubernetes service account acts as the Google one); nothing when cloudSqlProxy.i
     readOnlyRootFilesystem: true
     capabilities:
       drop: ["ALL"]
+  {{- if $.Values.googleApis.caBundle }}
+  # googleApis.caBundle: the proxy (Go) trusts its image's CA file and every file in SSL_CERT_DIR,
+  # so a private Admin API endpoint's CA is trusted besides the image's own.
+  env:
+    - { name: SSL_CERT_DIR, value: /etc/cloud-sql-proxy-ca }
+  volumeMounts:
+    - { name: cloud-sql-proxy-ca, mountPath: /etc/cloud-sql-proxy-ca, readOnly: true }
+  {{- end }}
 {{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* The volumes the Cloud SQL Auth Proxy sidecar mounts (googleApis.caBundle); nothing otherwise. */}}
+{{- define "digdag-ha.cloudSqlProxyVolumes" -}}
+{{- if and .Values.cloudSqlProxy.instance .Values.googleApis.caBundle }}
+- name: cloud-sql-proxy-ca
+  configMap:
+    name: digdag-extra-ca
 {{- end }}
 {{- end -}}
 
