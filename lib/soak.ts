@@ -281,10 +281,11 @@ async function killOne(ctx: Ctx, target: TargetOps, db: HaDatabase | undefined, 
   if (kind === 'digdag') {
     const ready = (await target.instances(ctx)).filter((i) => i.ready);
     const victim: RoleInstance | undefined = ready[Math.floor(rand() * ready.length)];
-    const at = Date.now();
-    if (!victim) return { n, atS: since(at), kind, victim: '(no ready instance)', recoveredS: null };
+    if (!victim) return { n, atS: since(Date.now()), kind, victim: '(no ready instance)', recoveredS: null };
     const before = ready.filter((i) => i.role === victim.role).length;
     await target.kill(ctx, victim);
+    // Timed from when the kill was done, not asked for (kubectl's own round trip is not recovery).
+    const at = Date.now();
     // A target without a supervisor (local processes) is brought back the way apply would.
     if (!target.replacesInstances) await target.restore(ctx);
     const whole = await waitFor(async () => {
@@ -294,8 +295,8 @@ async function killOne(ctx: Ctx, target: TargetOps, db: HaDatabase | undefined, 
     return { n, atS: since(at), kind, victim: `${victim.role} ${victim.name}`, recoveredS: whole ? Number(((Date.now() - at) / 1000).toFixed(1)) : null };
   }
   const before = await db!.members(ctx);
-  const at = Date.now();
   const old = await db!.killLeader(ctx, kind === 'db-pod' ? 'pod' : 'postgres');
+  const at = Date.now();
   let members: DbMember[] = [];
   const read = async () => (members = await db!.members(ctx).catch(() => []));
   // Right after the kill the labels and readiness still show the old state: first see the loss
