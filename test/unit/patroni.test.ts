@@ -143,3 +143,13 @@ test('start-postgres refuses a StorageClass the cluster cannot give before apply
   // Not allowed to list StorageClasses (a namespaced account): no verdict here; the rollout's diagnostics will tell.
   await requireStorageClasses(answering({ code: 1, stderr: 'Error from server (Forbidden): storageclasses.storage.k8s.io is forbidden' }), db);
 });
+
+test('a database volume size that is not a Kubernetes quantity is refused by the chart before anything is applied', async () => {
+  const { helmTemplate } = await import('../helpers/chart.ts');
+  for (const ok of ['10Gi', '500Mi', '1.5Gi', '20G']) assert.equal(helmTemplate([`postgres.storage=${ok}`]).status, 0, ok);
+  for (const bad of ['10GB', '10 Gi', 'lots', '-1Gi']) {
+    const r = helmTemplate([`postgres.storage=${bad}`]);
+    assert.notEqual(r.status, 0, bad);
+    assert.match(r.stderr, /postgres\.storage|storage/, r.stderr);
+  }
+});
