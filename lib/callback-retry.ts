@@ -43,12 +43,20 @@ export function callbackRetryKey(rt: Runtime): string {
   return h.digest('hex');
 }
 
+/** The patch in outDir was compiled from this source against this runtime. */
+export function callbackRetryCurrent(rt: Runtime, outDir: string): boolean {
+  try {
+    return fs.existsSync(path.join(outDir, `${CALLBACK_RETRY_CLASS}.class`)) && fs.readFileSync(path.join(outDir, KEY_FILE), 'utf8').trim() === callbackRetryKey(rt);
+  } catch {
+    return false;
+  }
+}
+
 /** Compiles the patch into outDir unless the same source was compiled against the same runtime
  * there already. Returns 'compiled' or 'up to date'. */
 export async function compileCallbackRetry(runner: Runner, java: Java, rt: Runtime, outDir: string): Promise<'compiled' | 'up to date'> {
+  if (callbackRetryCurrent(rt, outDir)) return 'up to date';
   const key = callbackRetryKey(rt);
-  const keyFile = path.join(outDir, KEY_FILE);
-  if (fs.existsSync(path.join(outDir, `${CALLBACK_RETRY_CLASS}.class`)) && fs.existsSync(keyFile) && fs.readFileSync(keyFile, 'utf8').trim() === key) return 'up to date';
   const javac = javacOf(java);
   const tmp = `${outDir}.tmp-${process.pid}`;
   fs.rmSync(tmp, { recursive: true, force: true });

@@ -9,14 +9,14 @@ import type { Impl } from '../pipeline.ts';
 import { obtainJmxAgent, runtimeInputs } from '../runtime.ts';
 import { DIGDAG_VERSION } from '../versions.ts';
 import { changesApplied } from '../runner.ts';
-import { CALLBACK_RETRY_SOURCE, callbackRetryKey, compileCallbackRetry, localCallbackRetryDir } from '../callback-retry.ts';
+import { CALLBACK_RETRY_SOURCE, callbackRetryCurrent, compileCallbackRetry, localCallbackRetryDir } from '../callback-retry.ts';
 
 export const buildImage: Impl = {
   inputs: (ctx) => ({ values: { ...runtimeInputs(ctx.config), callbackRetry: ctx.config.digdag.callbackRetry }, files: ctx.config.digdag.callbackRetry ? [CALLBACK_RETRY_SOURCE] : [] }),
   healthy: async (ctx) => {
     const rt = readRuntime(ctx.config);
     if (!rt?.jmxAgent || !fs.existsSync(rt.jmxAgent) || !fs.existsSync(queueExporterBin())) return false;
-    if (ctx.config.digdag.callbackRetry && !callbackRetryCurrent(ctx.config, rt)) return false;
+    if (ctx.config.digdag.callbackRetry && !callbackRetryCurrent(rt, localCallbackRetryDir(ctx.config))) return false;
     return `Digdag ${rt.version} cached (${rt.source}), JMX exporter agent and queue exporter cached${ctx.config.digdag.callbackRetry ? ', task-callback patch compiled' : ''}`;
   },
   run: async (ctx) => {
@@ -43,12 +43,3 @@ export const buildImage: Impl = {
   },
 };
 
-/** The compiled patch is there and was compiled from this source against this runtime. */
-function callbackRetryCurrent(config: Parameters<typeof localCallbackRetryDir>[0], rt: NonNullable<ReturnType<typeof readRuntime>>): boolean {
-  const dir = localCallbackRetryDir(config);
-  try {
-    return fs.readFileSync(`${dir}/.digdag-ha-key`, 'utf8').trim() === callbackRetryKey(rt);
-  } catch {
-    return false;
-  }
-}
