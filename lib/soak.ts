@@ -199,7 +199,13 @@ export async function soak(ctx: Ctx, target: TargetOps, o: SoakOptions): Promise
       if (due >= end) return;
       await new Promise((r) => setTimeout(r, Math.max(0, due - Date.now())));
       const kind = o.order === 'cycle' ? o.kills[(n - 1) % o.kills.length]! : o.kills[Math.floor(rand() * o.kills.length)]!;
-      kills.push(await killOne(ctx, target, db, kind, n, o, since, rand));
+      try {
+        kills.push(await killOne(ctx, target, db, kind, n, o, since, rand));
+      } catch (e) {
+        // A kill that could not be made (e.g. no leader to find yet) is reported, not fatal: the
+        // submissions go on and the report says NOT OK.
+        kills.push({ n, atS: since(Date.now()), kind, victim: '(kill failed)', recoveredS: null, note: (e as Error).message.split('\n')[0]! });
+      }
       const k = kills.at(-1)!;
       o.log(`soak: kill ${n} at ${k.atS} s: ${k.kind} ${k.victim} → ${k.recoveredS === null ? `NOT whole again within ${o.recoverMs / 1000} s` : `whole again after ${k.recoveredS} s`}${k.newLeader ? ` (leader now ${k.newLeader})` : ''}`);
     }
