@@ -176,6 +176,10 @@ export const component = (o: KubeObject) => o.metadata.labels?.['app.kubernetes.
 export const LEADER_ROLES = ['master', 'primary'];
 export const LEADER_SELECTOR = `app.kubernetes.io/component=postgres,role in (${LEADER_ROLES.join(',')})`;
 
+/** A member's role from Patroni's `role` label: leader, replica, or unknown (starting, cut off). */
+export const memberRole = (label: string | undefined): 'leader' | 'replica' | 'unknown' =>
+  label && LEADER_ROLES.includes(label) ? 'leader' : label === 'replica' ? 'replica' : 'unknown';
+
 /** The in-cluster PostgreSQL pod that takes writes: digdag-postgres-0 for one member; with Patroni
  * the member labelled leader, waited for (bounded) while a leader is being elected. */
 export async function dbPod(ctx: Ctx, timeoutMs = 60_000): Promise<string> {

@@ -10,7 +10,7 @@ import { runsTasks, type Role } from '../roles.ts';
 import { failedAttemptsOrProblem, statusReport, type DbMemberStatus, type StatusReport } from '../status.ts';
 import { kubeAutoscaler } from './autoscaler-status.ts';
 import { dbQuery } from './db-query.ts';
-import { kubectl, LEADER_ROLES, requireCluster } from './kubectl.ts';
+import { kubectl, memberRole, requireCluster } from './kubectl.ts';
 import { forwardedUrl } from './port-forward.ts';
 
 interface ContainerStatus {
@@ -84,7 +84,7 @@ async function members(ctx: Ctx, pods: Pod[], ready: (p: Pod) => boolean): Promi
     const label = p.metadata.labels?.role ?? '';
     const m: DbMemberStatus = {
       name: p.metadata.name,
-      role: pods.length === 1 && !label ? '-' : LEADER_ROLES.includes(label) ? 'leader' : label || 'unknown',
+      role: pods.length === 1 && !label ? '-' : memberRole(label),
       ready: ready(p),
       state: c?.state?.waiting?.reason ?? p.status.phase ?? 'Unknown',
       restarts: c?.restartCount ?? 0,

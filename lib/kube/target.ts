@@ -20,7 +20,7 @@ import { kubeDown } from './down.ts';
 import { ingress } from './ingress.ts';
 import { probeIngress } from './ingress-probe.ts';
 import { initDb } from './init-db.ts';
-import { dbPod, kubectl, LEADER_ROLES, requireCluster, rollout } from './kubectl.ts';
+import { dbPod, kubectl, memberRole, requireCluster, rollout } from './kubectl.ts';
 import { forwardedUrl, PORT_FORWARD, portForward, startPortForward, UI_SERVICE } from './port-forward.ts';
 import { startPostgres } from './start-postgres.ts';
 import { renderManifests } from './render.ts';
@@ -60,8 +60,7 @@ const haDatabase: HaDatabase = {
     return ((JSON.parse(res.stdout || '{"items":[]}') as { items: DbPod[] }).items)
       .filter((p) => !p.metadata.deletionTimestamp)
       .map((p) => {
-        const label = p.metadata.labels?.role ?? '';
-        return { name: p.metadata.name, role: LEADER_ROLES.includes(label) ? 'leader' : label === 'replica' ? 'replica' : 'unknown', ready: isReady(p) };
+        return { name: p.metadata.name, role: memberRole(p.metadata.labels?.role), ready: isReady(p) };
       });
   },
   killLeader: async (ctx, how) => {
