@@ -30,9 +30,9 @@ DIGDAG_CP=${DIGDAG_CP:-/opt/digdag/lib/*}
 # public/config.js with the web UI's login form (Digdag's 401 has no WWW-Authenticate, so a
 # browser never prompts): served ahead of the jar's when DIGDAG_AUTH=basic.
 UI_LOGIN_DIR=${DIGDAG_UI_LOGIN_DIR:-/opt/digdag/ui-login}
-# digdag-ha's task callbacks that retry while the database is unavailable (lib/callback-retry.ts):
-# ahead of Digdag's own class when the image has it.
-CALLBACK_RETRY_DIR=${DIGDAG_CALLBACK_RETRY_DIR:-/opt/digdag/callback-retry}
+# digdag-ha's patches to Digdag (lib/digdag-patches.ts): ahead of Digdag's own classes when the
+# image has them.
+DIGDAG_PATCHES_DIR=${DIGDAG_PATCHES_DIR:-/opt/digdag/patches}
 
 umask 077
 mkdir -p "$WORK_DIR"
@@ -156,8 +156,8 @@ case "$mode" in
     if [ "${DIGDAG_AUTH:-none}" = basic ] && [ -f "$UI_LOGIN_DIR/public/config.js" ]; then
       DIGDAG_CP="$UI_LOGIN_DIR:$DIGDAG_CP"
     fi
-    if [ -f "$CALLBACK_RETRY_DIR/io/digdag/core/agent/InProcessTaskCallbackApi.class" ]; then
-      DIGDAG_CP="$CALLBACK_RETRY_DIR:$DIGDAG_CP"
+    if [ -f "$DIGDAG_PATCHES_DIR/io/digdag/core/agent/InProcessTaskCallbackApi.class" ] && [ -f "$DIGDAG_PATCHES_DIR/io/digdag/core/agent/MultiThreadAgent.class" ]; then
+      DIGDAG_CP="$DIGDAG_PATCHES_DIR:$DIGDAG_CP"
     fi
     # Before gcloud activates a key: that exchange already goes to the token endpoint.
     extra_ca

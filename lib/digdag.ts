@@ -189,8 +189,8 @@ export const DIGDAG_MAIN = 'io.digdag.cli.Main';
  * argv that runs the Digdag CLI (server, migrate, push, …). `classpathFirst` is a directory put
  * ahead of Digdag on the classpath: the UI serves /config.js as the resource public/config.js
  * through the class loader (UiResource, Guava Resources.getResource), so a file there replaces
- * the jar's (lib/ui-login.ts); the task-callback patch's class replaces Digdag's the same way
- * (lib/callback-retry.ts). That needs -cp and the main class instead of -jar.
+ * the jar's (lib/ui-login.ts); digdag-ha's patched classes replace Digdag's the same way
+ * (lib/digdag-patches.ts). That needs -cp and the main class instead of -jar.
  */
 export function digdagArgv(java: Java, rt: Runtime, jvmOpts: readonly string[], args: readonly string[], classpathFirst: string | readonly string[] = []): string[] {
   const digdag = rt.kind === 'jar' ? rt.path : `${rt.path}/*`;

@@ -24,6 +24,8 @@ export const ROLES_VARIABLES: readonly VarSpec[] = group('Roles', [
     description: 'agent.lock-retention-time in seconds: how long a dead agent keeps its tasks. Empty: 8 on local, 60 on Kubernetes. Must be >= 3 x heartbeat.' },
   { name: 'LOCK_EXPIRE_INTERVAL', default: '', kind: str('10', /^(\d+)?$/),
     description: 'database.queue.expireLockInterval in seconds. Empty: 2 on local, 10 on Kubernetes.' },
+  { name: 'AGENT_POLL_MILLIS', default: '200', kind: int(10, 60000, '200'),
+    description: 'With DIGDAG_PATCHES=true: how long an agent that found no task waits before it looks again (Digdag as released: 1000). Tasks another process queues — a fan-out queued by one worker\'s loop — wait up to this long for the other workers; each idle agent asks PostgreSQL once per wait.' },
   { name: 'AGENT_TERMINATION_GRACE_SECONDS', default: '900', kind: int(30, 86400, '3600'),
     description: 'Kubernetes: how long a stopping worker (or agent) may finish its running tasks before SIGKILL (then they are retried after the lock retention).' },
   { name: 'DB_POOL_SIZE', default: '8', kind: int(2, 200, '8'),
@@ -40,6 +42,8 @@ export interface RolesConfig {
     readonly lockRetentionTime: number;
     readonly lockExpireInterval: number;
     readonly terminationGraceSeconds: number;
+    /** The patched agent's empty-round wait (lib/digdag-patches.ts). */
+    readonly pollMillis: number;
   };
 }
 
@@ -73,6 +77,7 @@ export function rolesConfig(v: Values): RolesConfig {
       lockRetentionTime: retention,
       lockExpireInterval: v.orDefault('LOCK_EXPIRE_INTERVAL', 2, 10),
       terminationGraceSeconds: v.num('AGENT_TERMINATION_GRACE_SECONDS'),
+      pollMillis: v.num('AGENT_POLL_MILLIS'),
     },
   };
 }

@@ -16,8 +16,8 @@ export const RUNTIME_VARIABLES: readonly VarSpec[] = group('Digdag runtime', [
     description: 'Java runtime for Digdag (11 or 17). Empty: java on PATH.' },
   { name: 'DIGDAG_JVM_OPTS', default: '-Xms64m -Xmx512m', kind: str('-Xmx1g'),
     description: 'Extra JVM options for every Digdag process (heap size). The Java 17 --add-opens flags are added for you.' },
-  { name: 'DIGDAG_CALLBACK_RETRY', default: 'true', kind: bool,
-    description: 'true: every Digdag server runs with digdag-ha\'s patched task callbacks (docker/callback-retry), which retry while the database is unavailable, so a task that finishes during a database failover does not fail its attempt; build-image compiles the patch (needs a JDK: javac). false: Digdag as released (such a task fails its attempt).' },
+  { name: 'DIGDAG_PATCHES', default: 'true', kind: bool,
+    description: 'true: every Digdag server runs with digdag-ha\'s patches to Digdag (docker/digdag-patches): task callbacks that retry while the database is unavailable, so a task that finishes during a database failover does not fail its attempt, and an agent that takes the next tasks as soon as a thread is free and waits AGENT_POLL_MILLIS for tasks other processes queue; build-image compiles them (needs a JDK: javac). false: Digdag as released (such a task fails its attempt; agents poll every 1 s, a full one every 0.5 s).' },
 ]);
 
 export interface DigdagConfig {
@@ -27,8 +27,8 @@ export interface DigdagConfig {
   readonly jarSha256: string;
   readonly javaHome: string;
   readonly jvmOpts: readonly string[];
-  /** Run with the patched task callbacks that retry while the database is unavailable. */
-  readonly callbackRetry: boolean;
+  /** Run with digdag-ha's patches to Digdag (lib/digdag-patches.ts). */
+  readonly patches: boolean;
 }
 
 export function runtimeConfig(v: Values): DigdagConfig {
@@ -46,6 +46,6 @@ export function runtimeConfig(v: Values): DigdagConfig {
     jarSha256: v.str('DIGDAG_JAR_SHA256'),
     javaHome: v.str('JAVA_HOME'),
     jvmOpts: v.str('DIGDAG_JVM_OPTS').split(/\s+/).filter(Boolean),
-    callbackRetry: v.str('DIGDAG_CALLBACK_RETRY') === 'true',
+    patches: v.str('DIGDAG_PATCHES') === 'true',
   };
 }

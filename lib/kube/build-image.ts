@@ -16,7 +16,7 @@ import type { Impl } from '../pipeline.ts';
 import { cachedRuntime, obtainJmxAgent, runtimeInputs, runtimeJars } from '../runtime.ts';
 import { ensureDir, listFiles } from '../state.ts';
 import { UI_CONFIG_RESOURCE, uiConfigJs } from '../ui-login.ts';
-import { compileCallbackRetry } from '../callback-retry.ts';
+import { compileDigdagPatches } from '../digdag-patches.ts';
 import { imageBuildFile } from './values.ts';
 
 /** The images this target builds: Digdag always, PostgreSQL when it is the cluster target's own. */
@@ -61,8 +61,8 @@ export function imageHostOf(config: Config, ownCluster: ImageHostFor | undefined
   return registryImageHost(config);
 }
 
-/** Where build-image compiles the task-callback patch in the context (the Dockerfile copies it to /opt/digdag/callback-retry). */
-export const CALLBACK_RETRY_CONTEXT_DIR = 'callback-retry';
+/** Where build-image compiles digdag-ha's patches to Digdag in the context (the Dockerfile copies them to /opt/digdag/patches). */
+export const DIGDAG_PATCHES_CONTEXT_DIR = 'digdag-patches';
 
 /** Where assembleContext puts the UI login overlay (the Dockerfile copies it to /opt/digdag/ui-login). */
 export const UI_LOGIN_CONTEXT_DIR = 'ui-login';
@@ -89,8 +89,8 @@ export function assembleContext(config: Config, rt: Runtime, jmxAgent: string): 
   const jmx = ensureDir(path.join(dir, 'jmx-exporter'), 0o755);
   fs.copyFileSync(jmxAgent, path.join(jmx, path.basename(jmxAgent)));
   fs.copyFileSync(path.join(MONITORING_DIR, 'jmx-exporter.yaml'), path.join(jmx, 'config.yaml'));
-  // Filled by build-image when DIGDAG_CALLBACK_RETRY=true (lib/callback-retry.ts); COPY needs the directory.
-  ensureDir(path.join(dir, CALLBACK_RETRY_CONTEXT_DIR), 0o755);
+  // Filled by build-image when DIGDAG_PATCHES=true (lib/digdag-patches.ts); COPY needs the directory.
+  ensureDir(path.join(dir, DIGDAG_PATCHES_CONTEXT_DIR), 0o755);
   const login = path.join(dir, UI_LOGIN_CONTEXT_DIR, UI_CONFIG_RESOURCE);
   ensureDir(path.dirname(login), 0o755);
   fs.writeFileSync(login, uiConfigJs(), { mode: 0o644 });
@@ -142,7 +142,7 @@ export async function buildImage(runner: Runner, config: Config, host: ImageHost
 /** build-image on Kubernetes; `ownCluster` is the own cluster's image host (lib/cluster/image-host.ts). */
 export const buildImageWith = (ownCluster?: ImageHostFor): Impl => ({
   inputs: (ctx) => ({
-    values: { ...runtimeInputs(ctx.config), callbackRetry: ctx.config.digdag.callbackRetry, images: imagesToBuild(ctx.config).map((i) => i.image), base: ctx.config.k8s.baseImage, gcloud: ctx.config.k8s.installGcloud, tz: ctx.config.k8s.tz, lang: ctx.config.k8s.lang, target: ctx.config.target },
+    values: { ...runtimeInputs(ctx.config), digdagPatches: ctx.config.digdag.patches, images: imagesToBuild(ctx.config).map((i) => i.image), base: ctx.config.k8s.baseImage, gcloud: ctx.config.k8s.installGcloud, tz: ctx.config.k8s.tz, lang: ctx.config.k8s.lang, target: ctx.config.target },
     files: [...listFiles(DOCKER_DIR), path.join(MONITORING_DIR, 'jmx-exporter.yaml'), path.join(ROOT, 'lib', 'ui-login.ts')],
   }),
   healthy: async (ctx) => {
@@ -165,9 +165,9 @@ export const buildImageWith = (ownCluster?: ImageHostFor): Impl => ({
     const rt = await cachedRuntime(ctx.config, ctx.runner);
     const agent = await obtainJmxAgent(ctx.config, ctx.runner);
     const context = (await ctx.runner.change(undefined, () => assembleContext(ctx.config, rt, agent))) ?? path.join(ctx.config.stateDir, 'image-context');
-    if (ctx.config.digdag.callbackRetry && changesApplied(ctx.runner)) {
-      const how = await compileCallbackRetry(ctx.runner, await detectJava(ctx.config, ctx.runner), rt, path.join(context, CALLBACK_RETRY_CONTEXT_DIR));
-      ctx.runner.log(`digdag-ha's task-callback patch (retries while the database is unavailable): ${how} into the image`);
+    if (ctx.config.digdag.patches && changesApplied(ctx.runner)) {
+      const how = await compileDigdagPatches(ctx.runner, await detectJava(ctx.config, ctx.runner), rt, path.join(context, DIGDAG_PATCHES_CONTEXT_DIR));
+      ctx.runner.log(`digdag-ha's patches to Digdag (task callbacks retried while the database is unavailable, agent wake-ups): ${how} into the image`);
     }
     for (const { image, dockerDir } of imagesToBuild(ctx.config)) {
       const [dockerfile, dir] = image === ctx.config.k8s.image ? [path.join(context, 'Dockerfile'), context] : [path.join(dockerDir, 'Dockerfile'), dockerDir];

@@ -85,6 +85,7 @@ export function valuesFromConfig(config: Config): ChartValues {
       heartbeatInterval: config.agent.heartbeatInterval,
       lockRetentionTime: config.agent.lockRetentionTime,
       terminationGracePeriodSeconds: config.agent.terminationGraceSeconds,
+      pollMillis: config.agent.pollMillis,
     },
     waitMigrated: cpu(SMALL_CPU.init),
     // init-db deletes and re-creates digdag-migrate before each migration.
@@ -160,6 +161,7 @@ export const VALUE_VARIABLES: Readonly<Record<string, string>> = {
   'roles.workflow.replicas': 'WORKFLOW_REPLICAS',
   'agent.lockRetentionTime': 'AGENT_LOCK_RETENTION_TIME',
   'agent.heartbeatInterval': 'AGENT_HEARTBEAT_INTERVAL',
+  'agent.pollMillis': 'AGENT_POLL_MILLIS',
   'logs.server': 'LOG_SERVER',
   'logs.gcsBucket': 'GCS_LOG_BUCKET',
   'cloudSqlProxy.instance': 'CLOUDSQL_INSTANCE',

@@ -19,7 +19,7 @@ import { secretProperties, serverProperties } from '../properties.ts';
 import { instances, localApiRole, roleFlags, runsTasks, holdsApiPassword, type Instance, type Role } from '../roles.ts';
 import { writePrivateFile } from '../state.ts';
 import { uiOverlayDir, writeUiOverlay } from '../ui-login.ts';
-import { CALLBACK_RETRY_CLASS, localCallbackRetryDir } from '../callback-retry.ts';
+import { DIGDAG_PATCH_CLASSES, localDigdagPatchesDir, patchesEnv } from '../digdag-patches.ts';
 import { QUEUE_EXPORTER, queueExporterUp, queueExporterUrl, reconcileQueueExporter } from './queue-exporter.ts';
 import { changesApplied, outcome } from '../runner.ts';
 import { ensureGcloudConfig, gcpProcessEnv } from '../gcp.ts';
@@ -76,12 +76,12 @@ export async function planLocal(config: Config, java: Java, rt: Runtime): Promis
     // The server's own logs go to stdout; access logs are not kept on this target.
     // Only `digdag server` gets the metrics agent: client commands would collide on its port.
     const jvmOpts = [...config.digdag.jvmOpts, ...metricsJvmArgs({ jar: rt.jmxAgent!, config: JMX_EXPORTER_CONFIG, bind: '127.0.0.1', port: metricsPort })];
-    const first = [...(loginPage ? [uiOverlayDir(config)] : []), ...(config.digdag.callbackRetry ? [localCallbackRetryDir(config)] : [])];
+    const first = [...(loginPage ? [uiOverlayDir(config)] : []), ...(config.digdag.patches ? [localDigdagPatchesDir(config)] : [])];
     const argv = digdagArgv(java, rt, jvmOpts, ['server', '-c', propsFile, ...roleFlags(config.layout, instance.role)], first);
     // Locked roles get a new throw-away password at each start; only the mode is part of the hash.
     const auth = config.security.auth === 'none' ? 'none' : servesUsers ? `${config.security.authUser}:${secrets.apiPassword}` : `locked:${config.security.authUser}`;
     const hash = createHash('sha256')
-      .update(JSON.stringify({ properties, argv, db: db.database, user: db.user, pw: db.password, key: secrets.encryptionKey, auth, gcp: gcpProcessEnv(config) }))
+      .update(JSON.stringify({ properties, argv, db: db.database, user: db.user, pw: db.password, key: secrets.encryptionKey, auth, gcp: gcpProcessEnv(config), patches: patchesEnv(config) }))
       .digest('hex');
     return { instance, port, metricsPort, jmxPort, propsFile, properties, servesUsers, loginPage, argv, logFile: path.join(config.stateDir, 'logs', `${instance.name}.log`), hash };
   });
@@ -108,8 +108,8 @@ async function startOne(ctx: Ctx, p: Planned, secretsText: string): Promise<Proc
     }
   }
   await ctx.runner.change(undefined, () => {
-    if (ctx.config.digdag.callbackRetry && !fs.existsSync(path.join(localCallbackRetryDir(ctx.config), `${CALLBACK_RETRY_CLASS}.class`))) {
-      throw new UserError('digdag-ha\'s task-callback patch is not compiled (DIGDAG_CALLBACK_RETRY=true)', 'run the build-image task: npx tsx tasks/build-image.ts (needs a JDK), or set DIGDAG_CALLBACK_RETRY=false');
+    if (ctx.config.digdag.patches && !DIGDAG_PATCH_CLASSES.every((c) => fs.existsSync(path.join(localDigdagPatchesDir(ctx.config), `${c}.class`)))) {
+      throw new UserError('digdag-ha\'s patches to Digdag are not compiled (DIGDAG_PATCHES=true)', 'run the build-image task: npx tsx tasks/build-image.ts (needs a JDK), or set DIGDAG_PATCHES=false');
     }
     writePrivateFile(p.propsFile, p.properties + secretsText + roleAuthProperties(p.servesUsers, apiCredentials(ctx.config)));
     if (p.loginPage) writeUiOverlay(ctx.config);
@@ -121,7 +121,7 @@ async function startOne(ctx: Ctx, p: Planned, secretsText: string): Promise<Proc
     logFile: p.logFile,
     // sh> tasks inherit this environment: the sample workflow prints it to prove where it ran;
     // the GCP part (project, the deployment's gcloud configuration) holds no credential.
-    env: { ...gcpProcessEnv(ctx.config), DIGDAG_HA_ROLE: p.instance.role, DIGDAG_HA_INSTANCE: p.instance.name },
+    env: { ...gcpProcessEnv(ctx.config), ...patchesEnv(ctx.config), DIGDAG_HA_ROLE: p.instance.role, DIGDAG_HA_INSTANCE: p.instance.name },
     cwd: ctx.config.stateDir,
   });
   const entry: ProcessEntry & { hash: string } = {

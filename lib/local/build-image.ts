@@ -9,15 +9,15 @@ import type { Impl } from '../pipeline.ts';
 import { obtainJmxAgent, runtimeInputs } from '../runtime.ts';
 import { DIGDAG_VERSION } from '../versions.ts';
 import { changesApplied } from '../runner.ts';
-import { CALLBACK_RETRY_SOURCE, callbackRetryCurrent, compileCallbackRetry, localCallbackRetryDir } from '../callback-retry.ts';
+import { DIGDAG_PATCH_SOURCES, digdagPatchesCurrent, compileDigdagPatches, localDigdagPatchesDir } from '../digdag-patches.ts';
 
 export const buildImage: Impl = {
-  inputs: (ctx) => ({ values: { ...runtimeInputs(ctx.config), callbackRetry: ctx.config.digdag.callbackRetry }, files: ctx.config.digdag.callbackRetry ? [CALLBACK_RETRY_SOURCE] : [] }),
+  inputs: (ctx) => ({ values: { ...runtimeInputs(ctx.config), digdagPatches: ctx.config.digdag.patches }, files: ctx.config.digdag.patches ? DIGDAG_PATCH_SOURCES : [] }),
   healthy: async (ctx) => {
     const rt = readRuntime(ctx.config);
     if (!rt?.jmxAgent || !fs.existsSync(rt.jmxAgent) || !fs.existsSync(queueExporterBin())) return false;
-    if (ctx.config.digdag.callbackRetry && !callbackRetryCurrent(rt, localCallbackRetryDir(ctx.config))) return false;
-    return `Digdag ${rt.version} cached (${rt.source}), JMX exporter agent and queue exporter cached${ctx.config.digdag.callbackRetry ? ', task-callback patch compiled' : ''}`;
+    if (ctx.config.digdag.patches && !digdagPatchesCurrent(rt, localDigdagPatchesDir(ctx.config))) return false;
+    return `Digdag ${rt.version} cached (${rt.source}), JMX exporter agent and queue exporter cached${ctx.config.digdag.patches ? ', digdag-ha\'s patches compiled' : ''}`;
   },
   run: async (ctx) => {
     const java = await detectJava(ctx.config, ctx.runner);
@@ -34,9 +34,9 @@ export const buildImage: Impl = {
     if (res.code !== 0 || !out.includes(DIGDAG_VERSION)) {
       throw new UserError(`Digdag does not start on Java ${java.major} (${java.bin})`, 'use Java 11 or 17 (set JAVA_HOME)', out.split('\n').slice(-15).join('\n'));
     }
-    if (ctx.config.digdag.callbackRetry) {
-      const how = await compileCallbackRetry(ctx.runner, java, rt, localCallbackRetryDir(ctx.config));
-      ctx.runner.log(`digdag-ha's task-callback patch (retries while the database is unavailable): ${how}`);
+    if (ctx.config.digdag.patches) {
+      const how = await compileDigdagPatches(ctx.runner, java, rt, localDigdagPatchesDir(ctx.config));
+      ctx.runner.log(`digdag-ha's patches to Digdag (task callbacks retried while the database is unavailable, agent wake-ups): ${how}`);
     }
     writeRuntime(ctx.config, rt);
     ctx.runner.log(`Digdag ${DIGDAG_VERSION} ready from ${rt.source}, Java ${java.major}; JMX exporter agent ${rt.jmxAgent}`);

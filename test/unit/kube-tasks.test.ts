@@ -18,7 +18,7 @@ import { LAYOUT_ROLES, LAYOUTS } from '../../lib/roles.ts';
 import { JMX_EXPORTER_SHA256, JMX_EXPORTER_VERSION } from '../../lib/versions.ts';
 import { clusterPaths, loadClusterConfig } from '../../lib/cluster/config.ts';
 import { clusterImageHost } from '../../lib/cluster/image-host.ts';
-import { CALLBACK_RETRY_CLASS } from '../../lib/callback-retry.ts';
+import { DIGDAG_PATCH_CLASSES } from '../../lib/digdag-patches.ts';
 import { builtImageId, valuesFromConfig } from '../../lib/kube/values.ts';
 import { sha256File } from '../../lib/digdag.ts';
 import { buildArgv, buildImage as buildImageOn, imagesToBuild } from '../../lib/kube/build-image.ts';
@@ -74,22 +74,24 @@ async function seedJmxAgent(config: Config): Promise<string> {
 function fakeJar(): Record<string, string> {
   const jar = path.join(tempDir('jar-'), 'digdag-0.10.5.1.jar');
   fs.writeFileSync(jar, 'not really a jar');
-  // The task-callback patch cannot compile against it: off here, on (with javac answered) below.
-  return { DIGDAG_SOURCE: 'jar', DIGDAG_JAR: jar, DIGDAG_JAR_SHA256: sha256File(jar), DIGDAG_CALLBACK_RETRY: 'false' };
+  // digdag-ha's patches cannot compile against it: off here, on (with javac answered) below.
+  return { DIGDAG_SOURCE: 'jar', DIGDAG_JAR: jar, DIGDAG_JAR_SHA256: sha256File(jar), DIGDAG_PATCHES: 'false' };
 }
 
-test('build-image on minikube: the held runtime copied into the context (checksums listed), the task-callback patch compiled into it, docker build, then minikube image load', async () => {
-  const config = mk({ ...fakeJar(), DIGDAG_CALLBACK_RETRY: 'true' });
+test('build-image on minikube: the held runtime copied into the context (checksums listed), digdag-ha\'s patches compiled into it, docker build, then minikube image load', async () => {
+  const config = mk({ ...fakeJar(), DIGDAG_PATCHES: 'true' });
   await seedJmxAgent(config);
   let patchInContext = false;
   const r = new RecordingRunner(cluster((argv) => {
     if (argv[0] === 'java' && argv[1] === '-version') return { stderr: 'openjdk version "17.0.15" 2025-04-15\n' };
     if (argv.includes('inspect') && argv.includes('{{.Id}}')) return { stdout: `sha256:${'b'.repeat(64)}\n` };
-    // javac: the compiled class where -d says (the real compile is in test/unit/callback-retry.test.ts).
+    // javac: the compiled classes where -d says (the real compile is in test/unit/digdag-patches.test.ts).
     if (argv[0]!.endsWith('javac')) {
-      const out = path.join(argv[argv.indexOf('-d') + 1]!, `${CALLBACK_RETRY_CLASS}.class`);
-      fs.mkdirSync(path.dirname(out), { recursive: true });
-      fs.writeFileSync(out, 'class');
+      for (const c of DIGDAG_PATCH_CLASSES) {
+        const out = path.join(argv[argv.indexOf('-d') + 1]!, `${c}.class`);
+        fs.mkdirSync(path.dirname(out), { recursive: true });
+        fs.writeFileSync(out, 'class');
+      }
       return { stdout: '' };
     }
     // The context exists while docker build runs: the jar and its SHA256SUMS are in it.
@@ -100,18 +102,18 @@ test('build-image on minikube: the held runtime copied into the context (checksu
       assert.ok(fs.existsSync(path.join(ctxDir, 'entrypoint.sh')));
       assert.ok(fs.existsSync(path.join(ctxDir, 'jmx-exporter', `jmx_prometheus_javaagent-${JMX_EXPORTER_VERSION}.jar`)));
       assert.ok(fs.existsSync(path.join(ctxDir, 'jmx-exporter', 'config.yaml')));
-      patchInContext = fs.existsSync(path.join(ctxDir, 'callback-retry', `${CALLBACK_RETRY_CLASS}.class`));
+      patchInContext = DIGDAG_PATCH_CLASSES.every((c) => fs.existsSync(path.join(ctxDir, 'digdag-patches', `${c}.class`)));
     }
     return undefined;
   }));
   await runStep(buildImage, testCtx(config, r));
   const context = path.join(config.stateDir, 'image-context');
-  assert.ok(patchInContext, 'the compiled patch is in the context\'s callback-retry/ (the Dockerfile copies it)');
+  assert.ok(patchInContext, 'the compiled patches are in the context\'s digdag-patches/ (the Dockerfile copies them)');
   const cmds = r.commands().filter((c) => !c.startsWith('java -version') && !c.includes('image inspect'));
   // The built image's ID, for the pods' annotation (a rebuild under the same tag rolls them).
   assert.equal(builtImageId(config), `sha256:${'b'.repeat(64)}`);
   assert.equal((valuesFromConfig(config) as { image: { buildId: string } }).image.buildId, `sha256:${'b'.repeat(64)}`);
-  assert.match(cmds[1]!, new RegExp(`^javac --release 8 -nowarn -encoding UTF-8 -cp ${config.digdag.jar} -d ${context}/callback-retry\\.tmp-\\d+ .*/docker/callback-retry/io/digdag/core/agent/InProcessTaskCallbackApi\\.java$`));
+  assert.match(cmds[1]!, new RegExp(`^javac --release 8 -nowarn -encoding UTF-8 -cp ${config.digdag.jar} -d ${context}/digdag-patches\\.tmp-\\d+ .*/docker/digdag-patches/io/digdag/core/agent/InProcessTaskCallbackApi\\.java .*/docker/digdag-patches/io/digdag/core/agent/MultiThreadAgent\\.java$`));
   assert.deepEqual([cmds[0], ...cmds.slice(2)], [
     'docker info --format {{.ServerVersion}}',
     `docker build -f ${context}/Dockerfile -t digdag-ha:0.10.5.1 --build-arg INSTALL_GCLOUD=true --build-arg TZ=Asia/Tokyo --build-arg LANG=ja_JP.UTF-8 ${context}`,

@@ -9,7 +9,7 @@ import { test } from 'node:test';
 import { clientConfigFile } from '../../lib/auth.ts';
 import { ensureSecrets } from '../../lib/credentials.ts';
 import { writeRuntime, javaFlags, cacheDir } from '../../lib/digdag.ts';
-import { localCallbackRetryDir } from '../../lib/callback-retry.ts';
+import { localDigdagPatchesDir } from '../../lib/digdag-patches.ts';
 import { JMX_EXPORTER_CONFIG } from '../../lib/metrics.ts';
 import { UserError } from '../../lib/errors.ts';
 import { runStep } from '../../lib/pipeline.ts';
@@ -104,14 +104,15 @@ test('apply plans one process per replica with its role flags, port and properti
   for (const p of plan) {
     assert.ok(!p.properties.includes(secrets.dbPassword) && !p.properties.includes(secrets.encryptionKey), 'plan text holds no secret');
     assert.ok(!p.argv.join(' ').includes(secrets.dbPassword));
-    // The task-callback patch first on the classpath of every server (lib/callback-retry.ts).
+    // digdag-ha's patches first on the classpath of every server (lib/digdag-patches.ts), and the
+    // agent patch's wait in its environment (apply's env, part of the process's hash).
     // (and, on the ui with AUTH=basic, the login page before it).
     const login = p.instance.role === 'ui' ? [path.join(config.stateDir, 'ui-overlay')] : [];
-    assert.deepEqual(p.argv.slice(p.argv.indexOf('-cp'), p.argv.indexOf('-cp') + 3), ['-cp', [...login, localCallbackRetryDir(config), jar].join(':'), 'io.digdag.cli.Main'], p.instance.name);
+    assert.deepEqual(p.argv.slice(p.argv.indexOf('-cp'), p.argv.indexOf('-cp') + 3), ['-cp', [...login, localDigdagPatchesDir(config), jar].join(':'), 'io.digdag.cli.Main'], p.instance.name);
   }
-  const released = testConfig({ ...config.vars, DIGDAG_CALLBACK_RETRY: 'false' });
+  const released = testConfig({ ...config.vars, DIGDAG_PATCHES: 'false' });
   const plain = await planLocal(released, { bin: 'java', major: 17, flags: javaFlags(17) }, { kind: 'jar', path: jar, version: '0.10.5.1', source: 'test', jmxAgent: jar });
-  assert.ok(plain.filter((p) => p.instance.role !== 'ui').every((p) => p.argv.includes('-jar') && !p.argv.includes('-cp')), 'DIGDAG_CALLBACK_RETRY=false: Digdag as released');
+  assert.ok(plain.filter((p) => p.instance.role !== 'ui').every((p) => p.argv.includes('-jar') && !p.argv.includes('-cp')), 'DIGDAG_PATCHES=false: Digdag as released');
 });
 
 test('apply re-plans a process only when its settings change', async () => {

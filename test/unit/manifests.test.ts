@@ -19,6 +19,7 @@ import { writeRuntime } from '../../lib/digdag.ts';
 import { planLocal } from '../../lib/local/apply.ts';
 import { POD_METRICS, podMetricsJvmArgs } from '../../lib/metrics.ts';
 import { POSTGRES_EXPORTER_IMAGE } from '../../lib/versions.ts';
+import { AGENT_POLL_ENV, patchesEnv } from '../../lib/digdag-patches.ts';
 import { podProperties } from '../helpers/chart.ts';
 import { tempDir, testConfig } from '../helpers/fixtures.ts';
 import { validateStrictly } from '../helpers/tools.ts';
@@ -234,4 +235,18 @@ test('gke: Workload Identity annotation, registry image, namespace applied every
   assert.equal(agent.get('log-server.type'), 'gcs');
   assert.equal(agent.get('log-server.gcs.bucket'), 'my-logs');
   assert.equal(find(objs, 'ConfigMap', 'digdag-env').data!.GCP_PROJECT, 'my-project');
+});
+
+test('the agent patch\'s wait reaches every Digdag pod the way the local target sets it: one setting, one variable', async () => {
+  const vars = { AGENT_POLL_MILLIS: '350' };
+  const objs = await render(vars);
+  assert.deepEqual(patchesEnv(testConfig({ DIGDAG_HA_TARGET: 'local', ...vars })), { [AGENT_POLL_ENV]: '350' });
+  assert.equal(find(objs, 'ConfigMap', 'digdag-env').data![AGENT_POLL_ENV], '350');
+  // Every Digdag server container reads digdag-env.
+  for (const d of objs.filter((o) => o.kind === 'Deployment' && o.metadata.name.startsWith('digdag-'))) {
+    const c = d.spec.template.spec.containers.find((x: { name: string }) => x.name === 'digdag');
+    assert.ok(c?.envFrom?.some((e: { configMapRef?: { name: string } }) => e.configMapRef?.name === 'digdag-env'), d.metadata.name);
+  }
+  assert.deepEqual(patchesEnv(testConfig({ DIGDAG_HA_TARGET: 'local', ...vars, DIGDAG_PATCHES: 'false' })), {}, 'Digdag as released: nothing to read it');
+  assert.throws(() => testConfig({ DIGDAG_HA_TARGET: 'local', AGENT_POLL_MILLIS: '5' }), /AGENT_POLL_MILLIS/);
 });

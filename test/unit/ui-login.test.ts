@@ -98,7 +98,7 @@ test('digdagArgv: -jar without an overlay; -cp overlay:jar io.digdag.cli.Main wi
 test('local plan: only the UI serves the login page; AUTH=none runs every role from the jar', async () => {
   for (const auth of ['basic', 'none']) {
     // The task-callback patch off: this is about the login page alone (local-tasks.test.ts has both).
-    const config = testConfig({ AUTH: auth, DIGDAG_CALLBACK_RETRY: 'false' });
+    const config = testConfig({ AUTH: auth, DIGDAG_PATCHES: 'false' });
     ensureSecrets(config);
     const jar = path.join(tempDir(), 'digdag.jar');
     fs.writeFileSync(jar, '');
