@@ -11,7 +11,8 @@
 // test CA, GCP_SA_KEY_FILE = a key of the test token authority), and the BigQuery sample runs in
 // the worker pods. The database (3 Patroni members): verify-ha kills its leader under an attempt,
 // and a short run of the chaos soak (tasks/soak.ts's own code) kills it twice more — once its
-// postmaster, once its pod — while attempts are submitted: none may fail or go missing.
+// postmaster, once its pod — while attempts are submitted: none may fail or go missing. Last,
+// on the same cluster (KEDA comes up with it when built), the autoscaling tests of suites/keda.ts.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -50,6 +51,8 @@ import { helmBin } from '../helpers/tools.ts';
 import { emulatorsMissing, startGoogleApis, type GoogleApis } from '../helpers/gcp/index.ts';
 import { pushProject } from '../../lib/push-workflow.ts';
 import { soak, soakSummary } from '../../lib/soak.ts';
+import { kedaMissing } from '../../lib/cluster/keda.ts';
+import { kedaTests } from './suites/keda.ts';
 
 const runner = new ShellRunner(false, () => {});
 const log = (l: string) => process.stderr.write(`  [kube-e2e] ${l}\n`);
@@ -66,6 +69,8 @@ const SOAK_SECONDS = 90;
 /** The offline Google Cloud the deployment uses (undefined: emulators not built, see gcpMissing). */
 let gcp: GoogleApis | undefined;
 let gcpMissing: string | undefined;
+/** Why the KEDA suite skips (KEDA not built), or undefined: KEDA comes up with the cluster. */
+let kedaWhy: string | undefined;
 const GCP_TEST_PROJECT = 'digdag-ha-test';
 const KEY_SA = `digdag-key@${GCP_TEST_PROJECT}.iam.gserviceaccount.com`;
 
@@ -76,7 +81,12 @@ before(async () => {
   // waits out the killed worker's lock retention, and the test proves the behaviour, not the
   // default's length (the defaults' render is covered by the unit tests).
   const lockTimings = { AGENT_HEARTBEAT_INTERVAL: '5', AGENT_LOCK_RETENTION_TIME: '15', LOCK_EXPIRE_INTERVAL: '5' };
-  const vars = { DIGDAG_HA_TARGET: 'cluster', DIGDAG_HA_STATE_DIR: state, RESOURCE_PROFILE: 'small', PORT_FORWARD_PORT: String(port), DIGDAG_HA_CLUSTER_DIR: path.join(state, 'c'), ...lockTimings, ...runtimeVars };
+  // KEDA comes up with the cluster when it is in the cache: the autoscaling tests (suites/keda.ts)
+  // run on this cluster after the rest, instead of bringing up one of their own.
+  const base = { DIGDAG_HA_TARGET: 'cluster', DIGDAG_HA_STATE_DIR: state, RESOURCE_PROFILE: 'small', PORT_FORWARD_PORT: String(port), DIGDAG_HA_CLUSTER_DIR: path.join(state, 'c'), ...lockTimings, ...runtimeVars };
+  const keda = kedaMissing(loadClusterConfig(testConfig({ ...base, CLUSTER_ADDONS: 'keda' })));
+  kedaWhy = keda.length ? `KEDA is not in the cache: ${keda.join('; ')}` : undefined;
+  const vars = { ...base, ...(kedaWhy ? {} : { CLUSTER_ADDONS: 'keda' }) };
   config = testConfig(vars);
   cc = loadClusterConfig(config);
   const missing = missingPrerequisites(cc);
@@ -111,6 +121,7 @@ before(async () => {
 
 after(async () => {
   await gcp?.stop();
+  await kedaSuite.stop();
   if (skipReason || !cc) return;
   await clusterDown(runner, cc, { purge: true }, log);
   assert.deepEqual(await hostLeftovers(runner, cc), [], 'down leaves nothing on the host');
@@ -465,4 +476,14 @@ test('the chart on the real cluster: installs with its NetworkPolicies into a re
     await helm(['uninstall', 'dd', '--wait', '--timeout', '3m'], 4 * 60_000);
     await kc(['delete', 'namespace', ns, '--wait=false']);
   }
+});
+
+// Queue-driven scaling with KEDA, last: on this cluster, in a namespace of its own (suites/keda.ts).
+const kedaSuite = kedaTests({
+  runner,
+  skipReason: () => skipReason,
+  runtimeMissing: () => runtimeMissing,
+  kedaMissing: () => kedaWhy,
+  cluster: () => cc,
+  stateDir: () => state,
 });
