@@ -25,11 +25,13 @@ import { startAttempt, waitAttempt, workflowId } from '../../lib/digdag-api.ts';
 import { buildImage } from '../../lib/kube/build-image.ts';
 import { applyObjects, kubectl } from '../../lib/kube/kubectl.ts';
 import { renderManifests } from '../../lib/kube/render.ts';
+import { kubeQueueSource } from '../../lib/kube/queue-source.ts';
 import { kubeStatus } from '../../lib/kube/status.ts';
 import { ROOT } from '../../lib/paths.ts';
 import { runSteps, type Ctx } from '../../lib/pipeline.ts';
 import { freePortRange } from '../../lib/ports.ts';
 import { waitFor } from '../../lib/processes.ts';
+import { burstFigures, sampleQueue, startSampling } from '../../lib/queue-sampling.ts';
 import { SAMPLE_PROJECT } from '../../lib/push-workflow.ts';
 import { ShellRunner } from '../../lib/runner.ts';
 import { ALL_STEPS } from '../../tasks/all.ts';
@@ -125,19 +127,8 @@ test('KEDA started with the cluster: the API server serves external.metrics.k8s.
   assert.ok(again.lines.some((l) => /KEDA v2\.16\.1: already up/.test(l)), again.lines.join('\n'));
 });
 
-interface Sample { at: number; replicas: number; ready: number; waiting: number; running: number; locks: { id: string; agent: string; retries: number }[] }
-
-/** The workers' count and Digdag's lock table, now. */
-async function sample(): Promise<Sample> {
-  const d = await k('get', 'deployment', 'digdag-worker', '-o', 'jsonpath={.status.replicas} {.status.readyReplicas}');
-  const [replicas, ready] = d.stdout.split(' ').map((n) => Number(n || 0));
-  const rows = (await kubeTarget.query(ctx, 'SELECT id, coalesce(lock_agent_id, \'\'), retry_count FROM queued_task_locks').catch(() => '')).split('\n').filter(Boolean);
-  const locks = rows.map((r) => {
-    const [id, agent, retries] = r.split('|');
-    return { id: id!, agent: agent!, retries: Number(retries) };
-  });
-  return { at: Date.now(), replicas: replicas!, ready: ready!, waiting: locks.filter((l) => !l.agent).length, running: locks.filter((l) => l.agent).length, locks };
-}
+/** The workers and Digdag's lock table, now (lib/queue-sampling.ts). */
+const sample = () => sampleQueue(kubeQueueSource(ctx));
 
 /** status's autoscaler view of the live cluster, and its problem lines about the autoscaler. */
 async function autoscalerNow() {
@@ -157,11 +148,8 @@ test(`a burst of ${ATTEMPTS} attempts × ${TASKS} sh> tasks: workers scale ${MIN
   const so = await waitFor(async () => (await k('get', 'scaledobject', 'digdag-autoscaler', '-o', 'jsonpath={.status.conditions[?(@.type=="Ready")].status}')).stdout === 'True', 90_000, 1000);
   assert.ok(so, `ScaledObject never Ready: ${(await k('get', 'scaledobject', 'digdag-autoscaler', '-o', 'jsonpath={.status.conditions}')).stdout}`);
 
-  const samples: Sample[] = [];
-  let sampling = true;
-  const loop = (async () => {
-    while (sampling) samples.push(await sample());
-  })();
+  const sampling = startSampling(kubeQueueSource(ctx));
+  const samples = sampling.samples;
 
   try {
     const endpoint = await kubeTarget.endpoint(ctx);
@@ -180,38 +168,26 @@ test(`a burst of ${ATTEMPTS} attempts × ${TASKS} sh> tasks: workers scale ${MIN
       return Number(d.stdout) === MIN;
     }, (COOLDOWN + MAX * SCALE_DOWN_PERIOD) * 1000 + 180_000, 1000);
     const minAt = Date.now();
-    sampling = false;
-    await loop;
+    await sampling.stop();
 
-    const peak = Math.max(...samples.map((s) => s.replicas));
     // Re-runs from the lock table: a task lock taken by a second agent, or retried.
-    const agentsOf = new Map<string, Set<string>>();
-    let retried = 0;
-    for (const s of samples) {
-      for (const l of s.locks) {
-        if (l.agent) agentsOf.set(l.id, (agentsOf.get(l.id) ?? new Set()).add(l.agent));
-        if (l.retries > 0) retried++;
-      }
-    }
-    const twice = [...agentsOf].filter(([, a]) => a.size > 1);
-    const firstAgents = new Set(samples.filter((s) => s.at < burstAt).flatMap((s) => s.locks.map((l) => l.agent)));
-    const initialAgent = samples.find((s) => s.at >= burstAt && s.running > 0)?.locks.find((l) => l.agent)?.agent;
-    const overThreshold = samples.find((s) => s.at >= burstAt && s.waiting + s.running > MIN * THREADS)?.at;
-    const newAgentAt = samples.find((s) => s.at >= burstAt && s.locks.some((l) => l.agent && l.agent !== initialAgent && !firstAgents.has(l.agent)))?.at;
+    const f = burstFigures(samples, burstAt, MIN * THREADS);
+    const peak = f.peak;
     const ideal = (ATTEMPTS * TASKS * SLEEP) / (MAX * THREADS);
     const sec = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
-    t.diagnostic(`${samples.length} samples; peak workers ${peak}; task locks seen ${agentsOf.size}`);
-    t.diagnostic(`scale-out reaction (queue above ${MIN * THREADS} → first task on a new worker): ${overThreshold && newAgentAt ? sec(newAgentAt - overThreshold) : 'n/a'}`);
+    const opt = (ms: number | undefined) => (ms === undefined ? 'n/a' : sec(ms));
+    t.diagnostic(`${samples.length} samples; peak workers ${peak}; task locks seen ${f.locksSeen}`);
+    t.diagnostic(`scale-out reaction (queue above ${MIN * THREADS} → first task on a new worker): ${opt(f.reactionMs)} (after the burst: queue above ${opt(f.overThresholdMs)}, new pod ${opt(f.scaledOutMs)}, Ready ${opt(f.newReadyMs)}, its first task ${opt(f.newWorkerTaskMs)})`);
     t.diagnostic(`drain: ${sec(drainedAt - burstAt)} for ${ATTEMPTS * TASKS} × ${SLEEP} s tasks (ideal at ${MAX} workers × ${THREADS} threads: ${ideal.toFixed(0)} s)`);
     t.diagnostic(`scale-in to ${MIN}: ${sec(minAt - drainedAt)} after the last attempt finished (cooldown ${COOLDOWN} s, one worker per ${SCALE_DOWN_PERIOD} s)`);
     log(`timeline (s, replicas/ready, waiting+running): ${samples.filter((_, i) => i % 5 === 0).map((s) => `${((s.at - burstAt) / 1000).toFixed(0)}:${s.replicas}/${s.ready}:${s.waiting}+${s.running}`).join(' ')}`);
 
     assert.ok(peak > MIN, `the workers never scaled out (peak ${peak})`);
     assert.ok(peak <= MAX, `more workers than the maximum: ${peak}`);
-    assert.ok(newAgentAt, 'no task ever ran on a worker the autoscaler added');
-    assert.ok(agentsOf.size >= ATTEMPTS * TASKS * 0.5, `the sampling saw too few task locks to vouch for re-runs: ${agentsOf.size}`);
-    assert.deepEqual(twice.map(([id, a]) => `${id}: ${[...a].join(', ')}`), [], 'tasks re-run by a second agent');
-    assert.equal(retried, 0, 'task locks with retry_count > 0');
+    assert.ok(f.newWorkerTaskMs !== undefined, 'no task ever ran on a worker the autoscaler added');
+    assert.ok(f.locksSeen >= ATTEMPTS * TASKS * 0.5, `the sampling saw too few task locks to vouch for re-runs: ${f.locksSeen}`);
+    assert.deepEqual(f.reruns, [], 'tasks re-run by a second agent');
+    assert.equal(f.retried, 0, 'task locks with retry_count > 0');
     assert.ok(backAtMin, `the workers did not return to ${MIN} after the cooldown`);
 
     // status, once back at the minimum: what KEDA and its HPA say, the queue by KEDA's query, the scale-in as the last step.
@@ -231,8 +207,7 @@ test(`a burst of ${ATTEMPTS} attempts × ${TASKS} sh> tasks: workers scale ${MIN
     t.diagnostic(`status (autoscaler view) against the live cluster: ${sec(Date.now() - statusAt)}`);
     backAtMinimum = true;
   } finally {
-    sampling = false;
-    await loop.catch(() => {});
+    await sampling.stop().catch(() => {});
   }
 });
 
@@ -248,7 +223,7 @@ test('scale to zero: the chart\'s ScaledObject with AUTOSCALING_MIN_REPLICAS=0 t
   await applyObjects(ctx, so);
   // The queue has been empty for longer than the cooldown: KEDA deactivates at its next poll.
   // No worker at all: the Deployment at 0 and its last pod gone (not merely terminating).
-  const none = await waitFor(async () => (await sample()).replicas === 0 && !(await k('get', 'pods', '-l', 'app.kubernetes.io/component=worker', '-o', 'name')).stdout.trim(), (COOLDOWN + 90) * 1000, 1000);
+  const none = await waitFor(async () => (await sample().catch(() => undefined))?.replicas === 0 && !(await k('get', 'pods', '-l', 'app.kubernetes.io/component=worker', '-o', 'name')).stdout.trim(), (COOLDOWN + 90) * 1000, 1000);
   assert.ok(none, 'KEDA did not scale the workers to zero');
   const zeroAt = Date.now();
   const atZero = await autoscalerNow();
@@ -263,21 +238,18 @@ test('scale to zero: the chart\'s ScaledObject with AUTOSCALING_MIN_REPLICAS=0 t
   let podAt: number | undefined;
   let readyAt: number | undefined;
   let firstTaskAt: number | undefined;
-  let done = false;
-  const watch = (async () => {
-    while (!done) {
-      const s = await sample();
+  const watch = startSampling(kubeQueueSource(ctx), {
+    onSample: (s) => {
       podAt ??= s.replicas > 0 ? s.at : undefined;
       readyAt ??= s.ready > 0 ? s.at : undefined;
       firstTaskAt ??= s.running > 0 ? s.at : undefined;
-    }
-  })();
+    },
+  });
   try {
     const a = await waitAttempt(await kubeTarget.endpoint(ctx), id, 300_000);
     assert.equal(a.success, true, `attempt ${id} did not succeed from zero workers`);
   } finally {
-    done = true;
-    await watch;
+    await watch.stop();
   }
   const finishedAt = Date.now();
   assert.ok(podAt, 'no worker was ever brought up');
