@@ -27,7 +27,7 @@ import { clusterLabel, clusterRun, clusterSetups, minWorkers, renderClusterRepor
 type Log = (line: string) => void;
 
 /** The deployment for one configuration: the worker layout, the setup's worker counts and autoscaling. */
-function configFor(o: ClusterBenchOptions, setup: ClusterSetup, base: Record<string, string>): Config {
+export function configFor(o: ClusterBenchOptions, setup: ClusterSetup, base: Record<string, string>): Config {
   return loadConfig({
     root: ROOT,
     env: process.env,
