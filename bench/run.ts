@@ -33,7 +33,7 @@ import { busyFraction, parseCpuStat, parseEvents, parseProcStat, ratePerSecond, 
 import { latencyBars, renderReport, setupLabel, throughputBars, type BurstResult, type IdleResult, type LatencyResult, type Report, type Setup } from './report.ts';
 import { barChartSvg, clusterChartSpec, renderSvg, svgToPng, timelineSpec } from './charts.ts';
 import { clusterBench } from './cluster.ts';
-import { clusterBarRows, clusterBenchOptions, timelineRows, type ClusterBenchOptions, type ClusterRun } from './cluster-report.ts';
+import { clusterBarRows, clusterBenchOptions, renderClusterReport, timelineRows, type ClusterBenchOptions, type ClusterRun } from './cluster-report.ts';
 import { benchOptions, writeBenchProject, type BenchOptions, type Burst } from './workloads.ts';
 
 const PROJECT = 'bench';
@@ -64,6 +64,8 @@ const USAGE = `usage: npm run bench -- [flags]
     --polling S --cooldown S --scale-down-period S
                           KEDA's polling, cooldown and scale-down period (default 5, 30, 15)
     --keep                leave the cluster and the deployment up
+
+  --charts FILE           no run: the tables and charts again from a run's bench/results/*.json
 `;
 
 /** A running configuration the workloads are sent to. */
@@ -278,6 +280,7 @@ async function main(): Promise<void> {
       cooldown: { type: 'string' },
       'scale-down-period': { type: 'string' },
       keep: { type: 'boolean' },
+      charts: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,
@@ -287,6 +290,18 @@ async function main(): Promise<void> {
     return;
   }
   const log = (l: string) => process.stdout.write(`${l}\n`);
+  if (values.charts) {
+    // Charts again from a run's JSON (a cluster run's: its table too), without running anything.
+    const saved = JSON.parse(fs.readFileSync(values.charts, 'utf8')) as { target?: string; options: ClusterBenchOptions & BenchOptions; runs?: ClusterRun[] } & Report;
+    if (saved.target === 'cluster') {
+      log(renderClusterReport(saved.options, saved.runs ?? []));
+      await writeClusterOutputs(saved.options, saved.runs ?? [], log);
+    } else {
+      log(renderReport(saved));
+      await writeOutputs(saved, saved.options, log);
+    }
+    return;
+  }
   if (values.target === 'cluster') {
     const co = clusterBenchOptions(values);
     const runs: ClusterRun[] = [];
