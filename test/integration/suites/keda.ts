@@ -28,7 +28,10 @@ import type { Config } from '../../../lib/config.ts';
 import { startAttempt, waitAttempt, workflowId } from '../../../lib/digdag-api.ts';
 import { applyObjects, kubectl } from '../../../lib/kube/kubectl.ts';
 import { renderManifests } from '../../../lib/kube/render.ts';
+import { kubeQueueSource } from '../../../lib/kube/queue-source.ts';
 import { kubeStatus } from '../../../lib/kube/status.ts';
+import { podOfAgent } from '../../../lib/kube/target.ts';
+import { burstFigures, sampleQueue, startSampling, type QueueSample } from '../../../lib/queue-sampling.ts';
 import { runSteps, type Ctx } from '../../../lib/pipeline.ts';
 import { freePortRange } from '../../../lib/ports.ts';
 import { listProcesses, stopProcess, unregisterProcess, waitFor } from '../../../lib/processes.ts';
@@ -65,20 +68,6 @@ export interface ClusterSuiteEnv {
   cluster(): ClusterConfig;
   stateDir(): string;
 }
-
-export interface Sample {
-  at: number;
-  replicas: number;
-  ready: number;
-  waiting: number;
-  running: number;
-  locks: { id: string; agent: string; retries: number }[];
-  /** Worker pods, and whether each is being deleted. */
-  pods: { name: string; deleting: boolean }[];
-}
-
-/** The pod an agent id names: Digdag's agent id is the JVM's `pid@hostname`, the hostname the pod's. */
-const podOfAgent = (agent: string) => agent.slice(agent.indexOf('@') + 1);
 
 /** Registers the KEDA tests; the returned stop() ends what they started on the host (the port-forward). */
 export function kedaTests(env: ClusterSuiteEnv): { stop(): Promise<void> } {
@@ -122,25 +111,8 @@ export function kedaTests(env: ClusterSuiteEnv): { stop(): Promise<void> } {
     ctx = testCtx(config, runner);
   }
 
-  /** The workers' count, their pods and Digdag's lock table, now. */
-  async function sample(): Promise<Sample | undefined> {
-    // Three reads at once: the samples must stay closer together than a task's length.
-    const [d, p, table] = await Promise.all([
-      k('get', 'deployment', 'digdag-worker', '-o', 'jsonpath={.status.replicas} {.status.readyReplicas}'),
-      k('get', 'pods', '-l', 'app.kubernetes.io/component=worker', '-o', 'jsonpath={range .items[*]}{.metadata.name} {.metadata.deletionTimestamp}{"\\n"}{end}'),
-      kubeTarget.query(ctx, 'SELECT id, coalesce(lock_agent_id, \'\'), retry_count FROM queued_task_locks').catch(() => undefined),
-    ]);
-    // A read that failed is no sample: the gap it leaves counts against the sampling.
-    if (d.code !== 0 || p.code !== 0 || table === undefined) return undefined;
-    const [replicas, ready] = d.stdout.split(' ').map((n) => Number(n || 0));
-    const pods = p.stdout.split('\n').filter(Boolean).map((l) => ({ name: l.split(' ')[0]!, deleting: !!l.split(' ')[1] }));
-    const rows = table.split('\n').filter(Boolean);
-    const locks = rows.map((r) => {
-      const [id, agent, retries] = r.split('|');
-      return { id: id!, agent: agent!, retries: Number(retries) };
-    });
-    return { at: Date.now(), replicas: replicas!, ready: ready!, waiting: locks.filter((l) => !l.agent).length, running: locks.filter((l) => l.agent).length, locks, pods };
-  }
+  /** The workers (terminating ones included) and Digdag's lock table, now; undefined when a read failed. */
+  const sample = (): Promise<QueueSample | undefined> => sampleQueue(kubeQueueSource(ctx)).catch(() => undefined);
 
   /** status's autoscaler view of the live cluster, and its problem lines about the autoscaler. */
   async function autoscalerNow() {
@@ -174,14 +146,8 @@ export function kedaTests(env: ClusterSuiteEnv): { stop(): Promise<void> } {
     const so = await waitFor(async () => (await k('get', 'scaledobject', 'digdag-autoscaler', '-o', 'jsonpath={.status.conditions[?(@.type=="Ready")].status}')).stdout === 'True', 90_000, 1000);
     assert.ok(so, `ScaledObject never Ready: ${(await k('get', 'scaledobject', 'digdag-autoscaler', '-o', 'jsonpath={.status.conditions}')).stdout}`);
 
-    const samples: Sample[] = [];
-    let sampling = true;
-    const loop = (async () => {
-      while (sampling) {
-        const s = await sample();
-        if (s) samples.push(s);
-      }
-    })();
+    const sampling = startSampling(kubeQueueSource(ctx));
+    const samples = sampling.samples;
 
     try {
       const endpoint = await kubeTarget.endpoint(ctx);
@@ -220,59 +186,46 @@ export function kedaTests(env: ClusterSuiteEnv): { stop(): Promise<void> } {
       // left terminating (a scaled-in worker finishing its tasks is a pod being deleted).
       const backAtMin = await waitFor(async () => {
         const s = await sample();
-        if (s) samples.push(s);
-        return s?.replicas === MIN && s.pods.length === MIN;
+        return s?.replicas === MIN && s.terminating === 0;
       }, (COOLDOWN + MAX * SCALE_DOWN_PERIOD + LONG_SLEEP) * 1000 + 180_000, 1000);
       const minAt = Date.now();
-      sampling = false;
-      await loop;
-      samples.sort((a, b) => a.at - b.at);
+      await sampling.stop();
 
-      const peak = Math.max(...samples.map((s) => s.replicas));
-      // Re-runs from the lock table: a task lock taken by a second agent, or retried.
+      // Re-runs from the lock table (a task lock taken by a second agent, or retried), the scale-out's steps.
+      const f = burstFigures(samples, burstAt, MIN * THREADS);
       const agentsOf = new Map<string, Set<string>>();
-      let retried = 0;
-      for (const s of samples) {
-        for (const l of s.locks) {
-          if (l.agent) agentsOf.set(l.id, (agentsOf.get(l.id) ?? new Set()).add(l.agent));
-          if (l.retries > 0) retried++;
-        }
-      }
-      const twice = [...agentsOf].filter(([, a]) => a.size > 1);
+      for (const s of samples) for (const l of s.locks) if (l.agent) agentsOf.set(l.id, (agentsOf.get(l.id) ?? new Set()).add(l.agent));
       const gaps = samples.slice(1).map((s, i) => s.at - samples[i]!.at).filter((_, i) => samples[i + 1]!.at <= minAt);
       const maxGap = Math.max(...gaps);
       // Scaled in while holding a task: a sample where the pod is being deleted and its agent holds a
       // lock; then the lock released, then the pod gone — never the lock with another agent.
       const heldWhileDeleting = new Map<string, { pod: string; firstDeleting: number }>();
       for (const s of samples) {
-        const deleting = new Set(s.pods.filter((p) => p.deleting).map((p) => p.name));
-        for (const l of s.locks) if (l.agent && deleting.has(podOfAgent(l.agent)) && !heldWhileDeleting.has(l.id)) heldWhileDeleting.set(l.id, { pod: podOfAgent(l.agent), firstDeleting: s.at });
+        const deleting = new Set(s.workers.filter((w) => w.terminating).map((w) => w.name));
+        for (const l of s.locks) if (l.agent && deleting.has(l.instance) && !heldWhileDeleting.has(l.id)) heldWhileDeleting.set(l.id, { pod: l.instance, firstDeleting: s.at });
       }
       const finishedFirst = [...heldWhileDeleting].map(([lock, { pod, firstDeleting }]) => {
         const released = samples.find((s) => s.at > firstDeleting && !s.locks.some((l) => l.id === lock))?.at;
-        const gone = samples.find((s) => s.at > firstDeleting && !s.pods.some((p) => p.name === pod))?.at;
+        const gone = samples.find((s) => s.at > firstDeleting && !s.workers.some((w) => w.name === pod))?.at;
         return { lock, pod, agents: [...(agentsOf.get(lock) ?? [])], heldFor: released ? released - firstDeleting : undefined, ok: !!released && !!gone && released <= gone };
       });
       const ideal = (ATTEMPTS * TASKS * SLEEP) / (MAX * THREADS);
       const sec = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
-      const firstAgents = new Set(samples.filter((s) => s.at < burstAt).flatMap((s) => s.locks.map((l) => l.agent)));
-      const initialAgent = samples.find((s) => s.at >= burstAt && s.running > 0)?.locks.find((l) => l.agent)?.agent;
-      const overThreshold = samples.find((s) => s.at >= burstAt && s.waiting + s.running > MIN * THREADS)?.at;
-      const newAgentAt = samples.find((s) => s.at >= burstAt && s.locks.some((l) => l.agent && l.agent !== initialAgent && !firstAgents.has(l.agent)))?.at;
-      t.diagnostic(`${samples.length} samples (longest gap ${sec(maxGap)}); peak workers ${peak}; task locks seen ${agentsOf.size}`);
-      t.diagnostic(`scale-out reaction (queue above ${MIN * THREADS} → first task on a new worker): ${overThreshold && newAgentAt ? sec(newAgentAt - overThreshold) : 'n/a'}`);
+      const opt = (ms: number | undefined) => (ms === undefined ? 'n/a' : sec(ms));
+      t.diagnostic(`${samples.length} samples (longest gap ${sec(maxGap)}; ${sampling.failures.length} failed reads); peak workers ${f.peak}; task locks seen ${f.locksSeen}`);
+      t.diagnostic(`scale-out reaction (queue above ${MIN * THREADS} → first task on a new worker): ${opt(f.reactionMs)} (after the burst: queue above ${opt(f.overThresholdMs)}, new pod ${opt(f.scaledOutMs)}, Ready ${opt(f.newReadyMs)}, its first task ${opt(f.newWorkerTaskMs)})`);
       t.diagnostic(`drain: ${sec(drainedAt - burstAt)} for ${ATTEMPTS * TASKS} × ${SLEEP} s tasks (ideal at ${MAX} workers × ${THREADS} threads: ${ideal.toFixed(0)} s, ${((drainedAt - burstAt) / 1000 / ideal).toFixed(2)}×)`);
       t.diagnostic(`scale-in to ${MIN}: ${sec(minAt - drainedAt)} after the burst drained (cooldown ${COOLDOWN} s, one worker per ${SCALE_DOWN_PERIOD} s, ${LONG} tasks of ${LONG_SLEEP} s still running)`);
       for (const f of finishedFirst) t.diagnostic(`scaled in while holding task lock ${f.lock}: pod ${f.pod} kept it ${f.heldFor ? sec(f.heldFor) : '?'} after its deletion began, agents ${f.agents.join(', ')}`);
       log(`timeline (s, replicas/ready, waiting+running): ${samples.filter((_, i) => i % 5 === 0).map((s) => `${((s.at - burstAt) / 1000).toFixed(0)}:${s.replicas}/${s.ready}:${s.waiting}+${s.running}`).join(' ')}`);
 
-      assert.ok(peak > MIN, `the workers never scaled out (peak ${peak})`);
-      assert.ok(peak <= MAX, `more workers than the maximum: ${peak}`);
-      assert.ok(newAgentAt, 'no task ever ran on a worker the autoscaler added');
+      assert.ok(f.peak > MIN, `the workers never scaled out (peak ${f.peak})`);
+      assert.ok(f.peak <= MAX, `more workers than the maximum: ${f.peak}`);
+      assert.ok(f.newWorkerTaskMs !== undefined, 'no task ever ran on a worker the autoscaler added');
       assert.ok(maxGap < SLEEP * 1000, `two samples ${sec(maxGap)} apart: a re-run (≥ ${SLEEP} s) could have been missed`);
-      assert.ok(agentsOf.size >= ATTEMPTS * TASKS, `the sampling saw fewer task locks than sh> tasks: ${agentsOf.size}`);
-      assert.deepEqual(twice.map(([id, a]) => `${id}: ${[...a].join(', ')}`), [], 'tasks re-run by a second agent');
-      assert.equal(retried, 0, 'task locks with retry_count > 0');
+      assert.ok(f.locksSeen >= ATTEMPTS * TASKS, `the sampling saw fewer task locks than sh> tasks: ${f.locksSeen}`);
+      assert.deepEqual(f.reruns, [], 'tasks re-run by a second agent');
+      assert.equal(f.retried, 0, 'task locks with retry_count > 0');
       assert.ok(finishedFirst.length > 0, 'no worker was scaled in while it held a task (the test must see at least one)');
       assert.deepEqual(finishedFirst.filter((f) => !f.ok || f.agents.length !== 1), [], 'a worker scaled in while holding a task must finish it before its pod goes');
       assert.ok(backAtMin, `the workers did not return to ${MIN} after the cooldown`);
@@ -294,8 +247,7 @@ export function kedaTests(env: ClusterSuiteEnv): { stop(): Promise<void> } {
       t.diagnostic(`status (autoscaler view) against the live cluster: ${sec(Date.now() - statusAt)}`);
       backAtMinimum = true;
     } finally {
-      sampling = false;
-      await loop.catch(() => {});
+      await sampling.stop().catch(() => {});
     }
   });
 
@@ -313,7 +265,7 @@ export function kedaTests(env: ClusterSuiteEnv): { stop(): Promise<void> } {
     // No worker at all: the Deployment at 0 and its last pod gone (not merely terminating).
     const none = await waitFor(async () => {
       const s = await sample();
-      return s?.replicas === 0 && s.pods.length === 0;
+      return s?.replicas === 0 && s.terminating === 0;
     }, (COOLDOWN + 90) * 1000, 1000);
     assert.ok(none, 'KEDA did not scale the workers to zero');
     const zeroAt = Date.now();
@@ -329,22 +281,18 @@ export function kedaTests(env: ClusterSuiteEnv): { stop(): Promise<void> } {
     let podAt: number | undefined;
     let readyAt: number | undefined;
     let firstTaskAt: number | undefined;
-    let done = false;
-    const watch = (async () => {
-      while (!done) {
-        const s = await sample();
-        if (!s) continue;
+    const watch = startSampling(kubeQueueSource(ctx), {
+      onSample: (s) => {
         podAt ??= s.replicas > 0 ? s.at : undefined;
         readyAt ??= s.ready > 0 ? s.at : undefined;
         firstTaskAt ??= s.running > 0 ? s.at : undefined;
-      }
-    })();
+      },
+    });
     try {
       const a = await waitAttempt(await kubeTarget.endpoint(ctx), id, 300_000);
       assert.equal(a.success, true, `attempt ${id} did not succeed from zero workers`);
     } finally {
-      done = true;
-      await watch;
+      await watch.stop();
     }
     const finishedAt = Date.now();
     assert.ok(podAt, 'no worker was ever brought up');
