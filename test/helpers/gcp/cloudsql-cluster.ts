@@ -116,14 +116,14 @@ export interface ProxyContainer {
   ready: boolean;
 }
 
-/** The cloud-sql-proxy sidecar of each pod matching `selector`. */
+/** The cloud-sql-proxy sidecar of each pod matching `selector` that has one (not the helm test pod). */
 export async function proxyContainers(k: Kubectl, ns: string, selector: string): Promise<ProxyContainer[]> {
   const r = await k(['get', 'pods', '-n', ns, '-l', selector, '-o', 'json']);
   assert.equal(r.code, 0, r.stderr);
   const pods = (JSON.parse(r.stdout) as { items: { metadata: { name: string }; status: { podIP?: string; initContainerStatuses?: { name: string; containerID?: string; restartCount: number; ready: boolean; started?: boolean }[] } }[] }).items;
-  return pods.map((p) => {
+  return pods.flatMap((p) => {
     const s = (p.status.initContainerStatuses ?? []).find((c) => c.name === 'cloud-sql-proxy');
-    return { pod: p.metadata.name, podIp: p.status.podIP ?? '', containerId: (s?.containerID ?? '').replace(/^containerd:\/\//, ''), restarts: s?.restartCount ?? -1, ready: !!s?.ready };
+    return s ? [{ pod: p.metadata.name, podIp: p.status.podIP ?? '', containerId: (s.containerID ?? '').replace(/^containerd:\/\//, ''), restarts: s.restartCount, ready: s.ready }] : [];
   });
 }
 
@@ -184,8 +184,8 @@ export async function proveThroughProxy(o: {
     await succeeded(before, 'before');
 
     // Every Digdag pod's proxy, and the migration Job's, dialled the instance from the pod's address.
-    const proxies = await proxyContainers(k, ns, 'app.kubernetes.io/name=digdag');
-    const migrate = (await k(['get', 'pods', '-n', ns, '-l', 'app.kubernetes.io/component=migrate', '-o', 'jsonpath={.items[*].status.podIP}'])).stdout.trim().split(/\s+/).filter(Boolean);
+    const proxies = await proxyContainers(k, ns, 'app.kubernetes.io/name=digdag,app.kubernetes.io/component!=migrate');
+    const migrate = (await proxyContainers(k, ns, 'app.kubernetes.io/component=migrate')).map((p) => p.podIp).filter(Boolean);
     const from = new Set(sql.listener.connections.map((c) => c.remoteAddress));
     for (const p of proxies) {
       assert.ok(from.has(p.podIp), `${p.pod} (${p.podIp}) reached the instance: the listener saw ${[...from].join(', ')}`);
@@ -233,10 +233,9 @@ export async function proveThroughProxy(o: {
   }
 }
 
-/** Restart counts of the digdag containers, by pod. */
+/** Restart counts of the digdag containers (the roles' pods), by pod. */
 async function digdagRestarts(k: Kubectl, ns: string): Promise<Record<string, number>> {
   const r = await k(['get', 'pods', '-n', ns, '-l', 'app.kubernetes.io/name=digdag', '-o', 'json']);
-  const pods = (JSON.parse(r.stdout) as { items: { metadata: { name: string; labels: Record<string, string> }; status: { containerStatuses?: { name: string; restartCount: number }[] } }[] }).items;
-  return Object.fromEntries(pods.filter((p) => p.metadata.labels['app.kubernetes.io/component'] !== 'migrate')
-    .map((p) => [p.metadata.name, (p.status.containerStatuses ?? []).find((c) => c.name === 'digdag')?.restartCount ?? -1]));
+  const pods = (JSON.parse(r.stdout) as { items: { metadata: { name: string }; status: { containerStatuses?: { name: string; restartCount: number }[] } }[] }).items;
+  return Object.fromEntries(pods.flatMap((p) => (p.status.containerStatuses ?? []).filter((c) => c.name === 'digdag').map((c) => [p.metadata.name, c.restartCount])));
 }
