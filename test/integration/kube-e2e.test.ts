@@ -48,7 +48,7 @@ import { kubeTarget } from '../../tasks/steps.ts';
 import { layoutRoles, taskRole } from '../../lib/roles.ts';
 import { helmBin } from '../helpers/tools.ts';
 import { emulatorsMissing, startGoogleApis, type GoogleApis } from '../helpers/gcp/index.ts';
-import { clusterCloudSqlMissing, proveThroughProxy, startClusterCloudSql } from '../helpers/gcp/cloudsql-cluster.ts';
+import { clusterCloudSqlMissing, proveThroughProxy, proxyDiagnostics, startClusterCloudSql } from '../helpers/gcp/cloudsql-cluster.ts';
 import { pushProject } from '../../lib/push-workflow.ts';
 import { soak, soakSummary } from '../../lib/soak.ts';
 
@@ -457,7 +457,7 @@ test('the chart on the real cluster: installs with its NetworkPolicies into a re
     // The test cluster's CoreDNS is a node process: the node's address joins the DNS peers.
     '--set', `networkPolicy.dnsCidrs={169.254.20.10/32,${cc.net.bridgeIp}/32}`, ...small, ...(sql ? ['-f', sql.valuesFile] : [])], 13 * 60_000);
   try {
-    assert.equal(install.code, 0, `${install.stdout}\n${install.stderr}\n${(await kc(['get', 'pods,events', '-n', ns])).stdout}`);
+    assert.equal(install.code, 0, `${install.stdout}\n${install.stderr}\n${(await kc(['get', 'pods,events', '-n', ns])).stdout}${sql ? `\n${await proxyDiagnostics(sql, gcp!, kcmd, ns)}` : ''}`);
     const policies = (await kc(['get', 'networkpolicies', '-n', ns, '-o', 'name'])).stdout;
     assert.match(policies, /default-deny/, policies);
     const test = await helm(['test', 'dd', '--timeout', '5m'], 6 * 60_000);

@@ -239,3 +239,13 @@ async function digdagRestarts(k: Kubectl, ns: string): Promise<Record<string, nu
   const pods = (JSON.parse(r.stdout) as { items: { metadata: { name: string }; status: { containerStatuses?: { name: string; restartCount: number }[] } }[] }).items;
   return Object.fromEntries(pods.flatMap((p) => (p.status.containerStatuses ?? []).filter((c) => c.name === 'digdag').map((c) => [p.metadata.name, c.restartCount])));
 }
+
+/** For a failure message: each pod's proxy log tail, what the Admin API and the edge answered, what the listener saw. */
+export async function proxyDiagnostics(sql: ClusterCloudSql, gcp: GoogleApis, k: Kubectl, ns: string): Promise<string> {
+  const pods = (await k(['get', 'pods', '-n', ns, '-o', 'jsonpath={.items[*].metadata.name}'])).stdout.trim().split(/\s+/).filter(Boolean);
+  const logs = await Promise.all(pods.map(async (p) => `--- ${p}/cloud-sql-proxy\n${(await k(['logs', '-n', ns, p, '-c', 'cloud-sql-proxy', '--tail=15'])).stdout.trim()}`));
+  const admin = sql.admin.requests.map((r) => `${r.method} ${r.path} ${r.status} ${r.minted?.email ?? 'no token'}`).join('\n');
+  const edge = gcp.edge.requests.filter((r) => r.service === 'sqladmin' || r.service === 'token' || r.service === 'other').map((r) => `${r.edgeIp} ${r.method} ${r.path} ${r.status} ${r.userAgent}`).join('\n');
+  const conns = sql.listener.connections.map((c) => `${c.remoteAddress} ${c.firstMessage}`).join(', ');
+  return `${logs.join('\n')}\n--- Admin API\n${admin || 'no request'}\n--- edge (token/sqladmin/other)\n${edge || 'none'}\n--- listener: ${conns || 'no connection'}; refused: ${sql.listener.refused.join(', ') || 'none'}`;
+}
