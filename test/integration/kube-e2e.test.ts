@@ -451,6 +451,7 @@ test('the chart on the real cluster: installs with its NetworkPolicies into a re
   const colon = config.k8s.image.lastIndexOf(':');
   const small = ['ui', 'worker', 'scheduler'].flatMap((r) => ['--set', `roles.${r}.resources.requests.cpu=50m`, '--set', `roles.${r}.resources.requests.memory=256Mi`]);
   const helm = (args: string[], timeoutMs = 60_000) => runner.run({ argv: [helmBin(), '--kubeconfig', clusterPaths(cc).kubeconfig, '-n', ns, ...args], quiet: true, nothrow: true, timeoutMs });
+  const tInstall = Date.now();
   const install = await helm(['install', 'dd', path.join(ROOT, 'chart', 'digdag-ha'), '--wait', '--timeout', '12m',
     '--set', `image.repository=${config.k8s.image.slice(0, colon)}`, '--set', `image.tag=${config.k8s.image.slice(colon + 1)}`,
     '--set', `postgres.image=${CLUSTER_POSTGRES_IMAGE}`, '--set', 'postgres.storage=1Gi',
@@ -458,6 +459,7 @@ test('the chart on the real cluster: installs with its NetworkPolicies into a re
     '--set', `networkPolicy.dnsCidrs={169.254.20.10/32,${cc.net.bridgeIp}/32}`, ...small, ...(sql ? ['-f', sql.valuesFile] : [])], 13 * 60_000);
   try {
     assert.equal(install.code, 0, `${install.stdout}\n${install.stderr}\n${(await kc(['get', 'pods,events', '-n', ns])).stdout}${sql ? `\n${await proxyDiagnostics(sql, gcp!, kcmd, ns)}` : ''}`);
+    log(`chart installed and ready in ${since(tInstall)} s (${sql ? 'Cloud SQL through the proxy sidecar' : 'in-cluster PostgreSQL'})`);
     const policies = (await kc(['get', 'networkpolicies', '-n', ns, '-o', 'name'])).stdout;
     assert.match(policies, /default-deny/, policies);
     const test = await helm(['test', 'dd', '--timeout', '5m'], 6 * 60_000);
