@@ -473,7 +473,7 @@ test('the chart on the real cluster: installs with its NetworkPolicies into a re
     if (sql) {
       const t2 = Date.now();
       const p = await proveThroughProxy({ sql, gcp: gcp!, cc, runner, k: kcmd, ns, keySa: KEY_SA, vars: runtimeVars, log });
-      log(`Cloud SQL Auth Proxy sidecar: ${p.connections} instance connections, ${p.adminCalls} Admin API calls; attempts ${p.attempts.before}/${p.attempts.during}/${p.attempts.after} (before/while/after) succeeded; killed proxies ready again in ${p.restartSeconds} s; ${since(t2)} s`);
+      log(`Cloud SQL Auth Proxy sidecar: ${p.connections} instance connections, ${p.adminCalls} Admin API calls; attempts ${p.attempts.before}/${p.attempts.during}/${p.attempts.after} (before/while/after) succeeded; proxies of ${p.killed.join(', ')} SIGKILLed mid-attempt, ready again in ${p.restartSeconds} s; ${since(t2)} s`);
     }
   } finally {
     await helm(['uninstall', 'dd', '--wait', '--timeout', '3m'], 4 * 60_000);
