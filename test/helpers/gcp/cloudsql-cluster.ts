@@ -26,7 +26,7 @@ import { applySql } from '../../../lib/local/init-db.ts';
 import { runSteps } from '../../../lib/pipeline.ts';
 import { dbEndpoint } from '../../../lib/postgres.ts';
 import { pickFreePort } from '../../../lib/ports.ts';
-import { listProcesses, stopProcess, waitFor } from '../../../lib/processes.ts';
+import { stopTracked, waitFor } from '../../../lib/processes.ts';
 import { pushProject, SAMPLE_PROJECT, sampleDir } from '../../../lib/push-workflow.ts';
 import type { Cmd, Result, Runner } from '../../../lib/runner.ts';
 import { createSecret } from '../../../tasks/create-secret.ts';
@@ -230,7 +230,7 @@ export async function proveThroughProxy(o: {
     assert.deepEqual(await digdagRestarts(k, ns), restartsBefore, 'no Digdag container restarted: Digdag recovered by itself');
     return { restartSeconds, killed: victims.map((v) => v.pod), attempts: { before: before.length, during: during.length, after: after.length }, connections: sql.listener.connections.length, adminCalls: sql.admin.requests.length };
   } finally {
-    for (const e of listProcesses(chart)) await stopProcess(e, 5000);
+    await stopTracked(chart, 5000);
   }
 }
 

@@ -34,7 +34,7 @@ import { podOfAgent } from '../../../lib/kube/target.ts';
 import { burstFigures, sampleQueue, startSampling, type QueueSample } from '../../../lib/queue-sampling.ts';
 import { runSteps, type Ctx } from '../../../lib/pipeline.ts';
 import { freePortRange } from '../../../lib/ports.ts';
-import { listProcesses, stopProcess, unregisterProcess, waitFor } from '../../../lib/processes.ts';
+import { stopTracked, waitFor } from '../../../lib/processes.ts';
 import { SAMPLE_PROJECT } from '../../../lib/push-workflow.ts';
 import type { ShellRunner } from '../../../lib/runner.ts';
 import { heldLocks, shTaskIds } from '../../../lib/verify.ts';
@@ -306,11 +306,7 @@ export function kedaTests(env: ClusterSuiteEnv): { stop(): Promise<void> } {
 
   return {
     async stop() {
-      if (!vars) return;
-      for (const e of listProcesses(config)) {
-        await stopProcess(e, 5000);
-        unregisterProcess(config, e.name, e.pid);
-      }
+      if (vars) await stopTracked(config, 5000);
     },
   };
 }
