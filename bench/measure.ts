@@ -51,6 +51,18 @@ export function spanOf(events: readonly TaskEvent[], attempt?: string): Span {
   return { starts: starts.length, ends: ends.length, firstStartMs: Math.min(...starts), lastEndMs: Math.max(...ends) };
 }
 
+/** Each task's start and end (seconds after t0Ms, to the millisecond), ordered by start. */
+export function taskSpans(events: readonly TaskEvent[], attempt: string, t0Ms: number): [number, number][] {
+  const at = new Map<string, { start?: number; end?: number }>();
+  for (const e of events) {
+    if (e.attempt !== attempt) continue;
+    const t = at.get(e.task) ?? {};
+    t[e.kind] = (eventMs(e) - t0Ms) / 1000;
+    at.set(e.task, t);
+  }
+  return [...at.values()].filter((t): t is { start: number; end: number } => t.start !== undefined && t.end !== undefined).map((t): [number, number] => [t.start, t.end]).sort((a, b) => a[0] - b[0]);
+}
+
 export interface CpuTimes {
   busy: number;
   total: number;

@@ -28,6 +28,8 @@ export interface LatencyResult extends Setup {
   /** Per repetition: submission to the last task's end, and to the first task's start (seconds). */
   endToEnd: number[];
   firstStart: number[];
+  /** Per repetition: every task's start and end, seconds after submission, in order of start (where the time went). */
+  taskSpans?: [number, number][][];
 }
 
 export interface BurstResult extends Setup {
@@ -55,6 +57,9 @@ export interface Report {
   latency: LatencyResult[];
   bursts: BurstResult[];
   idle: IdleResult[];
+  /** What the worker and split layouts ran: Digdag with digdag-ha's patches (DIGDAG_PATCHES) and the
+   * agent's empty-round wait (AGENT_POLL_MILLIS), or as released. server -m always runs it as released. */
+  digdag?: { patches: boolean; agentPollMillis: number | null };
 }
 
 export function formatTable(head: readonly string[], rows: readonly (readonly string[])[]): string {

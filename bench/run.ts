@@ -29,7 +29,7 @@ import { buildImage } from '../tasks/build-image.ts';
 import { createSecret } from '../tasks/create-secret.ts';
 import { initDb } from '../tasks/init-db.ts';
 import { startPostgres } from '../tasks/start-postgres.ts';
-import { busyFraction, parseCpuStat, parseEvents, parseProcStat, ratePerSecond, spanOf, type CpuTimes } from './measure.ts';
+import { busyFraction, parseCpuStat, parseEvents, parseProcStat, ratePerSecond, spanOf, taskSpans, type CpuTimes } from './measure.ts';
 import { latencyBars, renderReport, setupLabel, throughputBars, type BurstResult, type IdleResult, type LatencyResult, type Report, type Setup } from './report.ts';
 import { barChartSvg, clusterChartSpec, renderSvg, svgToPng, timelineSpec } from './charts.ts';
 import { clusterBench } from './cluster.ts';
@@ -140,10 +140,12 @@ async function runLatency(t: Target, workload: LatencyResult['workload'], tasks:
     const id = await startAttempt(t.endpoint, wf, nextSessionTime(), { events: eventsFile });
     const a = await waitAttempt(t.endpoint, id, (tasks * 10 + 120) * 1000);
     if (!a.success) throw new Error(`${workload} attempt ${id} failed on ${setupLabel(t.setup)}`);
-    const span = spanOf(parseEvents(fs.readFileSync(eventsFile, 'utf8')), id);
+    const events = parseEvents(fs.readFileSync(eventsFile, 'utf8'));
+    const span = spanOf(events, id);
     if (span.starts < tasks || span.ends < tasks) throw new Error(`${workload} attempt ${id}: expected ${tasks} task records, got ${span.starts} starts and ${span.ends} ends`);
     out.endToEnd.push((span.lastEndMs - t0) / 1000);
     out.firstStart.push((span.firstStartMs - t0) / 1000);
+    (out.taskSpans ??= []).push(taskSpans(events, id, t0));
   }
   log(`  ${workload} (${tasks} tasks): end-to-end ${out.endToEnd.map((s) => s.toFixed(2)).join(', ')} s; first start ${out.firstStart.map((s) => s.toFixed(2)).join(', ')} s`);
   return out;
@@ -340,7 +342,7 @@ async function main(): Promise<void> {
     });
   const ctx = makeCtx(configFor('worker', o.equal), runner);
   const eventsFile = path.join(ctx.config.stateDir, 'bench-events.log');
-  const report: Report = { latency: [], bursts: [], idle: [] };
+  const report: Report = { latency: [], bursts: [], idle: [], digdag: { patches: ctx.config.digdag.patches, agentPollMillis: ctx.config.digdag.patches ? ctx.config.agent.pollMillis : null } };
 
   // One teardown for every way out: success (purge: the bench's data is throw-away), failure
   // and Ctrl-C (stop only: the logs stay in the state dir to read; the next run purges them).
@@ -358,6 +360,7 @@ async function main(): Promise<void> {
   let ok = false;
   try {
     log(`bench state dir ${ctx.config.stateDir}; Digdag ports from ${portBase}`);
+    log(ctx.config.digdag.patches ? `worker/split: Digdag with digdag-ha's patches, AGENT_POLL_MILLIS=${ctx.config.agent.pollMillis} (server -m: as released)` : 'worker/split: Digdag as released (DIGDAG_PATCHES=false)');
     await downLocal(ctx, true); // whatever an interrupted earlier run left
     await runSteps([buildImage, createSecret, startPostgres, initDb], ctx, { renderer: 'silent' });
     const projectDir = writeBenchProject(path.join(ctx.config.stateDir, 'project', PROJECT), BURST_DIG, o.seqTasks, o.fanoutTasks);

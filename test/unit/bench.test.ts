@@ -3,7 +3,7 @@
 // graph, the SVG and the PNG). No timing is asserted here.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { busyFraction, median, parseCpuStat, parseEvents, parseProcStat, percentile, ratePerSecond, spanOf } from '../../bench/measure.ts';
+import { busyFraction, median, parseCpuStat, parseEvents, parseProcStat, percentile, ratePerSecond, spanOf, taskSpans } from '../../bench/measure.ts';
 import { latencyTable, postgresTable, renderReport, setupLabel, throughputBars, throughputTable, type BurstResult, type LatencyResult, type Setup } from '../../bench/report.ts';
 import * as vega from 'vega';
 import { compile, type TopLevelSpec } from 'vega-lite';
@@ -40,6 +40,9 @@ test('task records are parsed; partial or foreign lines are ignored; spans per a
   assert.deepEqual(spanOf(ev, '42'), { starts: 2, ends: 2, firstStartMs: 1700000000123, lastEndMs: 1700000001123 });
   assert.deepEqual(spanOf(ev), { starts: 3, ends: 3, firstStartMs: 1700000000100, lastEndMs: 1700000001123 });
   assert.equal(spanOf(ev, '99').starts, 0);
+  // Each task's start and end after submission, ordered by start; another attempt's tasks left out.
+  assert.deepEqual(taskSpans(ev, '42', 1700000000000), [[0.123, 0.223], [0.3, 1.123]]);
+  assert.deepEqual(taskSpans(ev, '99', 1700000000000), []);
 });
 
 test('CPU busy share from two /proc/stat readings; counter rates discount the measurement itself', () => {
