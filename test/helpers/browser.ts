@@ -43,9 +43,10 @@ export class Browser {
     });
   }
 
-  static launch(bin: string): Browser {
+  /** `extraArgs`: e.g. --host-resolver-rules for a test host name, --ignore-certificate-errors-spki-list for its certificate. */
+  static launch(bin: string, extraArgs: readonly string[] = []): Browser {
     const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'dh-chromium-'));
-    const proc = spawn(bin, ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--disable-dev-shm-usage', `--user-data-dir=${profile}`, '--remote-debugging-pipe', 'about:blank'], { stdio: ['ignore', 'ignore', 'ignore', 'pipe', 'pipe'] });
+    const proc = spawn(bin, ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--disable-dev-shm-usage', `--user-data-dir=${profile}`, '--remote-debugging-pipe', ...extraArgs, 'about:blank'], { stdio: ['ignore', 'ignore', 'ignore', 'pipe', 'pipe'] });
     return new Browser(proc, profile);
   }
 
@@ -134,8 +135,8 @@ export interface UiLoginResult {
  * Logs in to the Digdag web UI at `url` the way a person would: the login form (lib/ui-login.ts),
  * a wrong password first, then the right one, expecting `project` in the project list.
  */
-export async function uiLogin(bin: string, url: string, user: string, password: string, project: string, wrongPassword: string, screenshot?: string): Promise<UiLoginResult> {
-  const browser = Browser.launch(bin);
+export async function uiLogin(bin: string, url: string, user: string, password: string, project: string, wrongPassword: string, screenshot?: string, browserArgs: readonly string[] = []): Promise<UiLoginResult> {
+  const browser = Browser.launch(bin, browserArgs);
   try {
     const page = await browser.newPage();
     await page.navigate(url);

@@ -50,6 +50,7 @@ import { helmBin } from '../helpers/tools.ts';
 import { emulatorsMissing, startGoogleApis, type GoogleApis } from '../helpers/gcp/index.ts';
 import { pushProject } from '../../lib/push-workflow.ts';
 import { soak, soakSummary } from '../../lib/soak.ts';
+import { applyTlsSecret, frontDoor, proveFrontDoor, type FrontDoor } from '../helpers/front-door.ts';
 
 const runner = new ShellRunner(false, () => {});
 const log = (l: string) => process.stderr.write(`  [kube-e2e] ${l}\n`);
@@ -66,6 +67,8 @@ const SOAK_SECONDS = 90;
 /** The offline Google Cloud the deployment uses (undefined: emulators not built, see gcpMissing). */
 let gcp: GoogleApis | undefined;
 let gcpMissing: string | undefined;
+/** The front door: Traefik serving the release's Ingress (test/helpers/front-door.ts). */
+let door: FrontDoor;
 const GCP_TEST_PROJECT = 'digdag-ha-test';
 const KEY_SA = `digdag-key@${GCP_TEST_PROJECT}.iam.gserviceaccount.com`;
 
@@ -77,6 +80,8 @@ before(async () => {
   // default's length (the defaults' render is covered by the unit tests).
   const lockTimings = { AGENT_HEARTBEAT_INTERVAL: '5', AGENT_LOCK_RETENTION_TIME: '15', LOCK_EXPIRE_INTERVAL: '5' };
   const vars = { DIGDAG_HA_TARGET: 'cluster', DIGDAG_HA_STATE_DIR: state, RESOURCE_PROFILE: 'small', PORT_FORWARD_PORT: String(port), DIGDAG_HA_CLUSTER_DIR: path.join(state, 'c'), ...lockTimings, ...runtimeVars };
+  door = frontDoor(loadClusterConfig(testConfig(vars)));
+  Object.assign(vars, door.vars);
   config = testConfig(vars);
   cc = loadClusterConfig(config);
   const missing = missingPrerequisites(cc);
@@ -247,6 +252,7 @@ test('a port-forward reaches PostgreSQL, and the digdag role logs in with the ge
 test('Digdag on the cluster: the whole pipeline (image build, migration, rollouts, push) and verify-ha', async (t) => {
   if (skipped(t)) return;
   if (runtimeMissing) return t.skip(`SKIPPED — needs a Digdag runtime: ${runtimeMissing}`);
+  await applyTlsSecret(config, path.join(state, 'front-door'), k); // INGRESS_TLS=existingSecret
   await runSteps(ALL_STEPS, ctx, { renderer: 'silent' });
   const summary = ctx.facts.summary ?? '';
   log(summary);
@@ -425,6 +431,16 @@ test('Digdag on the cluster is closed to the wrong pods and to requests without 
   const noBrowser = await proveBrowserLogin(config, url);
   await proveCliLogin(config, runner, url);
   if (noBrowser) t.skip(`browser part SKIPPED: ${noBrowser} (the rest ran)`);
+});
+
+test('the front door: Traefik serves the Ingress as rendered for nginx — HTTP→HTTPS, the Secret\'s certificate from the test CA, 401 at the edge and at Digdag, 200 with credentials, a session sticking to one of two UI pods, the browser login and digdag push/start through it', { timeout: 600_000 }, async (t) => {
+  if (skipped(t)) return;
+  if (runtimeMissing) return t.skip(`SKIPPED — needs a Digdag runtime: ${runtimeMissing}`);
+  if (door.missing) return t.skip(`SKIPPED — no Ingress controller: ${door.missing}`);
+  const t0 = Date.now();
+  const r = await proveFrontDoor({ ctx, runner, dir: path.join(state, 'front-door'), k, apiUrl: kubeTarget.apiUrl(ctx), log });
+  log(`front door ${since(t0)} s`);
+  if (r.browserSkipped) t.skip(`browser part SKIPPED: ${r.browserSkipped} (the rest ran)`);
 });
 
 test('down --purge removes the namespace, says what happens to the Retain volume, deletes the local secrets', async (t) => {
