@@ -135,8 +135,8 @@ export interface UiLoginResult {
  * Logs in to the Digdag web UI at `url` the way a person would: the login form (lib/ui-login.ts),
  * a wrong password first, then the right one, expecting `project` in the project list.
  */
-export async function uiLogin(bin: string, url: string, user: string, password: string, project: string, wrongPassword: string, screenshot?: string, browserArgs: readonly string[] = []): Promise<UiLoginResult> {
-  const browser = Browser.launch(bin, browserArgs);
+export async function uiLogin(bin: string, url: string, user: string, password: string, project: string, wrongPassword: string, screenshot?: string): Promise<UiLoginResult> {
+  const browser = Browser.launch(bin);
   try {
     const page = await browser.newPage();
     await page.navigate(url);

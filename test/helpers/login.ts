@@ -15,12 +15,12 @@ import { chromiumBin, uiLogin } from './browser.ts';
 /** The web UI: login form, a wrong password sends you back to it, the right one shows the
  * sample project; a header-less same-origin fetch (task-log downloads) is authenticated too.
  * Returns why it could not run (no browser installed), else undefined. */
-export async function proveBrowserLogin(config: Config, url: string, screenshot?: string, browserArgs: readonly string[] = []): Promise<string | undefined> {
+export async function proveBrowserLogin(config: Config, url: string, screenshot?: string): Promise<string | undefined> {
   const bin = chromiumBin();
   if (!bin) return 'no Chromium on this machine (apt-get install chromium)';
   const creds = apiCredentials(config);
   assert.ok(creds, 'AUTH=basic expected');
-  const r = await uiLogin(bin, url, creds.user, creds.password, SAMPLE_PROJECT, 'wrong-password-in-browser', screenshot, browserArgs);
+  const r = await uiLogin(bin, url, creds.user, creds.password, SAMPLE_PROJECT, 'wrong-password-in-browser', screenshot);
   assert.ok(r.loginFormShown, 'the UI shows its login form');
   assert.ok(r.wrongBackToForm, 'a wrong password returns to the login form');
   assert.equal(r.wrongStored, null, 'a wrong password is not kept in the browser');
