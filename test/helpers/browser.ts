@@ -27,6 +27,7 @@ interface Message {
 export class Browser {
   private seq = 0;
   private readonly pending = new Map<number, (m: Message) => void>();
+  private readonly listeners: ((m: Message) => void)[] = [];
   private buffer = '';
 
   private constructor(private readonly proc: ChildProcess, private readonly profile: string) {
@@ -39,6 +40,7 @@ export class Browser {
         const m = JSON.parse(this.buffer.slice(0, nul)) as Message;
         this.buffer = this.buffer.slice(nul + 1);
         if (m.id !== undefined) this.pending.get(m.id)?.(m);
+        else if (m.method) for (const l of this.listeners) l(m);
       }
     });
   }
@@ -62,6 +64,11 @@ export class Browser {
       });
       (this.proc.stdio[3] as Writable).write(`${JSON.stringify({ id, method, params, ...(sessionId ? { sessionId } : {}) })}\0`);
     });
+  }
+
+  /** Calls `fn` with every event (a message with a method and no id). */
+  onEvent(fn: (m: Message) => void): void {
+    this.listeners.push(fn);
   }
 
   async newPage(): Promise<Page> {
@@ -88,6 +95,24 @@ export class Page {
 
   send(method: string, params: Record<string, unknown> = {}) {
     return this.browser.send(method, params, this.sessionId);
+  }
+
+  /**
+   * Answers HTTP authentication challenges (a server's 401 with WWW-Authenticate, which a person
+   * would see as the browser's prompt) with these credentials, or cancels them (null): the page
+   * then shows the 401's body.
+   */
+  async answerAuth(credentials: { user: string; password: string } | null): Promise<void> {
+    this.browser.onEvent((m) => {
+      if (m.sessionId !== this.sessionId) return;
+      const requestId = m.params?.requestId;
+      if (m.method === 'Fetch.requestPaused') void this.send('Fetch.continueRequest', { requestId }).catch(() => undefined);
+      if (m.method === 'Fetch.authRequired') {
+        const authChallengeResponse = credentials ? { response: 'ProvideCredentials', username: credentials.user, password: credentials.password } : { response: 'CancelAuth' };
+        void this.send('Fetch.continueWithAuth', { requestId, authChallengeResponse }).catch(() => undefined);
+      }
+    });
+    await this.send('Fetch.enable', { handleAuthRequests: true, patterns: [{ urlPattern: '*' }] });
   }
 
   async navigate(url: string): Promise<void> {

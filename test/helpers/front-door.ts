@@ -180,7 +180,7 @@ export async function proveFrontDoor(o: { ctx: Ctx; runner: Runner; dir: string;
 
   // A person in a browser: Chromium resolves the host to the controller and accepts exactly this
   // certificate's key. Without the password the edge answers (its 401, not the UI); with it (the
-  // prompt's answer, given in the first URL) the UI's login form, then the project list.
+  // edge's prompt answered) the UI's login form, then the project list.
   const cert = new crypto.X509Certificate(fs.readFileSync(pki.cert));
   const spki = crypto.createHash('sha256').update(cert.publicKey.export({ type: 'spki', format: 'der' })).digest('base64');
   const browserSkipped = await browserThroughEdge(config, `--host-resolver-rules=MAP ${FRONT_DOOR_HOST} ${TRAEFIK_ADDRESS}`, `--ignore-certificate-errors-spki-list=${spki}`, log);
@@ -216,11 +216,16 @@ async function browserThroughEdge(config: Config, resolve: string, pin: string, 
   const creds = apiCredentials(config)!;
   const browser = Browser.launch(bin, [resolve, pin]);
   try {
-    const page = await browser.newPage();
-    await page.navigate(`https://${FRONT_DOOR_HOST}/`);
-    const refused = await page.waitText(/401|Unauthorized/);
+    // The edge's prompt cancelled: its 401 page, not the UI.
+    const stranger = await browser.newPage();
+    await stranger.answerAuth(null);
+    await stranger.navigate(`https://${FRONT_DOOR_HOST}/`);
+    const refused = await stranger.waitText(/401|Unauthorized/);
     assert.ok(refused.ok && !/Log in to Digdag/.test(refused.text), `without the password the edge refuses the browser: ${refused.text.slice(0, 200)}`);
-    await page.navigate(`https://${encodeURIComponent(creds.user)}:${encodeURIComponent(creds.password)}@${FRONT_DOOR_HOST}/`);
+    // The prompt answered with the user and password, as a person would.
+    const page = await browser.newPage();
+    await page.answerAuth({ user: creds.user, password: creds.password });
+    await page.navigate(`https://${FRONT_DOOR_HOST}/`);
     const form = await page.waitText(/Log in to Digdag/);
     assert.ok(form.ok, `past the edge, the UI's login form: ${form.text.slice(0, 200)}`);
     const fill = (pw: string) =>
