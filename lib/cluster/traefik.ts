@@ -18,7 +18,7 @@ import { kubectl } from './addons.ts';
 import { signCertificate } from './aggregation.ts';
 import { httpStatus, type Component } from './components.ts';
 import { clusterPaths, type ClusterConfig } from './config.ts';
-import { kubeconfigFor } from './pki.ts';
+import { apiServerUrl, kubeconfigFor } from './pki.ts';
 
 /** The user Traefik authenticates as (its client certificate's CN). */
 export const TRAEFIK_USER = 'digdag-ha:traefik';
@@ -67,6 +67,11 @@ export function traefikComponent(cc: ClusterConfig): Component {
       '--ping=true',
       '--ping.entryPoint=ping',
       '--providers.kubernetesIngressNGINX=true',
+      // The client certificate comes from KUBECONFIG (the provider reads no certificate flags);
+      // the API server and its CA are named on the command line too, which also carries the
+      // cluster dir there — what the lifecycle recognises its processes by (isAlive, strays).
+      `--providers.kubernetesIngressNGINX.endpoint=${apiServerUrl(cc)}`,
+      `--providers.kubernetesIngressNGINX.certAuthFilePath=${path.join(clusterPaths(cc).pki, 'ca.crt')}`,
       `--providers.kubernetesIngressNGINX.ingressClass=${INGRESS_CLASS}`,
       `--providers.kubernetesIngressNGINX.controllerClass=${INGRESS_CONTROLLER_NAME}`,
       `--providers.kubernetesIngressNGINX.publishStatusAddress=${a}`,

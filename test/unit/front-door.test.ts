@@ -54,6 +54,7 @@ test('Traefik as a host process: loopback only, HTTP and HTTPS on their standard
   for (const f of ['--providers.kubernetesIngressNGINX=true', `--providers.kubernetesIngressNGINX.ingressClass=${INGRESS_CLASS}`, `--providers.kubernetesIngressNGINX.controllerClass=${INGRESS_CONTROLLER_NAME}`, `--providers.kubernetesIngressNGINX.publishStatusAddress=${TRAEFIK_ADDRESS}`, '--global.checkNewVersion=false', '--global.sendAnonymousUsage=false']) {
     assert.ok(c.argv.includes(f), f);
   }
+  assert.ok(c.argv.slice(2).some((a) => a.includes(`${cc.dir}/`)), 'the process itself (after env execs it) names the cluster dir: down and status recognise it by that');
   assert.ok(c.argv.includes('--entryPoints.ping.http.tls=true'), 'the health entry point is not a plain-HTTP one the Ingress would also answer on');
   const [cls, role] = traefikObjects();
   assert.deepEqual([cls!.kind, cls!.metadata.name, (cls as unknown as { spec: { controller: string } }).spec.controller], ['IngressClass', INGRESS_CLASS_NAME, 'k8s.io/ingress-nginx'], 'the class minikube\'s addon and ingress-nginx install');
