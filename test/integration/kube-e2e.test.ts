@@ -117,13 +117,19 @@ before(async () => {
   }
   ctx = testCtx(config, runner);
   // The PostgreSQL stand-in, built from the debootstrapped base (apt reaches Debian's mirror).
+  let t0 = Date.now();
   log(await ensureBaseImage(runner, cc));
-  log(`${CLUSTER_POSTGRES_IMAGE}: ${await buildImage(runner, config, clusterImageHost(config), CLUSTER_POSTGRES_IMAGE, path.join(ROOT, 'docker', 'postgres', 'Dockerfile'), path.join(ROOT, 'docker', 'postgres'))}`);
+  const pg = await buildImage(runner, config, clusterImageHost(config), CLUSTER_POSTGRES_IMAGE, path.join(ROOT, 'docker', 'postgres', 'Dockerfile'), path.join(ROOT, 'docker', 'postgres'));
   await loadImage(runner, cc, CLUSTER_POSTGRES_IMAGE);
+  log(`${CLUSTER_POSTGRES_IMAGE}: ${pg}, in containerd, ${since(t0)} s`);
   // busybox probe pods for the NetworkPolicy tests.
+  t0 = Date.now();
   await ensureTestImage(runner, cc);
   await loadImage(runner, cc, cc.testImage);
+  log(`${cc.testImage} in containerd, ${since(t0)} s`);
+  t0 = Date.now();
   runtimeMissing = Object.keys(runtimeVars).length ? await prepareRuntime(config, runner) : 'no Digdag runtime configured (set DIGDAG_SOURCE=jar DIGDAG_JAR=… or a reachable MAVEN_REPO_URL)';
+  log(`the Digdag image: ${runtimeMissing ?? 'in containerd'}, ${since(t0)} s`);
 });
 
 after(async () => {
