@@ -67,7 +67,7 @@ let state: string;
 
 const CHART_NS = 'digdag-chart';
 /** The short soak's length: kills at a third and two thirds of it. */
-const SOAK_SECONDS = 90;
+const SOAK_SECONDS = 60;
 /** The offline Google Cloud the deployment uses (undefined: emulators not built, see gcpMissing). */
 let gcp: GoogleApis | undefined;
 let gcpMissing: string | undefined;
