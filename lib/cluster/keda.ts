@@ -1,12 +1,13 @@
-// KEDA on the own cluster: its operator and its external-metrics API server (the adapter),
-// built by .ci/install-keda into the cache, run as host processes next to the cluster's other
+// KEDA on the own cluster: its operator, its external-metrics API server (the adapter) and its
+// admission webhooks, built by .ci/install-keda into the cache, run as host processes next to the cluster's other
 // components (as CoreDNS and kube-router are) — pods cannot reach this cluster's API server yet.
 // Outside a pod KEDA lacks what a pod would mount, so this gives it: a kubeconfig of its own
 // identity (bound to KEDA's own ClusterRoles from its config/), the certificates its operator
 // and adapter use for their gRPC link and the adapter serves with (from the cluster CA, no
 // rotation), and a resolv.conf pointing at the cluster's DNS in a private mount namespace (its
 // scalers dial Services by name). The API server reaches the adapter through a selector-less
-// Service whose Endpoints are the bridge address (aggregator routing, lib/cluster/aggregation.ts).
+// Service whose Endpoints are the bridge address (aggregator routing, lib/cluster/aggregation.ts);
+// the webhooks the same way (the API server resolves a webhook's Service by its Endpoints too).
 import fs from 'node:fs';
 import path from 'node:path';
 import YAML from 'yaml';
@@ -25,17 +26,21 @@ export const KEDA_NAMESPACE = 'keda';
 /** The user KEDA's processes authenticate as (its client certificate's CN). */
 export const KEDA_USER = 'digdag-ha:keda';
 export const EXTERNAL_METRICS_API = 'v1beta1.external.metrics.k8s.io';
-export const KEDA_PROCESSES = ['keda-operator', 'keda-adapter'] as const;
+export const KEDA_PROCESSES = ['keda-operator', 'keda-adapter', 'keda-webhooks'] as const;
 
-/** KEDA's ports: loopback, except the adapter's API on the bridge (Endpoints reject 127.0.0.0/8). */
-export const KEDA_PORTS = { grpc: 9666, operatorMetrics: 18080, operatorHealth: 18081, adapterMetrics: 18082, adapter: 6444 } as const;
+/** KEDA's ports: loopback, except the adapter's API and the webhooks on the bridge (Endpoints
+ * reject 127.0.0.0/8; the webhook server binds every interface, the fence in lib/cluster/host.ts
+ * keeps it to the machine and its pods). */
+export const KEDA_PORTS = { grpc: 9666, operatorMetrics: 18080, operatorHealth: 18081, adapterMetrics: 18082, adapter: 6444, webhooks: 9443, webhooksMetrics: 18083, webhooksHealth: 18084 } as const;
+/** The Service KEDA's ValidatingWebhookConfiguration names. */
+export const KEDA_WEBHOOKS_SERVICE = 'keda-admission-webhooks';
 
 export const kedaDir = (cc: ClusterConfig) => path.join(cc.cacheDir, `keda-${KEDA_VERSION}`);
 
 /** What is missing to run KEDA here; empty when it can. */
 export function kedaMissing(cc: ClusterConfig): string[] {
   const d = kedaDir(cc);
-  const need = ['keda', 'keda-adapter', 'crd', 'rbac', 'metrics-server'].filter((n) => !fs.existsSync(path.join(d, n)));
+  const need = ['keda', 'keda-adapter', 'keda-webhooks', 'crd', 'rbac', 'metrics-server', 'webhooks'].filter((n) => !fs.existsSync(path.join(d, n)));
   return need.length ? [`KEDA ${KEDA_VERSION} in ${d}: ${need.join(', ')} (bash .ci/install-keda)`] : [];
 }
 
@@ -54,6 +59,7 @@ async function ensureKedaPki(runner: Runner, cc: ClusterConfig): Promise<void> {
     usage: ['serverAuth', 'clientAuth'],
     sans: [
       `DNS:keda-metrics-apiserver.${KEDA_NAMESPACE}.svc`,
+      `DNS:${KEDA_WEBHOOKS_SERVICE}.${KEDA_NAMESPACE}.svc`,
       `DNS:keda-operator.${KEDA_NAMESPACE}.svc.cluster.local`,
       'DNS:localhost',
       'IP:127.0.0.1',
@@ -69,7 +75,7 @@ async function ensureKedaPki(runner: Runner, cc: ClusterConfig): Promise<void> {
   fs.writeFileSync(path.join(cc.dir, 'keda', 'resolv.conf'), `nameserver ${cc.net.bridgeIp}\noptions ndots:1\n`);
 }
 
-/** The two host processes, with what a pod would have given them. */
+/** The three host processes, with what a pod would have given them. */
 export function kedaComponents(cc: ClusterConfig): Component[] {
   const loop = '127.0.0.1';
   const certs = certDir(cc);
@@ -122,6 +128,20 @@ export function kedaComponents(cc: ClusterConfig): Component[] {
       ready: () => httpStatus(`https://${cc.net.bridgeIp}:${KEDA_PORTS.adapter}/readyz`, { ca: path.join(certs, 'ca.crt') }).then((s) => s === 200),
       readyTimeoutMs: 60_000,
     },
+    {
+      // Validates ScaledObjects as the API server admits them (one workload, one scaler; no HPA
+      // of its own next to KEDA's; resource requests for CPU/memory triggers; min ≤ max).
+      name: 'keda-webhooks',
+      argv: wrap('keda-webhooks', [
+        `--port=${KEDA_PORTS.webhooks}`,
+        `--cert-dir=${certs}`,
+        `--metrics-bind-address=${loop}:${KEDA_PORTS.webhooksMetrics}`,
+        `--health-probe-bind-address=${loop}:${KEDA_PORTS.webhooksHealth}`,
+        '--zap-log-level=info',
+      ]),
+      ready: () => httpStatus(`https://${cc.net.bridgeIp}:${KEDA_PORTS.webhooks}/validate-keda-sh-v1alpha1-scaledobject`, { ca: path.join(certs, 'ca.crt') }).then((s) => s > 0),
+      readyTimeoutMs: 60_000,
+    },
   ];
 }
 
@@ -147,6 +167,7 @@ export function kedaObjects(cc: ClusterConfig): { crds: Obj[]; rest: Obj[] } {
   const rbac = [...readObjects(path.join(d, 'rbac')), ...readObjects(path.join(d, 'metrics-server'), ['role.yaml', 'role_binding.yaml'])].map(asUser);
   const ca = fs.readFileSync(path.join(certDir(cc), 'ca.crt')).toString('base64');
   const labels = { 'app.kubernetes.io/name': 'keda-metrics-apiserver', 'app.kubernetes.io/part-of': 'keda-operator', 'app.kubernetes.io/managed-by': 'digdag-ha-test-cluster' };
+  const webhookLabels = { ...labels, 'app.kubernetes.io/name': KEDA_WEBHOOKS_SERVICE };
   return {
     crds: readObjects(path.join(d, 'crd')),
     rest: [
@@ -165,13 +186,29 @@ export function kedaObjects(cc: ClusterConfig): { crds: Obj[]; rest: Obj[] } {
         metadata: { name: EXTERNAL_METRICS_API, labels },
         spec: { service: { name: 'keda-metrics-apiserver', namespace: KEDA_NAMESPACE, port: 443 }, group: 'external.metrics.k8s.io', version: 'v1beta1', caBundle: ca, groupPriorityMinimum: 100, versionPriority: 100 },
       },
+      { apiVersion: 'v1', kind: 'Service', metadata: { name: KEDA_WEBHOOKS_SERVICE, namespace: KEDA_NAMESPACE, labels: webhookLabels }, spec: { ports: [{ name: 'https', port: 443, targetPort: KEDA_PORTS.webhooks, protocol: 'TCP' }] } },
+      {
+        apiVersion: 'v1',
+        kind: 'Endpoints',
+        metadata: { name: KEDA_WEBHOOKS_SERVICE, namespace: KEDA_NAMESPACE, labels: webhookLabels },
+        subsets: [{ addresses: [{ ip: cc.net.bridgeIp }], ports: [{ name: 'https', port: KEDA_PORTS.webhooks, protocol: 'TCP' }] }],
+      },
+      // KEDA's own ValidatingWebhookConfiguration as its config/ has it, with the cluster CA (the
+      // operator would inject it; cert rotation is off here) and the Service's port.
+      ...readObjects(path.join(d, 'webhooks'), ['validation_webhooks.yaml']).map((o) => ({
+        ...o,
+        webhooks: (o.webhooks as { clientConfig: { service: Record<string, unknown> } }[]).map((w) => ({
+          ...w,
+          clientConfig: { ...w.clientConfig, service: { ...w.clientConfig.service, port: 443 }, caBundle: ca },
+        })),
+      })),
     ],
   };
 }
 
 const registry = (cc: ClusterConfig) => ({ stateDir: cc.dir }) as Parameters<typeof listProcesses>[0];
 
-/** True when both processes run and the external-metrics API is Available. */
+/** True when its processes run and the external-metrics API is Available. */
 export async function kedaUp(runner: Runner, cc: ClusterConfig): Promise<boolean> {
   const entries = listProcesses(registry(cc));
   if (!KEDA_PROCESSES.every((n) => entries.some((e) => e.name === n && isAlive(e)))) return false;
@@ -184,7 +221,7 @@ async function apiServiceAvailable(runner: Runner, cc: ClusterConfig): Promise<b
 }
 
 /**
- * Starts KEDA on the running cluster (its CRDs, RBAC, the two processes) and waits until the
+ * Starts KEDA on the running cluster (its CRDs, RBAC, webhook configuration, the processes) and waits until the
  * API server serves external.metrics.k8s.io through it. `start` is the lifecycle's own
  * startComponent, so the processes are registered and stopped by `down` like the others.
  */
@@ -217,7 +254,7 @@ export async function startKeda(runner: Runner, cc: ClusterConfig, start: (c: Co
     const r = await runner.run({ argv: kubectl(cc, 'get', 'apiservice', EXTERNAL_METRICS_API, '-o', 'jsonpath={.status.conditions}'), nothrow: true, quiet: true });
     throw new UserError(`APIService ${EXTERNAL_METRICS_API} did not become Available within 60 s: ${r.stdout}`, `see ${path.join(clusterPaths(cc).logs, 'keda-adapter.log')}`);
   }
-  const line = `KEDA ${KEDA_VERSION} up in ${((Date.now() - t0) / 1000).toFixed(1)} s (operator, metrics API server; ${EXTERNAL_METRICS_API} Available)`;
+  const line = `KEDA ${KEDA_VERSION} up in ${((Date.now() - t0) / 1000).toFixed(1)} s (operator, metrics API server, admission webhooks; ${EXTERNAL_METRICS_API} Available)`;
   log(line);
   return line;
 }

@@ -47,7 +47,7 @@ export function missingPrerequisites(cc: ClusterConfig): string[] {
   return out;
 }
 
-const OWN_PROGRAMS = /^(containerd|containerd-shim.*|ctr|runc|dockerd|docker-proxy|etcd|kube-.*|kubelet|coredns|keda|keda-adapter|traefik)$/;
+const OWN_PROGRAMS = /^(containerd|containerd-shim.*|ctr|runc|dockerd|docker-proxy|etcd|kube-.*|kubelet|coredns|keda|keda-adapter|keda-webhooks|traefik)$/;
 
 function strays(cc: ClusterConfig, known: readonly ProcessEntry[]): ProcessEntry[] {
   const out: ProcessEntry[] = [];

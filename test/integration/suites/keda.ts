@@ -147,6 +147,13 @@ export function kedaTests(env: ClusterSuiteEnv): { stop(): Promise<void> } {
     log(`deployed with the ScaledObject in ${((Date.now() - t0) / 1000).toFixed(0)} s`);
     const so = await waitFor(async () => (await k('get', 'scaledobject', 'digdag-autoscaler', '-o', 'jsonpath={.status.conditions[?(@.type=="Ready")].status}')).stdout === 'True', 90_000, 1000);
     assert.ok(so, `ScaledObject never Ready: ${(await k('get', 'scaledobject', 'digdag-autoscaler', '-o', 'jsonpath={.status.conditions}')).stdout}`);
+    // KEDA's admission webhook, reached by the API server like a pod's: a second ScaledObject for
+    // the same workers (two autoscalers fighting over one Deployment) is refused at admission.
+    const mine = JSON.parse((await k('get', 'scaledobject', 'digdag-autoscaler', '-o', 'json')).stdout) as { metadata: { namespace: string } };
+    const twin = { ...mine, metadata: { name: 'digdag-autoscaler-twin', namespace: mine.metadata.namespace }, status: undefined };
+    const refused = await runner.run({ argv: kubectl(config, 'create', '--dry-run=server', '-f', '-'), input: JSON.stringify(twin), quiet: true, nothrow: true, timeoutMs: 60_000 });
+    assert.notEqual(refused.code, 0, 'a second ScaledObject for the workers was admitted: KEDA\'s webhook did not answer');
+    assert.match(refused.stderr, /admission webhook "vscaledobject\.kb\.io" denied the request: .*already managed by the ScaledObject 'digdag-autoscaler'/);
 
     const sampling = startSampling(kubeQueueSource(ctx));
     const samples = sampling.samples;
