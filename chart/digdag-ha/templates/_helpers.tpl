@@ -155,6 +155,9 @@ Kubernetes service account acts as the Google one); nothing when cloudSqlProxy.i
 {{- if and $g.address (hasPrefix "127." $g.address) -}}
 {{- fail (printf "googleApis.address=%s is a loopback address: in a pod it is the pod itself. Set the address of the endpoint as the pods reach it (a node or pod address)" $g.address) -}}
 {{- end -}}
+{{- if and $g.metadataServer (hasPrefix "127." $g.metadataServer) -}}
+{{- fail (printf "googleApis.metadataServer=%s is a loopback address: in a pod it is the pod itself. Set the metadata server's address:port as the pods reach it (a node or pod address)" $g.metadataServer) -}}
+{{- end -}}
 {{- if and $g.address (not $g.hostNames) -}}
 {{- fail "googleApis.address needs googleApis.hostNames: the Google API host names to lead there (e.g. www.googleapis.com, oauth2.googleapis.com)" -}}
 {{- end -}}
@@ -316,6 +319,10 @@ WARNING: auth.mode=none: Digdag accepts every request; anyone who reaches its po
 {{- with .Values.googleApis.address }}
 NOTE: googleApis.address={{ . }}: {{ join ", " $.Values.googleApis.hostNames }} lead there in every Digdag pod,
 not to Google (a private endpoint for tests or air-gapped setups).
+{{- end }}
+{{- with .Values.googleApis.metadataServer }}
+NOTE: googleApis.metadataServer={{ . }}: every Digdag pod takes its Google identity (Application Default
+Credentials) from there, not from the platform's metadata server (tests or air-gapped setups).
 {{- end }}
 {{- if not .Values.networkPolicy.enabled }}
 WARNING: networkPolicy.enabled=false: every Digdag pod and PostgreSQL accept connections from anywhere in the cluster.
