@@ -15,9 +15,12 @@ export const GCLOUD_SDK_CONTEXT_DIR = 'google-cloud-sdk';
  * Python (the base image need not have one). Not the emulators, kubectl builds, App Engine or
  * other components (they triple the size), and never the SDK's configuration or credentials. */
 export const SDK_PARTS: readonly string[] = [
-  'VERSION', 'bin/gcloud', 'bin/bq', 'bin/gsutil', 'bin/bootstrapping', 'bin/docker-credential-gcloud', 'bin/git-credential-gcloud.sh',
-  'lib', 'data', 'platform/bq', 'platform/gsutil', 'platform/bundledpythonunix', '.install',
+  'VERSION', 'bin/gcloud', 'bin/bq', 'bin/gsutil', 'bin/gcloud-crc32c', 'bin/bootstrapping', 'bin/docker-credential-gcloud', 'bin/git-credential-gcloud.sh',
+  'lib', 'data', 'platform/bq', 'platform/gsutil', 'platform/bundledpythonunix', 'platform/gcloud-crc32c_licenses', '.install',
 ];
+
+/** The component records (.install) of what is copied, so `gcloud components list` tells the truth. */
+const KEPT_COMPONENTS = /^((alpha|beta|preview|gcloud|core|bq|gsutil)(-nix)?|(bundled-python3-unix|gcloud-crc32c|gcloud-deps)(-linux-x86_64)?)\.(manifest|snapshot\.json)$|^(command|component)_mapping\.yaml$/;
 
 /** The installation's own properties in the image: no usage reports, no update checks. */
 export const SDK_PROPERTIES = '[core]\ndisable_usage_reporting = True\n\n[component_manager]\ndisable_update_check = True\n';
@@ -94,13 +97,13 @@ export function sdkIdentity(src: SdkSource): string {
 }
 
 /** Links (or copies, across file systems) a file tree; symbolic links stay links. */
-function linkTree(src: string, dst: string): void {
+function linkTree(src: string, dst: string, keep: (name: string) => boolean = () => true): void {
   const st = fs.lstatSync(src);
   if (st.isSymbolicLink()) {
     fs.symlinkSync(fs.readlinkSync(src), dst);
   } else if (st.isDirectory()) {
     fs.mkdirSync(dst, { recursive: true, mode: 0o755 });
-    for (const e of fs.readdirSync(src)) linkTree(path.join(src, e), path.join(dst, e));
+    for (const e of fs.readdirSync(src).filter(keep)) linkTree(path.join(src, e), path.join(dst, e));
   } else if (st.isFile()) {
     try {
       fs.linkSync(src, dst);
@@ -133,7 +136,7 @@ export async function stageGcloudSdk(runner: Runner, config: Config, src: SdkSou
       const from = path.join(root, part);
       if (!fs.existsSync(from)) continue;
       fs.mkdirSync(path.dirname(path.join(dest, part)), { recursive: true, mode: 0o755 });
-      linkTree(from, path.join(dest, part));
+      linkTree(from, path.join(dest, part), part === '.install' ? (name) => KEPT_COMPONENTS.test(name) : undefined);
     }
     fs.writeFileSync(path.join(dest, 'properties'), SDK_PROPERTIES, { mode: 0o644 });
     return `Google Cloud CLI ${fs.readFileSync(path.join(root, 'VERSION'), 'utf8').trim()} from ${src.from}`;

@@ -35,6 +35,8 @@ export function fakeSdk(python: 'linux-x86_64' | 'macos' | 'linux-arm64' | 'none
   // Left out of the image: other components, and the installation's own settings.
   put('bin/kubectl', 'kubectl', 0o755);
   put('platform/pubsub-emulator/bin/emulator', 'emulator', 0o755);
+  put('.install/core.manifest', 'bin/gcloud\n');
+  put('.install/kubectl.manifest', 'bin/kubectl\n');
   put('properties', '[core]\naccount = someone@example.com\n');
   return root;
 }

@@ -58,7 +58,8 @@ test('staging: only the core (gcloud, bq, libraries, bundled Python) with settin
     for (const f of ['bin/gcloud', 'bin/bq', 'bin/bootstrapping/bq.py', 'lib/googlecloudsdk/__init__.py', 'platform/bq/bq.py', 'platform/bundledpythonunix/bin/python3.12']) assert.ok(fs.existsSync(path.join(dest, f)), `${source}: ${f}`);
     assert.equal(fs.readlinkSync(path.join(dest, 'platform/bundledpythonunix/bin/python3')), 'python3.12', 'links stay links');
     assert.equal(fs.statSync(path.join(dest, 'bin/gcloud')).mode & 0o111, 0o111, 'executables stay executable');
-    for (const f of ['bin/kubectl', 'platform/pubsub-emulator']) assert.ok(!fs.existsSync(path.join(dest, f)), `${source}: ${f} left out`);
+    assert.ok(fs.existsSync(path.join(dest, '.install/core.manifest')), 'the core\'s component record');
+    for (const f of ['bin/kubectl', 'platform/pubsub-emulator', '.install/kubectl.manifest']) assert.ok(!fs.existsSync(path.join(dest, f)), `${source}: ${f} left out`);
     assert.doesNotMatch(fs.readFileSync(path.join(dest, 'properties'), 'utf8'), /account/, 'not the installation\'s own settings');
     assert.match(fs.readFileSync(path.join(dest, 'properties'), 'utf8'), /disable_update_check = True/);
     assert.ok(!fs.existsSync(path.join(config.stateDir, 'gcloud-sdk-archive')), 'the unpacked archive is removed');
