@@ -9,10 +9,10 @@
 // the deployment is pointed at them for its whole life the way a user's air-gapped setup would be
 // (GOOGLE_APIS_ADDRESS = the bridge address the edge also answers on, GOOGLE_APIS_CA_FILE = the
 // test CA, GCP_SA_KEY_FILE = a key of the test token authority), and the BigQuery sample runs whole
-// in the worker pods (bq> and sh> bq as the key's account; a wrong key fails naming the cause). The
+// in the worker pods (bq> and sh> bq as the key's account; a wrong key: no success, the cause named). The
 // chart's own release is keyless: ADC from the test metadata server on the bridge
 // (googleApis.metadataServer), GCS task logs, the sample read back through a ui pod, and no
-// identity failing by name (test/helpers/gcp/cluster.ts). The database (3 Patroni members): verify-ha kills its leader under an attempt,
+// identity named as the cause (test/helpers/gcp/cluster.ts). The database (3 Patroni members): verify-ha kills its leader under an attempt,
 // and a short run of the chaos soak (tasks/soak.ts's own code) kills it twice more — once its
 // postmaster, once its pod — while attempts are submitted: none may fail or go missing.
 import assert from 'node:assert/strict';
@@ -260,7 +260,7 @@ test('Digdag on the cluster: the whole pipeline (image build, migration, rollout
   assert.doesNotMatch(summary, /\bFAIL\b/);
 });
 
-test('BigQuery from the worker pods, key mode: the whole sample (bq_ddl>, bq>, sh> bq) reaches the emulator by Google\'s host names (hostAliases → the edge on the bridge, the test CA in the JVM and the CLI), every request with a token of the key\'s account; a wrong key fails naming the cause', { timeout: 600_000 }, async (t) => {
+test('BigQuery from the worker pods, key mode: the whole sample (bq_ddl>, bq>, sh> bq) reaches the emulator by Google\'s host names (hostAliases → the edge on the bridge, the test CA in the JVM and the CLI), every request with a token of the key\'s account; a wrong key never succeeds and its retries name the cause', { timeout: 600_000 }, async (t) => {
   if (skipped(t)) return;
   if (runtimeMissing) return t.skip(`SKIPPED — needs a Digdag runtime: ${runtimeMissing}`);
   if (!gcp) return t.skip(`SKIPPED — ${gcpMissing}`);
@@ -279,8 +279,8 @@ test('BigQuery from the worker pods, key mode: the whole sample (bq_ddl>, bq>, s
   assertKeyNotIn(config.gcp.saKeyFile, 'the ConfigMaps', (await k(['get', 'configmaps', '-o', 'json'])).stdout);
   log(`BigQuery sample in the worker pods: ${n.java} requests from bq>, ${n.cli} from sh> bq, all as ${KEY_SA} (key), ${since(t0)} s`);
   const t1 = Date.now();
-  const refused = await proveWrongKey({ endpoint, gcp, account: KEY_SA, podLogs, push: (dir, name) => pushProject(ctx, endpoint, { name, dir }) });
-  log(`wrong key: the attempt failed in ${since(t1)} s — ${refused.slice(0, 200)}`);
+  const logsSince = async (time: string) => (await k(['logs', '-l', `app.kubernetes.io/component=${taskRole(config.layout)}`, `--since-time=${time}`, '--tail=-1', '--max-log-requests=20'])).stdout;
+  log(`wrong key: ${await proveWrongKey({ endpoint, gcp, account: KEY_SA, logsSince, push: (dir, name) => pushProject(ctx, endpoint, { name, dir }) })} (${since(t1)} s)`);
 });
 
 /** Seconds since t0, one decimal. */
