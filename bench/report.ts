@@ -127,14 +127,12 @@ export function renderReport(r: Report): string {
   ].join('\n');
 }
 
-const barLabel = (s: Setup) => (s.layout === 'server-m' ? `-m ${s.threadsPerProcess}t` : `${s.layout} ${s.processes}x${s.threadsPerProcess}`);
-
-/** Throughput chart: one group per burst, one bar per configuration. */
+/** Throughput chart: one group per burst, one bar per configuration (named in full in the legend). */
 export function throughputBars(rows: readonly BurstResult[], burst: BurstResult['burst']): Bar[] {
-  return rows.filter((r) => r.burst === burst).map((r) => ({ label: barLabel(r), value: r.tasksPerSecond }));
+  return rows.filter((r) => r.burst === burst).map((r) => ({ label: setupLabel(r), value: r.tasksPerSecond }));
 }
 
 /** Latency chart: one group per workload, one bar per configuration (median seconds). */
 export function latencyBars(rows: readonly LatencyResult[], workload: LatencyResult['workload']): Bar[] {
-  return rows.filter((r) => r.workload === workload).map((r) => ({ label: barLabel(r), value: median(r.endToEnd) }));
+  return rows.filter((r) => r.workload === workload).map((r) => ({ label: setupLabel(r), value: median(r.endToEnd) }));
 }

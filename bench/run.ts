@@ -1,13 +1,13 @@
-// Benchmark (npm run bench, not a test): real Digdag on a real PostgreSQL in both role layouts
+// Benchmark (npm run bench, not a test). Local (the default): real Digdag on a real PostgreSQL in both role layouts
 // (worker, split) and the seed's single `digdag server -m`, side by side in one run — latency
 // (sequential and fan-out tiny tasks), throughput at equal total agent threads and over 1/2/4
 // workers, and PostgreSQL load idle and under the bursts. Prints three tables, writes
 // bench/results/<time>.json and PNG charts. Runs in its own state dir (.state/bench) on free
-// ports, and stops everything it started, also on failure or Ctrl-C.
+// ports, and stops everything it started, also on failure or Ctrl-C. --target cluster: the cluster
+// mode (bench/cluster.ts), fixed worker counts and KEDA on one burst on the own cluster.
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { Resvg } from '@resvg/resvg-js';
 import { authenticatedEndpoint } from '../lib/auth.ts';
 import { isMain, makeCtx } from '../lib/cli.ts';
 import { loadConfig, type Config } from '../lib/config.ts';
@@ -31,7 +31,9 @@ import { initDb } from '../tasks/init-db.ts';
 import { startPostgres } from '../tasks/start-postgres.ts';
 import { busyFraction, parseCpuStat, parseEvents, parseProcStat, ratePerSecond, spanOf, type CpuTimes } from './measure.ts';
 import { latencyBars, renderReport, setupLabel, throughputBars, type BurstResult, type IdleResult, type LatencyResult, type Report, type Setup } from './report.ts';
-import { barChartSvg } from './charts.ts';
+import { barChartSvg, clusterChartSpec, renderSvg, svgToPng, timelineSpec } from './charts.ts';
+import { clusterBench } from './cluster.ts';
+import { clusterBarRows, clusterBenchOptions, renderClusterReport, timelineRows, type ClusterBenchOptions, type ClusterRun } from './cluster-report.ts';
 import { benchOptions, writeBenchProject, type BenchOptions, type Burst } from './workloads.ts';
 
 const PROJECT = 'bench';
@@ -49,6 +51,21 @@ const USAGE = `usage: npm run bench -- [flags]
   --fanout-tasks N        parallel tiny tasks (default 24)
   --settle S              idle seconds before each latency run (default 6: executor loops back off to 5 s polls)
   --idle-seconds S        window for idle PostgreSQL load (default 20)
+
+  --target cluster        the cluster mode instead: one burst on the project's own cluster (brought up
+                          with KEDA when it is not up, taken down afterwards), on fixed worker counts
+                          and on KEDA scaling the workers on the queue; needs root and the Digdag runtime
+    --attempts N          attempts in the burst (default 50; --quick 12)
+    --tasks N             sh> tasks per attempt, in parallel (default 4)
+    --sleep S             each task's sleep (default 5)
+    --threads N           agent threads per worker (default 4)
+    --fixed 1,2,4|none    fixed worker counts, a run each (default 1,2,4)
+    --keda MIN-MAX|none   KEDA's range, run last (default 1-4)
+    --polling S --cooldown S --scale-down-period S
+                          KEDA's polling, cooldown and scale-down period (default 5, 30, 15)
+    --keep                leave the cluster and the deployment up
+
+  --charts FILE           no run: the tables and charts again from a run's bench/results/*.json
 `;
 
 /** A running configuration the workloads are sent to. */
@@ -215,7 +232,7 @@ async function writeOutputs(report: Report, o: BenchOptions, log: (l: string) =>
   const stamp = new Date().toISOString().replace(/[:.]/g, '-');
   const json = path.join(outDir, `${stamp}.json`);
   fs.writeFileSync(json, JSON.stringify({ at: new Date().toISOString(), options: o, cpus: (fs.readFileSync('/proc/cpuinfo', 'utf8').match(/^processor\s/gm) ?? []).length, ...report }, null, 2) + '\n');
-  const png = (file: string, svg: string) => fs.writeFileSync(file, new Resvg(svg, { font: { loadSystemFonts: true } }).render().asPng());
+  const png = (file: string, svg: string) => fs.writeFileSync(file, svgToPng(svg));
   const [io, tiny] = [o.bursts.find((b) => b.name === 'io')!, o.bursts.find((b) => b.name === 'tiny')!];
   png(path.join(outDir, `${stamp}.png`), await barChartSvg(`Digdag throughput (${o.threads} threads per worker/agent)`, 'tasks / second', [
     { name: `I/O-bound: ${io.workflows}x${io.tasksPerWorkflow} x sleep ${io.sleepSeconds}s`, bars: throughputBars(report.bursts, 'io') },
@@ -226,6 +243,18 @@ async function writeOutputs(report: Report, o: BenchOptions, log: (l: string) =>
     { name: `${o.fanoutTasks} parallel tiny tasks`, bars: latencyBars(report.latency, 'fan-out') },
   ]));
   log(`\nwrote ${path.relative(ROOT, json)}, ${path.relative(ROOT, outDir)}/${stamp}.png and ${stamp}-latency.png`);
+}
+
+async function writeClusterOutputs(o: ClusterBenchOptions, runs: readonly ClusterRun[], log: (l: string) => void): Promise<void> {
+  const outDir = path.join(ROOT, 'bench', 'results');
+  fs.mkdirSync(outDir, { recursive: true });
+  const stamp = `${new Date().toISOString().replace(/[:.]/g, '-')}-cluster`;
+  const json = path.join(outDir, `${stamp}.json`);
+  fs.writeFileSync(json, JSON.stringify({ at: new Date().toISOString(), target: 'cluster', options: o, cpus: (fs.readFileSync('/proc/cpuinfo', 'utf8').match(/^processor\s/gm) ?? []).length, runs }, null, 2) + '\n');
+  const burst = `${o.attempts} × ${o.tasksPerAttempt} sleep ${o.sleepSeconds}s`;
+  fs.writeFileSync(path.join(outDir, `${stamp}.png`), svgToPng(await renderSvg(clusterChartSpec(`Digdag on the own cluster: ${burst}, ${o.threads} threads per worker`, clusterBarRows(runs)))));
+  fs.writeFileSync(path.join(outDir, `${stamp}-timeline.png`), svgToPng(await renderSvg(timelineSpec(`The burst over time (${burst}): the queue and the workers`, timelineRows(runs)))));
+  log(`\nwrote ${path.relative(ROOT, json)}, ${stamp}.png and ${stamp}-timeline.png`);
 }
 
 async function main(): Promise<void> {
@@ -241,6 +270,17 @@ async function main(): Promise<void> {
       'fanout-tasks': { type: 'string' },
       settle: { type: 'string' },
       'idle-seconds': { type: 'string' },
+      target: { type: 'string' },
+      attempts: { type: 'string' },
+      tasks: { type: 'string' },
+      sleep: { type: 'string' },
+      fixed: { type: 'string' },
+      keda: { type: 'string' },
+      polling: { type: 'string' },
+      cooldown: { type: 'string' },
+      'scale-down-period': { type: 'string' },
+      keep: { type: 'boolean' },
+      charts: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,
@@ -249,8 +289,34 @@ async function main(): Promise<void> {
     process.stdout.write(USAGE);
     return;
   }
-  const o = benchOptions(values);
   const log = (l: string) => process.stdout.write(`${l}\n`);
+  if (values.charts) {
+    // Charts again from a run's JSON (a cluster run's: its table too), without running anything.
+    const saved = JSON.parse(fs.readFileSync(values.charts, 'utf8')) as { target?: string; options: ClusterBenchOptions & BenchOptions; runs?: ClusterRun[] } & Report;
+    if (saved.target === 'cluster') {
+      log(renderClusterReport(saved.options, saved.runs ?? []));
+      await writeClusterOutputs(saved.options, saved.runs ?? [], log);
+    } else {
+      log(renderReport(saved));
+      await writeOutputs(saved, saved.options, log);
+    }
+    return;
+  }
+  if (values.target === 'cluster') {
+    const co = clusterBenchOptions(values);
+    const runs: ClusterRun[] = [];
+    try {
+      await clusterBench(co, runs, log);
+    } finally {
+      // What ran before a failure is written too.
+      if (runs.length) await writeClusterOutputs(co, runs, log);
+    }
+    return;
+  }
+  if (values.target !== undefined && values.target !== 'local') throw new Error(`--target=${values.target}: the bench runs on local (default) or cluster`);
+  const clusterOnly = ['attempts', 'tasks', 'sleep', 'fixed', 'keda', 'polling', 'cooldown', 'scale-down-period', 'keep'].filter((k) => values[k as keyof typeof values] !== undefined);
+  if (clusterOnly.length) throw new Error(`--${clusterOnly.join(', --')}: only for the cluster mode; add --target cluster`);
+  const o = benchOptions(values);
   const runner = new ShellRunner(false, () => {});
   const stateRoot = path.join(ROOT, '.state', 'bench');
   const portBase = await freePortRange(3 + Math.max(...o.workers, o.equal), 47000, 20);

@@ -165,3 +165,13 @@ export async function stopProcess(entry: ProcessEntry, graceMs: number): Promise
   await waitFor(() => !isAlive(entry), 5000);
   return 'killed';
 }
+
+/** Stops every process tracked for this config and forgets it: one "name: how" line each. */
+export async function stopTracked(config: Config, graceMs: number): Promise<string[]> {
+  const done: string[] = [];
+  for (const e of listProcesses(config)) {
+    done.push(`${e.name}: ${await stopProcess(e, graceMs)}`);
+    unregisterProcess(config, e.name, e.pid);
+  }
+  return done;
+}

@@ -6,7 +6,7 @@ import path from 'node:path';
 import type { Config } from '../config.ts';
 import { CLUSTER_SECTION_VARIABLES } from '../config/cluster.ts';
 import { UserError } from '../errors.ts';
-import { K8S_SCHEMA_VERSION } from '../versions.ts';
+import { CLOUD_SQL_PROXY_VERSION, K8S_SCHEMA_VERSION } from '../versions.ts';
 
 export interface ClusterConfig {
   /** The one directory holding everything the running cluster writes. */
@@ -20,6 +20,8 @@ export interface ClusterConfig {
   readonly baseImage: string;
   readonly pauseImage: string;
   readonly testImage: string;
+  /** The real Cloud SQL Auth Proxy (CLOUD_SQL_PROXY_VERSION, built from the Go module proxy) as an image of its own, like Google's distroless one: the binary alone, no shell. */
+  readonly cloudSqlProxyImage: string;
   readonly debianMirror: string;
   /** Debian's docker CLI matches Debian's dockerd; a newer CLI elsewhere on PATH may not. */
   readonly dockerCli: string;
@@ -70,6 +72,7 @@ export function loadClusterConfig(config: Config): ClusterConfig {
     baseImage,
     pauseImage: 'digdag-ha.local/pause:3.10',
     testImage: 'digdag-ha.local/test-busybox:1',
+    cloudSqlProxyImage: `digdag-ha.local/cloud-sql-proxy:${CLOUD_SQL_PROXY_VERSION}`,
     debianMirror,
     dockerCli: fs.existsSync('/usr/bin/docker') ? '/usr/bin/docker' : 'docker',
     net: {

@@ -86,6 +86,22 @@ export async function ensureTestImage(runner: Runner, cc: ClusterConfig): Promis
   return `${cc.testImage}: built`;
 }
 
+/** The Cloud SQL Auth Proxy binary (`binary`: .ci/install-cloud-sql-proxy's, static) alone in an
+ * image, as Google's distroless one is: no shell, a non-root user, the proxy as entrypoint. */
+export async function ensureCloudSqlProxyImage(runner: Runner, cc: ClusterConfig, binary: string): Promise<string> {
+  if (await hasDockerImage(runner, cc, cc.cloudSqlProxyImage)) return `${cc.cloudSqlProxyImage}: present`;
+  const ctx = ensureDir(path.join(cc.dir, 'build', 'cloud-sql-proxy-image'));
+  fs.copyFileSync(binary, path.join(ctx, 'cloud-sql-proxy'));
+  fs.chmodSync(path.join(ctx, 'cloud-sql-proxy'), 0o755);
+  fs.writeFileSync(path.join(ctx, 'Dockerfile'), ['FROM scratch', 'COPY cloud-sql-proxy /cloud-sql-proxy', 'USER 65532:65532', 'ENTRYPOINT ["/cloud-sql-proxy"]', ''].join('\n'));
+  try {
+    await runner.run({ argv: docker(cc, 'build', '-q', '-t', cc.cloudSqlProxyImage, ctx), env: { DOCKER_BUILDKIT: '0' }, mutates: true });
+  } finally {
+    fs.rmSync(ctx, { recursive: true, force: true });
+  }
+  return `${cc.cloudSqlProxyImage}: built`;
+}
+
 /** Makes a Docker image available to the kubelet (`docker save | ctr images import`). Give it
  * exactly the name the manifests use, with a pull policy other than Always. */
 export async function loadImage(runner: Runner, cc: ClusterConfig, image: string): Promise<void> {

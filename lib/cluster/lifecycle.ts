@@ -6,7 +6,7 @@ import path from 'node:path';
 import type { Config } from '../config.ts';
 import { tail, UserError } from '../errors.ts';
 import { isPortFree } from '../ports.ts';
-import { isAlive, listProcesses, registerProcess, stopProcess, unregisterProcess, waitFor, type ProcessEntry } from '../processes.ts';
+import { isAlive, listProcesses, registerProcess, stopProcess, stopTracked, unregisterProcess, waitFor, type ProcessEntry } from '../processes.ts';
 import { changesApplied, type Runner } from '../runner.ts';
 import { ensureDir } from '../state.ts';
 import { applyAddons, kubectl } from './addons.ts';
@@ -219,10 +219,7 @@ export async function clusterDown(runner: Runner, cc: ClusterConfig, opts: { pur
   }
   await stop(['kube-apiserver', 'etcd', 'dockerd'], 20_000);
   await stop(['containerd'], 10_000);
-  for (const e of listProcesses(registry(cc))) {
-    done.push(`${e.name}: ${await stopProcess(e, 5_000)}`);
-    unregisterProcess(registry(cc), e.name);
-  }
+  done.push(...(await stopTracked(registry(cc), 5_000)));
   const left = strays(cc, []);
   for (const e of left) await stopProcess(e, 5_000);
   if (left.length) done.push(`stopped ${left.length} leftover process(es) of ${cc.dir} (container shims)`);

@@ -8,9 +8,13 @@ export const DATABASE_VARIABLES: readonly VarSpec[] = group('Database', [
   { name: 'DATABASE_URL', default: '', kind: str('postgresql://digdag:secret@10.0.0.5:5432/digdag', /^(postgres(ql)?:\/\/.+)?$/), secret: true,
     description: 'Use an existing PostgreSQL (e.g. Cloud SQL) with this role and database instead of starting one. Empty: the project runs its own.' },
   { name: 'CLOUDSQL_INSTANCE', default: '', kind: str('my-project:asia-northeast1:digdag-pg', /^([a-z][-a-z0-9.:]*:[a-z]+-[a-z]+[0-9]+:[a-z][-a-z0-9]*)?$/),
-    description: 'Kubernetes targets: reach this Cloud SQL instance (PROJECT:REGION:INSTANCE) through a Cloud SQL Auth Proxy v2 sidecar in every Digdag pod and the migration Job, authenticated by Workload Identity; DATABASE_URL then names the proxy, postgresql://digdag@127.0.0.1:5432/digdag (tasks/gcp.ts up prints both). Empty: no proxy.' },
+    description: 'Kubernetes targets: reach this Cloud SQL instance (PROJECT:REGION:INSTANCE) through a Cloud SQL Auth Proxy v2 sidecar in every Digdag pod and the migration Job, authenticated as CLOUDSQL_PROXY_CREDENTIALS says; DATABASE_URL then names the proxy, postgresql://digdag@127.0.0.1:5432/digdag (tasks/gcp.ts up prints both). Empty: no proxy.' },
   { name: 'CLOUDSQL_PRIVATE_IP', default: 'false', kind: bool,
     description: 'With CLOUDSQL_INSTANCE: the proxy connects to the instance\'s private IP (the cluster\'s VPC) instead of its public one.' },
+  { name: 'CLOUDSQL_PROXY_CREDENTIALS', default: 'workload-identity', kind: oneOf(['workload-identity', 'key']),
+    description: 'With CLOUDSQL_INSTANCE: how the proxy authenticates to Google. workload-identity (GKE\'s default: the digdag Kubernetes service account acts as GKE_GCP_SERVICE_ACCOUNT; no key anywhere) or key (a cluster without Workload Identity: the key of GCP_SA_KEY_FILE, from its Secret, mounted into the proxy container only).' },
+  { name: 'CLOUDSQL_INSTANCE_CIDRS', default: '', kind: str('10.20.0.0/16', /^[0-9./,:a-fA-F]*$/),
+    description: 'With CLOUDSQL_INSTANCE: addresses of the instance the proxy may dial on port 3307 besides EGRESS_CIDRS, which leave the private ranges out — with CLOUDSQL_PRIVATE_IP=true, its private IP or the private services access range. Empty: none.' },
   { name: 'POSTGRES_PORT', default: '0', kind: int(0, 65535, '54320'),
     description: 'Local target: port of the project-owned PostgreSQL on 127.0.0.1. 0: a free port is picked once and kept.' },
   { name: 'POSTGRES_BIN_DIR', default: '', kind: str('/usr/lib/postgresql/15/bin'),
@@ -32,6 +36,10 @@ export interface DbConfig {
   /** Cloud SQL instance connection name the Auth Proxy sidecar serves on 127.0.0.1; '' = none. */
   readonly cloudSqlInstance: string;
   readonly cloudSqlPrivateIp: boolean;
+  /** How the proxy authenticates: Workload Identity, or the key of GCP_SA_KEY_FILE. */
+  readonly cloudSqlCredentials: 'workload-identity' | 'key';
+  /** The instance's addresses the proxy may dial on 3307 besides EGRESS_CIDRS. */
+  readonly cloudSqlInstanceCidrs: readonly string[];
   readonly name: string;
   readonly user: string;
   readonly poolSize: number;
@@ -82,10 +90,22 @@ export function databaseConfig(v: Values, roles: Pick<RolesConfig, 'replicas'>):
       throw new UserError(`CLOUDSQL_INSTANCE=${cloudSqlInstance} needs DATABASE_URL to name the proxy on 127.0.0.1`, 'set DATABASE_URL=postgresql://digdag@127.0.0.1:5432/digdag (the password comes from the generated secrets; npx tsx tasks/gcp.ts up prints the values)');
     }
   }
+  const cloudSqlCredentials = v.str('CLOUDSQL_PROXY_CREDENTIALS') as DbConfig['cloudSqlCredentials'];
+  if (cloudSqlInstance && cloudSqlCredentials === 'key' && !v.str('GCP_SA_KEY_FILE')) {
+    throw new UserError('CLOUDSQL_PROXY_CREDENTIALS=key needs GCP_SA_KEY_FILE: the proxy authenticates with that key (its Secret digdag-gcp-key)', 'set GCP_SA_KEY_FILE to the JSON key of a service account with roles/cloudsql.client, or CLOUDSQL_PROXY_CREDENTIALS=workload-identity on GKE');
+  }
+  const cloudSqlInstanceCidrs = v.str('CLOUDSQL_INSTANCE_CIDRS').split(',').map((c) => c.trim()).filter(Boolean);
+  for (const c of cloudSqlInstanceCidrs) {
+    if (!/^(\d{1,3}\.){3}\d{1,3}\/\d{1,2}$|^[0-9a-fA-F:]+\/\d{1,3}$/.test(c)) {
+      throw new UserError(`CLOUDSQL_INSTANCE_CIDRS has ${JSON.stringify(c)}, which is not a CIDR`, 'set CLOUDSQL_INSTANCE_CIDRS to the instance\'s address as 10.20.0.3/32, or its private services access range as 10.20.0.0/16');
+    }
+  }
   return {
     externalUrl: v.str('DATABASE_URL'),
     cloudSqlInstance,
     cloudSqlPrivateIp: v.str('CLOUDSQL_PRIVATE_IP') === 'true',
+    cloudSqlCredentials,
+    cloudSqlInstanceCidrs,
     name: v.str('DB_NAME'),
     user: v.str('DB_USER'),
     poolSize: v.num('DB_POOL_SIZE'),

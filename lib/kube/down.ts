@@ -4,17 +4,13 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { stringify } from 'yaml';
 import type { Ctx } from '../pipeline.ts';
-import { listProcesses, stopProcess, unregisterProcess } from '../processes.ts';
+import { stopTracked } from '../processes.ts';
 import { clusterKubectl, kubectl, requireCluster } from './kubectl.ts';
 import { renderManifests } from './render.ts';
 
 /** Teardown: the port-forward, then the workloads; --purge deletes the namespace (volumes too). */
 export async function kubeDown(ctx: Ctx, purge: boolean): Promise<string[]> {
-  const done: string[] = [];
-  for (const e of listProcesses(ctx.config)) {
-    done.push(`${e.name}: ${await stopProcess(e, 5000)}`);
-    unregisterProcess(ctx.config, e.name, e.pid);
-  }
+  const done = await stopTracked(ctx.config, 5000);
   await requireCluster(ctx);
   if (purge) {
     // Which volumes the namespace's claims hold, before they are gone: a Retain volume outlives them.

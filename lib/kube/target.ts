@@ -26,19 +26,22 @@ import { startPostgres } from './start-postgres.ts';
 import { renderManifests } from './render.ts';
 import { kubeStatus } from './status.ts';
 
-interface Pod {
+export interface Pod {
   metadata: { name: string; deletionTimestamp?: string };
   spec: { containers: { args?: string[] }[] };
   status: { phase?: string; conditions?: { type: string; status: string }[] };
 }
 
-/** A role's pods, without those being deleted. */
-async function podsOf(ctx: Ctx, role: Role): Promise<Pod[]> {
+/** A role's pods, those being deleted included. */
+export async function rolePods(ctx: Ctx, role: Role): Promise<Pod[]> {
   const res = await ctx.runner.run({ argv: kubectl(ctx.config, 'get', 'pods', '-l', `app.kubernetes.io/component=${role}`, '-o', 'json'), quiet: true });
-  return ((JSON.parse(res.stdout || '{"items":[]}') as { items: Pod[] }).items).filter((p) => !p.metadata.deletionTimestamp);
+  return (JSON.parse(res.stdout || '{"items":[]}') as { items: Pod[] }).items;
 }
 
-const isReady = (p: Pod) => !!p.status.conditions?.some((c) => c.type === 'Ready' && c.status === 'True');
+/** A role's pods, without those being deleted. */
+const podsOf = async (ctx: Ctx, role: Role): Promise<Pod[]> => (await rolePods(ctx, role)).filter((p) => !p.metadata.deletionTimestamp);
+
+export const isReady = (p: Pod) => !!p.status.conditions?.some((c) => c.type === 'Ready' && c.status === 'True');
 
 /** Digdag's default agent id is pid@pod-name. */
 export const podOfAgent = (agentId: string) => agentId.slice(agentId.indexOf('@') + 1);

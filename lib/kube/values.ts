@@ -96,7 +96,10 @@ export function valuesFromConfig(config: Config): ChartValues {
       expireLockInterval: config.agent.lockExpireInterval,
       external: config.db.externalUrl ? { enabled: true, host: db.host, port: db.port } : { enabled: false },
     },
-    ...(config.db.cloudSqlInstance ? { cloudSqlProxy: { instance: config.db.cloudSqlInstance, privateIp: config.db.cloudSqlPrivateIp, port: db.port } } : {}),
+    ...(config.db.cloudSqlInstance ? { cloudSqlProxy: {
+      instance: config.db.cloudSqlInstance, privateIp: config.db.cloudSqlPrivateIp, port: db.port,
+      credentials: config.db.cloudSqlCredentials === 'key' ? 'keySecret' : 'workloadIdentity', instanceCidrs: [...config.db.cloudSqlInstanceCidrs],
+    } } : {}),
     postgres: {
       image: config.k8s.postgresImage,
       pullPolicy: config.k8s.imagePullPolicy,
@@ -163,6 +166,8 @@ export const VALUE_VARIABLES: Readonly<Record<string, string>> = {
   'logs.server': 'LOG_SERVER',
   'logs.gcsBucket': 'GCS_LOG_BUCKET',
   'cloudSqlProxy.instance': 'CLOUDSQL_INSTANCE',
+  'cloudSqlProxy.credentials': 'CLOUDSQL_PROXY_CREDENTIALS',
+  'cloudSqlProxy.instanceCidrs': 'CLOUDSQL_INSTANCE_CIDRS',
   'postgres.members': 'POSTGRES_MEMBERS',
   'postgres.patroni.synchronous': 'POSTGRES_SYNC',
   'googleApis.address': 'GOOGLE_APIS_ADDRESS',

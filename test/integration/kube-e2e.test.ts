@@ -14,7 +14,8 @@
 // (googleApis.metadataServer), GCS task logs, the sample read back through a ui pod, and no
 // identity named as the cause (test/helpers/gcp/cluster.ts). The database (3 Patroni members): verify-ha kills its leader under an attempt,
 // and a short run of the chaos soak (tasks/soak.ts's own code) kills it twice more — once its
-// postmaster, once its pod — while attempts are submitted: none may fail or go missing.
+// postmaster, once its pod — while attempts are submitted: none may fail or go missing. Last,
+// on the same cluster (KEDA comes up with it when built), the autoscaling tests of suites/keda.ts.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -52,8 +53,11 @@ import { layoutRoles, taskRole } from '../../lib/roles.ts';
 import { helmBin } from '../helpers/tools.ts';
 import { emulatorsMissing, startGoogleApis, type GoogleApis } from '../helpers/gcp/index.ts';
 import { assertKeyNotIn, assertOneIdentity, emulatorRows, keylessReleaseValues, proveKeylessRelease, proveWrongKey, runWorkflow, SAMPLE_DIR, SAMPLE_ROWS } from '../helpers/gcp/cluster.ts';
+import { clusterCloudSqlMissing, proveThroughProxy, proxyDiagnostics, startClusterCloudSql } from '../helpers/gcp/cloudsql-cluster.ts';
 import { pushProject } from '../../lib/push-workflow.ts';
 import { soak, soakSummary } from '../../lib/soak.ts';
+import { kedaMissing } from '../../lib/cluster/keda.ts';
+import { kedaTests } from './suites/keda.ts';
 
 const runner = new ShellRunner(false, () => {});
 const log = (l: string) => process.stderr.write(`  [kube-e2e] ${l}\n`);
@@ -70,6 +74,8 @@ const SOAK_SECONDS = 90;
 /** The offline Google Cloud the deployment uses (undefined: emulators not built, see gcpMissing). */
 let gcp: GoogleApis | undefined;
 let gcpMissing: string | undefined;
+/** Why the KEDA suite skips (KEDA not built), or undefined: KEDA comes up with the cluster. */
+let kedaWhy: string | undefined;
 const GCP_TEST_PROJECT = 'digdag-ha-test';
 const KEY_SA = `digdag-key@${GCP_TEST_PROJECT}.iam.gserviceaccount.com`;
 /** The account the metadata server on the bridge serves the chart's keyless release (ADC), and its log bucket. */
@@ -83,7 +89,12 @@ before(async () => {
   // waits out the killed worker's lock retention, and the test proves the behaviour, not the
   // default's length (the defaults' render is covered by the unit tests).
   const lockTimings = { AGENT_HEARTBEAT_INTERVAL: '5', AGENT_LOCK_RETENTION_TIME: '15', LOCK_EXPIRE_INTERVAL: '5' };
-  const vars = { DIGDAG_HA_TARGET: 'cluster', DIGDAG_HA_STATE_DIR: state, RESOURCE_PROFILE: 'small', PORT_FORWARD_PORT: String(port), DIGDAG_HA_CLUSTER_DIR: path.join(state, 'c'), ...lockTimings, ...runtimeVars };
+  // KEDA comes up with the cluster when it is in the cache: the autoscaling tests (suites/keda.ts)
+  // run on this cluster after the rest, instead of bringing up one of their own.
+  const base = { DIGDAG_HA_TARGET: 'cluster', DIGDAG_HA_STATE_DIR: state, RESOURCE_PROFILE: 'small', PORT_FORWARD_PORT: String(port), DIGDAG_HA_CLUSTER_DIR: path.join(state, 'c'), ...lockTimings, ...runtimeVars };
+  const keda = kedaMissing(loadClusterConfig(testConfig({ ...base, CLUSTER_ADDONS: 'keda' })));
+  kedaWhy = keda.length ? `KEDA is not in the cache: ${keda.join('; ')}` : undefined;
+  const vars = { ...base, ...(kedaWhy ? {} : { CLUSTER_ADDONS: 'keda' }) };
   config = testConfig(vars);
   cc = loadClusterConfig(config);
   const missing = missingPrerequisites(cc);
@@ -118,6 +129,7 @@ before(async () => {
 
 after(async () => {
   await gcp?.stop();
+  await kedaSuite.stop();
   if (skipReason || !cc) return;
   await clusterDown(runner, cc, { purge: true }, log);
   assert.deepEqual(await hostLeftovers(runner, cc), [], 'down leaves nothing on the host');
@@ -410,23 +422,31 @@ test('down --purge removes the namespace, says what happens to the Retain volume
   assert.ok(fs.existsSync(clusterPaths(cc).kubeconfig));
 });
 
-test('the chart on the real cluster: installs with its NetworkPolicies into a restricted namespace, becomes ready, passes helm test, admits only the ingress controller', { timeout: 900_000 }, async (t) => {
+test('the chart on the real cluster: installs with its NetworkPolicies into a restricted namespace, becomes ready, passes helm test, admits only the ingress controller; its database is "Cloud SQL" through the real Auth Proxy sidecar, which survives being killed', { timeout: 900_000 }, async (t) => {
   if (skipped(t)) return;
   if (runtimeMissing) return t.skip(`SKIPPED — needs a Digdag runtime (the chart runs the Digdag image): ${runtimeMissing}`);
   const ns = 'digdag-release';
   await restrictedNamespace(kcmd, ns);
+  // Cloud SQL through the proxy sidecar, key-authenticated (test/helpers/gcp/cloudsql-cluster.ts).
+  const sqlMissing = clusterCloudSqlMissing(gcpMissing);
+  const t1 = Date.now();
+  const sql = sqlMissing ? undefined : await startClusterCloudSql({ gcp: gcp!, cc, runner, dir: path.join(state, 'cloudsql'), keyFile: config.gcp.saKeyFile, log });
+  if (sql) assert.equal((await kc(['apply', '-f', '-'], sql.keySecret(ns))).code, 0);
+  if (sql) log(`Cloud SQL stand-in for the chart (proxy image, PostgreSQL, Admin API, listener) in ${since(t1)} s`);
   const colon = config.k8s.image.lastIndexOf(':');
   const small = ['ui', 'worker', 'scheduler'].flatMap((r) => ['--set', `roles.${r}.resources.requests.cpu=50m`, '--set', `roles.${r}.resources.requests.memory=256Mi`]);
   const helm = (args: string[], timeoutMs = 60_000) => runner.run({ argv: [helmBin(), '--kubeconfig', clusterPaths(cc).kubeconfig, '-n', ns, ...args], quiet: true, nothrow: true, timeoutMs });
-  // Keyless: ADC from the metadata server on the bridge (Workload Identity's stand-in), GCS task logs.
+  // Digdag keyless: ADC from the metadata server on the bridge (Workload Identity's stand-in), GCS task logs.
   const keyless = gcp && await keylessReleaseValues(gcp, { bridgeIp: cc.net.bridgeIp, account: ADC_SA, bucket: LOG_BUCKET });
+  const tInstall = Date.now();
   const install = await helm(['install', 'dd', path.join(ROOT, 'chart', 'digdag-ha'), '--wait', '--timeout', '12m',
     '--set', `image.repository=${config.k8s.image.slice(0, colon)}`, '--set', `image.tag=${config.k8s.image.slice(colon + 1)}`,
     '--set', `postgres.image=${CLUSTER_POSTGRES_IMAGE}`, '--set', 'postgres.storage=1Gi',
     // The test cluster's CoreDNS is a node process: the node's address joins the DNS peers.
-    '--set', `networkPolicy.dnsCidrs={169.254.20.10/32,${cc.net.bridgeIp}/32}`, ...small, ...(keyless?.args ?? [])], 13 * 60_000);
+    '--set', `networkPolicy.dnsCidrs={169.254.20.10/32,${cc.net.bridgeIp}/32}`, ...small, ...(sql ? ['-f', sql.valuesFile] : []), ...(keyless?.args ?? [])], 13 * 60_000);
   try {
-    assert.equal(install.code, 0, `${install.stdout}\n${install.stderr}\n${(await kc(['get', 'pods,events', '-n', ns])).stdout}`);
+    assert.equal(install.code, 0, `${install.stdout}\n${install.stderr}\n${(await kc(['get', 'pods,events', '-n', ns])).stdout}${sql ? `\n${await proxyDiagnostics(sql, gcp!, kcmd, ns)}` : ''}`);
+    log(`chart installed and ready in ${since(tInstall)} s (${sql ? 'Cloud SQL through the proxy sidecar' : 'in-cluster PostgreSQL'})`);
     const policies = (await kc(['get', 'networkpolicies', '-n', ns, '-o', 'name'])).stdout;
     assert.match(policies, /default-deny/, policies);
     const test = await helm(['test', 'dd', '--timeout', '5m'], 6 * 60_000);
@@ -437,9 +457,31 @@ test('the chart on the real cluster: installs with its NetworkPolicies into a re
     assert.ok(await waitFor(() => from(INGRESS_NS, 'controller')(ui, 65432), 30_000, 500), 'the ingress controller reaches the chart\'s UI pods');
     assert.equal(await from(OUTSIDER_NS, 'outsider')(ui, 65432), false, 'another namespace does not');
     assert.equal(await from(INGRESS_NS, 'controller')(worker, 65432), false, 'nobody reaches the chart\'s workers');
-    if (keyless) for (const l of await proveKeylessRelease({ config, runner, kubectl: (...a) => clusterKubectl(config, ...a), ns, gcp: gcp!, metadata: keyless.metadata, account: ADC_SA, bucket: LOG_BUCKET, bridgeIp: cc.net.bridgeIp, log })) log(l);
+    // Keyless first: its no-identity case needs JVMs that have not yet got a Google credential.
+    if (keyless) {
+      const t3 = Date.now();
+      for (const l of await proveKeylessRelease({ config, runner, kubectl: (...a) => clusterKubectl(config, ...a), ns, gcp: gcp!, metadata: keyless.metadata, account: ADC_SA, bucket: LOG_BUCKET, bridgeIp: cc.net.bridgeIp, log })) log(l);
+      log(`keyless release (no identity, ADC sample, GCS task logs): ${since(t3)} s`);
+    }
+    if (sql) {
+      const t2 = Date.now();
+      const p = await proveThroughProxy({ sql, gcp: gcp!, cc, runner, k: kcmd, ns, keySa: KEY_SA, vars: runtimeVars, log });
+      log(`Cloud SQL Auth Proxy sidecar: ${p.connections} instance connections, ${p.adminCalls} Admin API calls; attempts ${p.attempts.before}/${p.attempts.during}/${p.attempts.after} (before/while/after) succeeded; proxies of ${p.killed.join(', ')} SIGKILLed mid-attempt, ready again in ${p.restartSeconds} s; ${since(t2)} s`);
+    }
   } finally {
     await helm(['uninstall', 'dd', '--wait', '--timeout', '3m'], 4 * 60_000);
     await kc(['delete', 'namespace', ns, '--wait=false']);
+    await sql?.stop();
   }
+  if (sqlMissing) t.skip(`Cloud SQL Auth Proxy part SKIPPED: ${sqlMissing} (the rest ran)`);
+});
+
+// Queue-driven scaling with KEDA, last: on this cluster, in a namespace of its own (suites/keda.ts).
+const kedaSuite = kedaTests({
+  runner,
+  skipReason: () => skipReason,
+  runtimeMissing: () => runtimeMissing,
+  kedaMissing: () => kedaWhy,
+  cluster: () => cc,
+  stateDir: () => state,
 });

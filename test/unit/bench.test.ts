@@ -1,10 +1,15 @@
 // Benchmark arithmetic and presentation: percentiles, the tasks' own records, CPU and counter
-// rates, the generated workflows, options, and the three tables. No timing is asserted here.
+// rates, the generated workflows, options, the tables, and the charts as rendered (Vega's scene
+// graph, the SVG and the PNG). No timing is asserted here.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { busyFraction, median, parseCpuStat, parseEvents, parseProcStat, percentile, ratePerSecond, spanOf } from '../../bench/measure.ts';
 import { latencyTable, postgresTable, renderReport, setupLabel, throughputBars, throughputTable, type BurstResult, type LatencyResult, type Setup } from '../../bench/report.ts';
-import { barChartSvg } from '../../bench/charts.ts';
+import * as vega from 'vega';
+import { compile, type TopLevelSpec } from 'vega-lite';
+import { barChartSpec, barChartSvg, clusterChartSpec, renderSvg, svgToPng, timelineSpec } from '../../bench/charts.ts';
+import { clusterBarRows, clusterBenchOptions, clusterRun, clusterSetups, clusterTable, timelineRows, type ClusterRun } from '../../bench/cluster-report.ts';
+import { burstFigures, type QueueSample } from '../../lib/queue-sampling.ts';
 import { benchOptions, fanoutDig, sequentialDig } from '../../bench/workloads.ts';
 
 test('percentile is nearest-rank; median averages the middle pair', () => {
@@ -112,16 +117,168 @@ test('the PostgreSQL table: idle and per burst; server -m says it has no Postgre
   assert.match(renderReport({ latency: [], bursts: [], idle }), /Latency[\s\S]*Throughput[\s\S]*PostgreSQL load/);
 });
 
-test('the chart (Vega-Lite) has one bar per configuration, each named once in the legend, on round axis ticks', async () => {
-  const bars = throughputBars([burst(w(1), 1), burst(w(2), 2), burst(seed, 3, 'tiny')], 'io');
-  assert.deepEqual(bars.map((b) => b.label), ['worker 1x4', 'worker 2x4']);
-  const svg = await barChartSvg('t', 'tasks / second', [{ name: 'io', bars }]);
-  assert.equal((svg.match(/aria-roledescription="bar"/g) ?? []).length, 2);
-  // Labels live in the legend (not under each bar, where long ones ran into each other).
-  for (const label of ['worker 1x4', 'worker 2x4']) assert.equal((svg.match(new RegExp(`>${label}</text>`, 'g')) ?? []).length, 1, label);
-  // The values the old chart put on odd ticks (5.7, 11, 17, 23): Vega picks round ones.
-  const odd = await barChartSvg('t', 'u', [{ name: 'g', bars: [5.7, 11, 17, 23].map((value, i) => ({ label: `c${i}`, value })) }]);
-  const ticks = [...odd.matchAll(/text-anchor="end" transform="translate\(-7,[\d.]+\)"[^>]*>([\d.]+)<\/text>/g)].map((m) => Number(m[1]));
-  assert.ok(ticks.length >= 4, odd);
-  assert.ok(ticks.every((t) => Number.isInteger(t / 5)), `ticks ${ticks.join(', ')}`);
+interface Label { text: string; x1: number; x2: number; y1: number; y2: number }
+
+/** The spec laid out by Vega as the SVG renderer would (no canvas: text widths are Vega's estimate,
+ * 0.8 × font size per character, wider than DejaVu Sans draws them): every axis's labels. */
+async function axes(spec: TopLevelSpec): Promise<{ labels: Label[] }[]> {
+  const view = new vega.View(vega.parse(compile(spec).spec), { renderer: 'none' });
+  await view.runAsync();
+  const out: { labels: Label[] }[] = [];
+  const walk = (item: { marktype?: string; role?: string; items?: unknown[] }) => {
+    if (item.marktype === 'text' && item.role === 'axis-label') {
+      out.push({ labels: (item.items as { text: string | string[]; bounds: Label }[]).map((i) => ({ text: [i.text].flat().join(' '), x1: i.bounds.x1, x2: i.bounds.x2, y1: i.bounds.y1, y2: i.bounds.y2 })) });
+    }
+    for (const c of item.items ?? []) walk(c as typeof item);
+  };
+  walk((view.scenegraph() as unknown as { root: never }).root);
+  view.finalize();
+  return out;
+}
+
+/** Labels of one axis that touch their neighbour, horizontally or vertically. */
+function overlapping(labels: readonly Label[]): string[] {
+  const horizontal = new Set(labels.map((l) => l.y1)).size === 1;
+  const [lo, hi] = horizontal ? (['x1', 'x2'] as const) : (['y1', 'y2'] as const);
+  const sorted = [...labels].sort((a, b) => a[lo] - b[lo]);
+  return sorted.slice(1).flatMap((l, i) => (sorted[i]![hi] > l[lo] ? [`${sorted[i]!.text} / ${l.text}`] : []));
+}
+
+/** Numeric ticks on a "nice" step: 1, 2 or 5 × 10^k, every tick a multiple of it. */
+function niceTicks(labels: readonly Label[]): number[] | string {
+  const v = labels.map((l) => Number(l.text.replace(/,/g, ''))).sort((a, b) => a - b);
+  if (v.length < 3 || v.some((x) => !Number.isFinite(x))) return `not numeric ticks: ${labels.map((l) => l.text).join(', ')}`;
+  const step = v[1]! - v[0]!;
+  const mantissa = step / 10 ** Math.floor(Math.log10(step));
+  if (![1, 2, 5].some((m) => Math.abs(mantissa - m) < 1e-9)) return `step ${step} in ${v.join(', ')}`;
+  if (v.some((x, i) => i > 0 && Math.abs(x - v[i - 1]! - step) > 1e-9 * step)) return `uneven ${v.join(', ')}`;
+  if (v.some((x) => Math.abs(x / step - Math.round(x / step)) > 1e-9)) return `off the step: ${v.join(', ')}`;
+  return v;
+}
+
+const ioBars = () => throughputBars([burst(w(4), 3.92), burst(w(2), 2.24), burst(w(1), 1.12), burst(split4, 2.51), burst(seed, 4.4)], 'io');
+
+test('the bar chart: one bar and one legend entry per configuration, labels apart, round ticks (not 5.7, 11, 17, 23)', async () => {
+  const bars = ioBars();
+  assert.deepEqual(bars.map((b) => b.label), ['worker: 4 workers x 4', 'worker: 2 workers x 4', 'worker: 1 worker x 4', 'split: 4 agents x 4', 'server -m, 16 threads']);
+  const groups = [{ name: 'I/O-bound: 8x8 x sleep 3s', bars }, { name: 'tiny: 8x8 x true', bars: bars.map((b) => ({ ...b, value: b.value * 4.4 })) }];
+  const svg = await barChartSvg('t', 'tasks / second', groups);
+  assert.equal((svg.match(/aria-roledescription="bar"/g) ?? []).length, 10);
+  // The configurations are named once each, in the legend; under the bars only the two groups.
+  for (const b of bars) assert.equal(svg.split(`>${b.label}</text>`).length - 1, 1, b.label);
+  const [x, y] = await axes(barChartSpec('t', 'tasks / second', groups));
+  assert.deepEqual(x!.labels.map((l) => l.text), groups.map((g) => g.name));
+  assert.deepEqual(overlapping(x!.labels), []);
+  assert.deepEqual(niceTicks(y!.labels), [0, 5, 10, 15, 20]);
+  // The values the hand-drawn chart put its ticks on.
+  const odd = await axes(barChartSpec('t', 'u', [{ name: 'g', bars: [5.7, 11, 17, 23].map((value, i) => ({ label: `c${i}`, value })) }]));
+  assert.deepEqual(niceTicks(odd[1]!.labels), [0, 5, 10, 15, 20]);
+});
+
+test('the checks can fail: labels on one line at a narrow step overlap; 5.7-wide steps are not nice', async () => {
+  const narrow = clusterChartSpec('t', ['fixed: 4 workers', 'KEDA: 1→4 workers'].map((c) => ({ configuration: c, tasksPerSecond: 1, drainSeconds: 1, idealSeconds: 1 }))) as unknown as { hconcat: { width: { step: number }; encoding: { x: { axis: Record<string, unknown> } } }[] };
+  for (const p of narrow.hconcat) {
+    p.width.step = 60;
+    delete p.encoding.x.axis.labelExpr;
+  }
+  assert.notDeepEqual(overlapping((await axes(narrow as unknown as TopLevelSpec))[0]!.labels), []);
+  assert.match(String(niceTicks([5.7, 11.4, 17.1].map((v) => ({ text: String(v), x1: 0, x2: 0, y1: v, y2: v })))), /step 5\.7/);
+});
+
+/** PNG: the signature, and the IHDR's width and height. */
+function pngSize(png: Buffer): { width: number; height: number } {
+  assert.deepEqual([...png.subarray(0, 8)], [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a], 'PNG signature');
+  assert.equal(png.subarray(12, 16).toString('ascii'), 'IHDR');
+  return { width: png.readUInt32BE(16), height: png.readUInt32BE(20) };
+}
+
+test('PNG by resvg: a PNG of the SVG\'s own size, with drawn pixels', async () => {
+  const svg = await barChartSvg('t', 'tasks / second', [{ name: 'io', bars: ioBars() }]);
+  const [, w0, h0] = /<svg[^>]* width="(\d+)" height="(\d+)"/.exec(svg)!.map(Number);
+  const png = svgToPng(svg);
+  assert.deepEqual(pngSize(png), { width: w0, height: h0 });
+  assert.ok(w0! > 300 && w0! < 3000 && h0! > 200 && h0! < 3000, `${w0}×${h0}`);
+  assert.ok(png.length > 5000, `a chart, not an empty canvas: ${png.length} bytes`);
+});
+
+const sampleAt = (burstAt: number, sec: number, workers: number, ready: number, queue: number): QueueSample => ({
+  at: burstAt + sec * 1000,
+  workers: Array.from({ length: workers }, (_, i) => ({ name: `w${i}`, ready: i < ready, terminating: false })),
+  replicas: workers,
+  ready,
+  terminating: 0,
+  waiting: Math.max(0, queue - workers * 4),
+  running: Math.min(queue, workers * 4),
+  locks: [],
+});
+
+/** A run made from samples the way the cluster mode makes it. */
+function run(setup: Parameters<typeof clusterRun>[1], drain: number, series: [number, number, number, number][]): ClusterRun {
+  const o = clusterBenchOptions({});
+  const at = 1_700_000_000_000;
+  const samples = series.map(([t, wk, rd, q]) => sampleAt(at, t, wk, rd, q));
+  return clusterRun(o, setup, at, at + drain * 1000, samples, burstFigures(samples, at, 4), setup.mode === 'keda' ? at + (drain + 70) * 1000 : undefined);
+}
+
+const fixed = (n: number, drain: number) => run({ mode: 'fixed', workers: n }, drain, [[-1, n, n, 0], [0.5, n, n, 200], [drain / 2, n, n, 100], [drain, n, n, 0]]);
+const keda = () => run({ mode: 'keda', min: 1, max: 4 }, 110, [[-1, 1, 1, 0], [0.5, 1, 1, 200], [8, 4, 1, 190], [40, 4, 4, 150], [110, 4, 4, 0], [150, 3, 3, 0], [180, 1, 1, 0]]);
+
+test('cluster mode options: the issue\'s burst by default, --quick shorter, KEDA always last, bad flags refused', () => {
+  const d = clusterBenchOptions({});
+  assert.deepEqual([d.attempts, d.tasksPerAttempt, d.sleepSeconds, d.threads, d.fixed, d.keda], [50, 4, 5, 4, [1, 2, 4], { min: 1, max: 4 }]);
+  assert.equal(clusterBenchOptions({ quick: true }).attempts, 12);
+  assert.deepEqual(clusterSetups(clusterBenchOptions({ fixed: '4,1', keda: '2-3' })), [{ mode: 'fixed', workers: 4 }, { mode: 'fixed', workers: 1 }, { mode: 'keda', min: 2, max: 3 }]);
+  assert.deepEqual(clusterSetups(clusterBenchOptions({ fixed: 'none' })), [{ mode: 'keda', min: 1, max: 4 }]);
+  assert.throws(() => clusterBenchOptions({ keda: '4-1' }), /MIN ≤ MAX/);
+  assert.throws(() => clusterBenchOptions({ fixed: '1,0' }), /--fixed=0: expected a whole number ≥ 1/);
+  assert.throws(() => clusterBenchOptions({ fixed: 'none', keda: 'none' }), /nothing to run/);
+});
+
+test('cluster mode table: drain against the ideal at the most workers, speed-up, the scale-out\'s steps, scale-in, re-runs', () => {
+  const runs = [fixed(1, 270), fixed(4, 80), keda()];
+  const table = clusterTable(runs);
+  assert.match(table, /^fixed: 1 worker +1 +200 × 5s +270\.0 +250\.0 +1\.08x +0\.74 +1\.00x +0 \(0\)$/m);
+  assert.match(table, /^fixed: 4 workers +4 +200 × 5s +80\.0 +62\.5 +1\.28x +2\.50 +3\.38x +0 \(0\)$/m);
+  // Queue above 4 at 0.5 s, a new pod at 8 s, Ready at 40 s; no task seen on it (no locks sampled here).
+  assert.match(table, /^KEDA: 1→4 workers +4 +200 × 5s +110\.0 +62\.5 +1\.76x +1\.82 +2\.45x +0\.5 → 8\.0 → 40\.0 → - +- +70\.0 +0 \(0\)$/m);
+});
+
+test('the cluster chart: a bar per configuration in each panel, labels on two lines apart, round ticks; PNG', async () => {
+  const runs = [fixed(1, 270), fixed(2, 140), fixed(4, 80), keda()];
+  const spec = clusterChartSpec('t', clusterBarRows(runs));
+  const svg = await renderSvg(spec);
+  assert.equal((svg.match(/aria-roledescription="bar"/g) ?? []).length, 8);
+  assert.equal((svg.match(/aria-roledescription="tick"/g) ?? []).length, 4, 'one ideal per configuration');
+  const [x1, y1, x2, y2] = await axes(spec);
+  for (const x of [x1!, x2!]) {
+    assert.deepEqual(x.labels.map((l) => l.text), ['fixed 1 worker', 'fixed 2 workers', 'fixed 4 workers', 'KEDA 1→4 workers']);
+    assert.deepEqual(overlapping(x.labels), []);
+  }
+  assert.deepEqual(niceTicks(y1!.labels), [0, 0.5, 1, 1.5, 2, 2.5]);
+  assert.deepEqual(niceTicks(y2!.labels), [0, 50, 100, 150, 200, 250]);
+  const { width, height } = pngSize(svgToPng(svg));
+  assert.ok(width > 500 && height > 300, `${width}×${height}`);
+});
+
+test('the burst over time: a row per configuration on one time axis, the queue and whole workers (pods, Ready)', async () => {
+  const runs = [fixed(1, 270), fixed(4, 80), keda()];
+  const rows = timelineRows(runs);
+  assert.equal(rows.length, 4 + 4 + 7);
+  assert.deepEqual(rows.filter((r) => r.configuration === 'KEDA: 1→4 workers').map((r) => [r.workers, r.ready]), [[1, 1], [1, 1], [4, 1], [4, 4], [4, 4], [3, 3], [1, 1]]);
+  const spec = timelineSpec('t', rows);
+  const svg = await renderSvg(spec);
+  for (const r of runs) assert.equal(svg.split(`>${r.label}</text>`).length - 1, 1, `${r.label} titles its row`);
+  assert.equal((svg.match(/aria-roledescription="area mark"/g) ?? []).length, 3, 'the queue, one area per row');
+  assert.equal((svg.match(/aria-roledescription="line mark"/g) ?? []).length, 6, 'pods and Ready per row');
+  const found = await axes(spec);
+  // Per row: time (x), queue (left), workers (right).
+  assert.equal(found.length, 9);
+  const times = found.filter((_, i) => i % 3 === 0);
+  assert.ok(times.every((a) => JSON.stringify(a.labels.map((l) => l.text)) === JSON.stringify(times[0]!.labels.map((l) => l.text))), 'one time axis for all rows');
+  assert.deepEqual(niceTicks(times[0]!.labels).toString(), Array.from({ length: 15 }, (_, i) => i * 20).toString());
+  for (const a of found.filter((_, i) => i % 3 === 1)) assert.deepEqual(niceTicks(a.labels), [0, 50, 100, 150, 200]);
+  for (const a of found.filter((_, i) => i % 3 === 2)) assert.deepEqual(a.labels.map((l) => l.text), ['0', '1', '2', '3', '4'], 'whole workers only');
+  for (const a of found) assert.deepEqual(overlapping(a.labels), []);
+  const { width, height } = pngSize(svgToPng(svg));
+  assert.ok(width > 700 && height > 400, `${width}×${height}`);
 });

@@ -119,3 +119,31 @@ test('googleApis.caBundle (a private endpoint): the proxy trusts it too — SSL_
   const text = JSON.stringify(plain.objects);
   assert.ok(!text.includes('SSL_CERT_DIR') && !text.includes('cloud-sql-proxy-ca'));
 });
+
+test('CLOUDSQL_PROXY_CREDENTIALS=key (no Workload Identity): --credentials-file from the key Secret, mounted into the proxy only; CLOUDSQL_INSTANCE_CIDRS opens 3307 to the instance; every pod with a proxy reaches the Admin API through googleApis.address', async () => {
+  const dir = tempDir('cloudsql-key-');
+  const keyFile = path.join(dir, 'key.json');
+  fs.writeFileSync(keyFile, '{}');
+  const config = testConfig({ ...GKE, MONITORING: 'prometheus-operator', CLOUDSQL_PROXY_CREDENTIALS: 'key', GCP_SA_KEY_FILE: keyFile, CLOUDSQL_PRIVATE_IP: 'true', CLOUDSQL_INSTANCE_CIDRS: '10.20.0.0/16', GOOGLE_APIS_ADDRESS: '10.244.0.1' });
+  const { objects } = await renderManifests(config, runner);
+  const pods = podsOf(objects);
+  assert.ok(pods.length >= 4);
+  for (const o of pods) {
+    const spec = podSpec(o) as Pod & { volumes: any[]; hostAliases?: any[] };
+    const proxy = spec.initContainers![0];
+    assert.ok(proxy.args.includes('--credentials-file=/etc/cloud-sql-proxy-key/key.json'), o.metadata.name);
+    assert.deepEqual(proxy.volumeMounts, [{ name: 'cloud-sql-proxy-key', mountPath: '/etc/cloud-sql-proxy-key', readOnly: true }], o.metadata.name);
+    assert.deepEqual(spec.volumes.filter((v) => v.name === 'cloud-sql-proxy-key'), [{ name: 'cloud-sql-proxy-key', secret: { secretName: 'digdag-gcp-key', items: [{ key: 'key.json', path: 'key.json' }] } }], o.metadata.name);
+    // Only the proxy holds the key (the Digdag container's own gcp-key mount is the GCP_SA_KEY_FILE feature).
+    for (const c of spec.containers) assert.ok(!(c.volumeMounts ?? []).some((m: any) => m.name === 'cloud-sql-proxy-key'), `${o.metadata.name}/${c.name}`);
+    assert.ok(spec.hostAliases?.some((h) => h.ip === '10.244.0.1' && h.hostnames.includes('sqladmin.googleapis.com') && h.hostnames.includes('oauth2.googleapis.com')), `${o.metadata.name}: the Admin API and the token endpoint lead to googleApis.address`);
+  }
+  const egress = objects.find((o) => o.kind === 'NetworkPolicy' && o.metadata.name === 'digdag-egress') as any;
+  assert.ok(egress.spec.egress.some((r: any) => JSON.stringify(r) === JSON.stringify({ to: [{ ipBlock: { cidr: '10.20.0.0/16' } }], ports: [{ port: 3307, protocol: 'TCP' }] })), 'the instance range on 3307 only');
+  assert.deepEqual(await validateStrictly(objects), []);
+  // Workload Identity (the default): no key anywhere near the proxy, no 3307 rule beyond egressCidrs.
+  const wi = JSON.stringify((await renderManifests(testConfig(GKE), runner)).objects);
+  assert.ok(!wi.includes('credentials-file') && !wi.includes('cloud-sql-proxy-key') && !wi.includes('10.20.0.0/16'));
+  assert.throws(() => testConfig({ ...GKE, CLOUDSQL_PROXY_CREDENTIALS: 'key' }), (e: unknown) => e instanceof UserError && /needs GCP_SA_KEY_FILE/.test(e.message));
+  assert.throws(() => testConfig({ ...GKE, CLOUDSQL_INSTANCE_CIDRS: '10.20.0.0' }), (e: unknown) => e instanceof UserError && /not a CIDR/.test(e.message));
+});

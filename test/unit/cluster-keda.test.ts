@@ -1,6 +1,6 @@
 // The own cluster's aggregation layer and KEDA add-on, as configuration: the API server's
 // flags, KEDA's host processes and the objects made from KEDA's own config/ (the real thing
-// runs in test/integration/keda-scaling.test.ts).
+// runs in test/integration/suites/keda.ts, registered by kube-e2e.test.ts).
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';

@@ -128,3 +128,39 @@ test('the instance listener: server CN project:instance, TLS 1.3, a client certi
   });
   assert.equal(received.length, n);
 });
+
+test('behind the TLS edge (plain HTTP upstream): sqladmin.googleapis.com routes to it once attached, a token the authority did not mint is refused at the edge, the listener records where a connection came from', async () => {
+  const { startEdge } = await import('../helpers/gcp/edge.ts');
+  const plain = await startFakeSqlAdmin({ authority, connectionName: INSTANCE, instancePki, publicIp: '127.0.0.1', bind: '127.0.0.1' });
+  assert.match(plain.url, /^http:\/\/127\.0\.0\.1:\d+$/);
+  const edge = await startEdge({ pki: tlsPki, authority, upstreams: {}, ip: '127.0.0.1', port: 0 });
+  try {
+    const get = (token?: string) => fetchVia(edge.url, `/sql/v1beta4/projects/proj/instances/inst/connectSettings`, token);
+    assert.equal((await get(authority.mint(SA, 'key').token)).status, 404, 'no Admin API attached yet: the edge serves nothing there');
+    edge.upstreams.sqladmin = plain.url;
+    const ok = await get(authority.mint(SA, 'key').token);
+    assert.equal(ok.status, 200);
+    assert.equal(ok.json.region, 'asia-northeast1');
+    assert.equal((await get('forged')).status, 401);
+    assert.deepEqual(edge.requests.map((r) => [r.service, r.status]), [['sqladmin', 404], ['sqladmin', 200], ['sqladmin', 401]]);
+    assert.equal(plain.requests.length, 1, 'the forged token never reached the stand-in');
+    assert.equal(plain.requests[0]!.minted?.via, 'key');
+  } finally {
+    await edge.close();
+    await plain.close();
+  }
+  assert.ok(listener.connections.every((c) => c.remoteAddress === '127.0.0.1' && c.at > 0), JSON.stringify(listener.connections));
+});
+
+async function fetchVia(base: string, p: string, token?: string): Promise<{ status: number; json: any }> {
+  const { default: https } = await import('node:https');
+  return new Promise((resolve, reject) => {
+    const req = https.request(`${base}${p}`, { ca: fs.readFileSync(tlsPki.caPem), servername: 'sqladmin.googleapis.com', headers: token ? { Authorization: `Bearer ${token}` } : {} }, (res) => {
+      let text = '';
+      res.on('data', (c) => { text += c; });
+      res.on('end', () => resolve({ status: res.statusCode!, json: JSON.parse(text) }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}

@@ -15,10 +15,12 @@ import { LAYOUT_ROLES } from '../../lib/roles.ts';
 import { ShellRunner } from '../../lib/runner.ts';
 import { CHART, helmNotes, helmTemplate } from '../helpers/chart.ts';
 import { tempDir, testConfig } from '../helpers/fixtures.ts';
+import { GOOGLEAPIS_HOSTS } from '../helpers/gcp/pki.ts';
 import { helmBin, validateStrictly } from '../helpers/tools.ts';
 
 const runner = new ShellRunner(false, () => {});
-const HOSTS = ['www.googleapis.com', 'oauth2.googleapis.com', 'bigquery.googleapis.com', 'storage.googleapis.com'];
+/** The chart's default googleApis.hostNames: the names the test edge's certificate covers. */
+const HOSTS = [...GOOGLEAPIS_HOSTS];
 
 function makeCa(): { dir: string; pem: string; file: string; key: string } {
   const dir = tempDir('google-ca-');

@@ -259,7 +259,7 @@ test('Kubernetes with KEDA: the ScaledObject, then its Deployment and HPA in one
 test('Kubernetes with KEDA at zero (min 0): desired 0, its HPA disabled on purpose is no problem, KEDA\'s own deactivation is the last step', async () => {
   const config = testConfig({ DIGDAG_HA_TARGET: 'minikube', AGENT_AUTOSCALING: 'keda', AGENT_MAX_REPLICAS: '3' });
   ensureSecrets(config);
-  // As recorded on the own cluster (test/integration/keda-scaling.test.ts): KEDA's own steps to and from zero.
+  // As recorded on the own cluster (test/integration/suites/keda.ts, run by kube-e2e): KEDA's own steps to and from zero.
   const events = [...EVENTS,
     event('ScaledObject', 'digdag-autoscaler', 'KEDAScaleTargetActivated', 'Scaled apps/v1.Deployment digdag/digdag-worker from 0 to 1, triggered by postgreSQLScaler', '2026-11-25T05:29:45Z'),
     event('ScaledObject', 'digdag-autoscaler', 'KEDAScaleTargetDeactivated', 'Deactivated apps/v1.Deployment digdag/digdag-worker from 1 to 0', '2026-11-25T05:29:58Z')];

@@ -72,7 +72,8 @@ The Cloud SQL Auth Proxy v2 as a native sidecar (an init container with restartP
 starts before the pod's other init containers (its startup probe gates them), serves PostgreSQL on
 127.0.0.1 to every container of the pod, runs until the pod ends (a Job completes without waiting
 for it), and is restarted on its own if it dies. Authenticated by Workload Identity (the pod's
-Kubernetes service account acts as the Google one); nothing when cloudSqlProxy.instance is empty.
+Kubernetes service account acts as the Google one), or with cloudSqlProxy.credentials=keySecret by
+the key in gcp.keySecret (mounted into this container only); nothing when cloudSqlProxy.instance is empty.
 */}}
 {{- define "digdag-ha.cloudSqlProxy" -}}
 {{- with .Values.cloudSqlProxy }}
@@ -93,6 +94,9 @@ Kubernetes service account acts as the Google one); nothing when cloudSqlProxy.i
     {{- end }}
     {{- with .adminApiEndpoint }}
     - --sqladmin-api-endpoint={{ . }}
+    {{- end }}
+    {{- if eq .credentials "keySecret" }}
+    - --credentials-file=/etc/cloud-sql-proxy-key/key.json
     {{- end }}
     - {{ .instance | quote }}
   ports:
@@ -118,19 +122,37 @@ Kubernetes service account acts as the Google one); nothing when cloudSqlProxy.i
   # so a private Admin API endpoint's CA is trusted besides the image's own.
   env:
     - { name: SSL_CERT_DIR, value: /etc/cloud-sql-proxy-ca }
+  {{- end }}
+  {{- if or $.Values.googleApis.caBundle (eq .credentials "keySecret") }}
   volumeMounts:
+    {{- if $.Values.googleApis.caBundle }}
     - { name: cloud-sql-proxy-ca, mountPath: /etc/cloud-sql-proxy-ca, readOnly: true }
+    {{- end }}
+    {{- if eq .credentials "keySecret" }}
+    - { name: cloud-sql-proxy-key, mountPath: /etc/cloud-sql-proxy-key, readOnly: true }
+    {{- end }}
   {{- end }}
 {{- end }}
 {{- end }}
 {{- end -}}
 
-{{/* The volumes the Cloud SQL Auth Proxy sidecar mounts (googleApis.caBundle); nothing otherwise. */}}
+{{/* The volumes the Cloud SQL Auth Proxy sidecar mounts (googleApis.caBundle; the key with
+credentials=keySecret, not optional: a missing Secret keeps the pod from starting, with an event
+naming it); nothing otherwise. */}}
 {{- define "digdag-ha.cloudSqlProxyVolumes" -}}
-{{- if and .Values.cloudSqlProxy.instance .Values.googleApis.caBundle }}
+{{- if .Values.cloudSqlProxy.instance }}
+{{- if .Values.googleApis.caBundle }}
 - name: cloud-sql-proxy-ca
   configMap:
     name: digdag-extra-ca
+{{- end }}
+{{- if eq .Values.cloudSqlProxy.credentials "keySecret" }}
+- name: cloud-sql-proxy-key
+  secret:
+    secretName: {{ default "digdag-gcp-key" .Values.gcp.keySecret }}
+    items:
+      - { key: key.json, path: key.json }
+{{- end }}
 {{- end }}
 {{- end -}}
 
@@ -147,6 +169,18 @@ Kubernetes service account acts as the Google one); nothing when cloudSqlProxy.i
 {{- fail "autoscaling.mode=keda with cloudSqlProxy.instance: KEDA's operator runs the queue query itself and cannot reach a database that only the Digdag pods' sidecars serve; use autoscaling.mode=hpa, or none" -}}
 {{- end -}}
 {{- end -}}
+{{- end -}}
+
+{{/* googleApis.address: Google's API host names lead to a private endpoint in a pod (tests,
+air-gapped setups); nothing without it. Every pod that calls Google has it: the Digdag pods, and the
+migration Job and the queue exporter for their Cloud SQL Auth Proxy. */}}
+{{- define "digdag-ha.googleApisHostAliases" -}}
+{{- with .Values.googleApis.address }}
+# googleApis.address: Google's API host names lead to a private endpoint (tests, air-gapped setups).
+hostAliases:
+  - ip: {{ . | quote }}
+    hostnames: {{ toJson $.Values.googleApis.hostNames }}
+{{- end }}
 {{- end -}}
 
 {{/* googleApis (a private endpoint for Google's APIs, tests and air-gapped setups): what cannot work, refused with the fix. */}}

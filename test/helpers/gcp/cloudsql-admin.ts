@@ -9,8 +9,8 @@
 // announced, so the proxy sends the client's PostgreSQL bytes right after the TLS handshake.
 import crypto from 'node:crypto';
 import fs from 'node:fs';
+import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import https from 'node:https';
-import type { IncomingMessage } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { CloudSqlInstancePki, TestPki } from './pki.ts';
 import type { MintedToken, TokenAuthority } from './tokens.ts';
@@ -28,14 +28,16 @@ export interface SqlAdminRequest {
 }
 
 export interface FakeSqlAdmin {
-  /** https://ip:port — the value of --sqladmin-api-endpoint. */
+  /** https://ip:port — the value of --sqladmin-api-endpoint (http://… without `tls`: an upstream of the edge). */
   url: string;
   requests: SqlAdminRequest[];
   close(): Promise<void>;
 }
 
 export interface FakeSqlAdminOptions {
-  tls: TestPki;
+  /** Its HTTPS certificate; without it, plain HTTP on loopback — behind the TLS edge (edge.ts), which
+   * then answers for sqladmin.googleapis.com as Google does. */
+  tls?: TestPki;
   authority: TokenAuthority;
   /** The one instance: PROJECT:REGION:INSTANCE. */
   connectionName: string;
@@ -72,7 +74,7 @@ export async function startFakeSqlAdmin(opts: FakeSqlAdminOptions): Promise<Fake
   const [project, region, instance] = opts.connectionName.split(':');
   const requests: SqlAdminRequest[] = [];
   const base = `/sql/v1beta4/projects/${project}/instances/${instance}`;
-  const server = https.createServer({ cert: fs.readFileSync(opts.tls.certPem), key: fs.readFileSync(opts.tls.keyPem) }, (req, res) => {
+  const handler = (req: IncomingMessage, res: ServerResponse) => {
     void (async () => {
       const url = new URL(req.url ?? '/', 'https://sqladmin.googleapis.com');
       const m = /^\/sql\/v1beta4\/projects\/([^/]+)\/instances\/([^/:]+)(\/connectSettings|:generateEphemeralCert)$/.exec(url.pathname);
@@ -133,14 +135,15 @@ export async function startFakeSqlAdmin(opts: FakeSqlAdminOptions): Promise<Fake
       res.writeHead(500, { 'Content-Type': 'application/json' });
       res.end(googleError(500, 'INTERNAL', 'backendError', String(err)));
     });
-  });
+  };
+  const server = opts.tls ? https.createServer({ cert: fs.readFileSync(opts.tls.certPem), key: fs.readFileSync(opts.tls.keyPem) }, handler) : http.createServer(handler);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(opts.port ?? 0, opts.bind, resolve);
   });
   const a = server.address() as AddressInfo;
   return {
-    url: `https://${a.address}:${a.port}`,
+    url: `${opts.tls ? 'https' : 'http'}://${a.address}:${a.port}`,
     requests,
     close: () => new Promise((resolve) => { server.closeAllConnections(); server.close(() => resolve()); }),
   };

@@ -13,6 +13,10 @@ import type { CloudSqlInstancePki } from './pki.ts';
 
 export interface InstanceConnection {
   clientSubject: string;
+  /** Where the connection came from (on the own cluster: the pod's address). */
+  remoteAddress: string;
+  /** When the handshake completed (ms since the epoch). */
+  at: number;
   /** The first bytes the client sent after the handshake (hex, up to 8). */
   firstBytes: string;
   /** What they are: a PostgreSQL SSLRequest, a StartupMessage (protocol 3.0), or something else. */
@@ -56,7 +60,10 @@ export async function startInstanceListener(opts: { pki: CloudSqlInstancePki; bi
     sockets.add(client);
     client.on('close', () => sockets.delete(client));
     const subject = client.getPeerCertificate().subject as unknown as Record<string, string> | undefined;
-    const conn: InstanceConnection = { clientSubject: subject ? Object.entries(subject).map(([k, v]) => `${k}=${v}`).join(',') : '', firstBytes: '', firstMessage: 'other' };
+    const conn: InstanceConnection = {
+      clientSubject: subject ? Object.entries(subject).map(([k, v]) => `${k}=${v}`).join(',') : '',
+      remoteAddress: (client.remoteAddress ?? '').replace(/^::ffff:/, ''), at: Date.now(), firstBytes: '', firstMessage: 'other',
+    };
     connections.push(conn);
     const upstream = net.connect(opts.upstream.port, opts.upstream.host);
     sockets.add(upstream);

@@ -3,7 +3,8 @@
 // key-signed JWTs (the token_uri of the test keys), refuses API calls without a token it minted
 // (like Google: 401), records which token (so which service account) every API request carried,
 // and routes by path: /bigquery/v2 and the discovery document to the BigQuery emulator,
-// /storage/v1, /upload and /download to fake-gcs-server.
+// /storage/v1, /upload and /download to fake-gcs-server, /sql/v1beta4 (sqladmin.googleapis.com)
+// to the Cloud SQL Admin API stand-in when one is attached (cloudsql-admin.ts).
 //
 // Two emulator gaps are closed here so a test cannot pass by accident: the BigQuery emulator's
 // discovery document names its own plain-HTTP address as rootUrl (bq would bypass the edge), and
@@ -20,7 +21,7 @@ export interface EdgeRequest {
   method: string;
   /** Path and query as received. */
   path: string;
-  service: 'token' | 'bigquery' | 'storage' | 'discovery' | 'other';
+  service: 'token' | 'bigquery' | 'storage' | 'discovery' | 'sqladmin' | 'other';
   /** The edge address it arrived at (the loopback one, or an extra one such as the own cluster's bridge). */
   edgeIp: string;
   userAgent: string;
@@ -36,6 +37,8 @@ export interface Edge {
   /** https://ip[:port] — for CLIs that take an API root (bq --api). */
   url: string;
   requests: EdgeRequest[];
+  /** Where it forwards each API; read per request, so an upstream can be attached later (sqladmin). */
+  upstreams: EdgeUpstreams;
   close(): Promise<void>;
 }
 
@@ -44,6 +47,8 @@ export interface EdgeUpstreams {
   bigquery?: string;
   /** http://127.0.0.1:P of fake-gcs-server. */
   storage?: string;
+  /** http://127.0.0.1:P of the Cloud SQL Admin API stand-in. */
+  sqladmin?: string;
 }
 
 const googleError = (code: number, status: string, message: string) => JSON.stringify({ error: { code, message, status, errors: [{ message, reason: status.toLowerCase() }] } });
@@ -53,6 +58,7 @@ function serviceOf(p: string): EdgeRequest['service'] {
   if (p.startsWith('/bigquery/v2/')) return 'bigquery';
   if (p.startsWith('/discovery/v1/apis/bigquery/') || p.startsWith('/$discovery/')) return 'discovery';
   if (p.startsWith('/storage/v1/') || p.startsWith('/upload/storage/v1/') || p.startsWith('/download/storage/v1/')) return 'storage';
+  if (p.startsWith('/sql/v1beta4/')) return 'sqladmin';
   return 'other';
 }
 
@@ -148,7 +154,8 @@ export async function startEdge(opts: { pki: TestPki; authority: TokenAuthority;
       rec.minted = r.minted;
       return reply(200, JSON.stringify({ access_token: r.minted.token, expires_in: 3599, token_type: 'Bearer' }));
     }
-    const upstream = service === 'storage' ? opts.upstreams.storage : service === 'bigquery' || service === 'discovery' ? opts.upstreams.bigquery : undefined;
+    const upstream = service === 'storage' ? opts.upstreams.storage : service === 'bigquery' || service === 'discovery' ? opts.upstreams.bigquery
+      : service === 'sqladmin' ? opts.upstreams.sqladmin : undefined;
     if (!upstream) return reply(404, googleError(404, 'NOT_FOUND', `the test edge serves no ${p}`));
     // Discovery documents are public at Google too; every API call needs a token the authority minted.
     if (service !== 'discovery' && !minted) {
@@ -188,6 +195,7 @@ export async function startEdge(opts: { pki: TestPki; authority: TokenAuthority;
     port,
     url: port === 443 ? `https://${opts.ip}` : `https://${opts.ip}:${port}`,
     requests,
+    upstreams: opts.upstreams,
     close: async () => { await closeAll(); },
   };
 }

@@ -4,8 +4,8 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 
-/** The Google API names the edge answers for (Digdag's clients, the log server, the CLIs). */
-export const GOOGLEAPIS_HOSTS = ['www.googleapis.com', 'oauth2.googleapis.com', 'bigquery.googleapis.com', 'storage.googleapis.com'] as const;
+/** The Google API names the edge answers for (Digdag's clients, the log server, the CLIs, the Cloud SQL Auth Proxy's Admin API). */
+export const GOOGLEAPIS_HOSTS = ['www.googleapis.com', 'oauth2.googleapis.com', 'bigquery.googleapis.com', 'storage.googleapis.com', 'sqladmin.googleapis.com'] as const;
 
 export interface TestPki {
   dir: string;

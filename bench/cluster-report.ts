@@ -1,0 +1,202 @@
+// The bench's cluster mode, its pure half: options, what one burst on one configuration found
+// (from the attempts and the burst's samples, lib/queue-sampling.ts), the table printed on stdout,
+// and the rows its charts are drawn from. bench/cluster.ts runs it.
+import type { BurstFigures, QueueSample } from '../lib/queue-sampling.ts';
+import type { ClusterBarRow, TimelineRow } from './charts.ts';
+import { formatTable } from './report.ts';
+
+export interface ClusterBenchOptions {
+  /** The burst: attempts × tasks sh> tasks of `sleep sleepSeconds` each, submitted at once. */
+  attempts: number;
+  tasksPerAttempt: number;
+  sleepSeconds: number;
+  /** agent.max-task-threads per worker. */
+  threads: number;
+  /** Fixed worker counts, each a run of its own (AGENT_AUTOSCALING=none). */
+  fixed: number[];
+  /** KEDA from min to max workers on the queue (AGENT_AUTOSCALING=keda), run last; null: none. */
+  keda: { min: number; max: number } | null;
+  /** KEDA's pollingInterval, cooldownPeriod and the HPA's scale-down period for the KEDA run. */
+  pollingSeconds: number;
+  cooldownSeconds: number;
+  scaleDownPeriodSeconds: number;
+  /** One sample of the workers and the lock table at most this often. */
+  sampleEveryMs: number;
+  /** Leave the cluster and the deployment up afterwards. */
+  keep: boolean;
+}
+
+/** The issue's burst: 50 attempts × 4 `sleep 5`; 1, 2 and 4 fixed workers and KEDA 1→4, 4 threads each.
+ * KEDA's timings as the KEDA test uses them (a scale-in within the run), not the production defaults. */
+export const CLUSTER_DEFAULTS: ClusterBenchOptions = {
+  attempts: 50,
+  tasksPerAttempt: 4,
+  sleepSeconds: 5,
+  threads: 4,
+  fixed: [1, 2, 4],
+  keda: { min: 1, max: 4 },
+  pollingSeconds: 5,
+  cooldownSeconds: 30,
+  scaleDownPeriodSeconds: 15,
+  sampleEveryMs: 1000,
+  keep: false,
+};
+
+/** --quick: a quarter of the burst, the same configurations (figures rougher, ~3× shorter). */
+export const CLUSTER_QUICK: Partial<ClusterBenchOptions> = { attempts: 12 };
+
+const positive = (flag: string, s: string, min = 1): number => {
+  const n = Number(s);
+  if (!Number.isInteger(n) || n < min) throw new Error(`--${flag}=${s}: expected a whole number ≥ ${min}, e.g. --${flag}=${Math.max(min, 4)}`);
+  return n;
+};
+
+/** Options from parsed flags (strings), on top of the defaults or --quick. */
+export function clusterBenchOptions(flags: Record<string, string | boolean | undefined>): ClusterBenchOptions {
+  const o: ClusterBenchOptions = { ...CLUSTER_DEFAULTS, ...(flags.quick ? CLUSTER_QUICK : {}) };
+  const str = (k: string) => (typeof flags[k] === 'string' ? (flags[k] as string) : undefined);
+  const num = (k: string, min = 1) => (str(k) === undefined ? undefined : positive(k, str(k)!, min));
+  o.attempts = num('attempts') ?? o.attempts;
+  o.tasksPerAttempt = num('tasks') ?? o.tasksPerAttempt;
+  o.sleepSeconds = num('sleep', 0) ?? o.sleepSeconds;
+  o.threads = num('threads') ?? o.threads;
+  o.pollingSeconds = num('polling') ?? o.pollingSeconds;
+  o.cooldownSeconds = num('cooldown') ?? o.cooldownSeconds;
+  o.scaleDownPeriodSeconds = num('scale-down-period') ?? o.scaleDownPeriodSeconds;
+  if (str('fixed') !== undefined) o.fixed = str('fixed') === 'none' ? [] : str('fixed')!.split(',').map((x) => positive('fixed', x.trim()));
+  const keda = str('keda');
+  if (keda !== undefined) {
+    const m = /^(\d+)-(\d+)$/.exec(keda);
+    if (keda === 'none') o.keda = null;
+    else if (!m || Number(m[2]) < 1 || Number(m[1]) > Number(m[2])) throw new Error(`--keda=${keda}: expected MIN-MAX workers with MIN ≤ MAX (e.g. --keda=1-4), or --keda=none`);
+    else o.keda = { min: Number(m[1]), max: Number(m[2]) };
+  }
+  if (!o.fixed.length && !o.keda) throw new Error('--fixed=none --keda=none leaves nothing to run: name fixed worker counts or a KEDA range');
+  o.keep = flags.keep === true;
+  return o;
+}
+
+/** One configuration of the cluster mode. */
+export type ClusterSetup = { mode: 'fixed'; workers: number } | { mode: 'keda'; min: number; max: number };
+
+export const clusterLabel = (s: ClusterSetup): string =>
+  s.mode === 'fixed' ? `fixed: ${s.workers} worker${s.workers > 1 ? 's' : ''}` : `KEDA: ${s.min}→${s.max} workers`;
+
+/** The configurations in the order they run: the fixed counts as given, KEDA last (the
+ * ScaledObject it applies would keep scaling the later fixed runs). */
+export function clusterSetups(o: ClusterBenchOptions): ClusterSetup[] {
+  return [...o.fixed.map((workers) => ({ mode: 'fixed' as const, workers })), ...(o.keda ? [{ mode: 'keda' as const, ...o.keda }] : [])];
+}
+
+export const maxWorkers = (s: ClusterSetup) => (s.mode === 'fixed' ? s.workers : s.max);
+export const minWorkers = (s: ClusterSetup) => (s.mode === 'fixed' ? s.workers : s.min);
+
+/** One point of a burst's time series, seconds after its first submission. */
+export interface TimelinePoint {
+  t: number;
+  /** Worker pods (not being removed), of them Ready, and being removed (finishing their tasks). */
+  workers: number;
+  ready: number;
+  terminating: number;
+  waiting: number;
+  running: number;
+}
+
+export interface ClusterRun {
+  label: string;
+  setup: ClusterSetup;
+  threads: number;
+  attempts: number;
+  tasks: number;
+  sleepSeconds: number;
+  /** First submission → last attempt finished (Digdag's finishedAt). */
+  drainSeconds: number;
+  tasksPerSecond: number;
+  /** Total task-seconds ÷ (max workers × threads). */
+  idealSeconds: number;
+  peakWorkers: number;
+  /** Tasks re-run (a lock held by two agents, or retried), and how many task locks the sampling saw. */
+  reruns: number;
+  retried: number;
+  locksSeen: number;
+  /** Seconds after the first submission (KEDA): queue above min × threads, a new pod, it Ready, its first task; and the reaction. */
+  overThresholdS?: number;
+  scaledOutS?: number;
+  newReadyS?: number;
+  newWorkerTaskS?: number;
+  reactionS?: number;
+  /** KEDA: last attempt finished → back at min workers. */
+  scaleInS?: number;
+  samples: number;
+  timeline: TimelinePoint[];
+}
+
+const s = (ms: number | undefined) => (ms === undefined ? undefined : ms / 1000);
+
+/** A run's record from its attempts' times and the samples taken around it. */
+export function clusterRun(o: ClusterBenchOptions, setup: ClusterSetup, burstAt: number, drainedAt: number, samples: readonly QueueSample[], f: BurstFigures, minAt?: number): ClusterRun {
+  const tasks = o.attempts * o.tasksPerAttempt;
+  const drainSeconds = (drainedAt - burstAt) / 1000;
+  return {
+    label: clusterLabel(setup),
+    setup,
+    threads: o.threads,
+    attempts: o.attempts,
+    tasks,
+    sleepSeconds: o.sleepSeconds,
+    drainSeconds,
+    tasksPerSecond: tasks / drainSeconds,
+    idealSeconds: (tasks * o.sleepSeconds) / (maxWorkers(setup) * o.threads),
+    peakWorkers: f.peak,
+    reruns: f.reruns.length,
+    retried: f.retried,
+    locksSeen: f.locksSeen,
+    overThresholdS: s(f.overThresholdMs),
+    scaledOutS: s(f.scaledOutMs),
+    newReadyS: s(f.newReadyMs),
+    newWorkerTaskS: s(f.newWorkerTaskMs),
+    reactionS: s(f.reactionMs),
+    scaleInS: minAt === undefined ? undefined : (minAt - drainedAt) / 1000,
+    samples: samples.length,
+    timeline: samples.map((x) => ({ t: (x.at - burstAt) / 1000, workers: x.replicas, ready: x.ready, terminating: x.terminating, waiting: x.waiting, running: x.running })),
+  };
+}
+
+const s1 = (n: number | undefined) => (n === undefined || !Number.isFinite(n) ? '-' : n.toFixed(1));
+
+export function clusterTable(runs: readonly ClusterRun[]): string {
+  const one = runs.find((r) => r.setup.mode === 'fixed' && r.setup.workers === 1);
+  return formatTable(
+    ['configuration', 'peak workers', 'tasks', 'drain s', 'ideal s', 'vs ideal', 'tasks/s', 'vs 1 worker', 'scale-out: queue > min → pod → Ready → its first task (s)', 'reaction s', 'scale-in s', 're-runs (locks seen)'],
+    runs.map((r) => [
+      r.label,
+      String(r.peakWorkers),
+      `${r.tasks} × ${r.sleepSeconds}s`,
+      s1(r.drainSeconds),
+      s1(r.idealSeconds),
+      `${(r.drainSeconds / r.idealSeconds).toFixed(2)}x`,
+      r.tasksPerSecond.toFixed(2),
+      one ? `${(r.tasksPerSecond / one.tasksPerSecond).toFixed(2)}x` : '',
+      r.setup.mode === 'keda' ? [r.overThresholdS, r.scaledOutS, r.newReadyS, r.newWorkerTaskS].map(s1).join(' → ') : '',
+      r.setup.mode === 'keda' ? s1(r.reactionS) : '',
+      r.setup.mode === 'keda' ? s1(r.scaleInS) : '',
+      `${r.reruns + r.retried} (${r.locksSeen})`,
+    ]),
+  );
+}
+
+export function renderClusterReport(o: ClusterBenchOptions, runs: readonly ClusterRun[]): string {
+  return [
+    `Cluster burst: ${o.attempts} attempts × ${o.tasksPerAttempt} sh> tasks of sleep ${o.sleepSeconds}s, ${o.threads} threads per worker ` +
+      `(drain = first submission → last attempt finished; ideal = task-seconds ÷ (max workers × threads); reaction = queue above min × threads → first task on a new worker)`,
+    clusterTable(runs),
+  ].join('\n');
+}
+
+/** The bars of the cluster chart, one per run. */
+export const clusterBarRows = (runs: readonly ClusterRun[]): ClusterBarRow[] =>
+  runs.map((r) => ({ configuration: r.label, tasksPerSecond: r.tasksPerSecond, drainSeconds: r.drainSeconds, idealSeconds: r.idealSeconds }));
+
+/** The time series of every run's burst. */
+export const timelineRows = (runs: readonly ClusterRun[]): TimelineRow[] =>
+  runs.flatMap((r) => r.timeline.map((p) => ({ configuration: r.label, t: p.t, queue: p.waiting + p.running, workers: p.workers, ready: p.ready })));

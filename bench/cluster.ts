@@ -1,0 +1,184 @@
+// The bench's cluster mode (npm run bench -- --target cluster): the same burst on the project's
+// own cluster with real Digdag, on fixed worker counts and on KEDA scaling the workers on the
+// queue, side by side in one run — drain time against the ideal, tasks/s, the scale-out's steps
+// and the scale-in, re-runs from Digdag's lock table. Built on the pipeline's steps (the same
+// build-image … push-workflow as `up`, apply again per configuration) and KEDA as the cluster's
+// add-on (CLUSTER_ADDONS=keda). Brings the cluster up when it is not, and takes down what it
+// brought up (also on failure and Ctrl-C) unless --keep.
+import path from 'node:path';
+import { loadClusterConfig } from '../lib/cluster/config.ts';
+import { clusterDown, clusterUpCmd, missingPrerequisites } from '../lib/cluster/lifecycle.ts';
+import { makeCtx } from '../lib/cli.ts';
+import { loadConfig, type Config } from '../lib/config.ts';
+import { startAttempt, waitAttempt, workflowId, type Attempt } from '../lib/digdag-api.ts';
+import { describeError, UserError } from '../lib/errors.ts';
+import { kubectl } from '../lib/kube/kubectl.ts';
+import { kubeQueueSource } from '../lib/kube/queue-source.ts';
+import { ROOT } from '../lib/paths.ts';
+import { runStep, runSteps, type Ctx } from '../lib/pipeline.ts';
+import { freePortRange } from '../lib/ports.ts';
+import { waitFor } from '../lib/processes.ts';
+import { SAMPLE_PROJECT } from '../lib/push-workflow.ts';
+import { burstFigures, sampleQueue, startSampling } from '../lib/queue-sampling.ts';
+import { ShellRunner } from '../lib/runner.ts';
+import { ALL_STEPS, kubeTarget, stepOf } from '../tasks/steps.ts';
+import { clusterLabel, clusterRun, clusterSetups, minWorkers, renderClusterReport, type ClusterBenchOptions, type ClusterRun, type ClusterSetup } from './cluster-report.ts';
+
+type Log = (line: string) => void;
+
+/** The deployment for one configuration: the worker layout, the setup's worker counts and autoscaling. */
+export function configFor(o: ClusterBenchOptions, setup: ClusterSetup, base: Record<string, string>): Config {
+  return loadConfig({
+    root: ROOT,
+    env: process.env,
+    overrides: {
+      ...base,
+      DIGDAG_HA_LAYOUT: 'worker',
+      AGENT_MAX_TASK_THREADS: String(o.threads),
+      ...(setup.mode === 'fixed'
+        ? { AGENT_AUTOSCALING: 'none', WORKER_REPLICAS: String(setup.workers) }
+        : {
+            AGENT_AUTOSCALING: 'keda',
+            WORKER_REPLICAS: String(Math.max(1, setup.min)),
+            ...(setup.min === 0 ? { AUTOSCALING_MIN_REPLICAS: '0' } : {}),
+            AGENT_MAX_REPLICAS: String(setup.max),
+            AUTOSCALING_POLLING_SECONDS: String(o.pollingSeconds),
+            AUTOSCALING_COOLDOWN_SECONDS: String(o.cooldownSeconds),
+            AUTOSCALING_SCALE_DOWN_PERIOD_SECONDS: String(o.scaleDownPeriodSeconds),
+          }),
+    },
+  });
+}
+
+/** Session times must differ per attempt of a workflow: one second apart, a day in the past. */
+let sessions = 0;
+const sessionBase = Math.floor(Date.now() / 1000) * 1000 - 86_400_000;
+const nextSessionTime = () => new Date(sessionBase - ++sessions * 1000);
+
+const sec = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
+
+/** The workers settled at `n` (none being removed) and the queue empty: a clean start for a burst. */
+async function settle(ctx: Ctx, n: number, log: Log): Promise<void> {
+  const t0 = Date.now();
+  const src = kubeQueueSource(ctx);
+  const ok = await waitFor(async () => {
+    const s = await sampleQueue(src).catch(() => undefined);
+    return !!s && s.replicas === n && s.ready === n && s.terminating === 0 && s.waiting + s.running === 0;
+  }, 300_000, 1000);
+  if (!ok) throw new Error(`the workers did not settle at ${n} Ready with an empty queue within 300 s`);
+  log(`  settled at ${n} worker${n > 1 ? 's' : ''}, queue empty, in ${sec(Date.now() - t0)}`);
+}
+
+/** One burst on the configuration deployed now, sampled from before the first submission to the end (KEDA: back at the minimum). */
+async function burst(ctx: Ctx, o: ClusterBenchOptions, setup: ClusterSetup, log: Log): Promise<ClusterRun> {
+  const sampling = startSampling(kubeQueueSource(ctx), { everyMs: o.sampleEveryMs });
+  try {
+    // One sample before the burst: the workers it starts from.
+    if (!(await waitFor(() => sampling.samples.length > 0, 60_000, 100))) throw new Error(`no sample of the workers and the queue within 60 s: ${sampling.failures.at(-1) ?? 'no reason'}`);
+    const endpoint = await kubeTarget.endpoint(ctx);
+    const wf = await workflowId(endpoint, SAMPLE_PROJECT, 'parallel');
+    const burstAt = Date.now();
+    const ids: string[] = [];
+    for (let i = 0; i < o.attempts; i++) ids.push(await startAttempt(endpoint, wf, nextSessionTime(), { tasks: o.tasksPerAttempt, sleep_seconds: o.sleepSeconds }));
+    log(`  ${o.attempts} attempts submitted in ${sec(Date.now() - burstAt)}`);
+    const timeoutMs = (o.attempts * o.tasksPerAttempt * (o.sleepSeconds + 2) + 300) * 1000;
+    const attempts: Attempt[] = [];
+    for (const id of ids) attempts.push(await waitAttempt(await kubeTarget.endpoint(ctx), id, timeoutMs));
+    const failed = attempts.filter((a) => !a.success);
+    if (failed.length) throw new Error(`${failed.length} of ${o.attempts} attempts failed on ${clusterLabel(setup)} (e.g. attempt ${failed[0]!.id})`);
+    // Digdag's own end of the last attempt (the polling above sees it up to half a second late).
+    const drainedAt = Math.max(...attempts.map((a) => (a.finishedAt ? Date.parse(a.finishedAt) : Date.now())));
+    log(`  drained in ${sec(drainedAt - burstAt)}`);
+    let minAt: number | undefined;
+    if (setup.mode === 'keda') {
+      const budget = (o.cooldownSeconds + (setup.max - setup.min) * o.scaleDownPeriodSeconds + 180) * 1000;
+      const back = await waitFor(() => {
+        const last = sampling.samples.at(-1);
+        return !!last && last.at > drainedAt && last.replicas === setup.min && last.terminating === 0;
+      }, budget, 500);
+      if (!back) throw new Error(`KEDA did not bring the workers back to ${setup.min} within ${budget / 1000} s of the drain`);
+      minAt = sampling.samples.find((s) => s.at > drainedAt && s.replicas === setup.min)!.at;
+      log(`  back at ${setup.min} worker${setup.min === 1 ? '' : 's'} ${sec(minAt - drainedAt)} after the drain`);
+    }
+    const samples = await sampling.stop();
+    const f = burstFigures(samples, burstAt, minWorkers(setup) * o.threads);
+    const run = clusterRun(o, setup, burstAt, drainedAt, samples, f, minAt);
+    if (sampling.failures.length) log(`  ${sampling.failures.length} samples could not be taken (e.g. ${sampling.failures[0]})`);
+    if (f.reruns.length || f.retried) log(`  RE-RUNS: ${[...f.reruns, ...(f.retried ? [`${f.retried} tasks with retry_count > 0`] : [])].join('; ')}`);
+    return run;
+  } finally {
+    await sampling.stop();
+  }
+}
+
+/** Runs every configuration; returns the runs (what ran until a failure is in `runs` too). */
+export async function clusterBench(o: ClusterBenchOptions, runs: ClusterRun[], log: Log): Promise<void> {
+  const runner = new ShellRunner(false, () => {});
+  const stateDir = process.env.DIGDAG_HA_STATE_DIR || path.join(ROOT, '.state', 'bench-cluster');
+  const base: Record<string, string> = {
+    DIGDAG_HA_TARGET: 'cluster',
+    DIGDAG_HA_STATE_DIR: stateDir,
+    DIGDAG_HA_CLUSTER_DIR: process.env.DIGDAG_HA_CLUSTER_DIR || path.join(stateDir, 'c'),
+    ...(o.keda ? { CLUSTER_ADDONS: 'keda' } : {}),
+    // One 2-vCPU node's profile, and one PostgreSQL (the database's HA is the soak's subject): the node is left to the workers.
+    RESOURCE_PROFILE: process.env.RESOURCE_PROFILE || 'small',
+    POSTGRES_MEMBERS: process.env.POSTGRES_MEMBERS || '1',
+    PORT_FORWARD_PORT: String(await freePortRange(1, 61200)),
+  };
+  const setups = clusterSetups(o);
+  // Every configuration checked before anything starts (a bad combination is refused here).
+  const configs = setups.map((s) => configFor(o, s, base));
+  const ctx = makeCtx(configs[0]!, runner);
+  const cc = loadClusterConfig(ctx.config);
+  const missing = missingPrerequisites(cc);
+  if (missing.length) throw new UserError(`the own cluster cannot run here; missing: ${missing.join('; ')}`, 'bash .ci/install-cluster (as root); for KEDA bash .ci/install-keda');
+  let startedHere = false;
+  let stopping: Promise<void> | undefined;
+  const teardown = () =>
+    (stopping ??= (async () => {
+      if (o.keep) {
+        log(`kept the cluster and the deployment (--keep); take them down with: DIGDAG_HA_STATE_DIR=${stateDir} DIGDAG_HA_CLUSTER_DIR=${base.DIGDAG_HA_CLUSTER_DIR} npx tsx tasks/down.ts --target cluster --purge && npx tsx tasks/cluster.ts down`);
+        return;
+      }
+      for (const l of await kubeTarget.down(ctx, true).catch((e: unknown) => [`namespace teardown failed: ${describeError(e)}`])) log(`  ${l}`);
+      if (startedHere) for (const l of await clusterDown(runner, cc, { purge: true }, () => {})) log(`  ${l}`);
+      else log('  the cluster was up before the bench: left running');
+    })());
+  const onSignal = (sig: NodeJS.Signals) => {
+    log(`\n${sig}: taking down what the bench started`);
+    void teardown().finally(() => process.exit(130));
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  try {
+    const t0 = Date.now();
+    const up = await clusterUpCmd(runner, cc, (l) => log(`  [cluster] ${l}`));
+    startedHere = !up.alreadyUp;
+    for (const l of up.lines) log(`  ${l}`);
+    await runSteps(ALL_STEPS.filter((s) => ['build-image', 'create-secret', 'start-postgres', 'init-db', 'apply', 'port-forward', 'push-workflow'].includes(s.name)), ctx, { renderer: 'silent' });
+    log(`cluster up and Digdag deployed (${clusterLabel(setups[0]!)}) in ${sec(Date.now() - t0)}`);
+    const apply = stepOf('apply');
+    for (const [i, setup] of setups.entries()) {
+      log(`${clusterLabel(setup)}:`);
+      if (i > 0) {
+        ctx.config = configs[i]!;
+        const t1 = Date.now();
+        await apply.preflight?.(ctx);
+        await runStep(apply, ctx);
+        log(`  applied in ${sec(Date.now() - t1)}`);
+      }
+      if (setup.mode === 'keda') {
+        const k = (...args: string[]) => runner.run({ argv: kubectl(ctx.config, ...args), quiet: true, nothrow: true, timeoutMs: 60_000 });
+        const ready = await waitFor(async () => (await k('get', 'scaledobject', 'digdag-autoscaler', '-o', 'jsonpath={.status.conditions[?(@.type=="Ready")].status}')).stdout === 'True', 120_000, 1000);
+        if (!ready) throw new Error(`the ScaledObject never became Ready: ${(await k('get', 'scaledobject', 'digdag-autoscaler', '-o', 'jsonpath={.status.conditions}')).stdout}`);
+      }
+      await settle(ctx, minWorkers(setup), log);
+      runs.push(await burst(ctx, o, setup, log));
+    }
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    await teardown();
+  }
+  log(`\n${renderClusterReport(o, runs)}`);
+}

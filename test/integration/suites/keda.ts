@@ -1,0 +1,312 @@
+// Queue-driven scaling on the project's own cluster with real Digdag, registered by
+// kube-e2e.test.ts after its own tests so both share one cluster bring-up (CLUSTER_ADDONS=keda):
+// KEDA started by the cluster's lifecycle serves external.metrics.k8s.io through the API server's
+// aggregation layer; the chart's ScaledObject (AGENT_AUTOSCALING=keda, min 1 / max 4 workers of 4
+// threads, short polling and cooldown), deployed in a namespace of its own, scales the workers out
+// under a burst of 50 attempts × 4 `sleep 5` tasks and back to the minimum once the queue is
+// empty. Every attempt must succeed and no task may run twice, counted from Digdag's own lock
+// table (each task's queued_task_locks row, sampled while it exists: a lock taken by a second
+// agent, or a retry_count above 0, is a re-run; a re-run's row lives at least one task's length,
+// and the test asserts that no two samples were further apart than that, so none can be missed).
+// Four long tasks submitted behind the burst are still running when the queue has drained, so the
+// scale-in has to remove workers that hold tasks (the pods holding them are made the cheapest to
+// delete, `controller.kubernetes.io/pod-deletion-cost`): a worker marked for deletion while it holds
+// a task must finish it itself — the lock released by the same agent, the pod gone only afterwards.
+// Reaction, drain and scale-in times are printed, not asserted. Once back at the minimum, `status`'s
+// autoscaler view is checked against the live objects. Then scale to zero: the chart's ScaledObject
+// rendered with AUTOSCALING_MIN_REPLICAS=0 takes the workers to none, and one submitted attempt
+// (queued by the ui's executor loop) brings a worker up and succeeds; its first-task delay is
+// printed. SKIPPED with the reason when the cluster is not up, KEDA is not in the cache
+// (bash .ci/install-keda) or there is no Digdag runtime.
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { test, type TestContext } from 'node:test';
+import { EXTERNAL_METRICS_API } from '../../../lib/cluster/keda.ts';
+import { clusterUpCmd } from '../../../lib/cluster/lifecycle.ts';
+import type { ClusterConfig } from '../../../lib/cluster/config.ts';
+import type { Config } from '../../../lib/config.ts';
+import { startAttempt, waitAttempt, workflowId } from '../../../lib/digdag-api.ts';
+import { applyObjects, kubectl } from '../../../lib/kube/kubectl.ts';
+import { renderManifests } from '../../../lib/kube/render.ts';
+import { kubeQueueSource } from '../../../lib/kube/queue-source.ts';
+import { kubeStatus } from '../../../lib/kube/status.ts';
+import { podOfAgent } from '../../../lib/kube/target.ts';
+import { burstFigures, sampleQueue, startSampling, type QueueSample } from '../../../lib/queue-sampling.ts';
+import { runSteps, type Ctx } from '../../../lib/pipeline.ts';
+import { freePortRange } from '../../../lib/ports.ts';
+import { stopTracked, waitFor } from '../../../lib/processes.ts';
+import { SAMPLE_PROJECT } from '../../../lib/push-workflow.ts';
+import type { ShellRunner } from '../../../lib/runner.ts';
+import { heldLocks, shTaskIds } from '../../../lib/verify.ts';
+import { ALL_STEPS } from '../../../tasks/all.ts';
+import { kubeTarget } from '../../../tasks/steps.ts';
+import { testConfig, testCtx } from '../../helpers/fixtures.ts';
+import { runtimeVars } from '../../helpers/runtime.ts';
+
+const MIN = 1;
+const MAX = 4;
+const THREADS = 4;
+const ATTEMPTS = 50;
+const TASKS = 4;
+const SLEEP = 5;
+/** Tasks still running when the burst has drained: the scale-in must remove workers holding them. */
+const LONG = 4;
+const LONG_SLEEP = 60;
+const COOLDOWN = 30;
+const SCALE_DOWN_PERIOD = 15;
+const NAMESPACE = 'digdag-keda';
+
+/** What the file registering these tests shares: its runner, cluster and state, once its `before` ran. */
+export interface ClusterSuiteEnv {
+  runner: ShellRunner;
+  /** Why the file's tests skip (no cluster here), or undefined. */
+  skipReason(): string | undefined;
+  /** Why the Digdag tests skip (no runtime), or undefined. */
+  runtimeMissing(): string | undefined;
+  /** Why KEDA did not come up with the cluster (not in the cache), or undefined. */
+  kedaMissing(): string | undefined;
+  cluster(): ClusterConfig;
+  stateDir(): string;
+}
+
+/** Registers the KEDA tests; the returned stop() ends what they started on the host (the port-forward). */
+export function kedaTests(env: ClusterSuiteEnv): { stop(): Promise<void> } {
+  const { runner } = env;
+  const log = (l: string) => process.stderr.write(`  [keda] ${l}\n`);
+  let vars: Record<string, string> | undefined;
+  let config: Config;
+  let ctx: Ctx;
+  /** Set when the burst left the workers at the minimum: the scale-to-zero test starts from there. */
+  let backAtMinimum = false;
+
+  const skipped = (t: TestContext, needsDigdag = false) => {
+    const why = env.skipReason() ?? env.kedaMissing() ?? (needsDigdag ? env.runtimeMissing() : undefined);
+    if (why) t.skip(why);
+    return !!why;
+  };
+  const k = (...args: string[]) => runner.run({ argv: kubectl(config, ...args), quiet: true, nothrow: true, timeoutMs: 60_000 });
+
+  async function setUp(): Promise<void> {
+    if (vars) return;
+    vars = {
+      DIGDAG_HA_TARGET: 'cluster',
+      DIGDAG_HA_STATE_DIR: path.join(env.stateDir(), 'keda'),
+      DIGDAG_HA_CLUSTER_DIR: env.cluster().dir,
+      K8S_NAMESPACE: NAMESPACE,
+      CLUSTER_ADDONS: 'keda',
+      RESOURCE_PROFILE: 'small',
+      // The database's own HA is kube-e2e's subject; here one member leaves the node to the workers.
+      POSTGRES_MEMBERS: '1',
+      PORT_FORWARD_PORT: String(await freePortRange(1, 61100)),
+      AGENT_AUTOSCALING: 'keda',
+      WORKER_REPLICAS: String(MIN),
+      AGENT_MAX_REPLICAS: String(MAX),
+      AGENT_MAX_TASK_THREADS: String(THREADS),
+      AUTOSCALING_POLLING_SECONDS: '5',
+      AUTOSCALING_COOLDOWN_SECONDS: String(COOLDOWN),
+      AUTOSCALING_SCALE_DOWN_PERIOD_SECONDS: String(SCALE_DOWN_PERIOD),
+      ...runtimeVars,
+    };
+    config = testConfig(vars);
+    ctx = testCtx(config, runner);
+  }
+
+  /** The workers (terminating ones included) and Digdag's lock table, now; undefined when a read failed. */
+  const sample = (): Promise<QueueSample | undefined> => sampleQueue(kubeQueueSource(ctx)).catch(() => undefined);
+
+  /** status's autoscaler view of the live cluster, and its problem lines about the autoscaler. */
+  async function autoscalerNow() {
+    const report = await kubeStatus(ctx, async () => []);
+    log(`status autoscaler view: ${JSON.stringify(report.autoscaler)}`);
+    return { view: report.autoscaler, problems: report.problems.filter((p) => p.startsWith('autoscaler:')) };
+  }
+
+  test('KEDA started with the cluster: the API server serves external.metrics.k8s.io through its adapter', async (t) => {
+    if (skipped(t)) return;
+    await setUp();
+    const api = await k('get', 'apiservice', EXTERNAL_METRICS_API, '-o', 'jsonpath={.status.conditions[?(@.type=="Available")].status}');
+    assert.equal(api.stdout, 'True', api.stderr);
+    const raw = await k('get', '--raw', '/apis/external.metrics.k8s.io/v1beta1');
+    assert.equal(raw.code, 0, raw.stderr);
+    assert.equal((JSON.parse(raw.stdout) as { groupVersion: string }).groupVersion, 'external.metrics.k8s.io/v1beta1');
+    const crds = await k('get', 'crd', 'scaledobjects.keda.sh', 'triggerauthentications.keda.sh', '-o', 'name');
+    assert.equal(crds.stdout.trim().split('\n').length, 2, crds.stderr);
+    // up again: KEDA is part of "up", so a second up finds it there.
+    const again = await clusterUpCmd(runner, env.cluster(), log);
+    assert.equal(again.alreadyUp, true);
+    assert.ok(again.lines.some((l) => /KEDA v2\.16\.1: already up/.test(l)), again.lines.join('\n'));
+  });
+
+  test(`a burst of ${ATTEMPTS} attempts × ${TASKS} sh> tasks: workers scale ${MIN}→${MAX} on the queue and back, workers holding tasks are scaled in only after finishing them, every attempt succeeds, no task runs twice`, { timeout: 1_800_000 }, async (t) => {
+    if (skipped(t, true)) return;
+    await setUp();
+    const t0 = Date.now();
+    await runSteps(ALL_STEPS.filter((s) => ['build-image', 'create-secret', 'start-postgres', 'init-db', 'apply', 'port-forward', 'push-workflow'].includes(s.name)), ctx, { renderer: 'silent' });
+    log(`deployed with the ScaledObject in ${((Date.now() - t0) / 1000).toFixed(0)} s`);
+    const so = await waitFor(async () => (await k('get', 'scaledobject', 'digdag-autoscaler', '-o', 'jsonpath={.status.conditions[?(@.type=="Ready")].status}')).stdout === 'True', 90_000, 1000);
+    assert.ok(so, `ScaledObject never Ready: ${(await k('get', 'scaledobject', 'digdag-autoscaler', '-o', 'jsonpath={.status.conditions}')).stdout}`);
+
+    const sampling = startSampling(kubeQueueSource(ctx));
+    const samples = sampling.samples;
+
+    try {
+      const endpoint = await kubeTarget.endpoint(ctx);
+      const wf = await workflowId(endpoint, SAMPLE_PROJECT, 'parallel');
+      const burstAt = Date.now();
+      const ids: string[] = [];
+      for (let i = 0; i < ATTEMPTS; i++) ids.push(await startAttempt(endpoint, wf, new Date(Date.UTC(2027, 0, 1, 0, i)), { tasks: TASKS, sleep_seconds: SLEEP }));
+      const longIds: string[] = [];
+      for (let i = 0; i < LONG; i++) longIds.push(await startAttempt(endpoint, wf, new Date(Date.UTC(2027, 0, 2, 0, i)), { tasks: 1, sleep_seconds: LONG_SLEEP }));
+      const query = (sql: string) => kubeTarget.query(ctx, sql);
+      // The long tasks, once running, and the pods of the agents holding them: those are made the
+      // cheapest to delete, so the scale-in that follows the drain removes a worker that holds one.
+      const longTaskIds = longIds.map((id) => shTaskIds(endpoint, id));
+      const heldLong = async () => (await Promise.all(longIds.map(async (id, i) => {
+        const sh = await longTaskIds[i]!();
+        return (await heldLocks(query, id)).filter((l) => sh.has(l.taskId));
+      }))).flat();
+      let holding: { taskId: string; agent: string }[] = [];
+      assert.ok(await waitFor(async () => (holding = await heldLong()).length === LONG, 600_000, 1000), `the ${LONG} long tasks never all ran`);
+      const holders = new Set(holding.map((l) => podOfAgent(l.agent)));
+      for (const pod of holders) {
+        const r = await k('annotate', 'pod', pod, '--overwrite', 'controller.kubernetes.io/pod-deletion-cost=-1000');
+        assert.equal(r.code, 0, r.stderr);
+      }
+      log(`long tasks held by ${[...holders].join(', ')} (made the first to delete)`);
+      for (const id of ids) {
+        const a = await waitAttempt(await kubeTarget.endpoint(ctx), id, 900_000);
+        assert.equal(a.success, true, `attempt ${id} did not succeed`);
+      }
+      const drainedAt = Date.now();
+      for (const id of longIds) {
+        const a = await waitAttempt(await kubeTarget.endpoint(ctx), id, (LONG_SLEEP + 300) * 1000);
+        assert.equal(a.success, true, `long attempt ${id} did not succeed`);
+      }
+      // Back to the minimum after the cooldown, one worker per scale-down period, and no worker
+      // left terminating (a scaled-in worker finishing its tasks is a pod being deleted).
+      const backAtMin = await waitFor(async () => {
+        const s = await sample();
+        return s?.replicas === MIN && s.terminating === 0;
+      }, (COOLDOWN + MAX * SCALE_DOWN_PERIOD + LONG_SLEEP) * 1000 + 180_000, 1000);
+      const minAt = Date.now();
+      await sampling.stop();
+
+      // Re-runs from the lock table (a task lock taken by a second agent, or retried), the scale-out's steps.
+      const f = burstFigures(samples, burstAt, MIN * THREADS);
+      const agentsOf = new Map<string, Set<string>>();
+      for (const s of samples) for (const l of s.locks) if (l.agent) agentsOf.set(l.id, (agentsOf.get(l.id) ?? new Set()).add(l.agent));
+      const gaps = samples.slice(1).map((s, i) => s.at - samples[i]!.at).filter((_, i) => samples[i + 1]!.at <= minAt);
+      const maxGap = Math.max(...gaps);
+      // Scaled in while holding a task: a sample where the pod is being deleted and its agent holds a
+      // lock; then the lock released, then the pod gone — never the lock with another agent.
+      const heldWhileDeleting = new Map<string, { pod: string; firstDeleting: number }>();
+      for (const s of samples) {
+        const deleting = new Set(s.workers.filter((w) => w.terminating).map((w) => w.name));
+        for (const l of s.locks) if (l.agent && deleting.has(l.instance) && !heldWhileDeleting.has(l.id)) heldWhileDeleting.set(l.id, { pod: l.instance, firstDeleting: s.at });
+      }
+      const finishedFirst = [...heldWhileDeleting].map(([lock, { pod, firstDeleting }]) => {
+        const released = samples.find((s) => s.at > firstDeleting && !s.locks.some((l) => l.id === lock))?.at;
+        const gone = samples.find((s) => s.at > firstDeleting && !s.workers.some((w) => w.name === pod))?.at;
+        return { lock, pod, agents: [...(agentsOf.get(lock) ?? [])], heldFor: released ? released - firstDeleting : undefined, ok: !!released && !!gone && released <= gone };
+      });
+      const ideal = (ATTEMPTS * TASKS * SLEEP) / (MAX * THREADS);
+      const sec = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
+      const opt = (ms: number | undefined) => (ms === undefined ? 'n/a' : sec(ms));
+      t.diagnostic(`${samples.length} samples (longest gap ${sec(maxGap)}; ${sampling.failures.length} failed reads); peak workers ${f.peak}; task locks seen ${f.locksSeen}`);
+      t.diagnostic(`scale-out reaction (queue above ${MIN * THREADS} → first task on a new worker): ${opt(f.reactionMs)} (after the burst: queue above ${opt(f.overThresholdMs)}, new pod ${opt(f.scaledOutMs)}, Ready ${opt(f.newReadyMs)}, its first task ${opt(f.newWorkerTaskMs)})`);
+      t.diagnostic(`drain: ${sec(drainedAt - burstAt)} for ${ATTEMPTS * TASKS} × ${SLEEP} s tasks (ideal at ${MAX} workers × ${THREADS} threads: ${ideal.toFixed(0)} s, ${((drainedAt - burstAt) / 1000 / ideal).toFixed(2)}×)`);
+      t.diagnostic(`scale-in to ${MIN}: ${sec(minAt - drainedAt)} after the burst drained (cooldown ${COOLDOWN} s, one worker per ${SCALE_DOWN_PERIOD} s, ${LONG} tasks of ${LONG_SLEEP} s still running)`);
+      for (const f of finishedFirst) t.diagnostic(`scaled in while holding task lock ${f.lock}: pod ${f.pod} kept it ${f.heldFor ? sec(f.heldFor) : '?'} after its deletion began, agents ${f.agents.join(', ')}`);
+      log(`timeline (s, replicas/ready, waiting+running): ${samples.filter((_, i) => i % 5 === 0).map((s) => `${((s.at - burstAt) / 1000).toFixed(0)}:${s.replicas}/${s.ready}:${s.waiting}+${s.running}`).join(' ')}`);
+
+      assert.ok(f.peak > MIN, `the workers never scaled out (peak ${f.peak})`);
+      assert.ok(f.peak <= MAX, `more workers than the maximum: ${f.peak}`);
+      assert.ok(f.newWorkerTaskMs !== undefined, 'no task ever ran on a worker the autoscaler added');
+      assert.ok(maxGap < SLEEP * 1000, `two samples ${sec(maxGap)} apart: a re-run (≥ ${SLEEP} s) could have been missed`);
+      assert.ok(f.locksSeen >= ATTEMPTS * TASKS, `the sampling saw fewer task locks than sh> tasks: ${f.locksSeen}`);
+      assert.deepEqual(f.reruns, [], 'tasks re-run by a second agent');
+      assert.equal(f.retried, 0, 'task locks with retry_count > 0');
+      assert.ok(finishedFirst.length > 0, 'no worker was scaled in while it held a task (the test must see at least one)');
+      assert.deepEqual(finishedFirst.filter((f) => !f.ok || f.agents.length !== 1), [], 'a worker scaled in while holding a task must finish it before its pod goes');
+      assert.ok(backAtMin, `the workers did not return to ${MIN} after the cooldown`);
+
+      // status, once back at the minimum: what KEDA and its HPA say, the queue by KEDA's query, the scale-in as the last step.
+      const statusAt = Date.now();
+      const { view, problems } = await autoscalerNow();
+      assert.deepEqual(problems, []);
+      assert.equal(view.mode, 'keda');
+      assert.deepEqual(view.objects, ['ScaledObject/digdag-autoscaler', 'HorizontalPodAutoscaler/keda-hpa-digdag-autoscaler']);
+      assert.deepEqual([view.min, view.max, view.current], [MIN, MAX, MIN]);
+      assert.equal(view.desired, MIN);
+      assert.deepEqual(view.queue, { depth: 0, threadsPerWorker: THREADS, wants: MIN });
+      assert.equal(view.metric?.name, 's0-postgresql');
+      assert.equal(view.metric?.target, THREADS);
+      assert.equal(view.active, false, 'the queue is empty: KEDA\'s trigger is not active');
+      assert.equal(view.lastScale?.object, 'HorizontalPodAutoscaler/keda-hpa-digdag-autoscaler');
+      assert.match(view.lastScale?.message ?? '', new RegExp(`^New size: ${MIN}; reason: All metrics below target`), 'the last step was the scale-in');
+      t.diagnostic(`status (autoscaler view) against the live cluster: ${sec(Date.now() - statusAt)}`);
+      backAtMinimum = true;
+    } finally {
+      await sampling.stop().catch(() => {});
+    }
+  });
+
+  test('scale to zero: the chart\'s ScaledObject with AUTOSCALING_MIN_REPLICAS=0 takes the workers to none; one submitted attempt brings a worker up and succeeds', { timeout: 600_000 }, async (t) => {
+    if (skipped(t, true)) return;
+    if (!backAtMinimum) return t.skip('the burst did not leave the workers at the minimum (see the test before)');
+    const t0 = Date.now();
+    const sec = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
+    // The ScaledObject as the chart renders it for min 0; the rest of the deployment is unchanged.
+    const zero = testConfig({ ...vars, AUTOSCALING_MIN_REPLICAS: '0' });
+    const so = (await renderManifests(zero, runner)).objects.filter((o) => o.kind === 'ScaledObject');
+    assert.equal(so[0]?.spec.minReplicaCount, 0);
+    await applyObjects(ctx, so);
+    // The queue has been empty for longer than the cooldown: KEDA deactivates at its next poll.
+    // No worker at all: the Deployment at 0 and its last pod gone (not merely terminating).
+    const none = await waitFor(async () => {
+      const s = await sample();
+      return s?.replicas === 0 && s.terminating === 0;
+    }, (COOLDOWN + 90) * 1000, 1000);
+    assert.ok(none, 'KEDA did not scale the workers to zero');
+    const zeroAt = Date.now();
+    const atZero = await autoscalerNow();
+    assert.deepEqual(atZero.problems, [], 'an HPA disabled at zero is no problem');
+    assert.deepEqual([atZero.view.min, atZero.view.desired, atZero.view.current], [0, 0, 0]);
+    assert.equal(atZero.view.lastScale?.reason, 'KEDAScaleTargetDeactivated');
+
+    const endpoint = await kubeTarget.endpoint(ctx);
+    const wf = await workflowId(endpoint, SAMPLE_PROJECT, 'parallel');
+    const submitAt = Date.now();
+    const id = await startAttempt(endpoint, wf, new Date(Date.UTC(2027, 1, 1)), { tasks: 1, sleep_seconds: 3 });
+    let podAt: number | undefined;
+    let readyAt: number | undefined;
+    let firstTaskAt: number | undefined;
+    const watch = startSampling(kubeQueueSource(ctx), {
+      onSample: (s) => {
+        podAt ??= s.replicas > 0 ? s.at : undefined;
+        readyAt ??= s.ready > 0 ? s.at : undefined;
+        firstTaskAt ??= s.running > 0 ? s.at : undefined;
+      },
+    });
+    try {
+      const a = await waitAttempt(await kubeTarget.endpoint(ctx), id, 300_000);
+      assert.equal(a.success, true, `attempt ${id} did not succeed from zero workers`);
+    } finally {
+      await watch.stop();
+    }
+    const finishedAt = Date.now();
+    assert.ok(podAt, 'no worker was ever brought up');
+    const after = await autoscalerNow();
+    assert.ok(['KEDAScaleTargetActivated', 'SuccessfulRescale'].includes(after.view.lastScale?.reason ?? ''), JSON.stringify(after.view.lastScale));
+    assert.ok((after.view.current) >= 1);
+    t.diagnostic(`to zero: ${sec(zeroAt - t0)} from applying minReplicaCount 0 (queue idle for longer than the ${COOLDOWN} s cooldown)`);
+    t.diagnostic(`from zero (polling ${vars!.AUTOSCALING_POLLING_SECONDS} s): submitted → worker pod ${podAt ? sec(podAt - submitAt) : 'n/a'} → ready ${readyAt ? sec(readyAt - submitAt) : 'n/a'} → first task on it ${firstTaskAt ? sec(firstTaskAt - submitAt) : 'n/a (the task ran between two samples)'} → attempt succeeded ${sec(finishedAt - submitAt)}`);
+    t.diagnostic(`scale-to-zero check in all: ${sec(Date.now() - t0)}`);
+  });
+
+  return {
+    async stop() {
+      if (vars) await stopTracked(config, 5000);
+    },
+  };
+}
