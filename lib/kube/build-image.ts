@@ -18,7 +18,7 @@ import { ensureDir, listFiles } from '../state.ts';
 import { UI_CONFIG_RESOURCE, uiConfigJs } from '../ui-login.ts';
 import { compileCallbackRetry } from '../callback-retry.ts';
 import { imageBuildFile } from './values.ts';
-import { GCLOUD_SDK_CONTEXT_DIR, gcloudSdkSource, sdkIdentity, stageGcloudSdk } from './gcloud-sdk.ts';
+import { GCLOUD_SDK_CONTEXT_DIR, gcloudSdkSource, SDK_KEPT_APIS, sdkIdentity, stageGcloudSdk } from './gcloud-sdk.ts';
 
 /** The images this target builds: Digdag always, PostgreSQL when it is the cluster target's own. */
 export function imagesToBuild(config: Config): { image: string; dockerDir: string }[] {
@@ -147,7 +147,7 @@ function gcloudInput(config: Config): string | false {
   if (!config.k8s.installGcloud) return false;
   try {
     const src = gcloudSdkSource(config);
-    return `${src.path} ${sdkIdentity(src)}`;
+    return `${src.path} ${sdkIdentity(src)} apis:${SDK_KEPT_APIS.join(',')}`;
   } catch {
     // Refused by run, with the fix.
     return 'no SDK found';

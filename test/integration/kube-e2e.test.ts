@@ -10,9 +10,10 @@
 // (GOOGLE_APIS_ADDRESS = the bridge address the edge also answers on, GOOGLE_APIS_CA_FILE = the
 // test CA, GCP_SA_KEY_FILE = a key of the test token authority), and the BigQuery sample runs whole
 // in the worker pods (bq> and sh> bq as the key's account; a wrong key: no success, the cause named). The
-// chart's own release is keyless: ADC from the test metadata server on the bridge
-// (googleApis.metadataServer), GCS task logs, the sample read back through a ui pod, and no
-// identity named as the cause (test/helpers/gcp/cluster.ts). The database (3 Patroni members): verify-ha kills its leader under an attempt,
+// chart's own release: its database through the Cloud SQL proxy sidecar (the proxy's own key
+// Secret, cloudSqlProxy.keySecret), Digdag in it keyless — ADC from the test metadata server on the
+// bridge (googleApis.metadataServer), GCS task logs read back through a ui pod, no identity named
+// as the cause (test/helpers/gcp/cluster.ts). The database (3 Patroni members): verify-ha kills its leader under an attempt,
 // and a short run of the chaos soak (tasks/soak.ts's own code) kills it twice more — once its
 // postmaster, once its pod — while attempts are submitted: none may fail or go missing. Last,
 // on the same cluster (KEDA comes up with it when built), the autoscaling tests of suites/keda.ts.
@@ -422,7 +423,7 @@ test('down --purge removes the namespace, says what happens to the Retain volume
   assert.ok(fs.existsSync(clusterPaths(cc).kubeconfig));
 });
 
-test('the chart on the real cluster: installs with its NetworkPolicies into a restricted namespace, becomes ready, passes helm test, admits only the ingress controller; its database is "Cloud SQL" through the real Auth Proxy sidecar, which survives being killed', { timeout: 900_000 }, async (t) => {
+test('the chart on the real cluster: installs with its NetworkPolicies into a restricted namespace, becomes ready, passes helm test, admits only the ingress controller; its database is "Cloud SQL" through the real Auth Proxy sidecar, which survives being killed; Digdag in it keyless (ADC) with GCS task logs', { timeout: 900_000 }, async (t) => {
   if (skipped(t)) return;
   if (runtimeMissing) return t.skip(`SKIPPED — needs a Digdag runtime (the chart runs the Digdag image): ${runtimeMissing}`);
   const ns = 'digdag-release';

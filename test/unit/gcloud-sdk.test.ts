@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import { UserError } from '../../lib/errors.ts';
-import { checkedRoot, gcloudSdkSource, stageGcloudSdk } from '../../lib/kube/gcloud-sdk.ts';
+import { checkedRoot, gcloudSdkSource, sdkPathKept, stageGcloudSdk } from '../../lib/kube/gcloud-sdk.ts';
 import { ShellRunner } from '../../lib/runner.ts';
 import { fakeSdk } from '../helpers/fake-sdk.ts';
 import { tempDir, testConfig } from '../helpers/fixtures.ts';
@@ -74,4 +74,10 @@ test('the SDK installed on this machine (gcloud 528 under /usr/lib/google-cloud-
   const root = '/usr/lib/google-cloud-sdk';
   if (!fs.existsSync(path.join(root, 'bin', 'gcloud'))) return t.skip(`SKIPPED — no SDK at ${root} on this machine`);
   assert.equal(checkedRoot(root, root).kind, 'dir');
+});
+
+test('trimmed: only the API clients the image\'s CLIs use (gcloud auth/config and its error handler, bq, gsutil), no botocore, no Kubernetes client', () => {
+  const apis = 'lib/googlecloudsdk/generated_clients/apis';
+  for (const kept of ['lib/googlecloudsdk/core', `${apis}/bigquery`, `${apis}/storage/v1/storage_v1_client.py`, `${apis}/clouderrorreporting`, `${apis}/apis_map.py`, `${apis}/__init__.py`, 'lib/third_party/google']) assert.ok(sdkPathKept(kept), kept);
+  for (const out of [`${apis}/compute`, `${apis}/container`, 'lib/third_party/botocore', 'lib/third_party/kubernetes']) assert.equal(sdkPathKept(out), false, out);
 });

@@ -73,7 +73,7 @@ starts before the pod's other init containers (its startup probe gates them), se
 127.0.0.1 to every container of the pod, runs until the pod ends (a Job completes without waiting
 for it), and is restarted on its own if it dies. Authenticated by Workload Identity (the pod's
 Kubernetes service account acts as the Google one), or with cloudSqlProxy.credentials=keySecret by
-the key in gcp.keySecret (mounted into this container only); nothing when cloudSqlProxy.instance is empty.
+the key in cloudSqlProxy.keySecret, else gcp.keySecret (mounted into this container only); nothing when cloudSqlProxy.instance is empty.
 */}}
 {{- define "digdag-ha.cloudSqlProxy" -}}
 {{- with .Values.cloudSqlProxy }}
@@ -149,7 +149,7 @@ naming it); nothing otherwise. */}}
 {{- if eq .Values.cloudSqlProxy.credentials "keySecret" }}
 - name: cloud-sql-proxy-key
   secret:
-    secretName: {{ default "digdag-gcp-key" .Values.gcp.keySecret }}
+    secretName: {{ .Values.cloudSqlProxy.keySecret | default .Values.gcp.keySecret | default "digdag-gcp-key" }}
     items:
       - { key: key.json, path: key.json }
 {{- end }}
