@@ -104,7 +104,12 @@ export async function ensureCloudSqlProxyImage(runner: Runner, cc: ClusterConfig
 
 /** Makes a Docker image available to the kubelet (`docker save | ctr images import`). Give it
  * exactly the name the manifests use, with a pull policy other than Always. */
-export async function loadImage(runner: Runner, cc: ClusterConfig, image: string): Promise<void> {
+export async function loadImage(runner: Runner, cc: ClusterConfig, image: string, archive?: string): Promise<void> {
+  // The image cache's archive of it (a docker save already made): imported as it is.
+  if (archive && fs.existsSync(archive)) {
+    await runner.run({ argv: ctr(cc, 'images', 'import', archive), mutates: true, timeoutMs: 10 * 60_000 });
+    return;
+  }
   const tmp = path.join(ensureDir(path.join(cc.dir, 'build')), `image-${process.pid}.tar`);
   try {
     await runner.run({ argv: docker(cc, 'save', '-o', tmp, image), mutates: true });
@@ -126,11 +131,17 @@ export function clusterImageCache(cc: ClusterConfig): ImageCache {
   const dir = path.join(cc.cacheDir, 'images');
   const prefix = (image: string) => `${image.replace(/[^A-Za-z0-9.-]+/g, '_')}-`;
   const file = (image: string, key: string) => path.join(dir, `${prefix(image)}${key.slice(0, 24)}.tar`);
+  const archives = new Map<string, string>();
   return {
+    archive: (image) => archives.get(image),
     restore: async (runner, image, key) => {
+      archives.delete(image);
       if (!fs.existsSync(file(image, key))) return false;
       const r = await runner.run({ argv: docker(cc, 'load', '-q', '-i', file(image, key)), mutates: true, nothrow: true, quiet: true, timeoutMs: 10 * 60_000 });
-      if (r.code === 0) return true;
+      if (r.code === 0) {
+        archives.set(image, file(image, key));
+        return true;
+      }
       // A damaged file (a disk filled mid-save): build instead, and replace it.
       fs.rmSync(file(image, key), { force: true });
       return false;
@@ -142,6 +153,7 @@ export function clusterImageCache(cc: ClusterConfig): ImageCache {
         await runner.run({ argv: docker(cc, 'save', '-o', tmp, image), mutates: true, quiet: true, timeoutMs: 10 * 60_000 });
         for (const old of fs.readdirSync(dir)) if (old.startsWith(prefix(image)) && old.endsWith('.tar')) fs.rmSync(path.join(dir, old), { force: true });
         fs.renameSync(tmp, file(image, key));
+        archives.set(image, file(image, key));
       } finally {
         fs.rmSync(tmp, { force: true });
       }

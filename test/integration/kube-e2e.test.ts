@@ -120,8 +120,9 @@ before(async () => {
   ctx = testCtx(config, runner);
   // The PostgreSQL stand-in, built from the debootstrapped base (apt reaches Debian's mirror).
   log(await ensureBaseImage(runner, cc));
-  log(`${CLUSTER_POSTGRES_IMAGE}: ${await buildImage(runner, config, clusterImageHost(config), CLUSTER_POSTGRES_IMAGE, path.join(ROOT, 'docker', 'postgres', 'Dockerfile'), path.join(ROOT, 'docker', 'postgres'))}`);
-  await loadImage(runner, cc, CLUSTER_POSTGRES_IMAGE);
+  const images = clusterImageHost(config);
+  log(`${CLUSTER_POSTGRES_IMAGE}: ${await buildImage(runner, config, images, CLUSTER_POSTGRES_IMAGE, path.join(ROOT, 'docker', 'postgres', 'Dockerfile'), path.join(ROOT, 'docker', 'postgres'))}`);
+  await images.load(runner, CLUSTER_POSTGRES_IMAGE);
   // busybox probe pods for the NetworkPolicy tests.
   await ensureTestImage(runner, cc);
   await loadImage(runner, cc, cc.testImage);
