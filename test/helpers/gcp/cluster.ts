@@ -88,6 +88,16 @@ export function assertKeyNotIn(keyFile: string, where: string, text: string): vo
   assert.ok(!text.includes(body) && !text.includes(key.private_key_id), `${where} contain(s) the key`);
 }
 
+/** Digdag's log entries: a line that starts with its timestamp and the lines under it (an exception's). */
+export function logEntries(text: string): string[] {
+  const out: string[] = [];
+  for (const line of text.split('\n')) {
+    if (out.length === 0 || /^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2} /.test(line)) out.push(line);
+    else out[out.length - 1] += `\n${line}`;
+  }
+  return out;
+}
+
 /**
  * An identity Google refuses, as Digdag 0.10.5.1 meets it: the token request fails inside bq>'s
  * PollingRetryExecutor, which retries every error but a 4xx JSON answer of the API — forever,
@@ -103,9 +113,13 @@ export async function proveRefused(o: { endpoint: AuthEndpoint; gcp: GoogleApis;
   let errors = '';
   // Either bq>'s own retry line with the cause in the exception it carries, or (should Digdag give
   // up) a failed attempt whose task error or log names it.
+  // The cause must be in a retry entry of bq> itself (its line and the exception under it), not
+  // anywhere in the log: with GCS task logs the same task's log uploads fail for the same reason.
+  let retryEntry: string | undefined;
   const named = await waitFor(async () => {
     logs = await o.logsSince(since);
-    if (/BigQuery job submission failed[^\n]*retrying in/.test(logs) && o.cause.test(logs)) return true;
+    retryEntry = logEntries(logs).find((e) => /BigQuery job submission failed[^\n]*retrying in/.test(e) && o.cause.test(e));
+    if (retryEntry) return true;
     const a = await getAttempt(o.endpoint, id);
     if (!a.done) return false;
     errors = await taskErrors(o.endpoint, id);
@@ -121,7 +135,7 @@ export async function proveRefused(o: { endpoint: AuthEndpoint; gcp: GoogleApis;
   }
   const ended = await waitAttempt(o.endpoint, id, 120_000);
   assert.ok(ended.done && !ended.success, `${o.project}: the attempt ended without success`);
-  const cause = `${errors}\n${logs}`.split('\n').find((l) => o.cause.test(l))!.trim();
+  const cause = (retryEntry ?? `${errors}\n${logs}`).split('\n').find((l) => o.cause.test(l))!.trim();
   return { seconds: Number(((Date.now() - t0) / 1000).toFixed(1)), cause: `${retried ? 'retried until killed' : 'failed'}: ${cause}`, id };
 }
 
