@@ -119,6 +119,7 @@ before(async () => {
   }
   ctx = testCtx(config, runner);
   // The PostgreSQL stand-in, built from the debootstrapped base (apt reaches Debian's mirror).
+  const tImages = Date.now();
   log(await ensureBaseImage(runner, cc));
   const images = clusterImageHost(config);
   log(`${CLUSTER_POSTGRES_IMAGE}: ${await buildImage(runner, config, images, CLUSTER_POSTGRES_IMAGE, path.join(ROOT, 'docker', 'postgres', 'Dockerfile'), path.join(ROOT, 'docker', 'postgres'))}`);
@@ -126,7 +127,10 @@ before(async () => {
   // busybox probe pods for the NetworkPolicy tests.
   await ensureTestImage(runner, cc);
   await loadImage(runner, cc, cc.testImage);
+  log(`images ready in ${since(tImages)} s`);
+  const tRuntime = Date.now();
   runtimeMissing = Object.keys(runtimeVars).length ? await prepareRuntime(config, runner) : 'no Digdag runtime configured (set DIGDAG_SOURCE=jar DIGDAG_JAR=… or a reachable MAVEN_REPO_URL)';
+  log(`Digdag runtime prepared in ${since(tRuntime)} s`);
 });
 
 after(async () => {
