@@ -107,12 +107,44 @@ export function authenticatedEndpoint(config: Config, url: string): AuthEndpoint
   return c ? { url, authorization: authorizationHeader(c) } : { url };
 }
 
+const ITOA64 = './0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz';
+
+/** Apache's $apr1$ MD5-crypt of a password with an 8-character salt (the htpasswd -m format). */
+export function apr1(password: string, salt: string): string {
+  const md5 = (...parts: Buffer[]) => crypto.createHash('md5').update(Buffer.concat(parts)).digest();
+  const pw = Buffer.from(password, 'utf8');
+  const s = Buffer.from(salt.slice(0, 8), 'utf8');
+  const magic = Buffer.from('$apr1$');
+  let alt = md5(pw, s, pw);
+  const parts: Buffer[] = [pw, magic, s];
+  for (let n = pw.length; n > 0; n -= 16) parts.push(alt.subarray(0, Math.min(n, 16)));
+  for (let i = pw.length; i; i >>= 1) parts.push(i & 1 ? Buffer.alloc(1) : pw.subarray(0, 1));
+  let f = md5(...parts);
+  for (let i = 0; i < 1000; i++) {
+    const round: Buffer[] = [i & 1 ? pw : f];
+    if (i % 3) round.push(s);
+    if (i % 7) round.push(pw);
+    round.push(i & 1 ? f : pw);
+    f = md5(...round);
+  }
+  alt = f;
+  const to64 = (v: number, n: number) => {
+    let out = '';
+    for (let i = 0; i < n; i++, v >>= 6) out += ITOA64[v & 0x3f];
+    return out;
+  };
+  let out = '';
+  for (const [a, b, c] of [[0, 6, 12], [1, 7, 13], [2, 8, 14], [3, 9, 15], [4, 10, 5]] as const) out += to64((alt[a]! << 16) | (alt[b]! << 8) | alt[c]!, 4);
+  out += to64(alt[11]!, 2);
+  return `$apr1$${salt.slice(0, 8)}$${out}`;
+}
+
 /**
- * One htpasswd line for ingress-nginx's basic auth (Secret digdag-edge-auth, key "auth"):
- * {SSHA} is understood by nginx's auth_basic_user_file on every libc; the password is 192
- * random bits, so the hash's speed does not matter.
+ * One htpasswd line for basic auth at the edge (Secret digdag-edge-auth, key "auth"), in Apache's
+ * $apr1$ format: nginx checks it itself on every libc, and so does every controller that reads
+ * the nginx.ingress.kubernetes.io/auth-* annotations (Traefik's kubernetesIngressNGINX provider
+ * refuses {SSHA}). The password is 192 random bits, so the hash's speed does not matter.
  */
-export function htpasswdLine(c: ApiCredentials, salt = crypto.randomBytes(8)): string {
-  const digest = crypto.createHash('sha1').update(c.password).update(salt).digest();
-  return `${c.user}:{SSHA}${Buffer.concat([digest, salt]).toString('base64')}\n`;
+export function htpasswdLine(c: ApiCredentials, salt = Array.from(crypto.randomBytes(8), (b) => ITOA64[b & 0x3f]).join('')): string {
+  return `${c.user}:${apr1(c.password, salt)}\n`;
 }

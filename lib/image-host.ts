@@ -32,9 +32,6 @@ export interface ImageCache {
   restore(runner: Runner, image: string, key: string): Promise<boolean>;
   /** Keeps the image just built under this key (and drops the image's older builds). */
   keep(runner: Runner, image: string, key: string): Promise<void>;
-  /** The archive (a `docker save` of it) this cache last restored the image from or kept it in:
-   * a host that imports archives takes it instead of saving the image once more. */
-  archive?(image: string): string | undefined;
 }
 
 /** The image host of a config's target. */

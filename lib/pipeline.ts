@@ -41,6 +41,8 @@ export interface Facts {
   /** The Ingress's address and the URL its probe used (Kubernetes with an Ingress controller). */
   ingressAddress?: string;
   ingressEndpoint?: string;
+  /** The certificate the Ingress must serve (PEM, from its TLS Secret), when the toolkit knows it. */
+  ingressCertificate?: string;
   /** Projects push-workflow pushed or found at their revision. */
   pushed?: { project: string; revision: string }[];
   /** verify-ha's checks and their table. */

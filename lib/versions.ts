@@ -59,3 +59,11 @@ export const FAKE_GCS_SERVER_VERSION = 'v1.56.1';
 export const KEDA_VERSION = 'v2.16.1';
 /** metrics-server, for the CPU HPA option (`go install` works: no replace directives). */
 export const METRICS_SERVER_VERSION = 'v0.8.0';
+
+/**
+ * The own cluster's Ingress controller: Traefik, whose kubernetesIngressNGINX provider serves
+ * `ingressClassName: nginx` Ingresses with the nginx.ingress.kubernetes.io/* annotations
+ * (.ci/install-traefik builds it; cluster/traefik/go.mod requires the same version). Not v3.7.x:
+ * the Go module proxy cannot build it (a nested module replace).
+ */
+export const TRAEFIK_VERSION = 'v3.6.12';

@@ -4,7 +4,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Config } from '../config.ts';
-import { CLUSTER_SECTION_VARIABLES } from '../config/cluster.ts';
+import { CLUSTER_SECTION_VARIABLES, type ClusterAddon } from '../config/cluster.ts';
 import { UserError } from '../errors.ts';
 import { CLOUD_SQL_PROXY_VERSION, K8S_SCHEMA_VERSION } from '../versions.ts';
 
@@ -49,7 +49,7 @@ export interface ClusterConfig {
   /** The cgroup (in every v1 hierarchy) under which the kubelet puts all pods. */
   readonly cgroupRoot: string;
   /** Add-ons `up` starts after the node is Ready (CLUSTER_ADDONS). */
-  readonly addons: readonly 'keda'[];
+  readonly addons: readonly ClusterAddon[];
 }
 
 /** The variables the harness reads (its config section), for --help. */

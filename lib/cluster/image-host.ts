@@ -8,7 +8,6 @@ import { clusterImageCache, containerdHasImage, docker, ensureBaseImage, loadIma
 
 export function clusterImageHost(config: Config): ImageHost {
   const cc = loadClusterConfig(config);
-  const imageCache = clusterImageCache(cc);
   return {
     docker: (...args) => docker(cc, ...args),
     buildOnHostNetwork: true,
@@ -17,9 +16,8 @@ export function clusterImageHost(config: Config): ImageHost {
     loadedNote: ' and in the cluster\'s containerd',
     prepare: async (runner, c) => (c.k8s.baseImage === cc.baseImage ? await ensureBaseImage(runner, cc) : undefined),
     load: async (runner, image) => {
-      // The cache's archive of a build just restored or kept: no second docker save.
-      await runner.change(`import ${image} into the cluster's containerd`, () => loadImage(runner, cc, image, imageCache.archive?.(image)));
+      await runner.change(`import ${image} into the cluster's containerd`, () => loadImage(runner, cc, image));
     },
-    imageCache,
+    imageCache: clusterImageCache(cc),
   };
 }

@@ -102,12 +102,14 @@ export async function ensureCloudSqlProxyImage(runner: Runner, cc: ClusterConfig
   return `${cc.cloudSqlProxyImage}: built`;
 }
 
-/** Makes a Docker image available to the kubelet (`docker save | ctr images import`). Give it
- * exactly the name the manifests use, with a pull policy other than Always. */
-export async function loadImage(runner: Runner, cc: ClusterConfig, image: string, archive?: string): Promise<void> {
-  // The image cache's archive of it (a docker save already made): imported as it is.
-  if (archive && fs.existsSync(archive)) {
-    await runner.run({ argv: ctr(cc, 'images', 'import', archive), mutates: true, timeoutMs: 10 * 60_000 });
+/** Makes a Docker image available to the kubelet (`ctr images import`). Give it exactly the name
+ * the manifests use, with a pull policy other than Always. An image the image cache just restored
+ * or kept is imported from that file (one pass over it instead of `docker save` first, a second
+ * copy of the same bytes: the file is used only while dockerd still holds the very image it has). */
+export async function loadImage(runner: Runner, cc: ClusterConfig, image: string): Promise<void> {
+  const cached = cacheFileOf(cc, image);
+  if (cached && fs.existsSync(cached.file) && (await dockerImageId(runner, cc, image)) === cached.id) {
+    await runner.run({ argv: ctr(cc, 'images', 'import', cached.file), mutates: true, timeoutMs: 10 * 60_000 });
     return;
   }
   const tmp = path.join(ensureDir(path.join(cc.dir, 'build')), `image-${process.pid}.tar`);
@@ -117,6 +119,35 @@ export async function loadImage(runner: Runner, cc: ClusterConfig, image: string
   } finally {
     fs.rmSync(tmp, { force: true });
   }
+}
+
+async function dockerImageId(runner: Runner, cc: ClusterConfig, image: string): Promise<string | undefined> {
+  const r = await runner.run({ argv: docker(cc, 'image', 'inspect', '--format', '{{.Id}}', image), nothrow: true, quiet: true });
+  return r.code === 0 ? r.stdout.trim() : undefined;
+}
+
+/** Which image-cache file holds which image, as dockerd has it (by image ID): per cluster dir,
+ * since dockerd lives and dies with the cluster. */
+const cacheFilesJson = (cc: ClusterConfig) => path.join(cc.dir, 'build', 'image-cache-files.json');
+type CacheFiles = Record<string, { id: string; file: string }>;
+
+function readCacheFiles(cc: ClusterConfig): CacheFiles {
+  try {
+    return JSON.parse(fs.readFileSync(cacheFilesJson(cc), 'utf8')) as CacheFiles;
+  } catch {
+    return {};
+  }
+}
+
+function cacheFileOf(cc: ClusterConfig, image: string): { id: string; file: string } | undefined {
+  return readCacheFiles(cc)[image];
+}
+
+async function recordCacheFile(runner: Runner, cc: ClusterConfig, image: string, file: string): Promise<void> {
+  const id = await dockerImageId(runner, cc, image);
+  if (!id) return;
+  ensureDir(path.join(cc.dir, 'build'));
+  fs.writeFileSync(cacheFilesJson(cc), JSON.stringify({ ...readCacheFiles(cc), [image]: { id, file } }));
 }
 
 export async function containerdHasImage(runner: Runner, cc: ClusterConfig, image: string): Promise<boolean> {
@@ -131,15 +162,12 @@ export function clusterImageCache(cc: ClusterConfig): ImageCache {
   const dir = path.join(cc.cacheDir, 'images');
   const prefix = (image: string) => `${image.replace(/[^A-Za-z0-9.-]+/g, '_')}-`;
   const file = (image: string, key: string) => path.join(dir, `${prefix(image)}${key.slice(0, 24)}.tar`);
-  const archives = new Map<string, string>();
   return {
-    archive: (image) => archives.get(image),
     restore: async (runner, image, key) => {
-      archives.delete(image);
       if (!fs.existsSync(file(image, key))) return false;
       const r = await runner.run({ argv: docker(cc, 'load', '-q', '-i', file(image, key)), mutates: true, nothrow: true, quiet: true, timeoutMs: 10 * 60_000 });
       if (r.code === 0) {
-        archives.set(image, file(image, key));
+        await recordCacheFile(runner, cc, image, file(image, key));
         return true;
       }
       // A damaged file (a disk filled mid-save): build instead, and replace it.
@@ -153,7 +181,7 @@ export function clusterImageCache(cc: ClusterConfig): ImageCache {
         await runner.run({ argv: docker(cc, 'save', '-o', tmp, image), mutates: true, quiet: true, timeoutMs: 10 * 60_000 });
         for (const old of fs.readdirSync(dir)) if (old.startsWith(prefix(image)) && old.endsWith('.tar')) fs.rmSync(path.join(dir, old), { force: true });
         fs.renameSync(tmp, file(image, key));
-        archives.set(image, file(image, key));
+        await recordCacheFile(runner, cc, image, file(image, key));
       } finally {
         fs.rmSync(tmp, { force: true });
       }

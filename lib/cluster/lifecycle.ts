@@ -18,6 +18,7 @@ import { cgroupPids, hostLeftovers, prepareHost, recordBaseline, restoreHost } f
 import { containerdHasImage, ctr, ensureBaseImage, ensurePauseImage, loadImage } from './images.ts';
 import { apiServerUrl, ensurePki, writeKubeconfigs } from './pki.ts';
 import { KEDA_PROCESSES, kedaMissing, startKeda } from './keda.ts';
+import { startTraefik, TRAEFIK_PORTS, TRAEFIK_PROCESS, traefikMissing } from './traefik.ts';
 
 /** The process registry lives in the cluster's own state dir (lib/processes.ts keys it by stateDir). */
 const registry = (cc: ClusterConfig) => ({ stateDir: cc.dir }) as Pick<Config, 'stateDir'> as Config;
@@ -42,10 +43,11 @@ export function missingPrerequisites(cc: ClusterConfig): string[] {
   const bins = missingBinaries(cc);
   if (bins.length) out.push(`binaries in ${cc.binDir}: ${bins.join(', ')} (npx tsx tasks/cluster.ts build)`);
   if (cc.addons.includes('keda')) out.push(...kedaMissing(cc));
+  if (cc.addons.includes('traefik')) out.push(...traefikMissing(cc));
   return out;
 }
 
-const OWN_PROGRAMS = /^(containerd|containerd-shim.*|ctr|runc|dockerd|docker-proxy|etcd|kube-.*|kubelet|coredns|keda|keda-adapter)$/;
+const OWN_PROGRAMS = /^(containerd|containerd-shim.*|ctr|runc|dockerd|docker-proxy|etcd|kube-.*|kubelet|coredns|keda|keda-adapter|traefik)$/;
 
 function strays(cc: ClusterConfig, known: readonly ProcessEntry[]): ProcessEntry[] {
   const out: ProcessEntry[] = [];
@@ -119,7 +121,8 @@ export async function startComponent(runner: Runner, cc: ClusterConfig, c: Compo
 }
 
 async function assertPortsFree(cc: ClusterConfig): Promise<void> {
-  for (const [name, port] of Object.entries(cc.ports)) {
+  const ports: [string, number][] = [...Object.entries(cc.ports), ...(cc.addons.includes('traefik') ? Object.entries(TRAEFIK_PORTS).map(([n, p]) => [`traefik ${n}`, p] as [string, number]) : [])];
+  for (const [name, port] of ports) {
     if (!(await isPortFree(port))) {
       throw new UserError(`port ${port} on 127.0.0.1 (${name}) is in use`, 'stop what holds it (another cluster?) — `ss -ltnp` shows the process');
     }
@@ -138,7 +141,7 @@ export async function clusterUpCmd(runner: Runner, cc: ClusterConfig, log: Log =
   const already = await clusterUp(runner, cc);
   if (already) {
     const lines = [`already up: ${already}`];
-    if (cc.addons.includes('keda')) lines.push(await startAddonKeda(runner, cc, log));
+    lines.push(...(await startAddons(runner, cc, log)));
     return { alreadyUp: true, lines, seconds: (Date.now() - t0) / 1000 };
   }
   const missing = missingPrerequisites(cc);
@@ -169,7 +172,7 @@ export async function clusterUpCmd(runner: Runner, cc: ClusterConfig, log: Log =
     if (!(await waitFor(() => nodeReady(runner, cc), 90_000, 500))) {
       throw new UserError('node "localhost" did not become Ready within 90 s', `see ${path.join(clusterPaths(cc).logs, 'kubelet.log')}`);
     }
-    if (cc.addons.includes('keda')) lines.push(await startAddonKeda(runner, cc, log));
+    lines.push(...(await startAddons(runner, cc, log)));
   } catch (err) {
     log(`up failed: stopping what it started`);
     await clusterDown(runner, cc, { purge: false }, log).catch(() => []);
@@ -178,6 +181,14 @@ export async function clusterUpCmd(runner: Runner, cc: ClusterConfig, log: Log =
   const seconds = (Date.now() - t0) / 1000;
   lines.push(`up in ${seconds.toFixed(1)} s; ${clusterRssMiB(cc)} MiB resident; export KUBECONFIG=${clusterPaths(cc).kubeconfig}`);
   return { alreadyUp: false, lines, seconds };
+}
+
+/** The configured add-ons (CLUSTER_ADDONS), each a host process of the cluster. */
+async function startAddons(runner: Runner, cc: ClusterConfig, log: Log): Promise<string[]> {
+  const lines: string[] = [];
+  if (cc.addons.includes('keda')) lines.push(await startAddonKeda(runner, cc, log));
+  if (cc.addons.includes('traefik')) lines.push(await startTraefik(runner, cc, (c) => startComponent(runner, cc, c, log), log));
+  return lines;
 }
 
 /** KEDA as host processes of the cluster: registered and stopped like its other components. */
@@ -201,7 +212,7 @@ export async function clusterDown(runner: Runner, cc: ClusterConfig, opts: { pur
       }),
     );
   };
-  await stop([...KEDA_PROCESSES, 'kube-router', 'coredns', 'kube-proxy', 'kube-controller-manager', 'kube-scheduler'], 10_000);
+  await stop([TRAEFIK_PROCESS, ...KEDA_PROCESSES, 'kube-router', 'coredns', 'kube-proxy', 'kube-controller-manager', 'kube-scheduler'], 10_000);
   const alive = (n: string) => !!byName(n) && isAlive(byName(n)!);
   const tasks = async () => {
     const r = await runner.run({ argv: ctr(cc, 'tasks', 'ls', '-q'), nothrow: true, quiet: true });
@@ -241,9 +252,10 @@ export interface StatusReport {
 
 export async function clusterStatus(runner: Runner, cc: ClusterConfig): Promise<StatusReport> {
   const entries = listProcesses(registry(cc));
-  const lines = components(cc).map((c) => {
-    const e = entries.find((x) => x.name === c.name);
-    return `${c.name.padEnd(24)} ${e ? (isAlive(e) ? `running (pid ${e.pid})` : `dead (pid ${e.pid}, log ${e.logFile})`) : 'stopped'}`;
+  const addonProcesses = [...(cc.addons.includes('keda') ? KEDA_PROCESSES : []), ...(cc.addons.includes('traefik') ? [TRAEFIK_PROCESS] : [])];
+  const lines = [...components(cc).map((c) => c.name), ...addonProcesses].map((name) => {
+    const e = entries.find((x) => x.name === name);
+    return `${name.padEnd(24)} ${e ? (isAlive(e) ? `running (pid ${e.pid})` : `dead (pid ${e.pid}, log ${e.logFile})`) : 'stopped'}`;
   });
   const up = await clusterUp(runner, cc);
   lines.push(up ? `cluster: up — ${up}; ${clusterRssMiB(cc)} MiB resident` : 'cluster: not up');

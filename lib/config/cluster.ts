@@ -5,7 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { UserError } from '../errors.ts';
 import { BASE_IMAGE_SUITE } from '../versions.ts';
-import { group, oneOf, str, type Values, type VarSpec } from './spec.ts';
+import { group, str, type Values, type VarSpec } from './spec.ts';
 
 /** The debootstrapped base lib/cluster/images.ts makes (CLUSTER_BASE_IMAGE overrides it). */
 export const CLUSTER_BASE_IMAGE_DEFAULT = `digdag-ha-base:${BASE_IMAGE_SUITE}`;
@@ -13,6 +13,10 @@ const DEBIAN_MIRROR_DEFAULT = 'http://deb.debian.org/debian';
 const IMAGE_NAME = /^[a-z0-9][a-z0-9._\-/]*:[A-Za-z0-9._-]+$/;
 /** The node's address on the pods' bridge: pods' gateway, and where the cluster's CoreDNS answers. */
 const NODE_ADDRESS = '10.244.0.1';
+/** The add-ons the test cluster can start (lib/cluster/keda.ts, lib/cluster/traefik.ts). */
+export const CLUSTER_ADDONS = ['keda', 'traefik'] as const;
+export type ClusterAddon = (typeof CLUSTER_ADDONS)[number];
+const ADDONS_PATTERN = new RegExp(`^((${CLUSTER_ADDONS.join('|')})(,(${CLUSTER_ADDONS.join('|')}))*)?$`);
 
 export const CLUSTER_SECTION_VARIABLES: readonly VarSpec[] = group('Test cluster', [
   { name: 'DIGDAG_HA_CLUSTER_DIR', default: '', kind: str('/var/tmp/digdag-ha-cluster'),
@@ -23,8 +27,8 @@ export const CLUSTER_SECTION_VARIABLES: readonly VarSpec[] = group('Test cluster
     description: 'Name (with a tag) of the debootstrapped base image the test cluster\'s images are built from.' },
   { name: 'CLUSTER_DEBIAN_MIRROR', default: DEBIAN_MIRROR_DEFAULT, kind: str(DEBIAN_MIRROR_DEFAULT),
     description: 'Debian mirror debootstrap makes the test cluster\'s base image from.' },
-  { name: 'CLUSTER_ADDONS', default: '', kind: oneOf(['', 'keda']),
-    description: 'Add-ons `up` starts with the test cluster: keda (KEDA\'s operator and external-metrics API server, built by bash .ci/install-keda; needed by AGENT_AUTOSCALING=keda). Empty: none.' },
+  { name: 'CLUSTER_ADDONS', default: '', kind: str('keda,traefik', ADDONS_PATTERN),
+    description: 'Add-ons `up` starts with the test cluster, comma-separated: keda (KEDA\'s operator and external-metrics API server, built by bash .ci/install-keda; needed by AGENT_AUTOSCALING=keda), traefik (the Ingress controller: Traefik\'s kubernetesIngressNGINX provider serves the `nginx` IngressClass on 127.0.0.1:80/443, built by bash .ci/install-traefik). Empty: none.' },
 ]);
 
 export interface ClusterSection {
@@ -38,8 +42,8 @@ export interface ClusterSection {
   readonly cacheDir: string;
   readonly baseImage: string;
   readonly debianMirror: string;
-  /** Add-ons started with the cluster (lib/cluster/keda.ts). */
-  readonly addons: readonly 'keda'[];
+  /** Add-ons started with the cluster (lib/cluster/keda.ts, lib/cluster/traefik.ts). */
+  readonly addons: readonly ClusterAddon[];
 }
 
 export function clusterSection(v: Values): ClusterSection {
@@ -61,6 +65,6 @@ export function clusterSection(v: Values): ClusterSection {
     cacheDir: path.resolve(v.str('DIGDAG_HA_CACHE_DIR') || path.join(xdgCache, 'digdag-ha')),
     baseImage,
     debianMirror,
-    addons: v.str('CLUSTER_ADDONS') ? [v.str('CLUSTER_ADDONS') as 'keda'] : [],
+    addons: [...new Set(v.str('CLUSTER_ADDONS').split(',').filter(Boolean) as ClusterAddon[])],
   };
 }

@@ -2,7 +2,10 @@
 // redirected to HTTPS and HTTPS answers (saying whether the certificate is trusted: without
 // INGRESS_HOST nginx serves its own self-signed one); without credentials the API refuses (401
 // from Digdag, or from nginx with EDGE_AUTH=nginx-basic); with them it answers. Requests go to
-// the Ingress address with the host name in Host and SNI, so no DNS record is needed.
+// the Ingress address with the host name in Host and SNI, so no DNS record is needed. When the
+// toolkit knows the certificate the Ingress must serve (its TLS Secret, INGRESS_TLS=existingSecret),
+// the one served must be exactly that one, for the host.
+import crypto from 'node:crypto';
 import http from 'node:http';
 import https from 'node:https';
 import { apiCredentials, authorizationHeader } from '../auth.ts';
@@ -13,6 +16,8 @@ export interface IngressTarget {
   address: string;
   httpPort?: number;
   httpsPort?: number;
+  /** PEM of the certificate the controller must serve (from the Ingress's TLS Secret). */
+  certificate?: string;
 }
 
 interface Answer {
@@ -20,6 +25,8 @@ interface Answer {
   location?: string;
   error?: string;
   untrusted?: boolean;
+  /** sha256 fingerprint of the certificate the server presented (TLS only). */
+  served?: string;
 }
 
 function get(tls: boolean, t: IngressTarget, host: string | undefined, path: string, headers: Record<string, string>, insecure: boolean): Promise<Answer> {
@@ -33,9 +40,10 @@ function get(tls: boolean, t: IngressTarget, host: string | undefined, path: str
       timeout: 10_000,
       ...(tls ? { servername: host && !/^[\d.]+$/.test(host) ? host : undefined, rejectUnauthorized: !insecure } : {}),
     };
-    const req = (tls ? https : http).request(opts, (res) => {
+    const req = (tls ? https : http).request({ ...opts, agent: false }, (res) => {
+      const served = tls ? (res.socket as import('node:tls').TLSSocket).getPeerCertificate?.()?.fingerprint256 : undefined;
       res.resume();
-      resolve({ status: res.statusCode, location: res.headers.location });
+      resolve({ status: res.statusCode, location: res.headers.location, served });
     });
     req.on('timeout', () => req.destroy(new Error('timed out')));
     req.on('error', (e: NodeJS.ErrnoException) => resolve({ error: e.code ?? e.message }));
@@ -82,6 +90,15 @@ export async function probeIngress(config: Config, t: IngressTarget): Promise<In
     return { ok: ok && refused, detail: notes.join('; '), url: `https://${name}` };
   }
   const withCreds = await fetch('/api/projects', auth);
+  if (tls && t.certificate) {
+    // Pinned: the Secret's certificate, for this host, is what the controller presented.
+    const want = new crypto.X509Certificate(t.certificate);
+    const same = !!withCreds.served && withCreds.served === want.fingerprint256;
+    const forHost = !host || !!want.checkHost(host);
+    ok &&= same && forHost;
+    notes.push(same ? `certificate served = the TLS Secret's (${want.subject.replace(/\n/g, ', ')}${host ? `, for ${host}` : ''})` : `certificate served is NOT the TLS Secret's (${withCreds.served ?? withCreds.error})`);
+    if (!forHost) notes.push(`the TLS Secret's certificate is not for ${host}`);
+  }
   if (creds) {
     ok &&= without.status === 401;
     notes.push(`no credentials → ${without.status ?? without.error}`);
@@ -90,6 +107,6 @@ export async function probeIngress(config: Config, t: IngressTarget): Promise<In
   }
   ok &&= withCreds.status === 200;
   notes.push(`${creds ? 'generated credentials' : 'request'} → ${withCreds.status ?? withCreds.error}`);
-  if (withCreds.untrusted) notes.push(host ? `certificate for ${host} NOT trusted yet (cert-manager still issuing? check: kubectl -n ${config.k8s.namespace} describe certificate)` : 'certificate not trusted: without INGRESS_HOST nginx serves its self-signed default one');
+  if (withCreds.untrusted && !t.certificate) notes.push(host ? `certificate for ${host} NOT trusted yet (cert-manager still issuing? check: kubectl -n ${config.k8s.namespace} describe certificate)` : 'certificate not trusted: without INGRESS_HOST nginx serves its self-signed default one');
   return { ok, detail: notes.join('; '), url: `${tls ? 'https' : 'http'}://${name}` };
 }

@@ -137,7 +137,7 @@ const ops: TargetOps = {
   edgeChecks: async (ctx): Promise<Check[]> => {
     const address = ctx.facts.ingressAddress;
     if (!address) return [];
-    const r = await probeIngress(ctx.config, { address });
+    const r = await probeIngress(ctx.config, { address, certificate: ctx.facts.ingressCertificate });
     return [{ role: 'ui', what: `through the Ingress (${r.url}): ${ctx.config.security.ingressTls === 'none' ? '' : 'HTTP redirected to HTTPS, '}401 without credentials, 200 with them`, ok: r.ok, detail: r.detail }];
   },
   verifyHint: (config) => `kubectl -n ${config.k8s.namespace} get events; kubectl -n ${config.k8s.namespace} logs -l app.kubernetes.io/name=digdag`,

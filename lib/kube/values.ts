@@ -117,7 +117,7 @@ export function valuesFromConfig(config: Config): ChartValues {
     gcp: { project: config.gcp.project, workloadIdentityServiceAccount: config.target === 'gke' ? config.k8s.gcpServiceAccount : '' },
     // Tests and air-gapped setups only; absent (the chart's defaults: nothing rendered) unless set.
     ...(google.address || google.caPem || google.metadataServer ? { googleApis: { address: google.address, caBundle: google.caPem, ...(google.metadataServer ? { metadataServer: google.metadataServer } : {}) } } : {}),
-    ingress: { enabled: true, host: config.k8s.ingressHost, tls: { mode: s.ingressTls, issuer: s.tlsIssuer } },
+    ingress: { enabled: true, host: config.k8s.ingressHost, tls: { mode: s.ingressTls, issuer: s.tlsIssuer, secretName: s.tlsSecret } },
     edgeAuth: { mode: s.edgeAuth, existingSecret: s.edgeAuth === 'nginx-basic' ? SECRET_NAMES.edge : '', iapOauthSecret: s.iapOauthSecret },
     autoscaling: {
       mode: config.k8s.autoscaling,
@@ -148,6 +148,7 @@ export function valuesFromConfig(config: Config): ChartValues {
 /** Which toolkit variable sets a chart value: a refusal of the chart is translated with it. */
 export const VALUE_VARIABLES: Readonly<Record<string, string>> = {
   'ingress.tls.mode': 'INGRESS_TLS',
+  'ingress.tls.secretName': 'INGRESS_TLS_SECRET',
   'ingress.host': 'INGRESS_HOST',
   'edgeAuth.mode': 'EDGE_AUTH',
   'auth.mode': 'AUTH',

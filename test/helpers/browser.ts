@@ -27,6 +27,7 @@ interface Message {
 export class Browser {
   private seq = 0;
   private readonly pending = new Map<number, (m: Message) => void>();
+  private readonly listeners: ((m: Message) => void)[] = [];
   private buffer = '';
 
   private constructor(private readonly proc: ChildProcess, private readonly profile: string) {
@@ -39,13 +40,15 @@ export class Browser {
         const m = JSON.parse(this.buffer.slice(0, nul)) as Message;
         this.buffer = this.buffer.slice(nul + 1);
         if (m.id !== undefined) this.pending.get(m.id)?.(m);
+        else if (m.method) for (const l of this.listeners) l(m);
       }
     });
   }
 
-  static launch(bin: string): Browser {
+  /** `extraArgs`: e.g. --host-resolver-rules for a test host name, --ignore-certificate-errors-spki-list for its certificate. */
+  static launch(bin: string, extraArgs: readonly string[] = []): Browser {
     const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'dh-chromium-'));
-    const proc = spawn(bin, ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--disable-dev-shm-usage', `--user-data-dir=${profile}`, '--remote-debugging-pipe', 'about:blank'], { stdio: ['ignore', 'ignore', 'ignore', 'pipe', 'pipe'] });
+    const proc = spawn(bin, ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--disable-dev-shm-usage', `--user-data-dir=${profile}`, '--remote-debugging-pipe', ...extraArgs, 'about:blank'], { stdio: ['ignore', 'ignore', 'ignore', 'pipe', 'pipe'] });
     return new Browser(proc, profile);
   }
 
@@ -61,6 +64,11 @@ export class Browser {
       });
       (this.proc.stdio[3] as Writable).write(`${JSON.stringify({ id, method, params, ...(sessionId ? { sessionId } : {}) })}\0`);
     });
+  }
+
+  /** Calls `fn` with every event (a message with a method and no id). */
+  onEvent(fn: (m: Message) => void): void {
+    this.listeners.push(fn);
   }
 
   async newPage(): Promise<Page> {
@@ -87,6 +95,24 @@ export class Page {
 
   send(method: string, params: Record<string, unknown> = {}) {
     return this.browser.send(method, params, this.sessionId);
+  }
+
+  /**
+   * Answers HTTP authentication challenges (a server's 401 with WWW-Authenticate, which a person
+   * would see as the browser's prompt) with these credentials, or cancels them (null): the page
+   * then shows the 401's body.
+   */
+  async answerAuth(credentials: { user: string; password: string } | null): Promise<void> {
+    this.browser.onEvent((m) => {
+      if (m.sessionId !== this.sessionId) return;
+      const requestId = m.params?.requestId;
+      if (m.method === 'Fetch.requestPaused') void this.send('Fetch.continueRequest', { requestId }).catch(() => undefined);
+      if (m.method === 'Fetch.authRequired') {
+        const authChallengeResponse = credentials ? { response: 'ProvideCredentials', username: credentials.user, password: credentials.password } : { response: 'CancelAuth' };
+        void this.send('Fetch.continueWithAuth', { requestId, authChallengeResponse }).catch(() => undefined);
+      }
+    });
+    await this.send('Fetch.enable', { handleAuthRequests: true, patterns: [{ urlPattern: '*' }] });
   }
 
   async navigate(url: string): Promise<void> {

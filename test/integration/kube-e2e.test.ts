@@ -59,6 +59,7 @@ import { pushProject } from '../../lib/push-workflow.ts';
 import { soak, soakSummary } from '../../lib/soak.ts';
 import { kedaMissing } from '../../lib/cluster/keda.ts';
 import { kedaTests } from './suites/keda.ts';
+import { applyTlsSecret, frontDoor, proveFrontDoor, type FrontDoor } from '../helpers/front-door.ts';
 
 const runner = new ShellRunner(false, () => {});
 const log = (l: string) => process.stderr.write(`  [kube-e2e] ${l}\n`);
@@ -71,12 +72,14 @@ let state: string;
 
 const CHART_NS = 'digdag-chart';
 /** The short soak's length: kills at a third and two thirds of it. */
-const SOAK_SECONDS = 90;
+const SOAK_SECONDS = 60;
 /** The offline Google Cloud the deployment uses (undefined: emulators not built, see gcpMissing). */
 let gcp: GoogleApis | undefined;
 let gcpMissing: string | undefined;
 /** Why the KEDA suite skips (KEDA not built), or undefined: KEDA comes up with the cluster. */
 let kedaWhy: string | undefined;
+/** The front door: Traefik serving the release's Ingress (test/helpers/front-door.ts). */
+let door: FrontDoor;
 const GCP_TEST_PROJECT = 'digdag-ha-test';
 const KEY_SA = `digdag-key@${GCP_TEST_PROJECT}.iam.gserviceaccount.com`;
 /** The account the metadata server on the bridge serves the chart's keyless release (ADC), and its log bucket. */
@@ -95,7 +98,10 @@ before(async () => {
   const base = { DIGDAG_HA_TARGET: 'cluster', DIGDAG_HA_STATE_DIR: state, RESOURCE_PROFILE: 'small', PORT_FORWARD_PORT: String(port), DIGDAG_HA_CLUSTER_DIR: path.join(state, 'c'), ...lockTimings, ...runtimeVars };
   const keda = kedaMissing(loadClusterConfig(testConfig({ ...base, CLUSTER_ADDONS: 'keda' })));
   kedaWhy = keda.length ? `KEDA is not in the cache: ${keda.join('; ')}` : undefined;
-  const vars = { ...base, ...(kedaWhy ? {} : { CLUSTER_ADDONS: 'keda' }) };
+  const vars: Record<string, string> = { ...base, ...(kedaWhy ? {} : { CLUSTER_ADDONS: 'keda' }) };
+  // The front door (Traefik) joins the add-ons when it is in the cache.
+  door = frontDoor(loadClusterConfig(testConfig(vars)));
+  Object.assign(vars, door.vars);
   config = testConfig(vars);
   cc = loadClusterConfig(config);
   const missing = missingPrerequisites(cc);
@@ -119,18 +125,19 @@ before(async () => {
   }
   ctx = testCtx(config, runner);
   // The PostgreSQL stand-in, built from the debootstrapped base (apt reaches Debian's mirror).
-  const tImages = Date.now();
+  let t0 = Date.now();
   log(await ensureBaseImage(runner, cc));
-  const images = clusterImageHost(config);
-  log(`${CLUSTER_POSTGRES_IMAGE}: ${await buildImage(runner, config, images, CLUSTER_POSTGRES_IMAGE, path.join(ROOT, 'docker', 'postgres', 'Dockerfile'), path.join(ROOT, 'docker', 'postgres'))}`);
-  await images.load(runner, CLUSTER_POSTGRES_IMAGE);
+  const pg = await buildImage(runner, config, clusterImageHost(config), CLUSTER_POSTGRES_IMAGE, path.join(ROOT, 'docker', 'postgres', 'Dockerfile'), path.join(ROOT, 'docker', 'postgres'));
+  await loadImage(runner, cc, CLUSTER_POSTGRES_IMAGE);
+  log(`${CLUSTER_POSTGRES_IMAGE}: ${pg}, in containerd, ${since(t0)} s`);
   // busybox probe pods for the NetworkPolicy tests.
+  t0 = Date.now();
   await ensureTestImage(runner, cc);
   await loadImage(runner, cc, cc.testImage);
-  log(`images ready in ${since(tImages)} s`);
-  const tRuntime = Date.now();
+  log(`${cc.testImage} in containerd, ${since(t0)} s`);
+  t0 = Date.now();
   runtimeMissing = Object.keys(runtimeVars).length ? await prepareRuntime(config, runner) : 'no Digdag runtime configured (set DIGDAG_SOURCE=jar DIGDAG_JAR=… or a reachable MAVEN_REPO_URL)';
-  log(`Digdag runtime prepared in ${since(tRuntime)} s`);
+  log(`the Digdag image: ${runtimeMissing ?? 'in containerd'}, ${since(t0)} s`);
 });
 
 after(async () => {
@@ -272,14 +279,8 @@ test('a port-forward reaches PostgreSQL, and the digdag role logs in with the ge
 test('Digdag on the cluster: the whole pipeline (image build, migration, rollouts, push) and verify-ha', async (t) => {
   if (skipped(t)) return;
   if (runtimeMissing) return t.skip(`SKIPPED — needs a Digdag runtime: ${runtimeMissing}`);
-  // build-image timed on its own: the image's share of the pipeline (built, or loaded from the cache).
-  const t0 = Date.now();
-  await runSteps(ALL_STEPS.filter((s) => s.name === 'build-image'), ctx, { renderer: 'silent' });
-  const size = (await runner.run({ argv: clusterDocker(cc, 'image', 'inspect', '--format', '{{.Size}}', config.k8s.image), quiet: true, nothrow: true })).stdout.trim();
-  log(`build-image: ${config.k8s.image} (${(Number(size) / 1e6).toFixed(0)} MB) built or restored and imported in ${since(t0)} s`);
-  const t1 = Date.now();
-  await runSteps(ALL_STEPS.filter((s) => s.name !== 'build-image'), ctx, { renderer: 'silent' });
-  log(`the rest of the pipeline and verify-ha: ${since(t1)} s`);
+  await applyTlsSecret(config, path.join(state, 'front-door'), k); // INGRESS_TLS=existingSecret
+  await runSteps(ALL_STEPS, ctx, { renderer: 'silent' });
   const summary = ctx.facts.summary ?? '';
   log(summary);
   assert.doesNotMatch(summary, /\bFAIL\b/);
@@ -424,6 +425,16 @@ test('Digdag on the cluster is closed to the wrong pods and to requests without 
   const noBrowser = await proveBrowserLogin(config, url);
   await proveCliLogin(config, runner, url);
   if (noBrowser) t.skip(`browser part SKIPPED: ${noBrowser} (the rest ran)`);
+});
+
+test('the front door: Traefik serves the Ingress as rendered for nginx — HTTP→HTTPS, the Secret\'s certificate from the test CA, 401 at the edge and at Digdag, 200 with credentials, a session sticking to one of two UI pods, the browser login and digdag push/start through it', { timeout: 600_000 }, async (t) => {
+  if (skipped(t)) return;
+  if (runtimeMissing) return t.skip(`SKIPPED — needs a Digdag runtime: ${runtimeMissing}`);
+  if (door.missing) return t.skip(`SKIPPED — no Ingress controller: ${door.missing}`);
+  const t0 = Date.now();
+  const r = await proveFrontDoor({ ctx, runner, dir: path.join(state, 'front-door'), k, apiUrl: kubeTarget.apiUrl(ctx), log });
+  log(`front door ${since(t0)} s`);
+  if (r.browserSkipped) t.skip(`browser part SKIPPED: ${r.browserSkipped} (the rest ran)`);
 });
 
 test('down --purge removes the namespace, says what happens to the Retain volume, deletes the local secrets', async (t) => {

@@ -106,3 +106,18 @@ test('IAP in front: a request without a Google login must be refused (redirected
   mode = { redirect: true, openWithoutAuth: true, iap: false };
   assert.equal((await probeIngress(iap, target())).ok, false, 'an open API behind "IAP" fails');
 });
+
+test('the certificate the toolkit expects (the TLS Secret\'s): served → passes, named; another one served → fails', async () => {
+  mode = { redirect: true, openWithoutAuth: false, iap: false };
+  const served = fs.readFileSync(path.join(dir, 'cert.pem'), 'utf8');
+  const r = await probeIngress(config, { ...target(), certificate: served });
+  assert.equal(r.ok, true, r.detail);
+  assert.match(r.detail, /certificate served = the TLS Secret's \(CN=Kubernetes Ingress Controller Fake Certificate\)/);
+  assert.doesNotMatch(r.detail, /not trusted/, 'pinned: trust comes from the Secret');
+  const other = path.join(dir, 'other.pem');
+  const ssl = spawnSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', path.join(dir, 'other.key'), '-out', other, '-days', '1', '-subj', '/CN=another'], { encoding: 'utf8' });
+  assert.equal(ssl.status, 0, ssl.stderr);
+  const wrong = await probeIngress(config, { ...target(), certificate: fs.readFileSync(other, 'utf8') });
+  assert.equal(wrong.ok, false);
+  assert.match(wrong.detail, /certificate served is NOT the TLS Secret's/);
+});

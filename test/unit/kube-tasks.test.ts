@@ -161,14 +161,7 @@ test('the own cluster keeps built images across clusters: the same build is load
   const build = () => buildImageOn(r, own, host, 'digdag-ha.local/postgres:15', path.join(context, 'Dockerfile'), context);
   const verbs = () => r.commands().map((c) => c.split(' ').find((w) => ['build', 'save', 'load'].includes(w))).filter(Boolean);
   assert.equal(await build(), 'built');
-  // containerd imports the archive the cache just kept: no second docker save.
-  const imports = () => r.commands().filter((c) => / images import /.test(c));
-  await host.load(r, 'digdag-ha.local/postgres:15');
-  const kept = path.join(cc.cacheDir, 'images', fs.readdirSync(path.join(cc.cacheDir, 'images'))[0]!);
-  assert.match(imports().at(-1)!, new RegExp(` images import ${kept}$`));
   assert.equal(await build(), 'loaded from the image cache');
-  await host.load(r, 'digdag-ha.local/postgres:15');
-  assert.match(imports().at(-1)!, new RegExp(` images import ${kept}$`), 'and the archive it was restored from');
   assert.deepEqual(verbs(), ['build', 'save', 'load']);
   // Another cluster (its own dockerd socket) and another state dir's copy of the context: the same build.
   const elsewhere = testConfig({ DIGDAG_HA_TARGET: 'cluster', DIGDAG_HA_CACHE_DIR: cc.cacheDir, DIGDAG_HA_CLUSTER_DIR: tempDir() });

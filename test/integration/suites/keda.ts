@@ -54,6 +54,8 @@ const LONG = 4;
 const LONG_SLEEP = 60;
 const COOLDOWN = 30;
 const SCALE_DOWN_PERIOD = 15;
+/** KEDA's polling interval in the test (AUTOSCALING_POLLING_SECONDS). */
+const POLLING = 5;
 const NAMESPACE = 'digdag-keda';
 
 /** What the file registering these tests shares: its runner, cluster and state, once its `before` ran. */
@@ -102,7 +104,7 @@ export function kedaTests(env: ClusterSuiteEnv): { stop(): Promise<void> } {
       WORKER_REPLICAS: String(MIN),
       AGENT_MAX_REPLICAS: String(MAX),
       AGENT_MAX_TASK_THREADS: String(THREADS),
-      AUTOSCALING_POLLING_SECONDS: '5',
+      AUTOSCALING_POLLING_SECONDS: String(POLLING),
       AUTOSCALING_COOLDOWN_SECONDS: String(COOLDOWN),
       AUTOSCALING_SCALE_DOWN_PERIOD_SECONDS: String(SCALE_DOWN_PERIOD),
       ...runtimeVars,
@@ -232,7 +234,11 @@ export function kedaTests(env: ClusterSuiteEnv): { stop(): Promise<void> } {
 
       // status, once back at the minimum: what KEDA and its HPA say, the queue by KEDA's query, the scale-in as the last step.
       const statusAt = Date.now();
-      const { view, problems } = await autoscalerNow();
+      // KEDA marks its trigger inactive at its first poll after the long tasks end (their attempts
+      // have just succeeded): wait that poll out, bounded, rather than read a view one poll old.
+      let now = await autoscalerNow();
+      await waitFor(async () => (now = await autoscalerNow()).view.active === false, (3 * POLLING + 5) * 1000, 1000);
+      const { view, problems } = now;
       assert.deepEqual(problems, []);
       assert.equal(view.mode, 'keda');
       assert.deepEqual(view.objects, ['ScaledObject/digdag-autoscaler', 'HorizontalPodAutoscaler/keda-hpa-digdag-autoscaler']);
