@@ -18,8 +18,10 @@ export const KUBERNETES_VARIABLES: readonly VarSpec[] = group('Kubernetes', [
     description: 'minikube profile (a dedicated cluster, so teardown deletes only ours).' },
   { name: 'IMAGE', default: 'digdag-ha:0.10.5.1', kind: str('asia-northeast1-docker.pkg.dev/my-project/digdag/digdag-ha:0.10.5.1', /^[a-z0-9][a-z0-9._\-/:@]*$/),
     description: 'Image name. On gke it must include the registry path; build-image pushes it there.' },
-  { name: 'INSTALL_GCLOUD', default: '', kind: oneOf(['', 'true', 'false']),
-    description: 'Install the gcloud SDK in the image so sh> tasks can call bq and gcloud. Empty: true, except on the cluster target (Google\'s apt repository is not a registry it can reach).' },
+  { name: 'INSTALL_GCLOUD', default: 'true', kind: oneOf(['true', 'false']),
+    description: 'Put the Google Cloud CLI (gcloud, bq, gsutil) into the image so sh> tasks can call them, with the same identity as bq>. It comes from GCLOUD_SDK, never from Google\'s apt repository, so an offline build has it too. false: a lean image without it.' },
+  { name: 'GCLOUD_SDK', default: '', kind: str('./google-cloud-cli-528.0.0-linux-x86_64.tar.gz'),
+    description: 'With INSTALL_GCLOUD=true: where the image\'s Google Cloud CLI comes from — an installed SDK\'s root directory (e.g. /usr/lib/google-cloud-sdk) or an SDK archive for Linux x86_64 (google-cloud-cli-<version>-linux-x86_64.tar.gz from https://cloud.google.com/sdk/docs/install). Empty: the SDK of the gcloud on PATH. Only its core is copied (gcloud, bq, gsutil, the bundled Python), never its credentials.' },
   { name: 'BASE_IMAGE', default: '', kind: str('debian:bookworm-slim', IMAGE_REF),
     description: 'Base image of the Digdag image (a JRE 17 is installed with apt when it has no java). Empty: eclipse-temurin 11 (pinned) on minikube/gke, the debootstrapped base (CLUSTER_BASE_IMAGE) on cluster.' },
   { name: 'POSTGRES_IMAGE', default: '', kind: str('mirror.example.com/postgres:15-alpine', IMAGE_REF),
@@ -52,6 +54,8 @@ export const KUBERNETES_VARIABLES: readonly VarSpec[] = group('Kubernetes', [
     description: 'Tests and air-gapped setups only: an IPv4 address (a node or pod address, not a Service IP) that Google\'s API host names (www/oauth2/bigquery/storage.googleapis.com) resolve to in every Digdag pod (hostAliases), allowed on port 443 by the NetworkPolicy — a private endpoint or offline stand-in. Empty: Google\'s own endpoints.' },
   { name: 'GOOGLE_APIS_CA_FILE', default: '', kind: str('./private-endpoint-ca.pem'),
     description: 'Tests and air-gapped setups only: PEM file of CA certificates every Digdag pod trusts besides the image\'s own (JVM truststore, gcloud/bq), e.g. the CA of GOOGLE_APIS_ADDRESS\'s endpoint. Certificates only (it goes into a ConfigMap). Empty: none.' },
+  { name: 'GOOGLE_METADATA_ADDRESS', default: '', kind: str('10.0.0.53:8080', /^(((25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d):([1-9]\d{0,4}))?$/),
+    description: 'Tests and air-gapped setups only: IPv4 address:port of a GCE-style metadata server that gives the Digdag pods their Application Default Credentials (GCE_METADATA_HOST/GCE_METADATA_IP/GCE_METADATA_ROOT in every Digdag container, allowed by the NetworkPolicy) — a stand-in for GKE\'s Workload Identity. Empty: the platform\'s own metadata server.' },
   { name: 'INGRESS_HOST', default: '', kind: str('digdag.example.com', /^([a-z0-9.-]+)?$/),
     description: 'Host name for the Ingress rule. Empty: any host (the minikube IP works).' },
   { name: 'PORT_FORWARD_PORT', default: '65432', kind: int(1024, 65535, '65432'),
@@ -66,6 +70,8 @@ export interface K8sConfig {
   readonly minikubeProfile: string;
   readonly image: string;
   readonly installGcloud: boolean;
+  /** GCLOUD_SDK, resolved: an installed SDK's root or an SDK archive; '' = the gcloud on PATH (lib/kube/gcloud-sdk.ts). */
+  readonly gcloudSdk: string;
   /** Base of the Digdag image; '' = the Dockerfile's default. */
   readonly baseImage: string;
   readonly postgresImage: string;
@@ -92,6 +98,8 @@ export interface K8sConfig {
 export interface GoogleApisOverride {
   /** GOOGLE_APIS_ADDRESS: where Google's API host names lead in the pods. */
   readonly address: string;
+  /** GOOGLE_METADATA_ADDRESS: ip:port of the metadata server the pods use instead of the platform's. */
+  readonly metadataServer: string;
   /** GOOGLE_APIS_CA_FILE, resolved. */
   readonly caFile: string;
   /** Its PEM text (CA certificates only). */
@@ -102,12 +110,20 @@ export interface GoogleApisOverride {
 function googleApisOverride(v: Values): GoogleApisOverride {
   const address = v.str('GOOGLE_APIS_ADDRESS');
   const caFile = v.path('GOOGLE_APIS_CA_FILE');
-  if ((address || caFile) && v.isLocal) {
-    throw new UserError(`${address ? 'GOOGLE_APIS_ADDRESS' : 'GOOGLE_APIS_CA_FILE'} is for Kubernetes targets (pod hostAliases and a mounted CA); the local target does not use it`,
-      'leave GOOGLE_APIS_ADDRESS and GOOGLE_APIS_CA_FILE empty on the local target (its processes use the machine\'s DNS and the JVM\'s own truststore)');
+  const metadataServer = v.str('GOOGLE_METADATA_ADDRESS');
+  const set = [address && 'GOOGLE_APIS_ADDRESS', caFile && 'GOOGLE_APIS_CA_FILE', metadataServer && 'GOOGLE_METADATA_ADDRESS'].filter(Boolean);
+  if (set.length && v.isLocal) {
+    throw new UserError(`${set[0]} is for Kubernetes targets (pod hostAliases, a mounted CA, the pods' metadata server); the local target does not use it`,
+      'leave GOOGLE_APIS_ADDRESS, GOOGLE_APIS_CA_FILE and GOOGLE_METADATA_ADDRESS empty on the local target (its processes use the machine\'s DNS, the JVM\'s own truststore and the user\'s Application Default Credentials)');
   }
-  if (address.startsWith('127.')) {
-    throw new UserError(`GOOGLE_APIS_ADDRESS=${address} is a loopback address: in a pod that is the pod itself`, 'set GOOGLE_APIS_ADDRESS to the endpoint\'s address as the pods reach it, e.g. a node address like 10.0.0.53');
+  for (const [name, value] of [['GOOGLE_APIS_ADDRESS', address], ['GOOGLE_METADATA_ADDRESS', metadataServer]] as const) {
+    if (value.startsWith('127.')) {
+      throw new UserError(`${name}=${value} is a loopback address: in a pod that is the pod itself`, `set ${name} to the address as the pods reach it, e.g. a node address like 10.0.0.53${name === 'GOOGLE_METADATA_ADDRESS' ? ':8080' : ''}`);
+    }
+  }
+  const port = Number(metadataServer.split(':')[1] ?? 0);
+  if (metadataServer && port > 65535) {
+    throw new UserError(`GOOGLE_METADATA_ADDRESS=${metadataServer}: port ${port} is not a TCP port`, 'give the metadata server as IPv4:port with a port from 1 to 65535, e.g. 10.0.0.53:8080');
   }
   let caPem = '';
   if (caFile) {
@@ -120,7 +136,7 @@ function googleApisOverride(v: Values): GoogleApisOverride {
       throw new UserError(`GOOGLE_APIS_CA_FILE=${shown} is not a PEM certificate`, 'give the CA certificates as PEM (-----BEGIN CERTIFICATE----- … -----END CERTIFICATE-----)');
     }
   }
-  return { address, caFile, caPem };
+  return { address, metadataServer, caFile, caPem };
 }
 
 /** `clusterBaseImage`: the own cluster's debootstrapped base (cluster harness section), the default base there. */
@@ -147,13 +163,13 @@ export function kubernetesConfig(v: Values, clusterBaseImage: string): K8sConfig
   // Kubernetes-only combinations of values (AGENT_MAX_REPLICAS below the lower bound, scale to zero
   // without KEDA or without an executor loop outside the workers, UI_REPLICAS=0,
   // the edge's TLS and authentication) are the chart's to refuse: chart/digdag-ha, rendered before anything is applied.
-  const installGcloud = v.str('INSTALL_GCLOUD');
   return {
     namespace: v.str('K8S_NAMESPACE'),
     context: v.str('KUBE_CONTEXT') || (target === 'minikube' ? v.str('MINIKUBE_PROFILE') : ''),
     minikubeProfile: v.str('MINIKUBE_PROFILE'),
     image,
-    installGcloud: installGcloud ? installGcloud === 'true' : target !== 'cluster',
+    installGcloud: v.str('INSTALL_GCLOUD') === 'true',
+    gcloudSdk: v.path('GCLOUD_SDK'),
     baseImage: v.str('BASE_IMAGE') || (target === 'cluster' ? clusterBaseImage : ''),
     postgresImage: postgresImage || (target === 'cluster' ? CLUSTER_POSTGRES_IMAGE : PUBLIC_POSTGRES_IMAGE),
     imagePullPolicy: (v.str('IMAGE_PULL_POLICY') || (target === 'gke' && !image.includes('@') ? 'Always' : 'IfNotPresent')) as K8sConfig['imagePullPolicy'],

@@ -18,6 +18,7 @@ import { ensureDir, listFiles } from '../state.ts';
 import { UI_CONFIG_RESOURCE, uiConfigJs } from '../ui-login.ts';
 import { compileDigdagPatches } from '../digdag-patches.ts';
 import { imageBuildFile } from './values.ts';
+import { GCLOUD_SDK_CONTEXT_DIR, gcloudSdkSource, SDK_KEPT_APIS, sdkIdentity, stageGcloudSdk } from './gcloud-sdk.ts';
 
 /** The images this target builds: Digdag always, PostgreSQL when it is the cluster target's own. */
 export function imagesToBuild(config: Config): { image: string; dockerDir: string }[] {
@@ -91,6 +92,8 @@ export function assembleContext(config: Config, rt: Runtime, jmxAgent: string): 
   fs.copyFileSync(path.join(MONITORING_DIR, 'jmx-exporter.yaml'), path.join(jmx, 'config.yaml'));
   // Filled by build-image when DIGDAG_PATCHES=true (lib/digdag-patches.ts); COPY needs the directory.
   ensureDir(path.join(dir, DIGDAG_PATCHES_CONTEXT_DIR), 0o755);
+  // Filled by build-image when INSTALL_GCLOUD=true (lib/kube/gcloud-sdk.ts); empty: a lean image.
+  ensureDir(path.join(dir, GCLOUD_SDK_CONTEXT_DIR), 0o755);
   const login = path.join(dir, UI_LOGIN_CONTEXT_DIR, UI_CONFIG_RESOURCE);
   ensureDir(path.dirname(login), 0o755);
   fs.writeFileSync(login, uiConfigJs(), { mode: 0o644 });
@@ -139,10 +142,22 @@ export async function buildImage(runner: Runner, config: Config, host: ImageHost
   return 'built';
 }
 
+/** The image's Google Cloud CLI as an input: its source and version (a new SDK rebuilds), false without it. */
+function gcloudInput(config: Config): string | false {
+  if (!config.k8s.installGcloud) return false;
+  try {
+    const src = gcloudSdkSource(config);
+    return `${src.path} ${sdkIdentity(src)} apis:${SDK_KEPT_APIS.join(',')}`;
+  } catch {
+    // Refused by run, with the fix.
+    return 'no SDK found';
+  }
+}
+
 /** build-image on Kubernetes; `ownCluster` is the own cluster's image host (lib/cluster/image-host.ts). */
 export const buildImageWith = (ownCluster?: ImageHostFor): Impl => ({
   inputs: (ctx) => ({
-    values: { ...runtimeInputs(ctx.config), digdagPatches: ctx.config.digdag.patches, images: imagesToBuild(ctx.config).map((i) => i.image), base: ctx.config.k8s.baseImage, gcloud: ctx.config.k8s.installGcloud, tz: ctx.config.k8s.tz, lang: ctx.config.k8s.lang, target: ctx.config.target },
+    values: { ...runtimeInputs(ctx.config), digdagPatches: ctx.config.digdag.patches, images: imagesToBuild(ctx.config).map((i) => i.image), base: ctx.config.k8s.baseImage, gcloud: gcloudInput(ctx.config), tz: ctx.config.k8s.tz, lang: ctx.config.k8s.lang, target: ctx.config.target },
     files: [...listFiles(DOCKER_DIR), path.join(MONITORING_DIR, 'jmx-exporter.yaml'), path.join(ROOT, 'lib', 'ui-login.ts')],
   }),
   healthy: async (ctx) => {
@@ -155,6 +170,8 @@ export const buildImageWith = (ownCluster?: ImageHostFor): Impl => ({
     return `${imagesToBuild(ctx.config).map((i) => i.image).join(', ')} built${host.loaded ? host.loadedNote ?? '' : ''}`;
   },
   run: async (ctx) => {
+    // Before anything is built: an SDK that cannot go into the image is refused with the fix.
+    const sdk = ctx.config.k8s.installGcloud ? gcloudSdkSource(ctx.config) : undefined;
     const host = imageHostOf(ctx.config, ownCluster);
     const info = await ctx.runner.run({ argv: host.docker('info', '--format', '{{.ServerVersion}}'), nothrow: true });
     if (info.code !== 0) {
@@ -169,6 +186,7 @@ export const buildImageWith = (ownCluster?: ImageHostFor): Impl => ({
       const how = await compileDigdagPatches(ctx.runner, await detectJava(ctx.config, ctx.runner), rt, path.join(context, DIGDAG_PATCHES_CONTEXT_DIR));
       ctx.runner.log(`digdag-ha's patches to Digdag (task callbacks retried while the database is unavailable, agent wake-ups): ${how} into the image`);
     }
+    if (sdk && changesApplied(ctx.runner)) ctx.runner.log(`${await stageGcloudSdk(ctx.runner, ctx.config, sdk, path.join(context, GCLOUD_SDK_CONTEXT_DIR))} into the image`);
     for (const { image, dockerDir } of imagesToBuild(ctx.config)) {
       const [dockerfile, dir] = image === ctx.config.k8s.image ? [path.join(context, 'Dockerfile'), context] : [path.join(dockerDir, 'Dockerfile'), dockerDir];
       const how = await buildImage(ctx.runner, ctx.config, host, image, dockerfile, dir);

@@ -117,7 +117,7 @@ export function valuesFromConfig(config: Config): ChartValues {
     logs: { server: config.logs.server, gcsBucket: config.logs.gcsBucket, gcsPath: config.logs.gcsPath },
     gcp: { project: config.gcp.project, workloadIdentityServiceAccount: config.target === 'gke' ? config.k8s.gcpServiceAccount : '' },
     // Tests and air-gapped setups only; absent (the chart's defaults: nothing rendered) unless set.
-    ...(google.address || google.caPem ? { googleApis: { address: google.address, caBundle: google.caPem } } : {}),
+    ...(google.address || google.caPem || google.metadataServer ? { googleApis: { address: google.address, caBundle: google.caPem, ...(google.metadataServer ? { metadataServer: google.metadataServer } : {}) } } : {}),
     ingress: { enabled: true, host: config.k8s.ingressHost, tls: { mode: s.ingressTls, issuer: s.tlsIssuer, secretName: s.tlsSecret } },
     edgeAuth: { mode: s.edgeAuth, existingSecret: s.edgeAuth === 'nginx-basic' ? SECRET_NAMES.edge : '', iapOauthSecret: s.iapOauthSecret },
     autoscaling: {
@@ -175,6 +175,7 @@ export const VALUE_VARIABLES: Readonly<Record<string, string>> = {
   'postgres.patroni.synchronous': 'POSTGRES_SYNC',
   'googleApis.address': 'GOOGLE_APIS_ADDRESS',
   'googleApis.caBundle': 'GOOGLE_APIS_CA_FILE',
+  'googleApis.metadataServer': 'GOOGLE_METADATA_ADDRESS',
 };
 
 /** The toolkit variables behind the chart values a message names, e.g. "ingress.host = INGRESS_HOST". */
@@ -199,6 +200,7 @@ export function renderWarnings(config: Config): string[] {
   if (!config.db.externalUrl && config.db.members === 1) out.push('POSTGRES_MEMBERS=1: the in-cluster PostgreSQL is one pod and NOT highly available — while it is down every Digdag role stalls, and its volume is the only copy of every project, schedule and history. Set POSTGRES_MEMBERS=3 (Patroni) or DATABASE_URL for an HA database.');
   if (!config.db.externalUrl && config.db.members > 1 && !config.db.synchronous) out.push('POSTGRES_SYNC=off: replication is asynchronous, so a failover can lose the last committed transactions.');
   if (config.k8s.googleApis.address) out.push(`GOOGLE_APIS_ADDRESS=${config.k8s.googleApis.address}: Google's API host names lead there in every Digdag pod, not to Google (tests and air-gapped setups only).`);
+  if (config.k8s.googleApis.metadataServer) out.push(`GOOGLE_METADATA_ADDRESS=${config.k8s.googleApis.metadataServer}: every Digdag pod takes its Google identity from that metadata server, not the platform's (tests and air-gapped setups only).`);
   if (s.ingressTls === 'none') out.push('INGRESS_TLS=none: the Ingress serves plain HTTP; passwords cross the network in clear text.');
   if (s.auth === 'none' && s.edgeAuth !== 'iap') out.push('AUTH=none: Digdag accepts every request; only the NetworkPolicies and the edge stand between the network and sh> tasks.');
   return out;

@@ -8,8 +8,12 @@
 // prerequisites missing → SKIPPED with the reason. With the GCP emulators built (test/helpers/gcp),
 // the deployment is pointed at them for its whole life the way a user's air-gapped setup would be
 // (GOOGLE_APIS_ADDRESS = the bridge address the edge also answers on, GOOGLE_APIS_CA_FILE = the
-// test CA, GCP_SA_KEY_FILE = a key of the test token authority), and the BigQuery sample runs in
-// the worker pods. The database (3 Patroni members): verify-ha kills its leader under an attempt,
+// test CA, GCP_SA_KEY_FILE = a key of the test token authority), and the BigQuery sample runs whole
+// in the worker pods (bq> and sh> bq as the key's account; a wrong key: no success, the cause named). The
+// chart's own release: its database through the Cloud SQL proxy sidecar (the proxy's own key
+// Secret, cloudSqlProxy.keySecret), Digdag in it keyless — ADC from the test metadata server on the
+// bridge (googleApis.metadataServer), GCS task logs read back through a ui pod, no identity named
+// as the cause (test/helpers/gcp/cluster.ts). The database (3 Patroni members): verify-ha kills its leader under an attempt,
 // and a short run of the chaos soak (tasks/soak.ts's own code) kills it twice more — once its
 // postmaster, once its pod — while attempts are submitted: none may fail or go missing. Last,
 // on the same cluster (KEDA comes up with it when built), the autoscaling tests of suites/keda.ts.
@@ -30,7 +34,7 @@ import { buildImage } from '../../lib/kube/build-image.ts';
 import { runInitSql } from '../../lib/kube/init-db.ts';
 import { clusterKubectl, dbPod, kubectl } from '../../lib/kube/kubectl.ts';
 import { dbQuery } from '../../lib/kube/db-query.ts';
-import { attemptTasks, startAttempt, waitAttempt, workflowId } from '../../lib/digdag-api.ts';
+import { startAttempt, waitAttempt, workflowId } from '../../lib/digdag-api.ts';
 import { RELEASE, renderManifests } from '../../lib/kube/render.ts';
 import { runStep, runSteps, type Ctx } from '../../lib/pipeline.ts';
 import { freePortRange, isPortFree } from '../../lib/ports.ts';
@@ -49,6 +53,7 @@ import { kubeTarget } from '../../tasks/steps.ts';
 import { layoutRoles, taskRole } from '../../lib/roles.ts';
 import { helmBin } from '../helpers/tools.ts';
 import { emulatorsMissing, startGoogleApis, type GoogleApis } from '../helpers/gcp/index.ts';
+import { assertKeyNotIn, assertOneIdentity, emulatorRows, keylessReleaseValues, proveKeylessRelease, proveWrongKey, runWorkflow, SAMPLE_DIR, SAMPLE_ROWS } from '../helpers/gcp/cluster.ts';
 import { clusterCloudSqlMissing, proveThroughProxy, proxyDiagnostics, startClusterCloudSql } from '../helpers/gcp/cloudsql-cluster.ts';
 import { pushProject } from '../../lib/push-workflow.ts';
 import { soak, soakSummary } from '../../lib/soak.ts';
@@ -77,6 +82,9 @@ let kedaWhy: string | undefined;
 let door: FrontDoor;
 const GCP_TEST_PROJECT = 'digdag-ha-test';
 const KEY_SA = `digdag-key@${GCP_TEST_PROJECT}.iam.gserviceaccount.com`;
+/** The account the metadata server on the bridge serves the chart's keyless release (ADC), and its log bucket. */
+const ADC_SA = `digdag-wi@${GCP_TEST_PROJECT}.iam.gserviceaccount.com`;
+const LOG_BUCKET = 'digdag-ha-release-logs';
 
 before(async () => {
   state = tempDir('dh-kube-e2e-');
@@ -111,7 +119,7 @@ before(async () => {
   if (!gcpMissing) {
     const t0 = Date.now();
     // The edge also answers on the bridge address: the only host address pods reach (the fence).
-    gcp = await startGoogleApis({ dir: path.join(state, 'gcp'), project: GCP_TEST_PROJECT, accounts: [KEY_SA], edgeIps: [cc.net.bridgeIp] });
+    gcp = await startGoogleApis({ dir: path.join(state, 'gcp'), project: GCP_TEST_PROJECT, accounts: [KEY_SA, ADC_SA], edgeIps: [cc.net.bridgeIp] });
     config = testConfig({ ...vars, GCP_PROJECT: GCP_TEST_PROJECT, GCP_SA_KEY_FILE: gcp.keyFile(KEY_SA), GOOGLE_APIS_ADDRESS: cc.net.bridgeIp, GOOGLE_APIS_CA_FILE: gcp.pki.caPem });
     log(`GCP emulators and the edge (127.0.0.77, ${cc.net.bridgeIp}) up in ${since(t0)} s`);
   }
@@ -278,60 +286,27 @@ test('Digdag on the cluster: the whole pipeline (image build, migration, rollout
   assert.doesNotMatch(summary, /\bFAIL\b/);
 });
 
-test('BigQuery from the worker pods: the sample\'s bq_ddl> and bq> reach the emulator by Google\'s host names (hostAliases → the edge on the bridge, the test CA in the JVM), every request with a token of the key\'s account', { timeout: 600_000 }, async (t) => {
+test('BigQuery from the worker pods, key mode: the whole sample (bq_ddl>, bq>, sh> bq) reaches the emulator by Google\'s host names (hostAliases → the edge on the bridge, the test CA in the JVM and the CLI), every request with a token of the key\'s account; a wrong key never succeeds and its retries name the cause', { timeout: 600_000 }, async (t) => {
   if (skipped(t)) return;
   if (runtimeMissing) return t.skip(`SKIPPED — needs a Digdag runtime: ${runtimeMissing}`);
   if (!gcp) return t.skip(`SKIPPED — ${gcpMissing}`);
   const t0 = Date.now();
   const endpoint = authenticatedEndpoint(config, kubeTarget.apiUrl(ctx));
-  // The sample without its sh> bq check: the own cluster's image has no gcloud (INSTALL_GCLOUD is
-  // false there: Google's apt repository is out of reach). Its bq> steps are the sample's own.
-  const sample = path.join(ROOT, 'workflows', 'bigquery-sample');
-  const dir = tempDir('bq-cluster-');
-  fs.cpSync(path.join(sample, 'queries'), path.join(dir, 'queries'), { recursive: true });
-  const dig = fs.readFileSync(path.join(sample, 'bigquery.dig'), 'utf8');
-  const check = dig.indexOf('\n+check:');
-  assert.ok(check > 0, 'the sample has a +check step');
-  fs.writeFileSync(path.join(dir, 'bigquery.dig'), dig.slice(0, check + 1));
   // push-workflow's path: the key becomes the project's gcp.credential secret through the API.
-  await pushProject(ctx, endpoint, { name: 'bigquery-sample', dir });
-  const from = gcp.edge.requests.length;
-  const id = await startAttempt(endpoint, await workflowId(endpoint, 'bigquery-sample', 'bigquery'), new Date(Math.floor(Date.now() / 1000) * 1000), { gcp_project: GCP_TEST_PROJECT, dataset: 'sample_cluster' });
-  const attempt = await waitAttempt(endpoint, id, 300_000);
-  const requests = gcp.edge.requests.slice(from);
-  if (!attempt.success) {
-    const tasks = (await attemptTasks(endpoint, id)).map((x) => `${x.fullName}: ${x.state}`).join(', ');
-    const logs = await k(['logs', '-l', `app.kubernetes.io/component=${taskRole(config.layout)}`, '--tail=60', '--prefix']);
-    assert.fail(`attempt ${id} failed (${tasks}); edge saw ${requests.map((r) => `${r.method} ${r.path} ${r.status}`).join('; ') || 'nothing'}\n${logs.stdout.slice(-4000)}`);
-  }
-  const rows = async (table: string) => {
-    const res = await fetch(`${gcp!.bigquery.url}/bigquery/v2/projects/${GCP_TEST_PROJECT}/datasets/sample_cluster/tables/${table}/data`);
-    assert.equal(res.status, 200, `sample_cluster.${table} is not in the emulator`);
-    const body = (await res.json()) as { rows?: { f: { v: string }[] }[] };
-    return (body.rows ?? []).map((r) => r.f.map((c) => c.v)).sort((a, b) => a.join().localeCompare(b.join()));
-  };
-  assert.deepEqual(await rows('orders'), [['nagoya', '50'], ['osaka', '80'], ['tokyo', '120'], ['tokyo', '30']]);
-  assert.deepEqual(await rows('orders_by_region'), [['nagoya', '1', '50'], ['osaka', '1', '80'], ['tokyo', '2', '150']]);
-  const api = requests.filter((r) => r.service === 'bigquery');
-  assert.ok(api.length > 0, 'no BigQuery request reached the edge');
-  assert.ok(requests.some((r) => r.service === 'token' && r.minted?.email === KEY_SA), 'the key was exchanged for a token at the edge');
-  for (const r of requests) {
-    assert.equal(r.edgeIp, cc.net.bridgeIp, `${r.method} ${r.path} came from this machine, not from a pod through the bridge`);
-    assert.match(r.userAgent, /Java/i, `${r.method} ${r.path}: ${r.userAgent}`);
-  }
-  for (const r of api) {
-    assert.equal(r.minted?.email, KEY_SA, `${r.method} ${r.path} ran as ${r.minted?.email ?? 'nobody'}`);
-    assert.equal(r.minted?.via, 'key', `${r.method} ${r.path} got its token from the ${r.minted?.via}`);
-  }
+  await pushProject(ctx, endpoint, { name: 'bigquery-sample', dir: SAMPLE_DIR });
+  const run = await runWorkflow(endpoint, gcp, 'bigquery-sample', 'bigquery', { gcp_project: GCP_TEST_PROJECT, dataset: 'sample_cluster' });
+  if (!run.success) assert.fail(`${await run.explain()}\n${(await k(['logs', '-l', `app.kubernetes.io/component=${taskRole(config.layout)}`, '--tail=60', '--prefix'])).stdout.slice(-4000)}`);
+  assert.deepEqual(await emulatorRows(gcp, 'sample_cluster', 'orders'), SAMPLE_ROWS.orders);
+  assert.deepEqual(await emulatorRows(gcp, 'sample_cluster', 'orders_by_region'), SAMPLE_ROWS.orders_by_region);
+  const n = assertOneIdentity(run.requests, KEY_SA, 'key', cc.net.bridgeIp);
   // The key reached the pods as a mounted Secret and a Digdag secret: never a log or a ConfigMap.
-  const key = JSON.parse(fs.readFileSync(config.gcp.saKeyFile, 'utf8')) as { private_key: string; private_key_id: string };
-  const body = key.private_key.split('\n').filter((l) => l && !l.startsWith('-----'))[1]!;
-  const logs = await k(['logs', '-l', 'app.kubernetes.io/name=digdag', '--all-containers', '--tail=-1', '--max-log-requests=20']);
-  const cms = await k(['get', 'configmaps', '-o', 'json']);
-  for (const [where, text] of [['the pods\' logs', logs.stdout], ['the ConfigMaps', cms.stdout]] as const) {
-    assert.ok(!text.includes(body) && !text.includes(key.private_key_id), `${where} contain the key`);
-  }
-  log(`BigQuery sample in the worker pods: ${api.length} BigQuery requests through the bridge edge as ${KEY_SA}, ${since(t0)} s`);
+  const podLogs = async () => (await k(['logs', '-l', 'app.kubernetes.io/name=digdag', '--all-containers', '--tail=-1', '--max-log-requests=20'])).stdout;
+  assertKeyNotIn(config.gcp.saKeyFile, 'the pods\' logs', await podLogs());
+  assertKeyNotIn(config.gcp.saKeyFile, 'the ConfigMaps', (await k(['get', 'configmaps', '-o', 'json'])).stdout);
+  log(`BigQuery sample in the worker pods: ${n.java} requests from bq>, ${n.cli} from sh> bq, all as ${KEY_SA} (key), ${since(t0)} s`);
+  const t1 = Date.now();
+  const logsSince = async (time: string) => (await k(['logs', '-l', `app.kubernetes.io/component=${taskRole(config.layout)}`, `--since-time=${time}`, '--tail=-1', '--max-log-requests=20'])).stdout;
+  log(`wrong key: ${await proveWrongKey({ endpoint, gcp, account: KEY_SA, logsSince, push: (dir, name) => pushProject(ctx, endpoint, { name, dir }) })} (${since(t1)} s)`);
 });
 
 /** Seconds since t0, one decimal. */
@@ -471,7 +446,7 @@ test('down --purge removes the namespace, says what happens to the Retain volume
   assert.ok(fs.existsSync(clusterPaths(cc).kubeconfig));
 });
 
-test('the chart on the real cluster: installs with its NetworkPolicies into a restricted namespace, becomes ready, passes helm test, admits only the ingress controller; its database is "Cloud SQL" through the real Auth Proxy sidecar, which survives being killed', { timeout: 900_000 }, async (t) => {
+test('the chart on the real cluster: installs with its NetworkPolicies into a restricted namespace, becomes ready, passes helm test, admits only the ingress controller; its database is "Cloud SQL" through the real Auth Proxy sidecar, which survives being killed; Digdag in it keyless (ADC) with GCS task logs', { timeout: 900_000 }, async (t) => {
   if (skipped(t)) return;
   if (runtimeMissing) return t.skip(`SKIPPED — needs a Digdag runtime (the chart runs the Digdag image): ${runtimeMissing}`);
   const ns = 'digdag-release';
@@ -485,12 +460,14 @@ test('the chart on the real cluster: installs with its NetworkPolicies into a re
   const colon = config.k8s.image.lastIndexOf(':');
   const small = ['ui', 'worker', 'scheduler'].flatMap((r) => ['--set', `roles.${r}.resources.requests.cpu=50m`, '--set', `roles.${r}.resources.requests.memory=256Mi`]);
   const helm = (args: string[], timeoutMs = 60_000) => runner.run({ argv: [helmBin(), '--kubeconfig', clusterPaths(cc).kubeconfig, '-n', ns, ...args], quiet: true, nothrow: true, timeoutMs });
+  // Digdag keyless: ADC from the metadata server on the bridge (Workload Identity's stand-in), GCS task logs.
+  const keyless = gcp && await keylessReleaseValues(gcp, { bridgeIp: cc.net.bridgeIp, account: ADC_SA, bucket: LOG_BUCKET });
   const tInstall = Date.now();
   const install = await helm(['install', 'dd', path.join(ROOT, 'chart', 'digdag-ha'), '--wait', '--timeout', '12m',
     '--set', `image.repository=${config.k8s.image.slice(0, colon)}`, '--set', `image.tag=${config.k8s.image.slice(colon + 1)}`,
     '--set', `postgres.image=${CLUSTER_POSTGRES_IMAGE}`, '--set', 'postgres.storage=1Gi',
     // The test cluster's CoreDNS is a node process: the node's address joins the DNS peers.
-    '--set', `networkPolicy.dnsCidrs={169.254.20.10/32,${cc.net.bridgeIp}/32}`, ...small, ...(sql ? ['-f', sql.valuesFile] : [])], 13 * 60_000);
+    '--set', `networkPolicy.dnsCidrs={169.254.20.10/32,${cc.net.bridgeIp}/32}`, ...small, ...(sql ? ['-f', sql.valuesFile] : []), ...(keyless?.args ?? [])], 13 * 60_000);
   try {
     assert.equal(install.code, 0, `${install.stdout}\n${install.stderr}\n${(await kc(['get', 'pods,events', '-n', ns])).stdout}${sql ? `\n${await proxyDiagnostics(sql, gcp!, kcmd, ns)}` : ''}`);
     log(`chart installed and ready in ${since(tInstall)} s (${sql ? 'Cloud SQL through the proxy sidecar' : 'in-cluster PostgreSQL'})`);
@@ -504,6 +481,12 @@ test('the chart on the real cluster: installs with its NetworkPolicies into a re
     assert.ok(await waitFor(() => from(INGRESS_NS, 'controller')(ui, 65432), 30_000, 500), 'the ingress controller reaches the chart\'s UI pods');
     assert.equal(await from(OUTSIDER_NS, 'outsider')(ui, 65432), false, 'another namespace does not');
     assert.equal(await from(INGRESS_NS, 'controller')(worker, 65432), false, 'nobody reaches the chart\'s workers');
+    // Keyless first: its no-identity case needs JVMs that have not yet got a Google credential.
+    if (keyless) {
+      const t3 = Date.now();
+      for (const l of await proveKeylessRelease({ config, runner, kubectl: (...a) => clusterKubectl(config, ...a), ns, gcp: gcp!, metadata: keyless.metadata, account: ADC_SA, bucket: LOG_BUCKET, bridgeIp: cc.net.bridgeIp, log })) log(l);
+      log(`keyless release (no identity, ADC sample, GCS task logs): ${since(t3)} s`);
+    }
     if (sql) {
       const t2 = Date.now();
       const p = await proveThroughProxy({ sql, gcp: gcp!, cc, runner, k: kcmd, ns, keySa: KEY_SA, vars: runtimeVars, log });

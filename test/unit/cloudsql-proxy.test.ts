@@ -147,3 +147,20 @@ test('CLOUDSQL_PROXY_CREDENTIALS=key (no Workload Identity): --credentials-file 
   assert.throws(() => testConfig({ ...GKE, CLOUDSQL_PROXY_CREDENTIALS: 'key' }), (e: unknown) => e instanceof UserError && /needs GCP_SA_KEY_FILE/.test(e.message));
   assert.throws(() => testConfig({ ...GKE, CLOUDSQL_INSTANCE_CIDRS: '10.20.0.0' }), (e: unknown) => e instanceof UserError && /not a CIDR/.test(e.message));
 });
+
+test('cloudSqlProxy.keySecret: the proxy\'s key from a Secret of its own, Digdag\'s containers keep gcp.keySecret\'s (or none: ADC); empty: gcp.keySecret', () => {
+  const base = ['database.external.enabled=true', 'database.external.host=127.0.0.1', `cloudSqlProxy.instance=${INSTANCE}`, 'cloudSqlProxy.credentials=keySecret'];
+  const secrets = (set: string[]) => {
+    const r = helmTemplate([...base, ...set]);
+    assert.equal(r.status, 0, r.stderr);
+    return podsOf(r.objects).map((o) => {
+      const vols = (podSpec(o) as Pod & { volumes: any[] }).volumes;
+      return [vols.find((v) => v.name === 'cloud-sql-proxy-key')?.secret.secretName, vols.find((v) => v.name === 'gcp-key')?.secret.secretName];
+    });
+  };
+  const own = secrets(['cloudSqlProxy.keySecret=sql-client-key']);
+  assert.ok(own.length >= 3 && own.every(([proxy]) => proxy === 'sql-client-key'), JSON.stringify(own));
+  assert.ok(own.some(([, digdag]) => digdag === 'digdag-gcp-key'), JSON.stringify(own));
+  assert.ok(secrets(['gcp.keySecret=shared-key']).every(([proxy]) => proxy === 'shared-key'));
+  assert.ok(secrets([]).every(([proxy]) => proxy === 'digdag-gcp-key'));
+});

@@ -49,11 +49,12 @@ test('PostgreSQL image (cluster target): Debian postgresql-15 as uid 70 like the
   assert.doesNotMatch(pgEntry, /initdb[^\n]*POSTGRES_PASSWORD/, 'the password is never on a command line');
 });
 
-test('Dockerfile: non-root user, tini as PID 1, gcloud behind a build arg, TZ/LANG overridable', () => {
+test('Dockerfile: non-root user, tini as PID 1, gcloud from the context (never Google\'s apt repository), TZ/LANG overridable', () => {
   assert.match(dockerfile, /^USER 10001:10001$/m);
   assert.match(dockerfile, /^ENTRYPOINT \["\/usr\/bin\/tini", "--", "\/usr\/local\/bin\/digdag-entrypoint"\]$/m);
-  assert.match(dockerfile, /^ARG INSTALL_GCLOUD=true$/m);
-  assert.match(dockerfile, /if \[ "\$\{INSTALL_GCLOUD\}" = "true" \]/);
+  assert.match(dockerfile, /^COPY google-cloud-sdk\/ \/usr\/lib\/google-cloud-sdk\/$/m);
+  assert.match(dockerfile, /elif \[ "\$\{INSTALL_GCLOUD\}" = "true" \]; then[^\n]*\n[^\n]*exit 1/, 'INSTALL_GCLOUD=true with an empty SDK directory fails the build');
+  assert.doesNotMatch(dockerfile, /packages\.cloud\.google\.com|google-cloud-cli|gnupg/, 'no Google apt repository');
   assert.match(dockerfile, /^ARG TZ=Asia\/Tokyo$/m);
   assert.match(dockerfile, /^ARG LANG=ja_JP\.UTF-8$/m);
 });

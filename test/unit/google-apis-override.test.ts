@@ -111,6 +111,10 @@ test('chart refuses bad googleApis values, naming the fix', () => {
     [['googleApis.hostNames={Bad_Name}'], /googleApis\.hostNames\.0: Does not match pattern/],
     [['googleApis.caBundle=hello'], /googleApis\.caBundle is not a PEM certificate[^\n]*--set-file googleApis\.caBundle=ca\.pem/],
     [['googleApis.adress=10.1.2.3'], /Additional property adress is not allowed/],
+    [['googleApis.metadataServer=10.1.2.3'], /googleApis\.metadataServer: Does not match pattern/],
+    [['googleApis.metadataServer=10.1.2.3:70000'], /googleApis\.metadataServer: Does not match pattern/],
+    [['googleApis.metadataServer=metadata.internal:80'], /googleApis\.metadataServer: Does not match pattern/],
+    [['googleApis.metadataServer=127.0.0.1:8080'], /googleApis\.metadataServer=127\.0\.0\.1:8080 is a loopback address: in a pod it is the pod itself/],
   ];
   for (const [set, want] of refusals) {
     const r = helmTemplate(set);
@@ -156,4 +160,26 @@ test('toolkit refuses GOOGLE_APIS_* that cannot work, naming the variable and th
     return true;
   });
   refuses({ DIGDAG_HA_TARGET: 'local', GOOGLE_APIS_ADDRESS: '10.1.2.3' }, /GOOGLE_APIS_ADDRESS is for Kubernetes targets/);
+  refuses({ DIGDAG_HA_TARGET: 'local', GOOGLE_METADATA_ADDRESS: '10.1.2.3:8080' }, /GOOGLE_METADATA_ADDRESS is for Kubernetes targets/);
+  refuses({ GOOGLE_METADATA_ADDRESS: '10.1.2.3' }, /GOOGLE_METADATA_ADDRESS="10\.1\.2\.3".*has the wrong form/);
+  refuses({ GOOGLE_METADATA_ADDRESS: '127.0.0.1:8080' }, /GOOGLE_METADATA_ADDRESS=127\.0\.0\.1:8080 is a loopback address/);
+  refuses({ GOOGLE_METADATA_ADDRESS: '10.1.2.3:99999' }, /port 99999 is not a TCP port/);
+});
+
+test('the pods\' metadata server (googleApis.metadataServer, GOOGLE_METADATA_ADDRESS): GCE_METADATA_HOST/IP/ROOT in every Digdag container and an egress rule to it; nothing of it by default', async () => {
+  const envOf = (objs: KubeObject[]) => deployments(objs).map((d) => (d.spec.template.spec.containers.find((c: { name: string }) => c.name === 'digdag').env as { name: string; value?: string }[])
+    .filter((e) => e.name.startsWith('GCE_METADATA_')));
+  for (const e of envOf(helmTemplate().objects)) assert.deepEqual(e, [], 'the default render sets no metadata server');
+  assert.ok(!egress(helmTemplate().objects).some((x) => x.ports?.some((p) => p.port === 8089)));
+  assert.doesNotMatch(helmNotes(), /metadataServer/);
+  const config = testConfig({ DIGDAG_HA_TARGET: 'cluster', GOOGLE_METADATA_ADDRESS: '10.244.0.1:8089' });
+  assert.deepEqual(valuesFromConfig(config).googleApis, { address: '', caBundle: '', metadataServer: '10.244.0.1:8089' });
+  assert.ok(renderWarnings(config).some((w) => /^GOOGLE_METADATA_ADDRESS=10\.244\.0\.1:8089: every Digdag pod takes its Google identity from that metadata server/.test(w)));
+  const { objects } = await renderManifests(config, runner);
+  const envs = envOf(objects);
+  assert.equal(envs.length, LAYOUT_ROLES.worker.length);
+  for (const e of envs) assert.deepEqual(e.map((x) => `${x.name}=${x.value}`), ['GCE_METADATA_HOST', 'GCE_METADATA_IP', 'GCE_METADATA_ROOT'].map((n) => `${n}=10.244.0.1:8089`));
+  const rule = egress(objects).find((r) => r.to?.some((t) => t.ipBlock?.cidr === '10.244.0.1/32') && r.ports?.some((p) => p.port === 8089));
+  assert.deepEqual(rule?.ports, [{ port: 8089, protocol: 'TCP' }], 'egress to the metadata server\'s address and port only');
+  assert.match(helmNotes(['googleApis.metadataServer=10.244.0.1:8089']), /NOTE: googleApis\.metadataServer=10\.244\.0\.1:8089: every Digdag pod takes its Google identity/);
 });

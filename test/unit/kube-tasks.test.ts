@@ -38,6 +38,7 @@ import { portForward } from '../../tasks/port-forward.ts';
 import { tempDir, testConfig, testCtx } from '../helpers/fixtures.ts';
 import { CHART } from '../helpers/chart.ts';
 import { helmBin } from '../helpers/tools.ts';
+import { fakeSdk } from '../helpers/fake-sdk.ts';
 
 type Answer = Partial<Result> | undefined;
 
@@ -75,7 +76,8 @@ function fakeJar(): Record<string, string> {
   const jar = path.join(tempDir('jar-'), 'digdag-0.10.5.1.jar');
   fs.writeFileSync(jar, 'not really a jar');
   // digdag-ha's patches cannot compile against it: off here, on (with javac answered) below.
-  return { DIGDAG_SOURCE: 'jar', DIGDAG_JAR: jar, DIGDAG_JAR_SHA256: sha256File(jar), DIGDAG_PATCHES: 'false' };
+  // The image's Google Cloud CLI from a small stand-in SDK (lib/kube/gcloud-sdk.ts has its own tests).
+  return { DIGDAG_SOURCE: 'jar', DIGDAG_JAR: jar, DIGDAG_JAR_SHA256: sha256File(jar), DIGDAG_PATCHES: 'false', GCLOUD_SDK: fakeSdk() };
 }
 
 test('build-image on minikube: the held runtime copied into the context (checksums listed), digdag-ha\'s patches compiled into it, docker build, then minikube image load', async () => {
@@ -103,6 +105,10 @@ test('build-image on minikube: the held runtime copied into the context (checksu
       assert.ok(fs.existsSync(path.join(ctxDir, 'jmx-exporter', `jmx_prometheus_javaagent-${JMX_EXPORTER_VERSION}.jar`)));
       assert.ok(fs.existsSync(path.join(ctxDir, 'jmx-exporter', 'config.yaml')));
       patchInContext = DIGDAG_PATCH_CLASSES.every((c) => fs.existsSync(path.join(ctxDir, 'digdag-patches', `${c}.class`)));
+      // The SDK's core, not its other components or settings.
+      assert.ok(fs.existsSync(path.join(ctxDir, 'google-cloud-sdk', 'bin', 'gcloud')));
+      assert.ok(!fs.existsSync(path.join(ctxDir, 'google-cloud-sdk', 'bin', 'kubectl')));
+      assert.doesNotMatch(fs.readFileSync(path.join(ctxDir, 'google-cloud-sdk', 'properties'), 'utf8'), /account/);
     }
     return undefined;
   }));
@@ -130,7 +136,7 @@ test('build-image with BASE_IMAGE passes it as a build arg; the cluster target b
   assert.match(r.commands()[1]!, / --build-arg BASE_IMAGE=mirror\.example\.com\/debian:bookworm /);
   const own = testConfig({ DIGDAG_HA_TARGET: 'cluster', ...fakeJar() });
   assert.deepEqual(imagesToBuild(own).map((i) => i.image), ['digdag-ha:0.10.5.1', 'digdag-ha.local/postgres:15']);
-  assert.equal(own.k8s.installGcloud, false);
+  assert.equal(own.k8s.installGcloud, true, 'the own cluster\'s image has gcloud too (from an installed SDK)');
   assert.equal(own.k8s.baseImage, 'digdag-ha-base:bookworm');
   const cc = loadClusterConfig(own);
   const argv = buildArgv(own, clusterImageHost(own), 'digdag-ha.local/postgres:15', '/x/Dockerfile', '/x');
@@ -206,7 +212,7 @@ test('build-image on the own cluster goes through the image host the tasks layer
   const context = path.join(config.stateDir, 'image-context');
   assert.deepEqual(r2.commands(), [
     'own-docker info --format {{.ServerVersion}}',
-    `own-docker build -f ${context}/Dockerfile -t digdag-ha:0.10.5.1 --network host --build-arg BASE_IMAGE=digdag-ha-base:bookworm --build-arg INSTALL_GCLOUD=false --build-arg TZ=Asia/Tokyo --build-arg LANG=ja_JP.UTF-8 ${context}`,
+    `own-docker build -f ${context}/Dockerfile -t digdag-ha:0.10.5.1 --network host --build-arg BASE_IMAGE=digdag-ha-base:bookworm --build-arg INSTALL_GCLOUD=true --build-arg TZ=Asia/Tokyo --build-arg LANG=ja_JP.UTF-8 ${context}`,
     // The built Digdag image's ID, for the pods' annotation.
     'own-docker image inspect --format {{.Id}} digdag-ha:0.10.5.1',
     `own-docker build -f ${path.join(ROOT, 'docker', 'postgres', 'Dockerfile')} -t digdag-ha.local/postgres:15 --network host --build-arg BASE_IMAGE=digdag-ha-base:bookworm ${path.join(ROOT, 'docker', 'postgres')}`,

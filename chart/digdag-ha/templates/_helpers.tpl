@@ -73,7 +73,7 @@ starts before the pod's other init containers (its startup probe gates them), se
 127.0.0.1 to every container of the pod, runs until the pod ends (a Job completes without waiting
 for it), and is restarted on its own if it dies. Authenticated by Workload Identity (the pod's
 Kubernetes service account acts as the Google one), or with cloudSqlProxy.credentials=keySecret by
-the key in gcp.keySecret (mounted into this container only); nothing when cloudSqlProxy.instance is empty.
+the key in cloudSqlProxy.keySecret, else gcp.keySecret (mounted into this container only); nothing when cloudSqlProxy.instance is empty.
 */}}
 {{- define "digdag-ha.cloudSqlProxy" -}}
 {{- with .Values.cloudSqlProxy }}
@@ -149,7 +149,7 @@ naming it); nothing otherwise. */}}
 {{- if eq .Values.cloudSqlProxy.credentials "keySecret" }}
 - name: cloud-sql-proxy-key
   secret:
-    secretName: {{ default "digdag-gcp-key" .Values.gcp.keySecret }}
+    secretName: {{ .Values.cloudSqlProxy.keySecret | default .Values.gcp.keySecret | default "digdag-gcp-key" }}
     items:
       - { key: key.json, path: key.json }
 {{- end }}
@@ -188,6 +188,9 @@ hostAliases:
 {{- $g := .Values.googleApis -}}
 {{- if and $g.address (hasPrefix "127." $g.address) -}}
 {{- fail (printf "googleApis.address=%s is a loopback address: in a pod it is the pod itself. Set the address of the endpoint as the pods reach it (a node or pod address)" $g.address) -}}
+{{- end -}}
+{{- if and $g.metadataServer (hasPrefix "127." $g.metadataServer) -}}
+{{- fail (printf "googleApis.metadataServer=%s is a loopback address: in a pod it is the pod itself. Set the metadata server's address:port as the pods reach it (a node or pod address)" $g.metadataServer) -}}
 {{- end -}}
 {{- if and $g.address (not $g.hostNames) -}}
 {{- fail "googleApis.address needs googleApis.hostNames: the Google API host names to lead there (e.g. www.googleapis.com, oauth2.googleapis.com)" -}}
@@ -350,6 +353,10 @@ WARNING: auth.mode=none: Digdag accepts every request; anyone who reaches its po
 {{- with .Values.googleApis.address }}
 NOTE: googleApis.address={{ . }}: {{ join ", " $.Values.googleApis.hostNames }} lead there in every Digdag pod,
 not to Google (a private endpoint for tests or air-gapped setups).
+{{- end }}
+{{- with .Values.googleApis.metadataServer }}
+NOTE: googleApis.metadataServer={{ . }}: every Digdag pod takes its Google identity (Application Default
+Credentials) from there, not from the platform's metadata server (tests or air-gapped setups).
 {{- end }}
 {{- if not .Values.networkPolicy.enabled }}
 WARNING: networkPolicy.enabled=false: every Digdag pod and PostgreSQL accept connections from anywhere in the cluster.

@@ -38,8 +38,8 @@ import { cloudSqlProxyBin, cloudSqlProxyMissing } from './cloudsql-proxy.ts';
 import type { GoogleApis } from './index.ts';
 import { makeCloudSqlInstancePki } from './pki.ts';
 
-/** The Secret the proxy's key comes from: the chart's default gcp.keySecret. */
-export const KEY_SECRET = 'digdag-gcp-key';
+/** The Secret of the proxy's own key (cloudSqlProxy.keySecret): Digdag's pods stay keyless (their ADC from the metadata server). */
+export const KEY_SECRET = 'cloudsql-proxy-key';
 
 export interface ClusterCloudSql {
   /** PROJECT:REGION:INSTANCE. */
@@ -85,8 +85,7 @@ export async function startClusterCloudSql(o: { gcp: GoogleApis; cc: ClusterConf
       database: { external: { enabled: true, host: '127.0.0.1', port: 5432 } },
       secrets: { dbPassword: secrets.dbPassword },
       auth: { user: db.security.authUser, password: secrets.apiPassword },
-      cloudSqlProxy: { instance, image: cc.cloudSqlProxyImage, pullPolicy: 'IfNotPresent', credentials: 'keySecret', instanceCidrs: [`${cc.net.bridgeIp}/32`] },
-      gcp: { keySecret: KEY_SECRET },
+      cloudSqlProxy: { instance, image: cc.cloudSqlProxyImage, pullPolicy: 'IfNotPresent', credentials: 'keySecret', keySecret: KEY_SECRET, instanceCidrs: [`${cc.net.bridgeIp}/32`] },
       googleApis: { address: cc.net.bridgeIp, caBundle: fs.readFileSync(gcp.pki.caPem, 'utf8') },
     };
     const valuesFile = path.join(o.dir, 'cloudsql-values.yaml');

@@ -96,6 +96,14 @@ export async function startEdge(opts: { pki: TestPki; authority: TokenAuthority;
     up.headers.forEach((v, k) => {
       if (!['content-length', 'content-encoding', 'transfer-encoding', 'connection'].includes(k)) respHeaders[k] = v;
     });
+    // A resumable upload's session URL (Location) names the emulator's own loopback address: a pod
+    // cannot reach it (found on the own cluster: GCS log uploads "Connection refused"), and a local
+    // client would bypass the edge. Point it back at the edge, as Google's names its own host.
+    const location = respHeaders.location;
+    if (location) {
+      const origin = new URL(upstream).origin;
+      if (location.startsWith(origin)) respHeaders.location = `https://${req.headers.host ?? opts.ip}${location.slice(origin.length)}`;
+    }
     respHeaders['content-length'] = String(out.length);
     res.writeHead(up.status, respHeaders);
     res.end(out);

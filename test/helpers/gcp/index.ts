@@ -31,7 +31,8 @@ export interface GoogleApis {
   keyFile(email: string): string;
   /** A well-formed key for the account whose private key is NOT the registered one. */
   wrongKeyFile(email: string): string;
-  startMetadata(email: string): Promise<MetadataServer>;
+  /** `bind`: the address it listens on (default 127.0.0.1; the own cluster's bridge address for pods). */
+  startMetadata(email: string, bind?: string): Promise<MetadataServer>;
   /**
    * The test-only environment of the Digdag processes (their sh> tasks inherit it): the JVM
    * redirection and the CLIs' endpoint/CA settings; with `metadata`, where ADC finds its server.
@@ -76,8 +77,8 @@ export async function startGoogleApis(opts: { dir: string; project: string; acco
       dir: opts.dir, project: opts.project, pki, authority, edge, bigquery, storage, hostsFile,
       keyFile: (email) => writeKey(`${email}.json`, keys.get(email)!),
       wrongKeyFile: (email) => writeKey(`${email}.wrong.json`, newServiceAccountKey(email, opts.project, tokenUri).json),
-      startMetadata: async (email) => {
-        const m = await startMetadataServer({ authority, email, project: opts.project });
+      startMetadata: async (email, bind) => {
+        const m = await startMetadataServer({ authority, email, project: opts.project, bind });
         stops.push(m.close);
         return m;
       },

@@ -11,6 +11,8 @@ export interface MetadataServer {
   hostPort: string;
   /** Path (and query) of every request, in order. */
   requests: string[];
+  /** false: answers like a VM without a service account (no account listed, 404 for a token) — no identity. */
+  serveIdentity(on: boolean): void;
   close(): Promise<void>;
 }
 
@@ -18,6 +20,7 @@ const SCOPES = ['https://www.googleapis.com/auth/cloud-platform', 'https://www.g
 
 export async function startMetadataServer(opts: { authority: TokenAuthority; email: string; project: string; bind?: string }): Promise<MetadataServer> {
   const requests: string[] = [];
+  let identity = true;
   const server = http.createServer((req, res) => {
     requests.push(req.url ?? '');
     const url = new URL(req.url ?? '/', 'http://metadata.google.internal');
@@ -31,7 +34,8 @@ export async function startMetadataServer(opts: { authority: TokenAuthority; ema
     if (req.headers['metadata-flavor'] !== 'Google') return send(403, 'Missing Metadata-Flavor:Google header.');
     const p = url.pathname.slice('/computeMetadata/v1/'.length).replace(/\/+$/, '/');
     const sa = /^instance\/service-accounts\/([^/]+)\/(.*)$/.exec(p);
-    if (sa && sa[1] !== 'default' && sa[1] !== opts.email) return send(404, 'not found');
+    if (sa && ((sa[1] !== 'default' && sa[1] !== opts.email) || !identity)) return send(404, 'not found');
+    if (p === 'instance/service-accounts/' && !identity) return send(200, '');
     const what = sa ? sa[2] : undefined;
     const recursive = url.searchParams.get('recursive') === 'true';
     switch (true) {
@@ -60,6 +64,7 @@ export async function startMetadataServer(opts: { authority: TokenAuthority; ema
   return {
     hostPort: `${a.address}:${a.port}`,
     requests,
+    serveIdentity: (on) => { identity = on; },
     close: () => new Promise((resolve) => { server.closeAllConnections(); server.close(() => resolve()); }),
   };
 }
