@@ -151,8 +151,14 @@ export async function ensureGcloudConfig(ctx: Ctx): Promise<string> {
     }
   }
   if (adc) {
+    // bq asks gcloud for the login's refresh token (print-refresh-token) and gcloud's file log
+    // records command output (found by the test): no file log in this configuration.
+    await runner.run({ argv: ['gcloud', 'config', 'set', 'core/disable_file_logging', 'true'], env, mutates: true });
     // gcloud and bq read the file itself (the path, never its content, on the command line).
     await runner.run({ argv: ['gcloud', 'config', 'set', 'auth/credential_file_override', adc.file], env, mutates: true });
+    // Else, where a metadata server answers (a GCE VM; the tests' one), gcloud takes its account as
+    // core/account and bq asks the metadata server for a token: another identity than the file's.
+    await runner.run({ argv: ['gcloud', 'config', 'set', 'core/check_gce_metadata', 'false'], env, mutates: true });
     // One refresh now, so a revoked login or a wrong file fails apply, not a task; prints no token.
     const res = await runner.run({ argv: ['gcloud', 'config', 'config-helper', '--force-auth-refresh', '--format=value(credential.token_expiry)'], env, mutates: true, nothrow: true });
     if (res.code !== 0) {

@@ -164,7 +164,9 @@ test('a user login: its path reaches Digdag (GOOGLE_APPLICATION_CREDENTIALS) and
   const runner = new RecordingRunner();
   assert.match(await ensureGcloudConfig(testCtx(config, runner)), /the user login in .* \(GCP_ADC_FILE\)/);
   assert.deepEqual(runner.commands(), [
+    'gcloud config set core/disable_file_logging true',
     `gcloud config set auth/credential_file_override ${file}`,
+    'gcloud config set core/check_gce_metadata false',
     'gcloud config config-helper --force-auth-refresh --format=value(credential.token_expiry)',
   ]);
   const everything = JSON.stringify([runner.calls, runner.lines, gcpProcessEnv(config)]);
@@ -176,7 +178,7 @@ test('a user login: its path reaches Digdag (GOOGLE_APPLICATION_CREDENTIALS) and
   fs.writeFileSync(file, newUserLogin('other@example.com').json);
   const relogin = new RecordingRunner();
   await ensureGcloudConfig(testCtx(config, relogin));
-  assert.equal(relogin.commands().length, 2);
+  assert.equal(relogin.commands().length, 4);
   // push-workflow sets no gcp.credential for it: Digdag's operators fall back to ADC, i.e. this file.
   assert.equal(readServiceAccountKey(config), undefined);
 });
