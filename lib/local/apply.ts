@@ -22,7 +22,7 @@ import { uiOverlayDir, writeUiOverlay } from '../ui-login.ts';
 import { DIGDAG_PATCH_CLASSES, localDigdagPatchesDir, patchesEnv } from '../digdag-patches.ts';
 import { QUEUE_EXPORTER, queueExporterUp, queueExporterUrl, reconcileQueueExporter } from './queue-exporter.ts';
 import { changesApplied, outcome } from '../runner.ts';
-import { ensureGcloudConfig, gcpProcessEnv } from '../gcp.ts';
+import { ensureGcloudConfig, gcpProcessEnv, readAdcFile } from '../gcp.ts';
 
 export interface Planned {
   instance: Instance;
@@ -55,6 +55,8 @@ export async function planLocal(config: Config, java: Java, rt: Runtime): Promis
   const secrets = requireSecrets(config);
   const db = await dbEndpoint(config, secrets.dbPassword);
   if (!rt.jmxAgent) throw new UserError('the JMX exporter agent is not in the runtime cache', 'run the build-image task: npx tsx tasks/build-image.ts');
+  // A new login in the same ADC file restarts the processes: the JVMs hold the old one.
+  const adc = readAdcFile(config)?.sha256;
   return instances(config).map((instance, i) => {
     const port = config.local.portBase + i;
     const { metrics: metricsPort, jmx: jmxPort } = localMetricsPorts(config, i);
@@ -81,7 +83,7 @@ export async function planLocal(config: Config, java: Java, rt: Runtime): Promis
     // Locked roles get a new throw-away password at each start; only the mode is part of the hash.
     const auth = config.security.auth === 'none' ? 'none' : servesUsers ? `${config.security.authUser}:${secrets.apiPassword}` : `locked:${config.security.authUser}`;
     const hash = createHash('sha256')
-      .update(JSON.stringify({ properties, argv, db: db.database, user: db.user, pw: db.password, key: secrets.encryptionKey, auth, gcp: gcpProcessEnv(config), patches: patchesEnv(config) }))
+      .update(JSON.stringify({ properties, argv, db: db.database, user: db.user, pw: db.password, key: secrets.encryptionKey, auth, gcp: gcpProcessEnv(config), adc, patches: patchesEnv(config) }))
       .digest('hex');
     return { instance, port, metricsPort, jmxPort, propsFile, properties, servesUsers, loginPage, argv, logFile: path.join(config.stateDir, 'logs', `${instance.name}.log`), hash };
   });

@@ -1,10 +1,12 @@
 // The BigQuery sample on the local target with real Digdag, offline: the BigQuery emulator and
 // fake-gcs-server behind the TLS googleapis edge (test/helpers/gcp), Digdag pointed at it only
 // through test-only JVM options and the CLIs' own settings. For each identity — Application
-// Default Credentials from a metadata server, a service-account key (GCP_SA_KEY_FILE) — the
-// sample succeeds, its tables hold the expected rows, and every BigQuery request from bq> and
-// from sh> bq carried a token minted for the same service account. With a wrong key, or no
-// identity at all, the attempt fails naming the cause and nothing secret is printed.
+// Default Credentials from a metadata server, a service-account key (GCP_SA_KEY_FILE), a user's
+// own login as an ADC file (GCP_ADC_FILE: the authorized_user file `gcloud auth
+// application-default login` writes) — the sample succeeds, its tables hold the expected rows,
+// and every BigQuery request from bq> and from sh> bq carried a token minted for the same
+// account. With a wrong key, a revoked login, or no identity at all, it fails naming the cause
+// and nothing secret is printed.
 //
 // One emulator set and one Digdag deployment (ui + one worker) for the whole suite: the BigQuery
 // emulator's memory grows with every query. Needs the Digdag runtime, the emulators
@@ -20,6 +22,7 @@ import { authenticatedEndpoint, clientConfigFile } from '../../lib/auth.ts';
 import type { Config } from '../../lib/config.ts';
 import { logFiles, startAttempt, waitAttempt, workflowId } from '../../lib/digdag-api.ts';
 import { authHeaders, CLIENT_JVM_OPTS, detectJava, digdagArgv, requireRuntime, urlOf, type AuthEndpoint } from '../../lib/digdag.ts';
+import { gcloudConfigDir } from '../../lib/gcp.ts';
 import { endpointOf } from '../../lib/local/apply.ts';
 import { localTarget } from '../../lib/local/target.ts';
 import { runStep } from '../../lib/pipeline.ts';
@@ -41,6 +44,8 @@ const SAMPLE_DIR = path.join(ROOT, 'workflows', SAMPLE);
 /** The account the metadata server serves (ADC) and the one whose key GCP_SA_KEY_FILE holds. */
 const ADC_SA = `digdag-wi@${PROJECT}.iam.gserviceaccount.com`;
 const KEY_SA = `digdag-key@${PROJECT}.iam.gserviceaccount.com`;
+/** The user whose login (refresh token) the test's authorized_user ADC file holds. */
+const USER = 'analyst@example.com';
 const LOG_BUCKET = 'digdag-ha-test-logs';
 
 /** The toolkit's commands and the Digdag processes get the fixture's test-only environment. */
@@ -91,7 +96,7 @@ describe('BigQuery sample on the local target against the emulators', () => {
     config = await configWith(vars);
     const t0 = Date.now();
     for (const step of ALL_STEPS.filter((s) => s.name !== 'verify-ha')) await runStep(step, testCtx(config, runner));
-    timings.push(`deploy (${vars.GCP_SA_KEY_FILE ? 'key' : 'adc'}): ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+    timings.push(`deploy (${vars.GCP_SA_KEY_FILE ? 'key' : vars.GCP_ADC_FILE ? 'user ADC file' : 'adc'}): ${((Date.now() - t0) / 1000).toFixed(1)} s`);
     return authenticatedEndpoint(config, endpointOf(config));
   }
 
@@ -120,7 +125,7 @@ describe('BigQuery sample on the local target against the emulators', () => {
   }
 
   /** Every BigQuery request came from bq> (Java) or sh> bq, and all carried the account's tokens. */
-  function assertOneIdentity(requests: EdgeRequest[], email: string, via: 'metadata' | 'key'): void {
+  function assertOneIdentity(requests: EdgeRequest[], email: string, via: 'metadata' | 'key' | 'user'): void {
     const api = requests.filter((r) => r.service === 'bigquery' || r.service === 'storage');
     const java = api.filter(isJava);
     const cli = api.filter((r) => !isJava(r));
@@ -186,7 +191,7 @@ describe('BigQuery sample on the local target against the emulators', () => {
     assert.deepEqual(await emulatorRows('sample_key', 'orders_by_region'), [['nagoya', '1', '50'], ['osaka', '1', '80'], ['tokyo', '2', '150']]);
     // The metadata server still answers for another account: the key wins for bq> and sh> alike.
     assertOneIdentity(run.requests, KEY_SA, 'key');
-    assertNothingSecret(fs.readFileSync(keyFile, 'utf8'), run.log);
+    assertNothingSecret(keySecrets(fs.readFileSync(keyFile, 'utf8')), run.log);
   });
 
   test('a wrong key is refused before any task runs, naming the cause, and no key is printed', { timeout: 600_000 }, async (t) => {
@@ -196,15 +201,34 @@ describe('BigQuery sample on the local target against the emulators', () => {
     await assert.rejects(deploy({ GCP_SA_KEY_FILE: wrong }), (err: unknown) => {
       assert.ok(err instanceof UserError, String(err));
       assert.match(`${err.message}\n${err.detail}`, new RegExp(`activate the key of ${KEY_SA}[\\s\\S]*(invalid_grant|Invalid JWT Signature)`));
-      assertNothingSecret(fs.readFileSync(wrong, 'utf8'), `${err.message}\n${err.fix}\n${err.detail}`);
+      assertNothingSecret(keySecrets(fs.readFileSync(wrong, 'utf8')), `${err.message}\n${err.fix}\n${err.detail}`);
       return true;
     });
     assert.ok(gcp!.edge.requests.slice(from).every((r) => r.service === 'token' && !r.minted), 'the wrong key got a token');
   });
 
-  test('GCS task logs (LOG_SERVER=gcs): the worker\'s task logs are objects in the bucket, served by the ui process and digdag log', { timeout: 600_000 }, async (t) => {
+  test('a revoked user login (GCP_ADC_FILE) is refused before any task runs, naming the cause, and no login is printed', { timeout: 300_000 }, async (t) => {
     if (!needs(t)) return;
-    const endpoint = await deploy({ LOG_SERVER: 'gcs', GCS_LOG_BUCKET: LOG_BUCKET, GCS_LOG_PATH: 'digdag-logs' });
+    const { file, login } = gcp!.userAdcFile(USER);
+    gcp!.authority.revokeUser(login.refreshToken);
+    const from = gcp!.edge.requests.length;
+    await assert.rejects(deploy({ GCP_ADC_FILE: file }), (err: unknown) => {
+      assert.ok(err instanceof UserError, String(err));
+      assert.match(`${err.message}\n${err.fix}\n${err.detail}`, /could not get a token with the user login in [\s\S]*gcloud auth application-default login[\s\S]*invalid_grant/);
+      assertNothingSecret([login.refreshToken, login.clientSecret], `${err.message}\n${err.fix}\n${err.detail}`);
+      return true;
+    });
+    const tried = gcp!.edge.requests.slice(from);
+    assert.ok(tried.some((r) => r.service === 'token' && r.status === 400), 'the revoked login was never tried at the token endpoint');
+    assert.ok(tried.every((r) => r.service === 'token' && !r.minted), 'the revoked login got a token');
+  });
+
+  // Two proofs on one deployment (one restart and one sample run less for CI): the user's login
+  // and GCS task logs. The metadata server still serves another account: the file wins for all.
+  test('user ADC (GCP_ADC_FILE, a gcloud login) with GCS task logs (LOG_SERVER=gcs): bq>, sh> bq and the log uploads all as the user; the worker\'s logs served by the ui process and digdag log; the login never printed', { timeout: 600_000 }, async (t) => {
+    if (!needs(t)) return;
+    const { file, login } = gcp!.userAdcFile(USER);
+    const endpoint = await deploy({ LOG_SERVER: 'gcs', GCS_LOG_BUCKET: LOG_BUCKET, GCS_LOG_PATH: 'digdag-logs', GCP_ADC_FILE: file });
     const run = await runSample(endpoint, 'sample_gcs_logs');
     assert.ok(run.success, `attempt ${run.id} failed:\n${run.log.slice(-3000)}`);
     // runSample read the logs through the endpoint: the ui process, which ran none of the tasks.
@@ -213,12 +237,14 @@ describe('BigQuery sample on the local target against the emulators', () => {
     assert.ok((objects.items ?? []).length >= 4, `task logs in gs://${LOG_BUCKET}: ${JSON.stringify(objects.items?.map((o) => o.name))}`);
     const uploads = run.requests.filter((r) => r.service === 'storage');
     assert.ok(uploads.some((r) => r.path.startsWith('/upload/storage/v1/')), 'no upload to GCS went through the edge');
-    assertOneIdentity(run.requests, ADC_SA, 'metadata');
+    assertOneIdentity(run.requests, USER, 'user');
+    assert.deepEqual(await emulatorRows('sample_gcs_logs', 'orders_by_region'), [['nagoya', '1', '50'], ['osaka', '1', '80'], ['tokyo', '2', '150']]);
     // The digdag CLI, as a user would read it.
     const java = await detectJava(config, runner);
     const cli = await runner.run({ argv: digdagArgv(java, requireRuntime(config), CLIENT_JVM_OPTS, ['log', run.id, '-c', clientConfigFile(config)]), nothrow: true });
     assert.equal(cli.code, 0, cli.stderr);
     assert.match(cli.stdout, /check passed/);
+    assertNothingSecret([login.refreshToken, login.clientSecret], run.log);
   });
 
   test('no identity at all (no key, no metadata server) fails the attempt naming the cause', { timeout: 600_000 }, async (t) => {
@@ -231,19 +257,24 @@ describe('BigQuery sample on the local target against the emulators', () => {
     assert.ok(!run.requests.some((r) => r.service === 'bigquery' && r.minted), 'a BigQuery request carried a token without an identity');
   });
 
-  function assertNothingSecret(keyJson: string, attemptLog: string): void {
+  /** A key's secrets: a line of its private key and its id. */
+  function keySecrets(keyJson: string): string[] {
     const key = JSON.parse(keyJson) as { private_key: string; private_key_id: string };
-    const body = key.private_key.split('\n').filter((l) => l && !l.startsWith('-----'))[1]!;
+    return [key.private_key.split('\n').filter((l) => l && !l.startsWith('-----'))[1]!, key.private_key_id];
+  }
+
+  /** None of the secrets in the attempt's logs, the toolkit's output, ps, the processes' and gcloud's logs. */
+  function assertNothingSecret(secrets: string[], attemptLog: string): void {
     const places: [string, string][] = [['the attempt\'s task logs', attemptLog], ['the toolkit\'s output', lines.join('\n')],
       ['ps', spawnSync('ps', ['-eo', 'args'], { encoding: 'utf8' }).stdout]];
-    const logs = path.join(config.stateDir, 'logs');
-    for (const f of fs.readdirSync(logs, { recursive: true }) as string[]) {
-      const file = path.join(logs, f);
-      if (fs.statSync(file).isFile()) places.push([file, fs.readFileSync(file, 'latin1')]);
+    for (const logs of [path.join(config.stateDir, 'logs'), path.join(gcloudConfigDir(config), 'logs')]) {
+      for (const f of fs.existsSync(logs) ? fs.readdirSync(logs, { recursive: true }) as string[] : []) {
+        const file = path.join(logs, f);
+        if (fs.statSync(file).isFile()) places.push([file, fs.readFileSync(file, 'latin1')]);
+      }
     }
     for (const [where, text] of places) {
-      assert.ok(!text.includes(body), `${where} contains the private key`);
-      assert.ok(!text.includes(key.private_key_id), `${where} contains the key id`);
+      secrets.forEach((secret, i) => assert.ok(!text.includes(secret), `${where} contains secret #${i} of the credential`));
       assertNoSecret(config, where, text);
     }
   }

@@ -1,6 +1,6 @@
 // The TLS "googleapis" edge (test only): one HTTPS server, certificate from the test CA, standing
 // in for www/oauth2/bigquery/storage.googleapis.com on a loopback address. It mints tokens for
-// key-signed JWTs (the token_uri of the test keys), refuses API calls without a token it minted
+// key-signed JWTs (the token_uri of the test keys) and for user logins' refresh tokens, refuses API calls without a token it minted
 // (like Google: 401), records which token (so which service account) every API request carried,
 // and routes by path: /bigquery/v2 and the discovery document to the BigQuery emulator,
 // /storage/v1, /upload and /download to fake-gcs-server, /sql/v1beta4 (sqladmin.googleapis.com)
@@ -146,6 +146,12 @@ export async function startEdge(opts: { pki: TestPki; authority: TokenAuthority;
     };
     if (service === 'token') {
       const form = new URLSearchParams(body.toString('utf8'));
+      if (form.get('grant_type') === 'refresh_token') {
+        const r = opts.authority.exchangeRefreshToken(form);
+        if (!r.ok) return reply(r.status, JSON.stringify({ error: r.error, error_description: r.description }));
+        rec.minted = r.minted;
+        return reply(200, JSON.stringify({ access_token: r.minted.token, expires_in: 3599, scope: 'https://www.googleapis.com/auth/cloud-platform', token_type: 'Bearer' }));
+      }
       if (form.get('grant_type') !== 'urn:ietf:params:oauth:grant-type:jwt-bearer' || !form.get('assertion')) {
         return reply(400, JSON.stringify({ error: 'unsupported_grant_type', error_description: 'Invalid grant_type.' }));
       }

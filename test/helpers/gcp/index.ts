@@ -9,7 +9,7 @@ import { startEdge, type Edge } from './edge.ts';
 import { startBigqueryEmulator, startFakeGcs, type Emulator } from './emulators.ts';
 import { startMetadataServer, type MetadataServer } from './metadata-server.ts';
 import { GOOGLEAPIS_HOSTS, makeTestPki, type TestPki } from './pki.ts';
-import { newServiceAccountKey, TokenAuthority } from './tokens.ts';
+import { newServiceAccountKey, newUserLogin, TokenAuthority, type UserLogin } from './tokens.ts';
 
 export { emulatorsMissing } from './emulators.ts';
 export type { Edge, EdgeRequest } from './edge.ts';
@@ -31,6 +31,8 @@ export interface GoogleApis {
   keyFile(email: string): string;
   /** A well-formed key for the account whose private key is NOT the registered one. */
   wrongKeyFile(email: string): string;
+  /** A user's login (registered with the authority) as the authorized_user ADC file gcloud writes. */
+  userAdcFile(email: string): { file: string; login: UserLogin };
   /** `bind`: the address it listens on (default 127.0.0.1; the own cluster's bridge address for pods). */
   startMetadata(email: string, bind?: string): Promise<MetadataServer>;
   /**
@@ -77,6 +79,11 @@ export async function startGoogleApis(opts: { dir: string; project: string; acco
       dir: opts.dir, project: opts.project, pki, authority, edge, bigquery, storage, hostsFile,
       keyFile: (email) => writeKey(`${email}.json`, keys.get(email)!),
       wrongKeyFile: (email) => writeKey(`${email}.wrong.json`, newServiceAccountKey(email, opts.project, tokenUri).json),
+      userAdcFile: (email) => {
+        const { login, json } = newUserLogin(email);
+        authority.registerUser(login);
+        return { file: writeKey(`${email}.${login.clientId.split('-')[0]}.adc.json`, json), login };
+      },
       startMetadata: async (email, bind) => {
         const m = await startMetadataServer({ authority, email, project: opts.project, bind });
         stops.push(m.close);
