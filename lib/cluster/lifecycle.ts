@@ -18,6 +18,7 @@ import { cgroupPids, hostLeftovers, prepareHost, recordBaseline, restoreHost } f
 import { containerdHasImage, ctr, ensureBaseImage, ensurePauseImage, loadImage } from './images.ts';
 import { apiServerUrl, ensurePki, writeKubeconfigs } from './pki.ts';
 import { KEDA_PROCESSES, kedaMissing, startKeda } from './keda.ts';
+import { METRICS_SERVER_PROCESS, metricsServerMissing, startMetricsServer } from './metrics-server.ts';
 import { startTraefik, TRAEFIK_PORTS, TRAEFIK_PROCESS, traefikMissing } from './traefik.ts';
 
 /** The process registry lives in the cluster's own state dir (lib/processes.ts keys it by stateDir). */
@@ -44,10 +45,11 @@ export function missingPrerequisites(cc: ClusterConfig): string[] {
   if (bins.length) out.push(`binaries in ${cc.binDir}: ${bins.join(', ')} (npx tsx tasks/cluster.ts build)`);
   if (cc.addons.includes('keda')) out.push(...kedaMissing(cc));
   if (cc.addons.includes('traefik')) out.push(...traefikMissing(cc));
+  if (cc.addons.includes('metrics-server')) out.push(...metricsServerMissing(cc));
   return out;
 }
 
-const OWN_PROGRAMS = /^(containerd|containerd-shim.*|ctr|runc|dockerd|docker-proxy|etcd|kube-.*|kubelet|coredns|keda|keda-adapter|keda-webhooks|traefik)$/;
+const OWN_PROGRAMS = /^(containerd|containerd-shim.*|ctr|runc|dockerd|docker-proxy|etcd|kube-.*|kubelet|coredns|keda|keda-adapter|keda-webhooks|traefik|metrics-server)$/;
 
 function strays(cc: ClusterConfig, known: readonly ProcessEntry[]): ProcessEntry[] {
   const out: ProcessEntry[] = [];
@@ -188,6 +190,7 @@ async function startAddons(runner: Runner, cc: ClusterConfig, log: Log): Promise
   const lines: string[] = [];
   if (cc.addons.includes('keda')) lines.push(await startAddonKeda(runner, cc, log));
   if (cc.addons.includes('traefik')) lines.push(await startTraefik(runner, cc, (c) => startComponent(runner, cc, c, log), log));
+  if (cc.addons.includes('metrics-server')) lines.push(await startMetricsServer(runner, cc, (c) => startComponent(runner, cc, c, log), log));
   return lines;
 }
 
@@ -212,7 +215,7 @@ export async function clusterDown(runner: Runner, cc: ClusterConfig, opts: { pur
       }),
     );
   };
-  await stop([TRAEFIK_PROCESS, ...KEDA_PROCESSES, 'kube-router', 'coredns', 'kube-proxy', 'kube-controller-manager', 'kube-scheduler'], 10_000);
+  await stop([METRICS_SERVER_PROCESS, TRAEFIK_PROCESS, ...KEDA_PROCESSES, 'kube-router', 'coredns', 'kube-proxy', 'kube-controller-manager', 'kube-scheduler'], 10_000);
   const alive = (n: string) => !!byName(n) && isAlive(byName(n)!);
   const tasks = async () => {
     const r = await runner.run({ argv: ctr(cc, 'tasks', 'ls', '-q'), nothrow: true, quiet: true });
@@ -252,7 +255,7 @@ export interface StatusReport {
 
 export async function clusterStatus(runner: Runner, cc: ClusterConfig): Promise<StatusReport> {
   const entries = listProcesses(registry(cc));
-  const addonProcesses = [...(cc.addons.includes('keda') ? KEDA_PROCESSES : []), ...(cc.addons.includes('traefik') ? [TRAEFIK_PROCESS] : [])];
+  const addonProcesses = [...(cc.addons.includes('keda') ? KEDA_PROCESSES : []), ...(cc.addons.includes('traefik') ? [TRAEFIK_PROCESS] : []), ...(cc.addons.includes('metrics-server') ? [METRICS_SERVER_PROCESS] : [])];
   const lines = [...components(cc).map((c) => c.name), ...addonProcesses].map((name) => {
     const e = entries.find((x) => x.name === name);
     return `${name.padEnd(24)} ${e ? (isAlive(e) ? `running (pid ${e.pid})` : `dead (pid ${e.pid}, log ${e.logFile})`) : 'stopped'}`;

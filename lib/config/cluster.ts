@@ -13,8 +13,8 @@ const DEBIAN_MIRROR_DEFAULT = 'http://deb.debian.org/debian';
 const IMAGE_NAME = /^[a-z0-9][a-z0-9._\-/]*:[A-Za-z0-9._-]+$/;
 /** The node's address on the pods' bridge: pods' gateway, and where the cluster's CoreDNS answers. */
 const NODE_ADDRESS = '10.244.0.1';
-/** The add-ons the test cluster can start (lib/cluster/keda.ts, lib/cluster/traefik.ts). */
-export const CLUSTER_ADDONS = ['keda', 'traefik'] as const;
+/** The add-ons the test cluster can start (lib/cluster/keda.ts, lib/cluster/traefik.ts, lib/cluster/metrics-server.ts). */
+export const CLUSTER_ADDONS = ['keda', 'traefik', 'metrics-server'] as const;
 export type ClusterAddon = (typeof CLUSTER_ADDONS)[number];
 const ADDONS_PATTERN = new RegExp(`^((${CLUSTER_ADDONS.join('|')})(,(${CLUSTER_ADDONS.join('|')}))*)?$`);
 
@@ -27,8 +27,8 @@ export const CLUSTER_SECTION_VARIABLES: readonly VarSpec[] = group('Test cluster
     description: 'Name (with a tag) of the debootstrapped base image the test cluster\'s images are built from.' },
   { name: 'CLUSTER_DEBIAN_MIRROR', default: DEBIAN_MIRROR_DEFAULT, kind: str(DEBIAN_MIRROR_DEFAULT),
     description: 'Debian mirror debootstrap makes the test cluster\'s base image from.' },
-  { name: 'CLUSTER_ADDONS', default: '', kind: str('keda,traefik', ADDONS_PATTERN),
-    description: 'Add-ons `up` starts with the test cluster, comma-separated: keda (KEDA\'s operator and external-metrics API server, built by bash .ci/install-keda; needed by AGENT_AUTOSCALING=keda), traefik (the Ingress controller: Traefik\'s kubernetesIngressNGINX provider serves the `nginx` IngressClass on 127.0.0.1:80/443, built by bash .ci/install-traefik). Empty: none.' },
+  { name: 'CLUSTER_ADDONS', default: '', kind: str('keda,traefik,metrics-server', ADDONS_PATTERN),
+    description: 'Add-ons `up` starts with the test cluster, comma-separated: keda (KEDA\'s operator and external-metrics API server, built by bash .ci/install-keda; needed by AGENT_AUTOSCALING=keda), traefik (the Ingress controller: Traefik\'s kubernetesIngressNGINX provider serves the `nginx` IngressClass on 127.0.0.1:80/443, built by bash .ci/install-traefik), metrics-server (the resource-metrics API metrics.k8s.io that kubectl top and a CPU HorizontalPodAutoscaler read, built by bash .ci/install-metrics-server; needed by AGENT_AUTOSCALING=hpa). Empty: none.' },
 ]);
 
 export interface ClusterSection {
@@ -42,7 +42,7 @@ export interface ClusterSection {
   readonly cacheDir: string;
   readonly baseImage: string;
   readonly debianMirror: string;
-  /** Add-ons started with the cluster (lib/cluster/keda.ts, lib/cluster/traefik.ts). */
+  /** Add-ons started with the cluster (lib/cluster/keda.ts, lib/cluster/traefik.ts, lib/cluster/metrics-server.ts). */
   readonly addons: readonly ClusterAddon[];
 }
 

@@ -16,7 +16,8 @@
 // as the cause (test/helpers/gcp/cluster.ts). The database (3 Patroni members): verify-ha kills its leader under an attempt,
 // and a short run of the chaos soak (tasks/soak.ts's own code) kills it twice more — once its
 // postmaster, once its pod — while attempts are submitted: none may fail or go missing. Last,
-// on the same cluster (KEDA comes up with it when built), the autoscaling tests of suites/keda.ts.
+// on the same cluster (KEDA and metrics-server come up with it when built), the autoscaling tests
+// of suites/keda.ts: KEDA on the queue, then the CPU HPA.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -58,6 +59,7 @@ import { clusterCloudSqlMissing, proveThroughProxy, proxyDiagnostics, startClust
 import { pushProject } from '../../lib/push-workflow.ts';
 import { soak, soakSummary } from '../../lib/soak.ts';
 import { kedaMissing } from '../../lib/cluster/keda.ts';
+import { metricsServerMissing } from '../../lib/cluster/metrics-server.ts';
 import { kedaTests } from './suites/keda.ts';
 import { applyTlsSecret, frontDoor, proveFrontDoor, type FrontDoor } from '../helpers/front-door.ts';
 
@@ -78,6 +80,8 @@ let gcp: GoogleApis | undefined;
 let gcpMissing: string | undefined;
 /** Why the KEDA suite skips (KEDA not built), or undefined: KEDA comes up with the cluster. */
 let kedaWhy: string | undefined;
+/** Why the CPU HPA test skips (metrics-server not built), or undefined: it comes up with the cluster. */
+let metricsWhy: string | undefined;
 /** The front door: Traefik serving the release's Ingress (test/helpers/front-door.ts). */
 let door: FrontDoor;
 const GCP_TEST_PROJECT = 'digdag-ha-test';
@@ -98,7 +102,11 @@ before(async () => {
   const base = { DIGDAG_HA_TARGET: 'cluster', DIGDAG_HA_STATE_DIR: state, RESOURCE_PROFILE: 'small', PORT_FORWARD_PORT: String(port), DIGDAG_HA_CLUSTER_DIR: path.join(state, 'c'), ...lockTimings, ...runtimeVars };
   const keda = kedaMissing(loadClusterConfig(testConfig({ ...base, CLUSTER_ADDONS: 'keda' })));
   kedaWhy = keda.length ? `KEDA is not in the cache: ${keda.join('; ')}` : undefined;
-  const vars: Record<string, string> = { ...base, ...(kedaWhy ? {} : { CLUSTER_ADDONS: 'keda' }) };
+  // metrics-server too (the CPU HPA test, last in suites/keda.ts).
+  const metrics = metricsServerMissing(loadClusterConfig(testConfig({ ...base, CLUSTER_ADDONS: 'metrics-server' })));
+  metricsWhy = metrics.length ? `metrics-server is not in the cache: ${metrics.join('; ')}` : undefined;
+  const addons = [...(kedaWhy ? [] : ['keda']), ...(metricsWhy ? [] : ['metrics-server'])];
+  const vars: Record<string, string> = { ...base, ...(addons.length ? { CLUSTER_ADDONS: addons.join(',') } : {}) };
   // The front door (Traefik) joins the add-ons when it is in the cache.
   door = frontDoor(loadClusterConfig(testConfig(vars)));
   Object.assign(vars, door.vars);
@@ -506,6 +514,7 @@ const kedaSuite = kedaTests({
   skipReason: () => skipReason,
   runtimeMissing: () => runtimeMissing,
   kedaMissing: () => kedaWhy,
+  metricsServerMissing: () => metricsWhy,
   cluster: () => cc,
   stateDir: () => state,
 });

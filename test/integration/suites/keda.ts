@@ -16,12 +16,18 @@
 // autoscaler view is checked against the live objects. Then scale to zero: the chart's ScaledObject
 // rendered with AUTOSCALING_MIN_REPLICAS=0 takes the workers to none, and one submitted attempt
 // (queued by the ui's executor loop) brings a worker up and succeeds; its first-task delay is
-// printed. SKIPPED with the reason when the cluster is not up, KEDA is not in the cache
-// (bash .ci/install-keda) or there is no Digdag runtime.
+// printed. Last, the CPU HPA: metrics-server (a host process of the cluster, CLUSTER_ADDONS=
+// metrics-server) serves metrics.k8s.io through the aggregation layer (`kubectl top` works); the
+// ScaledObject gives way to the project's own HorizontalPodAutoscaler (AGENT_AUTOSCALING=hpa,
+// min 1 / max 2 workers), and the busy-loop tasks of workflows/ha-sample/cpu.dig scale the
+// workers out to 2; the time from load start to scale-out is printed. SKIPPED with the reason when
+// the cluster is not up, KEDA (or, for the HPA, metrics-server) is not in the cache
+// (bash .ci/install-keda, bash .ci/install-metrics-server) or there is no Digdag runtime.
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { EXTERNAL_METRICS_API } from '../../../lib/cluster/keda.ts';
+import { METRICS_API } from '../../../lib/cluster/metrics-server.ts';
 import { clusterUpCmd } from '../../../lib/cluster/lifecycle.ts';
 import type { ClusterConfig } from '../../../lib/cluster/config.ts';
 import type { Config } from '../../../lib/config.ts';
@@ -57,6 +63,11 @@ const SCALE_DOWN_PERIOD = 15;
 /** KEDA's polling interval in the test (AUTOSCALING_POLLING_SECONDS). */
 const POLLING = 5;
 const NAMESPACE = 'digdag-keda';
+/** The CPU HPA test: its bounds, and its load (cpu.dig: tasks × seconds of busy loop). */
+const HPA_MIN = 1;
+const HPA_MAX = 2;
+const CPU_TASKS = 2;
+const CPU_SECONDS = 60;
 
 /** What the file registering these tests shares: its runner, cluster and state, once its `before` ran. */
 export interface ClusterSuiteEnv {
@@ -67,6 +78,8 @@ export interface ClusterSuiteEnv {
   runtimeMissing(): string | undefined;
   /** Why KEDA did not come up with the cluster (not in the cache), or undefined. */
   kedaMissing(): string | undefined;
+  /** Why metrics-server did not come up with the cluster (not in the cache), or undefined. */
+  metricsServerMissing(): string | undefined;
   cluster(): ClusterConfig;
   stateDir(): string;
 }
@@ -315,6 +328,89 @@ export function kedaTests(env: ClusterSuiteEnv): { stop(): Promise<void> } {
     t.diagnostic(`to zero: ${sec(zeroAt - t0)} from applying minReplicaCount 0 (queue idle for longer than the ${COOLDOWN} s cooldown)`);
     t.diagnostic(`from zero (polling ${vars!.AUTOSCALING_POLLING_SECONDS} s): submitted → worker pod ${podAt ? sec(podAt - submitAt) : 'n/a'} → ready ${readyAt ? sec(readyAt - submitAt) : 'n/a'} → first task on it ${firstTaskAt ? sec(firstTaskAt - submitAt) : 'n/a (the task ran between two samples)'} → attempt succeeded ${sec(finishedAt - submitAt)}`);
     t.diagnostic(`scale-to-zero check in all: ${sec(Date.now() - t0)}`);
+  });
+
+  test(`CPU HPA: metrics-server serves metrics.k8s.io; the project's HorizontalPodAutoscaler (AGENT_AUTOSCALING=hpa, min ${HPA_MIN} / max ${HPA_MAX}) scales the workers out under ${CPU_TASKS} busy sh> tasks`, { timeout: 900_000 }, async (t) => {
+    const why = env.skipReason() ?? env.metricsServerMissing() ?? env.runtimeMissing();
+    if (why) return t.skip(why);
+    await setUp();
+    const t0 = Date.now();
+    const sec = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
+    const hpaConfig = testConfig({ ...vars, AGENT_AUTOSCALING: 'hpa', WORKER_REPLICAS: String(HPA_MIN), AGENT_MAX_REPLICAS: String(HPA_MAX) });
+    const hctx = testCtx(hpaConfig, runner);
+    const json = async <T>(...args: string[]): Promise<T> => {
+      const r = await k(...args);
+      assert.equal(r.code, 0, `kubectl ${args.join(' ')}: ${r.stderr}`);
+      return JSON.parse(r.stdout) as T;
+    };
+
+    // The metrics API, served by metrics-server through the aggregation layer.
+    const api = await k('get', 'apiservice', METRICS_API, '-o', 'jsonpath={.status.conditions[?(@.type=="Available")].status}');
+    assert.equal(api.stdout, 'True', `APIService ${METRICS_API} not Available: ${api.stderr}`);
+    const nodes = await json<{ items: { metadata: { name: string }; usage: { cpu: string; memory: string } }[] }>('get', '--raw', '/apis/metrics.k8s.io/v1beta1/nodes');
+    assert.deepEqual(nodes.items.map((n) => n.metadata.name), ['localhost']);
+    assert.match(nodes.items[0]!.usage.cpu, /^\d+n$/);
+
+    // KEDA gives way: its ScaledObject (and the HPA KEDA made for it) deleted, one worker, then the
+    // project's own apply with AGENT_AUTOSCALING=hpa (deploying first if nothing is there yet).
+    await k('delete', 'scaledobject', 'digdag-autoscaler', '--ignore-not-found', '--timeout=60s');
+    assert.ok(await waitFor(async () => (await k('get', 'hpa', 'keda-hpa-digdag-autoscaler', '-o', 'name')).code !== 0, 60_000, 1000), 'KEDA\'s HPA outlived its ScaledObject');
+    const deployed = (await k('get', 'deployment', 'digdag-worker', '-o', 'name')).code === 0;
+    if (deployed) assert.equal((await k('scale', 'deployment/digdag-worker', `--replicas=${HPA_MIN}`)).code, 0);
+    const steps = deployed ? ['apply', 'port-forward', 'push-workflow'] : ['build-image', 'create-secret', 'start-postgres', 'init-db', 'apply', 'port-forward', 'push-workflow'];
+    await runSteps(ALL_STEPS.filter((s) => steps.includes(s.name)), hctx, { renderer: 'silent' });
+    try {
+      type Hpa = { spec: { minReplicas: number; maxReplicas: number; metrics: { resource: { target: { averageUtilization: number } } }[] }; status: { desiredReplicas?: number; currentReplicas?: number; currentMetrics?: { resource?: { current?: { averageUtilization?: number } } }[]; conditions?: { type: string; status: string; reason: string; message: string }[] } };
+      const hpa = () => json<Hpa>('get', 'hpa', 'digdag-autoscaler', '-o', 'json');
+      const h0 = await hpa();
+      assert.deepEqual([h0.spec.minReplicas, h0.spec.maxReplicas], [HPA_MIN, HPA_MAX]);
+      const target = h0.spec.metrics[0]!.resource.target.averageUtilization;
+      assert.equal((await k('rollout', 'status', 'deployment/digdag-worker', '--timeout=300s')).code, 0, 'the workers did not roll out');
+      const replicas = async () => (await json<{ spec: { replicas?: number } }>('get', 'deployment', 'digdag-worker', '-o', 'json')).spec.replicas ?? 0;
+
+      // The worker's metrics through the API and kubectl top, then the HPA reading them: at rest,
+      // below its target, one worker wanted — so that what follows is the load's doing.
+      let top = '';
+      const metricsReady = await waitFor(async () => {
+        const pods = await k('get', '--raw', `/apis/metrics.k8s.io/v1beta1/namespaces/${NAMESPACE}/pods`);
+        const r = await k('top', 'pod', '-l', 'app.kubernetes.io/component=worker', '--no-headers');
+        top = r.stdout.trim();
+        return pods.code === 0 && (JSON.parse(pods.stdout) as { items: unknown[] }).items.length > 0 && r.code === 0 && /^digdag-worker-\S+\s+\d+m\s+\d+Mi$/m.test(top);
+      }, 120_000, 2000);
+      assert.ok(metricsReady, `no metrics for the workers within 120 s (kubectl top: ${top})`);
+      log(`kubectl top pod (workers): ${top}`);
+      let rest: Hpa | undefined;
+      const atRest = await waitFor(async () => {
+        rest = await hpa();
+        const u = rest.status.currentMetrics?.[0]?.resource?.current?.averageUtilization;
+        return u !== undefined && u < target && rest.status.desiredReplicas === HPA_MIN && (await replicas()) === HPA_MIN;
+      }, 300_000, 2000);
+      assert.ok(atRest, `the HPA never settled at ${HPA_MIN} worker below its ${target}% target: ${JSON.stringify(rest?.status)}`);
+      const active = rest!.status.conditions?.find((c) => c.type === 'ScalingActive');
+      assert.equal(active?.status, 'True', JSON.stringify(active));
+      log(`HPA at rest after ${sec(Date.now() - t0)}: ${rest!.status.currentMetrics?.[0]?.resource?.current?.averageUtilization}% of the CPU request (target ${target}%)`);
+
+      // The load: busy-loop tasks on the one worker; the HPA must take the workers to the maximum.
+      const endpoint = await kubeTarget.endpoint(hctx);
+      const wf = await workflowId(endpoint, SAMPLE_PROJECT, 'cpu');
+      const loadAt = Date.now();
+      const id = await startAttempt(endpoint, wf, new Date(Date.UTC(2027, 2, 1)), { tasks: CPU_TASKS, seconds: CPU_SECONDS });
+      let n = HPA_MIN;
+      const out = await waitFor(async () => (n = await replicas()) >= HPA_MAX, (CPU_SECONDS + 30) * 1000, 1000);
+      const scaledAt = Date.now();
+      const after = await hpa();
+      assert.ok(out, `the HPA did not scale the workers out within ${CPU_SECONDS + 30} s of the load: ${n} replica(s), HPA status ${JSON.stringify(after.status)}`);
+      assert.equal(n, HPA_MAX, 'not above the maximum');
+      const scaleOut = scaledAt - loadAt;
+      t.diagnostic(`CPU HPA scale-out ${HPA_MIN}→${HPA_MAX}: ${sec(scaleOut)} from load start (utilization then ${after.status.currentMetrics?.[0]?.resource?.current?.averageUtilization}% of the request, target ${target}%; metric resolution 10 s)`);
+      const a = await waitAttempt(await kubeTarget.endpoint(hctx), id, (CPU_SECONDS + 240) * 1000);
+      assert.equal(a.success, true, `the cpu attempt ${id} did not succeed`);
+      assert.ok((await replicas()) <= HPA_MAX);
+      t.diagnostic(`CPU HPA test in all: ${sec(Date.now() - t0)} (load ${CPU_TASKS} × ${CPU_SECONDS} s, attempt done ${sec(Date.now() - loadAt)} after its start)`);
+    } finally {
+      // Nothing follows on this namespace: the HPA goes, the workers stay as they are.
+      await k('delete', 'hpa', 'digdag-autoscaler', '--ignore-not-found');
+    }
   });
 
   return {
