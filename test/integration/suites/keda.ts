@@ -353,7 +353,7 @@ export function kedaTests(env: ClusterSuiteEnv): { stop(): Promise<void> } {
 
     // KEDA gives way: its ScaledObject (and the HPA KEDA made for it) deleted, one worker, then the
     // project's own apply with AGENT_AUTOSCALING=hpa (deploying first if nothing is there yet).
-    await k('delete', 'scaledobject', 'digdag-autoscaler', '--ignore-not-found', '--timeout=60s');
+    await k('delete', 'scaledobject', 'digdag-autoscaler', '--ignore-not-found', '--timeout=50s');
     assert.ok(await waitFor(async () => (await k('get', 'hpa', 'keda-hpa-digdag-autoscaler', '-o', 'name')).code !== 0, 60_000, 1000), 'KEDA\'s HPA outlived its ScaledObject');
     const deployed = (await k('get', 'deployment', 'digdag-worker', '-o', 'name')).code === 0;
     if (deployed) assert.equal((await k('scale', 'deployment/digdag-worker', `--replicas=${HPA_MIN}`)).code, 0);
@@ -365,7 +365,7 @@ export function kedaTests(env: ClusterSuiteEnv): { stop(): Promise<void> } {
       const h0 = await hpa();
       assert.deepEqual([h0.spec.minReplicas, h0.spec.maxReplicas], [HPA_MIN, HPA_MAX]);
       const target = h0.spec.metrics[0]!.resource.target.averageUtilization;
-      assert.equal((await k('rollout', 'status', 'deployment/digdag-worker', '--timeout=300s')).code, 0, 'the workers did not roll out');
+      assert.equal((await k('rollout', 'status', 'deployment/digdag-worker', '--timeout=50s')).code, 0, 'the workers did not roll out');
       const replicas = async () => (await json<{ spec: { replicas?: number } }>('get', 'deployment', 'digdag-worker', '-o', 'json')).spec.replicas ?? 0;
 
       // The worker's metrics through the API and kubectl top, then the HPA reading them: at rest,
