@@ -76,6 +76,8 @@ export function metricsServerComponent(cc: ClusterConfig): Component {
       `--kubelet-port=${cc.ports.kubelet}`,
       `--kubelet-certificate-authority=${pki(cc, 'ca.crt')}`,
       `--metric-resolution=${METRIC_RESOLUTION}`,
+      // Must be below the resolution (it refuses to start otherwise; the default is 10 s).
+      '--kubelet-request-timeout=5s',
       '--v=0',
     ],
     // Ready once it has scraped the node: its readyz waits for stored metrics.

@@ -52,6 +52,7 @@ test('metrics-server as a host process: its own kubeconfig, served on the bridge
   assert.ok(c.argv.includes(`--kubelet-port=${cc.ports.kubelet}`));
   assert.equal(METRIC_RESOLUTION, '10s');
   assert.ok(c.argv.includes('--metric-resolution=10s'));
+  assert.ok(c.argv.includes('--kubelet-request-timeout=5s'), 'below the resolution, or it refuses to start');
   assert.ok(c.argv.some((a) => a.includes(`${cc.dir}/`)), 'its argv names the cluster dir: the lifecycle recognises its processes by it');
 });
 
