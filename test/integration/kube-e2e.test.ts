@@ -9,7 +9,8 @@
 // the deployment is pointed at them for its whole life the way a user's air-gapped setup would be
 // (GOOGLE_APIS_ADDRESS = the bridge address the edge also answers on, GOOGLE_APIS_CA_FILE = the
 // test CA, GCP_SA_KEY_FILE = a key of the test token authority), and the BigQuery sample runs whole
-// in the worker pods (bq> and sh> bq as the key's account; a wrong key: no success, the cause named). The
+// in the worker pods (bq>, bq_extract>, gcs_wait> and sh> bq as the key's account; a wrong key: the attempt fails by
+// itself, the cause in its task error). The
 // chart's own release: its database through the Cloud SQL proxy sidecar (the proxy's own key
 // Secret, cloudSqlProxy.keySecret), Digdag in it keyless — ADC from the test metadata server on the
 // bridge (googleApis.metadataServer), GCS task logs read back through a ui pod, no identity named
