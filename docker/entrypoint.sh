@@ -156,7 +156,8 @@ case "$mode" in
     if [ "${DIGDAG_AUTH:-none}" = basic ] && [ -f "$UI_LOGIN_DIR/public/config.js" ]; then
       DIGDAG_CP="$UI_LOGIN_DIR:$DIGDAG_CP"
     fi
-    if [ -f "$DIGDAG_PATCHES_DIR/io/digdag/core/agent/InProcessTaskCallbackApi.class" ] && [ -f "$DIGDAG_PATCHES_DIR/io/digdag/core/agent/MultiThreadAgent.class" ]; then
+    # .digdag-ha-key is written by lib/digdag-patches.ts once every patched class compiled.
+    if [ -f "$DIGDAG_PATCHES_DIR/.digdag-ha-key" ]; then
       DIGDAG_CP="$DIGDAG_PATCHES_DIR:$DIGDAG_CP"
     fi
     # Before gcloud activates a key: that exchange already goes to the token endpoint.

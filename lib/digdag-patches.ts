@@ -7,6 +7,9 @@
 // - io.digdag.core.agent.MultiThreadAgent: an agent looks for tasks as soon as a thread is free
 //   (released: after 500 ms) and waits digdag.ha.agentPollMillis (AGENT_POLL_MILLIS) for tasks
 //   another process queued (released: 1 s), the rounds a fan-out waits for on other workers.
+// - io.digdag.standards.operator.gcp.GcpCredentialProvider: before a Google operator runs, its
+//   credential is exchanged for a token once; a refusal (a revoked key, a pod without Workload
+//   Identity) fails the task naming it, where Digdag's bq> retried it forever.
 // Compiled once per source and runtime with the JDK next to the Java that runs Digdag, into a
 // directory put ahead of Digdag on the classpath: locally by build-image into the runtime cache,
 // for the image into the build context (the entrypoint adds it). DIGDAG_PATCHES=false runs Digdag
@@ -22,9 +25,14 @@ import type { Runner } from './runner.ts';
 import { runtimeJars } from './runtime.ts';
 
 export const DIGDAG_PATCHES_DIR = path.join(ROOT, 'docker', 'digdag-patches');
+/** The patched classes (their full names). */
+export const DIGDAG_PATCHED = ['io.digdag.core.agent.InProcessTaskCallbackApi', 'io.digdag.core.agent.MultiThreadAgent', 'io.digdag.standards.operator.gcp.GcpCredentialProvider'];
+/** What the patches do, in a line (build-image's log on both targets). */
+export const DIGDAG_PATCHES_WHAT = 'task callbacks retried while the database is unavailable, agent wake-ups, Google credentials checked before an operator';
 /** The patched classes, as paths under the class directory (without .java / .class). */
-export const DIGDAG_PATCH_CLASSES = ['InProcessTaskCallbackApi', 'MultiThreadAgent'].map((c) => path.join('io', 'digdag', 'core', 'agent', c));
+export const DIGDAG_PATCH_CLASSES = DIGDAG_PATCHED.map((c) => path.join(...c.split('.')));
 export const DIGDAG_PATCH_SOURCES = DIGDAG_PATCH_CLASSES.map((c) => path.join(DIGDAG_PATCHES_DIR, `${c}.java`));
+/** Written last, once every class compiled: the image's entrypoint puts the directory on the classpath only then. */
 const KEY_FILE = '.digdag-ha-key';
 
 /** Where the agent patch reads its empty-round wait from (MultiThreadAgent.java). */

@@ -16,7 +16,7 @@ import type { Impl } from '../pipeline.ts';
 import { cachedRuntime, obtainJmxAgent, runtimeInputs, runtimeJars } from '../runtime.ts';
 import { ensureDir, listFiles } from '../state.ts';
 import { UI_CONFIG_RESOURCE, uiConfigJs } from '../ui-login.ts';
-import { compileDigdagPatches } from '../digdag-patches.ts';
+import { compileDigdagPatches, DIGDAG_PATCHES_WHAT } from '../digdag-patches.ts';
 import { imageBuildFile } from './values.ts';
 import { GCLOUD_SDK_CONTEXT_DIR, gcloudSdkSource, SDK_KEPT_APIS, sdkIdentity, stageGcloudSdk } from './gcloud-sdk.ts';
 
@@ -184,7 +184,7 @@ export const buildImageWith = (ownCluster?: ImageHostFor): Impl => ({
     const context = (await ctx.runner.change(undefined, () => assembleContext(ctx.config, rt, agent))) ?? path.join(ctx.config.stateDir, 'image-context');
     if (ctx.config.digdag.patches && changesApplied(ctx.runner)) {
       const how = await compileDigdagPatches(ctx.runner, await detectJava(ctx.config, ctx.runner), rt, path.join(context, DIGDAG_PATCHES_CONTEXT_DIR));
-      ctx.runner.log(`digdag-ha's patches to Digdag (task callbacks retried while the database is unavailable, agent wake-ups): ${how} into the image`);
+      ctx.runner.log(`digdag-ha's patches to Digdag (${DIGDAG_PATCHES_WHAT}): ${how} into the image`);
     }
     if (sdk && changesApplied(ctx.runner)) ctx.runner.log(`${await stageGcloudSdk(ctx.runner, ctx.config, sdk, path.join(context, GCLOUD_SDK_CONTEXT_DIR))} into the image`);
     for (const { image, dockerDir } of imagesToBuild(ctx.config)) {

@@ -9,7 +9,7 @@ import type { Impl } from '../pipeline.ts';
 import { obtainJmxAgent, runtimeInputs } from '../runtime.ts';
 import { DIGDAG_VERSION } from '../versions.ts';
 import { changesApplied } from '../runner.ts';
-import { DIGDAG_PATCH_SOURCES, digdagPatchesCurrent, compileDigdagPatches, localDigdagPatchesDir } from '../digdag-patches.ts';
+import { DIGDAG_PATCH_SOURCES, DIGDAG_PATCHES_WHAT, digdagPatchesCurrent, compileDigdagPatches, localDigdagPatchesDir } from '../digdag-patches.ts';
 
 export const buildImage: Impl = {
   inputs: (ctx) => ({ values: { ...runtimeInputs(ctx.config), digdagPatches: ctx.config.digdag.patches }, files: ctx.config.digdag.patches ? DIGDAG_PATCH_SOURCES : [] }),
@@ -36,7 +36,7 @@ export const buildImage: Impl = {
     }
     if (ctx.config.digdag.patches) {
       const how = await compileDigdagPatches(ctx.runner, java, rt, localDigdagPatchesDir(ctx.config));
-      ctx.runner.log(`digdag-ha's patches to Digdag (task callbacks retried while the database is unavailable, agent wake-ups): ${how}`);
+      ctx.runner.log(`digdag-ha's patches to Digdag (${DIGDAG_PATCHES_WHAT}): ${how}`);
     }
     writeRuntime(ctx.config, rt);
     ctx.runner.log(`Digdag ${DIGDAG_VERSION} ready from ${rt.source}, Java ${java.major}; JMX exporter agent ${rt.jmxAgent}`);

@@ -34,6 +34,7 @@ import { UserError } from '../../lib/errors.ts';
 import { ALL_STEPS } from '../../tasks/all.ts';
 import { assertNoSecret } from '../helpers/leaks.ts';
 import { tempDir, testConfig, testCtx } from '../helpers/fixtures.ts';
+import { assertExported, EXPORT_BUCKET } from '../helpers/gcp/cluster.ts';
 import { emulatorsMissing, startGoogleApis, type EdgeRequest, type GoogleApis } from '../helpers/gcp/index.ts';
 import type { MetadataServer } from '../helpers/gcp/metadata-server.ts';
 import { freePortRange, prepareRuntime, runtimeVars } from '../helpers/runtime.ts';
@@ -100,7 +101,7 @@ describe('BigQuery sample on the local target against the emulators', () => {
     return authenticatedEndpoint(config, endpointOf(config));
   }
 
-  const runSample = (endpoint: AuthEndpoint, dataset: string) => runAttempt(endpoint, SAMPLE, 'bigquery', { gcp_project: PROJECT, dataset }, dataset);
+  const runSample = (endpoint: AuthEndpoint, dataset: string, extra: Record<string, string> = {}) => runAttempt(endpoint, SAMPLE, 'bigquery', { gcp_project: PROJECT, dataset, ...extra }, dataset);
 
   async function runAttempt(endpoint: AuthEndpoint, project: string, workflow: string, params: Record<string, string>, label: string): Promise<{ id: string; success: boolean; requests: EdgeRequest[]; log: string }> {
     const from = gcp!.edge.requests.length;
@@ -145,7 +146,7 @@ describe('BigQuery sample on the local target against the emulators', () => {
     unavailable = await prepareRuntime(config, runner);
     if (unavailable) return;
     const t0 = Date.now();
-    gcp = await startGoogleApis({ dir: path.join(state, 'gcp'), project: PROJECT, accounts: [ADC_SA, KEY_SA], buckets: [LOG_BUCKET] });
+    gcp = await startGoogleApis({ dir: path.join(state, 'gcp'), project: PROJECT, accounts: [ADC_SA, KEY_SA], buckets: [LOG_BUCKET, EXPORT_BUCKET] });
     metadata = await gcp.startMetadata(ADC_SA);
     runner.extra = gcp.env(metadata);
     timings.push(`emulators + edge up: ${((Date.now() - t0) / 1000).toFixed(1)} s`);
@@ -182,15 +183,18 @@ describe('BigQuery sample on the local target against the emulators', () => {
     assert.match(run.log, /no_such_column/, `the failure does not name the query's error:\n${run.log.slice(-2000)}`);
   });
 
-  test('service-account key (GCP_SA_KEY_FILE): the same, every request with the key\'s account, the key never printed', { timeout: 600_000 }, async (t) => {
+  test('service-account key (GCP_SA_KEY_FILE): the same, with the export (bq_extract> to GCS, gcs_wait>), every request with the key\'s account, the key never printed', { timeout: 600_000 }, async (t) => {
     if (!needs(t)) return;
     const keyFile = gcp!.keyFile(KEY_SA);
     const endpoint = await deploy({ GCP_SA_KEY_FILE: keyFile });
-    const run = await runSample(endpoint, 'sample_key');
+    const run = await runSample(endpoint, 'sample_key', { export_bucket: EXPORT_BUCKET });
     assert.ok(run.success, `attempt ${run.id} failed:\n${run.log.slice(-3000)}`);
     assert.deepEqual(await emulatorRows('sample_key', 'orders_by_region'), [['nagoya', '1', '50'], ['osaka', '1', '80'], ['tokyo', '2', '150']]);
-    // The metadata server still answers for another account: the key wins for bq> and sh> alike.
+    // The metadata server still answers for another account: the key wins for bq>, bq_extract>,
+    // gcs_wait> and sh> alike.
     assertOneIdentity(run.requests, KEY_SA, 'key');
+    timings.push(await assertExported(gcp!, 'sample_key', run.requests, KEY_SA));
+    assert.match(run.log, new RegExp(`exported gs://${EXPORT_BUCKET}/digdag-ha-sample/sample_key/orders_by_region\\.csv \\(\\d+ bytes\\)`), 'echo> printed what gcs_wait> found');
     assertNothingSecret(keySecrets(fs.readFileSync(keyFile, 'utf8')), run.log);
   });
 

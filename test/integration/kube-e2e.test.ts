@@ -9,7 +9,8 @@
 // the deployment is pointed at them for its whole life the way a user's air-gapped setup would be
 // (GOOGLE_APIS_ADDRESS = the bridge address the edge also answers on, GOOGLE_APIS_CA_FILE = the
 // test CA, GCP_SA_KEY_FILE = a key of the test token authority), and the BigQuery sample runs whole
-// in the worker pods (bq> and sh> bq as the key's account; a wrong key: no success, the cause named). The
+// in the worker pods (bq>, bq_extract>, gcs_wait> and sh> bq as the key's account; a wrong key: the attempt fails by
+// itself, the cause in its task error). The
 // chart's own release: its database through the Cloud SQL proxy sidecar (the proxy's own key
 // Secret, cloudSqlProxy.keySecret), Digdag in it keyless — ADC from the test metadata server on the
 // bridge (googleApis.metadataServer), GCS task logs read back through a ui pod, no identity named
@@ -54,7 +55,7 @@ import { kubeTarget } from '../../tasks/steps.ts';
 import { layoutRoles, taskRole } from '../../lib/roles.ts';
 import { helmBin } from '../helpers/tools.ts';
 import { emulatorsMissing, startGoogleApis, type GoogleApis } from '../helpers/gcp/index.ts';
-import { assertKeyNotIn, assertOneIdentity, emulatorRows, keylessReleaseValues, proveKeylessRelease, proveWrongKey, runWorkflow, SAMPLE_DIR, SAMPLE_ROWS } from '../helpers/gcp/cluster.ts';
+import { assertExported, assertKeyNotIn, assertOneIdentity, emulatorRows, EXPORT_BUCKET, keylessReleaseValues, proveKeylessRelease, proveWrongKey, runWorkflow, SAMPLE_DIR, SAMPLE_ROWS } from '../helpers/gcp/cluster.ts';
 import { clusterCloudSqlMissing, proveThroughProxy, proxyDiagnostics, startClusterCloudSql } from '../helpers/gcp/cloudsql-cluster.ts';
 import { pushProject } from '../../lib/push-workflow.ts';
 import { soak, soakSummary } from '../../lib/soak.ts';
@@ -127,7 +128,7 @@ before(async () => {
   if (!gcpMissing) {
     const t0 = Date.now();
     // The edge also answers on the bridge address: the only host address pods reach (the fence).
-    gcp = await startGoogleApis({ dir: path.join(state, 'gcp'), project: GCP_TEST_PROJECT, accounts: [KEY_SA, ADC_SA], edgeIps: [cc.net.bridgeIp] });
+    gcp = await startGoogleApis({ dir: path.join(state, 'gcp'), project: GCP_TEST_PROJECT, accounts: [KEY_SA, ADC_SA], buckets: [EXPORT_BUCKET], edgeIps: [cc.net.bridgeIp] });
     config = testConfig({ ...vars, GCP_PROJECT: GCP_TEST_PROJECT, GCP_SA_KEY_FILE: gcp.keyFile(KEY_SA), GOOGLE_APIS_ADDRESS: cc.net.bridgeIp, GOOGLE_APIS_CA_FILE: gcp.pki.caPem });
     log(`GCP emulators and the edge (127.0.0.77, ${cc.net.bridgeIp}) up in ${since(t0)} s`);
   }
@@ -294,7 +295,7 @@ test('Digdag on the cluster: the whole pipeline (image build, migration, rollout
   assert.doesNotMatch(summary, /\bFAIL\b/);
 });
 
-test('BigQuery from the worker pods, key mode: the whole sample (bq_ddl>, bq>, sh> bq) reaches the emulator by Google\'s host names (hostAliases → the edge on the bridge, the test CA in the JVM and the CLI), every request with a token of the key\'s account; a wrong key never succeeds and its retries name the cause', { timeout: 600_000 }, async (t) => {
+test('BigQuery from the worker pods, key mode: the whole sample (bq_ddl>, bq>, sh> bq, bq_extract> to GCS, gcs_wait>) reaches the emulator by Google\'s host names (hostAliases → the edge on the bridge, the test CA in the JVM and the CLI), every request with a token of the key\'s account; a wrong key fails the attempt by itself, naming the cause', { timeout: 600_000 }, async (t) => {
   if (skipped(t)) return;
   if (runtimeMissing) return t.skip(`SKIPPED — needs a Digdag runtime: ${runtimeMissing}`);
   if (!gcp) return t.skip(`SKIPPED — ${gcpMissing}`);
@@ -302,7 +303,7 @@ test('BigQuery from the worker pods, key mode: the whole sample (bq_ddl>, bq>, s
   const endpoint = authenticatedEndpoint(config, kubeTarget.apiUrl(ctx));
   // push-workflow's path: the key becomes the project's gcp.credential secret through the API.
   await pushProject(ctx, endpoint, { name: 'bigquery-sample', dir: SAMPLE_DIR });
-  const run = await runWorkflow(endpoint, gcp, 'bigquery-sample', 'bigquery', { gcp_project: GCP_TEST_PROJECT, dataset: 'sample_cluster' });
+  const run = await runWorkflow(endpoint, gcp, 'bigquery-sample', 'bigquery', { gcp_project: GCP_TEST_PROJECT, dataset: 'sample_cluster', export_bucket: EXPORT_BUCKET });
   if (!run.success) assert.fail(`${await run.explain()}\n${(await k(['logs', '-l', `app.kubernetes.io/component=${taskRole(config.layout)}`, '--tail=60', '--prefix'])).stdout.slice(-4000)}`);
   assert.deepEqual(await emulatorRows(gcp, 'sample_cluster', 'orders'), SAMPLE_ROWS.orders);
   assert.deepEqual(await emulatorRows(gcp, 'sample_cluster', 'orders_by_region'), SAMPLE_ROWS.orders_by_region);
@@ -311,7 +312,8 @@ test('BigQuery from the worker pods, key mode: the whole sample (bq_ddl>, bq>, s
   const podLogs = async () => (await k(['logs', '-l', 'app.kubernetes.io/name=digdag', '--all-containers', '--tail=-1', '--max-log-requests=20'])).stdout;
   assertKeyNotIn(config.gcp.saKeyFile, 'the pods\' logs', await podLogs());
   assertKeyNotIn(config.gcp.saKeyFile, 'the ConfigMaps', (await k(['get', 'configmaps', '-o', 'json'])).stdout);
-  log(`BigQuery sample in the worker pods: ${n.java} requests from bq>, ${n.cli} from sh> bq, all as ${KEY_SA} (key), ${since(t0)} s`);
+  const exported = await assertExported(gcp, 'sample_cluster', run.requests, KEY_SA);
+  log(`BigQuery sample in the worker pods: ${n.java} requests from bq>/bq_extract>/gcs_wait>, ${n.cli} from sh> bq, all as ${KEY_SA} (key), ${since(t0)} s; ${exported}`);
   const t1 = Date.now();
   const logsSince = async (time: string) => (await k(['logs', '-l', `app.kubernetes.io/component=${taskRole(config.layout)}`, `--since-time=${time}`, '--tail=-1', '--max-log-requests=20'])).stdout;
   log(`wrong key: ${await proveWrongKey({ endpoint, gcp, account: KEY_SA, logsSince, push: (dir, name) => pushProject(ctx, endpoint, { name, dir }) })} (${since(t1)} s)`);

@@ -3,7 +3,9 @@
 // against the same runtime is skipped; the task-callback patch's classifier retries only a lost or
 // refused database, and the agent patch takes the next task as soon as a thread is free and waits
 // DIGDAG_HA_AGENT_POLL_MILLIS in an empty round — Digdag's own agent, run by the same probe, waits
-// 500 ms and polls every 1000 (probe classes in their package, test/fixtures/digdag-patches-probe).
+// 500 ms and polls every 1000 (probe classes in their package, test/fixtures/digdag-patches-probe);
+// the Google credential patch fails a task whose key Google refuses or whose metadata server has no
+// identity for it, and leaves an endpoint that is down to the operator's retries.
 // Whether the callbacks keep attempts alive across a real failover is the soak's job
 // (test/integration/kube-e2e.test.ts); what the agent patch buys, the bench's. SKIPPED without the
 // runtime or a JDK.
@@ -15,6 +17,7 @@ import { test } from 'node:test';
 import { DIGDAG_PATCH_CLASSES, compileDigdagPatches } from '../../lib/digdag-patches.ts';
 import type { Runtime } from '../../lib/digdag.ts';
 import { ROOT } from '../../lib/paths.ts';
+import { freePortRange } from '../../lib/ports.ts';
 import { ShellRunner } from '../../lib/runner.ts';
 import { tempDir } from '../helpers/fixtures.ts';
 
@@ -95,4 +98,35 @@ test('without a JDK next to the Java that runs Digdag, the compile stops naming 
     return true;
   });
   assert.equal(fs.existsSync(out), false, 'nothing half-written');
+});
+
+test('the Google credential patch: a refused key or a pod without an identity fails the task naming the cause; an endpoint that is down is left to the operator\'s retries', async (t) => {
+  if (missing) return t.skip(`SKIPPED — ${missing}`);
+  if (!compiled) return t.skip('SKIPPED — the patches did not compile (see the first test)');
+  const probes = path.join(ROOT, 'test', 'fixtures', 'digdag-patches-probe', 'io', 'digdag', 'standards', 'operator', 'gcp');
+  const c = spawnSync('javac', ['--release', '8', '-nowarn', '-cp', compiled.cp, '-d', compiled.probe, path.join(probes, 'CredentialCheckProbe.java')], { encoding: 'utf8' });
+  assert.equal(c.status, 0, c.stderr);
+  // The metadata server's address is read once, when Google's client class loads: the probe's own server listens there.
+  const metadata = `127.0.0.1:${await freePortRange(1, 47100)}`;
+  const r = spawnSync('java', ['-cp', [compiled.probe, compiled.cp].join(path.delimiter), 'io.digdag.standards.operator.gcp.CredentialCheckProbe', metadata], { encoding: 'utf8', timeout: 120_000, env: { ...process.env, GCE_METADATA_HOST: metadata } });
+  assert.equal(r.status, 0, `${r.stdout}\n${r.stderr}`);
+  const v = Object.fromEntries(r.stdout.trim().split('\n').map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]));
+  // A good key: one exchange, for the scope every Google operator's client is covered by.
+  assert.equal(v['key-ok'], 'pass');
+  assert.equal(v['key-ok-requests'], '1');
+  assert.equal(v['key-ok-scope'], 'https://www.googleapis.com/auth/cloud-platform');
+  // Refused keys: the task fails with Google's error, nothing of the key in it.
+  assert.match(v['key-invalid-grant']!, /^refused:Google refused .*token endpoint answered 400 invalid_grant: Invalid JWT Signature\..*set a valid key in gcp\.credential/);
+  assert.equal(v['key-secret-printed'], 'false');
+  assert.match(v['key-unauthorized']!, /^refused:.*answered 401/);
+  // Google down or unreachable: not a wrong identity; the operator's own retries go on, with a warning.
+  assert.equal(v['key-503'], 'pass');
+  assert.equal(v['key-unreachable'], 'pass');
+  assert.match(r.stdout + r.stderr, /WARN .*Could not get a Google token .*the operator retries/);
+  // Application Default Credentials from the metadata server (Google's own ComputeGoogleCredential).
+  assert.equal(v['metadata-ok'], 'pass');
+  assert.equal(v['metadata-fresh-token-kept'], 'pass,true', 'a credential with a valid token is not asked again');
+  assert.match(v['metadata-404']!, /^refused:No identity from the metadata server .*Error code 404 .*Workload Identity/);
+  assert.match(v['metadata-403']!, /^refused:No identity from the metadata server .*Error code 403/);
+  assert.equal(v['metadata-503'], 'pass');
 });

@@ -99,21 +99,6 @@ test('push-workflow\'s secrets: the key as gcp.credential in the request body; w
   }
 });
 
-test('Digdag log entries: a timestamped line with the lines under it, so a cause is looked for in bq>\'s own retry entry', async () => {
-  const { logEntries } = await import('../helpers/gcp/cluster.ts');
-  const log = [
-    '2026-12-02 23:53:46 +0900 [WARN] (0044@[0:p:1:1]+identity+query) io.digdag.storage.gcs.GCSStorage: Retrying uploading file',
-    'java.io.IOException: Error code 404 trying to get security access token from Compute Engine metadata',
-    '2026-12-02 23:53:47 +0900 [WARN] (0044@[0:p:1:1]+identity+query) io.digdag.standards.operator.gcp.BqJobRunner: BigQuery job submission failed: retrying in 1 seconds',
-    'com.google.api.client.auth.oauth2.TokenResponseException: 400 Bad Request',
-    '  "error" : "invalid_grant",',
-  ].join('\n');
-  const entries = logEntries(log);
-  assert.equal(entries.length, 2);
-  assert.match(entries[1]!, /retrying in[\s\S]*invalid_grant/);
-  assert.doesNotMatch(entries[1]!, /Compute Engine metadata/);
-});
-
 // --- The local target's ADC file (GCP_ADC_FILE): a user's own login or a key, by path only. ---
 
 /** The config as a user's shell would load it: their HOME, CLOUDSDK_CONFIG, GOOGLE_APPLICATION_CREDENTIALS. */

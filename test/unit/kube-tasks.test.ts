@@ -119,7 +119,7 @@ test('build-image on minikube: the held runtime copied into the context (checksu
   // The built image's ID, for the pods' annotation (a rebuild under the same tag rolls them).
   assert.equal(builtImageId(config), `sha256:${'b'.repeat(64)}`);
   assert.equal((valuesFromConfig(config) as { image: { buildId: string } }).image.buildId, `sha256:${'b'.repeat(64)}`);
-  assert.match(cmds[1]!, new RegExp(`^javac --release 8 -nowarn -encoding UTF-8 -cp ${config.digdag.jar} -d ${context}/digdag-patches\\.tmp-\\d+ .*/docker/digdag-patches/io/digdag/core/agent/InProcessTaskCallbackApi\\.java .*/docker/digdag-patches/io/digdag/core/agent/MultiThreadAgent\\.java$`));
+  assert.match(cmds[1]!, new RegExp(`^javac --release 8 -nowarn -encoding UTF-8 -cp ${config.digdag.jar} -d ${context}/digdag-patches\\.tmp-\\d+ .*/docker/digdag-patches/io/digdag/core/agent/InProcessTaskCallbackApi\\.java .*/docker/digdag-patches/io/digdag/core/agent/MultiThreadAgent\\.java .*/docker/digdag-patches/io/digdag/standards/operator/gcp/GcpCredentialProvider\\.java$`));
   assert.deepEqual([cmds[0], ...cmds.slice(2)], [
     'docker info --format {{.ServerVersion}}',
     `docker build -f ${context}/Dockerfile -t digdag-ha:0.10.5.1 --build-arg INSTALL_GCLOUD=true --build-arg TZ=Asia/Tokyo --build-arg LANG=ja_JP.UTF-8 ${context}`,

@@ -2,8 +2,9 @@
 // chart release whose pods take their identity from the project's metadata server on the bridge
 // address (Application Default Credentials, as Workload Identity gives a GKE pod), with GCS task
 // logs; the BigQuery sample run there whole (bq_ddl>, bq>, sh> bq) and read back through another
-// pod; the failure cases (no identity, a wrong key): never a success, the cause named in every
-// retry (Digdag 0.10.5.1's bq> retries a refused credential forever), no secret printed.
+// pod; the failure cases (no identity, a wrong key): the attempt fails by itself with the cause in
+// its task error (digdag-ha's credential patch; Digdag 0.10.5.1's bq> retried it forever), no
+// secret printed.
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -32,7 +33,30 @@ export const SAMPLE_ROWS = {
   orders_by_region: [['nagoya', '1', '50'], ['osaka', '1', '80'], ['tokyo', '2', '150']],
 };
 
-/** Digdag's Java clients (bq>, bq_ddl>, the GCS log server) by user agent; the rest is the CLI's. */
+/** The bucket the sample's export step writes to (its export_bucket parameter); the tests create it. */
+export const EXPORT_BUCKET = 'digdag-ha-test-exports';
+
+/**
+ * The sample's export step ran: bq_extract> had the emulator write orders_by_region as CSV into
+ * EXPORT_BUCKET (the rows the sample's tables hold), and gcs_wait> found that object through the
+ * edge from Digdag's Java client — as `email`, like every other request (assertOneIdentity).
+ */
+export async function assertExported(gcp: GoogleApis, dataset: string, requests: EdgeRequest[], email: string): Promise<string> {
+  const object = `digdag-ha-sample/${dataset}/orders_by_region.csv`;
+  const res = await fetch(`${gcp.storage.url}/download/storage/v1/b/${EXPORT_BUCKET}/o/${encodeURIComponent(object)}?alt=media`);
+  assert.equal(res.status, 200, `gs://${EXPORT_BUCKET}/${object} was not written by bq_extract>`);
+  const [header, ...rows] = (await res.text()).trim().split('\n');
+  assert.equal(header, 'region,orders,total', `the export's header: ${header}`);
+  assert.deepEqual(rows.map((r) => r.split(',')).sort((a, b) => a.join().localeCompare(b.join())), SAMPLE_ROWS.orders_by_region);
+  const jobs = requests.filter((r) => r.service === 'bigquery' && isJava(r) && r.method === 'POST' && /\/jobs(\?|$)/.test(r.path));
+  assert.ok(jobs.length >= 3, `bq>, bq> and bq_extract> each submitted a job from Digdag: ${jobs.length}`);
+  const stat = requests.filter((r) => r.service === 'storage' && isJava(r) && r.method === 'GET' && r.path.includes(`/b/${EXPORT_BUCKET}/o/`));
+  assert.ok(stat.length > 0, `gcs_wait> asked GCS for the export: ${requests.filter((r) => r.service === 'storage').map((r) => `${r.method} ${r.path}`).join('; ') || 'no GCS request'}`);
+  assert.ok(stat.every((r) => r.minted?.email === email), `gcs_wait> ran as ${stat.map((r) => r.minted?.email).join(', ')}, not ${email}`);
+  return `bq_extract> wrote gs://${EXPORT_BUCKET}/${object} (${rows.length} rows), gcs_wait> found it as ${email}`;
+}
+
+/** Digdag's Java clients (bq>, bq_ddl>, bq_extract>, gcs_wait>, the GCS log server) by user agent; the rest is the CLI's. */
 export const isJava = (r: EdgeRequest) => /Google-API-Java-Client|google-api-java-client|gcloud-java|Java\//i.test(r.userAgent);
 
 /** A table's rows in the emulator, sorted. */
@@ -88,61 +112,34 @@ export function assertKeyNotIn(keyFile: string, where: string, text: string): vo
   assert.ok(!text.includes(body) && !text.includes(key.private_key_id), `${where} contain(s) the key`);
 }
 
-/** Digdag's log entries: a line that starts with its timestamp and the lines under it (an exception's). */
-export function logEntries(text: string): string[] {
-  const out: string[] = [];
-  for (const line of text.split('\n')) {
-    if (out.length === 0 || /^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2} /.test(line)) out.push(line);
-    else out[out.length - 1] += `\n${line}`;
-  }
-  return out;
-}
-
 /**
- * An identity Google refuses, as Digdag 0.10.5.1 meets it: the token request fails inside bq>'s
- * PollingRetryExecutor, which retries every error but a 4xx JSON answer of the API — forever,
- * 1 → 30 s apart. So the attempt must not succeed, its retries must name the cause in the
- * worker's log (Digdag prints task logs there too), and a kill must end it; an attempt that fails
- * by itself must name the cause in its task error or log.
+ * An identity Google refuses: digdag-ha's credential patch (docker/digdag-patches) exchanges it for
+ * a token before bq> runs, so the attempt fails by itself — Digdag 0.10.5.1 as released retried it
+ * forever inside bq> — and the task's error message (UI, `digdag attempt`, alerts) names the cause.
+ * No kill: an attempt still running after 120 s is a failure of this proof.
  */
 export async function proveRefused(o: { endpoint: AuthEndpoint; gcp: GoogleApis; project: string; logsSince: (isoTime: string) => Promise<string>; cause: RegExp }): Promise<{ seconds: number; cause: string; id: string }> {
   const t0 = Date.now();
   const since = new Date(t0 - 1000).toISOString();
   const id = await startAttempt(o.endpoint, await workflowId(o.endpoint, o.project, 'identity'), new Date(Math.floor(t0 / 1000) * 1000), { gcp_project: o.gcp.project });
-  let logs = '';
-  let errors = '';
-  // Either bq>'s own retry line with the cause in the exception it carries, or (should Digdag give
-  // up) a failed attempt whose task error or log names it.
-  // The cause must be in a retry entry of bq> itself (its line and the exception under it), not
-  // anywhere in the log: with GCS task logs the same task's log uploads fail for the same reason.
-  let retryEntry: string | undefined;
-  const named = await waitFor(async () => {
-    logs = await o.logsSince(since);
-    retryEntry = logEntries(logs).find((e) => /BigQuery job submission failed[^\n]*retrying in/.test(e) && o.cause.test(e));
-    if (retryEntry) return true;
-    const a = await getAttempt(o.endpoint, id);
-    if (!a.done) return false;
-    errors = await taskErrors(o.endpoint, id);
-    return o.cause.test(errors) || o.cause.test(logs);
-  }, 120_000, 2000);
+  const ended = await waitFor(async () => (await getAttempt(o.endpoint, id)).done, 120_000, 1000);
   const attempt = await getAttempt(o.endpoint, id);
-  assert.ok(named, `${o.project}'s bq> did not name the cause within 120 s (attempt done=${attempt.done} success=${attempt.success}; task errors: ${errors || 'none'}):\n${logs.slice(-3000)}`);
-  assert.equal(attempt.success, false, `${o.project}: bq> succeeded`);
-  const retried = !attempt.done;
-  if (retried) {
+  if (!ended) {
+    const logs = await o.logsSince(since);
     const res = await request(o.endpoint, 'POST', `/api/attempts/${id}/kill`);
-    assert.ok(res.ok, `kill ${id}: HTTP ${res.status}`);
+    assert.fail(`${o.project}: the attempt was still running after 120 s (killed: HTTP ${res.status}) — the refusal did not fail the task:\n${logs.slice(-3000)}`);
   }
-  const ended = await waitAttempt(o.endpoint, id, 120_000);
-  assert.ok(ended.done && !ended.success, `${o.project}: the attempt ended without success`);
-  const cause = (retryEntry ?? `${errors}\n${logs}`).split('\n').find((l) => o.cause.test(l))!.trim();
-  return { seconds: Number(((Date.now() - t0) / 1000).toFixed(1)), cause: `${retried ? 'retried until killed' : 'failed'}: ${cause}`, id };
+  assert.equal(attempt.success, false, `${o.project}: bq> succeeded`);
+  const errors = await taskErrors(o.endpoint, id);
+  const cause = errors.split('\n').find((l) => o.cause.test(l));
+  assert.ok(cause, `${o.project}: the task error does not name the cause (${o.cause}): ${errors || 'no task error'}`);
+  return { seconds: Number(((Date.now() - t0) / 1000).toFixed(1)), cause: `failed: ${cause.trim()}`, id };
 }
 
 /**
  * A wrong key: the project's gcp.credential replaced by a well-formed key the token endpoint does
  * not know (a revoked or mistyped key). The token endpoint refuses it (invalid_grant), bq> never
- * gets a token, the retries name the refusal, and nothing of the key is printed.
+ * gets a token, the task fails naming the refusal, and nothing of the key is printed.
  */
 export async function proveWrongKey(o: { endpoint: AuthEndpoint; gcp: GoogleApis; account: string; push: (dir: string, name: string) => Promise<unknown>; logsSince: (isoTime: string) => Promise<string> }): Promise<string> {
   const wrong = o.gcp.wrongKeyFile(o.account);
@@ -156,7 +153,7 @@ export async function proveWrongKey(o: { endpoint: AuthEndpoint; gcp: GoogleApis
   assert.ok(requests.some((q) => q.service === 'token' && q.status === 400 && !q.minted), 'the wrong key was refused at the token endpoint');
   assert.ok(!requests.some((q) => q.service === 'bigquery' && q.minted), 'a BigQuery request carried a token');
   assertKeyNotIn(wrong, 'the pods\' logs', await o.logsSince(new Date(0).toISOString()));
-  return `${r.seconds} s to a named cause and a kill — ${r.cause.slice(0, 240)}`;
+  return `${r.seconds} s to a failed attempt naming the cause — ${r.cause.slice(0, 240)}`;
 }
 
 /** Helm values of a keyless release pointed at the offline Google Cloud; starts its metadata server on the bridge. */
@@ -187,7 +184,7 @@ export interface ReleaseCtx {
 }
 
 /**
- * The keyless release: the BigQuery sample whole in its worker pods with ADC from the metadata
+ * The keyless release: the BigQuery sample whole (its export to GCS too) in its worker pods with ADC from the metadata
  * server (every request with a token minted for the account by it), its task logs objects in the
  * bucket read through a ui pod (API and `digdag log`); before that, no identity → no success, the cause named.
  */
@@ -229,7 +226,7 @@ export async function proveKeylessRelease(o: ReleaseCtx): Promise<string[]> {
       const r = await proveRefused({ endpoint, gcp: o.gcp, project: 'bq-identity', logsSince, cause: /computeMetadata|Compute Engine metadata|404 Not Found/ });
       assert.ok(o.metadata.requests.some((q) => q.includes('/token')), 'the token was asked of the metadata server');
       assert.ok(!o.gcp.edge.requests.slice(from).some((q) => q.service === 'bigquery' && q.minted), 'a BigQuery request carried a token without an identity');
-      out.push(`no identity: ${r.seconds} s to a named cause and a kill — ${r.cause.slice(0, 240)}`);
+      out.push(`no identity: ${r.seconds} s to a failed attempt naming the cause — ${r.cause.slice(0, 240)}`);
     } finally {
       o.metadata.serveIdentity(true);
     }
@@ -238,7 +235,7 @@ export async function proveKeylessRelease(o: ReleaseCtx): Promise<string[]> {
     t0 = Date.now();
     await samplePushed;
     const tokensBefore = o.metadata.requests.filter((r) => r.includes('/token')).length;
-    const run = await runWorkflow(endpoint, o.gcp, 'bigquery-sample', 'bigquery', { gcp_project: o.gcp.project, dataset: 'sample_adc_cluster' });
+    const run = await runWorkflow(endpoint, o.gcp, 'bigquery-sample', 'bigquery', { gcp_project: o.gcp.project, dataset: 'sample_adc_cluster', export_bucket: EXPORT_BUCKET });
     if (!run.success) {
       const logs = await k('logs', '-l', 'app.kubernetes.io/component=worker', '--tail=80', '--prefix');
       assert.fail(`${await run.explain()}\n${logs.stdout.slice(-4000)}`);
@@ -248,7 +245,8 @@ export async function proveKeylessRelease(o: ReleaseCtx): Promise<string[]> {
     const n = assertOneIdentity(run.requests, o.account, 'metadata', o.bridgeIp);
     assert.ok(!run.requests.some((r) => r.service === 'token'), 'no key was exchanged for a token: the identity is the metadata server\'s');
     assert.ok(o.metadata.requests.filter((r) => r.includes('/token')).length > tokensBefore, 'the pods asked the metadata server for tokens');
-    out.push(`ADC sample in the release's worker pods: ${n.java} requests from bq>/GCS logs, ${n.cli} from sh> bq, all as ${o.account} via the metadata server, ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+    const exported = await assertExported(o.gcp, 'sample_adc_cluster', run.requests, o.account);
+    out.push(`ADC sample in the release's worker pods: ${n.java} requests from bq>/bq_extract>/gcs_wait>/GCS logs, ${n.cli} from sh> bq, all as ${o.account} via the metadata server, ${((Date.now() - t0) / 1000).toFixed(1)} s; ${exported}`);
 
     // GCS task logs: objects in the bucket (uploaded by the workers), read through the ui pod.
     const uploads = run.requests.filter((r) => r.service === 'storage' && r.path.startsWith('/upload/storage/v1/'));

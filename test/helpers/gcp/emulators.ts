@@ -40,9 +40,9 @@ async function waitReady(url: string, child: ChildProcess, logFile: string, time
   throw new Error(`emulator did not answer ${url} within ${timeoutMs / 1000}s: ${fs.readFileSync(logFile, 'utf8').slice(-2000)}`);
 }
 
-function start(bin: string, args: string[], logFile: string): ChildProcess {
+function start(bin: string, args: string[], logFile: string, env: NodeJS.ProcessEnv = process.env): ChildProcess {
   const fd = fs.openSync(logFile, 'a');
-  const child = spawn(bin, args, { stdio: ['ignore', fd, fd] });
+  const child = spawn(bin, args, { stdio: ['ignore', fd, fd], env });
   fs.closeSync(fd);
   running.add(child);
   child.once('exit', () => running.delete(child));
@@ -72,11 +72,13 @@ function handle(child: ChildProcess, url: string, logFile: string): Emulator {
   };
 }
 
-/** The BigQuery emulator with one project (in memory). */
-export async function startBigqueryEmulator(project: string, logDir: string): Promise<Emulator> {
+/** The BigQuery emulator with one project (in memory); its extract jobs (bq_extract>) write to the
+ * fake GCS at storageUrl (its Go storage client's STORAGE_EMULATOR_HOST). */
+export async function startBigqueryEmulator(project: string, logDir: string, storageUrl?: string): Promise<Emulator> {
   const port = await freePortRange(2, 62100);
   const logFile = path.join(logDir, 'bigquery-emulator.log');
-  const child = start(bigqueryEmulatorBin(), [`--project=${project}`, '--host=127.0.0.1', `--port=${port}`, `--grpc-port=${port + 1}`, '--log-level=info'], logFile);
+  const env = storageUrl ? { ...process.env, STORAGE_EMULATOR_HOST: new URL(storageUrl).host } : process.env;
+  const child = start(bigqueryEmulatorBin(), [`--project=${project}`, '--host=127.0.0.1', `--port=${port}`, `--grpc-port=${port + 1}`, '--log-level=info'], logFile, env);
   const url = `http://127.0.0.1:${port}`;
   await waitReady(`${url}/bigquery/v2/projects/${project}/datasets`, child, logFile);
   return handle(child, url, logFile);

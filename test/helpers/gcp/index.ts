@@ -58,10 +58,11 @@ export async function startGoogleApis(opts: { dir: string; project: string; acco
   }
   const stops: (() => Promise<void>)[] = [];
   try {
-    const bigquery = await startBigqueryEmulator(opts.project, opts.dir);
-    stops.push(bigquery.stop);
+    // GCS first: the BigQuery emulator's extract jobs write there.
     const storage = await startFakeGcs(opts.dir, opts.buckets);
     stops.push(storage.stop);
+    const bigquery = await startBigqueryEmulator(opts.project, opts.dir, storage.url);
+    stops.push(bigquery.stop);
     const edge = await startEdge({ pki, authority, upstreams: { bigquery: bigquery.url, storage: storage.url }, ip: EDGE_IP, port: 443, extraIps: opts.edgeIps });
     stops.push(edge.close);
     const hostsFile = path.join(opts.dir, 'hosts');
