@@ -2,6 +2,7 @@
 // and the entrypoint script runs for real with a stand-in `java` that reports what it was given.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
@@ -29,7 +30,7 @@ test('Dockerfile: Digdag from the build context build-image assembles (checksums
   assert.match(dockerfile, /if ! command -v java >\/dev\/null; then[\s\S]*"\$\{JRE_PACKAGE\}"/);
   assert.doesNotMatch(dockerfile, /^COPY --chmod/m, 'the legacy builder (DOCKER_BUILDKIT=0) has no COPY --chmod');
   const entry = fs.readFileSync(ENTRYPOINT, 'utf8');
-  assert.match(entry, /java \$JAVA_MODULE_FLAGS \$JAVA_OPTS -cp "\$DIGDAG_CP" io\.digdag\.cli\.Main/);
+  assert.match(entry, /java \$JAVA_MODULE_FLAGS \$\(cds_flag "\$DIGDAG_CP"\) \$JAVA_OPTS -cp "\$DIGDAG_CP" io\.digdag\.cli\.Main/);
   assert.doesNotMatch(dockerfile + entry, /AggressiveOpts|\/usr\/local\/bin\/digdag\b(?!-)/, 'never the self-running launcher');
 });
 
@@ -68,6 +69,7 @@ test('Dockerfile: no secret is baked into the image', () => {
 /** Runs the entrypoint with stand-ins for java and gcloud that record their arguments. */
 function runEntrypoint(args: string[], opts: { secret?: boolean; key?: boolean; env?: Record<string, string> } = {}) {
   const dir = tempDir('entrypoint-');
+  fs.mkdirSync(path.join(dir, 'cds'));
   const bin = path.join(dir, 'bin');
   fs.mkdirSync(bin);
   fs.writeFileSync(path.join(bin, 'java'), `#!/bin/sh\necho "java $*" >> ${dir}/calls\nfor a; do case "$a" in */server.properties) stat -c %a "$a" >> ${dir}/calls; cat "$a" >> ${dir}/calls;; esac; done\necho "GOOGLE_CLOUD_PROJECT=$GOOGLE_CLOUD_PROJECT GOOGLE_APPLICATION_CREDENTIALS=$GOOGLE_APPLICATION_CREDENTIALS" >> ${dir}/calls\n`, { mode: 0o755 });
@@ -85,6 +87,9 @@ function runEntrypoint(args: string[], opts: { secret?: boolean; key?: boolean; 
       DIGDAG_SECRET_PROPERTIES: path.join(dir, 'secret.properties'),
       GCP_KEY_FILE: path.join(dir, 'key.json'),
       DIGDAG_WORK_DIR: path.join(dir, 'work'),
+      DIGDAG_CDS_DIR: path.join(dir, 'cds'),
+      DIGDAG_PATCHES_JAR: path.join(dir, 'no-patches.jar'),
+      DIGDAG_UI_LOGIN_JAR: path.join(dir, 'no-ui-login.jar'),
       ...opts.env,
     },
   });
@@ -164,15 +169,58 @@ test('entrypoint: DIGDAG_AUTH=none adds no auth keys; basic without the Secret r
   assert.equal(missing.calls, '');
 });
 
-test('entrypoint: the UI login config.js goes first on the classpath only with DIGDAG_AUTH=basic', () => {
-  const login = tempDir('ui-login-');
-  fs.mkdirSync(path.join(login, 'public'));
-  fs.writeFileSync(path.join(login, 'public', 'config.js'), uiConfigJs());
-  const basic = runEntrypoint(['server'], { env: { DIGDAG_ROLE: 'agent', DIGDAG_AUTH: 'basic', DIGDAG_API_CREDENTIALS_DIR: credentialsDir('pw'), DIGDAG_UI_LOGIN_DIR: login } });
+test('entrypoint: the UI login jar goes first on the classpath only with DIGDAG_AUTH=basic', () => {
+  const login = path.join(tempDir('ui-login-'), 'ui-login.jar');
+  fs.writeFileSync(login, 'a jar');
+  const basic = runEntrypoint(['server'], { env: { DIGDAG_ROLE: 'agent', DIGDAG_AUTH: 'basic', DIGDAG_API_CREDENTIALS_DIR: credentialsDir('pw'), DIGDAG_UI_LOGIN_JAR: login } });
   assert.equal(basic.status, 0, basic.stderr);
   assert.match(basic.calls, new RegExp(`-cp ${login}:/opt/digdag/lib/\\* io.digdag.cli.Main server`));
-  const none = runEntrypoint(['server'], { env: { DIGDAG_ROLE: 'agent', DIGDAG_AUTH: 'none', DIGDAG_UI_LOGIN_DIR: login } });
+  const none = runEntrypoint(['server'], { env: { DIGDAG_ROLE: 'agent', DIGDAG_AUTH: 'none', DIGDAG_UI_LOGIN_JAR: login } });
   assert.match(none.calls, / -cp \/opt\/digdag\/lib\/\* io.digdag.cli.Main server/, 'AUTH=none: the UI as shipped');
+});
+
+/** Where the entrypoint looks for the archive of a classpath (cds_archive). */
+const archiveOf = (cdsDir: string, cp: string) => path.join(cdsDir, `${crypto.createHash('sha256').update(cp).digest('hex').slice(0, 16)}.jsa`);
+
+test('entrypoint: the patches jar goes first on every JVM\'s classpath, and each JVM maps the class-data-sharing archive made for exactly its classpath', () => {
+  const dir = tempDir('cds-');
+  const patches = path.join(dir, 'patches.jar');
+  const login = path.join(dir, 'ui-login.jar');
+  fs.writeFileSync(patches, 'a jar');
+  fs.writeFileSync(login, 'a jar');
+  const cds = path.join(dir, 'cds');
+  fs.mkdirSync(cds);
+  const plain = `${patches}:/opt/digdag/lib/*`;
+  fs.writeFileSync(archiveOf(cds, plain), 'archive');
+  const env = { DIGDAG_PATCHES_JAR: patches, DIGDAG_UI_LOGIN_JAR: login, DIGDAG_CDS_DIR: cds };
+  const server = runEntrypoint(['server', '--disable-scheduler'], { env: { ...env, DIGDAG_ROLE: 'agent', JAVA_OPTS: '-Xmx1g' } });
+  assert.equal(server.status, 0, server.stderr);
+  assert.match(server.calls, new RegExp(`^java ${FLAGS} -XX:SharedArchiveFile=${archiveOf(cds, plain)} -Xmx1g -cp ${patches}:/opt/digdag/lib/\\* io.digdag.cli.Main server -c `, 'm'));
+  // wait-migrated (the init container): the same classpath, so the same archive.
+  const wait = runEntrypoint(['wait-migrated'], { env: { ...env, DIGDAG_DB_WAIT_TRIES: '1' } });
+  assert.match(wait.calls, new RegExp(`^java ${FLAGS} -XX:SharedArchiveFile=${archiveOf(cds, plain)} -cp ${patches}:/opt/digdag/lib/\\* io.digdag.cli.Main migrate check -c `, 'm'));
+  // With the login form the classpath differs: no archive for it here, so none is given.
+  const basic = runEntrypoint(['server'], { env: { ...env, DIGDAG_ROLE: 'agent', DIGDAG_AUTH: 'basic', DIGDAG_API_CREDENTIALS_DIR: credentialsDir('pw') } });
+  assert.equal(basic.status, 0, basic.stderr);
+  assert.match(basic.calls, new RegExp(`^java ${FLAGS} -cp ${login}:${patches}:/opt/digdag/lib/\\* io.digdag.cli.Main server`, 'm'));
+  fs.writeFileSync(archiveOf(cds, `${login}:${plain}`), 'archive');
+  const basic2 = runEntrypoint(['server'], { env: { ...env, DIGDAG_ROLE: 'agent', DIGDAG_AUTH: 'basic', DIGDAG_API_CREDENTIALS_DIR: credentialsDir('pw') } });
+  assert.match(basic2.calls, new RegExp(`-XX:SharedArchiveFile=${archiveOf(cds, `${login}:${plain}`)} -cp ${login}:${patches}:`));
+});
+
+test('Dockerfile: the login form and the patches become jars, then cds-archive makes the archives, after every COPY that is on the classpath', () => {
+  const at = (re: RegExp) => {
+    const m = re.exec(dockerfile);
+    assert.ok(m, `${re} in the Dockerfile`);
+    return m.index;
+  };
+  const run = at(/digdag-entrypoint cds-archive/);
+  for (const re of [/^COPY digdag\/ /m, /^COPY ui-login\/ /m, /^COPY digdag-patches\/ /m, /^COPY entrypoint\.sh /m, /zip -qrX \/opt\/digdag\/ui-login\.jar/, /zip -qrX \/opt\/digdag\/patches\.jar/]) assert.ok(at(re) < run, `${re} before cds-archive`);
+  assert.match(dockerfile, /if \[ -f patches\/\.digdag-ha-key \]; then[^\n]*patches\.jar/, 'the patches jar only once every class compiled');
+  const entry = fs.readFileSync(ENTRYPOINT, 'utf8');
+  assert.match(entry, /UI_LOGIN_JAR=\$\{DIGDAG_UI_LOGIN_JAR:-\/opt\/digdag\/ui-login\.jar\}/);
+  assert.match(entry, /DIGDAG_PATCHES_JAR=\$\{DIGDAG_PATCHES_JAR:-\/opt\/digdag\/patches\.jar\}/);
+  assert.match(entry, /-Xshare:on -XX:SharedArchiveFile="\$archive"/, 'the build proves each archive maps');
 });
 
 test('the image build context carries the login config.js the Dockerfile copies (no secret in it)', () => {
@@ -184,7 +232,6 @@ test('the image build context carries the login config.js the Dockerfile copies 
   const dir = assembleContext(testConfig({ DIGDAG_HA_STATE_DIR: state }), { kind: 'jar', path: jar, source: 'jar', version: '0.10.5.1' } as never, agent);
   assert.equal(fs.readFileSync(path.join(dir, UI_LOGIN_CONTEXT_DIR, 'public', 'config.js'), 'utf8'), uiConfigJs());
   assert.match(fs.readFileSync(path.join(ROOT, 'docker', 'Dockerfile'), 'utf8'), new RegExp(`^COPY ${UI_LOGIN_CONTEXT_DIR}/ /opt/digdag/ui-login/$`, 'm'));
-  assert.match(fs.readFileSync(ENTRYPOINT, 'utf8'), /UI_LOGIN_DIR=\$\{DIGDAG_UI_LOGIN_DIR:-\/opt\/digdag\/ui-login\}/);
 });
 
 test('entrypoint probe: curl reads the header from the file, fails on a non-2xx', () => {
