@@ -16,6 +16,8 @@ export interface ClusterBenchOptions {
   fixed: number[];
   /** KEDA from min to max workers on the queue (AGENT_AUTOSCALING=keda), run last; null: none. */
   keda: { min: number; max: number } | null;
+  /** KEDA's burst this many times (a median of the reaction needs several). */
+  kedaBursts: number;
   /** KEDA's pollingInterval, cooldownPeriod and the HPA's scale-down period for the KEDA run. */
   pollingSeconds: number;
   cooldownSeconds: number;
@@ -35,6 +37,7 @@ export const CLUSTER_DEFAULTS: ClusterBenchOptions = {
   threads: 4,
   fixed: [1, 2, 4],
   keda: { min: 1, max: 4 },
+  kedaBursts: 1,
   pollingSeconds: 5,
   cooldownSeconds: 30,
   scaleDownPeriodSeconds: 15,
@@ -63,6 +66,7 @@ export function clusterBenchOptions(flags: Record<string, string | boolean | und
   o.pollingSeconds = num('polling') ?? o.pollingSeconds;
   o.cooldownSeconds = num('cooldown') ?? o.cooldownSeconds;
   o.scaleDownPeriodSeconds = num('scale-down-period') ?? o.scaleDownPeriodSeconds;
+  o.kedaBursts = num('keda-bursts') ?? o.kedaBursts;
   if (str('fixed') !== undefined) o.fixed = str('fixed') === 'none' ? [] : str('fixed')!.split(',').map((x) => positive('fixed', x.trim()));
   const keda = str('keda');
   if (keda !== undefined) {
@@ -77,15 +81,17 @@ export function clusterBenchOptions(flags: Record<string, string | boolean | und
 }
 
 /** One configuration of the cluster mode. */
-export type ClusterSetup = { mode: 'fixed'; workers: number } | { mode: 'keda'; min: number; max: number };
+export type ClusterSetup = { mode: 'fixed'; workers: number } | { mode: 'keda'; min: number; max: number; burst?: number };
 
 export const clusterLabel = (s: ClusterSetup): string =>
-  s.mode === 'fixed' ? `fixed: ${s.workers} worker${s.workers > 1 ? 's' : ''}` : `KEDA: ${s.min}→${s.max} workers`;
+  s.mode === 'fixed' ? `fixed: ${s.workers} worker${s.workers > 1 ? 's' : ''}` : `KEDA: ${s.min}→${s.max} workers${s.burst ? ` (burst ${s.burst})` : ''}`;
 
 /** The configurations in the order they run: the fixed counts as given, KEDA last (the
  * ScaledObject it applies would keep scaling the later fixed runs). */
 export function clusterSetups(o: ClusterBenchOptions): ClusterSetup[] {
-  return [...o.fixed.map((workers) => ({ mode: 'fixed' as const, workers })), ...(o.keda ? [{ mode: 'keda' as const, ...o.keda }] : [])];
+  const keda = o.keda;
+  const bursts = keda ? Array.from({ length: o.kedaBursts }, (_, i) => ({ mode: 'keda' as const, ...keda, ...(o.kedaBursts > 1 ? { burst: i + 1 } : {}) })) : [];
+  return [...o.fixed.map((workers) => ({ mode: 'fixed' as const, workers })), ...bursts];
 }
 
 export const maxWorkers = (s: ClusterSetup) => (s.mode === 'fixed' ? s.workers : s.max);
@@ -190,7 +196,25 @@ export function renderClusterReport(o: ClusterBenchOptions, runs: readonly Clust
     `Cluster burst: ${o.attempts} attempts × ${o.tasksPerAttempt} sh> tasks of sleep ${o.sleepSeconds}s, ${o.threads} threads per worker ` +
       `(drain = first submission → last attempt finished; ideal = task-seconds ÷ (max workers × threads); reaction = queue above min × threads → first task on a new worker)`,
     clusterTable(runs),
+    ...kedaSummary(runs),
   ].join('\n');
+}
+
+const median = (xs: number[]): number => {
+  const v = [...xs].sort((a, b) => a - b);
+  return v.length % 2 ? v[(v.length - 1) / 2]! : (v[v.length / 2 - 1]! + v[v.length / 2]!) / 2;
+};
+
+/** Over several KEDA bursts: the median reaction and drain (the issue's p50). */
+export function kedaSummary(runs: readonly ClusterRun[]): string[] {
+  const keda = runs.filter((r) => r.setup.mode === 'keda');
+  const reactions = keda.map((r) => r.reactionS).filter((x): x is number => x !== undefined && Number.isFinite(x));
+  if (keda.length < 2 || !reactions.length) return [];
+  const drains = keda.map((r) => r.drainSeconds / r.idealSeconds);
+  return [
+    `KEDA over ${keda.length} bursts: reaction p50 ${s1(median(reactions))} s (${reactions.map(s1).join(', ')}; ${keda.length - reactions.length} without a new worker), ` +
+      `drain p50 ${median(drains).toFixed(2)}× the ideal (${drains.map((d) => d.toFixed(2)).join(', ')})`,
+  ];
 }
 
 /** The bars of the cluster chart, one per run. */

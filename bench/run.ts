@@ -61,6 +61,7 @@ const USAGE = `usage: npm run bench -- [flags]
     --threads N           agent threads per worker (default 4)
     --fixed 1,2,4|none    fixed worker counts, a run each (default 1,2,4)
     --keda MIN-MAX|none   KEDA's range, run last (default 1-4)
+    --keda-bursts N       KEDA's burst N times, for the median reaction and drain (default 1)
     --polling S --cooldown S --scale-down-period S
                           KEDA's polling, cooldown and scale-down period (default 5, 30, 15)
     --keep                leave the cluster and the deployment up
@@ -281,6 +282,7 @@ async function main(): Promise<void> {
       polling: { type: 'string' },
       cooldown: { type: 'string' },
       'scale-down-period': { type: 'string' },
+      'keda-bursts': { type: 'string' },
       keep: { type: 'boolean' },
       charts: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
@@ -316,7 +318,7 @@ async function main(): Promise<void> {
     return;
   }
   if (values.target !== undefined && values.target !== 'local') throw new Error(`--target=${values.target}: the bench runs on local (default) or cluster`);
-  const clusterOnly = ['attempts', 'tasks', 'sleep', 'fixed', 'keda', 'polling', 'cooldown', 'scale-down-period', 'keep'].filter((k) => values[k as keyof typeof values] !== undefined);
+  const clusterOnly = ['attempts', 'tasks', 'sleep', 'fixed', 'keda', 'keda-bursts', 'polling', 'cooldown', 'scale-down-period', 'keep'].filter((k) => values[k as keyof typeof values] !== undefined);
   if (clusterOnly.length) throw new Error(`--${clusterOnly.join(', --')}: only for the cluster mode; add --target cluster`);
   const o = benchOptions(values);
   const runner = new ShellRunner(false, () => {});

@@ -8,7 +8,7 @@ import { latencyTable, postgresTable, renderReport, setupLabel, throughputBars, 
 import * as vega from 'vega';
 import { compile, type TopLevelSpec } from 'vega-lite';
 import { barChartSpec, barChartSvg, clusterChartSpec, renderSvg, svgToPng, timelineSpec } from '../../bench/charts.ts';
-import { clusterBarRows, clusterBenchOptions, clusterRun, clusterSetups, clusterTable, timelineRows, type ClusterRun } from '../../bench/cluster-report.ts';
+import { clusterBarRows, clusterBenchOptions, clusterLabel, clusterRun, clusterSetups, clusterTable, kedaSummary, timelineRows, type ClusterRun } from '../../bench/cluster-report.ts';
 import { burstFigures, type QueueSample } from '../../lib/queue-sampling.ts';
 import { benchOptions, fanoutDig, sequentialDig } from '../../bench/workloads.ts';
 
@@ -235,6 +235,16 @@ test('cluster mode options: the issue\'s burst by default, --quick shorter, KEDA
   assert.throws(() => clusterBenchOptions({ keda: '4-1' }), /MIN ≤ MAX/);
   assert.throws(() => clusterBenchOptions({ fixed: '1,0' }), /--fixed=0: expected a whole number ≥ 1/);
   assert.throws(() => clusterBenchOptions({ fixed: 'none', keda: 'none' }), /nothing to run/);
+});
+
+test('cluster mode --keda-bursts: KEDA\'s burst repeated, each its own labelled run, the median reaction and drain over them', () => {
+  const setups = clusterSetups(clusterBenchOptions({ fixed: '4', 'keda-bursts': '3' }));
+  assert.deepEqual(setups, [{ mode: 'fixed', workers: 4 }, ...[1, 2, 3].map((burst) => ({ mode: 'keda', min: 1, max: 4, burst }))]);
+  assert.deepEqual(setups.map(clusterLabel), ['fixed: 4 workers', 'KEDA: 1→4 workers (burst 1)', 'KEDA: 1→4 workers (burst 2)', 'KEDA: 1→4 workers (burst 3)']);
+  assert.throws(() => clusterBenchOptions({ 'keda-bursts': '0' }), /--keda-bursts=0: expected a whole number ≥ 1/);
+  const runs = [fixed(4, 80), { ...keda(), reactionS: 31 }, { ...keda(), reactionS: 19, drainSeconds: 100 }, { ...keda(), reactionS: 22.5, drainSeconds: 90 }];
+  assert.deepEqual(kedaSummary(runs), ['KEDA over 3 bursts: reaction p50 22.5 s (31.0, 19.0, 22.5; 0 without a new worker), drain p50 1.60× the ideal (1.76, 1.60, 1.44)']);
+  assert.deepEqual(kedaSummary([fixed(4, 80), { ...keda(), reactionS: 31 }]), [], 'one burst: no median');
 });
 
 test('cluster mode table: drain against the ideal at the most workers, speed-up, the scale-out\'s steps, scale-in, re-runs', () => {
