@@ -330,7 +330,7 @@ export function kedaTests(env: ClusterSuiteEnv): { stop(): Promise<void> } {
     t.diagnostic(`scale-to-zero check in all: ${sec(Date.now() - t0)}`);
   });
 
-  test(`CPU HPA: metrics-server serves metrics.k8s.io; the project's HorizontalPodAutoscaler (AGENT_AUTOSCALING=hpa, min ${HPA_MIN} / max ${HPA_MAX}) scales the workers out under ${CPU_TASKS} busy sh> tasks`, { timeout: 900_000 }, async (t) => {
+  test(`CPU HPA: metrics-server serves metrics.k8s.io; the project's HorizontalPodAutoscaler (AGENT_AUTOSCALING=hpa, min ${HPA_MIN} / max ${HPA_MAX}) scales the workers out under ${CPU_TASKS} busy sh> tasks and back in once they end`, { timeout: 900_000 }, async (t) => {
     const why = env.skipReason() ?? env.metricsServerMissing() ?? env.runtimeMissing();
     if (why) return t.skip(why);
     await setUp();
@@ -406,6 +406,13 @@ export function kedaTests(env: ClusterSuiteEnv): { stop(): Promise<void> } {
       const a = await waitAttempt(await kubeTarget.endpoint(hctx), id, (CPU_SECONDS + 240) * 1000);
       assert.equal(a.success, true, `the cpu attempt ${id} did not succeed`);
       assert.ok((await replicas()) <= HPA_MAX);
+      // Scale-in: the load gone, the HPA returns to the minimum after its stabilization window
+      // (the cooldown) and one scale-down period; the pod it removes is idle by then.
+      const doneAt = Date.now();
+      const budget = (COOLDOWN + SCALE_DOWN_PERIOD + 120) * 1000;
+      const back = await waitFor(async () => (n = await replicas()) === HPA_MIN, budget, 1000);
+      assert.ok(back, `the HPA did not scale the workers back to ${HPA_MIN} within ${budget / 1000} s of the load's end: ${n} replica(s), HPA status ${JSON.stringify((await hpa()).status)}`);
+      t.diagnostic(`CPU HPA scale-in ${HPA_MAX}→${HPA_MIN}: ${sec(Date.now() - doneAt)} after the load's attempt finished (stabilization window = cooldown ${COOLDOWN} s)`);
       t.diagnostic(`CPU HPA test in all: ${sec(Date.now() - t0)} (load ${CPU_TASKS} × ${CPU_SECONDS} s, attempt done ${sec(Date.now() - loadAt)} after its start)`);
     } finally {
       // Nothing follows on this namespace: the HPA goes, the workers stay as they are.
