@@ -195,6 +195,12 @@ export function kedaTests(env: ClusterSuiteEnv): { stop(): Promise<void> } {
         assert.equal(r.code, 0, r.stderr);
       }
       log(`long tasks held by ${[...holders].join(', ')} (made the first to delete)`);
+      // Their JVMs (a new worker's among them) map the image's class-data-sharing archive, the one
+      // made for their classpath (docker/entrypoint.sh cds_flag).
+      for (const pod of holders) {
+        const maps = await k('exec', pod, '-c', 'digdag', '--', 'sh', '-c', 'cat /proc/[0-9]*/maps 2>/dev/null | grep -o "/opt/digdag/cds/[0-9a-f]*\\.jsa" | sort -u');
+        assert.match(maps.stdout.trim(), /^\/opt\/digdag\/cds\/[0-9a-f]{16}\.jsa$/, `the JVM of ${pod} maps no class-data-sharing archive: ${maps.stdout}${maps.stderr}`);
+      }
       for (const id of ids) {
         const a = await waitAttempt(await kubeTarget.endpoint(ctx), id, 900_000);
         assert.equal(a.success, true, `attempt ${id} did not succeed`);
