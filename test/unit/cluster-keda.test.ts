@@ -9,7 +9,7 @@ import { test } from 'node:test';
 import { aggregationLayerFlags, FRONT_PROXY_CLIENT } from '../../lib/cluster/aggregation.ts';
 import { components } from '../../lib/cluster/components.ts';
 import { loadClusterConfig } from '../../lib/cluster/config.ts';
-import { EXTERNAL_METRICS_API, KEDA_DEPLOYMENTS, kedaDir, kedaDockerfile, kedaImages, kedaMissing, kedaObjects, startKeda } from '../../lib/cluster/keda.ts';
+import { EXTERNAL_METRICS_API, KEDA_DEPLOYMENTS, kedaDir, kedaDockerfile, kedaImages, kedaMissing, kedaObjects, kedaStatusLine, removeKedaWorkloads, startKeda } from '../../lib/cluster/keda.ts';
 import { missingPrerequisites } from '../../lib/cluster/lifecycle.ts';
 import { UserError } from '../../lib/errors.ts';
 import { RecordingRunner } from '../../lib/runner.ts';
@@ -151,4 +151,13 @@ test('KEDA up: its images built once into the image cache and imported, config/d
   const again = new RecordingRunner((argv) => (argv.includes('deployments') ? { stdout: JSON.stringify({ items: KEDA_DEPLOYMENTS.map((name) => ({ metadata: { name }, status: { conditions: [{ type: 'Available', status: 'True' }] } })) }) } : argv.includes('apiservice') ? { stdout: 'True' } : undefined));
   assert.equal(await startKeda(again, cc), 'KEDA v2.16.1: already up');
   assert.ok(again.calls.every((c) => !c.mutates));
+});
+
+test('KEDA in status and down: its Deployments and APIService in one line; down deletes its Deployments and ReplicaSets (not its CRDs) so that an up without it starts no KEDA pod', async () => {
+  const cc = mk({ CLUSTER_ADDONS: 'keda' });
+  const two = new RecordingRunner((argv) => (argv.includes('deployments') ? { stdout: JSON.stringify({ items: [{ metadata: { name: 'keda-operator' }, status: { conditions: [{ type: 'Available', status: 'True' }] } }, { metadata: { name: 'keda-admission' }, status: { conditions: [{ type: 'Available', status: 'False' }] } }] }) } : argv.includes('apiservice') ? { stdout: 'False' } : undefined));
+  assert.match(await kedaStatusLine(two, cc), /^keda \(pods\) +1\/3 Deployments Available in namespace keda; v1beta1\.external\.metrics\.k8s\.io not Available$/);
+  const r = new RecordingRunner();
+  await removeKedaWorkloads(r, cc);
+  assert.deepEqual(r.calls.map((c) => c.argv.slice(3).join(' ')), ['delete deployments,replicasets --all -n keda --ignore-not-found --wait=false']);
 });
