@@ -54,8 +54,10 @@ export async function signCertificate(
   fs.chmodSync(f(`${o.ca}.key`), 0o600);
 }
 
-/** kube-apiserver flags of the aggregation layer. Routing to endpoints: the add-ons run on the
- * node (on the bridge address), and a selector-less Service's Endpoints lead there. */
+/** kube-apiserver flags of the aggregation layer. Routing to endpoints: the API server dials the
+ * add-on's Endpoints — KEDA adapter's pod, or metrics-server on the node (the bridge address,
+ * behind a selector-less Service) — not a ClusterIP, which only kube-proxy's rules on the
+ * node's forwarded traffic would lead anywhere. */
 export function aggregationLayerFlags(cc: ClusterConfig): string[] {
   const pki = (f: string) => path.join(clusterPaths(cc).pki, f);
   return [

@@ -7,7 +7,6 @@ import path from 'node:path';
 import type { Runner } from '../runner.ts';
 import { readJson } from '../state.ts';
 import { clusterPaths, type ClusterConfig } from './config.ts';
-import { KEDA_PORTS } from './keda.ts';
 
 const TABLES = ['filter', 'nat', 'mangle', 'raw'] as const;
 const FAMILIES = ['iptables', 'ip6tables'] as const;
@@ -112,14 +111,8 @@ export async function prepareHost(runner: Runner, cc: ClusterConfig): Promise<vo
   // its pods (the bridge) may talk to it, even if another host routed that address here.
   if ((await runner.run({ argv: ['iptables', '-w', '-t', 'mangle', '-S', INPUT_FENCE_CHAIN], nothrow: true, quiet: true })).code !== 0) await ipt('-N', INPUT_FENCE_CHAIN);
   await ipt('-F', INPUT_FENCE_CHAIN);
-  // KEDA's adapter serves its own /metrics on every interface (it takes a port, no address):
-  // only the machine itself may read it.
-  await ipt('-A', INPUT_FENCE_CHAIN, '!', '-i', 'lo', '-p', 'tcp', '--dport', String(KEDA_PORTS.adapterMetrics), '-j', 'DROP', '-m', 'comment', '--comment', 'digdag-ha test cluster: KEDA adapter metrics only from the machine');
   await ipt('-A', INPUT_FENCE_CHAIN, '-i', 'lo', '-j', 'RETURN');
   await ipt('-A', INPUT_FENCE_CHAIN, '-i', bridge, '-j', 'RETURN');
-  // KEDA's webhook server binds every interface too (a port, no address): the API server (from the
-  // machine) and pods (the bridge) may reach it, nothing else.
-  await ipt('-A', INPUT_FENCE_CHAIN, '-p', 'tcp', '--dport', String(KEDA_PORTS.webhooks), '-j', 'DROP', '-m', 'comment', '--comment', 'digdag-ha test cluster: KEDA webhooks only from the machine and its pods');
   await ipt('-A', INPUT_FENCE_CHAIN, '-d', bridgeIp, '-j', 'DROP', '-m', 'comment', '--comment', 'digdag-ha test cluster: the node address only from the machine and its pods');
   if ((await runner.run({ argv: ['iptables', '-w', '-t', 'mangle', '-C', 'INPUT', '-j', INPUT_FENCE_CHAIN], nothrow: true, quiet: true })).code !== 0) {
     await ipt('-I', 'INPUT', '1', '-j', INPUT_FENCE_CHAIN);

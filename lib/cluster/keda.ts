@@ -1,218 +1,145 @@
-// KEDA on the own cluster: its operator, its external-metrics API server (the adapter) and its
-// admission webhooks, built by .ci/install-keda into the cache, run as host processes next to the cluster's other
-// components (as CoreDNS and kube-router are) — pods cannot reach this cluster's API server yet.
-// Outside a pod KEDA lacks what a pod would mount, so this gives it: a kubeconfig of its own
-// identity (bound to KEDA's own ClusterRoles from its config/), the certificates its operator
-// and adapter use for their gRPC link and the adapter serves with (from the cluster CA, no
-// rotation), and a resolv.conf pointing at the cluster's DNS in a private mount namespace (its
-// scalers dial Services by name). The API server reaches the adapter through a selector-less
-// Service whose Endpoints are the bridge address (aggregator routing, lib/cluster/aggregation.ts);
-// the webhooks the same way (the API server resolves a webhook's Service by its Endpoints too).
+// KEDA on the own cluster as it runs on any other: pods deployed from KEDA's own config/ (its
+// kustomization config/default: CRDs, RBAC, the operator, the external-metrics API server — the
+// adapter — and the admission webhooks), in namespace keda. .ci/install-keda builds the three
+// binaries and copies config/ into the cache; here each binary becomes an image of its own, as
+// upstream's are (FROM scratch here instead of distroless: the binary, the CA bundle, a numeric
+// non-root user, upstream's entry point), built once and kept in the image cache keyed by the
+// KEDA version and the binary, and imported into the cluster's containerd (there is no
+// registry); the manifests are re-tagged to those local names. KEDA's operator makes and rotates
+// its own certificates (Secret kedaorg-certs, mounted by the three pods) and injects their CA into
+// the APIService and the ValidatingWebhookConfiguration; the API server reaches the adapter's pod
+// through the aggregation layer (lib/cluster/aggregation.ts, routing to its Endpoints) and the
+// webhook pod the same way. Its pods reach the API server through the `kubernetes` Service, and
+// the project's database through the chart's NetworkPolicy, which admits namespace keda
+// (autoscaling.kedaNamespace); KEDA's own namespace has no policy, as on GKE.
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import YAML from 'yaml';
-import { UserError } from '../errors.ts';
-import { isAlive, listProcesses, waitFor } from '../processes.ts';
+import { tail, UserError } from '../errors.ts';
+import { waitFor } from '../processes.ts';
 import { changesApplied, type Runner } from '../runner.ts';
 import { ensureDir } from '../state.ts';
 import { KEDA_VERSION } from '../versions.ts';
 import { kubectl } from './addons.ts';
-import { signCertificate } from './aggregation.ts';
-import { httpStatus, type Component } from './components.ts';
-import { clusterPaths, type ClusterConfig } from './config.ts';
-import { kubeconfigFor } from './pki.ts';
+import type { ClusterConfig } from './config.ts';
+import { clusterImageCache, containerdHasImage, docker, loadImage } from './images.ts';
 
 export const KEDA_NAMESPACE = 'keda';
-/** The user KEDA's processes authenticate as (its client certificate's CN). */
-export const KEDA_USER = 'digdag-ha:keda';
 export const EXTERNAL_METRICS_API = 'v1beta1.external.metrics.k8s.io';
-export const KEDA_PROCESSES = ['keda-operator', 'keda-adapter', 'keda-webhooks'] as const;
+/** The Secret KEDA's operator keeps its certificates in (its --cert-secret-name default). */
+export const KEDA_CERTS_SECRET = 'kedaorg-certs';
+/** KEDA's Deployments, as its config/ names them: operator, metrics API server, webhooks. */
+export const KEDA_DEPLOYMENTS = ['keda-operator', 'keda-metrics-apiserver', 'keda-admission'] as const;
 
-/** KEDA's ports: loopback, except the adapter's API and the webhooks on the bridge (Endpoints
- * reject 127.0.0.0/8; the webhook server binds every interface, the fence in lib/cluster/host.ts
- * keeps it to the machine and its pods). */
-export const KEDA_PORTS = { grpc: 9666, operatorMetrics: 18080, operatorHealth: 18081, adapterMetrics: 18082, adapter: 6444, webhooks: 9443, webhooksMetrics: 18083, webhooksHealth: 18084 } as const;
-/** The Service KEDA's ValidatingWebhookConfiguration names. */
-export const KEDA_WEBHOOKS_SERVICE = 'keda-admission-webhooks';
+const VERSION = KEDA_VERSION.replace(/^v/, '');
+
+/** KEDA's three images: upstream's name, the local one the manifests are re-tagged to, the
+ * binary from the cache and upstream's entry point (its Dockerfiles'). */
+export function kedaImages(): { upstream: string; image: string; binary: string; entrypoint: string[] }[] {
+  return [
+    { upstream: 'ghcr.io/kedacore/keda', image: `digdag-ha.local/keda:${VERSION}`, binary: 'keda', entrypoint: ['/keda', '--zap-log-level=info', '--zap-encoder=console'] },
+    { upstream: 'ghcr.io/kedacore/keda-metrics-apiserver', image: `digdag-ha.local/keda-metrics-apiserver:${VERSION}`, binary: 'keda-adapter', entrypoint: ['/keda-adapter', '--secure-port=6443', '--logtostderr=true', '--v=0'] },
+    { upstream: 'ghcr.io/kedacore/keda-admission-webhooks', image: `digdag-ha.local/keda-admission-webhooks:${VERSION}`, binary: 'keda-webhooks', entrypoint: ['/keda-admission-webhooks', '--zap-log-level=info', '--zap-encoder=console'] },
+  ];
+}
 
 export const kedaDir = (cc: ClusterConfig) => path.join(cc.cacheDir, `keda-${KEDA_VERSION}`);
+const kustomization = (cc: ClusterConfig) => path.join(kedaDir(cc), 'config', 'default');
 
 /** What is missing to run KEDA here; empty when it can. */
 export function kedaMissing(cc: ClusterConfig): string[] {
   const d = kedaDir(cc);
-  const need = ['keda', 'keda-adapter', 'keda-webhooks', 'crd', 'rbac', 'metrics-server', 'webhooks'].filter((n) => !fs.existsSync(path.join(d, n)));
+  const need = [...kedaImages().map((i) => i.binary), 'config/default'].filter((n) => !fs.existsSync(path.join(d, n)));
   return need.length ? [`KEDA ${KEDA_VERSION} in ${d}: ${need.join(', ')} (bash .ci/install-keda)`] : [];
 }
 
-const certDir = (cc: ClusterConfig) => path.join(cc.dir, 'keda', 'certs');
+/** The CA bundle the distroless base would carry (scalers dialling TLS endpoints verify with it). */
+const CA_BUNDLE = '/etc/ssl/certs/ca-certificates.crt';
 
-async function ensureKedaPki(runner: Runner, cc: ClusterConfig): Promise<void> {
-  const pki = clusterPaths(cc).pki;
-  await signCertificate(runner, { dir: pki, name: 'keda', subject: `/CN=${KEDA_USER}`, ca: 'ca', usage: ['clientAuth'] });
-  // One certificate for both ends of the operator–adapter gRPC link (mutual TLS) and the
-  // adapter's API, which the aggregator dials as <service>.<namespace>.svc.
-  await signCertificate(runner, {
-    dir: pki,
-    name: 'keda-serving',
-    subject: '/CN=keda-metrics-apiserver',
-    ca: 'ca',
-    usage: ['serverAuth', 'clientAuth'],
-    sans: [
-      `DNS:keda-metrics-apiserver.${KEDA_NAMESPACE}.svc`,
-      `DNS:${KEDA_WEBHOOKS_SERVICE}.${KEDA_NAMESPACE}.svc`,
-      `DNS:keda-operator.${KEDA_NAMESPACE}.svc.cluster.local`,
-      'DNS:localhost',
-      'IP:127.0.0.1',
-      `IP:${cc.net.bridgeIp}`,
-    ],
-  });
-  const certs = ensureDir(certDir(cc));
-  for (const [from, to] of [['ca.crt', 'ca.crt'], ['keda-serving.crt', 'tls.crt'], ['keda-serving.key', 'tls.key']] as const) {
-    fs.copyFileSync(path.join(pki, from), path.join(certs, to));
-  }
-  fs.chmodSync(path.join(certs, 'tls.key'), 0o600);
-  fs.writeFileSync(path.join(pki, 'keda.kubeconfig'), kubeconfigFor(cc, 'keda'), { mode: 0o600 });
-  fs.writeFileSync(path.join(cc.dir, 'keda', 'resolv.conf'), `nameserver ${cc.net.bridgeIp}\noptions ndots:1\n`);
-}
-
-/** The three host processes, with what a pod would have given them. */
-export function kedaComponents(cc: ClusterConfig): Component[] {
-  const loop = '127.0.0.1';
-  const certs = certDir(cc);
-  const env = [
-    `KUBECONFIG=${path.join(clusterPaths(cc).pki, 'keda.kubeconfig')}`,
-    'WATCH_NAMESPACE=',
-    `POD_NAMESPACE=${KEDA_NAMESPACE}`,
-    `KEDA_CLUSTER_OBJECT_NAMESPACE=${KEDA_NAMESPACE}`,
-  ];
-  // A private mount namespace with the cluster's resolv.conf bound over /etc/resolv.conf; every
-  // step execs, so the registered pid is KEDA's own.
-  const wrap = (bin: string, args: string[]) => [
-    'unshare', '--mount', '--propagation', 'private',
-    'sh', '-c', 'mount --bind "$1" /etc/resolv.conf && shift && exec "$@"', 'sh', path.join(cc.dir, 'keda', 'resolv.conf'),
-    'env', ...env, path.join(kedaDir(cc), bin), ...args,
-  ];
+/** An image's recipe: upstream's, on scratch instead of distroless. */
+export function kedaDockerfile(i: ReturnType<typeof kedaImages>[number], withCaBundle: boolean): string {
   return [
-    {
-      name: 'keda-operator',
-      argv: wrap('keda', [
-        `--metrics-bind-address=${loop}:${KEDA_PORTS.operatorMetrics}`,
-        `--health-probe-bind-address=${loop}:${KEDA_PORTS.operatorHealth}`,
-        `--metrics-service-bind-address=${loop}:${KEDA_PORTS.grpc}`,
-        `--cert-dir=${certs}`,
-        `--ca-dir=${certs}`,
-        '--enable-cert-rotation=false',
-        '--leader-elect=false',
-        '--zap-log-level=info',
-      ]),
-      ready: () => httpStatus(`http://${loop}:${KEDA_PORTS.operatorHealth}/readyz`).then((s) => s === 200),
-      readyTimeoutMs: 60_000,
-    },
-    {
-      name: 'keda-adapter',
-      argv: wrap('keda-adapter', [
-        `--bind-address=${cc.net.bridgeIp}`,
-        `--secure-port=${KEDA_PORTS.adapter}`,
-        `--tls-cert-file=${path.join(certs, 'tls.crt')}`,
-        `--tls-private-key-file=${path.join(certs, 'tls.key')}`,
-        `--cert-dir=${certs}`,
-        `--authentication-kubeconfig=${path.join(clusterPaths(cc).pki, 'keda.kubeconfig')}`,
-        `--authorization-kubeconfig=${path.join(clusterPaths(cc).pki, 'keda.kubeconfig')}`,
-        `--lister-kubeconfig=${path.join(clusterPaths(cc).pki, 'keda.kubeconfig')}`,
-        `--metrics-service-address=${loop}:${KEDA_PORTS.grpc}`,
-        // Its own /metrics listener binds every interface (":<port>"); the port is all it takes.
-        // The cluster's input fence (lib/cluster/host.ts) drops what reaches it from off the machine.
-        `--port=${KEDA_PORTS.adapterMetrics}`,
-        '--v=0',
-      ]),
-      ready: () => httpStatus(`https://${cc.net.bridgeIp}:${KEDA_PORTS.adapter}/readyz`, { ca: path.join(certs, 'ca.crt') }).then((s) => s === 200),
-      readyTimeoutMs: 60_000,
-    },
-    {
-      // Validates ScaledObjects as the API server admits them (one workload, one scaler; no HPA
-      // of its own next to KEDA's; resource requests for CPU/memory triggers; min ≤ max).
-      name: 'keda-webhooks',
-      argv: wrap('keda-webhooks', [
-        `--port=${KEDA_PORTS.webhooks}`,
-        `--cert-dir=${certs}`,
-        `--metrics-bind-address=${loop}:${KEDA_PORTS.webhooksMetrics}`,
-        `--health-probe-bind-address=${loop}:${KEDA_PORTS.webhooksHealth}`,
-        '--zap-log-level=info',
-      ]),
-      ready: () => httpStatus(`https://${cc.net.bridgeIp}:${KEDA_PORTS.webhooks}/validate-keda-sh-v1alpha1-scaledobject`, { ca: path.join(certs, 'ca.crt') }).then((s) => s > 0),
-      readyTimeoutMs: 60_000,
-    },
-  ];
+    'FROM scratch',
+    `COPY ${i.binary} ${i.entrypoint[0]}`,
+    ...(withCaBundle ? [`COPY ca-certificates.crt ${CA_BUNDLE}`] : []),
+    // runAsNonRoot: only a numeric user can be verified (upstream's: distroless "nonroot").
+    'USER 65532:65532',
+    `ENTRYPOINT ${JSON.stringify(i.entrypoint)}`,
+    '',
+  ].join('\n');
 }
 
-type Obj = { apiVersion: string; kind: string; metadata: { name: string; namespace?: string; labels?: Record<string, string> }; subjects?: { kind: string; name: string; namespace?: string; apiGroup?: string }[] } & Record<string, unknown>;
-
-function readObjects(dir: string, files?: string[]): Obj[] {
-  const names = files ?? fs.readdirSync(dir).filter((f) => f.endsWith('.yaml') && f !== 'kustomization.yaml').sort();
-  return names.flatMap((f) =>
-    YAML.parseAllDocuments(fs.readFileSync(path.join(dir, f), 'utf8'))
-      .map((d) => d.toJS() as Obj | null)
-      .filter((o): o is Obj => !!o && typeof o === 'object' && 'kind' in o),
-  );
+/** Builds (or restores from the image cache) and imports KEDA's images; one line each. */
+export async function ensureKedaImages(runner: Runner, cc: ClusterConfig): Promise<string[]> {
+  const cache = clusterImageCache(cc);
+  const withCaBundle = fs.existsSync(CA_BUNDLE);
+  const lines: string[] = [];
+  for (const i of kedaImages()) {
+    const bin = path.join(kedaDir(cc), i.binary);
+    const st = fs.statSync(bin);
+    const df = kedaDockerfile(i, withCaBundle);
+    // The version, the binary (a rebuild by .ci/install-keda changes it) and the recipe.
+    const key = crypto.createHash('sha256').update(`${KEDA_VERSION}\n${st.size}\n${st.mtimeMs}\n${df}`).digest('hex');
+    let how = 'present';
+    if ((await runner.run({ argv: docker(cc, 'image', 'inspect', '--format', '{{.Id}}', i.image), nothrow: true, quiet: true })).code !== 0) {
+      if (await cache.restore(runner, i.image, key)) how = 'loaded from the image cache';
+      else {
+        const ctx = ensureDir(path.join(cc.dir, 'build', `keda-${i.binary}`));
+        try {
+          fs.copyFileSync(bin, path.join(ctx, i.binary));
+          fs.chmodSync(path.join(ctx, i.binary), 0o755);
+          if (withCaBundle) fs.copyFileSync(CA_BUNDLE, path.join(ctx, 'ca-certificates.crt'));
+          fs.writeFileSync(path.join(ctx, 'Dockerfile'), df);
+          await runner.run({ argv: docker(cc, 'build', '-q', '-t', i.image, ctx), env: { DOCKER_BUILDKIT: '0' }, mutates: true, quiet: true, timeoutMs: 5 * 60_000 });
+        } finally {
+          fs.rmSync(ctx, { recursive: true, force: true });
+        }
+        await cache.keep(runner, i.image, key);
+        how = 'built';
+      }
+    }
+    if (!(await containerdHasImage(runner, cc, i.image))) {
+      await loadImage(runner, cc, i.image);
+      how += ', imported into containerd';
+    }
+    lines.push(`${i.image}: ${how}`);
+  }
+  return lines;
 }
 
-/** KEDA's own objects from its config/ (CRDs, RBAC, the APIService), bent to host processes:
- * bindings name KEDA's user instead of its ServiceAccount; the Service has no selector. */
-export function kedaObjects(cc: ClusterConfig): { crds: Obj[]; rest: Obj[] } {
-  const d = kedaDir(cc);
-  const asUser = (o: Obj): Obj =>
-    o.subjects
-      ? { ...o, subjects: o.subjects.map((s) => (s.kind === 'ServiceAccount' && s.name === 'keda-operator' ? { kind: 'User', apiGroup: 'rbac.authorization.k8s.io', name: KEDA_USER } : s)) }
-      : o;
-  const rbac = [...readObjects(path.join(d, 'rbac')), ...readObjects(path.join(d, 'metrics-server'), ['role.yaml', 'role_binding.yaml'])].map(asUser);
-  const ca = fs.readFileSync(path.join(certDir(cc), 'ca.crt')).toString('base64');
-  const labels = { 'app.kubernetes.io/name': 'keda-metrics-apiserver', 'app.kubernetes.io/part-of': 'keda-operator', 'app.kubernetes.io/managed-by': 'digdag-ha-test-cluster' };
-  const webhookLabels = { ...labels, 'app.kubernetes.io/name': KEDA_WEBHOOKS_SERVICE };
-  return {
-    crds: readObjects(path.join(d, 'crd')),
-    rest: [
-      { apiVersion: 'v1', kind: 'Namespace', metadata: { name: KEDA_NAMESPACE } },
-      ...rbac,
-      { apiVersion: 'v1', kind: 'Service', metadata: { name: 'keda-metrics-apiserver', namespace: KEDA_NAMESPACE, labels }, spec: { ports: [{ name: 'https', port: 443, targetPort: KEDA_PORTS.adapter, protocol: 'TCP' }] } },
-      {
-        apiVersion: 'v1',
-        kind: 'Endpoints',
-        metadata: { name: 'keda-metrics-apiserver', namespace: KEDA_NAMESPACE, labels },
-        subsets: [{ addresses: [{ ip: cc.net.bridgeIp }], ports: [{ name: 'https', port: KEDA_PORTS.adapter, protocol: 'TCP' }] }],
-      },
-      {
-        apiVersion: 'apiregistration.k8s.io/v1',
-        kind: 'APIService',
-        metadata: { name: EXTERNAL_METRICS_API, labels },
-        spec: { service: { name: 'keda-metrics-apiserver', namespace: KEDA_NAMESPACE, port: 443 }, group: 'external.metrics.k8s.io', version: 'v1beta1', caBundle: ca, groupPriorityMinimum: 100, versionPriority: 100 },
-      },
-      { apiVersion: 'v1', kind: 'Service', metadata: { name: KEDA_WEBHOOKS_SERVICE, namespace: KEDA_NAMESPACE, labels: webhookLabels }, spec: { ports: [{ name: 'https', port: 443, targetPort: KEDA_PORTS.webhooks, protocol: 'TCP' }] } },
-      {
-        apiVersion: 'v1',
-        kind: 'Endpoints',
-        metadata: { name: KEDA_WEBHOOKS_SERVICE, namespace: KEDA_NAMESPACE, labels: webhookLabels },
-        subsets: [{ addresses: [{ ip: cc.net.bridgeIp }], ports: [{ name: 'https', port: KEDA_PORTS.webhooks, protocol: 'TCP' }] }],
-      },
-      // KEDA's own ValidatingWebhookConfiguration as its config/ has it, with the cluster CA (the
-      // operator would inject it; cert rotation is off here) and the Service's port.
-      ...readObjects(path.join(d, 'webhooks'), ['validation_webhooks.yaml']).map((o) => ({
-        ...o,
-        webhooks: (o.webhooks as { clientConfig: { service: Record<string, unknown> } }[]).map((w) => ({
-          ...w,
-          clientConfig: { ...w.clientConfig, service: { ...w.clientConfig.service, port: 443 }, caBundle: ca },
-        })),
-      })),
-    ],
-  };
+type Obj = { apiVersion: string; kind: string; metadata: { name: string; namespace?: string; labels?: Record<string, string> } } & Record<string, unknown>;
+type PodSpec = { containers: { image: string; imagePullPolicy?: string }[] };
+
+/** KEDA's config/default as kustomize renders it, its images re-tagged to the local ones (never
+ * pulled: there is no registry). The CRDs apart: they must be Established first. */
+export function kedaObjects(rendered: string): { crds: Obj[]; rest: Obj[] } {
+  const images = kedaImages();
+  const objects = YAML.parseAllDocuments(rendered)
+    .map((d) => d.toJS() as Obj | null)
+    .filter((o): o is Obj => !!o && typeof o === 'object' && 'kind' in o)
+    .map((o) => {
+      if (o.kind !== 'Deployment') return o;
+      const spec = (o as unknown as { spec: { template: { spec: PodSpec } } }).spec.template.spec;
+      for (const c of spec.containers) {
+        const local = images.find((i) => c.image.split(':')[0] === i.upstream);
+        if (!local) throw new UserError(`KEDA's Deployment ${o.metadata.name} names image ${c.image}, which is not built here`, `update kedaImages() in lib/cluster/keda.ts for KEDA ${KEDA_VERSION}`);
+        c.image = local.image;
+        c.imagePullPolicy = 'Never';
+      }
+      return o;
+    });
+  return { crds: objects.filter((o) => o.kind === 'CustomResourceDefinition'), rest: objects.filter((o) => o.kind !== 'CustomResourceDefinition') };
 }
 
-const registry = (cc: ClusterConfig) => ({ stateDir: cc.dir }) as Parameters<typeof listProcesses>[0];
+type Deployment = { metadata: { name: string }; status?: { conditions?: { type: string; status: string }[] } };
 
-/** True when its processes run and the external-metrics API is Available. */
-export async function kedaUp(runner: Runner, cc: ClusterConfig): Promise<boolean> {
-  const entries = listProcesses(registry(cc));
-  if (!KEDA_PROCESSES.every((n) => entries.some((e) => e.name === n && isAlive(e)))) return false;
-  return apiServiceAvailable(runner, cc);
+async function availableDeployments(runner: Runner, cc: ClusterConfig): Promise<string[]> {
+  const r = await runner.run({ argv: kubectl(cc, 'get', 'deployments', '-n', KEDA_NAMESPACE, '-o', 'json'), nothrow: true, quiet: true });
+  if (r.code !== 0 || !r.stdout) return [];
+  return (JSON.parse(r.stdout) as { items: Deployment[] }).items
+    .filter((d) => d.status?.conditions?.some((c) => c.type === 'Available' && c.status === 'True'))
+    .map((d) => d.metadata.name);
 }
 
 async function apiServiceAvailable(runner: Runner, cc: ClusterConfig): Promise<boolean> {
@@ -220,19 +147,46 @@ async function apiServiceAvailable(runner: Runner, cc: ClusterConfig): Promise<b
   return r.code === 0 && r.stdout.trim() === 'True';
 }
 
+/** True when KEDA's three Deployments and the external-metrics APIService are Available. */
+export async function kedaUp(runner: Runner, cc: ClusterConfig): Promise<boolean> {
+  const up = await availableDeployments(runner, cc);
+  return KEDA_DEPLOYMENTS.every((n) => up.includes(n)) && (await apiServiceAvailable(runner, cc));
+}
+
+/** `status`'s line: the Deployments Available, the APIService. */
+export async function kedaStatusLine(runner: Runner, cc: ClusterConfig): Promise<string> {
+  const up = await availableDeployments(runner, cc);
+  const api = await apiServiceAvailable(runner, cc);
+  return `${'keda (pods)'.padEnd(24)} ${KEDA_DEPLOYMENTS.filter((n) => up.includes(n)).length}/${KEDA_DEPLOYMENTS.length} Deployments Available in namespace ${KEDA_NAMESPACE}; ${EXTERNAL_METRICS_API} ${api ? 'Available' : 'not Available'}`;
+}
+
+/** What KEDA's pods are doing, and the last log lines of those not ready: for an error. */
+async function podReport(runner: Runner, cc: ClusterConfig): Promise<string> {
+  const pods = await runner.run({ argv: kubectl(cc, 'get', 'pods', '-n', KEDA_NAMESPACE, '-o', 'wide'), nothrow: true, quiet: true });
+  const events = await runner.run({ argv: kubectl(cc, 'get', 'events', '-n', KEDA_NAMESPACE, '--field-selector', 'type=Warning', '-o', 'custom-columns=OBJECT:.involvedObject.name,REASON:.reason,MESSAGE:.message'), nothrow: true, quiet: true });
+  const logs: string[] = [];
+  for (const d of KEDA_DEPLOYMENTS) {
+    const r = await runner.run({ argv: kubectl(cc, 'logs', '-n', KEDA_NAMESPACE, `deployment/${d}`, '--tail=8'), nothrow: true, quiet: true });
+    if (r.stdout.trim()) logs.push(`--- ${d}\n${r.stdout.trim()}`);
+  }
+  return [pods.stdout.trim(), tail(events.stdout.trim(), 10), ...logs].filter(Boolean).join('\n');
+}
+
 /**
- * Starts KEDA on the running cluster (its CRDs, RBAC, webhook configuration, the processes) and waits until the
- * API server serves external.metrics.k8s.io through it. `start` is the lifecycle's own
- * startComponent, so the processes are registered and stopped by `down` like the others.
+ * Deploys KEDA on the running cluster — its images, then config/default (CRDs first) — and waits
+ * until its Deployments are Available and the API server serves external.metrics.k8s.io through
+ * the adapter pod. Its pods go with the cluster's (`down`; {@link removeKedaWorkloads}).
  */
-export async function startKeda(runner: Runner, cc: ClusterConfig, start: (c: Component) => Promise<void>, log: (l: string) => void = () => {}): Promise<string> {
+export async function startKeda(runner: Runner, cc: ClusterConfig, log: (l: string) => void = () => {}): Promise<string> {
   if (await kedaUp(runner, cc)) return `KEDA ${KEDA_VERSION}: already up`;
   const missing = kedaMissing(cc);
   if (missing.length) throw new UserError(`KEDA cannot start: missing ${missing.join('; ')}`, 'bash .ci/install-keda');
+  if (!changesApplied(runner)) return `KEDA ${KEDA_VERSION}: would build its images and deploy its config/default`;
   const t0 = Date.now();
-  ensureDir(path.join(cc.dir, 'keda'));
-  await ensureKedaPki(runner, cc);
-  const { crds, rest } = kedaObjects(cc);
+  const secs = () => ((Date.now() - t0) / 1000).toFixed(1);
+  for (const l of await ensureKedaImages(runner, cc)) log(`KEDA image ${l}`);
+  const rendered = await runner.run({ argv: ['kubectl', 'kustomize', kustomization(cc)], quiet: true });
+  const { crds, rest } = kedaObjects(rendered.stdout);
   const apply = (items: Obj[]) =>
     runner.run({
       // Server-side: the ScaledJob CRD is too large for client-side apply's annotation.
@@ -244,17 +198,34 @@ export async function startKeda(runner: Runner, cc: ClusterConfig, start: (c: Co
   await apply(crds);
   await runner.run({ argv: kubectl(cc, 'wait', '--for=condition=Established', '--timeout=60s', ...crds.map((c) => `crd/${c.metadata.name}`)), mutates: true, quiet: true, timeoutMs: 70_000 });
   await apply(rest);
-  const entries = listProcesses(registry(cc));
-  for (const c of kedaComponents(cc)) {
-    if (entries.some((e) => e.name === c.name && isAlive(e))) continue;
-    await start(c);
+  log(`KEDA ${KEDA_VERSION}: config/default applied (${crds.length} CRDs, ${rest.length} other objects) after ${secs()} s; waiting for its Deployments`);
+  const timeoutMs = 240_000;
+  let up: string[] = [];
+  const done = await waitFor(async () => {
+    up = await availableDeployments(runner, cc);
+    return KEDA_DEPLOYMENTS.every((n) => up.includes(n));
+  }, timeoutMs, 1000);
+  if (!done) {
+    throw new UserError(
+      `KEDA's Deployments did not become Available within ${timeoutMs / 1000} s (Available: ${up.join(', ') || 'none'} of ${KEDA_DEPLOYMENTS.join(', ')})`,
+      `kubectl -n ${KEDA_NAMESPACE} describe pods; kubectl -n ${KEDA_NAMESPACE} logs deployment/keda-operator (its images are built from the binaries in ${kedaDir(cc)}: rm them and run bash .ci/install-keda to rebuild)`,
+      await podReport(runner, cc),
+    );
   }
-  if (!changesApplied(runner)) return `KEDA ${KEDA_VERSION}: would start`;
-  if (!(await waitFor(() => apiServiceAvailable(runner, cc), 60_000, 500))) {
+  log(`KEDA ${KEDA_VERSION}: ${KEDA_DEPLOYMENTS.join(', ')} Available after ${secs()} s`);
+  if (!(await waitFor(() => apiServiceAvailable(runner, cc), 120_000, 1000))) {
     const r = await runner.run({ argv: kubectl(cc, 'get', 'apiservice', EXTERNAL_METRICS_API, '-o', 'jsonpath={.status.conditions}'), nothrow: true, quiet: true });
-    throw new UserError(`APIService ${EXTERNAL_METRICS_API} did not become Available within 60 s: ${r.stdout}`, `see ${path.join(clusterPaths(cc).logs, 'keda-adapter.log')}`);
+    throw new UserError(`APIService ${EXTERNAL_METRICS_API} did not become Available within 120 s: ${r.stdout}`, `kubectl -n ${KEDA_NAMESPACE} logs deployment/keda-metrics-apiserver; kubectl -n ${KEDA_NAMESPACE} logs deployment/keda-operator (it injects the CA)`, await podReport(runner, cc));
   }
-  const line = `KEDA ${KEDA_VERSION} up in ${((Date.now() - t0) / 1000).toFixed(1)} s (operator, metrics API server, admission webhooks; ${EXTERNAL_METRICS_API} Available)`;
+  const line = `KEDA ${KEDA_VERSION} up in ${secs()} s (pods: operator, metrics API server, admission webhooks; certificates rotated by the operator; ${EXTERNAL_METRICS_API} Available)`;
   log(line);
   return line;
 }
+
+/** Before the cluster's pods are deleted on `down`: KEDA's Deployments and ReplicaSets, so that an
+ * `up` without the add-on does not start its pods again from the state dir's etcd (its CRDs, RBAC
+ * and APIService stay, as other API objects do; an `up` with it applies them again). */
+export async function removeKedaWorkloads(runner: Runner, cc: ClusterConfig): Promise<void> {
+  await runner.run({ argv: kubectl(cc, 'delete', 'deployments,replicasets', '--all', '-n', KEDA_NAMESPACE, '--ignore-not-found', '--wait=false'), mutates: true, nothrow: true, quiet: true, timeoutMs: 30_000 });
+}
+

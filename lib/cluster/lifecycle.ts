@@ -17,7 +17,7 @@ import { clusterPaths, type ClusterConfig } from './config.ts';
 import { cgroupPids, hostLeftovers, prepareHost, recordBaseline, restoreHost } from './host.ts';
 import { containerdHasImage, ctr, ensureBaseImage, ensurePauseImage, loadImage } from './images.ts';
 import { apiServerUrl, ensurePki, writeKubeconfigs } from './pki.ts';
-import { KEDA_PROCESSES, kedaMissing, startKeda } from './keda.ts';
+import { kedaMissing, kedaStatusLine, removeKedaWorkloads, startKeda } from './keda.ts';
 import { METRICS_SERVER_PROCESS, metricsServerMissing, startMetricsServer } from './metrics-server.ts';
 import { startTraefik, TRAEFIK_PORTS, TRAEFIK_PROCESS, traefikMissing } from './traefik.ts';
 
@@ -49,7 +49,7 @@ export function missingPrerequisites(cc: ClusterConfig): string[] {
   return out;
 }
 
-const OWN_PROGRAMS = /^(containerd|containerd-shim.*|ctr|runc|dockerd|docker-proxy|etcd|kube-.*|kubelet|coredns|keda|keda-adapter|keda-webhooks|traefik|metrics-server)$/;
+const OWN_PROGRAMS = /^(containerd|containerd-shim.*|ctr|runc|dockerd|docker-proxy|etcd|kube-.*|kubelet|coredns|traefik|metrics-server)$/;
 
 function strays(cc: ClusterConfig, known: readonly ProcessEntry[]): ProcessEntry[] {
   const out: ProcessEntry[] = [];
@@ -185,18 +185,13 @@ export async function clusterUpCmd(runner: Runner, cc: ClusterConfig, log: Log =
   return { alreadyUp: false, lines, seconds };
 }
 
-/** The configured add-ons (CLUSTER_ADDONS), each a host process of the cluster. */
+/** The configured add-ons (CLUSTER_ADDONS): KEDA as pods, the others host processes of the cluster. */
 async function startAddons(runner: Runner, cc: ClusterConfig, log: Log): Promise<string[]> {
   const lines: string[] = [];
-  if (cc.addons.includes('keda')) lines.push(await startAddonKeda(runner, cc, log));
+  if (cc.addons.includes('keda')) lines.push(await startKeda(runner, cc, log));
   if (cc.addons.includes('traefik')) lines.push(await startTraefik(runner, cc, (c) => startComponent(runner, cc, c, log), log));
   if (cc.addons.includes('metrics-server')) lines.push(await startMetricsServer(runner, cc, (c) => startComponent(runner, cc, c, log), log));
   return lines;
-}
-
-/** KEDA as host processes of the cluster: registered and stopped like its other components. */
-export function startAddonKeda(runner: Runner, cc: ClusterConfig, log: Log = () => {}): Promise<string> {
-  return startKeda(runner, cc, (c) => startComponent(runner, cc, c, log), log);
 }
 
 /** Stops everything (pods first, through the kubelet, so their sandboxes and namespaces go
@@ -215,8 +210,11 @@ export async function clusterDown(runner: Runner, cc: ClusterConfig, opts: { pur
       }),
     );
   };
-  await stop([METRICS_SERVER_PROCESS, TRAEFIK_PROCESS, ...KEDA_PROCESSES, 'kube-router', 'coredns', 'kube-proxy', 'kube-controller-manager', 'kube-scheduler'], 10_000);
   const alive = (n: string) => !!byName(n) && isAlive(byName(n)!);
+  // KEDA's pods go with the others below; its Deployments first, while the API server runs, so
+  // that an up without it does not bring them back.
+  if (alive('kube-apiserver')) await removeKedaWorkloads(runner, cc);
+  await stop([METRICS_SERVER_PROCESS, TRAEFIK_PROCESS, 'kube-router', 'coredns', 'kube-proxy', 'kube-controller-manager', 'kube-scheduler'], 10_000);
   const tasks = async () => {
     const r = await runner.run({ argv: ctr(cc, 'tasks', 'ls', '-q'), nothrow: true, quiet: true });
     return r.code === 0 ? r.stdout.split('\n').filter(Boolean) : [];
@@ -255,12 +253,13 @@ export interface StatusReport {
 
 export async function clusterStatus(runner: Runner, cc: ClusterConfig): Promise<StatusReport> {
   const entries = listProcesses(registry(cc));
-  const addonProcesses = [...(cc.addons.includes('keda') ? KEDA_PROCESSES : []), ...(cc.addons.includes('traefik') ? [TRAEFIK_PROCESS] : []), ...(cc.addons.includes('metrics-server') ? [METRICS_SERVER_PROCESS] : [])];
+  const addonProcesses = [...(cc.addons.includes('traefik') ? [TRAEFIK_PROCESS] : []), ...(cc.addons.includes('metrics-server') ? [METRICS_SERVER_PROCESS] : [])];
   const lines = [...components(cc).map((c) => c.name), ...addonProcesses].map((name) => {
     const e = entries.find((x) => x.name === name);
     return `${name.padEnd(24)} ${e ? (isAlive(e) ? `running (pid ${e.pid})` : `dead (pid ${e.pid}, log ${e.logFile})`) : 'stopped'}`;
   });
   const up = await clusterUp(runner, cc);
+  if (up && cc.addons.includes('keda')) lines.push(await kedaStatusLine(runner, cc));
   lines.push(up ? `cluster: up — ${up}; ${clusterRssMiB(cc)} MiB resident` : 'cluster: not up');
   if (!up && fs.existsSync(cc.dir)) {
     const left = await hostLeftovers(runner, cc);

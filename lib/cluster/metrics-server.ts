@@ -1,7 +1,7 @@
 // metrics-server on the own cluster: the resource-metrics API (metrics.k8s.io) that `kubectl top`
 // and a CPU HorizontalPodAutoscaler (AGENT_AUTOSCALING=hpa) read. Built by
 // .ci/install-metrics-server into the cache, run as a host process next to the cluster's other
-// components (as KEDA and Traefik are). It scrapes the kubelet (node "localhost", 127.0.0.1)
+// components (as Traefik is; KEDA runs as pods). It scrapes the kubelet (node "localhost", 127.0.0.1)
 // verifying the kubelet's serving certificate against the cluster CA — no --kubelet-insecure-tls —
 // and authenticates as a user of its own, allowed to read nodes/metrics. The API server reaches it
 // through the aggregation layer (lib/cluster/aggregation.ts): a selector-less Service whose
@@ -23,7 +23,7 @@ export const METRICS_SERVER_PROCESS = 'metrics-server';
 /** The user it authenticates as (its client certificate's CN), to the API server and the kubelet. */
 export const METRICS_SERVER_USER = 'digdag-ha:metrics-server';
 export const METRICS_API = 'v1beta1.metrics.k8s.io';
-/** Its API on the bridge address (Endpoints reject 127.0.0.0/8); next to KEDA's adapter (6444). */
+/** Its API on the bridge address (Endpoints reject 127.0.0.0/8). */
 export const METRICS_SERVER_PORT = 6445;
 /** How often it scrapes the kubelet: the lowest it accepts (its default is 60 s). */
 export const METRIC_RESOLUTION = '10s';

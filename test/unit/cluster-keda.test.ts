@@ -1,6 +1,7 @@
-// The own cluster's aggregation layer and KEDA add-on, as configuration: the API server's
-// flags, KEDA's host processes and the objects made from KEDA's own config/ (the real thing
-// runs in test/integration/suites/keda.ts, registered by kube-e2e.test.ts).
+// The own cluster's aggregation layer and KEDA add-on, as configuration: the API server's flags,
+// KEDA's images built from the cached binaries, KEDA's own config/default re-tagged to them, and
+// the bring-up's steps (the real thing runs in test/integration/suites/keda.ts, registered by
+// kube-e2e.test.ts).
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -8,8 +9,10 @@ import { test } from 'node:test';
 import { aggregationLayerFlags, FRONT_PROXY_CLIENT } from '../../lib/cluster/aggregation.ts';
 import { components } from '../../lib/cluster/components.ts';
 import { loadClusterConfig } from '../../lib/cluster/config.ts';
-import { EXTERNAL_METRICS_API, KEDA_PORTS, KEDA_PROCESSES, KEDA_USER, KEDA_WEBHOOKS_SERVICE, kedaComponents, kedaDir, kedaMissing, kedaObjects } from '../../lib/cluster/keda.ts';
+import { EXTERNAL_METRICS_API, KEDA_DEPLOYMENTS, kedaDir, kedaDockerfile, kedaImages, kedaMissing, kedaObjects, kedaStatusLine, removeKedaWorkloads, startKeda } from '../../lib/cluster/keda.ts';
 import { missingPrerequisites } from '../../lib/cluster/lifecycle.ts';
+import { UserError } from '../../lib/errors.ts';
+import { RecordingRunner } from '../../lib/runner.ts';
 import { KEDA_VERSION } from '../../lib/versions.ts';
 import { tempDir, testConfig } from '../helpers/fixtures.ts';
 
@@ -17,6 +20,41 @@ const mk = (vars: Record<string, string> = {}) => {
   const state = tempDir('dh-keda-');
   return loadClusterConfig(testConfig({ DIGDAG_HA_STATE_DIR: state, DIGDAG_HA_CLUSTER_DIR: path.join(state, 'c'), DIGDAG_HA_CACHE_DIR: path.join(state, 'cache'), ...vars }));
 };
+
+/** config/default as `kubectl kustomize` renders it, abridged: a CRD, the namespace, two of the
+ * Deployments (tag `main`, pull policy Always, as upstream's kustomization leaves them), the APIService. */
+const RENDERED = `apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: scaledobjects.keda.sh}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: keda}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: keda-operator, namespace: keda}
+spec:
+  template:
+    spec:
+      securityContext: {runAsNonRoot: true}
+      containers:
+      - {name: keda-operator, image: 'ghcr.io/kedacore/keda:main', imagePullPolicy: Always, command: [/keda], args: [--leader-elect, --enable-cert-rotation=true]}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: keda-metrics-apiserver, namespace: keda}
+spec:
+  template:
+    spec:
+      containers:
+      - {name: keda-metrics-apiserver, image: 'ghcr.io/kedacore/keda-metrics-apiserver:main', imagePullPolicy: Always}
+---
+apiVersion: apiregistration.k8s.io/v1
+kind: APIService
+metadata: {name: v1beta1.external.metrics.k8s.io}
+spec: {service: {name: keda-metrics-apiserver, namespace: keda}, group: external.metrics.k8s.io, version: v1beta1}
+`;
 
 test('the API server runs with the aggregation layer: a front-proxy CA of its own, routing to endpoints', () => {
   const cc = mk();
@@ -30,79 +68,96 @@ test('the API server runs with the aggregation layer: a front-proxy CA of its ow
   assert.doesNotMatch(flags, /pki\/ca\.crt/, 'not the cluster CA: its client certificates must not pass as the proxy');
 });
 
-test('CLUSTER_ADDONS=keda: refused until .ci/install-keda has built KEDA into the cache, naming the fix', () => {
+test('CLUSTER_ADDONS=keda: refused until .ci/install-keda has built KEDA and copied its config/ into the cache, naming the fix', async () => {
   assert.deepEqual(mk().addons, []);
   const cc = mk({ CLUSTER_ADDONS: 'keda' });
   assert.deepEqual(cc.addons, ['keda']);
   assert.equal(kedaDir(cc), path.join(cc.cacheDir, `keda-${KEDA_VERSION}`));
-  assert.match(kedaMissing(cc).join(), /keda, keda-adapter, keda-webhooks, crd, rbac, metrics-server, webhooks \(bash \.ci\/install-keda\)/);
+  assert.match(kedaMissing(cc).join(), /keda, keda-adapter, keda-webhooks, config\/default \(bash \.ci\/install-keda\)/);
   assert.ok(missingPrerequisites(cc).some((m) => m.includes('install-keda')));
   assert.ok(!missingPrerequisites(mk()).some((m) => m.includes('install-keda')), 'not asked for: not needed');
+  await assert.rejects(startKeda(new RecordingRunner(), cc), (e: unknown) => e instanceof UserError && /KEDA cannot start: missing/.test(e.message) && e.fix === 'bash .ci/install-keda');
+  // A cache from before KEDA ran as pods (binaries, no config/): still refused, same fix.
+  for (const b of ['keda', 'keda-adapter', 'keda-webhooks', 'crd', 'rbac']) fs.mkdirSync(kedaDir(cc), { recursive: true }), fs.writeFileSync(path.join(kedaDir(cc), b), '');
+  assert.match(kedaMissing(cc).join(), /: config\/default \(bash \.ci\/install-keda\)/);
+  fs.mkdirSync(path.join(kedaDir(cc), 'config', 'default'), { recursive: true });
+  assert.deepEqual(kedaMissing(cc), []);
 });
 
-test('KEDA as host processes: its own kubeconfig, the cluster DNS in a private mount namespace, loopback except the adapter and the webhooks on the bridge', () => {
-  const cc = mk();
-  const [op, ad, wh] = kedaComponents(cc);
-  assert.deepEqual(kedaComponents(cc).map((c) => c.name), [...KEDA_PROCESSES]);
-  for (const c of [op!, ad!, wh!]) {
-    assert.deepEqual(c.argv.slice(0, 4), ['unshare', '--mount', '--propagation', 'private']);
-    assert.ok(c.argv.includes('WATCH_NAMESPACE='));
-    assert.ok(c.argv.includes('POD_NAMESPACE=keda'));
-    assert.ok(c.argv.some((a) => /^KUBECONFIG=.*\/pki\/keda\.kubeconfig$/.test(a)));
-  }
-  assert.ok(op!.argv.includes(`--metrics-service-bind-address=127.0.0.1:${KEDA_PORTS.grpc}`));
-  assert.ok(op!.argv.includes('--enable-cert-rotation=false'));
-  assert.ok(ad!.argv.includes(`--bind-address=${cc.net.bridgeIp}`), 'Endpoints reject loopback addresses');
-  assert.ok(ad!.argv.includes(`--metrics-service-address=127.0.0.1:${KEDA_PORTS.grpc}`));
-  // The webhook server takes a port only (every interface; the fence keeps it to the machine and its pods).
-  assert.ok(wh!.argv.includes(`--port=${KEDA_PORTS.webhooks}`));
-  assert.ok(wh!.argv.includes(`--metrics-bind-address=127.0.0.1:${KEDA_PORTS.webhooksMetrics}`));
-  assert.ok(wh!.argv.includes(`--health-probe-bind-address=127.0.0.1:${KEDA_PORTS.webhooksHealth}`));
-  assert.ok(wh!.argv.some((a) => /^--cert-dir=.*\/keda\/certs$/.test(a)));
-});
-
-test('KEDA\'s own config/: bindings name KEDA\'s user, the APIService trusts the cluster CA and leads to the bridge', () => {
-  const cc = mk();
-  const d = kedaDir(cc);
-  // A minimal stand-in for the module zip's config/ (.ci/install-keda copies the real one).
-  fs.mkdirSync(path.join(d, 'crd'), { recursive: true });
-  fs.mkdirSync(path.join(d, 'rbac'));
-  fs.mkdirSync(path.join(d, 'metrics-server'));
-  fs.mkdirSync(path.join(d, 'webhooks'));
-  fs.writeFileSync(
-    path.join(d, 'webhooks', 'validation_webhooks.yaml'),
-    'apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingWebhookConfiguration\nmetadata: {name: keda-admission}\nwebhooks:\n- name: vscaledobject.kb.io\n  clientConfig: {service: {name: keda-admission-webhooks, namespace: keda, path: /validate-keda-sh-v1alpha1-scaledobject}}\n  failurePolicy: Ignore\n',
-  );
-  fs.writeFileSync(path.join(d, 'crd', 'keda.sh_scaledobjects.yaml'), 'apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata: {name: scaledobjects.keda.sh}\n');
-  fs.writeFileSync(path.join(d, 'rbac', 'role_binding.yaml'), 'apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: {name: keda-operator}\nroleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: keda-operator}\nsubjects:\n- {kind: ServiceAccount, name: keda-operator, namespace: keda}\n');
-  fs.writeFileSync(path.join(d, 'rbac', 'kustomization.yaml'), 'resources: [role_binding.yaml]\n');
-  fs.writeFileSync(path.join(d, 'metrics-server', 'role.yaml'), 'apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: keda-external-metrics-reader}\nrules: []\n');
-  fs.writeFileSync(
-    path.join(d, 'metrics-server', 'role_binding.yaml'),
-    'apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: {name: keda-hpa-controller-external-metrics}\nroleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: keda-external-metrics-reader}\nsubjects:\n- {kind: ServiceAccount, name: horizontal-pod-autoscaler, namespace: kube-system}\n',
-  );
-  fs.mkdirSync(path.join(cc.dir, 'keda', 'certs'), { recursive: true });
-  fs.writeFileSync(path.join(cc.dir, 'keda', 'certs', 'ca.crt'), 'CA');
-  const { crds, rest } = kedaObjects(cc);
-  assert.deepEqual(crds.map((c) => c.metadata.name), ['scaledobjects.keda.sh']);
-  const binding = rest.find((o) => o.metadata.name === 'keda-operator')!;
-  assert.deepEqual(binding.subjects, [{ kind: 'User', apiGroup: 'rbac.authorization.k8s.io', name: KEDA_USER }]);
-  const hpa = rest.find((o) => o.metadata.name === 'keda-hpa-controller-external-metrics')!;
-  assert.equal(hpa.subjects![0]!.name, 'horizontal-pod-autoscaler', 'the HPA controller keeps its own binding');
-  const api = rest.find((o) => o.kind === 'APIService') as unknown as { metadata: { name: string }; spec: { caBundle: string; insecureSkipTLSVerify?: boolean } };
-  assert.equal(api.metadata.name, EXTERNAL_METRICS_API);
-  assert.equal(api.spec.caBundle, Buffer.from('CA').toString('base64'));
-  assert.equal(api.spec.insecureSkipTLSVerify, undefined);
-  const ep = rest.find((o) => o.kind === 'Endpoints' && o.metadata.name === 'keda-metrics-apiserver') as unknown as { subsets: { addresses: { ip: string }[]; ports: { port: number }[] }[] };
-  assert.deepEqual(ep.subsets[0], { addresses: [{ ip: cc.net.bridgeIp }], ports: [{ name: 'https', port: KEDA_PORTS.adapter, protocol: 'TCP' }] });
-  // The webhooks: KEDA's own configuration, trusting the cluster CA, through a Service whose Endpoints are the bridge.
-  const vwc = rest.find((o) => o.kind === 'ValidatingWebhookConfiguration') as unknown as { webhooks: { name: string; failurePolicy: string; clientConfig: { caBundle: string; service: { name: string; namespace: string; port: number; path: string } } }[] };
-  assert.deepEqual(vwc.webhooks.map((w) => [w.name, w.failurePolicy, w.clientConfig.caBundle, w.clientConfig.service]), [
-    ['vscaledobject.kb.io', 'Ignore', Buffer.from('CA').toString('base64'), { name: KEDA_WEBHOOKS_SERVICE, namespace: 'keda', path: '/validate-keda-sh-v1alpha1-scaledobject', port: 443 }],
+test('KEDA\'s images: one per binary as upstream\'s, a numeric non-root user, upstream\'s entry points, local names never pulled', () => {
+  const imgs = kedaImages();
+  assert.deepEqual(imgs.map((i) => [i.upstream, i.image, i.binary]), [
+    ['ghcr.io/kedacore/keda', 'digdag-ha.local/keda:2.16.1', 'keda'],
+    ['ghcr.io/kedacore/keda-metrics-apiserver', 'digdag-ha.local/keda-metrics-apiserver:2.16.1', 'keda-adapter'],
+    ['ghcr.io/kedacore/keda-admission-webhooks', 'digdag-ha.local/keda-admission-webhooks:2.16.1', 'keda-webhooks'],
   ]);
-  const whEp = rest.find((o) => o.kind === 'Endpoints' && o.metadata.name === KEDA_WEBHOOKS_SERVICE) as unknown as { subsets: unknown[] };
-  assert.deepEqual(whEp.subsets[0], { addresses: [{ ip: cc.net.bridgeIp }], ports: [{ name: 'https', port: KEDA_PORTS.webhooks, protocol: 'TCP' }] });
-  const whSvc = rest.find((o) => o.kind === 'Service' && o.metadata.name === KEDA_WEBHOOKS_SERVICE) as unknown as { spec: { selector?: unknown; ports: { port: number; targetPort: number }[] } };
-  assert.equal(whSvc.spec.selector, undefined, 'no selector: its Endpoints are ours');
-  assert.deepEqual([whSvc.spec.ports[0]!.port, whSvc.spec.ports[0]!.targetPort], [443, KEDA_PORTS.webhooks]);
+  const df = kedaDockerfile(imgs[1]!, true);
+  assert.match(df, /^FROM scratch$/m);
+  assert.match(df, /^COPY keda-adapter \/keda-adapter$/m);
+  assert.match(df, /^COPY ca-certificates\.crt \/etc\/ssl\/certs\/ca-certificates\.crt$/m);
+  assert.match(df, /^USER 65532:65532$/m, 'runAsNonRoot needs a numeric user');
+  assert.match(df, /^ENTRYPOINT \["\/keda-adapter","--secure-port=6443","--logtostderr=true","--v=0"\]$/m);
+  assert.doesNotMatch(kedaDockerfile(imgs[0]!, false), /ca-certificates/);
+});
+
+test('KEDA\'s own config/default: CRDs apart, the Deployments re-tagged to the local images and never pulled, the rest as upstream has it; an unknown image refused', () => {
+  const { crds, rest } = kedaObjects(RENDERED);
+  assert.deepEqual(crds.map((c) => c.metadata.name), ['scaledobjects.keda.sh']);
+  assert.deepEqual(rest.map((o) => `${o.kind}/${o.metadata.name}`), ['Namespace/keda', 'Deployment/keda-operator', 'Deployment/keda-metrics-apiserver', `APIService/${EXTERNAL_METRICS_API}`]);
+  const containers = rest.filter((o) => o.kind === 'Deployment').map((o) => (o as unknown as { spec: { template: { spec: { containers: { image: string; imagePullPolicy: string; args?: string[] }[] } } } }).spec.template.spec.containers[0]!);
+  assert.deepEqual(containers.map((c) => [c.image, c.imagePullPolicy]), [['digdag-ha.local/keda:2.16.1', 'Never'], ['digdag-ha.local/keda-metrics-apiserver:2.16.1', 'Never']]);
+  assert.ok(containers[0]!.args!.includes('--enable-cert-rotation=true'), 'the operator rotates its own certificates');
+  const api = rest.find((o) => o.kind === 'APIService') as unknown as { spec: Record<string, unknown> };
+  assert.equal(api.spec.caBundle, undefined, 'the operator injects its CA');
+  assert.throws(() => kedaObjects(RENDERED.replace('ghcr.io/kedacore/keda:main', 'ghcr.io/kedacore/keda-new:main')), (e: unknown) => e instanceof UserError && /names image ghcr\.io\/kedacore\/keda-new:main/.test(e.message));
+});
+
+test('KEDA up: its images built once into the image cache and imported, config/default applied server-side (CRDs Established first), then its Deployments and the APIService waited for', async () => {
+  const cc = mk({ CLUSTER_ADDONS: 'keda' });
+  for (const b of ['keda', 'keda-adapter', 'keda-webhooks']) fs.mkdirSync(kedaDir(cc), { recursive: true }), fs.writeFileSync(path.join(kedaDir(cc), b), `#!${b}`);
+  fs.mkdirSync(path.join(kedaDir(cc), 'config', 'default'), { recursive: true });
+  const dockerfiles: string[] = [];
+  let applied = false;
+  const r = new RecordingRunner((argv) => {
+    const a = argv.join(' ');
+    if (a.includes(' image inspect ')) return { code: 1 };
+    if (a.includes(' build ')) dockerfiles.push(fs.readFileSync(path.join(argv[argv.length - 1]!, 'Dockerfile'), 'utf8'));
+    if (a.includes(' save -o ')) fs.writeFileSync(argv[argv.indexOf('-o') + 1]!, 'tar');
+    if (argv[1] === 'kustomize') return { stdout: RENDERED };
+    if (a.includes(' apply ')) applied = true;
+    if (a.includes('get deployments')) return { stdout: JSON.stringify({ items: applied ? KEDA_DEPLOYMENTS.map((name) => ({ metadata: { name }, status: { conditions: [{ type: 'Available', status: 'True' }] } })) : [] }) };
+    if (a.includes('get apiservice')) return { stdout: applied ? 'True' : '' };
+    return undefined;
+  });
+  const lines: string[] = [];
+  const line = await startKeda(r, cc, (l) => lines.push(l));
+  assert.match(line, /^KEDA v2\.16\.1 up in \d+\.\d s \(pods: .*v1beta1\.external\.metrics\.k8s\.io Available\)$/);
+  assert.equal(dockerfiles.length, 3);
+  assert.ok(dockerfiles.every((d) => /^USER 65532:65532$/m.test(d)));
+  const cmds = r.commands();
+  assert.deepEqual(fs.readdirSync(path.join(cc.cacheDir, 'images')).map((f) => f.replace(/-[0-9a-f]{24}\.tar$/, '')).sort(), ['digdag-ha.local_keda-admission-webhooks_2.16.1', 'digdag-ha.local_keda-metrics-apiserver_2.16.1', 'digdag-ha.local_keda_2.16.1'], 'kept in the image cache');
+  assert.equal(cmds.filter((c) => / images import /.test(c)).length, 3, 'imported into containerd');
+  assert.ok(cmds.includes(`kubectl kustomize ${path.join(kedaDir(cc), 'config', 'default')}`));
+  const applies = r.calls.filter((c) => c.argv.includes('apply'));
+  assert.equal(applies.length, 2);
+  assert.ok(applies.every((c) => c.argv.includes('--server-side')), 'the ScaledJob CRD is too large for client-side apply');
+  assert.match(applies[0]!.input!, /CustomResourceDefinition/);
+  assert.doesNotMatch(applies[1]!.input!, /CustomResourceDefinition/);
+  const order = (re: RegExp) => cmds.findIndex((c) => re.test(c));
+  assert.ok(order(/ build /) < order(/kubectl kustomize/) && order(/wait --for=condition=Established/) < r.calls.indexOf(applies[1]!));
+  assert.ok(lines.some((l) => /config\/default applied \(1 CRDs, 4 other objects\)/.test(l)), lines.join('\n'));
+  assert.ok(lines.some((l) => /keda-operator, keda-metrics-apiserver, keda-admission Available after/.test(l)), lines.join('\n'));
+  // Up again: nothing built or applied.
+  const again = new RecordingRunner((argv) => (argv.includes('deployments') ? { stdout: JSON.stringify({ items: KEDA_DEPLOYMENTS.map((name) => ({ metadata: { name }, status: { conditions: [{ type: 'Available', status: 'True' }] } })) }) } : argv.includes('apiservice') ? { stdout: 'True' } : undefined));
+  assert.equal(await startKeda(again, cc), 'KEDA v2.16.1: already up');
+  assert.ok(again.calls.every((c) => !c.mutates));
+});
+
+test('KEDA in status and down: its Deployments and APIService in one line; down deletes its Deployments and ReplicaSets (not its CRDs) so that an up without it starts no KEDA pod', async () => {
+  const cc = mk({ CLUSTER_ADDONS: 'keda' });
+  const two = new RecordingRunner((argv) => (argv.includes('deployments') ? { stdout: JSON.stringify({ items: [{ metadata: { name: 'keda-operator' }, status: { conditions: [{ type: 'Available', status: 'True' }] } }, { metadata: { name: 'keda-admission' }, status: { conditions: [{ type: 'Available', status: 'False' }] } }] }) } : argv.includes('apiservice') ? { stdout: 'False' } : undefined));
+  assert.match(await kedaStatusLine(two, cc), /^keda \(pods\) +1\/3 Deployments Available in namespace keda; v1beta1\.external\.metrics\.k8s\.io not Available$/);
+  const r = new RecordingRunner();
+  await removeKedaWorkloads(r, cc);
+  assert.deepEqual(r.calls.map((c) => c.argv.slice(3).join(' ')), ['delete deployments,replicasets --all -n keda --ignore-not-found --wait=false']);
 });

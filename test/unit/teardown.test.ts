@@ -87,7 +87,7 @@ test('the local target\'s verify-ha primitives: SIGKILL of one process (forgotte
 });
 
 test('a process in the middle of an exec is alive (its command line is empty for a moment)', async () => {
-  // A wrapper chain like KEDA's (unshare → sh → env → program): the same pid execs 2 000 times,
+  // A wrapper chain (unshare → sh → env → program, as a host process may have): the same pid execs 2 000 times,
   // the marker on every command line. Reading /proc/<pid>/cmdline in a loop sees it empty about
   // one read in ten; isAlive must never call the process dead while it runs.
   const marker = `exec-chain-${process.pid}-${Date.now()}`;

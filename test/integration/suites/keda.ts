@@ -1,7 +1,9 @@
 // Queue-driven scaling on the project's own cluster with real Digdag, registered by
 // kube-e2e.test.ts after its own tests so both share one cluster bring-up (CLUSTER_ADDONS=keda):
-// KEDA started by the cluster's lifecycle serves external.metrics.k8s.io through the API server's
-// aggregation layer; the chart's ScaledObject (AGENT_AUTOSCALING=keda, min 1 / max 4 workers of 4
+// KEDA, deployed by the cluster's lifecycle as pods from its own config/ (images built here from
+// the cached binaries, certificates made by its operator), serves external.metrics.k8s.io through
+// the API server's aggregation layer, and its operator's pod runs the queue query against the
+// project's PostgreSQL through the chart's NetworkPolicy (namespace keda admitted, as on GKE); the chart's ScaledObject (AGENT_AUTOSCALING=keda, min 1 / max 4 workers of 4
 // threads, short polling and cooldown), deployed in a namespace of its own, scales the workers out
 // under a burst of 50 attempts × 4 `sleep 5` tasks and back to the minimum once the queue is
 // empty. Every attempt must succeed and no task may run twice, counted from Digdag's own lock
@@ -26,7 +28,7 @@
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { test, type TestContext } from 'node:test';
-import { EXTERNAL_METRICS_API } from '../../../lib/cluster/keda.ts';
+import { EXTERNAL_METRICS_API, KEDA_CERTS_SECRET, KEDA_DEPLOYMENTS, KEDA_NAMESPACE, kedaImages } from '../../../lib/cluster/keda.ts';
 import { METRICS_API } from '../../../lib/cluster/metrics-server.ts';
 import { clusterUpCmd } from '../../../lib/cluster/lifecycle.ts';
 import type { ClusterConfig } from '../../../lib/cluster/config.ts';
@@ -136,9 +138,25 @@ export function kedaTests(env: ClusterSuiteEnv): { stop(): Promise<void> } {
     return { view: report.autoscaler, problems: report.problems.filter((p) => p.startsWith('autoscaler:')) };
   }
 
-  test('KEDA started with the cluster: the API server serves external.metrics.k8s.io through its adapter', async (t) => {
+  test('KEDA started with the cluster as pods from its own config/: its Deployments Available, certificates made by its operator, the API server serving external.metrics.k8s.io through the adapter pod', async (t) => {
     if (skipped(t)) return;
     await setUp();
+    // KEDA's three Deployments, on the images built here, in KEDA's own namespace.
+    const deps = await k('get', 'deployments', '-n', KEDA_NAMESPACE, '-o', 'json');
+    assert.equal(deps.code, 0, deps.stderr);
+    const items = (JSON.parse(deps.stdout) as { items: { metadata: { name: string }; spec: { template: { spec: { containers: { image: string }[] } } }; status: { availableReplicas?: number } }[] }).items;
+    assert.deepEqual(items.map((d) => d.metadata.name).sort(), [...KEDA_DEPLOYMENTS].sort());
+    for (const d of items) assert.equal(d.status.availableReplicas, 1, `${d.metadata.name} Available`);
+    assert.deepEqual(items.flatMap((d) => d.spec.template.spec.containers.map((c) => c.image)).sort(), kedaImages().map((i) => i.image).sort());
+    // The certificates: made by KEDA's operator, in the Secret its pods mount; its CA injected into
+    // the APIService and the webhooks, none from the cluster's PKI.
+    const secret = await k('get', 'secret', '-n', KEDA_NAMESPACE, KEDA_CERTS_SECRET, '-o', 'jsonpath={.data.ca\\.crt}');
+    assert.equal(secret.code, 0, secret.stderr);
+    const kedaCa = secret.stdout.trim();
+    assert.ok(kedaCa.length > 0, 'the operator wrote its CA');
+    assert.equal((await k('get', 'apiservice', EXTERNAL_METRICS_API, '-o', 'jsonpath={.spec.caBundle}')).stdout.trim(), kedaCa);
+    const hooks = (await k('get', 'validatingwebhookconfiguration', 'keda-admission', '-o', 'jsonpath={.webhooks[*].clientConfig.caBundle}')).stdout.trim().split(/\s+/);
+    assert.ok(hooks.length >= 3 && hooks.every((c) => c === kedaCa), 'the webhooks trust the operator\'s CA');
     const api = await k('get', 'apiservice', EXTERNAL_METRICS_API, '-o', 'jsonpath={.status.conditions[?(@.type=="Available")].status}');
     assert.equal(api.stdout, 'True', api.stderr);
     const raw = await k('get', '--raw', '/apis/external.metrics.k8s.io/v1beta1');
