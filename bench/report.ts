@@ -2,7 +2,7 @@
 // stdout (latency, throughput, PostgreSQL load) and the bars of the PNG charts.
 import { median, percentile } from './measure.ts';
 import type { Bar } from './charts.ts';
-import { countsOfKind, perUnit, type WorkloadCost } from './statements.ts';
+import { countsOfKind, cpuOfKind, perUnit, type WorkloadCost } from './statements.ts';
 
 export type Layout = 'worker' | 'split' | 'server-m';
 
@@ -125,8 +125,9 @@ export function postgresTable(idle: readonly IdleResult[], bursts: readonly Burs
 /** Per task (idle: per second) what each workload cost: transactions, statements, executor and agent rounds. */
 export function costTable(costs: readonly WorkloadCost[]): string {
   const per = (c: WorkloadCost, n: number | undefined) => (n === undefined ? '-' : s2(perUnit(c, n)));
+  const per1 = (c: WorkloadCost, n: number | undefined) => (n === undefined ? '-' : s1(perUnit(c, n)));
   return formatTable(
-    ['configuration', 'workload', 'tasks', 'per', 'PG tx', 'statements', 'PG exec ms', 'executor loops (ui / workers)', 'tasks enqueued (ui / workers)', 'agent rounds', 'agent busy waits', 'db method calls'],
+    ['configuration', 'workload', 'tasks', 'per', 'PG tx', 'statements', 'PG exec ms', 'CPU ms: workers / ui / scheduler / PostgreSQL', 'executor loops (ui / workers)', 'tasks enqueued (ui / workers)', 'agent rounds', 'agent busy waits', 'db method calls'],
     costs.map((c) => {
       const ui = countsOfKind(c, 'ui');
       const w = countsOfKind(c, c.layout === 'worker' ? 'worker' : 'agent');
@@ -135,6 +136,7 @@ export function costTable(costs: readonly WorkloadCost[]): string {
       return [
         setupLabel(c), c.workload, String(c.tasks), c.tasks > 0 ? 'task' : 'second',
         per(c, c.transactions), per(c, c.calls), per(c, c.execMs),
+        [c.layout === 'worker' ? 'worker' : 'agent', 'ui', 'scheduler', 'postgres'].map((k) => per1(c, cpuOfKind(c, k))).join(' / '),
         `${per(c, ui?.executorLoops)} / ${per(c, w?.executorLoops)}`,
         `${per(c, ui?.enqueued)} / ${per(c, w?.enqueued)}`,
         per(c, w?.acquireRounds), per(c, w?.busyWaits), per(c, sum('dbCalls')),

@@ -87,8 +87,9 @@ interface CostWindow {
   txBefore: number;
   pgReads: number;
   counts: Record<string, DigdagCounts>;
+  ticks: Record<string, number>;
 }
-type ClosedWindow = { seconds: number; txBefore: number; after: StatementsReading; digdag: Record<string, DigdagCounts> };
+type ClosedWindow = { seconds: number; txBefore: number; after: StatementsReading; digdag: Record<string, DigdagCounts>; cpuTicks: Record<string, number> };
 
 interface CostProbe {
   begin(): Promise<CostWindow>;
@@ -101,11 +102,11 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const readCpu = (): CpuTimes => parseCpuStat(fs.readFileSync('/proc/stat', 'utf8'));
 
 /**
- * CPU ticks of everything the bench runs: the process groups of the registered processes
- * (Digdag roles or server -m with their sh> tasks, the PostgreSQL postmaster with its backends).
- * Set against /proc/stat it tells the bench's share from other programs on a shared machine.
+ * CPU ticks of everything the bench runs, per registered process: its process group (Digdag roles
+ * or server -m with their sh> tasks, the PostgreSQL postmaster with its backends). Set against
+ * /proc/stat it tells the bench's share from other programs on a shared machine.
  */
-function benchTicks(config: Config): number {
+function ticksByProcess(config: Config): Record<string, number> {
   const stat = (pid: string | number) => {
     try {
       return parseProcStat(fs.readFileSync(`/proc/${pid}/stat`, 'utf8'));
@@ -113,15 +114,22 @@ function benchTicks(config: Config): number {
       return undefined; // gone meanwhile
     }
   };
-  const groups = new Set(listProcesses(config).map((e) => stat(e.pid)?.pgid).filter((g): g is number => g !== undefined));
-  let ticks = 0;
+  const nameOf = new Map<number, string>();
+  for (const e of listProcesses(config)) {
+    const g = stat(e.pid)?.pgid;
+    if (g !== undefined) nameOf.set(g, e.name);
+  }
+  const out: Record<string, number> = {};
   for (const d of fs.readdirSync('/proc')) {
     if (!/^\d+$/.test(d)) continue;
     const p = stat(d);
-    if (p && groups.has(p.pgid)) ticks += p.ticks;
+    const name = p && nameOf.get(p.pgid);
+    if (name) out[name] = (out[name] ?? 0) + p.ticks;
   }
-  return ticks;
+  return out;
 }
+
+const benchTicks = (config: Config): number => Object.values(ticksByProcess(config)).reduce((a, b) => a + b, 0);
 
 /** Session times must be unique per workflow: one second apart, a day in the past. */
 let sessions = 0;
@@ -174,15 +182,17 @@ async function costProbe(runner: Runner, config: Config, setup: Setup, tx: { rea
       const counts = await scrapeDigdag(config);
       const txBefore = await tx.read();
       await runner.run({ argv: superuserPsql(pg, port, db.database), input: RESET_STATEMENTS_SQL, quiet: true });
-      return { t0: Date.now(), txBefore, pgReads: tx.reads(), counts };
+      return { t0: Date.now(), txBefore, pgReads: tx.reads(), counts, ticks: ticksByProcess(config) };
     },
     end: async (w) => {
+      const ticks = ticksByProcess(config);
+      const cpuTicks = Object.fromEntries(Object.entries(ticks).filter(([p]) => w.ticks[p] !== undefined).map(([p, t]) => [p, t - w.ticks[p]!]));
       const after = parseStatementsReading(await queryAsApp(runner, config, db, READ_STATEMENTS_SQL));
       const seconds = (Date.now() - w.t0) / 1000;
       const now = await scrapeDigdag(config);
       const digdag = Object.fromEntries(Object.entries(now).filter(([p]) => w.counts[p]).map(([p, c]) => [p, countsDelta(w.counts[p]!, c)]));
       // The counter's readings inside the window are the bench's transactions, not Digdag's.
-      return { seconds, txBefore: w.txBefore + (tx.reads() - w.pgReads), after, digdag };
+      return { seconds, txBefore: w.txBefore + (tx.reads() - w.pgReads), after, digdag, cpuTicks };
     },
     add: (workload, tasks, windows) => costs.push(workloadCost({ layout, processes: setup.processes, threadsPerProcess: setup.threadsPerProcess, workload, tasks }, windows)),
   };

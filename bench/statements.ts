@@ -131,7 +131,12 @@ export interface WorkloadCost {
   topByTime: Statement[];
   /** Digdag's counters per process (ui, scheduler, worker-N), summed over the windows. */
   digdag: Record<string, DigdagCounts>;
+  /** CPU time per registered process (ui-1, worker-N with its sh> tasks, postgres with its backends), ms. */
+  cpuMs: Record<string, number>;
 }
+
+/** Linux's clock tick (USER_HZ), the unit of /proc/<pid>/stat's times. */
+export const CLOCK_TICKS_PER_SECOND = 100;
 
 /** Transactions the bench adds to a window itself: the reading before it and the reset. */
 export const OWN_TRANSACTIONS = 2;
@@ -139,12 +144,14 @@ export const OWN_TRANSACTIONS = 2;
 /** A workload's cost from its windows: each a reading before (tx) and after (tx, statements). */
 export function workloadCost(
   setup: Pick<WorkloadCost, 'layout' | 'processes' | 'threadsPerProcess' | 'workload' | 'tasks'>,
-  windows: readonly { seconds: number; txBefore: number; after: StatementsReading; digdag: Record<string, DigdagCounts> }[],
+  windows: readonly { seconds: number; txBefore: number; after: StatementsReading; digdag: Record<string, DigdagCounts>; cpuTicks?: Record<string, number> }[],
   top = 8,
 ): WorkloadCost {
   const all = sumStatements(windows.map((w) => w.after.statements));
   const digdag: Record<string, DigdagCounts> = {};
   for (const w of windows) for (const [p, c] of Object.entries(w.digdag)) digdag[p] = addCounts(digdag[p], c);
+  const cpuMs: Record<string, number> = {};
+  for (const w of windows) for (const [p, t] of Object.entries(w.cpuTicks ?? {})) cpuMs[p] = (cpuMs[p] ?? 0) + (t * 1000) / CLOCK_TICKS_PER_SECOND;
   return {
     ...setup,
     seconds: windows.reduce((a, w) => a + w.seconds, 0),
@@ -154,11 +161,18 @@ export function workloadCost(
     topByCalls: topStatements(all, 'calls', top),
     topByTime: topStatements(all, 'ms', top),
     digdag,
+    cpuMs,
   };
 }
 
 /** Per task where there were tasks, per second for idle. */
 export const perUnit = (c: WorkloadCost, n: number) => n / (c.tasks > 0 ? c.tasks : c.seconds);
+
+/** CPU ms of all processes of a kind ("worker" sums worker-1, worker-2 …); undefined when none was read. */
+export function cpuOfKind(c: WorkloadCost, kind: string): number | undefined {
+  const v = Object.entries(c.cpuMs ?? {}).filter(([p]) => p === kind || p.replace(/-\d+$/, '') === kind);
+  return v.length ? v.reduce((a, [, ms]) => a + ms, 0) : undefined;
+}
 
 /** Digdag's counters of all processes of a role kind ("worker" sums worker-0, worker-1 …). */
 export function countsOfKind(c: WorkloadCost, kind: string): DigdagCounts | undefined {

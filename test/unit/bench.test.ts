@@ -12,7 +12,7 @@ import { clusterBarRows, clusterBenchOptions, clusterRun, clusterSetups, cluster
 import { burstFigures, type QueueSample } from '../../lib/queue-sampling.ts';
 import { benchOptions, fanoutDig, sequentialDig } from '../../bench/workloads.ts';
 import { costTable, topStatementsTable } from '../../bench/report.ts';
-import { countsDelta, countsOfKind, digdagCounts, parsePrometheus, parseStatementsReading, READ_STATEMENTS_SQL, sumStatements, topStatements, workloadCost, type DigdagCounts } from '../../bench/statements.ts';
+import { countsDelta, countsOfKind, cpuOfKind, digdagCounts, parsePrometheus, parseStatementsReading, READ_STATEMENTS_SQL, sumStatements, topStatements, workloadCost, type DigdagCounts } from '../../bench/statements.ts';
 import { serverOptions } from '../../lib/postgres.ts';
 
 test('percentile is nearest-rank; median averages the middle pair', () => {
@@ -169,8 +169,8 @@ test('statements: a reading parsed (bad ones refused), windows summed by queryid
 test('a workload\'s cost: transactions less the bench\'s own, statements and counters over its windows, per task', () => {
   const setup = { layout: 'worker' as const, processes: 2, threadsPerProcess: 4, workload: 'fan-out' as const, tasks: 48 };
   const c = workloadCost(setup, [
-    { seconds: 2, txBefore: 100, after: { tx: 302, statements: [st('a', 40, 4), st('b', 10, 20)] }, digdag: { 'worker-1': counts(10), 'worker-2': counts(6), 'ui-1': counts(0, 2) } },
-    { seconds: 1, txBefore: 500, after: { tx: 602, statements: [st('a', 8, 1)] }, digdag: { 'worker-1': counts(2) } },
+    { seconds: 2, txBefore: 100, after: { tx: 302, statements: [st('a', 40, 4), st('b', 10, 20)] }, digdag: { 'worker-1': counts(10), 'worker-2': counts(6), 'ui-1': counts(0, 2) }, cpuTicks: { 'worker-1': 100, 'worker-2': 20, postgres: 12 } },
+    { seconds: 1, txBefore: 500, after: { tx: 602, statements: [st('a', 8, 1)] }, digdag: { 'worker-1': counts(2) }, cpuTicks: { 'worker-1': 24, postgres: 12 } },
   ], 1);
   assert.equal(c.transactions, 300, '200 + 100: each window less its reading before and the reset');
   assert.equal(c.calls, 58);
@@ -181,11 +181,15 @@ test('a workload\'s cost: transactions less the bench\'s own, statements and cou
   assert.equal(countsOfKind(c, 'worker')?.acquireRounds, 18);
   assert.equal(countsOfKind(c, 'ui')?.executorLoops, 2);
   assert.equal(countsOfKind(c, 'scheduler'), undefined);
+  assert.deepEqual(c.cpuMs, { 'worker-1': 1240, 'worker-2': 200, postgres: 240 }, 'clock ticks of 10 ms, summed over the windows');
+  assert.equal(cpuOfKind(c, 'worker'), 1440);
+  assert.equal(cpuOfKind(c, 'ui'), undefined);
   const table = costTable([c, workloadCost({ ...setup, workload: 'idle', tasks: 0 }, [{ seconds: 20, txBefore: 0, after: { tx: 1002, statements: [] }, digdag: {} }])]);
   assert.match(table, /^configuration +workload +tasks +per +PG tx +statements +PG exec ms/m);
-  // 300 tx / 48 tasks, 58 / 48 statements, 25 / 48 ms; ui 2 loops / 48, workers 3 / 48; 18 rounds / 48
-  assert.match(table, /^worker: 2 workers x 4 +fan-out +48 +task +6\.25 +1\.21 +0\.52 +0\.04 \/ 0\.06 +0\.02 \/ 0\.06 +0\.38 +0\.00 +0\.83$/m);
-  assert.match(table, /^worker: 2 workers x 4 +idle +0 +second +50\.00 +0\.00 +0\.00 +- \/ - +- \/ - +- +- +-$/m, 'idle: per second; no counters read: dashes');
+  // 300 tx / 48 tasks, 58 / 48 statements, 25 / 48 ms; CPU 1440 / 48 ms (workers), 240 / 48 (PostgreSQL);
+  // ui 2 loops / 48, workers 3 / 48; 18 rounds / 48
+  assert.match(table, /^worker: 2 workers x 4 +fan-out +48 +task +6\.25 +1\.21 +0\.52 +30\.0 \/ - \/ - \/ 5\.0 +0\.04 \/ 0\.06 +0\.02 \/ 0\.06 +0\.38 +0\.00 +0\.83$/m);
+  assert.match(table, /^worker: 2 workers x 4 +idle +0 +second +50\.00 +0\.00 +0\.00 +- \/ - \/ - \/ - +- \/ - +- \/ - +- +- +-$/m, 'idle: per second; no counters read: dashes');
   const top = topStatementsTable([c], 5, 12);
   assert.match(top, /^worker: 2 workers x 4 fan-out +calls +48 +1\.00 +5\.0 +select a$/m);
   assert.match(top, /^worker: 2 workers x 4 fan-out +time +10 +0\.21 +20\.0 +select b$/m);
