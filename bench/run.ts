@@ -29,7 +29,7 @@ import { buildImage } from '../tasks/build-image.ts';
 import { createSecret } from '../tasks/create-secret.ts';
 import { initDb } from '../tasks/init-db.ts';
 import { startPostgres } from '../tasks/start-postgres.ts';
-import { busyFraction, parseCpuStat, parseEvents, parseProcStat, ratePerSecond, spanOf, taskSpans, type CpuTimes } from './measure.ts';
+import { busyFraction, parseCpuStat, parseEvents, parseProcStat, ratePerSecond, spanOf, taskSpans, ticksPerEntry, type CpuTimes, type ProcTimes } from './measure.ts';
 import { latencyBars, renderReport, setupLabel, throughputBars, type BurstResult, type IdleResult, type LatencyResult, type Report, type Setup } from './report.ts';
 import { barChartSvg, clusterChartSpec, renderSvg, svgToPng, timelineSpec } from './charts.ts';
 import { clusterBench } from './cluster.ts';
@@ -102,31 +102,21 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const readCpu = (): CpuTimes => parseCpuStat(fs.readFileSync('/proc/stat', 'utf8'));
 
 /**
- * CPU ticks of everything the bench runs, per registered process: its process group (Digdag roles
- * or server -m with their sh> tasks, the PostgreSQL postmaster with its backends). Set against
- * /proc/stat it tells the bench's share from other programs on a shared machine.
+ * CPU ticks of everything the bench runs, per registered process (Digdag roles or server -m with
+ * their sh> tasks, the PostgreSQL postmaster with its backends; bench/measure.ts ticksPerEntry).
+ * Set against /proc/stat it tells the bench's share from other programs on a shared machine.
  */
 function ticksByProcess(config: Config): Record<string, number> {
-  const stat = (pid: string | number) => {
-    try {
-      return parseProcStat(fs.readFileSync(`/proc/${pid}/stat`, 'utf8'));
-    } catch {
-      return undefined; // gone meanwhile
-    }
-  };
-  const nameOf = new Map<number, string>();
-  for (const e of listProcesses(config)) {
-    const g = stat(e.pid)?.pgid;
-    if (g !== undefined) nameOf.set(g, e.name);
-  }
-  const out: Record<string, number> = {};
+  const procs: ProcTimes[] = [];
   for (const d of fs.readdirSync('/proc')) {
     if (!/^\d+$/.test(d)) continue;
-    const p = stat(d);
-    const name = p && nameOf.get(p.pgid);
-    if (name) out[name] = (out[name] ?? 0) + p.ticks;
+    try {
+      procs.push(parseProcStat(fs.readFileSync(`/proc/${d}/stat`, 'utf8')));
+    } catch {
+      // gone meanwhile
+    }
   }
-  return out;
+  return ticksPerEntry(procs, listProcesses(config));
 }
 
 const benchTicks = (config: Config): number => Object.values(ticksByProcess(config)).reduce((a, b) => a + b, 0);

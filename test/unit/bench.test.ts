@@ -3,7 +3,7 @@
 // graph, the SVG and the PNG). No timing is asserted here.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { busyFraction, median, parseCpuStat, parseEvents, parseProcStat, percentile, ratePerSecond, spanOf, taskSpans } from '../../bench/measure.ts';
+import { busyFraction, median, parseCpuStat, parseEvents, parseProcStat, percentile, ratePerSecond, spanOf, taskSpans, ticksPerEntry } from '../../bench/measure.ts';
 import { latencyTable, postgresTable, renderReport, setupLabel, throughputBars, throughputTable, type BurstResult, type LatencyResult, type Setup } from '../../bench/report.ts';
 import * as vega from 'vega';
 import { compile, type TopLevelSpec } from 'vega-lite';
@@ -57,7 +57,18 @@ test('CPU busy share from two /proc/stat readings; counter rates discount the me
   assert.equal(ratePerSecond(1000, 1201, 20, 1), 10);
   assert.equal(ratePerSecond(5, 5, 10, 1), 0);
   // A command with spaces and parentheses; fields after it: state ppid pgrp … utime stime cutime cstime.
-  assert.deepEqual(parseProcStat('4242 (sh (x) y) S 1 4200 4200 0 -1 4194560 100 0 0 0 50 25 3 2 20 0 1 0 99 1000 10'), { pid: 4242, pgid: 4200, ticks: 80 });
+  assert.deepEqual(parseProcStat('4242 (sh (x) y) S 1 4200 4200 0 -1 4194560 100 0 0 0 50 25 3 2 20 0 1 0 99 1000 10'), { pid: 4242, ppid: 1, pgid: 4200, ticks: 80 });
+});
+
+test('CPU per registered process: its process group, and its children that lead their own (PostgreSQL\'s backends)', () => {
+  const p = (pid: number, ppid: number, pgid: number, ticks: number) => ({ pid, ppid, pgid, ticks });
+  const procs = [
+    p(100, 1, 100, 50), p(101, 100, 100, 7), // worker-1's JVM and its sh> task
+    p(200, 1, 200, 3), p(201, 200, 201, 40), p(202, 200, 202, 2), // the postmaster and two backends (setsid)
+    p(203, 201, 201, 1), // a grandchild in a backend's group: not PostgreSQL's by either rule
+    p(300, 1, 300, 99), // someone else's
+  ];
+  assert.deepEqual(ticksPerEntry(procs, [{ name: 'worker-1', pid: 100 }, { name: 'postgres', pid: 200 }, { name: 'gone', pid: 400 }]), { 'worker-1': 57, postgres: 45 });
 });
 
 test('the latency workflows: n sequential tasks, or n tasks in one parallel group, each recording itself', () => {
