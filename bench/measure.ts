@@ -86,6 +86,7 @@ export function busyFraction(a: CpuTimes, b: CpuTimes): number {
 
 export interface ProcTimes {
   pid: number;
+  ppid: number;
   pgid: number;
   /** utime + stime + cutime + cstime: its own CPU time and that of children it has reaped (clock ticks). */
   ticks: number;
@@ -96,7 +97,29 @@ export function parseProcStat(text: string): ProcTimes {
   const close = text.lastIndexOf(')');
   const f = text.slice(close + 2).trim().split(/\s+/);
   // f[0] is field 3 (state): pgrp is field 5, utime..cstime are fields 14..17.
-  return { pid: Number(text.slice(0, text.indexOf(' '))), pgid: Number(f[2]), ticks: Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]) };
+  return { pid: Number(text.slice(0, text.indexOf(' '))), ppid: Number(f[1]), pgid: Number(f[2]), ticks: Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]) };
+}
+
+/**
+ * CPU ticks per registered process: everything in its process group (a Digdag JVM with its sh>
+ * tasks), and its direct children that lead groups of their own — PostgreSQL's backends each call
+ * setsid(), so the postmaster's group alone misses them.
+ */
+export function ticksPerEntry(procs: readonly ProcTimes[], entries: readonly { name: string; pid: number }[]): Record<string, number> {
+  const byPid = new Map(procs.map((p) => [p.pid, p]));
+  const groupOf = new Map<number, string>();
+  const parentOf = new Map<number, string>();
+  for (const e of entries) {
+    const p = byPid.get(e.pid);
+    if (p) groupOf.set(p.pgid, e.name);
+    parentOf.set(e.pid, e.name);
+  }
+  const out: Record<string, number> = {};
+  for (const p of procs) {
+    const name = groupOf.get(p.pgid) ?? parentOf.get(p.ppid);
+    if (name) out[name] = (out[name] ?? 0) + p.ticks;
+  }
+  return out;
 }
 
 /** Per-second rate of a cumulative counter, minus what the measurement itself added. */

@@ -2,6 +2,7 @@
 // stdout (latency, throughput, PostgreSQL load) and the bars of the PNG charts.
 import { median, percentile } from './measure.ts';
 import type { Bar } from './charts.ts';
+import { countsOfKind, cpuOfKind, perUnit, type WorkloadCost } from './statements.ts';
 
 export type Layout = 'worker' | 'split' | 'server-m';
 
@@ -60,6 +61,8 @@ export interface Report {
   /** What the worker and split layouts ran: Digdag with digdag-ha's patches (DIGDAG_PATCHES) and the
    * agent's empty-round wait (AGENT_POLL_MILLIS), or as released. server -m always runs it as released. */
   digdag?: { patches: boolean; agentPollMillis: number | null };
+  /** Per workload of the layouts on PostgreSQL: pg_stat_statements and Digdag's own counters. */
+  costs?: WorkloadCost[];
 }
 
 export function formatTable(head: readonly string[], rows: readonly (readonly string[])[]): string {
@@ -119,7 +122,53 @@ export function postgresTable(idle: readonly IdleResult[], bursts: readonly Burs
   );
 }
 
+/** Per task (idle: per second) what each workload cost: transactions, statements, executor and agent rounds. */
+export function costTable(costs: readonly WorkloadCost[]): string {
+  const per = (c: WorkloadCost, n: number | undefined) => (n === undefined ? '-' : s2(perUnit(c, n)));
+  const per1 = (c: WorkloadCost, n: number | undefined) => (n === undefined ? '-' : s1(perUnit(c, n)));
+  return formatTable(
+    ['configuration', 'workload', 'tasks', 'per', 'PG tx', 'statements', 'PG exec ms', 'CPU ms: workers / ui / scheduler / PostgreSQL', 'executor loops (ui / workers)', 'tasks enqueued (ui / workers)', 'agent rounds', 'agent busy waits', 'db method calls'],
+    costs.map((c) => {
+      const ui = countsOfKind(c, 'ui');
+      const w = countsOfKind(c, c.layout === 'worker' ? 'worker' : 'agent');
+      const all = Object.values(c.digdag);
+      const sum = (k: 'dbCalls') => (all.length ? all.reduce((a, x) => a + x[k], 0) : undefined);
+      return [
+        setupLabel(c), c.workload, String(c.tasks), c.tasks > 0 ? 'task' : 'second',
+        per(c, c.transactions), per(c, c.calls), per(c, c.execMs),
+        [c.layout === 'worker' ? 'worker' : 'agent', 'ui', 'scheduler', 'postgres'].map((k) => per1(c, cpuOfKind(c, k))).join(' / '),
+        `${per(c, ui?.executorLoops)} / ${per(c, w?.executorLoops)}`,
+        `${per(c, ui?.enqueued)} / ${per(c, w?.enqueued)}`,
+        per(c, w?.acquireRounds), per(c, w?.busyWaits), per(c, sum('dbCalls')),
+      ];
+    }),
+  );
+}
+
+/** The statements with the most calls and the most time, per workload (text cut to `width`). */
+export function topStatementsTable(costs: readonly WorkloadCost[], n = 5, width = 90): string {
+  const rows: string[][] = [];
+  for (const c of costs) {
+    for (const [by, list] of [['calls', c.topByCalls], ['time', c.topByTime]] as const) {
+      for (const st of list.slice(0, n)) {
+        rows.push([`${setupLabel(c)} ${c.workload}`, by, String(st.calls), s2(perUnit(c, st.calls)), s1(st.ms), st.query.length > width ? `${st.query.slice(0, width - 1)}…` : st.query]);
+      }
+    }
+  }
+  return formatTable(['workload', 'top by', 'calls', 'per task (idle: /s)', 'total ms', 'statement'], rows);
+}
+
 export function renderReport(r: Report): string {
+  const costs = r.costs?.length
+    ? [
+        '',
+        'Where the time goes (pg_stat_statements of Digdag\'s role and Digdag\'s own counters over each workload\'s windows; per task, idle per second)',
+        costTable(r.costs),
+        '',
+        'Top statements per workload (by calls and by total execution time)',
+        topStatementsTable(r.costs),
+      ]
+    : [];
   return [
     'Latency (end-to-end = submission to the last task\'s own end record; first start = the first task\'s own start record)',
     latencyTable(r.latency),
@@ -129,6 +178,7 @@ export function renderReport(r: Report): string {
     '',
     'PostgreSQL load (xact_commit + xact_rollback of the digdag database in pg_stat_database, per second)',
     postgresTable(r.idle, r.bursts),
+    ...costs,
   ].join('\n');
 }
 

@@ -20,7 +20,7 @@ import { downLocal } from '../lib/local/down.ts';
 import { ROOT } from '../lib/paths.ts';
 import { runSteps, type Ctx } from '../lib/pipeline.ts';
 import { freePortRange } from '../lib/ports.ts';
-import { dbEndpoint, queryAsApp } from '../lib/postgres.ts';
+import { dbEndpoint, localPostgres, ownedPort, queryAsApp, superuserPsql } from '../lib/postgres.ts';
 import { listProcesses, registerProcess, stopProcess, unregisterProcess, type ProcessEntry } from '../lib/processes.ts';
 import { pushProject } from '../lib/push-workflow.ts';
 import { ShellRunner, type Runner } from '../lib/runner.ts';
@@ -29,12 +29,13 @@ import { buildImage } from '../tasks/build-image.ts';
 import { createSecret } from '../tasks/create-secret.ts';
 import { initDb } from '../tasks/init-db.ts';
 import { startPostgres } from '../tasks/start-postgres.ts';
-import { busyFraction, parseCpuStat, parseEvents, parseProcStat, ratePerSecond, spanOf, taskSpans, type CpuTimes } from './measure.ts';
+import { busyFraction, parseCpuStat, parseEvents, parseProcStat, ratePerSecond, spanOf, taskSpans, ticksPerEntry, type CpuTimes, type ProcTimes } from './measure.ts';
 import { latencyBars, renderReport, setupLabel, throughputBars, type BurstResult, type IdleResult, type LatencyResult, type Report, type Setup } from './report.ts';
 import { barChartSvg, clusterChartSpec, renderSvg, svgToPng, timelineSpec } from './charts.ts';
 import { clusterBench } from './cluster.ts';
 import { clusterBarRows, clusterBenchOptions, renderClusterReport, timelineRows, type ClusterBenchOptions, type ClusterRun } from './cluster-report.ts';
 import { benchOptions, writeBenchProject, type BenchOptions, type Burst } from './workloads.ts';
+import { countsDelta, digdagCounts, parseStatementsReading, READ_STATEMENTS_SQL, RESET_STATEMENTS_SQL, workloadCost, type DigdagCounts, type StatementsReading, type WorkloadCost } from './statements.ts';
 
 const PROJECT = 'bench';
 const BURST_DIG = path.join(ROOT, 'bench', 'workflows', PROJECT, 'burst.dig');
@@ -77,53 +78,127 @@ interface Target {
   pgTx?: () => Promise<number>;
   /** CPU ticks of the bench's own processes so far. */
   ownTicks: () => number;
+  /** Where a workload's time goes (layouts on PostgreSQL): statements and Digdag's counters per window. */
+  cost?: CostProbe;
+}
+
+/** One measured window of a workload: its start reading; closed by CostProbe.end. */
+interface CostWindow {
+  t0: number;
+  txBefore: number;
+  pgReads: number;
+  counts: Record<string, DigdagCounts>;
+  ticks: Record<string, number>;
+}
+type ClosedWindow = { seconds: number; txBefore: number; after: StatementsReading; digdag: Record<string, DigdagCounts>; cpuTicks: Record<string, number> };
+
+interface CostProbe {
+  begin(): Promise<CostWindow>;
+  end(w: CostWindow): Promise<ClosedWindow>;
+  /** The workload's cost from its windows, kept in the report. */
+  add(workload: WorkloadCost['workload'], tasks: number, windows: readonly ClosedWindow[]): void;
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const readCpu = (): CpuTimes => parseCpuStat(fs.readFileSync('/proc/stat', 'utf8'));
 
 /**
- * CPU ticks of everything the bench runs: the process groups of the registered processes
- * (Digdag roles or server -m with their sh> tasks, the PostgreSQL postmaster with its backends).
+ * CPU ticks of everything the bench runs, per registered process (Digdag roles or server -m with
+ * their sh> tasks, the PostgreSQL postmaster with its backends; bench/measure.ts ticksPerEntry).
  * Set against /proc/stat it tells the bench's share from other programs on a shared machine.
  */
-function benchTicks(config: Config): number {
-  const stat = (pid: string | number) => {
-    try {
-      return parseProcStat(fs.readFileSync(`/proc/${pid}/stat`, 'utf8'));
-    } catch {
-      return undefined; // gone meanwhile
-    }
-  };
-  const groups = new Set(listProcesses(config).map((e) => stat(e.pid)?.pgid).filter((g): g is number => g !== undefined));
-  let ticks = 0;
+function ticksByProcess(config: Config): Record<string, number> {
+  const procs: ProcTimes[] = [];
   for (const d of fs.readdirSync('/proc')) {
     if (!/^\d+$/.test(d)) continue;
-    const p = stat(d);
-    if (p && groups.has(p.pgid)) ticks += p.ticks;
+    try {
+      procs.push(parseProcStat(fs.readFileSync(`/proc/${d}/stat`, 'utf8')));
+    } catch {
+      // gone meanwhile
+    }
   }
-  return ticks;
+  return ticksPerEntry(procs, listProcesses(config));
 }
+
+const benchTicks = (config: Config): number => Object.values(ticksByProcess(config)).reduce((a, b) => a + b, 0);
 
 /** Session times must be unique per workflow: one second apart, a day in the past. */
 let sessions = 0;
 const sessionBase = Math.floor(Date.now() / 1000) * 1000 - 86_400_000;
 const nextSessionTime = () => new Date(sessionBase - ++sessions * 1000);
 
-async function pgTxCounter(runner: Runner, config: Config): Promise<() => Promise<number>> {
+/** The digdag database's transactions so far; `reads` counts the readings (each is a transaction). */
+async function pgTxCounter(runner: Runner, config: Config): Promise<{ read: () => Promise<number>; reads: () => number }> {
   const db = await dbEndpoint(config, requireSecrets(config).dbPassword);
   const sql = 'SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = current_database()';
-  return async () => Number(await queryAsApp(runner, config, db, sql));
+  let reads = 0;
+  return {
+    read: async () => {
+      reads++;
+      return Number(await queryAsApp(runner, config, db, sql));
+    },
+    reads: () => reads,
+  };
+}
+
+/** Digdag's counters of every role process that exports metrics (absent: a scrape that failed). */
+async function scrapeDigdag(config: Config): Promise<Record<string, DigdagCounts>> {
+  const out: Record<string, DigdagCounts> = {};
+  await Promise.all(
+    listProcesses(config)
+      .filter((e) => e.role && e.metricsPort)
+      .map(async (e) => {
+        try {
+          const res = await fetch(`http://127.0.0.1:${e.metricsPort}/metrics`, { signal: AbortSignal.timeout(5000) });
+          if (res.ok) out[e.name] = digdagCounts(await res.text());
+        } catch {
+          // not counted: the table shows '-' for a process without readings
+        }
+      }),
+  );
+  return out;
+}
+
+/**
+ * pg_stat_statements (reset as the superuser over the socket before a window, read as Digdag's role
+ * after it) with the transactions of pg_stat_database, and Digdag's counters before and after.
+ */
+async function costProbe(runner: Runner, config: Config, setup: Setup, tx: { read: () => Promise<number>; reads: () => number }, costs: WorkloadCost[]): Promise<CostProbe> {
+  const db = await dbEndpoint(config, requireSecrets(config).dbPassword);
+  const pg = localPostgres(config);
+  const port = await ownedPort(config, pg);
+  const layout = setup.layout as WorkloadCost['layout'];
+  return {
+    begin: async () => {
+      const counts = await scrapeDigdag(config);
+      const txBefore = await tx.read();
+      await runner.run({ argv: superuserPsql(pg, port, db.database), input: RESET_STATEMENTS_SQL, quiet: true });
+      return { t0: Date.now(), txBefore, pgReads: tx.reads(), counts, ticks: ticksByProcess(config) };
+    },
+    end: async (w) => {
+      const ticks = ticksByProcess(config);
+      const cpuTicks = Object.fromEntries(Object.entries(ticks).filter(([p]) => w.ticks[p] !== undefined).map(([p, t]) => [p, t - w.ticks[p]!]));
+      const after = parseStatementsReading(await queryAsApp(runner, config, db, READ_STATEMENTS_SQL));
+      const seconds = (Date.now() - w.t0) / 1000;
+      const now = await scrapeDigdag(config);
+      const digdag = Object.fromEntries(Object.entries(now).filter(([p]) => w.counts[p]).map(([p, c]) => [p, countsDelta(w.counts[p]!, c)]));
+      // The counter's readings inside the window are the bench's transactions, not Digdag's.
+      return { seconds, txBefore: w.txBefore + (tx.reads() - w.pgReads), after, digdag, cpuTicks };
+    },
+    add: (workload, tasks, windows) => costs.push(workloadCost({ layout, processes: setup.processes, threadsPerProcess: setup.threadsPerProcess, workload, tasks }, windows)),
+  };
 }
 
 /** PostgreSQL transactions/s with nothing submitted (the executor loops, agents and scheduler polling). */
 async function measureIdle(t: Target, seconds: number, log: (l: string) => void): Promise<IdleResult> {
   if (!t.pgTx) return { ...t.setup, seconds, pgTxPerSecond: null };
+  const w = await t.cost?.begin();
   const a = await t.pgTx();
   const t0 = Date.now();
   await sleep(seconds * 1000);
   const b = await t.pgTx();
   const secs = (Date.now() - t0) / 1000;
+  if (w) t.cost!.add('idle', 0, [await t.cost!.end(w)]);
   // The first reading's own transaction is counted by the second.
   const rate = ratePerSecond(a, b, secs, 1);
   log(`  idle: ${rate.toFixed(1)} PostgreSQL tx/s over ${secs.toFixed(0)}s`);
@@ -134,12 +209,15 @@ async function measureIdle(t: Target, seconds: number, log: (l: string) => void)
 async function runLatency(t: Target, workload: LatencyResult['workload'], tasks: number, o: BenchOptions, eventsFile: string, log: (l: string) => void): Promise<LatencyResult> {
   const wf = await workflowId(t.endpoint, PROJECT, workload === 'sequential' ? 'seq' : 'fanout');
   const out: LatencyResult = { ...t.setup, workload, tasks, endToEnd: [], firstStart: [] };
+  const windows: ClosedWindow[] = [];
   for (let rep = 0; rep < o.reps; rep++) {
     await sleep(o.settleSeconds * 1000);
     fs.writeFileSync(eventsFile, '');
+    const w = await t.cost?.begin();
     const t0 = Date.now();
     const id = await startAttempt(t.endpoint, wf, nextSessionTime(), { events: eventsFile });
     const a = await waitAttempt(t.endpoint, id, (tasks * 10 + 120) * 1000);
+    if (w) windows.push(await t.cost!.end(w));
     if (!a.success) throw new Error(`${workload} attempt ${id} failed on ${setupLabel(t.setup)}`);
     const events = parseEvents(fs.readFileSync(eventsFile, 'utf8'));
     const span = spanOf(events, id);
@@ -148,6 +226,7 @@ async function runLatency(t: Target, workload: LatencyResult['workload'], tasks:
     out.firstStart.push((span.firstStartMs - t0) / 1000);
     (out.taskSpans ??= []).push(taskSpans(events, id, t0));
   }
+  t.cost?.add(workload, tasks * o.reps, windows);
   log(`  ${workload} (${tasks} tasks): end-to-end ${out.endToEnd.map((s) => s.toFixed(2)).join(', ')} s; first start ${out.firstStart.map((s) => s.toFixed(2)).join(', ')} s`);
   return out;
 }
@@ -157,6 +236,7 @@ async function runBurst(t: Target, b: Burst, eventsFile: string, log: (l: string
   const own0 = t.ownTicks();
   fs.writeFileSync(eventsFile, '');
   const wf = await workflowId(t.endpoint, PROJECT, 'burst');
+  const w = await t.cost?.begin();
   const tx0 = await t.pgTx?.();
   const cpu0 = readCpu();
   const w0 = Date.now();
@@ -171,6 +251,7 @@ async function runBurst(t: Target, b: Burst, eventsFile: string, log: (l: string
   const own1 = t.ownTicks();
   const tx1 = await t.pgTx?.();
   const window = (Date.now() - w0) / 1000;
+  if (w) t.cost!.add(b.name, b.workflows * b.tasksPerWorkflow, [await t.cost!.end(w)]);
   const failed = attempts.filter((a) => !a.success);
   if (failed.length) throw new Error(`${failed.length} ${b.name} burst attempts failed on ${setupLabel(t.setup)} (e.g. ${failed[0]!.id})`);
   const events = parseEvents(fs.readFileSync(eventsFile, 'utf8'));
@@ -334,6 +415,8 @@ async function main(): Promise<void> {
         DIGDAG_HA_LAYOUT: layout,
         LOCAL_PORT_BASE: String(portBase),
         POSTGRES_PORT: '0',
+        // Where the time goes: PostgreSQL's per-statement view (reset and read per workload).
+        POSTGRES_STAT_STATEMENTS: 'true',
         UI_REPLICAS: '1',
         SCHEDULER_REPLICAS: '1',
         WORKER_REPLICAS: String(n),
@@ -344,7 +427,7 @@ async function main(): Promise<void> {
     });
   const ctx = makeCtx(configFor('worker', o.equal), runner);
   const eventsFile = path.join(ctx.config.stateDir, 'bench-events.log');
-  const report: Report = { latency: [], bursts: [], idle: [], digdag: { patches: ctx.config.digdag.patches, agentPollMillis: ctx.config.digdag.patches ? ctx.config.agent.pollMillis : null } };
+  const report: Report = { latency: [], bursts: [], idle: [], costs: [], digdag: { patches: ctx.config.digdag.patches, agentPollMillis: ctx.config.digdag.patches ? ctx.config.agent.pollMillis : null } };
 
   // One teardown for every way out: success (purge: the bench's data is throw-away), failure
   // and Ctrl-C (stop only: the logs stay in the state dir to read; the next run purges them).
@@ -380,7 +463,9 @@ async function main(): Promise<void> {
         await reconcileLocal(ctx);
         const endpoint = authenticatedEndpoint(ctx.config, endpointOf(ctx.config));
         await pushProject(ctx, endpoint, { name: PROJECT, dir: projectDir });
-        await measure({ setup, endpoint, pgTx: await pgTxCounter(runner, ctx.config), ownTicks: () => benchTicks(ctx.config) }, o, n === o.equal, report, eventsFile, log);
+        const tx = await pgTxCounter(runner, ctx.config);
+        const cost = await costProbe(runner, ctx.config, setup, tx, report.costs!);
+        await measure({ setup, endpoint, pgTx: tx.read, ownTicks: () => benchTicks(ctx.config), cost }, o, n === o.equal, report, eventsFile, log);
       }
     }
     if (o.configs.includes('server-m')) {

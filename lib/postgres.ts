@@ -226,9 +226,15 @@ export function pgHba(): string {
   ].join('\n');
 }
 
-/** Server settings: loopback only, keepalives, and no session may sit idle in a transaction forever. */
-export function serverOptions(port: number, socketDir: string, maxConnections: number): string[] {
+/** The extension POSTGRES_STAT_STATEMENTS loads (server option) and creates (init-db). */
+export const STAT_STATEMENTS = 'pg_stat_statements';
+
+/** Server settings: loopback only, keepalives, and no session may sit idle in a transaction forever;
+ * with statStatements (POSTGRES_STAT_STATEMENTS) pg_stat_statements is loaded. Durability is
+ * PostgreSQL's default (fsync, synchronous_commit on): never traded for speed here. */
+export function serverOptions(port: number, socketDir: string, maxConnections: number, statStatements = false): string[] {
   return [
+    ...(statStatements ? ['-c', `shared_preload_libraries=${STAT_STATEMENTS}`] : []),
     '-c', 'listen_addresses=127.0.0.1',
     '-c', `port=${port}`,
     '-c', `unix_socket_directories=${socketDir}`,

@@ -21,6 +21,8 @@ export const DATABASE_VARIABLES: readonly VarSpec[] = group('Database', [
     description: 'Local target: directory with initdb, pg_ctl and postgres. Empty: the newest /usr/lib/postgresql/*/bin, else pg_config --bindir.' },
   { name: 'POSTGRES_MAX_CONNECTIONS', default: '200', kind: int(20, 10000, '200'),
     description: 'max_connections of the project-owned PostgreSQL; all Digdag pools together must fit under it.' },
+  { name: 'POSTGRES_STAT_STATEMENTS', default: 'false', kind: bool,
+    description: 'Local target: the project-owned PostgreSQL loads pg_stat_statements (shared_preload_libraries; init-db creates the extension in DB_NAME), so the pg_stat_statements view shows what Digdag\'s statements cost. Off by default: it needs the contrib library beside the server (Debian ships it with postgresql-15) and adds a little work to every statement. npm run bench turns it on.' },
   { name: 'POSTGRES_MEMBERS', default: '', kind: str('3', /^\d*$/),
     description: 'Kubernetes: members of the in-cluster PostgreSQL. 2 or more: a Patroni cluster that fails over by itself (its image must contain Patroni, as the one build-image makes on cluster). 1: one plain PostgreSQL, NOT highly available (a laptop). Empty: 3 on cluster, 1 on minikube/gke (postgres:15-alpine has no Patroni). The local target always runs one.' },
   { name: 'POSTGRES_SYNC', default: '', kind: oneOf(['', 'on', 'off']),
@@ -46,6 +48,8 @@ export interface DbConfig {
   readonly port: number;
   readonly binDir: string;
   readonly maxConnections: number;
+  /** Local target: the owned server loads pg_stat_statements and init-db creates the extension. */
+  readonly statStatements: boolean;
   /** Kubernetes: members of the in-cluster PostgreSQL (1: plain, not HA; 2+: Patroni). */
   readonly members: number;
   /** Kubernetes, members >= 2: Patroni's synchronous mode. */
@@ -112,6 +116,7 @@ export function databaseConfig(v: Values, roles: Pick<RolesConfig, 'replicas'>):
     port: v.num('POSTGRES_PORT'),
     binDir: v.str('POSTGRES_BIN_DIR'),
     maxConnections: v.num('POSTGRES_MAX_CONNECTIONS'),
+    statStatements: v.str('POSTGRES_STAT_STATEMENTS') === 'true',
     ...membersOf(v),
   };
 }

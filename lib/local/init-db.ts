@@ -7,7 +7,7 @@ import { requireSecrets } from '../credentials.ts';
 import { detectJava, digdagArgv, CLIENT_JVM_OPTS, requireRuntime } from '../digdag.ts';
 import { UserError } from '../errors.ts';
 import type { Ctx, Impl } from '../pipeline.ts';
-import { dbEndpoint, localPostgres, ownedPort, psqlVariables, queryAsApp, superuserPsql, type DbEndpoint } from '../postgres.ts';
+import { dbEndpoint, localPostgres, ownedPort, psqlVariables, queryAsApp, STAT_STATEMENTS, superuserPsql, type DbEndpoint } from '../postgres.ts';
 import { migrateProperties, secretProperties } from '../properties.ts';
 import { writePrivateFile } from '../state.ts';
 import { createHash } from 'node:crypto';
@@ -37,6 +37,11 @@ export async function applySql(ctx: Ctx, db: DbEndpoint): Promise<void> {
     await ctx.runner.run({ argv: superuserPsql(pg, port), input: vars + fs.readFileSync(file, 'utf8'), mutates: true });
     ctx.runner.log(`applied ${path.basename(file)}`);
   }
+  if (ctx.config.db.statStatements) {
+    // Loaded by the server (POSTGRES_STAT_STATEMENTS); the view lives in the database that uses it.
+    await ctx.runner.run({ argv: superuserPsql(pg, port, db.database), input: `CREATE EXTENSION IF NOT EXISTS ${STAT_STATEMENTS};\n`, mutates: true });
+    ctx.runner.log(`created ${STAT_STATEMENTS} in ${db.database}`);
+  }
 }
 
 /** An existing server: its role and database are the operator's; only uuid-ossp is checked. */
@@ -57,7 +62,7 @@ export const initDb: Impl = {
     const s = requireSecrets(ctx.config);
     const db = await dbEndpoint(ctx.config, s.dbPassword);
     return {
-      values: { host: db.host, port: db.port, db: db.database, user: db.user, pw: createHash('sha256').update(db.password).digest('hex'), runtime: requireRuntime(ctx.config).path },
+      values: { host: db.host, port: db.port, db: db.database, user: db.user, statStatements: ctx.config.db.statStatements, pw: createHash('sha256').update(db.password).digest('hex'), runtime: requireRuntime(ctx.config).path },
       files: sqlFiles(),
     };
   },

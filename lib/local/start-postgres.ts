@@ -22,7 +22,7 @@ export const startPostgres: Impl = {
   notApplicable: (ctx) => (ctx.config.db.externalUrl ? 'DATABASE_URL is set: using that server, none to start' : undefined),
   inputs: async (ctx) => {
     const pg = localPostgres(ctx.config);
-    return { values: { bin: pg.binDir, port: await ownedPort(ctx.config, pg), max: ctx.config.db.maxConnections, hba: pgHba() } };
+    return { values: { bin: pg.binDir, port: await ownedPort(ctx.config, pg), max: ctx.config.db.maxConnections, statStatements: ctx.config.db.statStatements, hba: pgHba() } };
   },
   healthy: async (ctx) => {
     const port = await ownedPort(ctx.config, localPostgres(ctx.config));
@@ -34,7 +34,7 @@ export const startPostgres: Impl = {
     const port = await ownedPort(ctx.config, pg, changesApplied(ctx.runner));
     const running = ownedPostgresEntry(ctx.config);
     if (running && isAlive(running)) {
-      // Inputs changed (port, max_connections): restart with the new settings; data stays.
+      // Inputs changed (port, max_connections, pg_stat_statements): restart with the new settings; data stays.
       await stopOwnedPostgres(ctx.config, ctx.runner);
     }
     if (!(await isPortFree(port))) {
@@ -52,7 +52,7 @@ export const startPostgres: Impl = {
       if (pg.osUser) await ctx.runner.run({ argv: ['chown', `${pg.osUser}:`, path.join(pg.dataDir, 'pg_hba.conf')], mutates: true });
     });
     const res = await ctx.runner.run({
-      argv: asPgUser(pg, [path.join(pg.binDir, 'pg_ctl'), '-D', pg.dataDir, '-l', pg.logFile, '-w', '-t', '60', '-o', serverOptions(port, pg.socketDir, ctx.config.db.maxConnections).join(' '), 'start']),
+      argv: asPgUser(pg, [path.join(pg.binDir, 'pg_ctl'), '-D', pg.dataDir, '-l', pg.logFile, '-w', '-t', '60', '-o', serverOptions(port, pg.socketDir, ctx.config.db.maxConnections, ctx.config.db.statStatements).join(' '), 'start']),
       mutates: true,
       nothrow: true,
     });

@@ -3,7 +3,7 @@
 // graph, the SVG and the PNG). No timing is asserted here.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { busyFraction, median, parseCpuStat, parseEvents, parseProcStat, percentile, ratePerSecond, spanOf, taskSpans } from '../../bench/measure.ts';
+import { busyFraction, median, parseCpuStat, parseEvents, parseProcStat, percentile, ratePerSecond, spanOf, taskSpans, ticksPerEntry } from '../../bench/measure.ts';
 import { latencyTable, postgresTable, renderReport, setupLabel, throughputBars, throughputTable, type BurstResult, type LatencyResult, type Setup } from '../../bench/report.ts';
 import * as vega from 'vega';
 import { compile, type TopLevelSpec } from 'vega-lite';
@@ -11,6 +11,9 @@ import { barChartSpec, barChartSvg, clusterChartSpec, renderSvg, svgToPng, timel
 import { clusterBarRows, clusterBenchOptions, clusterLabel, clusterRun, clusterSetups, clusterTable, kedaSummary, timelineRows, type ClusterRun } from '../../bench/cluster-report.ts';
 import { burstFigures, type QueueSample } from '../../lib/queue-sampling.ts';
 import { benchOptions, fanoutDig, sequentialDig } from '../../bench/workloads.ts';
+import { costTable, topStatementsTable } from '../../bench/report.ts';
+import { countsDelta, countsOfKind, cpuOfKind, digdagCounts, parsePrometheus, parseStatementsReading, READ_STATEMENTS_SQL, sumStatements, topStatements, workloadCost, type DigdagCounts } from '../../bench/statements.ts';
+import { serverOptions } from '../../lib/postgres.ts';
 
 test('percentile is nearest-rank; median averages the middle pair', () => {
   assert.equal(percentile([5, 1, 3, 2, 4], 50), 3);
@@ -54,7 +57,18 @@ test('CPU busy share from two /proc/stat readings; counter rates discount the me
   assert.equal(ratePerSecond(1000, 1201, 20, 1), 10);
   assert.equal(ratePerSecond(5, 5, 10, 1), 0);
   // A command with spaces and parentheses; fields after it: state ppid pgrp … utime stime cutime cstime.
-  assert.deepEqual(parseProcStat('4242 (sh (x) y) S 1 4200 4200 0 -1 4194560 100 0 0 0 50 25 3 2 20 0 1 0 99 1000 10'), { pid: 4242, pgid: 4200, ticks: 80 });
+  assert.deepEqual(parseProcStat('4242 (sh (x) y) S 1 4200 4200 0 -1 4194560 100 0 0 0 50 25 3 2 20 0 1 0 99 1000 10'), { pid: 4242, ppid: 1, pgid: 4200, ticks: 80 });
+});
+
+test('CPU per registered process: its process group, and its children that lead their own (PostgreSQL\'s backends)', () => {
+  const p = (pid: number, ppid: number, pgid: number, ticks: number) => ({ pid, ppid, pgid, ticks });
+  const procs = [
+    p(100, 1, 100, 50), p(101, 100, 100, 7), // worker-1's JVM and its sh> task
+    p(200, 1, 200, 3), p(201, 200, 201, 40), p(202, 200, 202, 2), // the postmaster and two backends (setsid)
+    p(203, 201, 201, 1), // a grandchild in a backend's group: not PostgreSQL's by either rule
+    p(300, 1, 300, 99), // someone else's
+  ];
+  assert.deepEqual(ticksPerEntry(procs, [{ name: 'worker-1', pid: 100 }, { name: 'postgres', pid: 200 }, { name: 'gone', pid: 400 }]), { 'worker-1': 57, postgres: 45 });
 });
 
 test('the latency workflows: n sequential tasks, or n tasks in one parallel group, each recording itself', () => {
@@ -118,6 +132,89 @@ test('the PostgreSQL table: idle and per burst; server -m says it has no Postgre
   assert.match(table, /^worker: 4 workers x 4 +12\.3 +55\.5 +80\.0$/m);
   assert.match(table, /^server -m, 16 threads +in-memory H2, no PostgreSQL +n\/a +n\/a$/m);
   assert.match(renderReport({ latency: [], bursts: [], idle }), /Latency[\s\S]*Throughput[\s\S]*PostgreSQL load/);
+});
+
+const EXPORTER = `# HELP digdag_agent_acquire_rounds_total Rounds in which this agent had a free thread
+# TYPE digdag_agent_acquire_rounds_total counter
+digdag_agent_acquire_rounds_total 120.0
+digdag_agent_busy_waits_total 3.0
+digdag_executor_loops_total 7.0
+digdag_executor_enqueued_tasks_total 0.0
+digdag_timer_calls_total{category="db",method="dssm_lockSharedAgentTasks",} 40.0
+digdag_timer_calls_total{category="db",method="ssm_getTaskById",} 2.0
+digdag_timer_calls_total{category="agent",method="opm_run",} 9.0
+hikaricp_connections_active{pool="HikariPool-1",} 1.0
+jvm_memory_bytes_used{area="heap",} 1.2345E8
+`;
+
+test('Digdag\'s counters from an exporter\'s text: the agent and executor series, db calls summed over methods, labels with spaces kept', () => {
+  const m = parsePrometheus(EXPORTER + 'odd_series{x="a b"} 4\nno_value\n');
+  assert.equal(m.get('jvm_memory_bytes_used{area="heap",}'), 1.2345e8);
+  assert.equal(m.get('odd_series{x="a b"}'), 4);
+  assert.equal(m.has('no_value'), false);
+  assert.equal([...m.keys()].some((k) => k.startsWith('#')), false);
+  const c = digdagCounts(EXPORTER);
+  assert.deepEqual(c, { executorLoops: 7, enqueued: 0, acquireRounds: 120, busyWaits: 3, dbCalls: 42 });
+  assert.deepEqual(digdagCounts(''), { executorLoops: 0, enqueued: 0, acquireRounds: 0, busyWaits: 0, dbCalls: 0 });
+  const later = digdagCounts(EXPORTER.replace('rounds_total 120.0', 'rounds_total 150.0').replace('"ssm_getTaskById",} 2.0', '"ssm_getTaskById",} 12.0'));
+  assert.deepEqual(countsDelta(c, later), { executorLoops: 0, enqueued: 0, acquireRounds: 30, busyWaits: 0, dbCalls: 10 });
+});
+
+const st = (id: string, calls: number, ms: number, query = `select ${id}`) => ({ id, query, calls, ms, rows: calls });
+const counts = (acquireRounds: number, executorLoops = 1): DigdagCounts => ({ executorLoops, enqueued: 1, acquireRounds, busyWaits: 0, dbCalls: 10 });
+
+test('statements: a reading parsed (bad ones refused), windows summed by queryid, top by calls and by time', () => {
+  const r = parseStatementsReading('{"tx": 1200, "statements": [{"id": "-42", "query": "select 1", "calls": 3, "ms": 0.5, "rows": 3}]}');
+  assert.deepEqual(r, { tx: 1200, statements: [st('-42', 3, 0.5, 'select 1')] });
+  assert.deepEqual(parseStatementsReading('{"tx": 5, "statements": []}').statements, []);
+  assert.throws(() => parseStatementsReading('{"tx": null, "statements": []}'), /not a statements reading/);
+  const sum = sumStatements([[st('a', 2, 1), st('b', 1, 9)], [st('a', 3, 1.5)]]);
+  assert.deepEqual(sum.find((s) => s.id === 'a'), st('a', 5, 2.5));
+  assert.deepEqual(topStatements([st('a', 5, 1), st('b', 1, 9), st('c', 5, 2)], 'calls', 2).map((s) => s.id), ['c', 'a'], 'ties by time');
+  assert.deepEqual(topStatements([st('a', 5, 1), st('b', 1, 9), st('c', 5, 2)], 'ms', 1).map((s) => s.id), ['b']);
+  // The bench's own readings (pg_stat_*) are left out by the query itself, for Digdag's role only.
+  assert.match(READ_STATEMENTS_SQL, /NOT LIKE '%pg\\_stat\\_%'/);
+  assert.match(READ_STATEMENTS_SQL, /rolname = current_user/);
+});
+
+test('a workload\'s cost: transactions less the bench\'s own, statements and counters over its windows, per task', () => {
+  const setup = { layout: 'worker' as const, processes: 2, threadsPerProcess: 4, workload: 'fan-out' as const, tasks: 48 };
+  const c = workloadCost(setup, [
+    { seconds: 2, txBefore: 100, after: { tx: 302, statements: [st('a', 40, 4), st('b', 10, 20)] }, digdag: { 'worker-1': counts(10), 'worker-2': counts(6), 'ui-1': counts(0, 2) }, cpuTicks: { 'worker-1': 100, 'worker-2': 20, postgres: 12 } },
+    { seconds: 1, txBefore: 500, after: { tx: 602, statements: [st('a', 8, 1)] }, digdag: { 'worker-1': counts(2) }, cpuTicks: { 'worker-1': 24, postgres: 12 } },
+  ], 1);
+  assert.equal(c.transactions, 300, '200 + 100: each window less its reading before and the reset');
+  assert.equal(c.calls, 58);
+  assert.equal(c.execMs, 25);
+  assert.equal(c.seconds, 3);
+  assert.deepEqual(c.topByCalls.map((s) => s.id), ['a']);
+  assert.deepEqual(c.topByTime.map((s) => s.id), ['b']);
+  assert.equal(countsOfKind(c, 'worker')?.acquireRounds, 18);
+  assert.equal(countsOfKind(c, 'ui')?.executorLoops, 2);
+  assert.equal(countsOfKind(c, 'scheduler'), undefined);
+  assert.deepEqual(c.cpuMs, { 'worker-1': 1240, 'worker-2': 200, postgres: 240 }, 'clock ticks of 10 ms, summed over the windows');
+  assert.equal(cpuOfKind(c, 'worker'), 1440);
+  assert.equal(cpuOfKind(c, 'ui'), undefined);
+  const table = costTable([c, workloadCost({ ...setup, workload: 'idle', tasks: 0 }, [{ seconds: 20, txBefore: 0, after: { tx: 1002, statements: [] }, digdag: {} }])]);
+  assert.match(table, /^configuration +workload +tasks +per +PG tx +statements +PG exec ms/m);
+  // 300 tx / 48 tasks, 58 / 48 statements, 25 / 48 ms; CPU 1440 / 48 ms (workers), 240 / 48 (PostgreSQL);
+  // ui 2 loops / 48, workers 3 / 48; 18 rounds / 48
+  assert.match(table, /^worker: 2 workers x 4 +fan-out +48 +task +6\.25 +1\.21 +0\.52 +30\.0 \/ - \/ - \/ 5\.0 +0\.04 \/ 0\.06 +0\.02 \/ 0\.06 +0\.38 +0\.00 +0\.83$/m);
+  assert.match(table, /^worker: 2 workers x 4 +idle +0 +second +50\.00 +0\.00 +0\.00 +- \/ - \/ - \/ - +- \/ - +- \/ - +- +- +-$/m, 'idle: per second; no counters read: dashes');
+  const top = topStatementsTable([c], 5, 12);
+  assert.match(top, /^worker: 2 workers x 4 fan-out +calls +48 +1\.00 +5\.0 +select a$/m);
+  assert.match(top, /^worker: 2 workers x 4 fan-out +time +10 +0\.21 +20\.0 +select b$/m);
+  assert.match(topStatementsTable([{ ...c, topByCalls: [st('x', 1, 1, 'select * from a_very_long_table')], topByTime: [] }], 5, 12), /select \* fr…$/m, 'cut to 12 characters, the ellipsis included');
+  assert.match(renderReport({ latency: [], bursts: [], idle: [], costs: [c] }), /Where the time goes[\s\S]*Top statements per workload/);
+  assert.doesNotMatch(renderReport({ latency: [], bursts: [], idle: [] }), /Where the time goes/);
+});
+
+test('the server loads pg_stat_statements only when asked, and never trades durability', () => {
+  const plain = serverOptions(5432, '/run/pg', 200).join(' ');
+  const withStats = serverOptions(5432, '/run/pg', 200, true).join(' ');
+  assert.doesNotMatch(plain, /shared_preload_libraries/);
+  assert.match(withStats, /-c shared_preload_libraries=pg_stat_statements/);
+  for (const o of [plain, withStats]) assert.doesNotMatch(o, /fsync|synchronous_commit|full_page_writes/);
 });
 
 interface Label { text: string; x1: number; x2: number; y1: number; y2: number }

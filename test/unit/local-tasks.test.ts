@@ -61,6 +61,20 @@ test('init-db (owned server): three SQL files as superuser over the socket, then
   assert.match(fs.readFileSync(props, 'utf8'), new RegExp(`database.password = ${secrets.dbPassword}`));
 });
 
+test('init-db with POSTGRES_STAT_STATEMENTS=true: pg_stat_statements created in Digdag\'s database, as the superuser', async () => {
+  const { config } = preparedConfig({ POSTGRES_STAT_STATEMENTS: 'true' });
+  const runner = new RecordingRunner(javaAnswer);
+  await runStep(initDb, testCtx(config, runner));
+  const pg = localPostgres(config);
+  const create = runner.calls.findIndex((c) => c.input === 'CREATE EXTENSION IF NOT EXISTS pg_stat_statements;\n');
+  assert.ok(create >= 3, 'after the three SQL files');
+  assert.equal(runner.calls[create]!.argv.join(' '), `runuser -u postgres -- ${pg.binDir}/psql -X -q -v ON_ERROR_STOP=1 -h ${pg.socketDir} -p 55999 -U postgres -d digdag -f -`);
+  const { config: plain } = preparedConfig();
+  const r2 = new RecordingRunner(javaAnswer);
+  await runStep(initDb, testCtx(plain, r2));
+  assert.equal(r2.calls.filter((c) => c.input?.includes('pg_stat_statements')).length, 0, 'off by default');
+});
+
 test('init-db with --dry-run prints the changes and runs none of them', async () => {
   const { config } = preparedConfig();
   const runner = new RecordingRunner(javaAnswer, true);
