@@ -10,7 +10,7 @@ import { loadClusterConfig } from '../lib/cluster/config.ts';
 import { clusterDown, clusterUpCmd, missingPrerequisites } from '../lib/cluster/lifecycle.ts';
 import { makeCtx } from '../lib/cli.ts';
 import { loadConfig, type Config } from '../lib/config.ts';
-import { startAttempt, waitAttempt, workflowId, type Attempt } from '../lib/digdag-api.ts';
+import { attemptTasks, startAttempt, waitAttempt, workflowId, type Attempt, type Task } from '../lib/digdag-api.ts';
 import { describeError, UserError } from '../lib/errors.ts';
 import { kubectl } from '../lib/kube/kubectl.ts';
 import { kubeQueueSource } from '../lib/kube/queue-source.ts';
@@ -22,7 +22,7 @@ import { SAMPLE_PROJECT } from '../lib/push-workflow.ts';
 import { burstFigures, sampleQueue, startSampling } from '../lib/queue-sampling.ts';
 import { ShellRunner } from '../lib/runner.ts';
 import { ALL_STEPS, kubeTarget, stepOf } from '../tasks/steps.ts';
-import { clusterLabel, clusterRun, clusterSetups, minWorkers, renderClusterReport, type ClusterBenchOptions, type ClusterRun, type ClusterSetup } from './cluster-report.ts';
+import { clusterLabel, clusterRun, clusterSetups, minWorkers, renderClusterReport, taskLimitFor, taskTimes, type ClusterBenchOptions, type ClusterRun, type ClusterSetup } from './cluster-report.ts';
 
 type Log = (line: string) => void;
 
@@ -35,6 +35,8 @@ export function configFor(o: ClusterBenchOptions, setup: ClusterSetup, base: Rec
       ...base,
       DIGDAG_HA_LAYOUT: 'worker',
       AGENT_MAX_TASK_THREADS: String(o.threads),
+      // A wide fan-out is more tasks per attempt than Digdag allows by default (Too many tasks. Limit: 1000).
+      ...(taskLimitFor(o.tasksPerAttempt) ? { WORKFLOW_MAX_TASKS: taskLimitFor(o.tasksPerAttempt)! } : {}),
       ...(setup.mode === 'fixed'
         ? { AGENT_AUTOSCALING: 'none', WORKER_REPLICAS: String(setup.workers) }
         : {
@@ -102,7 +104,12 @@ async function burst(ctx: Ctx, o: ClusterBenchOptions, setup: ClusterSetup, log:
     }
     const samples = await sampling.stop();
     const f = burstFigures(samples, burstAt, minWorkers(setup) * o.threads);
-    const run = clusterRun(o, setup, burstAt, drainedAt, samples, f, minAt);
+    // Digdag's own records of every task: where the time went (the fan-out's expansion, the starts' spread, one task's run).
+    const tasks: Task[] = [];
+    for (const id of ids) tasks.push(...(await attemptTasks(await kubeTarget.endpoint(ctx), id)));
+    const times = taskTimes(tasks, burstAt);
+    if (times) log(`  tasks: first started ${sec(times.firstStartS * 1000)}, last started ${sec(times.lastStartS * 1000)}, last ended ${sec(times.lastEndS * 1000)} after the first submission; median run ${times.medianRunS.toFixed(2)} s`);
+    const run = clusterRun(o, setup, burstAt, drainedAt, samples, f, minAt, times);
     if (sampling.failures.length) log(`  ${sampling.failures.length} samples could not be taken (e.g. ${sampling.failures[0]})`);
     if (f.reruns.length || f.retried) log(`  RE-RUNS: ${[...f.reruns, ...(f.retried ? [`${f.retried} tasks with retry_count > 0`] : [])].join('; ')}`);
     return run;
