@@ -8,7 +8,8 @@ import { latencyTable, postgresTable, renderReport, setupLabel, throughputBars, 
 import * as vega from 'vega';
 import { compile, type TopLevelSpec } from 'vega-lite';
 import { barChartSpec, barChartSvg, clusterChartSpec, renderSvg, svgToPng, timelineSpec } from '../../bench/charts.ts';
-import { clusterBarRows, clusterBenchOptions, clusterRun, clusterSetups, clusterTable, timelineRows, type ClusterRun } from '../../bench/cluster-report.ts';
+import { clusterBarRows, clusterBenchOptions, clusterRun, clusterSetups, clusterTable, idealOf, renderClusterReport, taskLimitFor, taskTimes, timelineRows, type ClusterRun } from '../../bench/cluster-report.ts';
+import type { Task } from '../../lib/digdag-api.ts';
 import { burstFigures, type QueueSample } from '../../lib/queue-sampling.ts';
 import { benchOptions, fanoutDig, sequentialDig } from '../../bench/workloads.ts';
 
@@ -244,6 +245,38 @@ test('cluster mode table: drain against the ideal at the most workers, speed-up,
   assert.match(table, /^fixed: 4 workers +4 +200 × 5s +80\.0 +62\.5 +1\.28x +2\.50 +3\.38x +0 \(0\)$/m);
   // Queue above 4 at 0.5 s, a new pod at 8 s, Ready at 40 s; no task seen on it (no locks sampled here).
   assert.match(table, /^KEDA: 1→4 workers +4 +200 × 5s +110\.0 +62\.5 +1\.76x +1\.82 +2\.45x +0\.5 → 8\.0 → 40\.0 → - +- +70\.0 +0 \(0\)$/m);
+});
+
+test('tiny tasks (sleep 0): the ideal is linear scaling of the 1-worker drain; none without a 1-worker run; sleeping tasks keep task-seconds', () => {
+  const o = clusterBenchOptions({ attempts: '1', tasks: '1000', sleep: '0', fixed: '1,4', keda: 'none' });
+  const at = 1_700_000_000_000;
+  const tiny = (n: number, drain: number) => clusterRun(o, { mode: 'fixed', workers: n }, at, at + drain * 1000, [sampleAt(at, 0, n, n, 0)], burstFigures([sampleAt(at, 0, n, n, 0)], at, 4));
+  const [one, four] = [tiny(1, 120), tiny(4, 60)];
+  assert.equal(four.idealSeconds, 0, 'no task-seconds');
+  assert.equal(idealOf(one, [one, four]), 120, 'the 1-worker run is its own ideal');
+  assert.equal(idealOf(four, [one, four]), 30, '120 s ÷ 4 workers');
+  assert.equal(idealOf(four, [four]), undefined);
+  const table = clusterTable([one, four]);
+  assert.match(table, /^fixed: 4 workers +4 +1000 × 0s +60\.0 +30\.0 +2\.00x +16\.67 +2\.00x/m);
+  assert.match(clusterTable([four]), /^fixed: 4 workers +4 +1000 × 0s +60\.0 +- +- /m);
+  assert.deepEqual(clusterBarRows([four]).map((r) => r.idealSeconds), [null], 'no tick without an ideal');
+  assert.match(renderClusterReport(o, [one, four]), /for sleep 0 the 1-worker drain ÷ max workers/);
+  assert.equal(idealOf(fixed(4, 80), [fixed(4, 80)]), 62.5, 'sleep 5: 200 × 5 s ÷ 16 threads');
+});
+
+test('Digdag\'s task records: the leaves\' starts, ends and run times; the task limit a burst needs', () => {
+  const at = Date.parse('2026-12-03T00:00:00Z');
+  const iso = (s: number) => new Date(at + s * 1000).toISOString();
+  const task = (id: string, parentId: string | null, start: number | null, end: number): Task => ({ id, fullName: `+t${id}`, state: 'success', parentId, startedAt: start === null ? null : iso(start), updatedAt: iso(end), upstreams: [] });
+  const tasks = [task('1', null, 0.1, 9), task('2', '1', 0.2, 8), task('3', '2', 2, 2.5), task('4', '2', 3, 3.1), task('5', '2', 4, 7), task('6', '1', 8, 8.2), task('7', '2', null, 0.3)];
+  // Leaves 3, 4, 5, 6 (7 never started); 1 and 2 are parents.
+  const t = taskTimes(tasks, at)!;
+  assert.deepEqual({ ...t, busySeconds: Number(t.busySeconds.toFixed(6)) }, { leaves: 4, firstStartS: 2, lastStartS: 8, lastEndS: 8.2, medianRunS: 0.2, busySeconds: 3.8 });
+  assert.equal(taskTimes([task('1', null, null, 1)], at), undefined);
+  assert.equal(taskLimitFor(4), undefined, 'Digdag\'s default');
+  assert.equal(taskLimitFor(996), undefined, '996 + 4 = 1000 fits');
+  assert.equal(taskLimitFor(997), '2000');
+  assert.equal(taskLimitFor(1000), '2000');
 });
 
 test('the cluster chart: a bar per configuration in each panel, labels on two lines apart, round ticks; PNG', async () => {
