@@ -149,6 +149,8 @@ export interface ClusterRun {
  * state change, its end) of the leaf tasks — the sh> tasks the fan-out runs. Seconds after the first
  * submission, except the run times. */
 export interface TaskTimes {
+  /** Every task of the attempts (roots, groups, the loop's ^sub), and of them the leaves. */
+  tasks: number;
   leaves: number;
   firstStartS: number;
   lastStartS: number;
@@ -167,6 +169,7 @@ export function taskTimes(tasks: readonly Task[], burstAt: number): TaskTimes | 
   const runs = leaves.map((l) => (l.end - l.start) / 1000).sort((a, b) => a - b);
   const at = (ms: number) => (ms - burstAt) / 1000;
   return {
+    tasks: tasks.length,
     leaves: leaves.length,
     firstStartS: at(Math.min(...leaves.map((l) => l.start))),
     lastStartS: at(Math.max(...leaves.map((l) => l.start))),

@@ -108,7 +108,7 @@ async function burst(ctx: Ctx, o: ClusterBenchOptions, setup: ClusterSetup, log:
     const tasks: Task[] = [];
     for (const id of ids) tasks.push(...(await attemptTasks(await kubeTarget.endpoint(ctx), id)));
     const times = taskTimes(tasks, burstAt);
-    if (times) log(`  tasks: first started ${sec(times.firstStartS * 1000)}, last started ${sec(times.lastStartS * 1000)}, last ended ${sec(times.lastEndS * 1000)} after the first submission; median run ${times.medianRunS.toFixed(2)} s`);
+    if (times) log(`  ${times.tasks} tasks (${times.leaves} leaves): first started ${sec(times.firstStartS * 1000)}, last started ${sec(times.lastStartS * 1000)}, last ended ${sec(times.lastEndS * 1000)} after the first submission; median run ${times.medianRunS.toFixed(2)} s`);
     const run = clusterRun(o, setup, burstAt, drainedAt, samples, f, minAt, times);
     if (sampling.failures.length) log(`  ${sampling.failures.length} samples could not be taken (e.g. ${sampling.failures[0]})`);
     if (f.reruns.length || f.retried) log(`  RE-RUNS: ${[...f.reruns, ...(f.retried ? [`${f.retried} tasks with retry_count > 0`] : [])].join('; ')}`);

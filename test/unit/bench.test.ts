@@ -271,7 +271,7 @@ test('Digdag\'s task records: the leaves\' starts, ends and run times; the task 
   const tasks = [task('1', null, 0.1, 9), task('2', '1', 0.2, 8), task('3', '2', 2, 2.5), task('4', '2', 3, 3.1), task('5', '2', 4, 7), task('6', '1', 8, 8.2), task('7', '2', null, 0.3)];
   // Leaves 3, 4, 5, 6 (7 never started); 1 and 2 are parents.
   const t = taskTimes(tasks, at)!;
-  assert.deepEqual({ ...t, busySeconds: Number(t.busySeconds.toFixed(6)) }, { leaves: 4, firstStartS: 2, lastStartS: 8, lastEndS: 8.2, medianRunS: 0.2, busySeconds: 3.8 });
+  assert.deepEqual({ ...t, busySeconds: Number(t.busySeconds.toFixed(6)) }, { tasks: 7, leaves: 4, firstStartS: 2, lastStartS: 8, lastEndS: 8.2, medianRunS: 0.2, busySeconds: 3.8 });
   assert.equal(taskTimes([task('1', null, null, 1)], at), undefined);
   assert.equal(taskLimitFor(4), undefined, 'Digdag\'s default');
   assert.equal(taskLimitFor(996), undefined, '996 + 4 = 1000 fits');
