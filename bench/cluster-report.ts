@@ -143,40 +143,49 @@ export interface ClusterRun {
   timeline: TimelinePoint[];
   /** From Digdag's own task records of the burst's attempts (absent in runs recorded before them). */
   taskTimes?: TaskTimes;
+  /** The machine's CPU over the burst (the own cluster runs on it), as shares of all cores' time: busy,
+   * the processes named java (Digdag's JVMs, with the sh> tasks they reaped) and postgres. */
+  cpu?: { busy: number; java: number; postgres: number };
 }
 
-/** Where a burst's time went, from Digdag's task records (startedAt; updatedAt = the task's last
- * state change, its end) of the leaf tasks — the sh> tasks the fan-out runs. Seconds after the first
- * submission, except the run times. */
+/** Where a burst's time went, from Digdag's task records of the fan-out's tasks (the leaves under a
+ * loop's ^sub; all leaves when there is none): startedAt, and updatedAt — its last state change, the
+ * success the executor records after the agent's callback. Digdag keeps whole seconds. Seconds after
+ * the first submission. */
 export interface TaskTimes {
-  /** Every task of the attempts (roots, groups, the loop's ^sub), and of them the leaves. */
+  /** Every task of the attempts (roots, groups, the loop's ^sub, +done), and of them the fan-out's. */
   tasks: number;
   leaves: number;
   firstStartS: number;
   lastStartS: number;
-  lastEndS: number;
-  /** Median startedAt → updatedAt of one leaf task. */
-  medianRunS: number;
-  /** Sum of the leaves' startedAt → updatedAt: the time threads spent on them. */
-  busySeconds: number;
+  lastDoneS: number;
+  /** Median startedAt → updatedAt of one fan-out task: its run plus the wait for its success to be recorded. */
+  medianToDoneS: number;
 }
 
 /** TaskTimes of the tasks of a burst's attempts (every attempt's tasks together), submitted at `burstAt`. */
 export function taskTimes(tasks: readonly Task[], burstAt: number): TaskTimes | undefined {
   const parents = new Set(tasks.map((t) => t.parentId).filter((p): p is string => !!p));
-  const leaves = tasks.filter((t) => !parents.has(t.id) && t.startedAt).map((t) => ({ start: Date.parse(t.startedAt!), end: Date.parse(t.updatedAt) }));
-  if (!leaves.length) return undefined;
-  const runs = leaves.map((l) => (l.end - l.start) / 1000).sort((a, b) => a - b);
+  const leaves = tasks.filter((t) => !parents.has(t.id) && t.startedAt);
+  const fanout = leaves.some((t) => t.fullName.includes('^sub')) ? leaves.filter((t) => t.fullName.includes('^sub')) : leaves;
+  if (!fanout.length) return undefined;
+  const ts = fanout.map((t) => ({ start: Date.parse(t.startedAt!), end: Date.parse(t.updatedAt) }));
+  const toDone = ts.map((l) => (l.end - l.start) / 1000).sort((a, b) => a - b);
   const at = (ms: number) => (ms - burstAt) / 1000;
   return {
     tasks: tasks.length,
-    leaves: leaves.length,
-    firstStartS: at(Math.min(...leaves.map((l) => l.start))),
-    lastStartS: at(Math.max(...leaves.map((l) => l.start))),
-    lastEndS: at(Math.max(...leaves.map((l) => l.end))),
-    medianRunS: runs[Math.floor((runs.length - 1) / 2)]!,
-    busySeconds: runs.reduce((a, b) => a + b, 0),
+    leaves: ts.length,
+    firstStartS: at(Math.min(...ts.map((l) => l.start))),
+    lastStartS: at(Math.max(...ts.map((l) => l.start))),
+    lastDoneS: at(Math.max(...ts.map((l) => l.end))),
+    medianToDoneS: toDone[Math.floor((toDone.length - 1) / 2)]!,
   };
+}
+
+/** Mean share of the threads (max workers × threads) holding a task lock, over the samples from the first submission to the drain. */
+export function threadsBusy(r: ClusterRun): number | undefined {
+  const during = r.timeline.filter((p) => p.t >= 0 && p.t <= r.drainSeconds);
+  return during.length ? during.reduce((a, p) => a + p.running, 0) / during.length / (maxWorkers(r.setup) * r.threads) : undefined;
 }
 
 /**
@@ -225,7 +234,6 @@ export function clusterRun(o: ClusterBenchOptions, setup: ClusterSetup, burstAt:
 }
 
 const s1 = (n: number | undefined) => (n === undefined || !Number.isFinite(n) ? '-' : n.toFixed(1));
-const s2 = (n: number | undefined) => (n === undefined || !Number.isFinite(n) ? '-' : n.toFixed(2));
 
 /** Drain ÷ ideal, e.g. "1.28x"; '-' without an ideal. */
 export function vsIdeal(r: ClusterRun, runs: readonly ClusterRun[]): string {
@@ -233,15 +241,16 @@ export function vsIdeal(r: ClusterRun, runs: readonly ClusterRun[]): string {
   return ideal ? `${(r.drainSeconds / ideal).toFixed(2)}x` : '-';
 }
 
-/** Where the time went in the runs with task records: the fan-out's expansion until the first task
- * started, the starts' spread (the queue handed out), the last task's end, the attempt's end after it,
- * one task's run and how busy the threads were (task run time ÷ (drain × max workers × threads)). */
+/** Where the time went in the runs with task records: the fan-out's expansion until its first task
+ * started, the starts' spread (the queue handed out), the last success recorded, the attempt's end,
+ * one task's start → done, the threads' mean use (sampled locks), and the machine's CPU. */
 export function taskTimesTable(runs: readonly ClusterRun[]): string {
+  const pct = (x: number | undefined) => (x === undefined || !Number.isFinite(x) ? '-' : `${Math.round(x * 100)}%`);
   return formatTable(
-    ['configuration', 'tasks', 'first task started s', 'last task started s', 'last task ended s', 'attempt done s', 'median task run s', 'threads busy'],
+    ['configuration', 'fan-out tasks', 'first started s', 'last started s', 'last done s', 'attempt done s', 'median start → done s', 'threads busy', 'CPU busy (Digdag JVMs / PostgreSQL)'],
     runs.filter((r) => r.taskTimes).map((r) => {
       const t = r.taskTimes!;
-      return [r.label, String(t.leaves), s1(t.firstStartS), s1(t.lastStartS), s1(t.lastEndS), s1(r.drainSeconds), s2(t.medianRunS), `${Math.round((100 * t.busySeconds) / (r.drainSeconds * maxWorkers(r.setup) * r.threads))}%`];
+      return [r.label, String(t.leaves), s1(t.firstStartS), s1(t.lastStartS), s1(t.lastDoneS), s1(r.drainSeconds), s1(t.medianToDoneS), pct(threadsBusy(r)), r.cpu ? `${pct(r.cpu.busy)} (${pct(r.cpu.java)} / ${pct(r.cpu.postgres)})` : '-'];
     }),
   );
 }
@@ -272,7 +281,7 @@ export function renderClusterReport(o: ClusterBenchOptions, runs: readonly Clust
     `Cluster burst: ${o.attempts} attempts × ${o.tasksPerAttempt} sh> tasks of sleep ${o.sleepSeconds}s, ${o.threads} threads per worker ` +
       `(drain = first submission → last attempt finished; ideal = task-seconds ÷ (max workers × threads)${o.sleepSeconds === 0 ? ', for sleep 0 the 1-worker drain ÷ max workers (linear scaling)' : ''}; reaction = queue above min × threads → first task on a new worker)`,
     clusterTable(runs),
-    ...(runs.some((r) => r.taskTimes) ? ['', 'Where the time went (Digdag\'s task records; seconds after the first submission):', taskTimesTable(runs)] : []),
+    ...(runs.some((r) => r.taskTimes) ? ['', 'Where the time went (Digdag\'s task records, whole seconds, after the first submission; threads busy from the sampled locks; the machine\'s CPU):', taskTimesTable(runs)] : []),
   ].join('\n');
 }
 
