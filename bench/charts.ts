@@ -55,7 +55,8 @@ export interface ClusterBarRow {
   configuration: string;
   tasksPerSecond: number;
   drainSeconds: number;
-  idealSeconds: number;
+  /** null: no ideal (tiny tasks without a 1-worker run); no tick drawn. */
+  idealSeconds: number | null;
 }
 
 /** The cluster mode side by side: tasks/s, and the drain time against its ideal (a black tick). */

@@ -1,6 +1,7 @@
 // The bench's cluster mode, its pure half: options, what one burst on one configuration found
 // (from the attempts and the burst's samples, lib/queue-sampling.ts), the table printed on stdout,
 // and the rows its charts are drawn from. bench/cluster.ts runs it.
+import type { Task } from '../lib/digdag-api.ts';
 import type { BurstFigures, QueueSample } from '../lib/queue-sampling.ts';
 import type { ClusterBarRow, TimelineRow } from './charts.ts';
 import { formatTable } from './report.ts';
@@ -80,6 +81,17 @@ export function clusterBenchOptions(flags: Record<string, string | boolean | und
   return o;
 }
 
+/** Tasks of one attempt of parallel.dig besides its fan-out: the root, the loop>, its ^sub and +done. */
+export const PARALLEL_DIG_OTHER_TASKS = 4;
+/** Digdag's executor.task_max_run (WORKFLOW_MAX_TASKS) by default. */
+const DIGDAG_TASK_MAX_RUN = 1000;
+
+/** WORKFLOW_MAX_TASKS for a burst: Digdag's default while an attempt fits, else the next thousand above it. */
+export function taskLimitFor(tasksPerAttempt: number): string | undefined {
+  const need = tasksPerAttempt + PARALLEL_DIG_OTHER_TASKS;
+  return need <= DIGDAG_TASK_MAX_RUN ? undefined : String(Math.ceil(need / 1000) * 1000);
+}
+
 /** One configuration of the cluster mode. */
 export type ClusterSetup = { mode: 'fixed'; workers: number } | { mode: 'keda'; min: number; max: number; burst?: number };
 
@@ -118,7 +130,7 @@ export interface ClusterRun {
   /** First submission → last attempt finished (Digdag's finishedAt). */
   drainSeconds: number;
   tasksPerSecond: number;
-  /** Total task-seconds ÷ (max workers × threads). */
+  /** Total task-seconds ÷ (max workers × threads); 0 for tiny tasks (sleep 0): idealOf gives theirs. */
   idealSeconds: number;
   peakWorkers: number;
   /** Tasks re-run (a lock held by two agents, or retried), and how many task locks the sampling saw. */
@@ -135,12 +147,70 @@ export interface ClusterRun {
   scaleInS?: number;
   samples: number;
   timeline: TimelinePoint[];
+  /** From Digdag's own task records of the burst's attempts (absent in runs recorded before them). */
+  taskTimes?: TaskTimes;
+  /** The machine's CPU over the burst (the own cluster runs on it), as shares of all cores' time: busy,
+   * the processes named java (Digdag's JVMs, with the sh> tasks they reaped) and postgres. */
+  cpu?: { busy: number; java: number; postgres: number };
+}
+
+/** Where a burst's time went, from Digdag's task records of the fan-out's tasks (the leaves under a
+ * loop's ^sub; all leaves when there is none): startedAt, and updatedAt — its last state change, the
+ * success the executor records after the agent's callback. Digdag keeps whole seconds. Seconds after
+ * the first submission. */
+export interface TaskTimes {
+  /** Every task of the attempts (roots, groups, the loop's ^sub, +done), and of them the fan-out's. */
+  tasks: number;
+  leaves: number;
+  firstStartS: number;
+  lastStartS: number;
+  lastDoneS: number;
+  /** Median startedAt → updatedAt of one fan-out task: its run plus the wait for its success to be recorded. */
+  medianToDoneS: number;
+}
+
+/** TaskTimes of the tasks of a burst's attempts (every attempt's tasks together), submitted at `burstAt`. */
+export function taskTimes(tasks: readonly Task[], burstAt: number): TaskTimes | undefined {
+  const parents = new Set(tasks.map((t) => t.parentId).filter((p): p is string => !!p));
+  const leaves = tasks.filter((t) => !parents.has(t.id) && t.startedAt);
+  const fanout = leaves.some((t) => t.fullName.includes('^sub')) ? leaves.filter((t) => t.fullName.includes('^sub')) : leaves;
+  if (!fanout.length) return undefined;
+  const ts = fanout.map((t) => ({ start: Date.parse(t.startedAt!), end: Date.parse(t.updatedAt) }));
+  const toDone = ts.map((l) => (l.end - l.start) / 1000).sort((a, b) => a - b);
+  const at = (ms: number) => (ms - burstAt) / 1000;
+  return {
+    tasks: tasks.length,
+    leaves: ts.length,
+    firstStartS: at(Math.min(...ts.map((l) => l.start))),
+    lastStartS: at(Math.max(...ts.map((l) => l.start))),
+    lastDoneS: at(Math.max(...ts.map((l) => l.end))),
+    medianToDoneS: toDone[Math.floor((toDone.length - 1) / 2)]!,
+  };
+}
+
+/** Mean share of the threads (max workers × threads) holding a task lock, over the samples from the first submission to the drain. */
+export function threadsBusy(r: ClusterRun): number | undefined {
+  const during = r.timeline.filter((p) => p.t >= 0 && p.t <= r.drainSeconds);
+  return during.length ? during.reduce((a, p) => a + p.running, 0) / during.length / (maxWorkers(r.setup) * r.threads) : undefined;
+}
+
+/**
+ * The ideal drain of a run among the runs of one bench. Sleeping tasks: task-seconds ÷ (max workers ×
+ * threads) — every thread of the most workers busy sleeping from the first submission on. Tiny tasks
+ * (sleep 0) have no task-seconds, and what one costs (Digdag's steps, the shell) is the thing measured:
+ * their ideal is perfect linear scaling of the same burst on one fixed worker — its drain ÷ max workers
+ * (the 1-worker run is its own ideal). Undefined without a 1-worker run.
+ */
+export function idealOf(r: ClusterRun, runs: readonly ClusterRun[]): number | undefined {
+  if (r.sleepSeconds > 0) return r.idealSeconds;
+  const one = runs.find((x) => x.setup.mode === 'fixed' && x.setup.workers === 1 && x.sleepSeconds === 0 && x.tasks === r.tasks);
+  return one ? one.drainSeconds / maxWorkers(r.setup) : undefined;
 }
 
 const s = (ms: number | undefined) => (ms === undefined ? undefined : ms / 1000);
 
 /** A run's record from its attempts' times and the samples taken around it. */
-export function clusterRun(o: ClusterBenchOptions, setup: ClusterSetup, burstAt: number, drainedAt: number, samples: readonly QueueSample[], f: BurstFigures, minAt?: number): ClusterRun {
+export function clusterRun(o: ClusterBenchOptions, setup: ClusterSetup, burstAt: number, drainedAt: number, samples: readonly QueueSample[], f: BurstFigures, minAt?: number, times?: TaskTimes): ClusterRun {
   const tasks = o.attempts * o.tasksPerAttempt;
   const drainSeconds = (drainedAt - burstAt) / 1000;
   return {
@@ -164,11 +234,32 @@ export function clusterRun(o: ClusterBenchOptions, setup: ClusterSetup, burstAt:
     reactionS: s(f.reactionMs),
     scaleInS: minAt === undefined ? undefined : (minAt - drainedAt) / 1000,
     samples: samples.length,
+    ...(times ? { taskTimes: times } : {}),
     timeline: samples.map((x) => ({ t: (x.at - burstAt) / 1000, workers: x.replicas, ready: x.ready, terminating: x.terminating, waiting: x.waiting, running: x.running })),
   };
 }
 
 const s1 = (n: number | undefined) => (n === undefined || !Number.isFinite(n) ? '-' : n.toFixed(1));
+
+/** Drain ÷ ideal, e.g. "1.28x"; '-' without an ideal. */
+export function vsIdeal(r: ClusterRun, runs: readonly ClusterRun[]): string {
+  const ideal = idealOf(r, runs);
+  return ideal ? `${(r.drainSeconds / ideal).toFixed(2)}x` : '-';
+}
+
+/** Where the time went in the runs with task records: the fan-out's expansion until its first task
+ * started, the starts' spread (the queue handed out), the last success recorded, the attempt's end,
+ * one task's start → done, the threads' mean use (sampled locks), and the machine's CPU. */
+export function taskTimesTable(runs: readonly ClusterRun[]): string {
+  const pct = (x: number | undefined) => (x === undefined || !Number.isFinite(x) ? '-' : `${Math.round(x * 100)}%`);
+  return formatTable(
+    ['configuration', 'fan-out tasks', 'first started s', 'last started s', 'last done s', 'attempt done s', 'median start → done s', 'threads busy', 'CPU busy (Digdag JVMs / PostgreSQL)'],
+    runs.filter((r) => r.taskTimes).map((r) => {
+      const t = r.taskTimes!;
+      return [r.label, String(t.leaves), s1(t.firstStartS), s1(t.lastStartS), s1(t.lastDoneS), s1(r.drainSeconds), s1(t.medianToDoneS), pct(threadsBusy(r)), r.cpu ? `${pct(r.cpu.busy)} (${pct(r.cpu.java)} / ${pct(r.cpu.postgres)})` : '-'];
+    }),
+  );
+}
 
 export function clusterTable(runs: readonly ClusterRun[]): string {
   const one = runs.find((r) => r.setup.mode === 'fixed' && r.setup.workers === 1);
@@ -179,8 +270,8 @@ export function clusterTable(runs: readonly ClusterRun[]): string {
       String(r.peakWorkers),
       `${r.tasks} × ${r.sleepSeconds}s`,
       s1(r.drainSeconds),
-      s1(r.idealSeconds),
-      `${(r.drainSeconds / r.idealSeconds).toFixed(2)}x`,
+      s1(idealOf(r, runs)),
+      vsIdeal(r, runs),
       r.tasksPerSecond.toFixed(2),
       one ? `${(r.tasksPerSecond / one.tasksPerSecond).toFixed(2)}x` : '',
       r.setup.mode === 'keda' ? [r.overThresholdS, r.scaledOutS, r.newReadyS, r.newWorkerTaskS].map(s1).join(' → ') : '',
@@ -194,9 +285,10 @@ export function clusterTable(runs: readonly ClusterRun[]): string {
 export function renderClusterReport(o: ClusterBenchOptions, runs: readonly ClusterRun[]): string {
   return [
     `Cluster burst: ${o.attempts} attempts × ${o.tasksPerAttempt} sh> tasks of sleep ${o.sleepSeconds}s, ${o.threads} threads per worker ` +
-      `(drain = first submission → last attempt finished; ideal = task-seconds ÷ (max workers × threads); reaction = queue above min × threads → first task on a new worker)`,
+      `(drain = first submission → last attempt finished; ideal = task-seconds ÷ (max workers × threads)${o.sleepSeconds === 0 ? ', for sleep 0 the 1-worker drain ÷ max workers (linear scaling)' : ''}; reaction = queue above min × threads → first task on a new worker)`,
     clusterTable(runs),
     ...kedaSummary(runs),
+    ...(runs.some((r) => r.taskTimes) ? ['', 'Where the time went (Digdag\'s task records, whole seconds, after the first submission; threads busy from the sampled locks; the machine\'s CPU):', taskTimesTable(runs)] : []),
   ].join('\n');
 }
 
@@ -219,7 +311,7 @@ export function kedaSummary(runs: readonly ClusterRun[]): string[] {
 
 /** The bars of the cluster chart, one per run. */
 export const clusterBarRows = (runs: readonly ClusterRun[]): ClusterBarRow[] =>
-  runs.map((r) => ({ configuration: r.label, tasksPerSecond: r.tasksPerSecond, drainSeconds: r.drainSeconds, idealSeconds: r.idealSeconds }));
+  runs.map((r) => ({ configuration: r.label, tasksPerSecond: r.tasksPerSecond, drainSeconds: r.drainSeconds, idealSeconds: idealOf(r, runs) ?? null }));
 
 /** The time series of every run's burst. */
 export const timelineRows = (runs: readonly ClusterRun[]): TimelineRow[] =>

@@ -5,12 +5,13 @@
 // build-image … push-workflow as `up`, apply again per configuration) and KEDA as the cluster's
 // add-on (CLUSTER_ADDONS=keda). Brings the cluster up when it is not, and takes down what it
 // brought up (also on failure and Ctrl-C) unless --keep.
+import fs from 'node:fs';
 import path from 'node:path';
 import { loadClusterConfig } from '../lib/cluster/config.ts';
 import { clusterDown, clusterUpCmd, missingPrerequisites } from '../lib/cluster/lifecycle.ts';
 import { makeCtx } from '../lib/cli.ts';
 import { loadConfig, type Config } from '../lib/config.ts';
-import { startAttempt, waitAttempt, workflowId, type Attempt } from '../lib/digdag-api.ts';
+import { attemptTasks, startAttempt, waitAttempt, workflowId, type Attempt, type Task } from '../lib/digdag-api.ts';
 import { describeError, UserError } from '../lib/errors.ts';
 import { kubectl } from '../lib/kube/kubectl.ts';
 import { kubeQueueSource } from '../lib/kube/queue-source.ts';
@@ -21,10 +22,28 @@ import { waitFor } from '../lib/processes.ts';
 import { SAMPLE_PROJECT } from '../lib/push-workflow.ts';
 import { burstFigures, sampleQueue, startSampling } from '../lib/queue-sampling.ts';
 import { ShellRunner } from '../lib/runner.ts';
+import { commOf, cpuShares, parseCpuStat, parseProcStat, type CommandTimes } from './measure.ts';
 import { ALL_STEPS, kubeTarget, stepOf } from '../tasks/steps.ts';
-import { clusterLabel, clusterRun, clusterSetups, minWorkers, renderClusterReport, type ClusterBenchOptions, type ClusterRun, type ClusterSetup } from './cluster-report.ts';
+import { clusterLabel, clusterRun, clusterSetups, minWorkers, renderClusterReport, taskLimitFor, taskTimes, type ClusterBenchOptions, type ClusterRun, type ClusterSetup } from './cluster-report.ts';
 
 type Log = (line: string) => void;
+
+/** Every process's CPU time now, by pid (processes that vanish while read are left out). */
+function readCommandTimes(): Map<number, CommandTimes> {
+  const out = new Map<number, CommandTimes>();
+  for (const d of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const text = fs.readFileSync(`/proc/${d}/stat`, 'utf8');
+      out.set(Number(d), { comm: commOf(text), ticks: parseProcStat(text).ticks });
+    } catch {
+      // gone between readdir and read
+    }
+  }
+  return out;
+}
+
+const readCpu = () => parseCpuStat(fs.readFileSync('/proc/stat', 'utf8'));
 
 /** The deployment for one configuration: the worker layout, the setup's worker counts and autoscaling. */
 export function configFor(o: ClusterBenchOptions, setup: ClusterSetup, base: Record<string, string>): Config {
@@ -35,6 +54,8 @@ export function configFor(o: ClusterBenchOptions, setup: ClusterSetup, base: Rec
       ...base,
       DIGDAG_HA_LAYOUT: 'worker',
       AGENT_MAX_TASK_THREADS: String(o.threads),
+      // A wide fan-out is more tasks per attempt than Digdag allows by default (Too many tasks. Limit: 1000).
+      ...(taskLimitFor(o.tasksPerAttempt) ? { WORKFLOW_MAX_TASKS: taskLimitFor(o.tasksPerAttempt)! } : {}),
       ...(setup.mode === 'fixed'
         ? { AGENT_AUTOSCALING: 'none', WORKER_REPLICAS: String(setup.workers) }
         : {
@@ -77,6 +98,8 @@ async function burst(ctx: Ctx, o: ClusterBenchOptions, setup: ClusterSetup, log:
     if (!(await waitFor(() => sampling.samples.length > 0, 60_000, 100))) throw new Error(`no sample of the workers and the queue within 60 s: ${sampling.failures.at(-1) ?? 'no reason'}`);
     const endpoint = await kubeTarget.endpoint(ctx);
     const wf = await workflowId(endpoint, SAMPLE_PROJECT, 'parallel');
+    // The own cluster runs on this machine: its CPU over the burst, and the JVMs' and PostgreSQL's shares.
+    const [cpu0, procs0] = [readCpu(), readCommandTimes()];
     const burstAt = Date.now();
     const ids: string[] = [];
     for (let i = 0; i < o.attempts; i++) ids.push(await startAttempt(endpoint, wf, nextSessionTime(), { tasks: o.tasksPerAttempt, sleep_seconds: o.sleepSeconds }));
@@ -88,7 +111,9 @@ async function burst(ctx: Ctx, o: ClusterBenchOptions, setup: ClusterSetup, log:
     if (failed.length) throw new Error(`${failed.length} of ${o.attempts} attempts failed on ${clusterLabel(setup)} (e.g. attempt ${failed[0]!.id})`);
     // Digdag's own end of the last attempt (the polling above sees it up to half a second late).
     const drainedAt = Math.max(...attempts.map((a) => (a.finishedAt ? Date.parse(a.finishedAt) : Date.now())));
-    log(`  drained in ${sec(drainedAt - burstAt)}`);
+    const cpu = cpuShares(cpu0, readCpu(), procs0, readCommandTimes());
+    const pct = (x: number) => `${Math.round(x * 100)}%`;
+    log(`  drained in ${sec(drainedAt - burstAt)}; CPU ${pct(cpu.busy)} busy: Digdag's JVMs (with their tasks) ${pct(cpu.java)}, PostgreSQL ${pct(cpu.postgres)}`);
     let minAt: number | undefined;
     if (setup.mode === 'keda') {
       const budget = (o.cooldownSeconds + (setup.max - setup.min) * o.scaleDownPeriodSeconds + 180) * 1000;
@@ -102,7 +127,12 @@ async function burst(ctx: Ctx, o: ClusterBenchOptions, setup: ClusterSetup, log:
     }
     const samples = await sampling.stop();
     const f = burstFigures(samples, burstAt, minWorkers(setup) * o.threads);
-    const run = clusterRun(o, setup, burstAt, drainedAt, samples, f, minAt);
+    // Digdag's own records of every task: where the time went (the fan-out's expansion, the starts' spread, one task's run).
+    const tasks: Task[] = [];
+    for (const id of ids) tasks.push(...(await attemptTasks(await kubeTarget.endpoint(ctx), id)));
+    const times = taskTimes(tasks, burstAt);
+    if (times) log(`  ${times.tasks} tasks (${times.leaves} leaves): first started ${sec(times.firstStartS * 1000)}, last started ${sec(times.lastStartS * 1000)}, last done ${sec(times.lastDoneS * 1000)} after the first submission; median start → done ${times.medianToDoneS.toFixed(0)} s`);
+    const run = { ...clusterRun(o, setup, burstAt, drainedAt, samples, f, minAt, times), cpu };
     if (sampling.failures.length) log(`  ${sampling.failures.length} samples could not be taken (e.g. ${sampling.failures[0]})`);
     if (f.reruns.length || f.retried) log(`  RE-RUNS: ${[...f.reruns, ...(f.retried ? [`${f.retried} tasks with retry_count > 0`] : [])].join('; ')}`);
     return run;

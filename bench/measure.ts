@@ -126,3 +126,25 @@ export function ticksPerEntry(procs: readonly ProcTimes[], entries: readonly { n
 export function ratePerSecond(before: number, after: number, seconds: number, ownIncrements = 0): number {
   return Math.max(0, after - before - ownIncrements) / seconds;
 }
+
+/** One process's CPU time by its command name (/proc/<pid>/stat's comm). */
+export interface CommandTimes {
+  comm: string;
+  ticks: number;
+}
+
+/** /proc/<pid>/stat's command name: between the first '(' and the last ')'. */
+export const commOf = (text: string): string => text.slice(text.indexOf('(') + 1, text.lastIndexOf(')'));
+
+/** Shares of all cores' time between two readings: busy, and of it the processes named `java`
+ * (the Digdag JVMs, with the sh> tasks they reaped) and `postgres`. A process that started
+ * between the readings counts whole; one that ended in between is lost (in busy only). */
+export function cpuShares(cpu0: CpuTimes, cpu1: CpuTimes, p0: ReadonlyMap<number, CommandTimes>, p1: ReadonlyMap<number, CommandTimes>): { busy: number; java: number; postgres: number } {
+  const total = cpu1.total - cpu0.total;
+  const of = (comm: string) => {
+    let t = 0;
+    for (const [pid, p] of p1) if (p.comm === comm) t += p.ticks - (p0.get(pid)?.comm === comm ? p0.get(pid)!.ticks : 0);
+    return total > 0 ? t / total : NaN;
+  };
+  return { busy: busyFraction(cpu0, cpu1), java: of('java'), postgres: of('postgres') };
+}

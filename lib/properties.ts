@@ -32,7 +32,7 @@ type Value = string | number | boolean;
 export interface SettingInputs {
   bind: Value; port: Value; dbHost: Value; dbPort: Value; dbName: Value; dbUser: Value;
   poolSize: Value; minPoolSize: Value; lockExpireInterval: Value; maxTaskThreads: Value;
-  heartbeatInterval: Value; lockRetentionTime: Value; jmxPort: Value;
+  heartbeatInterval: Value; lockRetentionTime: Value; taskMaxRun: Value; jmxPort: Value;
   gcsBucket: Value; gcsPath: Value; logDir: Value; agentId: Value;
 }
 
@@ -59,6 +59,8 @@ export function serverSettings(v: SettingInputs): [string, Value][] {
     ['agent.command_executor.type', 'simple'],
     // Several executors share the queue: random fetch spreads them over READY tasks.
     ['executor.enqueue_random_fetch', true],
+    // The most tasks one attempt may have (WORKFLOW_MAX_TASKS); Digdag refuses more with "Too many tasks".
+    ['executor.task_max_run', v.taskMaxRun],
     // Every server process exports its metrics (executor, agent, api, db categories + HikariCP).
     ...(metricsProperties(v.jmxPort as number) as [string, Value][]),
   ];
@@ -102,7 +104,7 @@ function inputs(config: Config, at: Placement): SettingInputs {
     bind: at.bind, port: at.port, dbHost: at.dbHost, dbPort: at.dbPort, dbName: at.dbName, dbUser: at.dbUser,
     poolSize: config.db.poolSize, minPoolSize: Math.min(2, config.db.poolSize), lockExpireInterval: config.agent.lockExpireInterval,
     maxTaskThreads: config.agent.maxTaskThreads, heartbeatInterval: config.agent.heartbeatInterval, lockRetentionTime: config.agent.lockRetentionTime,
-    jmxPort: at.jmxPort, gcsBucket: config.logs.gcsBucket, gcsPath: config.logs.gcsPath, logDir: at.logDir ?? '/var/log/digdag/tasks', agentId: at.agentId ?? '',
+    taskMaxRun: config.executor.taskMaxRun, jmxPort: at.jmxPort, gcsBucket: config.logs.gcsBucket, gcsPath: config.logs.gcsPath, logDir: at.logDir ?? '/var/log/digdag/tasks', agentId: at.agentId ?? '',
   };
 }
 
@@ -131,7 +133,7 @@ export function chartSettingInputs(podPort: number): SettingInputs {
     poolSize: '{{ .Values.database.poolSize }}', minPoolSize: '{{ min 2 .Values.database.poolSize }}',
     lockExpireInterval: '{{ .Values.database.expireLockInterval }}', maxTaskThreads: '{{ .Values.agent.maxTaskThreads }}',
     heartbeatInterval: '{{ .Values.agent.heartbeatInterval }}', lockRetentionTime: '{{ .Values.agent.lockRetentionTime }}',
-    jmxPort: '{{ .Values.metrics.jmxPort }}',
+    taskMaxRun: '{{ .Values.executor.taskMaxRun }}', jmxPort: '{{ .Values.metrics.jmxPort }}',
     gcsBucket: '{{ required "logs.gcsBucket is required with logs.server=gcs" .Values.logs.gcsBucket }}', gcsPath: '{{ .Values.logs.gcsPath }}',
     logDir: '', agentId: '',
   };

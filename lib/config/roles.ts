@@ -28,6 +28,8 @@ export const ROLES_VARIABLES: readonly VarSpec[] = group('Roles', [
     description: 'With DIGDAG_PATCHES=true: how long an agent that found no task waits before it looks again (Digdag as released: 1000). Tasks another process queues — a fan-out queued by the ui\'s or another worker\'s loop — wait up to this long for the other workers; each idle agent asks PostgreSQL once per wait (50: ~20 small transactions/s per idle worker; measured on 2 x 4 threads, 24 parallel tasks in 1.50 s against 1.59 s on server -m — README, Performance).' },
   { name: 'AGENT_TERMINATION_GRACE_SECONDS', default: '900', kind: int(30, 86400, '3600'),
     description: 'Kubernetes: how long a stopping worker (or agent) may finish its running tasks before SIGKILL (then they are retried after the lock retention).' },
+  { name: 'WORKFLOW_MAX_TASKS', default: '1000', kind: int(10, 100000, '5000'),
+    description: 'executor.task_max_run: the most tasks one attempt may have, generated ones included (Digdag\'s io.digdag.core.Limits; default 1000). Beyond it Digdag fails the attempt with "Too many tasks. Limit: 1000". Raise it for a wide fan-out: a loop> or for_each> of 1000 items is ~1004 tasks with the root, the loop, its ^sub and what follows. Every task is a row and the executor walks an attempt\'s tasks on each step, so a much larger limit means heavier attempts.' },
   { name: 'DB_POOL_SIZE', default: '8', kind: int(2, 200, '8'),
     description: 'database.maximumPoolSize = minimumPoolSize per Digdag process (Digdag default CPUs x 32 exhausts PostgreSQL).' },
 ]);
@@ -44,6 +46,10 @@ export interface RolesConfig {
     readonly terminationGraceSeconds: number;
     /** The patched agent's empty-round wait (lib/digdag-patches.ts). */
     readonly pollMillis: number;
+  };
+  readonly executor: {
+    /** executor.task_max_run: the most tasks one attempt may have (Digdag's default 1000). */
+    readonly taskMaxRun: number;
   };
 }
 
@@ -79,5 +85,6 @@ export function rolesConfig(v: Values): RolesConfig {
       terminationGraceSeconds: v.num('AGENT_TERMINATION_GRACE_SECONDS'),
       pollMillis: v.num('AGENT_POLL_MILLIS'),
     },
+    executor: { taskMaxRun: v.num('WORKFLOW_MAX_TASKS') },
   };
 }

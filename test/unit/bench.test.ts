@@ -3,12 +3,13 @@
 // graph, the SVG and the PNG). No timing is asserted here.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { busyFraction, median, parseCpuStat, parseEvents, parseProcStat, percentile, ratePerSecond, spanOf, taskSpans, ticksPerEntry } from '../../bench/measure.ts';
+import { busyFraction, commOf, cpuShares, median, parseCpuStat, parseEvents, parseProcStat, percentile, ratePerSecond, spanOf, taskSpans, ticksPerEntry } from '../../bench/measure.ts';
 import { latencyTable, postgresTable, renderReport, setupLabel, throughputBars, throughputTable, type BurstResult, type LatencyResult, type Setup } from '../../bench/report.ts';
 import * as vega from 'vega';
 import { compile, type TopLevelSpec } from 'vega-lite';
 import { barChartSpec, barChartSvg, clusterChartSpec, renderSvg, svgToPng, timelineSpec } from '../../bench/charts.ts';
-import { clusterBarRows, clusterBenchOptions, clusterLabel, clusterRun, clusterSetups, clusterTable, kedaSummary, timelineRows, type ClusterRun } from '../../bench/cluster-report.ts';
+import { clusterBarRows, clusterBenchOptions, clusterLabel, clusterRun, clusterSetups, clusterTable, idealOf, kedaSummary, renderClusterReport, taskLimitFor, taskTimes, threadsBusy, timelineRows, type ClusterRun } from '../../bench/cluster-report.ts';
+import type { Task } from '../../lib/digdag-api.ts';
 import { burstFigures, type QueueSample } from '../../lib/queue-sampling.ts';
 import { benchOptions, fanoutDig, sequentialDig } from '../../bench/workloads.ts';
 import { costTable, topStatementsTable } from '../../bench/report.ts';
@@ -351,6 +352,50 @@ test('cluster mode table: drain against the ideal at the most workers, speed-up,
   assert.match(table, /^fixed: 4 workers +4 +200 × 5s +80\.0 +62\.5 +1\.28x +2\.50 +3\.38x +0 \(0\)$/m);
   // Queue above 4 at 0.5 s, a new pod at 8 s, Ready at 40 s; no task seen on it (no locks sampled here).
   assert.match(table, /^KEDA: 1→4 workers +4 +200 × 5s +110\.0 +62\.5 +1\.76x +1\.82 +2\.45x +0\.5 → 8\.0 → 40\.0 → - +- +70\.0 +0 \(0\)$/m);
+});
+
+test('tiny tasks (sleep 0): the ideal is linear scaling of the 1-worker drain; none without a 1-worker run; sleeping tasks keep task-seconds', () => {
+  const o = clusterBenchOptions({ attempts: '1', tasks: '1000', sleep: '0', fixed: '1,4', keda: 'none' });
+  const at = 1_700_000_000_000;
+  const tiny = (n: number, drain: number) => clusterRun(o, { mode: 'fixed', workers: n }, at, at + drain * 1000, [sampleAt(at, 0, n, n, 0)], burstFigures([sampleAt(at, 0, n, n, 0)], at, 4));
+  const [one, four] = [tiny(1, 120), tiny(4, 60)];
+  assert.equal(four.idealSeconds, 0, 'no task-seconds');
+  assert.equal(idealOf(one, [one, four]), 120, 'the 1-worker run is its own ideal');
+  assert.equal(idealOf(four, [one, four]), 30, '120 s ÷ 4 workers');
+  assert.equal(idealOf(four, [four]), undefined);
+  const table = clusterTable([one, four]);
+  assert.match(table, /^fixed: 4 workers +4 +1000 × 0s +60\.0 +30\.0 +2\.00x +16\.67 +2\.00x/m);
+  assert.match(clusterTable([four]), /^fixed: 4 workers +4 +1000 × 0s +60\.0 +- +- /m);
+  assert.deepEqual(clusterBarRows([four]).map((r) => r.idealSeconds), [null], 'no tick without an ideal');
+  assert.match(renderClusterReport(o, [one, four]), /for sleep 0 the 1-worker drain ÷ max workers/);
+  assert.equal(idealOf(fixed(4, 80), [fixed(4, 80)]), 62.5, 'sleep 5: 200 × 5 s ÷ 16 threads');
+});
+
+test('Digdag\'s task records: the fan-out\'s starts and successes; threads busy from the sampled locks; the task limit a burst needs; CPU shares', () => {
+  const at = Date.parse('2026-12-03T00:00:00Z');
+  const iso = (s: number) => new Date(at + s * 1000).toISOString();
+  const task = (id: string, name: string, parentId: string | null, start: number | null, end: number): Task => ({ id, fullName: name, state: 'success', parentId, startedAt: start === null ? null : iso(start), updatedAt: iso(end), upstreams: [] });
+  const tasks = [
+    task('1', '+parallel', null, 0, 9), task('2', '+parallel+fanout', '1', 1, 8), task('3', '+parallel+fanout^sub', '2', 1, 8),
+    task('4', '+parallel+fanout^sub+loop-0', '3', 2, 3), task('5', '+parallel+fanout^sub+loop-1', '3', 3, 4), task('6', '+parallel+fanout^sub+loop-2', '3', 4, 7),
+    task('7', '+parallel+done', '1', 8, 9),
+  ];
+  // The fan-out's leaves 4, 5, 6; +done is a leaf outside it.
+  assert.deepEqual(taskTimes(tasks, at), { tasks: 7, leaves: 3, firstStartS: 2, lastStartS: 4, lastDoneS: 7, medianToDoneS: 1 });
+  assert.deepEqual(taskTimes([task('1', '+a', null, 0, 2), task('2', '+a+b', '1', 1, 2)], at), { tasks: 2, leaves: 1, firstStartS: 1, lastStartS: 1, lastDoneS: 2, medianToDoneS: 1 }, 'no loop: every leaf');
+  assert.equal(taskTimes([task('1', '+a', null, null, 1)], at), undefined);
+  const o = clusterBenchOptions({ tasks: '16', sleep: '0', fixed: '1', keda: 'none' });
+  const samples = [[-1, 0], [0.5, 4], [1.5, 2], [2.5, 0]].map(([t, running]) => ({ ...sampleAt(at, t!, 1, 1, 0), running: running! }));
+  assert.equal(threadsBusy(clusterRun(o, { mode: 'fixed', workers: 1 }, at, at + 2000, samples, burstFigures(samples, at, 4))), (4 + 2) / 2 / 4, 'the samples within the drain');
+  assert.equal(taskLimitFor(4), undefined, 'Digdag\'s default');
+  assert.equal(taskLimitFor(996), undefined, '996 + 4 = 1000 fits');
+  assert.equal(taskLimitFor(997), '2000');
+  assert.equal(taskLimitFor(1000), '2000');
+  assert.equal(commOf('123 (java) S 1 123'), 'java');
+  assert.equal(commOf('9 (a (b) c) S 1'), 'a (b) c');
+  const p = (entries: [number, string, number][]) => new Map(entries.map(([pid, comm, ticks]) => [pid, { comm, ticks }]));
+  // 200 ticks of all cores' time, 150 busy: java 60 + 40 (a JVM started in between), postgres 30; pid 3 changed command (reused): whole.
+  assert.deepEqual(cpuShares({ busy: 0, total: 0 }, { busy: 150, total: 200 }, p([[1, 'java', 100], [2, 'postgres', 10], [3, 'java', 5]]), p([[1, 'java', 160], [2, 'postgres', 40], [4, 'java', 40], [3, 'postgres', 0]])), { busy: 0.75, java: 0.5, postgres: 0.15 });
 });
 
 test('the cluster chart: a bar per configuration in each panel, labels on two lines apart, round ticks; PNG', async () => {

@@ -12,6 +12,8 @@ import type { KubeObject } from '../../lib/kube/render.ts';
 import { loadRuleGroups, POD_METRICS, podMetricsJvmArgs } from '../../lib/metrics.ts';
 import { LAYOUT_ROLES, LAYOUTS, holdsApiPassword, roleFlags, taskRole } from '../../lib/roles.ts';
 import { QUEUE_DEPTH_SQL } from '../../lib/scaling.ts';
+import { parseProperties, serverProperties } from '../../lib/properties.ts';
+import { valuesFromConfig, variablesIn } from '../../lib/kube/values.ts';
 import { CHART, helmTemplate, podProperties } from '../helpers/chart.ts';
 import { testConfig } from '../helpers/fixtures.ts';
 import { helmBin, validateStrictly } from '../helpers/tools.ts';
@@ -55,6 +57,27 @@ test('the chart\'s default values are the toolkit\'s default config: the same pr
   const cm = find(template().objects, 'ConfigMap', 'digdag-config');
   const files = podProperties(testConfig({ DIGDAG_HA_TARGET: 'minikube' }));
   for (const [file, text] of Object.entries(files)) assert.equal(cm.data![file], text, file);
+});
+
+test('WORKFLOW_MAX_TASKS reaches executor.task_max_run on the local target and in the chart alike; the chart refuses a bad one', () => {
+  const local = testConfig({ WORKFLOW_MAX_TASKS: '2000' });
+  for (const role of ['ui', 'worker', 'scheduler'] as const) {
+    const props = parseProperties(serverProperties(local, role, { bind: '127.0.0.1', port: 1, jmxPort: 3, dbHost: '127.0.0.1', dbPort: 2, dbName: 'd', dbUser: 'u' }));
+    assert.equal(props.get('executor.task_max_run'), '2000', `local ${role}`);
+  }
+  assert.equal(parseProperties(serverProperties(testConfig({}), 'worker', { bind: '127.0.0.1', port: 1, jmxPort: 3, dbHost: 'h', dbPort: 2, dbName: 'd', dbUser: 'u' })).get('executor.task_max_run'), '1000', 'Digdag\'s default, explicit');
+  const kube = testConfig({ DIGDAG_HA_TARGET: 'minikube', WORKFLOW_MAX_TASKS: '2000' });
+  assert.deepEqual(valuesFromConfig(kube).executor, { taskMaxRun: 2000 });
+  const cm = find(template(['executor.taskMaxRun=2000']).objects, 'ConfigMap', 'digdag-config');
+  const files = podProperties(kube);
+  for (const [file, text] of Object.entries(files)) assert.equal(cm.data![file], text, file);
+  assert.match(cm.data!['worker.properties']!, /^executor\.task_max_run = 2000$/m);
+  for (const bad of ['executor.taskMaxRun=0', 'executor.taskMaxRun=many']) {
+    const r = template([bad]);
+    assert.notEqual(r.status, 0, bad);
+    assert.match(r.stderr, /taskMaxRun/, bad);
+  }
+  assert.deepEqual(variablesIn('executor.taskMaxRun: Must be greater than or equal to 10'), ['executor.taskMaxRun = WORKFLOW_MAX_TASKS'], 'a refusal names the variable');
 });
 
 test('the chart and the generator agree on GCS logs and an external database too', () => {

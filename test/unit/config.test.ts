@@ -48,6 +48,14 @@ test('a negative replica count names the variable, the range and an example', ()
   fails({ AGENT_REPLICAS: '-1' }, /AGENT_REPLICAS="-1".*out of range \(1\.\.50\)/, /AGENT_REPLICAS=4/);
 });
 
+test('WORKFLOW_MAX_TASKS: Digdag\'s 1000 by default; below 10, above 100000 or not a number refused with the variable, range and an example', () => {
+  assert.equal(testConfig({}).executor.taskMaxRun, 1000);
+  assert.equal(testConfig({ WORKFLOW_MAX_TASKS: '2000' }).executor.taskMaxRun, 2000);
+  fails({ WORKFLOW_MAX_TASKS: '0' }, /WORKFLOW_MAX_TASKS="0".*out of range \(10\.\.100000\)/, /WORKFLOW_MAX_TASKS=5000/);
+  fails({ WORKFLOW_MAX_TASKS: '1000000' }, /WORKFLOW_MAX_TASKS="1000000".*out of range \(10\.\.100000\)/);
+  fails({ WORKFLOW_MAX_TASKS: 'many' }, /WORKFLOW_MAX_TASKS="many".*not a whole number/);
+});
+
 test('a port that is not a number is refused', () => {
   fails({ POSTGRES_PORT: 'abc' }, /POSTGRES_PORT="abc".*not a whole number/, /POSTGRES_PORT=54320/);
 });
