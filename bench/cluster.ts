@@ -24,7 +24,9 @@ import { burstFigures, sampleQueue, startSampling } from '../lib/queue-sampling.
 import { ShellRunner } from '../lib/runner.ts';
 import { commOf, cpuShares, parseCpuStat, parseProcStat, type CommandTimes } from './measure.ts';
 import { ALL_STEPS, kubeTarget, stepOf } from '../tasks/steps.ts';
-import { clusterLabel, clusterRun, clusterSetups, minWorkers, renderClusterReport, taskLimitFor, taskTimes, type ClusterBenchOptions, type ClusterRun, type ClusterSetup } from './cluster-report.ts';
+import { REPLICA_VARIABLE } from '../lib/config/roles.ts';
+import { taskRole } from '../lib/roles.ts';
+import { clusterLabel, clusterRun, clusterSetups, minWorkers, renderClusterReport, roleOf, setupLayout, taskCount, taskLimitFor, taskTimes, type ClusterBenchOptions, type ClusterRun, type ClusterSetup } from './cluster-report.ts';
 
 type Log = (line: string) => void;
 
@@ -45,31 +47,37 @@ function readCommandTimes(): Map<number, CommandTimes> {
 
 const readCpu = () => parseCpuStat(fs.readFileSync('/proc/stat', 'utf8'));
 
-/** The deployment for one configuration: the worker layout, the setup's worker counts and autoscaling. */
-export function configFor(o: ClusterBenchOptions, setup: ClusterSetup, base: Record<string, string>): Config {
-  return loadConfig({
-    root: ROOT,
-    env: process.env,
-    overrides: {
-      ...base,
-      DIGDAG_HA_LAYOUT: 'worker',
-      AGENT_MAX_TASK_THREADS: String(o.threads),
-      // A wide fan-out is more tasks per attempt than Digdag allows by default (Too many tasks. Limit: 1000).
-      ...(taskLimitFor(o.tasksPerAttempt) ? { WORKFLOW_MAX_TASKS: taskLimitFor(o.tasksPerAttempt)! } : {}),
-      ...(setup.mode === 'fixed'
-        ? { AGENT_AUTOSCALING: 'none', WORKER_REPLICAS: String(setup.workers) }
-        : {
-            AGENT_AUTOSCALING: 'keda',
-            WORKER_REPLICAS: String(Math.max(1, setup.min)),
-            ...(setup.min === 0 ? { AUTOSCALING_MIN_REPLICAS: '0' } : {}),
-            AGENT_MAX_REPLICAS: String(setup.max),
-            AUTOSCALING_POLLING_SECONDS: String(o.pollingSeconds),
-            AUTOSCALING_COOLDOWN_SECONDS: String(o.cooldownSeconds),
-            AUTOSCALING_SCALE_DOWN_PERIOD_SECONDS: String(o.scaleDownPeriodSeconds),
-          }),
-    },
-  });
+/** The variables of one configuration: its layout, the counts of its task-running role (workers, or
+ * agents in split, where WORKFLOW_REPLICAS runs the executor loops), autoscaling. The KEDA runs hold in
+ * both layouts: the ScaledObject (chart/digdag-ha) and the bench's sampling (lib/kube/queue-source.ts)
+ * both take the layout's task role (lib/roles.ts taskRole). */
+export function configOverrides(o: ClusterBenchOptions, setup: ClusterSetup, base: Record<string, string>): Record<string, string> {
+  const layout = setupLayout(setup);
+  const replicas = REPLICA_VARIABLE[taskRole(layout)];
+  return {
+    ...base,
+    DIGDAG_HA_LAYOUT: layout,
+    ...(layout === 'split' ? { [REPLICA_VARIABLE.workflow]: String(setup.executors ?? 1) } : {}),
+    AGENT_MAX_TASK_THREADS: String(o.threads),
+    // A wide fan-out is more tasks per attempt than Digdag allows by default (Too many tasks. Limit: 1000).
+    ...(taskLimitFor(o.tasksPerAttempt) ? { WORKFLOW_MAX_TASKS: taskLimitFor(o.tasksPerAttempt)! } : {}),
+    ...(setup.mode === 'fixed'
+      ? { AGENT_AUTOSCALING: 'none', [replicas]: String(setup.workers) }
+      : {
+          AGENT_AUTOSCALING: 'keda',
+          [replicas]: String(Math.max(1, setup.min)),
+          ...(setup.min === 0 ? { AUTOSCALING_MIN_REPLICAS: '0' } : {}),
+          AGENT_MAX_REPLICAS: String(setup.max),
+          AUTOSCALING_POLLING_SECONDS: String(o.pollingSeconds),
+          AUTOSCALING_COOLDOWN_SECONDS: String(o.cooldownSeconds),
+          AUTOSCALING_SCALE_DOWN_PERIOD_SECONDS: String(o.scaleDownPeriodSeconds),
+        }),
+  };
 }
+
+/** The deployment for one configuration (configOverrides on top of the environment). */
+export const configFor = (o: ClusterBenchOptions, setup: ClusterSetup, base: Record<string, string>): Config =>
+  loadConfig({ root: ROOT, env: process.env, overrides: configOverrides(o, setup, base) });
 
 /** Session times must differ per attempt of a workflow: one second apart, a day in the past. */
 let sessions = 0;
@@ -78,16 +86,16 @@ const nextSessionTime = () => new Date(sessionBase - ++sessions * 1000);
 
 const sec = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
 
-/** The workers settled at `n` (none being removed) and the queue empty: a clean start for a burst. */
-async function settle(ctx: Ctx, n: number, log: Log): Promise<void> {
+/** The workers (agents) settled at `n` (none being removed) and the queue empty: a clean start for a burst. */
+async function settle(ctx: Ctx, setup: ClusterSetup, n: number, log: Log): Promise<void> {
   const t0 = Date.now();
   const src = kubeQueueSource(ctx);
   const ok = await waitFor(async () => {
     const s = await sampleQueue(src).catch(() => undefined);
     return !!s && s.replicas === n && s.ready === n && s.terminating === 0 && s.waiting + s.running === 0;
   }, 300_000, 1000);
-  if (!ok) throw new Error(`the workers did not settle at ${n} Ready with an empty queue within 300 s`);
-  log(`  settled at ${n} worker${n > 1 ? 's' : ''}, queue empty, in ${sec(Date.now() - t0)}`);
+  if (!ok) throw new Error(`the ${roleOf(setup)}s did not settle at ${n} Ready with an empty queue within 300 s`);
+  log(`  settled at ${taskCount(setup, n)}, queue empty, in ${sec(Date.now() - t0)}`);
 }
 
 /** One burst on the configuration deployed now, sampled from before the first submission to the end (KEDA: back at the minimum). */
@@ -95,7 +103,7 @@ async function burst(ctx: Ctx, o: ClusterBenchOptions, setup: ClusterSetup, log:
   const sampling = startSampling(kubeQueueSource(ctx), { everyMs: o.sampleEveryMs });
   try {
     // One sample before the burst: the workers it starts from.
-    if (!(await waitFor(() => sampling.samples.length > 0, 60_000, 100))) throw new Error(`no sample of the workers and the queue within 60 s: ${sampling.failures.at(-1) ?? 'no reason'}`);
+    if (!(await waitFor(() => sampling.samples.length > 0, 60_000, 100))) throw new Error(`no sample of the ${roleOf(setup)}s and the queue within 60 s: ${sampling.failures.at(-1) ?? 'no reason'}`);
     const endpoint = await kubeTarget.endpoint(ctx);
     const wf = await workflowId(endpoint, SAMPLE_PROJECT, 'parallel');
     // The own cluster runs on this machine: its CPU over the burst, and the JVMs' and PostgreSQL's shares.
@@ -121,9 +129,9 @@ async function burst(ctx: Ctx, o: ClusterBenchOptions, setup: ClusterSetup, log:
         const last = sampling.samples.at(-1);
         return !!last && last.at > drainedAt && last.replicas === setup.min && last.terminating === 0;
       }, budget, 500);
-      if (!back) throw new Error(`KEDA did not bring the workers back to ${setup.min} within ${budget / 1000} s of the drain`);
+      if (!back) throw new Error(`KEDA did not bring the ${roleOf(setup)}s back to ${setup.min} within ${budget / 1000} s of the drain`);
       minAt = sampling.samples.find((s) => s.at > drainedAt && s.replicas === setup.min)!.at;
-      log(`  back at ${setup.min} worker${setup.min === 1 ? '' : 's'} ${sec(minAt - drainedAt)} after the drain`);
+      log(`  back at ${taskCount(setup, setup.min)} ${sec(minAt - drainedAt)} after the drain`);
     }
     const samples = await sampling.stop();
     const f = burstFigures(samples, burstAt, minWorkers(setup) * o.threads);
@@ -202,7 +210,7 @@ export async function clusterBench(o: ClusterBenchOptions, runs: ClusterRun[], l
         const ready = await waitFor(async () => (await k('get', 'scaledobject', 'digdag-autoscaler', '-o', 'jsonpath={.status.conditions[?(@.type=="Ready")].status}')).stdout === 'True', 120_000, 1000);
         if (!ready) throw new Error(`the ScaledObject never became Ready: ${(await k('get', 'scaledobject', 'digdag-autoscaler', '-o', 'jsonpath={.status.conditions}')).stdout}`);
       }
-      await settle(ctx, minWorkers(setup), log);
+      await settle(ctx, setup, minWorkers(setup), log);
       runs.push(await burst(ctx, o, setup, log));
     }
   } finally {

@@ -8,6 +8,7 @@ import { latencyTable, postgresTable, renderReport, setupLabel, throughputBars, 
 import * as vega from 'vega';
 import { compile, type TopLevelSpec } from 'vega-lite';
 import { barChartSpec, barChartSvg, clusterChartSpec, renderSvg, svgToPng, timelineSpec } from '../../bench/charts.ts';
+import { configOverrides } from '../../bench/cluster.ts';
 import { clusterBarRows, clusterBenchOptions, clusterLabel, clusterRun, clusterSetups, clusterTable, idealOf, kedaSummary, renderClusterReport, taskLimitFor, taskTimes, threadsBusy, timelineRows, type ClusterRun } from '../../bench/cluster-report.ts';
 import type { Task } from '../../lib/digdag-api.ts';
 import { burstFigures, type QueueSample } from '../../lib/queue-sampling.ts';
@@ -15,6 +16,7 @@ import { benchOptions, fanoutDig, sequentialDig } from '../../bench/workloads.ts
 import { costTable, topStatementsTable } from '../../bench/report.ts';
 import { countsDelta, countsOfKind, cpuOfKind, digdagCounts, parsePrometheus, parseStatementsReading, READ_STATEMENTS_SQL, sumStatements, topStatements, workloadCost, type DigdagCounts } from '../../bench/statements.ts';
 import { serverOptions } from '../../lib/postgres.ts';
+import { UserError } from '../../lib/errors.ts';
 
 test('percentile is nearest-rank; median averages the middle pair', () => {
   assert.equal(percentile([5, 1, 3, 2, 4], 50), 3);
@@ -333,6 +335,45 @@ test('cluster mode options: the issue\'s burst by default, --quick shorter, KEDA
   assert.throws(() => clusterBenchOptions({ keda: '4-1' }), /MIN ≤ MAX/);
   assert.throws(() => clusterBenchOptions({ fixed: '1,0' }), /--fixed=0: expected a whole number ≥ 1/);
   assert.throws(() => clusterBenchOptions({ fixed: 'none', keda: 'none' }), /nothing to run/);
+});
+
+test('cluster mode --layout split: the counts are agents, --executors workflow processes; labels say so; refused flags', () => {
+  const o = clusterBenchOptions({ fixed: '4,1', keda: '1-3', layout: 'split', executors: '2' });
+  assert.deepEqual([o.layout, o.executors], ['split', 2]);
+  assert.deepEqual(clusterSetups(o), [
+    { mode: 'fixed', workers: 4, layout: 'split', executors: 2 },
+    { mode: 'fixed', workers: 1, layout: 'split', executors: 2 },
+    { mode: 'keda', min: 1, max: 3, layout: 'split', executors: 2 },
+  ]);
+  assert.deepEqual(clusterSetups(o).map(clusterLabel), ['fixed: 4 agents, 2 executors (split)', 'fixed: 1 agent, 2 executors (split)', 'KEDA: 1→3 agents, 2 executors (split)']);
+  const one = clusterBenchOptions({ fixed: '4', keda: 'none', layout: 'split' });
+  assert.deepEqual(clusterSetups(one).map(clusterLabel), ['fixed: 4 agents, 1 executor (split)'], '--executors defaults to 1');
+  // The worker layout stays as it was (and as runs recorded before the option read).
+  assert.equal(clusterBenchOptions({}).layout, 'worker');
+  assert.deepEqual(clusterSetups(clusterBenchOptions({ fixed: '4', keda: 'none', layout: 'worker' })), [{ mode: 'fixed', workers: 4 }]);
+  assert.throws(() => clusterBenchOptions({ layout: 'server-m' }), (e: Error) => e instanceof UserError && /--layout=server-m: expected worker or split/.test(e.message));
+  assert.throws(() => clusterBenchOptions({ executors: '2' }), (e: Error) => e instanceof UserError && /--executors=2: only the split layout/.test(e.message) && /--layout split/.test(e.fix ?? ''));
+  assert.throws(() => clusterBenchOptions({ layout: 'split', executors: '0' }), /--executors=0: expected a whole number ≥ 1/);
+  // What each configuration deploys: the task role's replicas (lib/config/roles.ts), the executor processes in split.
+  const base = { DIGDAG_HA_TARGET: 'cluster' };
+  const [fixedSplit, , kedaSplit] = clusterSetups(o).map((st) => configOverrides(o, st, base));
+  assert.deepEqual([fixedSplit!.DIGDAG_HA_LAYOUT, fixedSplit!.AGENT_REPLICAS, fixedSplit!.WORKFLOW_REPLICAS, fixedSplit!.AGENT_AUTOSCALING, fixedSplit!.WORKER_REPLICAS], ['split', '4', '2', 'none', undefined]);
+  assert.deepEqual([kedaSplit!.AGENT_REPLICAS, kedaSplit!.AGENT_MAX_REPLICAS, kedaSplit!.AGENT_AUTOSCALING], ['1', '3', 'keda']);
+  const w = clusterBenchOptions({ fixed: '4', keda: 'none' });
+  const worker = configOverrides(w, clusterSetups(w)[0]!, base);
+  assert.deepEqual([worker.DIGDAG_HA_LAYOUT, worker.WORKER_REPLICAS, worker.AGENT_REPLICAS, worker.WORKFLOW_REPLICAS], ['worker', '4', undefined, undefined]);
+});
+
+test('split runs: speed-up and the tiny tasks\' ideal against 1 agent of the same layout, never against a worker run', () => {
+  const o = clusterBenchOptions({ attempts: '1', tasks: '1000', sleep: '0', fixed: '1,4', keda: 'none', layout: 'split' });
+  const at = 1_700_000_000_000;
+  const tiny = (setup: Parameters<typeof clusterRun>[1], drain: number) => clusterRun(o, setup, at, at + drain * 1000, [sampleAt(at, 0, 1, 1, 0)], burstFigures([sampleAt(at, 0, 1, 1, 0)], at, 4));
+  const [one, four] = clusterSetups(o).map((st, i) => tiny(st, i ? 20 : 40));
+  const workerOne = tiny({ mode: 'fixed', workers: 1 }, 30);
+  assert.equal(idealOf(four!, [workerOne, one!, four!]), 10, '40 s on 1 agent ÷ 4');
+  assert.equal(idealOf(four!, [workerOne, four!]), undefined, 'a worker run is no reference for split');
+  assert.equal(idealOf(workerOne, [workerOne, one!, four!]), 30);
+  assert.match(clusterTable([one!, four!]), /^fixed: 4 agents, 1 executor \(split\) +1 +1000 × 0s +20\.0 +10\.0 +2\.00x +50\.00 +2\.00x/m);
 });
 
 test('cluster mode --keda-bursts: KEDA\'s burst repeated, each its own labelled run, the median reaction and drain over them', () => {
