@@ -186,8 +186,10 @@ export interface ClusterRun {
   /** From Digdag's own task records of the burst's attempts (absent in runs recorded before them). */
   taskTimes?: TaskTimes;
   /** The machine's CPU over the burst (the own cluster runs on it), as shares of all cores' time: busy,
-   * the processes named java (Digdag's JVMs, with the sh> tasks they reaped) and postgres. */
-  cpu?: { busy: number; java: number; postgres: number };
+   * the processes named java (Digdag's JVMs, with the sh> tasks they reaped) and postgres; and per pod
+   * role (the pods' cgroups: ui, worker or workflow and agent, scheduler, postgres; absent in runs
+   * recorded before it). */
+  cpu?: { busy: number; java: number; postgres: number; roles?: Record<string, number> };
 }
 
 /** Where a burst's time went, from Digdag's task records of the fan-out's tasks (the leaves under a
@@ -293,13 +295,20 @@ export function vsIdeal(r: ClusterRun, runs: readonly ClusterRun[]): string {
 /** Where the time went in the runs with task records: the fan-out's expansion until its first task
  * started, the starts' spread (the queue handed out), the last success recorded, the attempt's end,
  * one task's start → done, the threads' mean use (sampled locks), and the machine's CPU. */
+/** "agent 52%, workflow 31%, postgres 12%, ui 2%": the pod roles' CPU shares, largest first. */
+export const rolesLine = (roles: Readonly<Record<string, number>>): string =>
+  Object.entries(roles)
+    .sort((a, b) => b[1] - a[1])
+    .map(([role, x]) => `${role} ${Math.round(x * 100)}%`)
+    .join(', ');
+
 export function taskTimesTable(runs: readonly ClusterRun[]): string {
   const pct = (x: number | undefined) => (x === undefined || !Number.isFinite(x) ? '-' : `${Math.round(x * 100)}%`);
   return formatTable(
-    ['configuration', 'fan-out tasks', 'first started s', 'last started s', 'last done s', 'attempt done s', 'median start → done s', 'threads busy', 'CPU busy (Digdag JVMs / PostgreSQL)'],
+    ['configuration', 'fan-out tasks', 'first started s', 'last started s', 'last done s', 'attempt done s', 'median start → done s', 'threads busy', 'CPU busy (Digdag JVMs / PostgreSQL)', 'CPU by pod role'],
     runs.filter((r) => r.taskTimes).map((r) => {
       const t = r.taskTimes!;
-      return [r.label, String(t.leaves), s1(t.firstStartS), s1(t.lastStartS), s1(t.lastDoneS), s1(r.drainSeconds), s1(t.medianToDoneS), pct(threadsBusy(r)), r.cpu ? `${pct(r.cpu.busy)} (${pct(r.cpu.java)} / ${pct(r.cpu.postgres)})` : '-'];
+      return [r.label, String(t.leaves), s1(t.firstStartS), s1(t.lastStartS), s1(t.lastDoneS), s1(r.drainSeconds), s1(t.medianToDoneS), pct(threadsBusy(r)), r.cpu ? `${pct(r.cpu.busy)} (${pct(r.cpu.java)} / ${pct(r.cpu.postgres)})` : '-', r.cpu?.roles ? rolesLine(r.cpu.roles) : '-'];
     }),
   );
 }

@@ -22,11 +22,11 @@ import { waitFor } from '../lib/processes.ts';
 import { SAMPLE_PROJECT } from '../lib/push-workflow.ts';
 import { burstFigures, sampleQueue, startSampling } from '../lib/queue-sampling.ts';
 import { ShellRunner } from '../lib/runner.ts';
-import { commOf, cpuShares, parseCpuStat, parseProcStat, type CommandTimes } from './measure.ts';
+import { commOf, cpuShares, parseCpuStat, parseProcStat, podCpuShares, podUidOfCgroup, USER_HZ, type CommandTimes } from './measure.ts';
 import { ALL_STEPS, kubeTarget, stepOf } from '../tasks/steps.ts';
 import { REPLICA_VARIABLE } from '../lib/config/roles.ts';
 import { taskRole } from '../lib/roles.ts';
-import { clusterLabel, clusterRun, clusterSetups, minWorkers, renderClusterReport, roleOf, setupLayout, taskCount, taskLimitFor, taskTimes, type ClusterBenchOptions, type ClusterRun, type ClusterSetup } from './cluster-report.ts';
+import { clusterLabel, clusterRun, clusterSetups, minWorkers, renderClusterReport, roleOf, rolesLine, setupLayout, taskCount, taskLimitFor, taskTimes, type ClusterBenchOptions, type ClusterRun, type ClusterSetup } from './cluster-report.ts';
 
 type Log = (line: string) => void;
 
@@ -46,6 +46,45 @@ function readCommandTimes(): Map<number, CommandTimes> {
 }
 
 const readCpu = () => parseCpuStat(fs.readFileSync('/proc/stat', 'utf8'));
+
+/** Each pod's CPU time so far (ns, by pod uid): cpuacct.usage of the pod cgroups the kubelet makes under its cgroupfs root. */
+function readPodUsage(cgroupRoot: string): Map<string, number> {
+  const out = new Map<string, number>();
+  const mount = fs
+    .readFileSync('/proc/mounts', 'utf8')
+    .split('\n')
+    .map((l) => l.split(' '))
+    .find((f) => f[2] === 'cgroup' && (f[3] ?? '').split(',').includes('cpuacct'))?.[1];
+  const walk = (dir: string) => {
+    let entries: fs.Dirent[];
+    try {
+      entries = fs.readdirSync(dir, { withFileTypes: true });
+    } catch {
+      return; // gone while read
+    }
+    for (const e of entries) {
+      if (!e.isDirectory()) continue;
+      const uid = podUidOfCgroup(e.name);
+      if (!uid) walk(path.join(dir, e.name));
+      else {
+        try {
+          out.set(uid, Number(fs.readFileSync(path.join(dir, e.name, 'cpuacct.usage'), 'utf8')));
+        } catch {
+          // gone while read
+        }
+      }
+    }
+  };
+  if (mount) walk(path.join(mount, cgroupRoot));
+  return out;
+}
+
+/** The namespace's pods by uid → their role (the chart's app.kubernetes.io/component: ui, workflow, agent, postgres, …). */
+async function podRoles(ctx: Ctx): Promise<Map<string, string>> {
+  const res = await ctx.runner.run({ argv: kubectl(ctx.config, 'get', 'pods', '-o', 'json'), quiet: true, nothrow: true, timeoutMs: 60_000 });
+  const items = (JSON.parse(res.stdout || '{"items":[]}') as { items: { metadata: { uid: string; labels?: Record<string, string> } }[] }).items;
+  return new Map(items.map((p) => [p.metadata.uid, p.metadata.labels?.['app.kubernetes.io/component'] ?? 'unlabelled']));
+}
 
 /** The variables of one configuration: its layout, the counts of its task-running role (workers, or
  * agents in split, where WORKFLOW_REPLICAS runs the executor loops), autoscaling. The KEDA runs hold in
@@ -99,7 +138,7 @@ async function settle(ctx: Ctx, setup: ClusterSetup, n: number, log: Log): Promi
 }
 
 /** One burst on the configuration deployed now, sampled from before the first submission to the end (KEDA: back at the minimum). */
-async function burst(ctx: Ctx, o: ClusterBenchOptions, setup: ClusterSetup, log: Log): Promise<ClusterRun> {
+async function burst(ctx: Ctx, o: ClusterBenchOptions, setup: ClusterSetup, cgroupRoot: string, log: Log): Promise<ClusterRun> {
   const sampling = startSampling(kubeQueueSource(ctx), { everyMs: o.sampleEveryMs });
   try {
     // One sample before the burst: the workers it starts from.
@@ -107,7 +146,7 @@ async function burst(ctx: Ctx, o: ClusterBenchOptions, setup: ClusterSetup, log:
     const endpoint = await kubeTarget.endpoint(ctx);
     const wf = await workflowId(endpoint, SAMPLE_PROJECT, 'parallel');
     // The own cluster runs on this machine: its CPU over the burst, and the JVMs' and PostgreSQL's shares.
-    const [cpu0, procs0] = [readCpu(), readCommandTimes()];
+    const [cpu0, procs0, pods0] = [readCpu(), readCommandTimes(), readPodUsage(cgroupRoot)];
     const burstAt = Date.now();
     const ids: string[] = [];
     for (let i = 0; i < o.attempts; i++) ids.push(await startAttempt(endpoint, wf, nextSessionTime(), { tasks: o.tasksPerAttempt, sleep_seconds: o.sleepSeconds }));
@@ -119,9 +158,11 @@ async function burst(ctx: Ctx, o: ClusterBenchOptions, setup: ClusterSetup, log:
     if (failed.length) throw new Error(`${failed.length} of ${o.attempts} attempts failed on ${clusterLabel(setup)} (e.g. attempt ${failed[0]!.id})`);
     // Digdag's own end of the last attempt (the polling above sees it up to half a second late).
     const drainedAt = Math.max(...attempts.map((a) => (a.finishedAt ? Date.parse(a.finishedAt) : Date.now())));
-    const cpu = cpuShares(cpu0, readCpu(), procs0, readCommandTimes());
+    const [cpu1, procs1, pods1] = [readCpu(), readCommandTimes(), readPodUsage(cgroupRoot)];
+    const roles = podCpuShares(pods0, pods1, await podRoles(ctx), (cpu1.total - cpu0.total) / USER_HZ);
+    const cpu = { ...cpuShares(cpu0, cpu1, procs0, procs1), roles };
     const pct = (x: number) => `${Math.round(x * 100)}%`;
-    log(`  drained in ${sec(drainedAt - burstAt)}; CPU ${pct(cpu.busy)} busy: Digdag's JVMs (with their tasks) ${pct(cpu.java)}, PostgreSQL ${pct(cpu.postgres)}`);
+    log(`  drained in ${sec(drainedAt - burstAt)}; CPU ${pct(cpu.busy)} busy: Digdag's JVMs (with their tasks) ${pct(cpu.java)}, PostgreSQL ${pct(cpu.postgres)}; by pod role: ${rolesLine(roles)}`);
     let minAt: number | undefined;
     if (setup.mode === 'keda') {
       const budget = (o.cooldownSeconds + (setup.max - setup.min) * o.scaleDownPeriodSeconds + 180) * 1000;
@@ -211,7 +252,7 @@ export async function clusterBench(o: ClusterBenchOptions, runs: ClusterRun[], l
         if (!ready) throw new Error(`the ScaledObject never became Ready: ${(await k('get', 'scaledobject', 'digdag-autoscaler', '-o', 'jsonpath={.status.conditions}')).stdout}`);
       }
       await settle(ctx, setup, minWorkers(setup), log);
-      runs.push(await burst(ctx, o, setup, log));
+      runs.push(await burst(ctx, o, setup, cc.cgroupRoot, log));
     }
   } finally {
     process.off('SIGINT', onSignal);

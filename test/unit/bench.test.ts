@@ -3,13 +3,13 @@
 // graph, the SVG and the PNG). No timing is asserted here.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { busyFraction, commOf, cpuShares, median, parseCpuStat, parseEvents, parseProcStat, percentile, ratePerSecond, spanOf, taskSpans, ticksPerEntry } from '../../bench/measure.ts';
+import { busyFraction, commOf, cpuShares, median, podCpuShares, podUidOfCgroup, parseCpuStat, parseEvents, parseProcStat, percentile, ratePerSecond, spanOf, taskSpans, ticksPerEntry } from '../../bench/measure.ts';
 import { latencyTable, postgresTable, renderReport, setupLabel, throughputBars, throughputTable, type BurstResult, type LatencyResult, type Setup } from '../../bench/report.ts';
 import * as vega from 'vega';
 import { compile, type TopLevelSpec } from 'vega-lite';
 import { barChartSpec, barChartSvg, clusterChartSpec, renderSvg, svgToPng, timelineSpec } from '../../bench/charts.ts';
 import { configOverrides } from '../../bench/cluster.ts';
-import { clusterBarRows, clusterBenchOptions, clusterLabel, clusterRun, clusterSetups, clusterTable, idealOf, kedaSummary, renderClusterReport, taskLimitFor, taskTimes, threadsBusy, timelineRows, type ClusterRun } from '../../bench/cluster-report.ts';
+import { clusterBarRows, clusterBenchOptions, clusterLabel, clusterRun, clusterSetups, clusterTable, idealOf, kedaSummary, renderClusterReport, rolesLine, taskLimitFor, taskTimes, taskTimesTable, threadsBusy, timelineRows, type ClusterRun } from '../../bench/cluster-report.ts';
 import type { Task } from '../../lib/digdag-api.ts';
 import { burstFigures, type QueueSample } from '../../lib/queue-sampling.ts';
 import { benchOptions, fanoutDig, sequentialDig } from '../../bench/workloads.ts';
@@ -477,4 +477,22 @@ test('the burst over time: a row per configuration on one time axis, the queue a
   for (const a of found) assert.deepEqual(overlapping(a.labels), []);
   const { width, height } = pngSize(svgToPng(svg));
   assert.ok(width > 700 && height > 400, `${width}×${height}`);
+});
+
+test('CPU per pod role from the pod cgroups\' cpuacct.usage: a new pod whole, another namespace\'s as other pods; the table\'s column', () => {
+  const uid = '0f3c2a1e-1b2c-4d5e-8f90-123456789abc';
+  assert.equal(podUidOfCgroup(`pod${uid}`), uid);
+  assert.equal(podUidOfCgroup('kubepods'), undefined);
+  assert.equal(podUidOfCgroup(`pod${uid}x`), undefined);
+  const before = new Map([['a1', 1e9], ['a2', 0], ['w', 5e9], ['gone', 1e9]]);
+  const after = new Map([['a1', 3e9], ['a2', 1e9], ['w', 9e9], ['new', 2e9], ['keda', 1e9]]);
+  const roles = new Map([['a1', 'agent'], ['a2', 'agent'], ['w', 'workflow'], ['new', 'agent'], ['gone', 'agent']]);
+  // 20 core-seconds: agents 2 + 1 + 2 (new, whole) = 5 → 25%; workflow 4 → 20%; keda's pod 1 → 5%.
+  assert.deepEqual(podCpuShares(before, after, roles, 20), { agent: 0.25, workflow: 0.2, 'other pods': 0.05 });
+  assert.equal(rolesLine({ agent: 0.25, workflow: 0.2, 'other pods': 0.05 }), 'agent 25%, workflow 20%, other pods 5%');
+  const o = clusterBenchOptions({ attempts: '1', tasks: '2', sleep: '0', fixed: '1', keda: 'none', layout: 'split' });
+  const at = Date.parse('2026-12-03T00:00:00Z');
+  const r = clusterRun(o, clusterSetups(o)[0]!, at, at + 4000, [sampleAt(at, 0, 1, 1, 0)], burstFigures([sampleAt(at, 0, 1, 1, 0)], at, 4), undefined, { tasks: 6, leaves: 2, firstStartS: 1, lastStartS: 2, lastDoneS: 3, medianToDoneS: 1 });
+  assert.match(taskTimesTable([{ ...r, cpu: { busy: 0.9, java: 0.6, postgres: 0.1, roles: { workflow: 0.3, agent: 0.4 } } }]), /^fixed: 1 agent, 1 executor \(split\) .* 90% \(60% \/ 10%\) +agent 40%, workflow 30%$/m);
+  assert.match(taskTimesTable([{ ...r, cpu: { busy: 0.9, java: 0.6, postgres: 0.1 } }]), /90% \(60% \/ 10%\) +-$/m, 'a run recorded before the roles');
 });
