@@ -2,6 +2,8 @@
 // (from the attempts and the burst's samples, lib/queue-sampling.ts), the table printed on stdout,
 // and the rows its charts are drawn from. bench/cluster.ts runs it.
 import type { Task } from '../lib/digdag-api.ts';
+import { UserError } from '../lib/errors.ts';
+import { LAYOUTS, taskRole, type Layout } from '../lib/roles.ts';
 import type { BurstFigures, QueueSample } from '../lib/queue-sampling.ts';
 import type { ClusterBarRow, TimelineRow } from './charts.ts';
 import { formatTable } from './report.ts';
@@ -13,7 +15,12 @@ export interface ClusterBenchOptions {
   sleepSeconds: number;
   /** agent.max-task-threads per worker. */
   threads: number;
-  /** Fixed worker counts, each a run of its own (AGENT_AUTOSCALING=none). */
+  /** The role layout: worker (each worker an executor loop + an agent) or split (the fixed and KEDA
+   * counts are agents; `executors` workflow processes run the executor loop). */
+  layout: Layout;
+  /** Split layout: workflow (executor loop) processes, WORKFLOW_REPLICAS. */
+  executors: number;
+  /** Fixed counts of the task-running role (workers, or agents in split), each a run of its own (AGENT_AUTOSCALING=none). */
   fixed: number[];
   /** KEDA from min to max workers on the queue (AGENT_AUTOSCALING=keda), run last; null: none. */
   keda: { min: number; max: number } | null;
@@ -36,6 +43,8 @@ export const CLUSTER_DEFAULTS: ClusterBenchOptions = {
   tasksPerAttempt: 4,
   sleepSeconds: 5,
   threads: 4,
+  layout: 'worker',
+  executors: 1,
   fixed: [1, 2, 4],
   keda: { min: 1, max: 4 },
   kedaBursts: 1,
@@ -77,6 +86,13 @@ export function clusterBenchOptions(flags: Record<string, string | boolean | und
     else o.keda = { min: Number(m[1]), max: Number(m[2]) };
   }
   if (!o.fixed.length && !o.keda) throw new Error('--fixed=none --keda=none leaves nothing to run: name fixed worker counts or a KEDA range');
+  const layout = str('layout');
+  if (layout !== undefined) {
+    if (!(LAYOUTS as readonly string[]).includes(layout)) throw new UserError(`--layout=${layout}: expected ${LAYOUTS.join(' or ')}`, `--layout ${LAYOUTS[0]} (each worker an executor loop + an agent) or --layout split (agents apart from the executor loop)`);
+    o.layout = layout as Layout;
+  }
+  if (str('executors') !== undefined && o.layout !== 'split') throw new UserError(`--executors=${str('executors')}: only the split layout runs the executor loop apart from the ${taskRole(o.layout)}s`, `add --layout split, or leave --executors out`);
+  o.executors = num('executors') ?? o.executors;
   o.keep = flags.keep === true;
   return o;
 }
@@ -92,18 +108,38 @@ export function taskLimitFor(tasksPerAttempt: number): string | undefined {
   return need <= DIGDAG_TASK_MAX_RUN ? undefined : String(Math.ceil(need / 1000) * 1000);
 }
 
-/** One configuration of the cluster mode. */
-export type ClusterSetup = { mode: 'fixed'; workers: number } | { mode: 'keda'; min: number; max: number; burst?: number };
+/** The split layout's side of a configuration: its executor (workflow) processes. Absent: the worker
+ * layout (and every run recorded before the layout was an option). */
+export interface SplitSetup {
+  layout?: 'split';
+  executors?: number;
+}
 
-export const clusterLabel = (s: ClusterSetup): string =>
-  s.mode === 'fixed' ? `fixed: ${s.workers} worker${s.workers > 1 ? 's' : ''}` : `KEDA: ${s.min}→${s.max} workers${s.burst ? ` (burst ${s.burst})` : ''}`;
+/** One configuration of the cluster mode. `workers`, `min` and `max` count the task-running role:
+ * workers, or agents in the split layout. */
+export type ClusterSetup = ({ mode: 'fixed'; workers: number } | { mode: 'keda'; min: number; max: number; burst?: number }) & SplitSetup;
+
+export const setupLayout = (s: ClusterSetup): Layout => s.layout ?? 'worker';
+
+/** The setup's task-running role: worker, or agent in split (lib/roles.ts). */
+export const roleOf = (s: ClusterSetup) => taskRole(setupLayout(s));
+
+/** "4 workers", "1 agent", "1→4 agents". */
+export const taskCount = (s: ClusterSetup, n: number | string, plural = n !== 1): string => `${n} ${roleOf(s)}${plural ? 's' : ''}`;
+
+export function clusterLabel(s: ClusterSetup): string {
+  const count = s.mode === 'fixed' ? `fixed: ${taskCount(s, s.workers)}` : `KEDA: ${taskCount(s, `${s.min}→${s.max}`, true)}`;
+  const split = s.layout === 'split' ? `, ${s.executors ?? 1} executor${(s.executors ?? 1) === 1 ? '' : 's'} (split)` : '';
+  return `${count}${split}${s.mode === 'keda' && s.burst ? ` (burst ${s.burst})` : ''}`;
+}
 
 /** The configurations in the order they run: the fixed counts as given, KEDA last (the
  * ScaledObject it applies would keep scaling the later fixed runs). */
 export function clusterSetups(o: ClusterBenchOptions): ClusterSetup[] {
   const keda = o.keda;
-  const bursts = keda ? Array.from({ length: o.kedaBursts }, (_, i) => ({ mode: 'keda' as const, ...keda, ...(o.kedaBursts > 1 ? { burst: i + 1 } : {}) })) : [];
-  return [...o.fixed.map((workers) => ({ mode: 'fixed' as const, workers })), ...bursts];
+  const split: SplitSetup = o.layout === 'split' ? { layout: 'split', executors: o.executors } : {};
+  const bursts = keda ? Array.from({ length: o.kedaBursts }, (_, i) => ({ mode: 'keda' as const, ...keda, ...(o.kedaBursts > 1 ? { burst: i + 1 } : {}), ...split })) : [];
+  return [...o.fixed.map((workers) => ({ mode: 'fixed' as const, workers, ...split })), ...bursts];
 }
 
 export const maxWorkers = (s: ClusterSetup) => (s.mode === 'fixed' ? s.workers : s.max);
@@ -150,8 +186,10 @@ export interface ClusterRun {
   /** From Digdag's own task records of the burst's attempts (absent in runs recorded before them). */
   taskTimes?: TaskTimes;
   /** The machine's CPU over the burst (the own cluster runs on it), as shares of all cores' time: busy,
-   * the processes named java (Digdag's JVMs, with the sh> tasks they reaped) and postgres. */
-  cpu?: { busy: number; java: number; postgres: number };
+   * the processes named java (Digdag's JVMs, with the sh> tasks they reaped) and postgres; and per pod
+   * role (the pods' cgroups: ui, worker or workflow and agent, scheduler, postgres; absent in runs
+   * recorded before it). */
+  cpu?: { busy: number; java: number; postgres: number; roles?: Record<string, number> };
 }
 
 /** Where a burst's time went, from Digdag's task records of the fan-out's tasks (the leaves under a
@@ -194,16 +232,23 @@ export function threadsBusy(r: ClusterRun): number | undefined {
   return during.length ? during.reduce((a, p) => a + p.running, 0) / during.length / (maxWorkers(r.setup) * r.threads) : undefined;
 }
 
+/** Same layout and executor processes: runs whose task-role counts compare. */
+const sameLayout = (a: ClusterSetup, b: ClusterSetup) => setupLayout(a) === setupLayout(b) && (a.executors ?? 1) === (b.executors ?? 1);
+
+/** The run on one fixed worker (agent) of the same layout, the reference for `r`'s speed-up and tiny tasks' ideal. */
+export const oneOf = (r: ClusterRun, runs: readonly ClusterRun[]): ClusterRun | undefined =>
+  runs.find((x) => x.setup.mode === 'fixed' && x.setup.workers === 1 && sameLayout(x.setup, r.setup));
+
 /**
  * The ideal drain of a run among the runs of one bench. Sleeping tasks: task-seconds ÷ (max workers ×
  * threads) — every thread of the most workers busy sleeping from the first submission on. Tiny tasks
  * (sleep 0) have no task-seconds, and what one costs (Digdag's steps, the shell) is the thing measured:
  * their ideal is perfect linear scaling of the same burst on one fixed worker — its drain ÷ max workers
- * (the 1-worker run is its own ideal). Undefined without a 1-worker run.
+ * (the 1-worker run is its own ideal), of the same layout (split: 1 agent). Undefined without a 1-worker run.
  */
 export function idealOf(r: ClusterRun, runs: readonly ClusterRun[]): number | undefined {
   if (r.sleepSeconds > 0) return r.idealSeconds;
-  const one = runs.find((x) => x.setup.mode === 'fixed' && x.setup.workers === 1 && x.sleepSeconds === 0 && x.tasks === r.tasks);
+  const one = oneOf(r, runs.filter((x) => x.sleepSeconds === 0 && x.tasks === r.tasks));
   return one ? one.drainSeconds / maxWorkers(r.setup) : undefined;
 }
 
@@ -250,22 +295,28 @@ export function vsIdeal(r: ClusterRun, runs: readonly ClusterRun[]): string {
 /** Where the time went in the runs with task records: the fan-out's expansion until its first task
  * started, the starts' spread (the queue handed out), the last success recorded, the attempt's end,
  * one task's start → done, the threads' mean use (sampled locks), and the machine's CPU. */
+/** "agent 52%, workflow 31%, postgres 12%, ui 2%": the pod roles' CPU shares, largest first. */
+export const rolesLine = (roles: Readonly<Record<string, number>>): string =>
+  Object.entries(roles)
+    .sort((a, b) => b[1] - a[1])
+    .map(([role, x]) => `${role} ${Math.round(x * 100)}%`)
+    .join(', ');
+
 export function taskTimesTable(runs: readonly ClusterRun[]): string {
   const pct = (x: number | undefined) => (x === undefined || !Number.isFinite(x) ? '-' : `${Math.round(x * 100)}%`);
   return formatTable(
-    ['configuration', 'fan-out tasks', 'first started s', 'last started s', 'last done s', 'attempt done s', 'median start → done s', 'threads busy', 'CPU busy (Digdag JVMs / PostgreSQL)'],
+    ['configuration', 'fan-out tasks', 'first started s', 'last started s', 'last done s', 'attempt done s', 'median start → done s', 'threads busy', 'CPU busy (Digdag JVMs / PostgreSQL)', 'CPU by pod role'],
     runs.filter((r) => r.taskTimes).map((r) => {
       const t = r.taskTimes!;
-      return [r.label, String(t.leaves), s1(t.firstStartS), s1(t.lastStartS), s1(t.lastDoneS), s1(r.drainSeconds), s1(t.medianToDoneS), pct(threadsBusy(r)), r.cpu ? `${pct(r.cpu.busy)} (${pct(r.cpu.java)} / ${pct(r.cpu.postgres)})` : '-'];
+      return [r.label, String(t.leaves), s1(t.firstStartS), s1(t.lastStartS), s1(t.lastDoneS), s1(r.drainSeconds), s1(t.medianToDoneS), pct(threadsBusy(r)), r.cpu ? `${pct(r.cpu.busy)} (${pct(r.cpu.java)} / ${pct(r.cpu.postgres)})` : '-', r.cpu?.roles ? rolesLine(r.cpu.roles) : '-'];
     }),
   );
 }
 
 export function clusterTable(runs: readonly ClusterRun[]): string {
-  const one = runs.find((r) => r.setup.mode === 'fixed' && r.setup.workers === 1);
   return formatTable(
     ['configuration', 'peak workers', 'tasks', 'drain s', 'ideal s', 'vs ideal', 'tasks/s', 'vs 1 worker', 'scale-out: queue > min → pod → Ready → its first task (s)', 'reaction s', 'scale-in s', 're-runs (locks seen)'],
-    runs.map((r) => [
+    runs.map((r, _, all, one = oneOf(r, all)) => [
       r.label,
       String(r.peakWorkers),
       `${r.tasks} × ${r.sleepSeconds}s`,

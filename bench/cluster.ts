@@ -22,9 +22,11 @@ import { waitFor } from '../lib/processes.ts';
 import { SAMPLE_PROJECT } from '../lib/push-workflow.ts';
 import { burstFigures, sampleQueue, startSampling } from '../lib/queue-sampling.ts';
 import { ShellRunner } from '../lib/runner.ts';
-import { commOf, cpuShares, parseCpuStat, parseProcStat, type CommandTimes } from './measure.ts';
+import { commOf, cpuShares, parseCpuStat, parseProcStat, podCpuShares, podUidOfCgroup, USER_HZ, type CommandTimes } from './measure.ts';
 import { ALL_STEPS, kubeTarget, stepOf } from '../tasks/steps.ts';
-import { clusterLabel, clusterRun, clusterSetups, minWorkers, renderClusterReport, taskLimitFor, taskTimes, type ClusterBenchOptions, type ClusterRun, type ClusterSetup } from './cluster-report.ts';
+import { REPLICA_VARIABLE } from '../lib/config/roles.ts';
+import { taskRole } from '../lib/roles.ts';
+import { clusterLabel, clusterRun, clusterSetups, minWorkers, renderClusterReport, roleOf, rolesLine, setupLayout, taskCount, taskLimitFor, taskTimes, type ClusterBenchOptions, type ClusterRun, type ClusterSetup } from './cluster-report.ts';
 
 type Log = (line: string) => void;
 
@@ -45,31 +47,76 @@ function readCommandTimes(): Map<number, CommandTimes> {
 
 const readCpu = () => parseCpuStat(fs.readFileSync('/proc/stat', 'utf8'));
 
-/** The deployment for one configuration: the worker layout, the setup's worker counts and autoscaling. */
-export function configFor(o: ClusterBenchOptions, setup: ClusterSetup, base: Record<string, string>): Config {
-  return loadConfig({
-    root: ROOT,
-    env: process.env,
-    overrides: {
-      ...base,
-      DIGDAG_HA_LAYOUT: 'worker',
-      AGENT_MAX_TASK_THREADS: String(o.threads),
-      // A wide fan-out is more tasks per attempt than Digdag allows by default (Too many tasks. Limit: 1000).
-      ...(taskLimitFor(o.tasksPerAttempt) ? { WORKFLOW_MAX_TASKS: taskLimitFor(o.tasksPerAttempt)! } : {}),
-      ...(setup.mode === 'fixed'
-        ? { AGENT_AUTOSCALING: 'none', WORKER_REPLICAS: String(setup.workers) }
-        : {
-            AGENT_AUTOSCALING: 'keda',
-            WORKER_REPLICAS: String(Math.max(1, setup.min)),
-            ...(setup.min === 0 ? { AUTOSCALING_MIN_REPLICAS: '0' } : {}),
-            AGENT_MAX_REPLICAS: String(setup.max),
-            AUTOSCALING_POLLING_SECONDS: String(o.pollingSeconds),
-            AUTOSCALING_COOLDOWN_SECONDS: String(o.cooldownSeconds),
-            AUTOSCALING_SCALE_DOWN_PERIOD_SECONDS: String(o.scaleDownPeriodSeconds),
-          }),
-    },
-  });
+/** Each pod's CPU time so far (ns, by pod uid): cpuacct.usage of the pod cgroups the kubelet makes under its cgroupfs root. */
+function readPodUsage(cgroupRoot: string): Map<string, number> {
+  const out = new Map<string, number>();
+  const mount = fs
+    .readFileSync('/proc/mounts', 'utf8')
+    .split('\n')
+    .map((l) => l.split(' '))
+    .find((f) => f[2] === 'cgroup' && (f[3] ?? '').split(',').includes('cpuacct'))?.[1];
+  const walk = (dir: string) => {
+    let entries: fs.Dirent[];
+    try {
+      entries = fs.readdirSync(dir, { withFileTypes: true });
+    } catch {
+      return; // gone while read
+    }
+    for (const e of entries) {
+      if (!e.isDirectory()) continue;
+      const uid = podUidOfCgroup(e.name);
+      if (!uid) walk(path.join(dir, e.name));
+      else {
+        try {
+          out.set(uid, Number(fs.readFileSync(path.join(dir, e.name, 'cpuacct.usage'), 'utf8')));
+        } catch {
+          // gone while read
+        }
+      }
+    }
+  };
+  if (mount) walk(path.join(mount, cgroupRoot));
+  return out;
 }
+
+/** The namespace's pods by uid → their role (the chart's app.kubernetes.io/component: ui, workflow, agent, postgres, …). */
+async function podRoles(ctx: Ctx): Promise<Map<string, string>> {
+  const res = await ctx.runner.run({ argv: kubectl(ctx.config, 'get', 'pods', '-o', 'json'), quiet: true, nothrow: true, timeoutMs: 60_000 });
+  const items = (JSON.parse(res.stdout || '{"items":[]}') as { items: { metadata: { uid: string; labels?: Record<string, string> } }[] }).items;
+  return new Map(items.map((p) => [p.metadata.uid, p.metadata.labels?.['app.kubernetes.io/component'] ?? 'unlabelled']));
+}
+
+/** The variables of one configuration: its layout, the counts of its task-running role (workers, or
+ * agents in split, where WORKFLOW_REPLICAS runs the executor loops), autoscaling. The KEDA runs hold in
+ * both layouts: the ScaledObject (chart/digdag-ha) and the bench's sampling (lib/kube/queue-source.ts)
+ * both take the layout's task role (lib/roles.ts taskRole). */
+export function configOverrides(o: ClusterBenchOptions, setup: ClusterSetup, base: Record<string, string>): Record<string, string> {
+  const layout = setupLayout(setup);
+  const replicas = REPLICA_VARIABLE[taskRole(layout)];
+  return {
+    ...base,
+    DIGDAG_HA_LAYOUT: layout,
+    ...(layout === 'split' ? { [REPLICA_VARIABLE.workflow]: String(setup.executors ?? 1) } : {}),
+    AGENT_MAX_TASK_THREADS: String(o.threads),
+    // A wide fan-out is more tasks per attempt than Digdag allows by default (Too many tasks. Limit: 1000).
+    ...(taskLimitFor(o.tasksPerAttempt) ? { WORKFLOW_MAX_TASKS: taskLimitFor(o.tasksPerAttempt)! } : {}),
+    ...(setup.mode === 'fixed'
+      ? { AGENT_AUTOSCALING: 'none', [replicas]: String(setup.workers) }
+      : {
+          AGENT_AUTOSCALING: 'keda',
+          [replicas]: String(Math.max(1, setup.min)),
+          ...(setup.min === 0 ? { AUTOSCALING_MIN_REPLICAS: '0' } : {}),
+          AGENT_MAX_REPLICAS: String(setup.max),
+          AUTOSCALING_POLLING_SECONDS: String(o.pollingSeconds),
+          AUTOSCALING_COOLDOWN_SECONDS: String(o.cooldownSeconds),
+          AUTOSCALING_SCALE_DOWN_PERIOD_SECONDS: String(o.scaleDownPeriodSeconds),
+        }),
+  };
+}
+
+/** The deployment for one configuration (configOverrides on top of the environment). */
+export const configFor = (o: ClusterBenchOptions, setup: ClusterSetup, base: Record<string, string>): Config =>
+  loadConfig({ root: ROOT, env: process.env, overrides: configOverrides(o, setup, base) });
 
 /** Session times must differ per attempt of a workflow: one second apart, a day in the past. */
 let sessions = 0;
@@ -78,28 +125,28 @@ const nextSessionTime = () => new Date(sessionBase - ++sessions * 1000);
 
 const sec = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
 
-/** The workers settled at `n` (none being removed) and the queue empty: a clean start for a burst. */
-async function settle(ctx: Ctx, n: number, log: Log): Promise<void> {
+/** The workers (agents) settled at `n` (none being removed) and the queue empty: a clean start for a burst. */
+async function settle(ctx: Ctx, setup: ClusterSetup, n: number, log: Log): Promise<void> {
   const t0 = Date.now();
   const src = kubeQueueSource(ctx);
   const ok = await waitFor(async () => {
     const s = await sampleQueue(src).catch(() => undefined);
     return !!s && s.replicas === n && s.ready === n && s.terminating === 0 && s.waiting + s.running === 0;
   }, 300_000, 1000);
-  if (!ok) throw new Error(`the workers did not settle at ${n} Ready with an empty queue within 300 s`);
-  log(`  settled at ${n} worker${n > 1 ? 's' : ''}, queue empty, in ${sec(Date.now() - t0)}`);
+  if (!ok) throw new Error(`the ${roleOf(setup)}s did not settle at ${n} Ready with an empty queue within 300 s`);
+  log(`  settled at ${taskCount(setup, n)}, queue empty, in ${sec(Date.now() - t0)}`);
 }
 
 /** One burst on the configuration deployed now, sampled from before the first submission to the end (KEDA: back at the minimum). */
-async function burst(ctx: Ctx, o: ClusterBenchOptions, setup: ClusterSetup, log: Log): Promise<ClusterRun> {
+async function burst(ctx: Ctx, o: ClusterBenchOptions, setup: ClusterSetup, cgroupRoot: string, log: Log): Promise<ClusterRun> {
   const sampling = startSampling(kubeQueueSource(ctx), { everyMs: o.sampleEveryMs });
   try {
     // One sample before the burst: the workers it starts from.
-    if (!(await waitFor(() => sampling.samples.length > 0, 60_000, 100))) throw new Error(`no sample of the workers and the queue within 60 s: ${sampling.failures.at(-1) ?? 'no reason'}`);
+    if (!(await waitFor(() => sampling.samples.length > 0, 60_000, 100))) throw new Error(`no sample of the ${roleOf(setup)}s and the queue within 60 s: ${sampling.failures.at(-1) ?? 'no reason'}`);
     const endpoint = await kubeTarget.endpoint(ctx);
     const wf = await workflowId(endpoint, SAMPLE_PROJECT, 'parallel');
     // The own cluster runs on this machine: its CPU over the burst, and the JVMs' and PostgreSQL's shares.
-    const [cpu0, procs0] = [readCpu(), readCommandTimes()];
+    const [cpu0, procs0, pods0] = [readCpu(), readCommandTimes(), readPodUsage(cgroupRoot)];
     const burstAt = Date.now();
     const ids: string[] = [];
     for (let i = 0; i < o.attempts; i++) ids.push(await startAttempt(endpoint, wf, nextSessionTime(), { tasks: o.tasksPerAttempt, sleep_seconds: o.sleepSeconds }));
@@ -111,9 +158,11 @@ async function burst(ctx: Ctx, o: ClusterBenchOptions, setup: ClusterSetup, log:
     if (failed.length) throw new Error(`${failed.length} of ${o.attempts} attempts failed on ${clusterLabel(setup)} (e.g. attempt ${failed[0]!.id})`);
     // Digdag's own end of the last attempt (the polling above sees it up to half a second late).
     const drainedAt = Math.max(...attempts.map((a) => (a.finishedAt ? Date.parse(a.finishedAt) : Date.now())));
-    const cpu = cpuShares(cpu0, readCpu(), procs0, readCommandTimes());
+    const [cpu1, procs1, pods1] = [readCpu(), readCommandTimes(), readPodUsage(cgroupRoot)];
+    const roles = podCpuShares(pods0, pods1, await podRoles(ctx), (cpu1.total - cpu0.total) / USER_HZ);
+    const cpu = { ...cpuShares(cpu0, cpu1, procs0, procs1), roles };
     const pct = (x: number) => `${Math.round(x * 100)}%`;
-    log(`  drained in ${sec(drainedAt - burstAt)}; CPU ${pct(cpu.busy)} busy: Digdag's JVMs (with their tasks) ${pct(cpu.java)}, PostgreSQL ${pct(cpu.postgres)}`);
+    log(`  drained in ${sec(drainedAt - burstAt)}; CPU ${pct(cpu.busy)} busy: Digdag's JVMs (with their tasks) ${pct(cpu.java)}, PostgreSQL ${pct(cpu.postgres)}; by pod role: ${rolesLine(roles)}`);
     let minAt: number | undefined;
     if (setup.mode === 'keda') {
       const budget = (o.cooldownSeconds + (setup.max - setup.min) * o.scaleDownPeriodSeconds + 180) * 1000;
@@ -121,9 +170,9 @@ async function burst(ctx: Ctx, o: ClusterBenchOptions, setup: ClusterSetup, log:
         const last = sampling.samples.at(-1);
         return !!last && last.at > drainedAt && last.replicas === setup.min && last.terminating === 0;
       }, budget, 500);
-      if (!back) throw new Error(`KEDA did not bring the workers back to ${setup.min} within ${budget / 1000} s of the drain`);
+      if (!back) throw new Error(`KEDA did not bring the ${roleOf(setup)}s back to ${setup.min} within ${budget / 1000} s of the drain`);
       minAt = sampling.samples.find((s) => s.at > drainedAt && s.replicas === setup.min)!.at;
-      log(`  back at ${setup.min} worker${setup.min === 1 ? '' : 's'} ${sec(minAt - drainedAt)} after the drain`);
+      log(`  back at ${taskCount(setup, setup.min)} ${sec(minAt - drainedAt)} after the drain`);
     }
     const samples = await sampling.stop();
     const f = burstFigures(samples, burstAt, minWorkers(setup) * o.threads);
@@ -202,8 +251,8 @@ export async function clusterBench(o: ClusterBenchOptions, runs: ClusterRun[], l
         const ready = await waitFor(async () => (await k('get', 'scaledobject', 'digdag-autoscaler', '-o', 'jsonpath={.status.conditions[?(@.type=="Ready")].status}')).stdout === 'True', 120_000, 1000);
         if (!ready) throw new Error(`the ScaledObject never became Ready: ${(await k('get', 'scaledobject', 'digdag-autoscaler', '-o', 'jsonpath={.status.conditions}')).stdout}`);
       }
-      await settle(ctx, minWorkers(setup), log);
-      runs.push(await burst(ctx, o, setup, log));
+      await settle(ctx, setup, minWorkers(setup), log);
+      runs.push(await burst(ctx, o, setup, cc.cgroupRoot, log));
     }
   } finally {
     process.off('SIGINT', onSignal);

@@ -148,3 +148,24 @@ export function cpuShares(cpu0: CpuTimes, cpu1: CpuTimes, p0: ReadonlyMap<number
   };
   return { busy: busyFraction(cpu0, cpu1), java: of('java'), postgres: of('postgres') };
 }
+
+/** /proc/stat counts in USER_HZ, 100 per second on Linux whatever the kernel's HZ. */
+export const USER_HZ = 100;
+
+/** A pod's cgroup directory under the kubelet's cgroupfs root: pod<uid> (kubepods/<qos>/pod<uid>). */
+export const podUidOfCgroup = (dirName: string): string | undefined => /^pod([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$/.exec(dirName)?.[1];
+
+/**
+ * Shares of all cores' time per group of pods (their role) between two readings of each pod
+ * cgroup's cpuacct.usage (ns, by pod uid): everything in the pod, its JVM and the sh> tasks it ran,
+ * exited ones included. A pod created in between counts whole; one deleted in between is lost.
+ * Pods without a group (another namespace's) count as `other pods`. `coreSeconds`: all cores' time between the readings.
+ */
+export function podCpuShares(before: ReadonlyMap<string, number>, after: ReadonlyMap<string, number>, groupOf: ReadonlyMap<string, string>, coreSeconds: number): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [uid, ns] of after) {
+    const g = groupOf.get(uid) ?? 'other pods';
+    out[g] = (out[g] ?? 0) + (ns - (before.get(uid) ?? 0)) / 1e9 / coreSeconds;
+  }
+  return out;
+}

@@ -60,8 +60,11 @@ const USAGE = `usage: npm run bench -- [flags]
     --tasks N             sh> tasks per attempt, in parallel (default 4)
     --sleep S             each task's sleep (default 5)
     --threads N           agent threads per worker (default 4)
-    --fixed 1,2,4|none    fixed worker counts, a run each (default 1,2,4)
-    --keda MIN-MAX|none   KEDA's range, run last (default 1-4)
+    --layout worker|split worker (default): each worker an executor loop + an agent; split: the counts
+                          below are agents, the executor loop runs apart in --executors processes
+    --executors K         split only: workflow (executor loop) processes (default 1)
+    --fixed 1,2,4|none    fixed worker (split: agent) counts, a run each (default 1,2,4)
+    --keda MIN-MAX|none   KEDA's range of workers (split: agents), run last (default 1-4)
     --keda-bursts N       KEDA's burst N times, for the median reaction and drain (default 1)
     --polling S --cooldown S --scale-down-period S
                           KEDA's polling, cooldown and scale-down period (default 5, 30, 15)
@@ -359,6 +362,8 @@ async function main(): Promise<void> {
       tasks: { type: 'string' },
       sleep: { type: 'string' },
       fixed: { type: 'string' },
+      layout: { type: 'string' },
+      executors: { type: 'string' },
       keda: { type: 'string' },
       polling: { type: 'string' },
       cooldown: { type: 'string' },
@@ -399,7 +404,7 @@ async function main(): Promise<void> {
     return;
   }
   if (values.target !== undefined && values.target !== 'local') throw new Error(`--target=${values.target}: the bench runs on local (default) or cluster`);
-  const clusterOnly = ['attempts', 'tasks', 'sleep', 'fixed', 'keda', 'keda-bursts', 'polling', 'cooldown', 'scale-down-period', 'keep'].filter((k) => values[k as keyof typeof values] !== undefined);
+  const clusterOnly = ['attempts', 'tasks', 'sleep', 'fixed', 'layout', 'executors', 'keda', 'keda-bursts', 'polling', 'cooldown', 'scale-down-period', 'keep'].filter((k) => values[k as keyof typeof values] !== undefined);
   if (clusterOnly.length) throw new Error(`--${clusterOnly.join(', --')}: only for the cluster mode; add --target cluster`);
   const o = benchOptions(values);
   const runner = new ShellRunner(false, () => {});

@@ -3,18 +3,20 @@
 // graph, the SVG and the PNG). No timing is asserted here.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { busyFraction, commOf, cpuShares, median, parseCpuStat, parseEvents, parseProcStat, percentile, ratePerSecond, spanOf, taskSpans, ticksPerEntry } from '../../bench/measure.ts';
+import { busyFraction, commOf, cpuShares, median, podCpuShares, podUidOfCgroup, parseCpuStat, parseEvents, parseProcStat, percentile, ratePerSecond, spanOf, taskSpans, ticksPerEntry } from '../../bench/measure.ts';
 import { latencyTable, postgresTable, renderReport, setupLabel, throughputBars, throughputTable, type BurstResult, type LatencyResult, type Setup } from '../../bench/report.ts';
 import * as vega from 'vega';
 import { compile, type TopLevelSpec } from 'vega-lite';
 import { barChartSpec, barChartSvg, clusterChartSpec, renderSvg, svgToPng, timelineSpec } from '../../bench/charts.ts';
-import { clusterBarRows, clusterBenchOptions, clusterLabel, clusterRun, clusterSetups, clusterTable, idealOf, kedaSummary, renderClusterReport, taskLimitFor, taskTimes, threadsBusy, timelineRows, type ClusterRun } from '../../bench/cluster-report.ts';
+import { configOverrides } from '../../bench/cluster.ts';
+import { clusterBarRows, clusterBenchOptions, clusterLabel, clusterRun, clusterSetups, clusterTable, idealOf, kedaSummary, renderClusterReport, rolesLine, taskLimitFor, taskTimes, taskTimesTable, threadsBusy, timelineRows, type ClusterRun } from '../../bench/cluster-report.ts';
 import type { Task } from '../../lib/digdag-api.ts';
 import { burstFigures, type QueueSample } from '../../lib/queue-sampling.ts';
 import { benchOptions, fanoutDig, sequentialDig } from '../../bench/workloads.ts';
 import { costTable, topStatementsTable } from '../../bench/report.ts';
 import { countsDelta, countsOfKind, cpuOfKind, digdagCounts, parsePrometheus, parseStatementsReading, READ_STATEMENTS_SQL, sumStatements, topStatements, workloadCost, type DigdagCounts } from '../../bench/statements.ts';
 import { serverOptions } from '../../lib/postgres.ts';
+import { UserError } from '../../lib/errors.ts';
 
 test('percentile is nearest-rank; median averages the middle pair', () => {
   assert.equal(percentile([5, 1, 3, 2, 4], 50), 3);
@@ -335,6 +337,45 @@ test('cluster mode options: the issue\'s burst by default, --quick shorter, KEDA
   assert.throws(() => clusterBenchOptions({ fixed: 'none', keda: 'none' }), /nothing to run/);
 });
 
+test('cluster mode --layout split: the counts are agents, --executors workflow processes; labels say so; refused flags', () => {
+  const o = clusterBenchOptions({ fixed: '4,1', keda: '1-3', layout: 'split', executors: '2' });
+  assert.deepEqual([o.layout, o.executors], ['split', 2]);
+  assert.deepEqual(clusterSetups(o), [
+    { mode: 'fixed', workers: 4, layout: 'split', executors: 2 },
+    { mode: 'fixed', workers: 1, layout: 'split', executors: 2 },
+    { mode: 'keda', min: 1, max: 3, layout: 'split', executors: 2 },
+  ]);
+  assert.deepEqual(clusterSetups(o).map(clusterLabel), ['fixed: 4 agents, 2 executors (split)', 'fixed: 1 agent, 2 executors (split)', 'KEDA: 1→3 agents, 2 executors (split)']);
+  const one = clusterBenchOptions({ fixed: '4', keda: 'none', layout: 'split' });
+  assert.deepEqual(clusterSetups(one).map(clusterLabel), ['fixed: 4 agents, 1 executor (split)'], '--executors defaults to 1');
+  // The worker layout stays as it was (and as runs recorded before the option read).
+  assert.equal(clusterBenchOptions({}).layout, 'worker');
+  assert.deepEqual(clusterSetups(clusterBenchOptions({ fixed: '4', keda: 'none', layout: 'worker' })), [{ mode: 'fixed', workers: 4 }]);
+  assert.throws(() => clusterBenchOptions({ layout: 'server-m' }), (e: Error) => e instanceof UserError && /--layout=server-m: expected worker or split/.test(e.message));
+  assert.throws(() => clusterBenchOptions({ executors: '2' }), (e: Error) => e instanceof UserError && /--executors=2: only the split layout/.test(e.message) && /--layout split/.test(e.fix ?? ''));
+  assert.throws(() => clusterBenchOptions({ layout: 'split', executors: '0' }), /--executors=0: expected a whole number ≥ 1/);
+  // What each configuration deploys: the task role's replicas (lib/config/roles.ts), the executor processes in split.
+  const base = { DIGDAG_HA_TARGET: 'cluster' };
+  const [fixedSplit, , kedaSplit] = clusterSetups(o).map((st) => configOverrides(o, st, base));
+  assert.deepEqual([fixedSplit!.DIGDAG_HA_LAYOUT, fixedSplit!.AGENT_REPLICAS, fixedSplit!.WORKFLOW_REPLICAS, fixedSplit!.AGENT_AUTOSCALING, fixedSplit!.WORKER_REPLICAS], ['split', '4', '2', 'none', undefined]);
+  assert.deepEqual([kedaSplit!.AGENT_REPLICAS, kedaSplit!.AGENT_MAX_REPLICAS, kedaSplit!.AGENT_AUTOSCALING], ['1', '3', 'keda']);
+  const w = clusterBenchOptions({ fixed: '4', keda: 'none' });
+  const worker = configOverrides(w, clusterSetups(w)[0]!, base);
+  assert.deepEqual([worker.DIGDAG_HA_LAYOUT, worker.WORKER_REPLICAS, worker.AGENT_REPLICAS, worker.WORKFLOW_REPLICAS], ['worker', '4', undefined, undefined]);
+});
+
+test('split runs: speed-up and the tiny tasks\' ideal against 1 agent of the same layout, never against a worker run', () => {
+  const o = clusterBenchOptions({ attempts: '1', tasks: '1000', sleep: '0', fixed: '1,4', keda: 'none', layout: 'split' });
+  const at = 1_700_000_000_000;
+  const tiny = (setup: Parameters<typeof clusterRun>[1], drain: number) => clusterRun(o, setup, at, at + drain * 1000, [sampleAt(at, 0, 1, 1, 0)], burstFigures([sampleAt(at, 0, 1, 1, 0)], at, 4));
+  const [one, four] = clusterSetups(o).map((st, i) => tiny(st, i ? 20 : 40));
+  const workerOne = tiny({ mode: 'fixed', workers: 1 }, 30);
+  assert.equal(idealOf(four!, [workerOne, one!, four!]), 10, '40 s on 1 agent ÷ 4');
+  assert.equal(idealOf(four!, [workerOne, four!]), undefined, 'a worker run is no reference for split');
+  assert.equal(idealOf(workerOne, [workerOne, one!, four!]), 30);
+  assert.match(clusterTable([one!, four!]), /^fixed: 4 agents, 1 executor \(split\) +1 +1000 × 0s +20\.0 +10\.0 +2\.00x +50\.00 +2\.00x/m);
+});
+
 test('cluster mode --keda-bursts: KEDA\'s burst repeated, each its own labelled run, the median reaction and drain over them', () => {
   const setups = clusterSetups(clusterBenchOptions({ fixed: '4', 'keda-bursts': '3' }));
   assert.deepEqual(setups, [{ mode: 'fixed', workers: 4 }, ...[1, 2, 3].map((burst) => ({ mode: 'keda', min: 1, max: 4, burst }))]);
@@ -436,4 +477,22 @@ test('the burst over time: a row per configuration on one time axis, the queue a
   for (const a of found) assert.deepEqual(overlapping(a.labels), []);
   const { width, height } = pngSize(svgToPng(svg));
   assert.ok(width > 700 && height > 400, `${width}×${height}`);
+});
+
+test('CPU per pod role from the pod cgroups\' cpuacct.usage: a new pod whole, another namespace\'s as other pods; the table\'s column', () => {
+  const uid = '0f3c2a1e-1b2c-4d5e-8f90-123456789abc';
+  assert.equal(podUidOfCgroup(`pod${uid}`), uid);
+  assert.equal(podUidOfCgroup('kubepods'), undefined);
+  assert.equal(podUidOfCgroup(`pod${uid}x`), undefined);
+  const before = new Map([['a1', 1e9], ['a2', 0], ['w', 5e9], ['gone', 1e9]]);
+  const after = new Map([['a1', 3e9], ['a2', 1e9], ['w', 9e9], ['new', 2e9], ['keda', 1e9]]);
+  const roles = new Map([['a1', 'agent'], ['a2', 'agent'], ['w', 'workflow'], ['new', 'agent'], ['gone', 'agent']]);
+  // 20 core-seconds: agents 2 + 1 + 2 (new, whole) = 5 → 25%; workflow 4 → 20%; keda's pod 1 → 5%.
+  assert.deepEqual(podCpuShares(before, after, roles, 20), { agent: 0.25, workflow: 0.2, 'other pods': 0.05 });
+  assert.equal(rolesLine({ agent: 0.25, workflow: 0.2, 'other pods': 0.05 }), 'agent 25%, workflow 20%, other pods 5%');
+  const o = clusterBenchOptions({ attempts: '1', tasks: '2', sleep: '0', fixed: '1', keda: 'none', layout: 'split' });
+  const at = Date.parse('2026-12-03T00:00:00Z');
+  const r = clusterRun(o, clusterSetups(o)[0]!, at, at + 4000, [sampleAt(at, 0, 1, 1, 0)], burstFigures([sampleAt(at, 0, 1, 1, 0)], at, 4), undefined, { tasks: 6, leaves: 2, firstStartS: 1, lastStartS: 2, lastDoneS: 3, medianToDoneS: 1 });
+  assert.match(taskTimesTable([{ ...r, cpu: { busy: 0.9, java: 0.6, postgres: 0.1, roles: { workflow: 0.3, agent: 0.4 } } }]), /^fixed: 1 agent, 1 executor \(split\) .* 90% \(60% \/ 10%\) +agent 40%, workflow 30%$/m);
+  assert.match(taskTimesTable([{ ...r, cpu: { busy: 0.9, java: 0.6, postgres: 0.1 } }]), /90% \(60% \/ 10%\) +-$/m, 'a run recorded before the roles');
 });
