@@ -22,7 +22,7 @@ import { waitFor } from '../lib/processes.ts';
 import { SAMPLE_PROJECT } from '../lib/push-workflow.ts';
 import { burstFigures, sampleQueue, startSampling } from '../lib/queue-sampling.ts';
 import { ShellRunner } from '../lib/runner.ts';
-import { commOf, cpuShares, parseCpuStat, parseProcStat, podCpuShares, podUidOfCgroup, USER_HZ, type CommandTimes } from './measure.ts';
+import { commOf, cpuShares, readMachineCpu, parseProcStat, podCpuShares, podUidOfCgroup, USER_HZ, type CommandTimes } from './measure.ts';
 import { ALL_STEPS, kubeTarget, stepOf } from '../tasks/steps.ts';
 import { REPLICA_VARIABLE } from '../lib/config/roles.ts';
 import { taskRole } from '../lib/roles.ts';
@@ -44,8 +44,6 @@ function readCommandTimes(): Map<number, CommandTimes> {
   }
   return out;
 }
-
-const readCpu = () => parseCpuStat(fs.readFileSync('/proc/stat', 'utf8'));
 
 /** Each pod's CPU time so far (ns, by pod uid): cpuacct.usage of the pod cgroups the kubelet makes under its cgroupfs root. */
 function readPodUsage(cgroupRoot: string): Map<string, number> {
@@ -146,7 +144,7 @@ async function burst(ctx: Ctx, o: ClusterBenchOptions, setup: ClusterSetup, cgro
     const endpoint = await kubeTarget.endpoint(ctx);
     const wf = await workflowId(endpoint, SAMPLE_PROJECT, 'parallel');
     // The own cluster runs on this machine: its CPU over the burst, and the JVMs' and PostgreSQL's shares.
-    const [cpu0, procs0, pods0] = [readCpu(), readCommandTimes(), readPodUsage(cgroupRoot)];
+    const [cpu0, procs0, pods0] = [readMachineCpu(), readCommandTimes(), readPodUsage(cgroupRoot)];
     const burstAt = Date.now();
     const ids: string[] = [];
     for (let i = 0; i < o.attempts; i++) ids.push(await startAttempt(endpoint, wf, nextSessionTime(), { tasks: o.tasksPerAttempt, sleep_seconds: o.sleepSeconds }));
@@ -158,7 +156,7 @@ async function burst(ctx: Ctx, o: ClusterBenchOptions, setup: ClusterSetup, cgro
     if (failed.length) throw new Error(`${failed.length} of ${o.attempts} attempts failed on ${clusterLabel(setup)} (e.g. attempt ${failed[0]!.id})`);
     // Digdag's own end of the last attempt (the polling above sees it up to half a second late).
     const drainedAt = Math.max(...attempts.map((a) => (a.finishedAt ? Date.parse(a.finishedAt) : Date.now())));
-    const [cpu1, procs1, pods1] = [readCpu(), readCommandTimes(), readPodUsage(cgroupRoot)];
+    const [cpu1, procs1, pods1] = [readMachineCpu(), readCommandTimes(), readPodUsage(cgroupRoot)];
     const roles = podCpuShares(pods0, pods1, await podRoles(ctx), (cpu1.total - cpu0.total) / USER_HZ);
     const cpu = { ...cpuShares(cpu0, cpu1, procs0, procs1), roles };
     const pct = (x: number) => `${Math.round(x * 100)}%`;

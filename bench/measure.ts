@@ -1,5 +1,6 @@
 // Benchmark arithmetic: percentiles, the tasks' own start/end records, CPU time from /proc/stat
-// and rates from cumulative counters. Pure functions; bench/run.ts feeds them.
+// and rates from cumulative counters. Pure functions (and readMachineCpu, the one read of /proc/stat); bench/run.ts and bench/cluster.ts feed them.
+import fs from 'node:fs';
 
 /** Nearest-rank percentile (p in 0..100); NaN for no values. */
 export function percentile(values: readonly number[], p: number): number {
@@ -67,6 +68,9 @@ export interface CpuTimes {
   busy: number;
   total: number;
 }
+
+/** The machine's CPU times now (this machine's /proc/stat). */
+export const readMachineCpu = (): CpuTimes => parseCpuStat(fs.readFileSync('/proc/stat', 'utf8'));
 
 /** The machine-wide "cpu" line of /proc/stat: busy = everything but idle and iowait. */
 export function parseCpuStat(text: string): CpuTimes {

@@ -29,7 +29,7 @@ import { buildImage } from '../tasks/build-image.ts';
 import { createSecret } from '../tasks/create-secret.ts';
 import { initDb } from '../tasks/init-db.ts';
 import { startPostgres } from '../tasks/start-postgres.ts';
-import { busyFraction, parseCpuStat, parseEvents, parseProcStat, ratePerSecond, spanOf, taskSpans, ticksPerEntry, type CpuTimes, type ProcTimes } from './measure.ts';
+import { busyFraction, readMachineCpu, parseEvents, parseProcStat, ratePerSecond, spanOf, taskSpans, ticksPerEntry, type CpuTimes, type ProcTimes } from './measure.ts';
 import { latencyBars, renderReport, setupLabel, throughputBars, type BurstResult, type IdleResult, type LatencyResult, type Report, type Setup } from './report.ts';
 import { barChartSvg, clusterChartSpec, renderSvg, svgToPng, timelineSpec } from './charts.ts';
 import { clusterBench } from './cluster.ts';
@@ -103,7 +103,6 @@ interface CostProbe {
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const readCpu = (): CpuTimes => parseCpuStat(fs.readFileSync('/proc/stat', 'utf8'));
 
 /**
  * CPU ticks of everything the bench runs, per registered process (Digdag roles or server -m with
@@ -241,7 +240,7 @@ async function runBurst(t: Target, b: Burst, eventsFile: string, log: (l: string
   const wf = await workflowId(t.endpoint, PROJECT, 'burst');
   const w = await t.cost?.begin();
   const tx0 = await t.pgTx?.();
-  const cpu0 = readCpu();
+  const cpu0 = readMachineCpu();
   const w0 = Date.now();
   const submitted: { id: string; at: number }[] = [];
   for (let i = 0; i < b.workflows; i++) {
@@ -250,7 +249,7 @@ async function runBurst(t: Target, b: Burst, eventsFile: string, log: (l: string
   }
   const timeout = (b.workflows * b.tasksPerWorkflow * (b.sleepSeconds + 2) + 180) * 1000;
   const attempts = await Promise.all(submitted.map((s) => waitAttempt(t.endpoint, s.id, timeout)));
-  const cpu1 = readCpu();
+  const cpu1 = readMachineCpu();
   const own1 = t.ownTicks();
   const tx1 = await t.pgTx?.();
   const window = (Date.now() - w0) / 1000;
