@@ -5,6 +5,8 @@ import path from 'node:path';
 import { stringify } from 'yaml';
 import type { Ctx } from '../pipeline.ts';
 import { stopTracked } from '../processes.ts';
+import { UserError } from '../errors.ts';
+import { changesApplied } from '../runner.ts';
 import { clusterKubectl, kubectl, requireCluster } from './kubectl.ts';
 import { renderManifests } from './render.ts';
 
@@ -16,7 +18,8 @@ export async function kubeDown(ctx: Ctx, purge: boolean): Promise<string[]> {
     // Which volumes the namespace's claims hold, before they are gone: a Retain volume outlives them.
     const pvs = await ctx.runner.run({ argv: clusterKubectl(ctx.config, 'get', 'pv', '-o', 'json'), nothrow: true, quiet: true });
     const volumes = pvs.code === 0 ? volumesOfNamespace(pvs.stdout, ctx.config.k8s.namespace) : [];
-    await ctx.runner.run({ argv: clusterKubectl(ctx.config, 'delete', 'namespace', ctx.config.k8s.namespace, '--ignore-not-found'), mutates: true });
+    await ctx.runner.run({ argv: clusterKubectl(ctx.config, 'delete', 'namespace', ctx.config.k8s.namespace, '--ignore-not-found', '--wait=false'), mutates: true });
+    await waitNamespaceGone(ctx);
     done.push(`deleted namespace ${ctx.config.k8s.namespace} and its volume claims`);
     done.push(...volumes.map(volumeFate));
     const secrets = path.join(ctx.config.stateDir, 'secrets');
@@ -33,6 +36,52 @@ export async function kubeDown(ctx: Ctx, purge: boolean): Promise<string[]> {
     done.push(`deleted the digdag-ha objects in ${ctx.config.k8s.namespace}; the database volume is kept (down --purge deletes it)`);
   }
   return done;
+}
+
+/** How long purge waits for the namespace to go, and how often it says what is left. */
+export const NAMESPACE_GONE_MS = 600_000;
+const NAMESPACE_REPORT_MS = 15_000;
+
+/**
+ * Waits until the namespace is gone, saying every 15 s what still holds it (the namespace's own
+ * conditions, the pods still terminating), and names it when the wait ends unfinished.
+ */
+export async function waitNamespaceGone(ctx: Ctx, timeoutMs = NAMESPACE_GONE_MS): Promise<void> {
+  if (!changesApplied(ctx.runner)) return;
+  const ns = ctx.config.k8s.namespace;
+  const start = Date.now();
+  let reported = start;
+  let left = '';
+  for (;;) {
+    const res = await ctx.runner.run({ argv: clusterKubectl(ctx.config, 'get', 'namespace', ns, '-o', 'json', '--ignore-not-found'), nothrow: true, quiet: true });
+    if (res.code === 0 && !res.stdout.trim()) return;
+    const pods = await ctx.runner.run({ argv: kubectl(ctx.config, 'get', 'pods', '-o', 'json'), nothrow: true, quiet: true });
+    left = namespaceLeft(res.stdout, pods.code === 0 ? pods.stdout : '');
+    const now = Date.now();
+    if (now - start >= timeoutMs) {
+      throw new UserError(`namespace ${ns} is still being deleted after ${Math.round((now - start) / 1000)} s: ${left}`,
+        `see what holds it: kubectl get namespace ${ns} -o yaml; kubectl -n ${ns} get pods; then run down --purge again`);
+    }
+    if (now - reported >= NAMESPACE_REPORT_MS) {
+      ctx.runner.log(`namespace ${ns} still being deleted after ${Math.round((now - start) / 1000)} s: ${left}`);
+      reported = now;
+    }
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+}
+
+/** What still holds a terminating namespace: its True conditions and the pods still in it. */
+export function namespaceLeft(nsJson: string, podsJson: string): string {
+  const parts: string[] = [];
+  try {
+    const ns = JSON.parse(nsJson) as { status?: { conditions?: { type: string; status: string; message?: string }[] } };
+    for (const c of ns.status?.conditions ?? []) if (c.status === 'True') parts.push(`${c.type}: ${c.message ?? ''}`.trim());
+  } catch { /* not JSON: nothing to say from it */ }
+  try {
+    const pods = (JSON.parse(podsJson) as { items?: { metadata: { name: string; deletionTimestamp?: string }; spec?: { terminationGracePeriodSeconds?: number } }[] }).items ?? [];
+    if (pods.length) parts.push(`pods ${pods.map((p) => `${p.metadata.name}${p.metadata.deletionTimestamp ? ` (terminating since ${p.metadata.deletionTimestamp}, grace ${p.spec?.terminationGracePeriodSeconds ?? '?'} s)` : ''}`).join(', ')}`);
+  } catch { /* not JSON */ }
+  return parts.join('; ') || 'nothing listed yet';
 }
 
 export interface VolumeOfClaim {

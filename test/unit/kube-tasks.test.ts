@@ -22,7 +22,7 @@ import { DIGDAG_PATCH_CLASSES } from '../../lib/digdag-patches.ts';
 import { builtImageId, valuesFromConfig } from '../../lib/kube/values.ts';
 import { sha256File } from '../../lib/digdag.ts';
 import { buildArgv, buildImage as buildImageOn, imagesToBuild } from '../../lib/kube/build-image.ts';
-import { volumeFate } from '../../lib/kube/down.ts';
+import { namespaceLeft, volumeFate, waitNamespaceGone } from '../../lib/kube/down.ts';
 import { kubeTargetWith } from '../../lib/kube/target.ts';
 import type { ImageHost } from '../../lib/image-host.ts';
 import { ROOT } from '../../lib/paths.ts';
@@ -379,6 +379,28 @@ test('down --purge deletes the generated secrets and says what happens to each v
   assert.equal(fs.existsSync(path.join(config.stateDir, 'secrets')), false);
   assert.ok(lines.some((l) => l.startsWith('deleted the generated secrets')));
   assert.match(volumeFate({ pv: 'p', claim: 'c', policy: 'Delete' }), /deletes it with the claim/);
+});
+
+test('down --purge waits for the namespace to go and, when it does not, names what holds it', async () => {
+  const config = mk();
+  const ns = JSON.stringify({ status: { phase: 'Terminating', conditions: [
+    { type: 'NamespaceDeletionDiscoveryFailure', status: 'True', message: 'Discovery failed for some groups: external.metrics.k8s.io/v1beta1' },
+    { type: 'NamespaceContentRemaining', status: 'False' },
+  ] } });
+  const pods = JSON.stringify({ items: [{ metadata: { name: 'digdag-worker-0', deletionTimestamp: '2026-12-03T10:00:00Z' }, spec: { terminationGracePeriodSeconds: 900 } }] });
+  const left = namespaceLeft(ns, pods);
+  assert.match(left, /NamespaceDeletionDiscoveryFailure: Discovery failed for some groups: external\.metrics/);
+  assert.doesNotMatch(left, /NamespaceContentRemaining/);
+  assert.match(left, /digdag-worker-0 \(terminating since 2026-12-03T10:00:00Z, grace 900 s\)/);
+  assert.equal(namespaceLeft('', '{"items":[]}'), 'nothing listed yet');
+  // Gone on the third look: two looks at a terminating namespace, then none.
+  let looks = 0;
+  const r = new RecordingRunner((argv) => (argv.includes('namespace') && argv.includes('get') ? { stdout: ++looks < 3 ? ns : '' } : argv.includes('pods') ? { stdout: pods } : undefined));
+  await waitNamespaceGone(testCtx(config, r), 10_000);
+  assert.equal(looks, 3);
+  // Never gone: the wait ends, naming what holds it and the fix.
+  const stuck = new RecordingRunner((argv) => (argv.includes('namespace') && argv.includes('get') ? { stdout: ns } : argv.includes('pods') ? { stdout: pods } : undefined));
+  await assert.rejects(waitNamespaceGone(testCtx(config, stuck), 1), (e: unknown) => e instanceof UserError && /still being deleted after \d+ s: NamespaceDeletionDiscoveryFailure/.test(e.message) && /kubectl get namespace/.test(e.fix ?? ''));
 });
 
 test('init-db on Kubernetes: sql/*.sql into psql over kubectl exec stdin, then a fresh migration Job', async () => {
