@@ -18,6 +18,7 @@ export async function kubeDown(ctx: Ctx, purge: boolean): Promise<string[]> {
     // Which volumes the namespace's claims hold, before they are gone: a Retain volume outlives them.
     const pvs = await ctx.runner.run({ argv: clusterKubectl(ctx.config, 'get', 'pv', '-o', 'json'), nothrow: true, quiet: true });
     const volumes = pvs.code === 0 ? volumesOfNamespace(pvs.stdout, ctx.config.k8s.namespace) : [];
+    await stopDigdagFirst(ctx);
     await ctx.runner.run({ argv: clusterKubectl(ctx.config, 'delete', 'namespace', ctx.config.k8s.namespace, '--ignore-not-found', '--wait=false'), mutates: true });
     await waitNamespaceGone(ctx);
     done.push(`deleted namespace ${ctx.config.k8s.namespace} and its volume claims`);
@@ -40,33 +41,71 @@ export async function kubeDown(ctx: Ctx, purge: boolean): Promise<string[]> {
 
 /** How long purge waits for the namespace to go, and how often it says what is left. */
 export const NAMESPACE_GONE_MS = 600_000;
-const NAMESPACE_REPORT_MS = 15_000;
+const REPORT_MS = 15_000;
+/** The database's pods (in-cluster PostgreSQL or Patroni): they go with the namespace, after Digdag's. */
+const DB_COMPONENT = ['app.kubernetes.io/component', 'postgres'] as const;
+
+/**
+ * Purge, first step: Digdag's workloads go while their database still answers, so that a stopping
+ * worker finishes its tasks and shuts down cleanly (its termination grace). Waiting for their pods
+ * here also keeps the namespace's own deletion quick: Kubernetes' namespace controller, finding
+ * pods still there, looks again only after half the longest termination grace among them plus a
+ * second (a worker's AGENT_TERMINATION_GRACE_SECONDS, 900 s by default) unless the namespace changes
+ * meanwhile — one CI run's purge waited 305 s for its namespace, others 12 s.
+ */
+export async function stopDigdagFirst(ctx: Ctx, timeoutMs = (ctx.config.agent.terminationGraceSeconds + 60) * 1000): Promise<void> {
+  await ctx.runner.run({ argv: kubectl(ctx.config, 'delete', 'deployments,jobs', '--all', '--ignore-not-found', '--wait=false'), mutates: true });
+  await waitGone(ctx, timeoutMs, `Digdag's pods in namespace ${ctx.config.k8s.namespace}`, async () => {
+    const pods = await ctx.runner.run({ argv: kubectl(ctx.config, 'get', 'pods', '-o', 'json'), nothrow: true, quiet: true });
+    const left = podsLeft(pods.code === 0 ? pods.stdout : '', (labels) => labels[DB_COMPONENT[0]] !== DB_COMPONENT[1]);
+    return left ? `pods ${left}` : undefined;
+  }, `see what holds them: kubectl -n ${ctx.config.k8s.namespace} get pods (a worker finishing a task waits up to AGENT_TERMINATION_GRACE_SECONDS); then run down --purge again`);
+}
 
 /**
  * Waits until the namespace is gone, saying every 15 s what still holds it (the namespace's own
  * conditions, the pods still terminating), and names it when the wait ends unfinished.
  */
 export async function waitNamespaceGone(ctx: Ctx, timeoutMs = NAMESPACE_GONE_MS): Promise<void> {
-  if (!changesApplied(ctx.runner)) return;
   const ns = ctx.config.k8s.namespace;
+  await waitGone(ctx, timeoutMs, `namespace ${ns}`, async () => {
+    const res = await ctx.runner.run({ argv: clusterKubectl(ctx.config, 'get', 'namespace', ns, '-o', 'json', '--ignore-not-found'), nothrow: true, quiet: true });
+    if (res.code === 0 && !res.stdout.trim()) return undefined;
+    const pods = await ctx.runner.run({ argv: kubectl(ctx.config, 'get', 'pods', '-o', 'json'), nothrow: true, quiet: true });
+    return namespaceLeft(res.stdout, pods.code === 0 ? pods.stdout : '');
+  }, `see what holds it: kubectl get namespace ${ns} -o yaml; kubectl -n ${ns} get pods; then run down --purge again`);
+}
+
+/** Polls `left` (undefined = gone) every second, saying what is left every 15 s; at the bound a UserError naming it. */
+async function waitGone(ctx: Ctx, timeoutMs: number, what: string, left: () => Promise<string | undefined>, fix: string): Promise<void> {
+  if (!changesApplied(ctx.runner)) return;
   const start = Date.now();
   let reported = start;
-  let left = '';
   for (;;) {
-    const res = await ctx.runner.run({ argv: clusterKubectl(ctx.config, 'get', 'namespace', ns, '-o', 'json', '--ignore-not-found'), nothrow: true, quiet: true });
-    if (res.code === 0 && !res.stdout.trim()) return;
-    const pods = await ctx.runner.run({ argv: kubectl(ctx.config, 'get', 'pods', '-o', 'json'), nothrow: true, quiet: true });
-    left = namespaceLeft(res.stdout, pods.code === 0 ? pods.stdout : '');
+    const now0 = Date.now();
+    const still = await left();
+    if (still === undefined) return;
     const now = Date.now();
-    if (now - start >= timeoutMs) {
-      throw new UserError(`namespace ${ns} is still being deleted after ${Math.round((now - start) / 1000)} s: ${left}`,
-        `see what holds it: kubectl get namespace ${ns} -o yaml; kubectl -n ${ns} get pods; then run down --purge again`);
-    }
-    if (now - reported >= NAMESPACE_REPORT_MS) {
-      ctx.runner.log(`namespace ${ns} still being deleted after ${Math.round((now - start) / 1000)} s: ${left}`);
+    const after = `${what} still being deleted after ${Math.round((now - start) / 1000)} s: ${still}`;
+    if (now0 - start >= timeoutMs) throw new UserError(after, fix);
+    if (now - reported >= REPORT_MS) {
+      ctx.runner.log(after);
       reported = now;
     }
     await new Promise((r) => setTimeout(r, 1000));
+  }
+}
+
+/** The pods of `kubectl get pods -o json` (those `keep` accepts by their labels), each with its terminating state: '' when none. */
+export function podsLeft(podsJson: string, keep: (labels: Record<string, string>) => boolean = () => true): string {
+  try {
+    const pods = (JSON.parse(podsJson) as { items?: { metadata: { name: string; labels?: Record<string, string>; deletionTimestamp?: string }; spec?: { terminationGracePeriodSeconds?: number } }[] }).items ?? [];
+    return pods
+      .filter((p) => keep(p.metadata.labels ?? {}))
+      .map((p) => `${p.metadata.name}${p.metadata.deletionTimestamp ? ` (terminating since ${p.metadata.deletionTimestamp}, grace ${p.spec?.terminationGracePeriodSeconds ?? '?'} s)` : ''}`)
+      .join(', ');
+  } catch {
+    return '';
   }
 }
 
@@ -77,10 +116,8 @@ export function namespaceLeft(nsJson: string, podsJson: string): string {
     const ns = JSON.parse(nsJson) as { status?: { conditions?: { type: string; status: string; message?: string }[] } };
     for (const c of ns.status?.conditions ?? []) if (c.status === 'True') parts.push(`${c.type}: ${c.message ?? ''}`.trim());
   } catch { /* not JSON: nothing to say from it */ }
-  try {
-    const pods = (JSON.parse(podsJson) as { items?: { metadata: { name: string; deletionTimestamp?: string }; spec?: { terminationGracePeriodSeconds?: number } }[] }).items ?? [];
-    if (pods.length) parts.push(`pods ${pods.map((p) => `${p.metadata.name}${p.metadata.deletionTimestamp ? ` (terminating since ${p.metadata.deletionTimestamp}, grace ${p.spec?.terminationGracePeriodSeconds ?? '?'} s)` : ''}`).join(', ')}`);
-  } catch { /* not JSON */ }
+  const pods = podsLeft(podsJson);
+  if (pods) parts.push(`pods ${pods}`);
   return parts.join('; ') || 'nothing listed yet';
 }
 

@@ -22,7 +22,7 @@ import { DIGDAG_PATCH_CLASSES } from '../../lib/digdag-patches.ts';
 import { builtImageId, valuesFromConfig } from '../../lib/kube/values.ts';
 import { sha256File } from '../../lib/digdag.ts';
 import { buildArgv, buildImage as buildImageOn, imagesToBuild } from '../../lib/kube/build-image.ts';
-import { namespaceLeft, volumeFate, waitNamespaceGone } from '../../lib/kube/down.ts';
+import { namespaceLeft, stopDigdagFirst, volumeFate, waitNamespaceGone } from '../../lib/kube/down.ts';
 import { kubeTargetWith } from '../../lib/kube/target.ts';
 import type { ImageHost } from '../../lib/image-host.ts';
 import { ROOT } from '../../lib/paths.ts';
@@ -401,6 +401,24 @@ test('down --purge waits for the namespace to go and, when it does not, names wh
   // Never gone: the wait ends, naming what holds it and the fix.
   const stuck = new RecordingRunner((argv) => (argv.includes('namespace') && argv.includes('get') ? { stdout: ns } : argv.includes('pods') ? { stdout: pods } : undefined));
   await assert.rejects(waitNamespaceGone(testCtx(config, stuck), 1), (e: unknown) => e instanceof UserError && /still being deleted after \d+ s: NamespaceDeletionDiscoveryFailure/.test(e.message) && /kubectl get namespace/.test(e.fix ?? ''));
+});
+
+test('down --purge stops Digdag\'s workloads first and waits for their pods, not the database\'s, before the namespace goes', async () => {
+  const config = mk();
+  const pod = (name: string, component: string, terminating = false) => ({ metadata: { name, labels: { 'app.kubernetes.io/component': component }, ...(terminating ? { deletionTimestamp: '2026-12-03T10:00:00Z' } : {}) }, spec: { terminationGracePeriodSeconds: component === 'worker' ? 900 : 30 } });
+  let looks = 0;
+  const r = new RecordingRunner((argv) => {
+    if (!(argv.includes('get') && argv.includes('pods'))) return undefined;
+    looks++;
+    const items = looks < 2 ? [pod('digdag-worker-1', 'worker', true), pod('digdag-postgres-0', 'postgres')] : [pod('digdag-postgres-0', 'postgres')];
+    return { stdout: JSON.stringify({ items }) };
+  });
+  await stopDigdagFirst(testCtx(config, r), 10_000);
+  assert.equal(looks, 2, 'waited while the worker was there, not for the database pod');
+  assert.equal(r.commands()[0], `${K(config)} delete deployments,jobs --all --ignore-not-found --wait=false`);
+  // A worker that never goes (a task longer than its grace): the wait ends naming it and the fix.
+  const stuck = new RecordingRunner((argv) => (argv.includes('pods') && argv.includes('get') ? { stdout: JSON.stringify({ items: [pod('digdag-worker-1', 'worker', true)] }) } : undefined));
+  await assert.rejects(stopDigdagFirst(testCtx(config, stuck), 1), (e: unknown) => e instanceof UserError && /digdag-worker-1 \(terminating since 2026-12-03T10:00:00Z, grace 900 s\)/.test(e.message) && /AGENT_TERMINATION_GRACE_SECONDS/.test(e.fix ?? ''));
 });
 
 test('init-db on Kubernetes: sql/*.sql into psql over kubectl exec stdin, then a fresh migration Job', async () => {
