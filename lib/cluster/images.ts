@@ -112,7 +112,8 @@ export async function loadImage(runner: Runner, cc: ClusterConfig, image: string
     await runner.run({ argv: ctr(cc, 'images', 'import', cached.file), mutates: true, timeoutMs: 10 * 60_000 });
     return;
   }
-  const tmp = path.join(ensureDir(path.join(cc.dir, 'build')), `image-${process.pid}.tar`);
+  // Per image: several may be loaded at once.
+  const tmp = path.join(ensureDir(path.join(cc.dir, 'build')), `image-${process.pid}-${image.replace(/[^A-Za-z0-9.-]+/g, '_')}.tar`);
   try {
     await runner.run({ argv: docker(cc, 'save', '-o', tmp, image), mutates: true });
     await runner.run({ argv: ctr(cc, 'images', 'import', tmp), mutates: true, timeoutMs: 10 * 60_000 });

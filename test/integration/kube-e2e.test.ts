@@ -133,20 +133,28 @@ before(async () => {
     log(`GCP emulators and the edge (127.0.0.77, ${cc.net.bridgeIp}) up in ${since(t0)} s`);
   }
   ctx = testCtx(config, runner);
-  // The PostgreSQL stand-in, built from the debootstrapped base (apt reaches Debian's mirror).
-  let t0 = Date.now();
+  // The images, side by side (mostly disk: docker load and containerd's import of each): the
+  // PostgreSQL stand-in, built from the debootstrapped base (apt reaches Debian's mirror), busybox
+  // probe pods for the NetworkPolicy tests, and the Digdag image.
   log(await ensureBaseImage(runner, cc));
-  const pg = await buildImage(runner, config, clusterImageHost(config), CLUSTER_POSTGRES_IMAGE, path.join(ROOT, 'docker', 'postgres', 'Dockerfile'), path.join(ROOT, 'docker', 'postgres'));
-  await loadImage(runner, cc, CLUSTER_POSTGRES_IMAGE);
-  log(`${CLUSTER_POSTGRES_IMAGE}: ${pg}, in containerd, ${since(t0)} s`);
-  // busybox probe pods for the NetworkPolicy tests.
-  t0 = Date.now();
-  await ensureTestImage(runner, cc);
-  await loadImage(runner, cc, cc.testImage);
-  log(`${cc.testImage} in containerd, ${since(t0)} s`);
-  t0 = Date.now();
-  runtimeMissing = Object.keys(runtimeVars).length ? await prepareRuntime(config, runner) : 'no Digdag runtime configured (set DIGDAG_SOURCE=jar DIGDAG_JAR=… or a reachable MAVEN_REPO_URL)';
-  log(`the Digdag image: ${runtimeMissing ?? 'in containerd'}, ${since(t0)} s`);
+  const t0 = Date.now();
+  await Promise.all([
+    (async () => {
+      const pg = await buildImage(runner, config, clusterImageHost(config), CLUSTER_POSTGRES_IMAGE, path.join(ROOT, 'docker', 'postgres', 'Dockerfile'), path.join(ROOT, 'docker', 'postgres'));
+      await loadImage(runner, cc, CLUSTER_POSTGRES_IMAGE);
+      log(`${CLUSTER_POSTGRES_IMAGE}: ${pg}, in containerd, ${since(t0)} s`);
+    })(),
+    (async () => {
+      await ensureTestImage(runner, cc);
+      await loadImage(runner, cc, cc.testImage);
+      log(`${cc.testImage} in containerd, ${since(t0)} s`);
+    })(),
+    (async () => {
+      runtimeMissing = Object.keys(runtimeVars).length ? await prepareRuntime(config, runner) : 'no Digdag runtime configured (set DIGDAG_SOURCE=jar DIGDAG_JAR=… or a reachable MAVEN_REPO_URL)';
+      log(`the Digdag image: ${runtimeMissing ?? 'in containerd'}, ${since(t0)} s`);
+    })(),
+  ]);
+  log(`images ready in ${since(t0)} s`);
 });
 
 after(async () => {

@@ -31,9 +31,9 @@ import { freePortRange, prepareRuntime, runtimeVars } from '../helpers/runtime.t
 const lines: string[] = [];
 const runner = new ShellRunner(false, (l) => lines.push(l));
 
-/** Runs of verify-ha in a row on the busy machine: two (five when issue 7 was proven, then three;
+/** Runs of verify-ha on the busy machine: one (five when issue 7 was proven, then three, then two;
  * 54–97 s each; cut to keep the warm CI inside its 30 minutes). */
-const BUSY_RUNS = 2;
+const BUSY_RUNS = 1;
 /** How long the busy-machine test may take: five runs took 7–17 min on a loaded 2-core machine. */
 const BUSY_TEST_MS = 2_100_000;
 
@@ -109,7 +109,7 @@ for (const layout of LAYOUTS) {
     });
 
     if (layout === 'worker') {
-      test(`verify-ha passes ${BUSY_RUNS} times in a row while both cores are busy`, { timeout: BUSY_TEST_MS }, async (t) => {
+      test(`verify-ha passes ${BUSY_RUNS === 1 ? 'once' : `${BUSY_RUNS} times in a row`} while both cores are busy`, { timeout: BUSY_TEST_MS }, async (t) => {
         if (!needsRuntime(t)) return;
         const testEnds = Date.now() + BUSY_TEST_MS - 60_000;
         await whileBusy(async () => {

@@ -266,6 +266,9 @@ test('a component that dies during start-up: up fails naming it with its log, an
   const bad = loadClusterConfig(testConfig({ DIGDAG_HA_STATE_DIR: state, DIGDAG_HA_CLUSTER_DIR: path.join(state, 'c'), DIGDAG_HA_CACHE_DIR: cache }));
   fs.mkdirSync(bad.binDir, { recursive: true });
   for (const b of BINARIES) fs.symlinkSync(path.join(cc.binDir, b.name), path.join(bad.binDir, b.name));
+  // The rest of the cache as it is (the base image, the pause image): not made again here.
+  const binTop = path.relative(bad.cacheDir, bad.binDir).split(path.sep)[0];
+  for (const e of fs.readdirSync(cc.cacheDir)) if (e !== binTop && !fs.existsSync(path.join(cache, e))) fs.symlinkSync(path.join(cc.cacheDir, e), path.join(cache, e));
   fs.rmSync(path.join(bad.binDir, 'kube-scheduler'));
   fs.writeFileSync(path.join(bad.binDir, 'kube-scheduler'), '#!/bin/sh\necho "simulated scheduler failure" >&2\nexit 1\n', { mode: 0o755 });
   await assert.rejects(clusterUpCmd(runner, bad, log), (err: unknown) => {

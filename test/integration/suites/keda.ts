@@ -69,7 +69,7 @@ const NAMESPACE = 'digdag-keda';
 const HPA_MIN = 1;
 const HPA_MAX = 2;
 const CPU_TASKS = 2;
-const CPU_SECONDS = 60;
+const CPU_SECONDS = 40;
 
 /** What the file registering these tests shares: its runner, cluster and state, once its `before` ran. */
 export interface ClusterSuiteEnv {
