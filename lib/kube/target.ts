@@ -90,8 +90,10 @@ const ops: TargetOps = {
     failoverMs: (taskSeconds) => (taskSeconds + config.agent.lockRetentionTime + 2 * config.agent.lockExpireInterval + config.k8s.rolloutTimeoutSeconds) * 1000,
     // The lock table is sampled: tasks must hold their locks long enough to be seen.
     stallWindowMs: 10_000,
-    placementRun: { tasks: 4, sleepSeconds: 15 },
-    failoverRun: { tasks: 4, sleepSeconds: 30 },
+    // Sampled through kubectl exec about once a second: 10-s tasks are each seen many times, and the
+    // kill (pickup seen, then kubectl) lands well inside a 15-s task (15 and 30 s until 2026-12-03).
+    placementRun: { tasks: 4, sleepSeconds: 10 },
+    failoverRun: { tasks: 4, sleepSeconds: 15 },
     dbFailoverMs: 120_000,
   }),
   apiUrl: forwardedUrl,

@@ -70,8 +70,8 @@ const ops: TargetOps = {
     stallWindowMs: 10_000,
     placementRun: { tasks: 6, sleepSeconds: 2 },
     // Long enough for the kill to land mid-task (pickup is seen within a second or two, also with
-    // both cores busy); the re-run's sleep is part of every run's time.
-    failoverRun: { tasks: 4, sleepSeconds: 12 },
+    // both cores busy); the re-run's sleep is part of every run's time (12 s until 2026-12-03).
+    failoverRun: { tasks: 4, sleepSeconds: 8 },
     dbFailoverMs: 60_000,
   }),
   apiUrl: (ctx) => endpointOf(ctx.config),
