@@ -41,7 +41,7 @@ test('a restored or kept image is imported from its cache file; a rebuilt one th
   // Nothing in the cache: restore says so; the image goes through docker save.
   assert.equal(await cache.restore(runner, 'img:1', 'k1'.repeat(12)), false);
   await loadImage(runner, cc, 'img:1');
-  assert.deepEqual(calls.splice(0), [`save image-${process.pid}.tar`, `import image-${process.pid}.tar`]);
+  assert.deepEqual(calls.splice(0), [`save image-${process.pid}-img_1.tar`, `import image-${process.pid}-img_1.tar`]);
 
   // Kept after a build: the next load imports the kept file.
   await cache.keep(runner, 'img:1', 'k1'.repeat(12));
@@ -60,11 +60,11 @@ test('a restored or kept image is imported from its cache file; a rebuilt one th
   // dockerd now holds another build under that name (its ID changed): never the stale file.
   setId('sha256:bbb');
   await loadImage(runner, cc, 'img:1');
-  assert.deepEqual(calls.splice(0), [`save image-${process.pid}.tar`, `import image-${process.pid}.tar`]);
+  assert.deepEqual(calls.splice(0), [`save image-${process.pid}-img_1.tar`, `import image-${process.pid}-img_1.tar`]);
 
   // The file gone (another checkout replaced the image's build): docker save again.
   setId('sha256:aaa');
   fs.rmSync(path.join(cc.cacheDir, 'images', kept[0]!));
   await loadImage(runner, cc, 'img:1');
-  assert.deepEqual(calls.splice(0), [`save image-${process.pid}.tar`, `import image-${process.pid}.tar`]);
+  assert.deepEqual(calls.splice(0), [`save image-${process.pid}-img_1.tar`, `import image-${process.pid}-img_1.tar`]);
 });
