@@ -42,8 +42,9 @@ export async function kubeDown(ctx: Ctx, purge: boolean): Promise<string[]> {
 /** How long purge waits for the namespace to go, and how often it says what is left. */
 export const NAMESPACE_GONE_MS = 600_000;
 const REPORT_MS = 15_000;
-/** The database's pods (in-cluster PostgreSQL or Patroni): they go with the namespace, after Digdag's. */
-const DB_COMPONENT = ['app.kubernetes.io/component', 'postgres'] as const;
+/** Digdag's own pods (the chart's common label), not the database's (in-cluster PostgreSQL or
+ * Patroni: they go with the namespace, after Digdag's) nor anything else a user runs there. */
+export const DIGDAG_PODS = 'app.kubernetes.io/name=digdag,app.kubernetes.io/component!=postgres';
 
 /**
  * Purge, first step: Digdag's workloads go while their database still answers, so that a stopping
@@ -56,8 +57,8 @@ const DB_COMPONENT = ['app.kubernetes.io/component', 'postgres'] as const;
 export async function stopDigdagFirst(ctx: Ctx, timeoutMs = (ctx.config.agent.terminationGraceSeconds + 60) * 1000): Promise<void> {
   await ctx.runner.run({ argv: kubectl(ctx.config, 'delete', 'deployments,jobs', '--all', '--ignore-not-found', '--wait=false'), mutates: true });
   await waitGone(ctx, timeoutMs, `Digdag's pods in namespace ${ctx.config.k8s.namespace}`, async () => {
-    const pods = await ctx.runner.run({ argv: kubectl(ctx.config, 'get', 'pods', '-o', 'json'), nothrow: true, quiet: true });
-    const left = podsLeft(pods.code === 0 ? pods.stdout : '', (labels) => labels[DB_COMPONENT[0]] !== DB_COMPONENT[1]);
+    const pods = await ctx.runner.run({ argv: kubectl(ctx.config, 'get', 'pods', '-l', DIGDAG_PODS, '-o', 'json'), nothrow: true, quiet: true });
+    const left = podsLeft(pods.code === 0 ? pods.stdout : '');
     return left ? `pods ${left}` : undefined;
   }, `see what holds them: kubectl -n ${ctx.config.k8s.namespace} get pods (a worker finishing a task waits up to AGENT_TERMINATION_GRACE_SECONDS); then run down --purge again`);
 }
@@ -96,14 +97,11 @@ async function waitGone(ctx: Ctx, timeoutMs: number, what: string, left: () => P
   }
 }
 
-/** The pods of `kubectl get pods -o json` (those `keep` accepts by their labels), each with its terminating state: '' when none. */
-export function podsLeft(podsJson: string, keep: (labels: Record<string, string>) => boolean = () => true): string {
+/** The pods of `kubectl get pods -o json`, each with its terminating state: '' when none. */
+export function podsLeft(podsJson: string): string {
   try {
-    const pods = (JSON.parse(podsJson) as { items?: { metadata: { name: string; labels?: Record<string, string>; deletionTimestamp?: string }; spec?: { terminationGracePeriodSeconds?: number } }[] }).items ?? [];
-    return pods
-      .filter((p) => keep(p.metadata.labels ?? {}))
-      .map((p) => `${p.metadata.name}${p.metadata.deletionTimestamp ? ` (terminating since ${p.metadata.deletionTimestamp}, grace ${p.spec?.terminationGracePeriodSeconds ?? '?'} s)` : ''}`)
-      .join(', ');
+    const pods = (JSON.parse(podsJson) as { items?: { metadata: { name: string; deletionTimestamp?: string }; spec?: { terminationGracePeriodSeconds?: number } }[] }).items ?? [];
+    return pods.map((p) => `${p.metadata.name}${p.metadata.deletionTimestamp ? ` (terminating since ${p.metadata.deletionTimestamp}, grace ${p.spec?.terminationGracePeriodSeconds ?? '?'} s)` : ''}`).join(', ');
   } catch {
     return '';
   }
