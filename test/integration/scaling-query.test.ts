@@ -24,6 +24,10 @@ import { freePortRange, prepareRuntime, runtimeVars } from '../helpers/runtime.t
 
 const THREADS = 2;
 const QUEUED = 7;
+/** Long enough to count the queue while the first two run (seconds after the start), short enough
+ * that down, which lets a worker finish its tasks, is not kept waiting (120 s until 2026-12-03: the
+ * file then idled ~2 min in CI). */
+const TASK_SECONDS = 45;
 let config: Config;
 let unavailable: string | undefined;
 const runner = new ShellRunner(false, () => {});
@@ -53,7 +57,7 @@ test(`with ${QUEUED} tasks queued behind one ${THREADS}-thread worker the query 
   // With UI_REPLICAS=0 and no scheduler the one worker (first port) serves the API.
   const endpoint = authenticatedEndpoint(config, `http://127.0.0.1:${config.local.portBase}`);
   const wf = await workflowId(endpoint, SAMPLE_PROJECT, 'parallel');
-  const attempt = await startAttempt(endpoint, wf, new Date(Date.UTC(2020, 0, 1)), { tasks: QUEUED, sleep_seconds: 120 });
+  const attempt = await startAttempt(endpoint, wf, new Date(Date.UTC(2020, 0, 1)), { tasks: QUEUED, sleep_seconds: TASK_SECONDS });
   const db = await dbEndpoint(config, requireSecrets(config).dbPassword);
   const count = async () => Number(await queryAsApp(runner, config, db, QUEUE_DEPTH_SQL));
   const running = async () => Number(await queryAsApp(runner, config, db, 'SELECT count(*) FROM queued_task_locks WHERE lock_agent_id IS NOT NULL'));

@@ -60,8 +60,8 @@ const SLEEP = 5;
 /** Tasks still running when the burst has drained: the scale-in must remove workers holding them. */
 const LONG = 4;
 const LONG_SLEEP = 60;
-const COOLDOWN = 30;
-const SCALE_DOWN_PERIOD = 15;
+const COOLDOWN = 20;
+const SCALE_DOWN_PERIOD = 10;
 /** KEDA's polling interval in the test (AUTOSCALING_POLLING_SECONDS). */
 const POLLING = 5;
 const NAMESPACE = 'digdag-keda';
