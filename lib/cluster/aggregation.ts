@@ -55,9 +55,8 @@ export async function signCertificate(
 }
 
 /** kube-apiserver flags of the aggregation layer. Routing to endpoints: the API server dials the
- * add-on's Endpoints — KEDA adapter's pod, or metrics-server on the node (the bridge address,
- * behind a selector-less Service) — not a ClusterIP, which only kube-proxy's rules on the
- * node's forwarded traffic would lead anywhere. */
+ * add-on's Endpoints — the pods of KEDA's adapter and of metrics-server — not a ClusterIP, which
+ * only kube-proxy's rules on the node's forwarded traffic would lead anywhere. */
 export function aggregationLayerFlags(cc: ClusterConfig): string[] {
   const pki = (f: string) => path.join(clusterPaths(cc).pki, f);
   return [

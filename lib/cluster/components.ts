@@ -1,6 +1,8 @@
 // Every process of the test cluster, in start order: its command line, the files it reads, and
 // the check that says it is serving. All listen on 127.0.0.1, except CoreDNS and the API server,
-// which listen on the pods' bridge address (pods reach them there through their Services).
+// which listen on the pods' bridge address (pods reach them there through their Services), and
+// the kubelet's API, which listens there too (the node's InternalIP: metrics-server's pod scrapes
+// it there; its health endpoint stays on loopback).
 //
 // NetworkPolicy enforcer: kube-router v2.1.0 with only its firewall (--run-firewall, no routing,
 // no service proxy). It enforces policies with iptables and ipsets, which this kernel has
@@ -202,8 +204,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         `--client-ca-file=${pki('ca.crt')}`,
         `--kubelet-client-certificate=${pki('apiserver-kubelet-client.crt')}`,
         `--kubelet-client-key=${pki('apiserver-kubelet-client.key')}`,
-        // The node's name is "localhost": logs and exec reach the kubelet on 127.0.0.1.
-        '--kubelet-preferred-address-types=Hostname',
+        // Logs, exec and port-forward reach the kubelet on the node's InternalIP (the bridge
+        // address, its --node-ip), where it listens; the node's name is "localhost".
+        '--kubelet-preferred-address-types=InternalIP',
         `--service-account-key-file=${pki('sa.pub')}`,
         `--service-account-signing-key-file=${pki('sa.key')}`,
         '--service-account-issuer=https://kubernetes.default.svc.cluster.local',
@@ -274,7 +277,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
           path.join(p.kubeletDir, 'config.yaml'),
           `apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
-address: ${loop}
+address: ${cc.net.bridgeIp}
 port: ${cc.ports.kubelet}
 readOnlyPort: 0
 healthzBindAddress: ${loop}

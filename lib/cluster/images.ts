@@ -1,6 +1,7 @@
 // Images without any registry: a base image debootstrapped from Debian's mirror, the pod
 // sandbox ("pause") image compiled here, a small test image, and loading images into the
 // cluster's containerd. Each is made once; the base rootfs tarball is cached across state dirs.
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { ImageCache } from '../image-host.ts';
@@ -188,4 +189,43 @@ export function clusterImageCache(cc: ClusterConfig): ImageCache {
       }
     },
   };
+}
+
+/** An image of one cached binary, as an add-on's upstream image is (KEDA's, metrics-server's:
+ * FROM scratch here instead of distroless): built once through the cluster's dockerd, kept in the
+ * image cache keyed by the version, the binary (a rebuild by its .ci/install-* script changes its
+ * size or mtime) and the recipe, and imported into the cluster's containerd. `files` are copied
+ * into the build context too (name there → source). Returns "<image>: how". */
+export async function ensureBinaryImage(
+  runner: Runner,
+  cc: ClusterConfig,
+  o: { image: string; binary: string; version: string; dockerfile: string; context: string; files?: Record<string, string> },
+): Promise<string> {
+  const st = fs.statSync(o.binary);
+  const key = crypto.createHash('sha256').update(`${o.version}\n${st.size}\n${st.mtimeMs}\n${o.dockerfile}`).digest('hex');
+  const cache = clusterImageCache(cc);
+  let how = 'present';
+  if (!(await hasDockerImage(runner, cc, o.image))) {
+    if (await cache.restore(runner, o.image, key)) how = 'loaded from the image cache';
+    else {
+      const ctx = ensureDir(path.join(cc.dir, 'build', o.context));
+      try {
+        const name = path.basename(o.binary);
+        fs.copyFileSync(o.binary, path.join(ctx, name));
+        fs.chmodSync(path.join(ctx, name), 0o755);
+        for (const [n, src] of Object.entries(o.files ?? {})) fs.copyFileSync(src, path.join(ctx, n));
+        fs.writeFileSync(path.join(ctx, 'Dockerfile'), o.dockerfile);
+        await runner.run({ argv: docker(cc, 'build', '-q', '-t', o.image, ctx), env: { DOCKER_BUILDKIT: '0' }, mutates: true, quiet: true, timeoutMs: 5 * 60_000 });
+      } finally {
+        fs.rmSync(ctx, { recursive: true, force: true });
+      }
+      await cache.keep(runner, o.image, key);
+      how = 'built';
+    }
+  }
+  if (!(await containerdHasImage(runner, cc, o.image))) {
+    await loadImage(runner, cc, o.image);
+    how += ', imported into containerd';
+  }
+  return `${o.image}: ${how}`;
 }

@@ -12,18 +12,16 @@
 // webhook pod the same way. Its pods reach the API server through the `kubernetes` Service, and
 // the project's database through the chart's NetworkPolicy, which admits namespace keda
 // (autoscaling.kedaNamespace); KEDA's own namespace has no policy, as on GKE.
-import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import YAML from 'yaml';
 import { tail, UserError } from '../errors.ts';
 import { waitFor } from '../processes.ts';
 import { changesApplied, type Runner } from '../runner.ts';
-import { ensureDir } from '../state.ts';
 import { KEDA_VERSION } from '../versions.ts';
 import { kubectl } from './addons.ts';
 import type { ClusterConfig } from './config.ts';
-import { clusterImageCache, containerdHasImage, docker, loadImage } from './images.ts';
+import { ensureBinaryImage } from './images.ts';
 
 export const KEDA_NAMESPACE = 'keda';
 export const EXTERNAL_METRICS_API = 'v1beta1.external.metrics.k8s.io';
@@ -72,38 +70,19 @@ export function kedaDockerfile(i: ReturnType<typeof kedaImages>[number], withCaB
 
 /** Builds (or restores from the image cache) and imports KEDA's images; one line each. */
 export async function ensureKedaImages(runner: Runner, cc: ClusterConfig): Promise<string[]> {
-  const cache = clusterImageCache(cc);
   const withCaBundle = fs.existsSync(CA_BUNDLE);
   const lines: string[] = [];
   for (const i of kedaImages()) {
-    const bin = path.join(kedaDir(cc), i.binary);
-    const st = fs.statSync(bin);
-    const df = kedaDockerfile(i, withCaBundle);
-    // The version, the binary (a rebuild by .ci/install-keda changes it) and the recipe.
-    const key = crypto.createHash('sha256').update(`${KEDA_VERSION}\n${st.size}\n${st.mtimeMs}\n${df}`).digest('hex');
-    let how = 'present';
-    if ((await runner.run({ argv: docker(cc, 'image', 'inspect', '--format', '{{.Id}}', i.image), nothrow: true, quiet: true })).code !== 0) {
-      if (await cache.restore(runner, i.image, key)) how = 'loaded from the image cache';
-      else {
-        const ctx = ensureDir(path.join(cc.dir, 'build', `keda-${i.binary}`));
-        try {
-          fs.copyFileSync(bin, path.join(ctx, i.binary));
-          fs.chmodSync(path.join(ctx, i.binary), 0o755);
-          if (withCaBundle) fs.copyFileSync(CA_BUNDLE, path.join(ctx, 'ca-certificates.crt'));
-          fs.writeFileSync(path.join(ctx, 'Dockerfile'), df);
-          await runner.run({ argv: docker(cc, 'build', '-q', '-t', i.image, ctx), env: { DOCKER_BUILDKIT: '0' }, mutates: true, quiet: true, timeoutMs: 5 * 60_000 });
-        } finally {
-          fs.rmSync(ctx, { recursive: true, force: true });
-        }
-        await cache.keep(runner, i.image, key);
-        how = 'built';
-      }
-    }
-    if (!(await containerdHasImage(runner, cc, i.image))) {
-      await loadImage(runner, cc, i.image);
-      how += ', imported into containerd';
-    }
-    lines.push(`${i.image}: ${how}`);
+    lines.push(
+      await ensureBinaryImage(runner, cc, {
+        image: i.image,
+        binary: path.join(kedaDir(cc), i.binary),
+        version: KEDA_VERSION,
+        dockerfile: kedaDockerfile(i, withCaBundle),
+        context: `keda-${i.binary}`,
+        files: withCaBundle ? { 'ca-certificates.crt': CA_BUNDLE } : {},
+      }),
+    );
   }
   return lines;
 }

@@ -18,7 +18,7 @@ import { cgroupPids, hostLeftovers, prepareHost, recordBaseline, restoreHost } f
 import { containerdHasImage, ctr, ensureBaseImage, ensurePauseImage, loadImage } from './images.ts';
 import { apiServerUrl, ensurePki, writeKubeconfigs } from './pki.ts';
 import { kedaMissing, kedaStatusLine, removeKedaWorkloads, startKeda } from './keda.ts';
-import { METRICS_SERVER_PROCESS, metricsServerMissing, startMetricsServer } from './metrics-server.ts';
+import { metricsServerMissing, metricsServerStatusLine, removeMetricsServerWorkloads, startMetricsServer } from './metrics-server.ts';
 import { startTraefik, TRAEFIK_PORTS, TRAEFIK_PROCESS, traefikMissing } from './traefik.ts';
 
 /** The process registry lives in the cluster's own state dir (lib/processes.ts keys it by stateDir). */
@@ -49,7 +49,7 @@ export function missingPrerequisites(cc: ClusterConfig): string[] {
   return out;
 }
 
-const OWN_PROGRAMS = /^(containerd|containerd-shim.*|ctr|runc|dockerd|docker-proxy|etcd|kube-.*|kubelet|coredns|traefik|metrics-server)$/;
+const OWN_PROGRAMS = /^(containerd|containerd-shim.*|ctr|runc|dockerd|docker-proxy|etcd|kube-.*|kubelet|coredns|traefik)$/;
 
 function strays(cc: ClusterConfig, known: readonly ProcessEntry[]): ProcessEntry[] {
   const out: ProcessEntry[] = [];
@@ -185,12 +185,12 @@ export async function clusterUpCmd(runner: Runner, cc: ClusterConfig, log: Log =
   return { alreadyUp: false, lines, seconds };
 }
 
-/** The configured add-ons (CLUSTER_ADDONS): KEDA as pods, the others host processes of the cluster. */
+/** The configured add-ons (CLUSTER_ADDONS): KEDA and metrics-server as pods, Traefik a host process of the cluster. */
 async function startAddons(runner: Runner, cc: ClusterConfig, log: Log): Promise<string[]> {
   const lines: string[] = [];
   if (cc.addons.includes('keda')) lines.push(await startKeda(runner, cc, log));
   if (cc.addons.includes('traefik')) lines.push(await startTraefik(runner, cc, (c) => startComponent(runner, cc, c, log), log));
-  if (cc.addons.includes('metrics-server')) lines.push(await startMetricsServer(runner, cc, (c) => startComponent(runner, cc, c, log), log));
+  if (cc.addons.includes('metrics-server')) lines.push(await startMetricsServer(runner, cc, log));
   return lines;
 }
 
@@ -211,10 +211,13 @@ export async function clusterDown(runner: Runner, cc: ClusterConfig, opts: { pur
     );
   };
   const alive = (n: string) => !!byName(n) && isAlive(byName(n)!);
-  // KEDA's pods go with the others below; its Deployments first, while the API server runs, so
-  // that an up without it does not bring them back.
-  if (alive('kube-apiserver')) await removeKedaWorkloads(runner, cc);
-  await stop([METRICS_SERVER_PROCESS, TRAEFIK_PROCESS, 'kube-router', 'coredns', 'kube-proxy', 'kube-controller-manager', 'kube-scheduler'], 10_000);
+  // KEDA's and metrics-server's pods go with the others below; their Deployments first, while the
+  // API server runs, so that an up without them does not bring them back.
+  if (alive('kube-apiserver')) {
+    await removeKedaWorkloads(runner, cc);
+    await removeMetricsServerWorkloads(runner, cc);
+  }
+  await stop([TRAEFIK_PROCESS, 'kube-router', 'coredns', 'kube-proxy', 'kube-controller-manager', 'kube-scheduler'], 10_000);
   const tasks = async () => {
     const r = await runner.run({ argv: ctr(cc, 'tasks', 'ls', '-q'), nothrow: true, quiet: true });
     return r.code === 0 ? r.stdout.split('\n').filter(Boolean) : [];
@@ -253,13 +256,14 @@ export interface StatusReport {
 
 export async function clusterStatus(runner: Runner, cc: ClusterConfig): Promise<StatusReport> {
   const entries = listProcesses(registry(cc));
-  const addonProcesses = [...(cc.addons.includes('traefik') ? [TRAEFIK_PROCESS] : []), ...(cc.addons.includes('metrics-server') ? [METRICS_SERVER_PROCESS] : [])];
+  const addonProcesses = cc.addons.includes('traefik') ? [TRAEFIK_PROCESS] : [];
   const lines = [...components(cc).map((c) => c.name), ...addonProcesses].map((name) => {
     const e = entries.find((x) => x.name === name);
     return `${name.padEnd(24)} ${e ? (isAlive(e) ? `running (pid ${e.pid})` : `dead (pid ${e.pid}, log ${e.logFile})`) : 'stopped'}`;
   });
   const up = await clusterUp(runner, cc);
   if (up && cc.addons.includes('keda')) lines.push(await kedaStatusLine(runner, cc));
+  if (up && cc.addons.includes('metrics-server')) lines.push(await metricsServerStatusLine(runner, cc));
   lines.push(up ? `cluster: up — ${up}; ${clusterRssMiB(cc)} MiB resident` : 'cluster: not up');
   if (!up && fs.existsSync(cc.dir)) {
     const left = await hostLeftovers(runner, cc);

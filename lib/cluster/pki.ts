@@ -30,7 +30,8 @@ export function identities(cc: ClusterConfig): Identity[] {
     { name: 'controller-manager', subject: '/CN=system:kube-controller-manager' },
     { name: 'scheduler', subject: '/CN=system:kube-scheduler' },
     { name: 'kubelet', subject: '/O=system:nodes/CN=system:node:localhost' },
-    { name: 'kubelet-serving', subject: '/CN=localhost', sans: ['DNS:localhost', 'IP:127.0.0.1'] },
+    // It listens on the bridge address (the node's InternalIP), where metrics-server's pod verifies it.
+    { name: 'kubelet-serving', subject: '/CN=localhost', sans: ['DNS:localhost', 'IP:127.0.0.1', `IP:${cc.net.bridgeIp}`] },
     { name: 'kube-proxy', subject: '/CN=system:kube-proxy' },
     // Bound to narrow ClusterRoles by lib/cluster/addons.ts.
     { name: 'coredns', subject: '/CN=digdag-ha:coredns' },

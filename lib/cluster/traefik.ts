@@ -1,5 +1,5 @@
 // The own cluster's Ingress controller: Traefik, built by .ci/install-traefik into the cache, run
-// as a host process next to the cluster's other components (as metrics-server is). Its kubernetesIngressNGINX
+// as a host process next to the cluster's other components (KEDA and metrics-server run as pods). Its kubernetesIngressNGINX
 // provider serves the IngressClass `nginx` (controller k8s.io/ingress-nginx, as minikube's addon
 // and ingress-nginx's chart install it) with the nginx.ingress.kubernetes.io/* annotations the
 // project renders: what a user deploys is the same for nginx and for this controller. It

@@ -18,7 +18,7 @@
 // autoscaler view is checked against the live objects. Then scale to zero: the chart's ScaledObject
 // rendered with AUTOSCALING_MIN_REPLICAS=0 takes the workers to none, and one submitted attempt
 // (queued by the ui's executor loop) brings a worker up and succeeds; its first-task delay is
-// printed. Last, the CPU HPA: metrics-server (a host process of the cluster, CLUSTER_ADDONS=
+// printed. Last, the CPU HPA: metrics-server (a pod from its own manifests, CLUSTER_ADDONS=
 // metrics-server) serves metrics.k8s.io through the aggregation layer (`kubectl top` works); the
 // ScaledObject gives way to the project's own HorizontalPodAutoscaler (AGENT_AUTOSCALING=hpa,
 // min 1 / max 2 workers), and the busy-loop tasks of workflows/ha-sample/cpu.dig scale the
