@@ -76,7 +76,7 @@ export function metricsServerDockerfile(): string {
 }
 
 type Obj = { apiVersion: string; kind: string; metadata: { name: string; namespace?: string; labels?: Record<string, string> } } & Record<string, unknown>;
-type Container = { name: string; image: string; imagePullPolicy?: string; args?: string[]; resources?: { requests?: Record<string, string> }; volumeMounts?: { name: string; mountPath: string; readOnly?: boolean }[] };
+type Container = { name: string; image: string; imagePullPolicy?: string; args?: string[]; resources?: { requests?: Record<string, string> }; volumeMounts?: { name: string; mountPath: string; readOnly?: boolean }[]; readinessProbe?: Record<string, unknown> };
 type PodSpec = { containers: Container[]; volumes?: Record<string, unknown>[] };
 
 /** Sets `--flag=value` in an argv, replacing what upstream has for it. */
@@ -117,6 +117,9 @@ export function metricsServerObjects(rendered: string, tls: { cert: string; key:
         // four workers request most of them: upstream's 100m would leave a scaled-out worker
         // Pending. It scrapes one kubelet every 10 s (a few millicores); memory as upstream's.
         if (c.resources?.requests?.cpu) c.resources.requests.cpu = METRICS_SERVER_CPU_REQUEST;
+        // Ready once it has scraped the kubelet (its /readyz says so): looked at every 2 s from the
+        // start, not first after upstream's 20 s — cluster up waits for it.
+        if (c.readinessProbe) Object.assign(c.readinessProbe, { initialDelaySeconds: 0, periodSeconds: 2 });
       }
       spec.volumes = [...(spec.volumes ?? []).filter((v) => v.name !== 'tls'), { name: 'tls', secret: { secretName: METRICS_SERVER_TLS_SECRET } }];
     }

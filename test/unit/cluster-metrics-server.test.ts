@@ -85,6 +85,7 @@ spec:
         imagePullPolicy: IfNotPresent
         args: [--cert-dir=/tmp, --secure-port=10250, '--kubelet-preferred-address-types=InternalIP,ExternalIP,Hostname', --kubelet-use-node-status-port, --metric-resolution=15s]
         resources: {requests: {cpu: 100m, memory: 200Mi}}
+        readinessProbe: {httpGet: {path: /readyz, port: https, scheme: HTTPS}, periodSeconds: 10, failureThreshold: 3, initialDelaySeconds: 20}
         securityContext: {readOnlyRootFilesystem: true, runAsNonRoot: true, runAsUser: 1000, allowPrivilegeEscalation: false, seccompProfile: {type: RuntimeDefault}, capabilities: {drop: [ALL]}}
         volumeMounts: [{mountPath: /tmp, name: tmp-dir}]
       volumes: [{emptyDir: {}, name: tmp-dir}]
@@ -95,7 +96,7 @@ metadata: {labels: {k8s-app: metrics-server}, name: v1beta1.metrics.k8s.io}
 spec: {group: metrics.k8s.io, groupPriorityMinimum: 100, insecureSkipTLSVerify: true, service: {name: metrics-server, namespace: kube-system}, version: v1beta1, versionPriority: 100}
 `;
 const TLS = { cert: 'CERT', key: 'KEY', ca: 'CA' };
-type Ctr = { image: string; imagePullPolicy: string; args: string[]; resources: { requests: Record<string, string> }; securityContext: Record<string, unknown>; volumeMounts: { name: string; mountPath: string }[] };
+type Ctr = { image: string; imagePullPolicy: string; readinessProbe: Record<string, unknown>; args: string[]; resources: { requests: Record<string, string> }; securityContext: Record<string, unknown>; volumeMounts: { name: string; mountPath: string }[] };
 type Dep = { spec: { template: { spec: { containers: Ctr[]; volumes: { name: string; secret?: { secretName: string } }[] } } } };
 
 test('the kubelet listens on the node\'s InternalIP (the bridge address) with a certificate naming it; the API server reaches it there', () => {
@@ -138,6 +139,7 @@ test('metrics-server\'s own manifests/base: re-tagged and never pulled, the kube
     '--tls-private-key-file=/etc/metrics-server/tls/tls.key',
   ]);
   assert.ok(!c.args.some((a) => a.startsWith('--kubelet-insecure-tls')), 'the kubelet\'s certificate is verified');
+  assert.deepEqual(c.readinessProbe, { httpGet: { path: '/readyz', port: 'https', scheme: 'HTTPS' }, periodSeconds: 2, failureThreshold: 3, initialDelaySeconds: 0 }, 'looked at from the start, every 2 s');
   assert.equal(POD_CLUSTER_CA, '/var/run/secrets/kubernetes.io/serviceaccount/ca.crt');
   assert.deepEqual(c.resources.requests, { cpu: METRICS_SERVER_CPU_REQUEST, memory: '200Mi' });
   assert.deepEqual(c.securityContext, { readOnlyRootFilesystem: true, runAsNonRoot: true, runAsUser: 1000, allowPrivilegeEscalation: false, seccompProfile: { type: 'RuntimeDefault' }, capabilities: { drop: ['ALL'] } }, 'upstream\'s: Pod Security restricted');
