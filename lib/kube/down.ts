@@ -42,9 +42,11 @@ export async function kubeDown(ctx: Ctx, purge: boolean): Promise<string[]> {
 /** How long purge waits for the namespace to go, and how often it says what is left. */
 export const NAMESPACE_GONE_MS = 600_000;
 const REPORT_MS = 15_000;
-/** Digdag's own pods (the chart's common label), not the database's (in-cluster PostgreSQL or
- * Patroni: they go with the namespace, after Digdag's) nor anything else a user runs there. */
-export const DIGDAG_PODS = 'app.kubernetes.io/name=digdag,app.kubernetes.io/component!=postgres';
+/** Digdag's own pods (the chart's part-of label), not the database's (in-cluster PostgreSQL or
+ * Patroni: they go with the namespace, after Digdag's); of those, only the ones a deleted
+ * Deployment or Job owns (podsLeft's `owned`): a bare pod with the same labels (a user's, or
+ * kube-e2e's db-client probe) is not deleted by this step and is not waited for. */
+export const DIGDAG_PODS = 'app.kubernetes.io/part-of=digdag-ha,app.kubernetes.io/component!=postgres';
 
 /**
  * Purge, first step: Digdag's workloads go while their database still answers, so that a stopping
@@ -58,7 +60,7 @@ export async function stopDigdagFirst(ctx: Ctx, timeoutMs = (ctx.config.agent.te
   await ctx.runner.run({ argv: kubectl(ctx.config, 'delete', 'deployments,jobs', '--all', '--ignore-not-found', '--wait=false'), mutates: true });
   await waitGone(ctx, timeoutMs, `Digdag's pods in namespace ${ctx.config.k8s.namespace}`, async () => {
     const pods = await ctx.runner.run({ argv: kubectl(ctx.config, 'get', 'pods', '-l', DIGDAG_PODS, '-o', 'json'), nothrow: true, quiet: true });
-    const left = podsLeft(pods.code === 0 ? pods.stdout : '');
+    const left = podsLeft(pods.code === 0 ? pods.stdout : '', true);
     return left ? `pods ${left}` : undefined;
   }, `see what holds them: kubectl -n ${ctx.config.k8s.namespace} get pods (a worker finishing a task waits up to AGENT_TERMINATION_GRACE_SECONDS); then run down --purge again`);
 }
@@ -97,10 +99,13 @@ async function waitGone(ctx: Ctx, timeoutMs: number, what: string, left: () => P
   }
 }
 
-/** The pods of `kubectl get pods -o json`, each with its terminating state: '' when none. */
-export function podsLeft(podsJson: string): string {
+/** The pods of `kubectl get pods -o json` (with `owned`, only those a ReplicaSet or Job owns), each
+ * with its terminating state: '' when none. */
+export function podsLeft(podsJson: string, owned = false): string {
   try {
-    const pods = (JSON.parse(podsJson) as { items?: { metadata: { name: string; deletionTimestamp?: string }; spec?: { terminationGracePeriodSeconds?: number } }[] }).items ?? [];
+    type Pod = { metadata: { name: string; deletionTimestamp?: string; ownerReferences?: { kind: string }[] }; spec?: { terminationGracePeriodSeconds?: number } };
+    const pods = ((JSON.parse(podsJson) as { items?: Pod[] }).items ?? [])
+      .filter((p) => !owned || (p.metadata.ownerReferences ?? []).some((o) => o.kind === 'ReplicaSet' || o.kind === 'Job'));
     return pods.map((p) => `${p.metadata.name}${p.metadata.deletionTimestamp ? ` (terminating since ${p.metadata.deletionTimestamp}, grace ${p.spec?.terminationGracePeriodSeconds ?? '?'} s)` : ''}`).join(', ');
   } catch {
     return '';

@@ -405,14 +405,16 @@ test('down --purge waits for the namespace to go and, when it does not, names wh
 
 test('down --purge stops Digdag\'s workloads first and waits for their pods, not the database\'s, before the namespace goes', async () => {
   const config = mk();
-  const pod = (name: string, component: string, terminating = false) => ({ metadata: { name, labels: { 'app.kubernetes.io/component': component }, ...(terminating ? { deletionTimestamp: '2026-12-03T10:00:00Z' } : {}) }, spec: { terminationGracePeriodSeconds: component === 'worker' ? 900 : 30 } });
+  const pod = (name: string, component: string, terminating = false, owner = 'ReplicaSet') => ({ metadata: { name, labels: { 'app.kubernetes.io/component': component }, ownerReferences: owner ? [{ kind: owner }] : [], ...(terminating ? { deletionTimestamp: '2026-12-03T10:00:00Z' } : {}) }, spec: { terminationGracePeriodSeconds: component === 'worker' ? 900 : 30 } });
   let looks = 0;
   const r = new RecordingRunner((argv) => {
     if (!(argv.includes('get') && argv.includes('pods'))) return undefined;
     looks++;
     // The selector leaves out the database's pods and whatever else runs there (a user's probe pod).
-    assert.equal(argv[argv.indexOf('-l') + 1], 'app.kubernetes.io/name=digdag,app.kubernetes.io/component!=postgres');
-    return { stdout: JSON.stringify({ items: looks < 2 ? [pod('digdag-worker-1', 'worker', true)] : [] }) };
+    assert.equal(argv[argv.indexOf('-l') + 1], 'app.kubernetes.io/part-of=digdag-ha,app.kubernetes.io/component!=postgres');
+    // A bare pod with Digdag's labels (kube-e2e's db-client probe) is nobody's to delete here: not waited for.
+    const probe = pod('db-client-probe', 'worker', false, '');
+    return { stdout: JSON.stringify({ items: looks < 2 ? [pod('digdag-worker-1', 'worker', true), probe] : [probe] }) };
   });
   await stopDigdagFirst(testCtx(config, r), 10_000);
   assert.equal(looks, 2, 'waited while the worker was there');
