@@ -33,6 +33,7 @@ import { renderManifests } from '../../lib/kube/render.ts';
 import { RecordingRunner, ShellRunner } from '../../lib/runner.ts';
 import { METRICS_SERVER_VERSION } from '../../lib/versions.ts';
 import { tempDir, testConfig, testCtx } from '../helpers/fixtures.ts';
+import { imageBuildAnswers } from '../helpers/image-builds.ts';
 
 const vars = (more: Record<string, string> = {}) => {
   const state = tempDir('dh-ms-');
@@ -169,12 +170,12 @@ test('metrics-server up: its image built once into the image cache and imported,
   fs.writeFileSync(path.join(pki, 'ca.crt'), 'CA');
   fs.writeFileSync(path.join(pki, 'ca.key'), 'CAKEY');
   const dockerfiles: string[] = [];
+  const images = imageBuildAnswers(dockerfiles);
   let applied = false;
   const r = new RecordingRunner((argv) => {
     const a = argv.join(' ');
-    if (a.includes(' image inspect ')) return { code: 1 };
-    if (a.includes(' build ')) dockerfiles.push(fs.readFileSync(path.join(argv[argv.length - 1]!, 'Dockerfile'), 'utf8'));
-    if (a.includes(' save -o ')) fs.writeFileSync(argv[argv.indexOf('-o') + 1]!, 'tar');
+    const image = images(argv);
+    if (image) return image;
     // openssl: the files signCertificate makes.
     if (argv[0] === 'openssl' && argv.includes('-keyout')) fs.writeFileSync(argv[argv.indexOf('-keyout') + 1]!, 'KEY');
     if (argv[0] === 'openssl' && argv[1] === 'x509') fs.writeFileSync(argv[argv.indexOf('-out') + 1]!, 'CERT');
