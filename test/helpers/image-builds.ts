@@ -3,7 +3,7 @@
 // writing its file. Shared by the add-on tests (KEDA, metrics-server).
 import fs from 'node:fs';
 import path from 'node:path';
-import type { Result } from '../../lib/runner.ts';
+import { RecordingRunner, type Result } from '../../lib/runner.ts';
 
 /** Answers the image-build commands (recording each Dockerfile in `dockerfiles`); undefined for the rest. */
 export function imageBuildAnswers(dockerfiles: string[]): (argv: readonly string[]) => Partial<Result> | undefined {
@@ -14,4 +14,11 @@ export function imageBuildAnswers(dockerfiles: string[]): (argv: readonly string
     if (a.includes(' save -o ')) fs.writeFileSync(argv[argv.indexOf('-o') + 1]!, 'tar');
     return undefined;
   };
+}
+
+/** A RecordingRunner for an add-on's `up`: the image builds answered as above, the rest by `rest`. */
+export function addonUpRunner(rest: (argv: readonly string[], joined: string) => Partial<Result> | undefined) {
+  const dockerfiles: string[] = [];
+  const images = imageBuildAnswers(dockerfiles);
+  return { dockerfiles, runner: new RecordingRunner((argv) => images(argv) ?? rest(argv, argv.join(' '))) };
 }

@@ -15,7 +15,7 @@ import { UserError } from '../../lib/errors.ts';
 import { RecordingRunner } from '../../lib/runner.ts';
 import { KEDA_VERSION } from '../../lib/versions.ts';
 import { tempDir, testConfig } from '../helpers/fixtures.ts';
-import { imageBuildAnswers } from '../helpers/image-builds.ts';
+import { addonUpRunner } from '../helpers/image-builds.ts';
 
 const mk = (vars: Record<string, string> = {}) => {
   const state = tempDir('dh-keda-');
@@ -117,13 +117,8 @@ test('KEDA up: its images built once into the image cache and imported, config/d
   const cc = mk({ CLUSTER_ADDONS: 'keda' });
   for (const b of ['keda', 'keda-adapter', 'keda-webhooks']) fs.mkdirSync(kedaDir(cc), { recursive: true }), fs.writeFileSync(path.join(kedaDir(cc), b), `#!${b}`);
   fs.mkdirSync(path.join(kedaDir(cc), 'config', 'default'), { recursive: true });
-  const dockerfiles: string[] = [];
-  const images = imageBuildAnswers(dockerfiles);
   let applied = false;
-  const r = new RecordingRunner((argv) => {
-    const a = argv.join(' ');
-    const image = images(argv);
-    if (image) return image;
+  const { dockerfiles, runner: r } = addonUpRunner((argv, a) => {
     if (argv[1] === 'kustomize') return { stdout: RENDERED };
     if (a.includes(' apply ')) applied = true;
     if (a.includes('get deployments')) return { stdout: JSON.stringify({ items: applied ? KEDA_DEPLOYMENTS.map((name) => ({ metadata: { name }, status: { conditions: [{ type: 'Available', status: 'True' }] } })) : [] }) };

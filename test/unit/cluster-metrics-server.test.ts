@@ -33,7 +33,7 @@ import { renderManifests } from '../../lib/kube/render.ts';
 import { RecordingRunner, ShellRunner } from '../../lib/runner.ts';
 import { METRICS_SERVER_VERSION } from '../../lib/versions.ts';
 import { tempDir, testConfig, testCtx } from '../helpers/fixtures.ts';
-import { imageBuildAnswers } from '../helpers/image-builds.ts';
+import { addonUpRunner } from '../helpers/image-builds.ts';
 
 const vars = (more: Record<string, string> = {}) => {
   const state = tempDir('dh-ms-');
@@ -169,13 +169,8 @@ test('metrics-server up: its image built once into the image cache and imported,
   fs.mkdirSync(pki, { recursive: true });
   fs.writeFileSync(path.join(pki, 'ca.crt'), 'CA');
   fs.writeFileSync(path.join(pki, 'ca.key'), 'CAKEY');
-  const dockerfiles: string[] = [];
-  const images = imageBuildAnswers(dockerfiles);
   let applied = false;
-  const r = new RecordingRunner((argv) => {
-    const a = argv.join(' ');
-    const image = images(argv);
-    if (image) return image;
+  const { dockerfiles, runner: r } = addonUpRunner((argv, a) => {
     // openssl: the files signCertificate makes.
     if (argv[0] === 'openssl' && argv.includes('-keyout')) fs.writeFileSync(argv[argv.indexOf('-keyout') + 1]!, 'KEY');
     if (argv[0] === 'openssl' && argv[1] === 'x509') fs.writeFileSync(argv[argv.indexOf('-out') + 1]!, 'CERT');
