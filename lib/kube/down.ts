@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { stringify } from 'yaml';
 import type { Ctx } from '../pipeline.ts';
-import { stopTracked } from '../processes.ts';
+import { stopTracked, waitFor } from '../processes.ts';
 import { UserError } from '../errors.ts';
 import { changesApplied } from '../runner.ts';
 import { clusterKubectl, kubectl, requireCluster } from './kubectl.ts';
@@ -79,24 +79,23 @@ export async function waitNamespaceGone(ctx: Ctx, timeoutMs = NAMESPACE_GONE_MS)
   }, `see what holds it: kubectl get namespace ${ns} -o yaml; kubectl -n ${ns} get pods; then run down --purge again`);
 }
 
-/** Polls `left` (undefined = gone) every second, saying what is left every 15 s; at the bound a UserError naming it. */
+/** Polls `left` (undefined = gone) every second (processes.ts's waitFor), saying what is left every 15 s; at the bound a UserError naming it. */
 async function waitGone(ctx: Ctx, timeoutMs: number, what: string, left: () => Promise<string | undefined>, fix: string): Promise<void> {
   if (!changesApplied(ctx.runner)) return;
   const start = Date.now();
   let reported = start;
-  for (;;) {
-    const now0 = Date.now();
-    const still = await left();
-    if (still === undefined) return;
-    const now = Date.now();
-    const after = `${what} still being deleted after ${Math.round((now - start) / 1000)} s: ${still}`;
-    if (now0 - start >= timeoutMs) throw new UserError(after, fix);
-    if (now - reported >= REPORT_MS) {
-      ctx.runner.log(after);
-      reported = now;
+  let still: string | undefined;
+  const line = () => `${what} still being deleted after ${Math.round((Date.now() - start) / 1000)} s: ${still}`;
+  const gone = await waitFor(async () => {
+    still = await left();
+    if (still === undefined) return true;
+    if (Date.now() - reported >= REPORT_MS) {
+      ctx.runner.log(line());
+      reported = Date.now();
     }
-    await new Promise((r) => setTimeout(r, 1000));
-  }
+    return false;
+  }, timeoutMs, 1000);
+  if (!gone) throw new UserError(line(), fix);
 }
 
 /** The pods of `kubectl get pods -o json` (with `owned`, only those a ReplicaSet or Job owns), each
