@@ -59,8 +59,9 @@ export interface Report {
   bursts: BurstResult[];
   idle: IdleResult[];
   /** What the worker and split layouts ran: Digdag with digdag-ha's patches (DIGDAG_PATCHES) and the
-   * agent's empty-round wait (AGENT_POLL_MILLIS), or as released. server -m always runs it as released. */
-  digdag?: { patches: boolean; agentPollMillis: number | null };
+   * agent's empty-round wait (AGENT_POLL_MILLIS) and the executor loop's longest wait (EXECUTOR_POLL_MILLIS;
+   * absent in runs from before that patch: 5000 as released), or as released. server -m always runs it as released. */
+  digdag?: { patches: boolean; agentPollMillis: number | null; executorPollMillis?: number | null };
   /** Per workload of the layouts on PostgreSQL: pg_stat_statements and Digdag's own counters. */
   costs?: WorkloadCost[];
 }

@@ -431,7 +431,7 @@ async function main(): Promise<void> {
     });
   const ctx = makeCtx(configFor('worker', o.equal), runner);
   const eventsFile = path.join(ctx.config.stateDir, 'bench-events.log');
-  const report: Report = { latency: [], bursts: [], idle: [], costs: [], digdag: { patches: ctx.config.digdag.patches, agentPollMillis: ctx.config.digdag.patches ? ctx.config.agent.pollMillis : null } };
+  const report: Report = { latency: [], bursts: [], idle: [], costs: [], digdag: { patches: ctx.config.digdag.patches, agentPollMillis: ctx.config.digdag.patches ? ctx.config.agent.pollMillis : null, executorPollMillis: ctx.config.digdag.patches ? ctx.config.executor.pollMillis : null } };
 
   // One teardown for every way out: success (purge: the bench's data is throw-away), failure
   // and Ctrl-C (stop only: the logs stay in the state dir to read; the next run purges them).
@@ -449,7 +449,7 @@ async function main(): Promise<void> {
   let ok = false;
   try {
     log(`bench state dir ${ctx.config.stateDir}; Digdag ports from ${portBase}`);
-    log(ctx.config.digdag.patches ? `worker/split: Digdag with digdag-ha's patches, AGENT_POLL_MILLIS=${ctx.config.agent.pollMillis} (server -m: as released)` : 'worker/split: Digdag as released (DIGDAG_PATCHES=false)');
+    log(ctx.config.digdag.patches ? `worker/split: Digdag with digdag-ha's patches, AGENT_POLL_MILLIS=${ctx.config.agent.pollMillis}, EXECUTOR_POLL_MILLIS=${ctx.config.executor.pollMillis} (server -m: as released)` : 'worker/split: Digdag as released (DIGDAG_PATCHES=false)');
     await downLocal(ctx, true); // whatever an interrupted earlier run left
     await runSteps([buildImage, createSecret, startPostgres, initDb], ctx, { renderer: 'silent' });
     const projectDir = writeBenchProject(path.join(ctx.config.stateDir, 'project', PROJECT), BURST_DIG, o.seqTasks, o.fanoutTasks);

@@ -7,6 +7,9 @@
 // - io.digdag.core.agent.MultiThreadAgent: an agent looks for tasks as soon as a thread is free
 //   (released: after 500 ms) and waits digdag.ha.agentPollMillis (AGENT_POLL_MILLIS) for tasks
 //   another process queued (released: 1 s), the rounds a fan-out waits for on other workers.
+// - io.digdag.core.workflow.WorkflowExecutor: the executor loop's longest wait between rounds is
+//   EXECUTOR_POLL_MILLIS (released: 5 s), the wait every workflow step had where the loop runs apart
+//   from the agents (the split layout), since only events in its own JVM wake it.
 // - io.digdag.standards.operator.gcp.GcpCredentialProvider: before a Google operator runs, its
 //   credential is exchanged for a token once; a refusal (a revoked key, a pod without Workload
 //   Identity) fails the task naming it, where Digdag's bq> retried it forever.
@@ -26,9 +29,9 @@ import { runtimeJars } from './runtime.ts';
 
 export const DIGDAG_PATCHES_DIR = path.join(ROOT, 'docker', 'digdag-patches');
 /** The patched classes (their full names). */
-export const DIGDAG_PATCHED = ['io.digdag.core.agent.InProcessTaskCallbackApi', 'io.digdag.core.agent.MultiThreadAgent', 'io.digdag.standards.operator.gcp.GcpCredentialProvider'];
+export const DIGDAG_PATCHED = ['io.digdag.core.agent.InProcessTaskCallbackApi', 'io.digdag.core.agent.MultiThreadAgent', 'io.digdag.core.workflow.WorkflowExecutor', 'io.digdag.standards.operator.gcp.GcpCredentialProvider'];
 /** What the patches do, in a line (build-image's log on both targets). */
-export const DIGDAG_PATCHES_WHAT = 'task callbacks retried while the database is unavailable, agent wake-ups, Google credentials checked before an operator';
+export const DIGDAG_PATCHES_WHAT = 'task callbacks retried while the database is unavailable, agent wake-ups, a shorter executor-loop wait, Google credentials checked before an operator';
 /** The patched classes, as paths under the class directory (without .java / .class). */
 export const DIGDAG_PATCH_CLASSES = DIGDAG_PATCHED.map((c) => path.join(...c.split('.')));
 export const DIGDAG_PATCH_SOURCES = DIGDAG_PATCH_CLASSES.map((c) => path.join(DIGDAG_PATCHES_DIR, `${c}.java`));
@@ -38,8 +41,12 @@ const KEY_FILE = '.digdag-ha-key';
 /** Where the agent patch reads its empty-round wait from (MultiThreadAgent.java). */
 export const AGENT_POLL_ENV = 'DIGDAG_HA_AGENT_POLL_MILLIS';
 
+/** Where the executor patch reads the loop's longest wait from (WorkflowExecutor.java). */
+export const EXECUTOR_POLL_ENV = 'DIGDAG_HA_EXECUTOR_POLL_MILLIS';
+
 /** The environment every Digdag server gets for the patches (the chart's digdag-env ConfigMap sets the same). */
-export const patchesEnv = (config: Pick<Config, 'digdag' | 'agent'>): Record<string, string> => (config.digdag.patches ? { [AGENT_POLL_ENV]: String(config.agent.pollMillis) } : {});
+export const patchesEnv = (config: Pick<Config, 'digdag' | 'agent' | 'executor'>): Record<string, string> =>
+  config.digdag.patches ? { [AGENT_POLL_ENV]: String(config.agent.pollMillis), [EXECUTOR_POLL_ENV]: String(config.executor.pollMillis) } : {};
 
 /** Where the local target keeps the compiled patches (next to the runtime they were compiled against). */
 export const localDigdagPatchesDir = (config: Config) => path.join(cacheDir(config), 'digdag-patches');

@@ -26,6 +26,8 @@ export const ROLES_VARIABLES: readonly VarSpec[] = group('Roles', [
     description: 'database.queue.expireLockInterval in seconds. Empty: 2 on local, 10 on Kubernetes.' },
   { name: 'AGENT_POLL_MILLIS', default: '50', kind: int(10, 60000, '50'),
     description: 'With DIGDAG_PATCHES=true: how long an agent that found no task waits before it looks again (Digdag as released: 1000). Tasks another process queues — a fan-out queued by the ui\'s or another worker\'s loop — wait up to this long for the other workers; each idle agent asks PostgreSQL once per wait (50: ~20 small transactions/s per idle worker; measured on 2 x 4 threads, 24 parallel tasks in 1.50 s against 1.59 s on server -m — README, Performance).' },
+  { name: 'EXECUTOR_POLL_MILLIS', default: '500', kind: int(100, 60000, '500'),
+    description: 'With DIGDAG_PATCHES=true: the longest wait of the executor loop between two rounds (Digdag as released: 5000, its back-off from 100 ms). The loop is woken early only by events in its own process, so where it runs apart from the agents (the split layout\'s workflow processes, and the worker layout\'s ui) each workflow step waits for its next round; each idle loop asks PostgreSQL a few small queries per round.' },
   { name: 'AGENT_TERMINATION_GRACE_SECONDS', default: '900', kind: int(30, 86400, '3600'),
     description: 'Kubernetes: how long a stopping worker (or agent) may finish its running tasks before SIGKILL (then they are retried after the lock retention).' },
   { name: 'WORKFLOW_MAX_TASKS', default: '1000', kind: int(10, 100000, '5000'),
@@ -50,6 +52,8 @@ export interface RolesConfig {
   readonly executor: {
     /** executor.task_max_run: the most tasks one attempt may have (Digdag's default 1000). */
     readonly taskMaxRun: number;
+    /** The patched executor loop's longest wait between rounds (lib/digdag-patches.ts). */
+    readonly pollMillis: number;
   };
 }
 
@@ -85,6 +89,6 @@ export function rolesConfig(v: Values): RolesConfig {
       terminationGraceSeconds: v.num('AGENT_TERMINATION_GRACE_SECONDS'),
       pollMillis: v.num('AGENT_POLL_MILLIS'),
     },
-    executor: { taskMaxRun: v.num('WORKFLOW_MAX_TASKS') },
+    executor: { taskMaxRun: v.num('WORKFLOW_MAX_TASKS'), pollMillis: v.num('EXECUTOR_POLL_MILLIS') },
   };
 }

@@ -87,7 +87,7 @@ export function valuesFromConfig(config: Config): ChartValues {
       terminationGracePeriodSeconds: config.agent.terminationGraceSeconds,
       pollMillis: config.agent.pollMillis,
     },
-    executor: { taskMaxRun: config.executor.taskMaxRun },
+    executor: { taskMaxRun: config.executor.taskMaxRun, pollMillis: config.executor.pollMillis },
     waitMigrated: cpu(SMALL_CPU.init),
     // init-db deletes and re-creates digdag-migrate before each migration.
     migrate: { revisionSuffix: false, ...cpu(SMALL_CPU.init) },
@@ -168,6 +168,7 @@ export const VALUE_VARIABLES: Readonly<Record<string, string>> = {
   'agent.heartbeatInterval': 'AGENT_HEARTBEAT_INTERVAL',
   'agent.pollMillis': 'AGENT_POLL_MILLIS',
   'executor.taskMaxRun': 'WORKFLOW_MAX_TASKS',
+  'executor.pollMillis': 'EXECUTOR_POLL_MILLIS',
   'logs.server': 'LOG_SERVER',
   'logs.gcsBucket': 'GCS_LOG_BUCKET',
   'cloudSqlProxy.instance': 'CLOUDSQL_INSTANCE',

@@ -5,7 +5,8 @@
 // DIGDAG_HA_AGENT_POLL_MILLIS in an empty round — Digdag's own agent, run by the same probe, waits
 // 500 ms and polls every 1000 (probe classes in their package, test/fixtures/digdag-patches-probe);
 // the Google credential patch fails a task whose key Google refuses or whose metadata server has no
-// identity for it, and leaves an endpoint that is down to the operator's retries.
+// identity for it, and leaves an endpoint that is down to the operator's retries; the executor patch's
+// loop backs off to DIGDAG_HA_EXECUTOR_POLL_MILLIS at most (Digdag's own: 5 s).
 // Whether the callbacks keep attempts alive across a real failover is the soak's job
 // (test/integration/kube-e2e.test.ts); what the agent patch buys, the bench's. SKIPPED without the
 // runtime or a JDK.
@@ -83,6 +84,31 @@ test('the agent patch: a full agent takes the next task as soon as a thread is f
   assert.deepEqual(released.polls, [1000]);
   // Unset or not a number: 1000 ms, as released.
   assert.deepEqual(agentProbe([compiled.probe, compiled.out, jar!], { DIGDAG_HA_AGENT_POLL_MILLIS: 'soon' }).polls, [1000]);
+});
+
+test('the executor patch: the loop backs off to at most DIGDAG_HA_EXECUTOR_POLL_MILLIS (Digdag\'s own: 5000 ms whatever the environment)', (t) => {
+  if (missing) return t.skip(`SKIPPED — ${missing}`);
+  if (!compiled) return t.skip('SKIPPED — the patches did not compile (see the first test)');
+  const dir = path.join(ROOT, 'test', 'fixtures', 'digdag-patches-probe', 'io', 'digdag', 'core', 'workflow');
+  const c = spawnSync('javac', ['--release', '8', '-nowarn', '-cp', compiled.cp, '-d', compiled.probe, path.join(dir, 'ExecutorWaitProbe.java')], { encoding: 'utf8' });
+  assert.equal(c.status, 0, c.stderr);
+  const probe = (classpath: string[], value: string | undefined) => {
+    const env = { ...process.env };
+    delete env.DIGDAG_HA_EXECUTOR_POLL_MILLIS;
+    if (value !== undefined) env.DIGDAG_HA_EXECUTOR_POLL_MILLIS = value;
+    const r = spawnSync('java', ['-cp', classpath.join(path.delimiter), 'io.digdag.core.workflow.ExecutorWaitProbe'], { encoding: 'utf8', timeout: 60_000, env });
+    assert.equal(r.status, 0, `${r.stdout}\n${r.stderr}`);
+    return Object.fromEntries(r.stdout.trim().split('\n').map((l) => l.split('=')).map(([k, v]) => [k, Number(v)]));
+  };
+  const patched = [compiled.probe, compiled.out, jar!];
+  assert.deepEqual(probe(patched, '250'), { 'initial-interval': 100, 'max-interval': 250 });
+  // Unset or not a number: 5000 ms, as released; never below the first wait or above a minute.
+  assert.equal(probe(patched, undefined)['max-interval'], 5000);
+  assert.equal(probe(patched, 'soon')['max-interval'], 5000);
+  assert.equal(probe(patched, '20')['max-interval'], 100);
+  assert.equal(probe(patched, '999999')['max-interval'], 60000);
+  // The same probe against Digdag as released: what the patch changes.
+  assert.deepEqual(probe([compiled.probe, jar!], '250'), { 'initial-interval': 100, 'max-interval': 5000 });
 });
 
 test('without a JDK next to the Java that runs Digdag, the compile stops naming the fix, including running Digdag as released', async (t) => {

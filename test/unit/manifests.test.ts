@@ -19,7 +19,7 @@ import { writeRuntime } from '../../lib/digdag.ts';
 import { planLocal } from '../../lib/local/apply.ts';
 import { POD_METRICS, podMetricsJvmArgs } from '../../lib/metrics.ts';
 import { POSTGRES_EXPORTER_IMAGE } from '../../lib/versions.ts';
-import { AGENT_POLL_ENV, patchesEnv } from '../../lib/digdag-patches.ts';
+import { AGENT_POLL_ENV, EXECUTOR_POLL_ENV, patchesEnv } from '../../lib/digdag-patches.ts';
 import { podProperties } from '../helpers/chart.ts';
 import { tempDir, testConfig } from '../helpers/fixtures.ts';
 import { validateStrictly } from '../helpers/tools.ts';
@@ -237,11 +237,13 @@ test('gke: Workload Identity annotation, registry image, namespace applied every
   assert.equal(find(objs, 'ConfigMap', 'digdag-env').data!.GCP_PROJECT, 'my-project');
 });
 
-test('the agent patch\'s wait reaches every Digdag pod the way the local target sets it: one setting, one variable', async () => {
-  const vars = { AGENT_POLL_MILLIS: '350' };
+test('the agent and executor patches\' waits reach every Digdag pod the way the local target sets them: one setting, one variable each', async () => {
+  const vars = { AGENT_POLL_MILLIS: '350', EXECUTOR_POLL_MILLIS: '750' };
   const objs = await render(vars);
-  assert.deepEqual(patchesEnv(testConfig({ DIGDAG_HA_TARGET: 'local', ...vars })), { [AGENT_POLL_ENV]: '350' });
+  assert.deepEqual(patchesEnv(testConfig({ DIGDAG_HA_TARGET: 'local', ...vars })), { [AGENT_POLL_ENV]: '350', [EXECUTOR_POLL_ENV]: '750' });
   assert.equal(find(objs, 'ConfigMap', 'digdag-env').data![AGENT_POLL_ENV], '350');
+  assert.equal(find(objs, 'ConfigMap', 'digdag-env').data![EXECUTOR_POLL_ENV], '750');
+  assert.equal(find(await render({}), 'ConfigMap', 'digdag-env').data![EXECUTOR_POLL_ENV], '500', 'the default');
   // Every Digdag server container reads digdag-env.
   for (const d of objs.filter((o) => o.kind === 'Deployment' && o.metadata.name.startsWith('digdag-'))) {
     const c = d.spec.template.spec.containers.find((x: { name: string }) => x.name === 'digdag');
@@ -249,4 +251,5 @@ test('the agent patch\'s wait reaches every Digdag pod the way the local target 
   }
   assert.deepEqual(patchesEnv(testConfig({ DIGDAG_HA_TARGET: 'local', ...vars, DIGDAG_PATCHES: 'false' })), {}, 'Digdag as released: nothing to read it');
   assert.throws(() => testConfig({ DIGDAG_HA_TARGET: 'local', AGENT_POLL_MILLIS: '5' }), /AGENT_POLL_MILLIS/);
+  assert.throws(() => testConfig({ DIGDAG_HA_TARGET: 'local', EXECUTOR_POLL_MILLIS: '50' }), /EXECUTOR_POLL_MILLIS/);
 });
