@@ -137,8 +137,15 @@ export interface UpResult {
   seconds: number;
 }
 
+export interface UpOptions {
+  /** Work of the caller's run beside the add-ons' start-up, once the node is Ready and only when this
+   * call brings the cluster up (e.g. loading the caller's images into containerd while KEDA's pods
+   * start); up waits for it, and a failure of it fails up like an add-on's. */
+  alongside?: () => Promise<void>;
+}
+
 /** Brings the cluster up, or says it is up. On failure everything it started is stopped again. */
-export async function clusterUpCmd(runner: Runner, cc: ClusterConfig, log: Log = () => {}): Promise<UpResult> {
+export async function clusterUpCmd(runner: Runner, cc: ClusterConfig, log: Log = () => {}, opts: UpOptions = {}): Promise<UpResult> {
   const t0 = Date.now();
   const already = await clusterUp(runner, cc);
   if (already) {
@@ -174,7 +181,7 @@ export async function clusterUpCmd(runner: Runner, cc: ClusterConfig, log: Log =
     if (!(await waitFor(() => nodeReady(runner, cc), 90_000, 500))) {
       throw new UserError('node "localhost" did not become Ready within 90 s', `see ${path.join(clusterPaths(cc).logs, 'kubelet.log')}`);
     }
-    lines.push(...(await startAddons(runner, cc, log)));
+    lines.push(...(await startAddons(runner, cc, log, opts.alongside)));
   } catch (err) {
     log(`up failed: stopping what it started`);
     await clusterDown(runner, cc, { purge: false }, log).catch(() => []);
@@ -185,13 +192,20 @@ export async function clusterUpCmd(runner: Runner, cc: ClusterConfig, log: Log =
   return { alreadyUp: false, lines, seconds };
 }
 
-/** The configured add-ons (CLUSTER_ADDONS): KEDA and metrics-server as pods, Traefik a host process of the cluster. */
-async function startAddons(runner: Runner, cc: ClusterConfig, log: Log): Promise<string[]> {
-  const lines: string[] = [];
-  if (cc.addons.includes('keda')) lines.push(await startKeda(runner, cc, log));
-  if (cc.addons.includes('traefik')) lines.push(await startTraefik(runner, cc, (c) => startComponent(runner, cc, c, log), log));
-  if (cc.addons.includes('metrics-server')) lines.push(await startMetricsServer(runner, cc, log));
-  return lines;
+/** The configured add-ons (CLUSTER_ADDONS): KEDA and metrics-server as pods, Traefik a host process
+ * of the cluster. Side by side — each has its own images and objects, and most of an add-on's start
+ * is waiting for its pods — with the caller's `alongside` work. All of them are waited for, so a
+ * failure never leaves one still starting while up stops the cluster; then the first failure is thrown. */
+async function startAddons(runner: Runner, cc: ClusterConfig, log: Log, alongside?: () => Promise<void>): Promise<string[]> {
+  const starts: Promise<string | undefined>[] = [];
+  if (cc.addons.includes('keda')) starts.push(startKeda(runner, cc, log));
+  if (cc.addons.includes('traefik')) starts.push(startTraefik(runner, cc, (c) => startComponent(runner, cc, c, log), log));
+  if (cc.addons.includes('metrics-server')) starts.push(startMetricsServer(runner, cc, log));
+  if (alongside) starts.push(alongside().then(() => undefined));
+  const settled = await Promise.allSettled(starts);
+  const failed = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
+  if (failed) throw failed.reason;
+  return settled.flatMap((s) => (s.status === 'fulfilled' && s.value !== undefined ? [s.value] : []));
 }
 
 /** Stops everything (pods first, through the kubelet, so their sandboxes and namespaces go
