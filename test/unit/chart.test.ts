@@ -67,7 +67,7 @@ test('WORKFLOW_MAX_TASKS reaches executor.task_max_run on the local target and i
   }
   assert.equal(parseProperties(serverProperties(testConfig({}), 'worker', { bind: '127.0.0.1', port: 1, jmxPort: 3, dbHost: 'h', dbPort: 2, dbName: 'd', dbUser: 'u' })).get('executor.task_max_run'), '1000', 'Digdag\'s default, explicit');
   const kube = testConfig({ DIGDAG_HA_TARGET: 'minikube', WORKFLOW_MAX_TASKS: '2000' });
-  assert.deepEqual(valuesFromConfig(kube).executor, { taskMaxRun: 2000 });
+  assert.deepEqual(valuesFromConfig(kube).executor, { taskMaxRun: 2000, pollMillis: 500 });
   const cm = find(template(['executor.taskMaxRun=2000']).objects, 'ConfigMap', 'digdag-config');
   const files = podProperties(kube);
   for (const [file, text] of Object.entries(files)) assert.equal(cm.data![file], text, file);
