@@ -1,5 +1,6 @@
-// e2e: a real cluster → the whole pipeline → verify-ha on Kubernetes → teardown of what it made
-// (unless --keep), also on failure. minikube where it exists (a dedicated profile), the project's
+// e2e: a real cluster → the whole pipeline → verify-ha on Kubernetes → with AGENT_AUTOSCALING=keda
+// the scaling proof (a burst scales the workers out on the queue and back, no task re-run;
+// lib/kube/scaling-proof.ts) → teardown of what it made (unless --keep), also on failure. minikube where it exists (a dedicated profile), the project's
 // own test cluster otherwise (lib/cluster; `npx tsx tasks/e2e.ts` works on a machine without minikube).
 import { configFromFlags, isMain, kubeAvailable, makeCtx, parseFlags, type CliFlags } from '../lib/cli.ts';
 import { loadClusterConfig } from '../lib/cluster/config.ts';
@@ -8,8 +9,10 @@ import type { Config } from '../lib/config.ts';
 import { describeError, UserError } from '../lib/errors.ts';
 import { kubeTarget } from './steps.ts';
 import { runSteps, type Ctx, type RunOptions } from '../lib/pipeline.ts';
-import { ShellRunner, type Runner } from '../lib/runner.ts';
+import { changesApplied, ShellRunner, type Runner } from '../lib/runner.ts';
 import { ALL_STEPS } from './all.ts';
+import { proveQueueScaling, scalingBounds, SCALING_BURST } from '../lib/kube/scaling-proof.ts';
+import { renderTable } from '../lib/verify.ts';
 
 /** Versions of the three tools, or a UserError naming every one that is missing. */
 export async function preflight(runner: Runner): Promise<Record<string, string>> {
@@ -93,15 +96,31 @@ export async function e2e(ctx: Ctx, keep: boolean, opts: RunOptions = {}, out: (
   const cluster = ctx.config.target === 'minikube' ? minikubeCluster(ctx) : ownCluster(ctx);
   ctx.runner.log(`e2e on ${cluster.describe}`);
   let teardown: string[] = [];
+  // With KEDA: bounds that leave room to scale, before anything is looked at or started.
+  const scaling = ctx.config.k8s.autoscaling === 'keda' ? scalingBounds(ctx) : undefined;
   await cluster.preflight();
   try {
     await cluster.up();
     await runSteps(ALL_STEPS, ctx, opts);
+    if (scaling && changesApplied(ctx.runner)) await scalingProof(ctx);
   } finally {
     teardown = await cluster.down(keep);
     for (const l of teardown) out(l);
   }
   return teardown;
+}
+
+/** The burst of lib/kube/scaling-proof.ts on the deployment just made; its table after verify-ha's,
+ * a UserError when one of its checks failed. */
+async function scalingProof(ctx: Ctx): Promise<void> {
+  const log = (l: string) => ctx.runner.log(`[scaling] ${l}`);
+  log(`a burst on KEDA's workers: ${SCALING_BURST.attempts} attempts × ${SCALING_BURST.tasks} sh> tasks, then ${SCALING_BURST.long} long ones (~5 min)`);
+  const proof = await proveQueueScaling(ctx, kubeTarget, SCALING_BURST, log);
+  for (const l of proof.lines) log(l);
+  const table = renderTable(proof.checks);
+  ctx.facts.summary = [ctx.facts.summary, 'queue-driven scaling (KEDA):', table].filter(Boolean).join('\n');
+  const failed = proof.checks.filter((c) => !c.ok);
+  if (failed.length) throw new UserError(`${failed.length} scaling check(s) failed:\n${table}`, 'see the [scaling] lines above; kubectl describe scaledobject digdag-autoscaler');
 }
 
 /** minikube when it answers, else the own cluster; the own cluster gets the small profile
@@ -111,7 +130,12 @@ export function e2eConfig(flags: CliFlags, minikubeAnswers: () => boolean, env: 
   if (target !== 'minikube' && target !== 'cluster') throw new UserError(`e2e runs on minikube or the project's test cluster, not ${target}`, 'drop --target, or use --target minikube|cluster');
   const set = { ...flags.set };
   if (target === 'cluster' && !set.RESOURCE_PROFILE && !env.RESOURCE_PROFILE) set.RESOURCE_PROFILE = 'small';
-  return configFromFlags({ ...flags, target, set }, env);
+  const config = configFromFlags({ ...flags, target, set }, env);
+  // The own cluster brings up what the deployment needs: KEDA for AGENT_AUTOSCALING=keda.
+  if (target === 'cluster' && config.k8s.autoscaling === 'keda' && !config.cluster.addons.includes('keda')) {
+    return configFromFlags({ ...flags, target, set: { ...set, CLUSTER_ADDONS: [...config.cluster.addons, 'keda'].join(',') } }, env);
+  }
+  return config;
 }
 
 if (isMain(import.meta.url)) {

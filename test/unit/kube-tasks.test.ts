@@ -477,6 +477,24 @@ test('e2e picks minikube where it answers, else the project\'s own cluster with 
   assert.throws(() => e2eConfig(parseFlags(['--target', 'gke']), () => true, env), /minikube or the project's test cluster, not gke/);
 });
 
+test('e2e with AGENT_AUTOSCALING=keda: the own cluster brings KEDA up; bounds without room to scale are refused before anything starts', async () => {
+  const env = { HOME: process.env.HOME };
+  const state = tempDir();
+  const keda = e2eConfig(parseFlags(['--target', 'cluster', '--set', `DIGDAG_HA_STATE_DIR=${state}`, '--set', 'AGENT_AUTOSCALING=keda', '--set', 'CLUSTER_ADDONS=traefik']), () => false, env);
+  assert.deepEqual([...keda.cluster.addons].sort(), ['keda', 'traefik']);
+  assert.deepEqual(e2eConfig(parseFlags(['--target', 'cluster', '--set', `DIGDAG_HA_STATE_DIR=${state}`]), () => false, env).cluster.addons, [], 'no autoscaling: no add-on asked for');
+  // min 2 = max 2: nothing to scale; refused at once, naming the fix, nothing run.
+  const fixed = e2eConfig(parseFlags(['--target', 'cluster', '--set', `DIGDAG_HA_STATE_DIR=${state}`, '--set', 'AGENT_AUTOSCALING=keda', '--set', 'WORKER_REPLICAS=2', '--set', 'AGENT_MAX_REPLICAS=2']), () => false, env);
+  const r = new RecordingRunner();
+  await assert.rejects(e2e(testCtx(fixed, r), false, { renderer: 'silent' }), (e: unknown) => {
+    assert.ok(e instanceof UserError);
+    assert.match(e.message, /the scaling proof needs room to scale: workers min 2, max 2/);
+    assert.match(e.fix ?? '', /AGENT_MAX_REPLICAS above it/);
+    return true;
+  });
+  assert.deepEqual(r.commands(), [], 'nothing ran');
+});
+
 test('e2e deletes its minikube profile even when the pipeline fails (unless --keep)', async () => {
   const config = mk();
   const r = new RecordingRunner((argv) => {

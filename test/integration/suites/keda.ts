@@ -6,7 +6,8 @@
 // project's PostgreSQL through the chart's NetworkPolicy (namespace keda admitted, as on GKE); the chart's ScaledObject (AGENT_AUTOSCALING=keda, min 1 / max 4 workers of 4
 // threads, short polling and cooldown), deployed in a namespace of its own, scales the workers out
 // under a burst of 50 attempts × 4 `sleep 5` tasks and back to the minimum once the queue is
-// empty. Every attempt must succeed and no task may run twice, counted from Digdag's own lock
+// empty — the proof `tasks/e2e.ts` runs with AGENT_AUTOSCALING=keda (lib/kube/scaling-proof.ts), its
+// figures asserted here one by one. Every attempt must succeed and no task may run twice, counted from Digdag's own lock
 // table (each task's queued_task_locks row, sampled while it exists: a lock taken by a second
 // agent, or a retry_count above 0, is a re-run; a re-run's row lives at least one task's length,
 // and the test asserts that no two samples were further apart than that, so none can be missed).
@@ -38,14 +39,14 @@ import { applyObjects, kubectl } from '../../../lib/kube/kubectl.ts';
 import { renderManifests } from '../../../lib/kube/render.ts';
 import { kubeQueueSource } from '../../../lib/kube/queue-source.ts';
 import { kubeStatus } from '../../../lib/kube/status.ts';
-import { podOfAgent } from '../../../lib/kube/target.ts';
-import { burstFigures, sampleQueue, startSampling, type QueueSample } from '../../../lib/queue-sampling.ts';
+import { sampleQueue, startSampling, type QueueSample } from '../../../lib/queue-sampling.ts';
 import { runSteps, type Ctx } from '../../../lib/pipeline.ts';
 import { freePortRange } from '../../../lib/ports.ts';
 import { stopTracked, waitFor } from '../../../lib/processes.ts';
 import { SAMPLE_PROJECT } from '../../../lib/push-workflow.ts';
 import type { ShellRunner } from '../../../lib/runner.ts';
-import { heldLocks, shTaskIds } from '../../../lib/verify.ts';
+import { renderTable } from '../../../lib/verify.ts';
+import { proveQueueScaling } from '../../../lib/kube/scaling-proof.ts';
 import { ALL_STEPS } from '../../../tasks/all.ts';
 import { kubeTarget } from '../../../tasks/steps.ts';
 import { testConfig, testCtx } from '../../helpers/fixtures.ts';
@@ -186,119 +187,56 @@ export function kedaTests(env: ClusterSuiteEnv): { stop(): Promise<void> } {
     assert.notEqual(refused.code, 0, 'a second ScaledObject for the workers was admitted: KEDA\'s webhook did not answer');
     assert.match(refused.stderr, /admission webhook "vscaledobject\.kb\.io" denied the request: .*already managed by the ScaledObject 'digdag-autoscaler'/);
 
-    const sampling = startSampling(kubeQueueSource(ctx));
-    const samples = sampling.samples;
-
-    try {
-      const endpoint = await kubeTarget.endpoint(ctx);
-      const wf = await workflowId(endpoint, SAMPLE_PROJECT, 'parallel');
-      const burstAt = Date.now();
-      const ids: string[] = [];
-      for (let i = 0; i < ATTEMPTS; i++) ids.push(await startAttempt(endpoint, wf, new Date(Date.UTC(2027, 0, 1, 0, i)), { tasks: TASKS, sleep_seconds: SLEEP }));
-      const longIds: string[] = [];
-      for (let i = 0; i < LONG; i++) longIds.push(await startAttempt(endpoint, wf, new Date(Date.UTC(2027, 0, 2, 0, i)), { tasks: 1, sleep_seconds: LONG_SLEEP }));
-      const query = (sql: string) => kubeTarget.query(ctx, sql);
-      // The long tasks, once running, and the pods of the agents holding them: those are made the
-      // cheapest to delete, so the scale-in that follows the drain removes a worker that holds one.
-      const longTaskIds = longIds.map((id) => shTaskIds(endpoint, id));
-      const heldLong = async () => (await Promise.all(longIds.map(async (id, i) => {
-        const sh = await longTaskIds[i]!();
-        return (await heldLocks(query, id)).filter((l) => sh.has(l.taskId));
-      }))).flat();
-      let holding: { taskId: string; agent: string }[] = [];
-      assert.ok(await waitFor(async () => (holding = await heldLong()).length === LONG, 600_000, 1000), `the ${LONG} long tasks never all ran`);
-      const holders = new Set(holding.map((l) => podOfAgent(l.agent)));
-      for (const pod of holders) {
-        const r = await k('annotate', 'pod', pod, '--overwrite', 'controller.kubernetes.io/pod-deletion-cost=-1000');
-        assert.equal(r.code, 0, r.stderr);
-      }
-      log(`long tasks held by ${[...holders].join(', ')} (made the first to delete)`);
+    // The proof e2e runs too (lib/kube/scaling-proof.ts): its checks, and the figures behind them asserted here.
+    const proof = await proveQueueScaling(ctx, kubeTarget, { attempts: ATTEMPTS, tasks: TASKS, sleepSeconds: SLEEP, long: LONG, longSleepSeconds: LONG_SLEEP }, log, async (holders) => {
       // Their JVMs (a new worker's among them) map the image's class-data-sharing archive, the one
       // made for their classpath (docker/entrypoint.sh cds_flag).
       for (const pod of holders) {
         const maps = await k('exec', pod, '-c', 'digdag', '--', 'sh', '-c', 'cat /proc/[0-9]*/maps 2>/dev/null | grep -o "/opt/digdag/cds/[0-9a-f]*\\.jsa" | sort -u');
         assert.match(maps.stdout.trim(), /^\/opt\/digdag\/cds\/[0-9a-f]{16}\.jsa$/, `the JVM of ${pod} maps no class-data-sharing archive: ${maps.stdout}${maps.stderr}`);
       }
-      for (const id of ids) {
-        const a = await waitAttempt(await kubeTarget.endpoint(ctx), id, 900_000);
-        assert.equal(a.success, true, `attempt ${id} did not succeed`);
-      }
-      const drainedAt = Date.now();
-      for (const id of longIds) {
-        const a = await waitAttempt(await kubeTarget.endpoint(ctx), id, (LONG_SLEEP + 300) * 1000);
-        assert.equal(a.success, true, `long attempt ${id} did not succeed`);
-      }
-      // Back to the minimum after the cooldown, one worker per scale-down period, and no worker
-      // left terminating (a scaled-in worker finishing its tasks is a pod being deleted).
-      const backAtMin = await waitFor(async () => {
-        const s = await sample();
-        return s?.replicas === MIN && s.terminating === 0;
-      }, (COOLDOWN + MAX * SCALE_DOWN_PERIOD + LONG_SLEEP) * 1000 + 180_000, 1000);
-      const minAt = Date.now();
-      await sampling.stop();
+    });
+    for (const l of proof.lines) t.diagnostic(l);
+    const f = proof.figures;
+    const samples = proof.samples;
+    const burstAt = proof.burstAt;
+    const sec = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
+    log(`timeline (s, replicas/ready, waiting+running): ${samples.filter((_, i) => i % 5 === 0).map((s) => `${((s.at - burstAt) / 1000).toFixed(0)}:${s.replicas}/${s.ready}:${s.waiting}+${s.running}`).join(' ')}`);
+    log(`checks:\n${renderTable(proof.checks)}`);
+    assert.deepEqual([proof.min, proof.max, proof.threads], [MIN, MAX, THREADS]);
+    assert.deepEqual(proof.failedAttempts, [], 'attempts that did not succeed');
+    assert.ok(f.peak > MIN, `the workers never scaled out (peak ${f.peak})`);
+    assert.ok(f.peak <= MAX, `more workers than the maximum: ${f.peak}`);
+    assert.ok(f.newWorkerTaskMs !== undefined, 'no task ever ran on a worker the autoscaler added');
+    assert.ok(proof.maxGapMs < SLEEP * 1000, `two samples ${proof.maxGapMs} ms apart: a re-run (≥ ${SLEEP} s) could have been missed`);
+    assert.ok(f.locksSeen >= ATTEMPTS * TASKS, `the sampling saw fewer task locks than sh> tasks: ${f.locksSeen}`);
+    assert.deepEqual(f.reruns, [], 'tasks re-run by a second agent');
+    assert.equal(f.retried, 0, 'task locks with retry_count > 0');
+    assert.ok(proof.heldThroughScaleIn.length > 0, 'no worker was scaled in while it held a task (the test must see at least one)');
+    assert.deepEqual(proof.heldThroughScaleIn.filter((h) => !h.ok), [], 'a worker scaled in while holding a task must finish it before its pod goes');
+    assert.ok(proof.backAtMin, `the workers did not return to ${MIN} after the cooldown`);
+    assert.deepEqual(proof.checks.filter((c) => !c.ok), [], 'every check of the proof passes');
 
-      // Re-runs from the lock table (a task lock taken by a second agent, or retried), the scale-out's steps.
-      const f = burstFigures(samples, burstAt, MIN * THREADS);
-      const agentsOf = new Map<string, Set<string>>();
-      for (const s of samples) for (const l of s.locks) if (l.agent) agentsOf.set(l.id, (agentsOf.get(l.id) ?? new Set()).add(l.agent));
-      const gaps = samples.slice(1).map((s, i) => s.at - samples[i]!.at).filter((_, i) => samples[i + 1]!.at <= minAt);
-      const maxGap = Math.max(...gaps);
-      // Scaled in while holding a task: a sample where the pod is being deleted and its agent holds a
-      // lock; then the lock released, then the pod gone — never the lock with another agent.
-      const heldWhileDeleting = new Map<string, { pod: string; firstDeleting: number }>();
-      for (const s of samples) {
-        const deleting = new Set(s.workers.filter((w) => w.terminating).map((w) => w.name));
-        for (const l of s.locks) if (l.agent && deleting.has(l.instance) && !heldWhileDeleting.has(l.id)) heldWhileDeleting.set(l.id, { pod: l.instance, firstDeleting: s.at });
-      }
-      const finishedFirst = [...heldWhileDeleting].map(([lock, { pod, firstDeleting }]) => {
-        const released = samples.find((s) => s.at > firstDeleting && !s.locks.some((l) => l.id === lock))?.at;
-        const gone = samples.find((s) => s.at > firstDeleting && !s.workers.some((w) => w.name === pod))?.at;
-        return { lock, pod, agents: [...(agentsOf.get(lock) ?? [])], heldFor: released ? released - firstDeleting : undefined, ok: !!released && !!gone && released <= gone };
-      });
-      const ideal = (ATTEMPTS * TASKS * SLEEP) / (MAX * THREADS);
-      const sec = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
-      const opt = (ms: number | undefined) => (ms === undefined ? 'n/a' : sec(ms));
-      t.diagnostic(`${samples.length} samples (longest gap ${sec(maxGap)}; ${sampling.failures.length} failed reads); peak workers ${f.peak}; task locks seen ${f.locksSeen}`);
-      t.diagnostic(`scale-out reaction (queue above ${MIN * THREADS} → first task on a new worker): ${opt(f.reactionMs)} (after the burst: queue above ${opt(f.overThresholdMs)}, new pod ${opt(f.scaledOutMs)}, Ready ${opt(f.newReadyMs)}, its first task ${opt(f.newWorkerTaskMs)})`);
-      t.diagnostic(`drain: ${sec(drainedAt - burstAt)} for ${ATTEMPTS * TASKS} × ${SLEEP} s tasks (ideal at ${MAX} workers × ${THREADS} threads: ${ideal.toFixed(0)} s, ${((drainedAt - burstAt) / 1000 / ideal).toFixed(2)}×)`);
-      t.diagnostic(`scale-in to ${MIN}: ${sec(minAt - drainedAt)} after the burst drained (cooldown ${COOLDOWN} s, one worker per ${SCALE_DOWN_PERIOD} s, ${LONG} tasks of ${LONG_SLEEP} s still running)`);
-      for (const f of finishedFirst) t.diagnostic(`scaled in while holding task lock ${f.lock}: pod ${f.pod} kept it ${f.heldFor ? sec(f.heldFor) : '?'} after its deletion began, agents ${f.agents.join(', ')}`);
-      log(`timeline (s, replicas/ready, waiting+running): ${samples.filter((_, i) => i % 5 === 0).map((s) => `${((s.at - burstAt) / 1000).toFixed(0)}:${s.replicas}/${s.ready}:${s.waiting}+${s.running}`).join(' ')}`);
-
-      assert.ok(f.peak > MIN, `the workers never scaled out (peak ${f.peak})`);
-      assert.ok(f.peak <= MAX, `more workers than the maximum: ${f.peak}`);
-      assert.ok(f.newWorkerTaskMs !== undefined, 'no task ever ran on a worker the autoscaler added');
-      assert.ok(maxGap < SLEEP * 1000, `two samples ${sec(maxGap)} apart: a re-run (≥ ${SLEEP} s) could have been missed`);
-      assert.ok(f.locksSeen >= ATTEMPTS * TASKS, `the sampling saw fewer task locks than sh> tasks: ${f.locksSeen}`);
-      assert.deepEqual(f.reruns, [], 'tasks re-run by a second agent');
-      assert.equal(f.retried, 0, 'task locks with retry_count > 0');
-      assert.ok(finishedFirst.length > 0, 'no worker was scaled in while it held a task (the test must see at least one)');
-      assert.deepEqual(finishedFirst.filter((f) => !f.ok || f.agents.length !== 1), [], 'a worker scaled in while holding a task must finish it before its pod goes');
-      assert.ok(backAtMin, `the workers did not return to ${MIN} after the cooldown`);
-
-      // status, once back at the minimum: what KEDA and its HPA say, the queue by KEDA's query, the scale-in as the last step.
-      const statusAt = Date.now();
-      // KEDA marks its trigger inactive at its first poll after the long tasks end (their attempts
-      // have just succeeded): wait that poll out, bounded, rather than read a view one poll old.
-      let now = await autoscalerNow();
-      await waitFor(async () => (now = await autoscalerNow()).view.active === false, (3 * POLLING + 5) * 1000, 1000);
-      const { view, problems } = now;
-      assert.deepEqual(problems, []);
-      assert.equal(view.mode, 'keda');
-      assert.deepEqual(view.objects, ['ScaledObject/digdag-autoscaler', 'HorizontalPodAutoscaler/keda-hpa-digdag-autoscaler']);
-      assert.deepEqual([view.min, view.max, view.current], [MIN, MAX, MIN]);
-      assert.equal(view.desired, MIN);
-      assert.deepEqual(view.queue, { depth: 0, threadsPerWorker: THREADS, wants: MIN });
-      assert.equal(view.metric?.name, 's0-postgresql');
-      assert.equal(view.metric?.target, THREADS);
-      assert.equal(view.active, false, 'the queue is empty: KEDA\'s trigger is not active');
-      assert.equal(view.lastScale?.object, 'HorizontalPodAutoscaler/keda-hpa-digdag-autoscaler');
-      assert.match(view.lastScale?.message ?? '', new RegExp(`^New size: ${MIN}; reason: All metrics below target`), 'the last step was the scale-in');
-      t.diagnostic(`status (autoscaler view) against the live cluster: ${sec(Date.now() - statusAt)}`);
-      backAtMinimum = true;
-    } finally {
-      await sampling.stop().catch(() => {});
-    }
+    // status, once back at the minimum: what KEDA and its HPA say, the queue by KEDA's query, the scale-in as the last step.
+    const statusAt = Date.now();
+    // KEDA marks its trigger inactive at its first poll after the long tasks end (their attempts
+    // have just succeeded): wait that poll out, bounded, rather than read a view one poll old.
+    let now = await autoscalerNow();
+    await waitFor(async () => (now = await autoscalerNow()).view.active === false, (3 * POLLING + 5) * 1000, 1000);
+    const { view, problems } = now;
+    assert.deepEqual(problems, []);
+    assert.equal(view.mode, 'keda');
+    assert.deepEqual(view.objects, ['ScaledObject/digdag-autoscaler', 'HorizontalPodAutoscaler/keda-hpa-digdag-autoscaler']);
+    assert.deepEqual([view.min, view.max, view.current], [MIN, MAX, MIN]);
+    assert.equal(view.desired, MIN);
+    assert.deepEqual(view.queue, { depth: 0, threadsPerWorker: THREADS, wants: MIN });
+    assert.equal(view.metric?.name, 's0-postgresql');
+    assert.equal(view.metric?.target, THREADS);
+    assert.equal(view.active, false, 'the queue is empty: KEDA\'s trigger is not active');
+    assert.equal(view.lastScale?.object, 'HorizontalPodAutoscaler/keda-hpa-digdag-autoscaler');
+    assert.match(view.lastScale?.message ?? '', new RegExp(`^New size: ${MIN}; reason: All metrics below target`), 'the last step was the scale-in');
+    t.diagnostic(`status (autoscaler view) against the live cluster: ${sec(Date.now() - statusAt)}`);
+    backAtMinimum = true;
   });
 
   test('scale to zero: the chart\'s ScaledObject with AUTOSCALING_MIN_REPLICAS=0 takes the workers to none; one submitted attempt brings a worker up and succeeds', { timeout: 600_000 }, async (t) => {
