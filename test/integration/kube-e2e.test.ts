@@ -16,9 +16,9 @@
 // bridge (googleApis.metadataServer), GCS task logs read back through a ui pod, no identity named
 // as the cause (test/helpers/gcp/cluster.ts). The database (3 Patroni members): verify-ha kills its leader under an attempt,
 // and a short run of the chaos soak (tasks/soak.ts's own code) kills it twice more — once its
-// postmaster, once its pod — while attempts are submitted: none may fail or go missing. Last,
-// on the same cluster (KEDA and metrics-server come up with it when built), the autoscaling tests
-// of suites/keda.ts: KEDA on the queue, then the CPU HPA.
+// postmaster, once its pod — while attempts are submitted: none may fail or go missing. Then,
+// on the same deployment (KEDA and metrics-server come up with the cluster when built), the
+// autoscaling tests of suites/keda.ts: KEDA on the queue, then the CPU HPA; then the purge.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -35,7 +35,6 @@ import { requireSecrets } from '../../lib/credentials.ts';
 import { buildImage } from '../../lib/kube/build-image.ts';
 import { runInitSql } from '../../lib/kube/init-db.ts';
 import { clusterKubectl, dbPod, kubectl } from '../../lib/kube/kubectl.ts';
-import { dbQuery } from '../../lib/kube/db-query.ts';
 import { startAttempt, waitAttempt, workflowId } from '../../lib/digdag-api.ts';
 import { RELEASE, renderManifests } from '../../lib/kube/render.ts';
 import { runStep, runSteps, type Ctx } from '../../lib/pipeline.ts';
@@ -72,10 +71,13 @@ let cc: ClusterConfig;
 let config: Config;
 let ctx: Ctx;
 let state: string;
+/** The variables of this file's Digdag deployment (GCP settings included), and whether its pipeline brought it up. */
+let deployVars: Record<string, string> = {};
+let deployed = false;
 
 const CHART_NS = 'digdag-chart';
 /** The short soak's length: kills at a third and two thirds of it. */
-const SOAK_SECONDS = 60;
+const SOAK_SECONDS = 45;
 /** The offline Google Cloud the deployment uses (undefined: emulators not built, see gcpMissing). */
 let gcp: GoogleApis | undefined;
 let gcpMissing: string | undefined;
@@ -112,6 +114,7 @@ before(async () => {
   door = frontDoor(loadClusterConfig(testConfig(vars)));
   Object.assign(vars, door.vars);
   config = testConfig(vars);
+  deployVars = vars;
   cc = loadClusterConfig(config);
   const missing = missingPrerequisites(cc);
   if (missing.length) {
@@ -135,7 +138,8 @@ async function prepareAlongside(vars: Record<string, string>): Promise<void> {
     const t0 = Date.now();
     // The edge also answers on the bridge address: the only host address pods reach (the fence).
     gcp = await startGoogleApis({ dir: path.join(state, 'gcp'), project: GCP_TEST_PROJECT, accounts: [KEY_SA, ADC_SA], buckets: [EXPORT_BUCKET], edgeIps: [cc.net.bridgeIp] });
-    config = testConfig({ ...vars, GCP_PROJECT: GCP_TEST_PROJECT, GCP_SA_KEY_FILE: gcp.keyFile(KEY_SA), GOOGLE_APIS_ADDRESS: cc.net.bridgeIp, GOOGLE_APIS_CA_FILE: gcp.pki.caPem });
+    deployVars = { ...vars, GCP_PROJECT: GCP_TEST_PROJECT, GCP_SA_KEY_FILE: gcp.keyFile(KEY_SA), GOOGLE_APIS_ADDRESS: cc.net.bridgeIp, GOOGLE_APIS_CA_FILE: gcp.pki.caPem };
+    config = testConfig(deployVars);
     log(`GCP emulators and the edge (127.0.0.77, ${cc.net.bridgeIp}) up in ${since(t0)} s`);
   }
   ctx = testCtx(config, runner);
@@ -304,6 +308,7 @@ test('Digdag on the cluster: the whole pipeline (image build, migration, rollout
   if (runtimeMissing) return t.skip(`SKIPPED — needs a Digdag runtime: ${runtimeMissing}`);
   await applyTlsSecret(config, path.join(state, 'front-door'), k); // INGRESS_TLS=existingSecret
   await runSteps(ALL_STEPS, ctx, { renderer: 'silent' });
+  deployed = true;
   const summary = ctx.facts.summary ?? '';
   log(summary);
   assert.doesNotMatch(summary, /\bFAIL\b/);
@@ -461,6 +466,19 @@ test('the front door: Traefik serves the Ingress as rendered for nginx — HTTP�
   if (r.browserSkipped) t.skip(`browser part SKIPPED: ${r.browserSkipped} (the rest ran)`);
 });
 
+// Queue-driven scaling with KEDA (suites/keda.ts), on this file's own deployment — its ScaledObject
+// applied over it — before the purge below takes the namespace: KEDA's burst, scale to zero, then
+// the CPU HPA.
+const kedaSuite = kedaTests({
+  runner,
+  skipReason: () => skipReason,
+  runtimeMissing: () => runtimeMissing,
+  kedaMissing: () => kedaWhy,
+  metricsServerMissing: () => metricsWhy,
+  cluster: () => cc,
+  deployment: () => (deployed ? deployVars : undefined),
+});
+
 test('down --purge removes the namespace, says what happens to the Retain volume, deletes the local secrets', async (t) => {
   if (skipped(t)) return;
   const lines = await kubeTarget.down(ctx, true);
@@ -522,15 +540,4 @@ test('the chart on the real cluster: installs with its NetworkPolicies into a re
     await sql?.stop();
   }
   if (sqlMissing) t.skip(`Cloud SQL Auth Proxy part SKIPPED: ${sqlMissing} (the rest ran)`);
-});
-
-// Queue-driven scaling with KEDA, last: on this cluster, in a namespace of its own (suites/keda.ts).
-const kedaSuite = kedaTests({
-  runner,
-  skipReason: () => skipReason,
-  runtimeMissing: () => runtimeMissing,
-  kedaMissing: () => kedaWhy,
-  metricsServerMissing: () => metricsWhy,
-  cluster: () => cc,
-  stateDir: () => state,
 });

@@ -1,10 +1,11 @@
 // Queue-driven scaling on the project's own cluster with real Digdag, registered by
-// kube-e2e.test.ts after its own tests so both share one cluster bring-up (CLUSTER_ADDONS=keda):
+// kube-e2e.test.ts after its other tests on its deployment (before its purge), so both share one
+// cluster bring-up (CLUSTER_ADDONS=keda) and one Digdag deployment (3 database members):
 // KEDA, deployed by the cluster's lifecycle as pods from its own config/ (images built here from
 // the cached binaries, certificates made by its operator), serves external.metrics.k8s.io through
 // the API server's aggregation layer, and its operator's pod runs the queue query against the
-// project's PostgreSQL through the chart's NetworkPolicy (namespace keda admitted, as on GKE); the chart's ScaledObject (AGENT_AUTOSCALING=keda, min 1 / max 4 workers of 4
-// threads, short polling and cooldown), deployed in a namespace of its own, scales the workers out
+// project's PostgreSQL through the chart's NetworkPolicy (namespace keda admitted, as on GKE); the chart's ScaledObject (AGENT_AUTOSCALING=keda, min 2 / max 4 workers of 4
+// threads, short polling and cooldown), applied over kube-e2e's deployment (its pods unchanged), scales the workers out
 // under a burst of 50 attempts × 4 `sleep 5` tasks and back to the minimum once the queue is
 // empty — the proof `tasks/e2e.ts` runs with AGENT_AUTOSCALING=keda (lib/kube/scaling-proof.ts), its
 // figures asserted here one by one. Every attempt must succeed and no task may run twice, counted from Digdag's own lock
@@ -27,7 +28,6 @@
 // the cluster is not up, KEDA (or, for the HPA, metrics-server) is not in the cache
 // (bash .ci/install-keda, bash .ci/install-metrics-server) or there is no Digdag runtime.
 import assert from 'node:assert/strict';
-import path from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { EXTERNAL_METRICS_API, KEDA_CERTS_SECRET, KEDA_DEPLOYMENTS, KEDA_NAMESPACE, kedaImages } from '../../../lib/cluster/keda.ts';
 import { METRICS_API } from '../../../lib/cluster/metrics-server.ts';
@@ -41,7 +41,6 @@ import { kubeQueueSource } from '../../../lib/kube/queue-source.ts';
 import { kubeStatus } from '../../../lib/kube/status.ts';
 import { sampleQueue, startSampling, type QueueSample } from '../../../lib/queue-sampling.ts';
 import { runSteps, type Ctx } from '../../../lib/pipeline.ts';
-import { freePortRange } from '../../../lib/ports.ts';
 import { stopTracked, waitFor } from '../../../lib/processes.ts';
 import { SAMPLE_PROJECT } from '../../../lib/push-workflow.ts';
 import type { ShellRunner } from '../../../lib/runner.ts';
@@ -50,9 +49,9 @@ import { proveQueueScaling } from '../../../lib/kube/scaling-proof.ts';
 import { ALL_STEPS } from '../../../tasks/all.ts';
 import { kubeTarget } from '../../../tasks/steps.ts';
 import { testConfig, testCtx } from '../../helpers/fixtures.ts';
-import { runtimeVars } from '../../helpers/runtime.ts';
 
-const MIN = 1;
+/** kube-e2e's deployment runs 2 workers (WORKER_REPLICAS' default): KEDA's minimum. */
+const MIN = 2;
 const MAX = 4;
 const THREADS = 4;
 const ATTEMPTS = 50;
@@ -65,12 +64,11 @@ const COOLDOWN = 20;
 const SCALE_DOWN_PERIOD = 10;
 /** KEDA's polling interval in the test (AUTOSCALING_POLLING_SECONDS). */
 const POLLING = 5;
-const NAMESPACE = 'digdag-keda';
 /** The CPU HPA test: its bounds, and its load (cpu.dig: tasks × seconds of busy loop). */
 const HPA_MIN = 1;
 const HPA_MAX = 2;
 const CPU_TASKS = 2;
-const CPU_SECONDS = 40;
+const CPU_SECONDS = 30;
 
 /** What the file registering these tests shares: its runner, cluster and state, once its `before` ran. */
 export interface ClusterSuiteEnv {
@@ -84,7 +82,9 @@ export interface ClusterSuiteEnv {
   /** Why metrics-server did not come up with the cluster (not in the cache), or undefined. */
   metricsServerMissing(): string | undefined;
   cluster(): ClusterConfig;
-  stateDir(): string;
+  /** The variables of the file's own Digdag deployment (its namespace, state dir, port-forward,
+   * GCP settings), once its pipeline ran; undefined while it has not come up. */
+  deployment(): Record<string, string> | undefined;
 }
 
 /** Registers the KEDA tests; the returned stop() ends what they started on the host (the port-forward). */
@@ -98,24 +98,20 @@ export function kedaTests(env: ClusterSuiteEnv): { stop(): Promise<void> } {
   let backAtMinimum = false;
 
   const skipped = (t: TestContext, needsDigdag = false) => {
-    const why = env.skipReason() ?? env.kedaMissing() ?? (needsDigdag ? env.runtimeMissing() : undefined);
+    const why = env.skipReason() ?? env.kedaMissing() ?? (needsDigdag ? env.runtimeMissing() ?? (env.deployment() ? undefined : 'kube-e2e\'s Digdag deployment did not come up (see its pipeline test)') : undefined);
     if (why) t.skip(why);
     return !!why;
   };
   const k = (...args: string[]) => runner.run({ argv: kubectl(config, ...args), quiet: true, nothrow: true, timeoutMs: 60_000 });
 
-  async function setUp(): Promise<void> {
+  /** kube-e2e's deployment with KEDA's ScaledObject: the same secrets, database and pods (the pod
+   * templates do not change with AGENT_AUTOSCALING, so apply restarts nothing). */
+  function setUp(): void {
     if (vars) return;
+    const base = env.deployment();
+    if (!base) throw new Error('kube-e2e\'s deployment did not come up (see its pipeline test)');
     vars = {
-      DIGDAG_HA_TARGET: 'cluster',
-      DIGDAG_HA_STATE_DIR: path.join(env.stateDir(), 'keda'),
-      DIGDAG_HA_CLUSTER_DIR: env.cluster().dir,
-      K8S_NAMESPACE: NAMESPACE,
-      CLUSTER_ADDONS: 'keda',
-      RESOURCE_PROFILE: 'small',
-      // The database's own HA is kube-e2e's subject; here one member leaves the node to the workers.
-      POSTGRES_MEMBERS: '1',
-      PORT_FORWARD_PORT: String(await freePortRange(1, 61100)),
+      ...base,
       AGENT_AUTOSCALING: 'keda',
       WORKER_REPLICAS: String(MIN),
       AGENT_MAX_REPLICAS: String(MAX),
@@ -123,7 +119,6 @@ export function kedaTests(env: ClusterSuiteEnv): { stop(): Promise<void> } {
       AUTOSCALING_POLLING_SECONDS: String(POLLING),
       AUTOSCALING_COOLDOWN_SECONDS: String(COOLDOWN),
       AUTOSCALING_SCALE_DOWN_PERIOD_SECONDS: String(SCALE_DOWN_PERIOD),
-      ...runtimeVars,
     };
     config = testConfig(vars);
     ctx = testCtx(config, runner);
@@ -141,7 +136,6 @@ export function kedaTests(env: ClusterSuiteEnv): { stop(): Promise<void> } {
 
   test('KEDA started with the cluster as pods from its own config/: its Deployments Available, certificates made by its operator, the API server serving external.metrics.k8s.io through the adapter pod', async (t) => {
     if (skipped(t)) return;
-    await setUp();
     // KEDA's three Deployments, on the images built here, in KEDA's own namespace.
     const deps = await k('get', 'deployments', '-n', KEDA_NAMESPACE, '-o', 'json');
     assert.equal(deps.code, 0, deps.stderr);
@@ -173,10 +167,11 @@ export function kedaTests(env: ClusterSuiteEnv): { stop(): Promise<void> } {
 
   test(`a burst of ${ATTEMPTS} attempts × ${TASKS} sh> tasks: workers scale ${MIN}→${MAX} on the queue and back, workers holding tasks are scaled in only after finishing them, every attempt succeeds, no task runs twice`, { timeout: 1_800_000 }, async (t) => {
     if (skipped(t, true)) return;
-    await setUp();
+    setUp();
     const t0 = Date.now();
-    await runSteps(ALL_STEPS.filter((s) => ['build-image', 'create-secret', 'start-postgres', 'init-db', 'apply', 'port-forward', 'push-workflow'].includes(s.name)), ctx, { renderer: 'silent' });
-    log(`deployed with the ScaledObject in ${((Date.now() - t0) / 1000).toFixed(0)} s`);
+    // kube-e2e's deployment, applied again with KEDA's ScaledObject (its pods unchanged).
+    await runSteps(ALL_STEPS.filter((s) => ['apply', 'port-forward', 'push-workflow'].includes(s.name)), ctx, { renderer: 'silent' });
+    log(`the ScaledObject applied to kube-e2e's deployment in ${((Date.now() - t0) / 1000).toFixed(0)} s`);
     const so = await waitFor(async () => (await k('get', 'scaledobject', 'digdag-autoscaler', '-o', 'jsonpath={.status.conditions[?(@.type=="Ready")].status}')).stdout === 'True', 90_000, 1000);
     assert.ok(so, `ScaledObject never Ready: ${(await k('get', 'scaledobject', 'digdag-autoscaler', '-o', 'jsonpath={.status.conditions}')).stdout}`);
     // KEDA's admission webhook, reached by the API server like a pod's: a second ScaledObject for
@@ -293,9 +288,9 @@ export function kedaTests(env: ClusterSuiteEnv): { stop(): Promise<void> } {
   });
 
   test(`CPU HPA: metrics-server serves metrics.k8s.io; the project's HorizontalPodAutoscaler (AGENT_AUTOSCALING=hpa, min ${HPA_MIN} / max ${HPA_MAX}) scales the workers out under ${CPU_TASKS} busy sh> tasks and back in once they end`, { timeout: 900_000 }, async (t) => {
-    const why = env.skipReason() ?? env.metricsServerMissing() ?? env.runtimeMissing();
+    const why = env.skipReason() ?? env.metricsServerMissing() ?? env.runtimeMissing() ?? (env.deployment() ? undefined : 'kube-e2e\'s Digdag deployment did not come up (see its pipeline test)');
     if (why) return t.skip(why);
-    await setUp();
+    setUp();
     const t0 = Date.now();
     const sec = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
     const hpaConfig = testConfig({ ...vars, AGENT_AUTOSCALING: 'hpa', WORKER_REPLICAS: String(HPA_MIN), AGENT_MAX_REPLICAS: String(HPA_MAX) });
@@ -334,7 +329,7 @@ export function kedaTests(env: ClusterSuiteEnv): { stop(): Promise<void> } {
       // below its target, one worker wanted — so that what follows is the load's doing.
       let top = '';
       const metricsReady = await waitFor(async () => {
-        const pods = await k('get', '--raw', `/apis/metrics.k8s.io/v1beta1/namespaces/${NAMESPACE}/pods`);
+        const pods = await k('get', '--raw', `/apis/metrics.k8s.io/v1beta1/namespaces/${config.k8s.namespace}/pods`);
         const r = await k('top', 'pod', '-l', 'app.kubernetes.io/component=worker', '--no-headers');
         top = r.stdout.trim();
         return pods.code === 0 && (JSON.parse(pods.stdout) as { items: unknown[] }).items.length > 0 && r.code === 0 && /^digdag-worker-\S+\s+\d+m\s+\d+Mi$/m.test(top);
