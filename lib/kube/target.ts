@@ -7,7 +7,7 @@ import { answersVersion } from '../digdag.ts';
 import type { Ctx, Impl, TaskName } from '../pipeline.ts';
 import { isAlive, listProcesses, waitFor } from '../processes.ts';
 import { pushWorkflowOn } from '../push-workflow.ts';
-import { holdsApiPassword, layoutRoles, type Role } from '../roles.ts';
+import { holdsApiPassword, layoutRoles, taskRole, type Role } from '../roles.ts';
 import type { HaDatabase, Target, TargetOps } from '../target.ts';
 import type { ImageHostFor } from '../image-host.ts';
 import type { Check } from '../verify.ts';
@@ -25,6 +25,7 @@ import { forwardedUrl, PORT_FORWARD, portForward, startPortForward, UI_SERVICE }
 import { startPostgres } from './start-postgres.ts';
 import { renderManifests } from './render.ts';
 import { kubeStatus } from './status.ts';
+import { AUTOSCALER_NAME } from './autoscaler-status.ts';
 
 export interface Pod {
   metadata: { name: string; deletionTimestamp?: string };
@@ -48,6 +49,13 @@ export const podOfAgent = (agentId: string) => agentId.slice(agentId.indexOf('@'
 
 const scale = (ctx: Ctx, role: Role, replicas: number) =>
   ctx.runner.run({ argv: kubectl(ctx.config, 'scale', `deployment/digdag-${role}`, `--replicas=${replicas}`), mutates: true });
+
+/** KEDA brings an autoscaled role back to its minimum (and an HPA does nothing at 0): verify-ha
+ * stops such a role by pausing its ScaledObject at 0 replicas, and restore resumes it. */
+const PAUSED_REPLICAS = 'autoscaling.keda.sh/paused-replicas';
+const kedaScales = (ctx: Ctx, role: Role) => ctx.config.k8s.autoscaling === 'keda' && role === taskRole(ctx.config.layout);
+const pauseKeda = (ctx: Ctx, paused: boolean) =>
+  ctx.runner.run({ argv: kubectl(ctx.config, 'annotate', 'scaledobject', AUTOSCALER_NAME, '--overwrite', paused ? `${PAUSED_REPLICAS}=0` : `${PAUSED_REPLICAS}-`), mutates: true });
 
 const deletePod = (ctx: Ctx, name: string, force: boolean) =>
   ctx.runner.run({ argv: kubectl(ctx.config, 'delete', 'pod', name, ...(force ? ['--grace-period=0', '--force'] : []), '--wait=false'), mutates: true });
@@ -125,12 +133,15 @@ const ops: TargetOps = {
     await deletePod(ctx, inst.name, true);
   },
   stopRole: async (ctx, role) => {
-    await scale(ctx, role, 0);
+    const keda = kedaScales(ctx, role);
+    if (keda) await pauseKeda(ctx, true);
+    else await scale(ctx, role, 0);
     await waitFor(async () => (await podsOf(ctx, role)).length === 0, ctx.config.k8s.rolloutTimeoutSeconds * 1000, 1000);
-    return `digdag-${role} (scaled to 0)`;
+    return `digdag-${role} (${keda ? `KEDA paused at 0: ${PAUSED_REPLICAS}` : 'scaled to 0'})`;
   },
   restore: async (ctx) => {
     const roles = layoutRoles(ctx.config);
+    if (roles.some((r) => kedaScales(ctx, r))) await pauseKeda(ctx, false);
     for (const r of roles) await scale(ctx, r, ctx.config.replicas[r]);
     for (const r of roles) await rollout(ctx, 'deployment', `digdag-${r}`, `app.kubernetes.io/component=${r}`);
     // A forward to the Service is bound to one pod, which may be gone now.

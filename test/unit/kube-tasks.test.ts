@@ -551,6 +551,26 @@ test('the Kubernetes target\'s primitives for verify-ha: pods as instances, SIGK
   assert.equal(b.failoverMs(30), (30 + config.agent.lockRetentionTime + 2 * config.agent.lockExpireInterval + config.k8s.rolloutTimeoutSeconds) * 1000, 'the failover budget comes from the lock retention and the rollout timeout');
 });
 
+test('verify-ha\'s stop of a role KEDA scales pauses its ScaledObject at 0 (KEDA would bring the minimum back), and restore resumes it; other roles are scaled', async () => {
+  const config = mk({ AGENT_AUTOSCALING: 'keda', WORKER_REPLICAS: '2', AGENT_MAX_REPLICAS: '4' });
+  const r = new RecordingRunner((argv) => (argv.includes('pods') ? { stdout: '{"items":[]}' } : argv.includes('version') ? { stdout: '{"serverVersion":{}}' } : undefined));
+  const ctx = testCtx(config, r);
+  assert.equal(await kubeTarget.stopRole(ctx, 'worker'), 'digdag-worker (KEDA paused at 0: autoscaling.keda.sh/paused-replicas)');
+  assert.equal(await kubeTarget.stopRole(ctx, 'ui'), 'digdag-ui (scaled to 0)');
+  await kubeTarget.restore(ctx).catch(() => {}); // the port-forward it starts last does not answer here
+  const cmds = r.commands();
+  assert.deepEqual(cmds.slice(0, 5), [
+    `${K(config)} annotate scaledobject digdag-autoscaler --overwrite autoscaling.keda.sh/paused-replicas=0`,
+    `${K(config)} get pods -l app.kubernetes.io/component=worker -o json`,
+    `${K(config)} scale deployment/digdag-ui --replicas=0`,
+    `${K(config)} get pods -l app.kubernetes.io/component=ui -o json`,
+    `${K(config)} annotate scaledobject digdag-autoscaler --overwrite autoscaling.keda.sh/paused-replicas-`,
+  ]);
+  // Without KEDA (hpa: an HPA leaves a Deployment at 0 alone) the role is scaled like any other.
+  const hpa = new RecordingRunner((argv) => (argv.includes('pods') ? { stdout: '{"items":[]}' } : undefined));
+  assert.equal(await kubeTarget.stopRole(testCtx(mk({ AGENT_AUTOSCALING: 'hpa', WORKER_REPLICAS: '1', AGENT_MAX_REPLICAS: '2' }), hpa), 'worker'), 'digdag-worker (scaled to 0)');
+});
+
 test('apply with AGENT_AUTOSCALING=keda onto a cluster without KEDA\'s CRDs stops before any change, naming the fix', async () => {
   const config = mk({ AGENT_AUTOSCALING: 'keda', WORKER_REPLICAS: '1', AGENT_MAX_REPLICAS: '3' });
   const none = new RecordingRunner(cluster((argv) => (argv.includes('crd') ? { code: 1, stderr: 'Error from server (NotFound): customresourcedefinitions.apiextensions.k8s.io "scaledobjects.keda.sh" not found' } : undefined)));
