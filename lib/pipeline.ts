@@ -112,13 +112,17 @@ export function toListrTask(step: Step, showOutput = true): ListrTask<Ctx> {
     title: step.title,
     skip: async (ctx) => (await skipReason(step, ctx)) ?? false,
     task: async (ctx, task) => {
-      const runner = ctx.runner as Runner & { setSink?(s: (l: string) => void): void };
-      if (showOutput) {
-        runner.setSink?.((line: string) => {
-          task.output = line;
-        });
+      const runner = ctx.runner as Runner & { setSink?(s: (l: string) => void): (l: string) => void };
+      // The task's output while it runs; afterwards where the lines went before (the list's renderer
+      // owns no output once it has finished).
+      const before = showOutput ? runner.setSink?.((line: string) => {
+        task.output = line;
+      }) : undefined;
+      try {
+        await runStep(step, ctx);
+      } finally {
+        if (before) runner.setSink?.(before);
       }
-      await runStep(step, ctx);
     },
   };
 }

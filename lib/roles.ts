@@ -83,6 +83,9 @@ export const layoutRoles = (config: Pick<Config, 'layout'>): readonly Role[] => 
 /** The role whose processes run tasks: what scales with the queue and what a kill test attacks. */
 export const taskRole = (layout: Layout): Role => LAYOUT_ROLES[layout].find(runsTasks)!;
 
+/** "a worker", "an agent": a role's name with its article, for sentences. */
+export const aRole = (role: Role): string => `${/^[aeiou]/.test(role) ? 'an' : 'a'} ${role}`;
+
 /** The roles that run an executor loop. */
 export const executorRoles = (layout: Layout): Role[] => LAYOUT_ROLES[layout].filter((r) => runsExecutorLoop(layout, r));
 

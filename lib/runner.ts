@@ -94,8 +94,11 @@ export class ShellRunner implements Runner {
     this.sink = sink;
   }
 
-  setSink(sink: LogSink): void {
+  /** Where log lines go from now on; returns where they went before. */
+  setSink(sink: LogSink): LogSink {
+    const before = this.sink;
     this.sink = sink;
+    return before;
   }
 
   log(line: string): void {

@@ -8,7 +8,7 @@ import { UserError } from './errors.ts';
 import type { Ctx, Impl } from './pipeline.ts';
 import { waitFor, withDeadline } from './processes.ts';
 import { PUSH_TIMEOUT_MS } from './push-workflow.ts';
-import { executorRoles, layoutRoles, roleFlags, runsTasks, taskRole, type Layout, type Role } from './roles.ts';
+import { aRole, executorRoles, layoutRoles, roleFlags, runsTasks, taskRole, type Layout, type Role } from './roles.ts';
 import { listFiles } from './state.ts';
 import type { Budgets, RoleInstance, TargetOps } from './target.ts';
 import { heldLocks, notInDryRun, proveAuth, proveScheduler, renderTable, report, retriedElsewhere, runParallel, shTaskIds, VERIFY_SOURCES, type Check } from './verify.ts';
@@ -203,7 +203,7 @@ export async function verifyHa(ctx: Ctx, target: TargetOps, stage: Stage = { now
   const retried = target.evidence === 'task-logs'
     ? await retriedElsewhere(endpoint, disrupted, victimTasks, victim.name)
     : { ok: !!rerunBy, detail: `were re-run by ${rerunBy || 'NOBODY SEEN'} (task locks)` };
-  add(tasksRole, `workflow survives a ${tasksRole} killed with SIGKILL mid-task${target.replacesInstances ? ' and one instance of every other role deleted' : ''}`, a3.success && retried.ok,
+  add(tasksRole, `workflow survives ${aRole(tasksRole)} killed with SIGKILL mid-task${target.replacesInstances ? ' and one instance of every other role deleted' : ''}`, a3.success && retried.ok,
     `attempt ${disrupted} ${a3.success ? 'succeeded' : 'FAILED'} after stopping ${deleted.join(', ')}; ${victim.name}'s ${victimTasks.length} task(s) ${retried.detail}`);
 
   // 4. Where the target runs its own replicated database: the leader's PostgreSQL SIGKILLed while

@@ -14,7 +14,7 @@
 import { UserError } from '../errors.ts';
 import type { Ctx } from '../pipeline.ts';
 import { burstFigures, sampleQueue, startSampling, type BurstFigures, type QueueSample } from '../queue-sampling.ts';
-import { taskRole } from '../roles.ts';
+import { aRole, taskRole } from '../roles.ts';
 import type { Target } from '../target.ts';
 import { startAttempt, waitAttempt, workflowId } from '../digdag-api.ts';
 import { waitFor } from '../processes.ts';
@@ -174,7 +174,7 @@ export async function proveQueueScaling(ctx: Ctx, target: Target, plan: BurstPla
     const wanted = plan.attempts * plan.tasks;
     const checks: Check[] = [
       { role, what: `scaled out on the queue (min ${min}, max ${max})`, ok: f.peak > min && f.peak <= max, detail: `peak ${f.peak}; queue above ${min * threads} after ${opt(f.overThresholdMs)}, new pod after ${opt(f.scaledOutMs)}` },
-      { role, what: `a task ran on a ${role} the autoscaler added`, ok: f.newWorkerTaskMs !== undefined, detail: `first task on a new ${role} ${opt(f.newWorkerTaskMs)} after the burst; reaction ${opt(f.reactionMs)}` },
+      { role, what: `a task ran on ${aRole(role)} the autoscaler added`, ok: f.newWorkerTaskMs !== undefined, detail: `first task on a new ${role} ${opt(f.newWorkerTaskMs)} after the burst; reaction ${opt(f.reactionMs)}` },
       { role, what: `every attempt succeeded (${plan.attempts} of the burst, ${plan.long} long)`, ok: failedAttempts.length === 0, detail: failedAttempts.length ? `failed: ${failedAttempts.join(', ')}` : `drain ${sec(drainMs)} (${(drainMs / 1000 / ideal).toFixed(2)}× the ideal ${ideal.toFixed(0)} s)` },
       {
         role,
@@ -184,7 +184,7 @@ export async function proveQueueScaling(ctx: Ctx, target: Target, plan: BurstPla
       },
       {
         role,
-        what: `a ${role} scaled in while holding a task finished it before its pod went`,
+        what: `${aRole(role)} scaled in while holding a task finished it before its pod went`,
         ok: heldThroughScaleIn.length > 0 && heldThroughScaleIn.every((h) => h.ok),
         detail: heldThroughScaleIn.length ? heldThroughScaleIn.map((h) => `${h.pod} kept lock ${h.lock} ${h.heldForMs ? sec(h.heldForMs) : '?'}${h.ok ? '' : ' NOT finished by itself'}`).join('; ') : `no ${role} was scaled in while it held a task`,
       },
