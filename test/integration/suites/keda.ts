@@ -31,6 +31,7 @@ import assert from 'node:assert/strict';
 import { test, type TestContext } from 'node:test';
 import { EXTERNAL_METRICS_API, KEDA_CERTS_SECRET, KEDA_DEPLOYMENTS, KEDA_NAMESPACE, kedaImages } from '../../../lib/cluster/keda.ts';
 import { METRICS_API } from '../../../lib/cluster/metrics-server.ts';
+import { kubectl as clusterKubectl } from '../../../lib/cluster/addons.ts';
 import { clusterUpCmd } from '../../../lib/cluster/lifecycle.ts';
 import type { ClusterConfig } from '../../../lib/cluster/config.ts';
 import type { Config } from '../../../lib/config.ts';
@@ -136,8 +137,10 @@ export function kedaTests(env: ClusterSuiteEnv): { stop(): Promise<void> } {
 
   test('KEDA started with the cluster as pods from its own config/: its Deployments Available, certificates made by its operator, the API server serving external.metrics.k8s.io through the adapter pod', async (t) => {
     if (skipped(t)) return;
+    // Cluster-wide objects and KEDA's namespace: the cluster's own kubeconfig (no deployment needed).
+    const kc = (...args: string[]) => runner.run({ argv: clusterKubectl(env.cluster(), ...args), quiet: true, nothrow: true, timeoutMs: 60_000 });
     // KEDA's three Deployments, on the images built here, in KEDA's own namespace.
-    const deps = await k('get', 'deployments', '-n', KEDA_NAMESPACE, '-o', 'json');
+    const deps = await kc('get', 'deployments', '-n', KEDA_NAMESPACE, '-o', 'json');
     assert.equal(deps.code, 0, deps.stderr);
     const items = (JSON.parse(deps.stdout) as { items: { metadata: { name: string }; spec: { template: { spec: { containers: { image: string }[] } } }; status: { availableReplicas?: number } }[] }).items;
     assert.deepEqual(items.map((d) => d.metadata.name).sort(), [...KEDA_DEPLOYMENTS].sort());
@@ -145,19 +148,19 @@ export function kedaTests(env: ClusterSuiteEnv): { stop(): Promise<void> } {
     assert.deepEqual(items.flatMap((d) => d.spec.template.spec.containers.map((c) => c.image)).sort(), kedaImages().map((i) => i.image).sort());
     // The certificates: made by KEDA's operator, in the Secret its pods mount; its CA injected into
     // the APIService and the webhooks, none from the cluster's PKI.
-    const secret = await k('get', 'secret', '-n', KEDA_NAMESPACE, KEDA_CERTS_SECRET, '-o', 'jsonpath={.data.ca\\.crt}');
+    const secret = await kc('get', 'secret', '-n', KEDA_NAMESPACE, KEDA_CERTS_SECRET, '-o', 'jsonpath={.data.ca\\.crt}');
     assert.equal(secret.code, 0, secret.stderr);
     const kedaCa = secret.stdout.trim();
     assert.ok(kedaCa.length > 0, 'the operator wrote its CA');
-    assert.equal((await k('get', 'apiservice', EXTERNAL_METRICS_API, '-o', 'jsonpath={.spec.caBundle}')).stdout.trim(), kedaCa);
-    const hooks = (await k('get', 'validatingwebhookconfiguration', 'keda-admission', '-o', 'jsonpath={.webhooks[*].clientConfig.caBundle}')).stdout.trim().split(/\s+/);
+    assert.equal((await kc('get', 'apiservice', EXTERNAL_METRICS_API, '-o', 'jsonpath={.spec.caBundle}')).stdout.trim(), kedaCa);
+    const hooks = (await kc('get', 'validatingwebhookconfiguration', 'keda-admission', '-o', 'jsonpath={.webhooks[*].clientConfig.caBundle}')).stdout.trim().split(/\s+/);
     assert.ok(hooks.length >= 3 && hooks.every((c) => c === kedaCa), 'the webhooks trust the operator\'s CA');
-    const api = await k('get', 'apiservice', EXTERNAL_METRICS_API, '-o', 'jsonpath={.status.conditions[?(@.type=="Available")].status}');
+    const api = await kc('get', 'apiservice', EXTERNAL_METRICS_API, '-o', 'jsonpath={.status.conditions[?(@.type=="Available")].status}');
     assert.equal(api.stdout, 'True', api.stderr);
-    const raw = await k('get', '--raw', '/apis/external.metrics.k8s.io/v1beta1');
+    const raw = await kc('get', '--raw', '/apis/external.metrics.k8s.io/v1beta1');
     assert.equal(raw.code, 0, raw.stderr);
     assert.equal((JSON.parse(raw.stdout) as { groupVersion: string }).groupVersion, 'external.metrics.k8s.io/v1beta1');
-    const crds = await k('get', 'crd', 'scaledobjects.keda.sh', 'triggerauthentications.keda.sh', '-o', 'name');
+    const crds = await kc('get', 'crd', 'scaledobjects.keda.sh', 'triggerauthentications.keda.sh', '-o', 'name');
     assert.equal(crds.stdout.trim().split('\n').length, 2, crds.stderr);
     // up again: KEDA is part of "up", so a second up finds it there.
     const again = await clusterUpCmd(runner, env.cluster(), log);
