@@ -46,7 +46,7 @@ import { stopTracked, waitFor } from '../../../lib/processes.ts';
 import { SAMPLE_PROJECT } from '../../../lib/push-workflow.ts';
 import type { ShellRunner } from '../../../lib/runner.ts';
 import { renderTable } from '../../../lib/verify.ts';
-import { proveQueueScaling } from '../../../lib/kube/scaling-proof.ts';
+import { proveQueueScaling, SCALING_BURST } from '../../../lib/kube/scaling-proof.ts';
 import { ALL_STEPS } from '../../../tasks/all.ts';
 import { kubeTarget } from '../../../tasks/steps.ts';
 import { testConfig, testCtx } from '../../helpers/fixtures.ts';
@@ -55,12 +55,9 @@ import { testConfig, testCtx } from '../../helpers/fixtures.ts';
 const MIN = 2;
 const MAX = 4;
 const THREADS = 4;
-const ATTEMPTS = 50;
-const TASKS = 4;
-const SLEEP = 5;
-/** Tasks still running when the burst has drained: the scale-in must remove workers holding them. */
-const LONG = 4;
-const LONG_SLEEP = 60;
+/** The burst e2e's proof runs (lib/kube/scaling-proof.ts: also its long tasks, still running when it has
+ * drained, so the scale-in must remove workers holding them). */
+const { attempts: ATTEMPTS, tasks: TASKS, sleepSeconds: SLEEP } = SCALING_BURST;
 const COOLDOWN = 20;
 const SCALE_DOWN_PERIOD = 10;
 /** KEDA's polling interval in the test (AUTOSCALING_POLLING_SECONDS). */
@@ -186,7 +183,7 @@ export function kedaTests(env: ClusterSuiteEnv): { stop(): Promise<void> } {
     assert.match(refused.stderr, /admission webhook "vscaledobject\.kb\.io" denied the request: .*already managed by the ScaledObject 'digdag-autoscaler'/);
 
     // The proof e2e runs too (lib/kube/scaling-proof.ts): its checks, and the figures behind them asserted here.
-    const proof = await proveQueueScaling(ctx, kubeTarget, { attempts: ATTEMPTS, tasks: TASKS, sleepSeconds: SLEEP, long: LONG, longSleepSeconds: LONG_SLEEP }, log, async (holders) => {
+    const proof = await proveQueueScaling(ctx, kubeTarget, SCALING_BURST, log, async (holders) => {
       // Their JVMs (a new worker's among them) map the image's class-data-sharing archive, the one
       // made for their classpath (docker/entrypoint.sh cds_flag).
       for (const pod of holders) {
