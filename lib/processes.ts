@@ -97,22 +97,36 @@ export function isAlive(entry: Pick<ProcessEntry, 'pid' | 'marker'>): boolean {
 const EXEC_REREADS = 50;
 const pause = new Int32Array(new SharedArrayBuffer(4));
 
-/** Whether the process is stopped by a signal (SIGSTOP: state T). */
-export function isFrozen(entry: Pick<ProcessEntry, 'pid' | 'marker'>): boolean {
-  if (!isAlive(entry)) return false;
+/** The process's state letter from /proc (R, S, D, T, Z…), or 'gone'. */
+export function processState(entry: Pick<ProcessEntry, 'pid'>): string {
   try {
-    return /^\d+ \(.*\) T /.test(fs.readFileSync(`/proc/${entry.pid}/stat`, 'utf8'));
+    return /^\d+ \(.*\) (\S) /.exec(fs.readFileSync(`/proc/${entry.pid}/stat`, 'utf8'))?.[1] ?? '?';
   } catch {
-    return false;
+    return 'gone';
   }
 }
 
-/** Freezes (SIGSTOP) or resumes (SIGCONT) a process with its group (a Digdag role and its sh> tasks). */
+/** Whether the process is stopped by a signal (SIGSTOP: state T). */
+export function isFrozen(entry: Pick<ProcessEntry, 'pid' | 'marker'>): boolean {
+  return isAlive(entry) && processState(entry) === 'T';
+}
+
+/**
+ * Freezes (SIGSTOP) or resumes (SIGCONT) a process with its group (a Digdag role and its sh> tasks).
+ * Bounded: the kernel applies a stop at the process's next return to user space (late when it
+ * sleeps uninterruptibly on a loaded disk). The signal is sent again each round until the state
+ * shows it: one from elsewhere in between (a CONT to a group the kernel finds orphaned) is undone.
+ */
 export async function freeze(entry: Pick<ProcessEntry, 'pid' | 'marker'>, on: boolean): Promise<void> {
-  if (!isAlive(entry)) return;
-  process.kill(-entry.pid, on ? 'SIGSTOP' : 'SIGCONT');
-  // Bounded: the kernel applies a stop at the process's next return to user space.
-  await waitFor(() => isFrozen(entry) === on || !isAlive(entry), 5000, 20);
+  await waitFor(() => {
+    if (!isAlive(entry) || isFrozen(entry) === on) return true;
+    try {
+      process.kill(-entry.pid, on ? 'SIGSTOP' : 'SIGCONT');
+    } catch {
+      /* the group is gone: the next round sees it dead */
+    }
+    return false;
+  }, 15_000, 50);
 }
 
 /** Waits (bounded, polling) until a condition holds; returns false on timeout. */

@@ -9,7 +9,7 @@ import { answersVersion } from '../digdag.ts';
 import { UserError } from '../errors.ts';
 import type { Ctx, Impl, TaskName } from '../pipeline.ts';
 import { dbEndpoint, queryAsApp, type DbEndpoint } from '../postgres.ts';
-import { freeze, isAlive, isFrozen, listProcesses, stopProcess, unregisterProcess, waitFor, type ProcessEntry } from '../processes.ts';
+import { freeze, isAlive, isFrozen, listProcesses, processState, stopProcess, unregisterProcess, waitFor, type ProcessEntry } from '../processes.ts';
 import { pushWorkflowOn } from '../push-workflow.ts';
 import { instances, type Role } from '../roles.ts';
 import type { RoleInstance, Target, TargetOps } from '../target.ts';
@@ -116,8 +116,8 @@ const ops: TargetOps = {
   stopRole: async (ctx, role) => {
     const procs = roleEntries(ctx.config).filter((p) => p.role === role);
     await Promise.all(procs.map((p) => freeze(p, true)));
-    const notFrozen = procs.filter((p) => !isFrozen(p)).map((p) => p.name);
-    if (notFrozen.length) throw new Error(`SIGSTOP did not freeze ${notFrozen.join(', ')}`);
+    const notFrozen = procs.filter((p) => !isFrozen(p)).map((p) => `${p.name} (pid ${p.pid}, ${isAlive(p) ? `state ${processState(p)}` : 'not running'})`);
+    if (notFrozen.length) throw new Error(`SIGSTOP did not freeze ${notFrozen.join(', ')} within 15 s`);
     return procs.map((p) => `${p.name} (frozen)`).join(', ');
   },
   // What restore starts are replacements, not part of what a failed run undoes.
