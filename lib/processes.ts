@@ -106,9 +106,12 @@ export function processState(entry: Pick<ProcessEntry, 'pid'>): string {
   }
 }
 
-/** Whether the process is stopped by a signal (SIGSTOP: state T). */
+/**
+ * Whether the process is stopped by a signal (SIGSTOP: state T; t when a tracer watches it, as a
+ * sandbox's supervisor may: the stop is then reported to the tracer, the process still runs nothing).
+ */
 export function isFrozen(entry: Pick<ProcessEntry, 'pid' | 'marker'>): boolean {
-  return isAlive(entry) && processState(entry) === 'T';
+  return isAlive(entry) && /^[Tt]$/.test(processState(entry));
 }
 
 /**
