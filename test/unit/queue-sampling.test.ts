@@ -1,10 +1,13 @@
 // The burst sampling (lib/queue-sampling.ts): the lock table's rows, counts per sample, the pace
 // and the left-out samples of the loop, and what a burst's samples show — re-runs, retries, and
-// the scale-out's steps measured from the burst.
+// the scale-out's steps measured from the burst; the Kubernetes source's lock-table query.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { pollingDbQuery } from '../../lib/kube/db-query.ts';
 import { waitFor } from '../../lib/processes.ts';
 import { burstFigures, parseLocks, sampleQueue, startSampling, type QueueSample, type QueueSource, type WorkerInstance } from '../../lib/queue-sampling.ts';
+import { RecordingRunner } from '../../lib/runner.ts';
+import { testConfig, testCtx } from '../helpers/fixtures.ts';
 
 const podOf = (agent: string) => agent.slice(agent.indexOf('@') + 1);
 
@@ -87,4 +90,27 @@ test('a task held by two agents, or retried, is a re-run; fixed workers show no 
   assert.deepEqual(f.reruns, ['t1: 1@a, 1@b']);
   assert.equal(f.retried, 1, 'one task, however many samples saw it');
   assert.deepEqual([f.overThresholdMs, f.scaledOutMs, f.newReadyMs, f.newWorkerTaskMs, f.reactionMs], [undefined, undefined, undefined, undefined, undefined]);
+});
+
+test('the polling query on Kubernetes finds the PostgreSQL leader once, keeps it, and looks again after a failed query', async () => {
+  let leader = 'digdag-postgres-1';
+  let down = '';
+  const runner = new RecordingRunner((argv) => {
+    if (argv.includes('get')) return { stdout: leader };
+    const pod = argv[argv.indexOf('exec') + 1];
+    return pod === down ? { code: 1, stderr: `pod ${pod} is gone` } : { stdout: `rows from ${pod}\n` };
+  });
+  const query = pollingDbQuery(testCtx(testConfig({ DIGDAG_HA_TARGET: 'cluster', POSTGRES_MEMBERS: '3' }), runner));
+  const kinds = () => runner.calls.map((c) => (c.argv.includes('get') ? 'find leader' : `exec ${c.argv[c.argv.indexOf('exec') + 1]}`));
+  assert.equal(await query('SELECT 1'), 'rows from digdag-postgres-1');
+  assert.equal(await query('SELECT 1'), 'rows from digdag-postgres-1');
+  assert.deepEqual(kinds(), ['find leader', 'exec digdag-postgres-1', 'exec digdag-postgres-1'], 'one exec per query once the leader is known');
+  // A failover: the old leader's pod fails the query; the new one is found and asked.
+  down = 'digdag-postgres-1';
+  leader = 'digdag-postgres-2';
+  assert.equal(await query('SELECT 1'), 'rows from digdag-postgres-2');
+  assert.deepEqual(kinds().slice(3), ['exec digdag-postgres-1', 'find leader', 'exec digdag-postgres-2']);
+  // When the leader found again fails too, the query fails (the sampling leaves that sample out).
+  down = 'digdag-postgres-2';
+  await assert.rejects(query('SELECT 1'), /digdag-postgres-2 is gone/);
 });
