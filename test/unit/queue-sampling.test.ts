@@ -4,6 +4,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { pollingDbQuery } from '../../lib/kube/db-query.ts';
+import { LOCK_LOG_INSTALL_SQL, parseLockLog } from '../../lib/lock-log.ts';
 import { waitFor } from '../../lib/processes.ts';
 import { burstFigures, parseLocks, sampleQueue, startSampling, type QueueSample, type QueueSource, type WorkerInstance } from '../../lib/queue-sampling.ts';
 import { RecordingRunner } from '../../lib/runner.ts';
@@ -113,4 +114,17 @@ test('the polling query on Kubernetes finds the PostgreSQL leader once, keeps it
   // When the leader found again fails too, the query fails (the sampling leaves that sample out).
   down = 'digdag-postgres-2';
   await assert.rejects(query('SELECT 1'), /digdag-postgres-2 is gone/);
+});
+
+test('the lock log: a lock taken twice is a re-run, a retry counted is one taken again after it expired', () => {
+  const log = parseLockLog('11|1@digdag-worker-a|0\n12|1@digdag-worker-a,7@digdag-worker-b|1\n13|2@digdag-worker-a|0\n');
+  assert.equal(log.locks, 3);
+  assert.deepEqual(log.reruns, ['12: 1@digdag-worker-a, 7@digdag-worker-b']);
+  assert.deepEqual(log.retried, ['12']);
+  assert.deepEqual(log.agentsOf.get('11'), ['1@digdag-worker-a']);
+  assert.deepEqual(parseLockLog(''), { locks: 0, reruns: [], retried: [], agentsOf: new Map() });
+  // Only acquisitions are logged: the trigger fires when lock_agent_id changes to an agent (not on
+  // a heartbeat, which sets lock_expire_time alone, nor on an expiry, which clears the agent).
+  assert.match(LOCK_LOG_INSTALL_SQL, /WHEN \(NEW\.lock_agent_id IS NOT NULL AND NEW\.lock_agent_id IS DISTINCT FROM OLD\.lock_agent_id\)/);
+  assert.match(LOCK_LOG_INSTALL_SQL, /SECURITY DEFINER/, 'Digdag\'s own user needs no right on the log');
 });
