@@ -29,8 +29,9 @@ export function dbQuery(ctx: Ctx): (sql: string) => Promise<string> {
 /**
  * dbQuery for a polling loop (the burst's lock-table samples, back to back): the leader is found
  * once and kept until a query on it fails, then found again. One `kubectl exec` per query instead
- * of a `kubectl get pods` before each, which halves a sample on a busy machine (the burst's samples
- * must stay closer together than a task lives). A member that was demoted meanwhile still answers,
+ * of a `kubectl get pods` before each, which halves a sample on a busy machine (the queue's
+ * timeline and the scale-in's holders are read from the samples; re-runs from the database's lock
+ * log, lib/lock-log.ts, which no sampling gap can hide). A member that was demoted meanwhile still answers,
  * as a streaming replica, with what the leader committed.
  */
 export function pollingDbQuery(ctx: Ctx): (sql: string) => Promise<string> {
